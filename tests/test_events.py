@@ -1,0 +1,113 @@
+"""Parsing every body shape upstream sends into an Event, and refusing what is not one."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from webhook_receiver import Event, InvalidEvent
+from webhook_receiver.events import REDACTED, redact
+from webhook_receiver.testing import make_event
+
+ORDER = {"type": "order", "id": "o-1", "status": "complete"}
+
+
+def test_resources_string_form_is_decoded() -> None:
+    body = make_event("order.paid", ORDER, form="resources", event_id="e-1")
+    event = Event.from_dict(body)
+    assert event.id == "e-1"
+    assert event.trigger == "order.paid"
+    assert event.resources == {"data": ORDER}
+    assert event.payload is None
+    assert event.data == ORDER
+    assert not event.is_deleted
+    assert (event.entity, event.action) == ("order", "paid")
+
+
+def test_payload_form() -> None:
+    event = Event.from_dict(make_event("product.updated", {"type": "product", "id": "p"}, form="payload"))
+    assert event.resources is None
+    assert event.payload == {"data": {"type": "product", "id": "p"}}
+    assert event.data == {"type": "product", "id": "p"}
+
+
+def test_both_forms_prefer_payload_and_keep_included() -> None:
+    event = Event.from_dict(make_event("order.created"))
+    assert event.data["type"] == "order"
+    assert event.included["items"][0]["type"] == "order_item"
+    assert event.resources == event.payload
+
+
+def test_deleted_event_carries_id_and_type_object() -> None:
+    body = make_event("product.deleted", {"id": "p-9", "type": "product"}, form="resources")
+    assert body["resources"] == {"id": "p-9", "type": "product"}
+    event = Event.from_dict(body)
+    assert event.is_deleted
+    assert event.data == {"id": "p-9", "type": "product"}
+    assert event.included is None
+
+
+def test_newest_form_with_store_ids_and_no_attempt() -> None:
+    event = Event.from_json(
+        json.dumps({"id": "e", "triggered_by": "order.paid", "store_id": "s", "org_id": "g"})
+    )
+    assert (event.attempt, event.store_id, event.org_id, event.data) == (1, "s", "g", None)
+    assert event.integration == {}
+
+
+def test_utf16_body_parses() -> None:
+    body = json.dumps({"id": "e", "triggered_by": "order.paid"}).encode("utf-16")
+    assert Event.from_json(body).id == "e"
+
+
+def test_secret_is_redacted_everywhere() -> None:
+    secret = "very-secret-value"
+    integration = {"type": "integration", "configuration": {"url": "u", "secret_key": secret}}
+    body = make_event("integration.updated", integration, form="both")
+    body["configuration"] = {"url": "u", "secret_key": secret}
+    event = Event.from_dict(body)
+    assert secret not in json.dumps(event.raw)
+    assert secret not in repr(event)
+    assert event.raw["configuration"]["secret_key"] == REDACTED
+    assert event.data["configuration"]["secret_key"] == REDACTED
+    assert json.loads(event.raw["resources"])["data"]["configuration"]["secret_key"] == REDACTED
+    assert body["configuration"]["secret_key"] == secret, "the caller's dict is not modified"
+
+
+def test_redact_reports_whether_it_changed_anything() -> None:
+    assert redact({"a": [1, {"b": 2}]}) == ({"a": [1, {"b": 2}]}, False)
+    assert redact([{"client_secret": "x"}]) == ([{"client_secret": REDACTED}], True)
+
+
+@pytest.mark.parametrize(
+    ("body", "trigger", "message"),
+    [
+        (b"not json", None, "not valid JSON"),
+        (b"\xff\xfe\xfa", None, "not"),
+        (b"[1, 2]", None, "must be a JSON object, not an array"),
+        (b"{}", None, "has no id"),
+        (b'{"id": 5, "triggered_by": "order.paid"}', None, "id must be a non-empty string"),
+        (b'{"id": "", "triggered_by": "order.paid"}', None, "id must be a non-empty string"),
+        (b'{"id": "e"}', None, "has no triggered_by"),
+        (b'{"id": "e", "triggered_by": "no spaces allowed"}', None, "not an event name"),
+        (b'{"id": "e", "triggered_by": "order.paid"}', "order.created", "does not match"),
+        (b'{"id": "e", "triggered_by": "order.paid", "attempt": 0}', None, "attempt"),
+        (b'{"id": "e", "triggered_by": "order.paid", "attempt": true}', None, "attempt"),
+        (b'{"id": "e", "triggered_by": "order.paid", "resources": "{oops"}', None, "resources is a string"),
+        (b'{"id": "e", "triggered_by": "order.paid", "resources": "[1]"}', None, "decode to a JSON object"),
+        (b'{"id": "e", "triggered_by": "order.paid", "resources": 3}', None, "resources must be"),
+        (b'{"id": "e", "triggered_by": "order.paid", "payload": []}', None, "payload must be an object"),
+        (b'{"id": "e", "triggered_by": "order.paid", "integration": "x"}', None, "integration must be"),
+        (b'{"id": "e", "triggered_by": "order.paid", "store_id": 1}', None, "store_id must be a string"),
+        (b"[" * 100_000, None, "nested too deeply"),
+    ],
+)
+def test_bad_bodies_are_refused_with_a_reason(body: bytes, trigger: str | None, message: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        Event.from_json(body, trigger=trigger)
+    assert message in info.value.reason
+
+
+def test_overlong_id_is_refused() -> None:
+    with pytest.raises(InvalidEvent, match="longer than"):
+        Event.from_dict({"id": "x" * 201, "triggered_by": "order.paid"})

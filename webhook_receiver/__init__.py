@@ -1,0 +1,24 @@
+"""Receive Moltin / Elastic Path Commerce Cloud webhooks in Flask."""
+from . import signals
+from .__about__ import __version__
+from .errors import (
+    InvalidEvent,
+    PayloadTooLarge,
+    StoreUnavailable,
+    UnknownTriggerWarning,
+    WebhookReceiverError,
+)
+from .events import Event
+from .receiver import WebhookReceiver
+
+__all__ = [
+    "Event",
+    "InvalidEvent",
+    "PayloadTooLarge",
+    "StoreUnavailable",
+    "UnknownTriggerWarning",
+    "WebhookReceiver",
+    "WebhookReceiverError",
+    "__version__",
+    "signals",
+]

@@ -1,0 +1,181 @@
+"""The HTTP side of a delivery: from the raw request to the answer upstream acts on.
+
+The steps, in order, each with its own answer (DESIGN.md, "HTTP contract"):
+
+1. ``POST`` only (405);
+2. the declared length against the limit (413), before anything is read;
+3. the secret header, in constant time, before the body is parsed (401);
+4. the trigger header (400), the body read up to the limit (413) and parsed
+   (400);
+5. the store claims the event (503 when it cannot; 200 ``duplicate`` when it
+   is done; 409 ``in_progress`` while another worker holds it);
+6. the handlers run (200 ``processed`` or 500 ``failed``).
+
+Every answer is JSON and none holds a traceback, the secret or the body. One
+INFO line is logged per delivery.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, Response, json, request
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+
+from . import signals
+from .catalogue import is_event_name
+from .config import ReceiverConfig
+from .dispatch import run_handlers
+from .errors import InvalidEvent, PayloadTooLarge, StoreUnavailable
+from .events import Event
+from .stores.base import ClaimState
+
+if TYPE_CHECKING:
+    from .receiver import WebhookReceiver
+
+__all__ = ["SECRET_HEADER", "TRIGGER_HEADER", "receive"]
+
+logger = logging.getLogger("webhook_receiver")
+
+#: The header Moltin puts the integration's ``secret_key`` in.
+SECRET_HEADER = "X-MOLTIN-SECRET-KEY"
+#: The header Moltin puts the observable event name in.
+TRIGGER_HEADER = "X-MOLTIN-INTEGRATION-TRIGGER"
+
+_READ_CHUNK = 64 * 1024
+
+
+class _Answer:
+    """An answer and what to log about it."""
+
+    __slots__ = ("code", "body", "status", "event", "headers")
+
+    def __init__(self, code: int, body: dict[str, Any], *, status: str,
+                 event: Event | None = None, headers: dict[str, str] | None = None) -> None:
+        self.code = code
+        self.body = body
+        self.status = status
+        self.event = event
+        self.headers = headers
+
+
+def _error(code: int, status: str, message: str, **headers: str) -> _Answer:
+    return _Answer(code, {"error": message}, status=status, headers=headers or None)
+
+
+def _done(code: int, status: str, event: Event) -> _Answer:
+    return _Answer(code, {"id": event.id, "status": status}, status=status, event=event)
+
+
+def receive(receiver: WebhookReceiver, app: Flask, config: ReceiverConfig) -> Response:
+    """Answer the current request as a webhook delivery.
+
+    :param receiver: the receiver the endpoint belongs to.
+    :param app: the current app (the signals' sender).
+    :param config: the receiver's configuration on *app*.
+    """
+    started = time.perf_counter()
+    answer = _answer(receiver, app, config)
+    response = app.response_class(
+        json.dumps(answer.body), status=answer.code, mimetype="application/json",
+        headers=answer.headers,
+    )
+    event = answer.event
+    trigger = event.trigger if event else request.headers.get(TRIGGER_HEADER, "")
+    logger.info(
+        "delivery id=%s trigger=%s attempt=%s status=%s http=%d ms=%.1f",
+        event.id if event else "-",
+        trigger if is_event_name(trigger) else "-",
+        event.attempt if event else "-",
+        answer.status,
+        answer.code,
+        (time.perf_counter() - started) * 1000.0,
+    )
+    return response
+
+
+def _answer(receiver: WebhookReceiver, app: Flask, config: ReceiverConfig) -> _Answer:
+    if request.method != "POST":
+        return _error(
+            405, "method_not_allowed",
+            f"{request.method} is not allowed: Moltin delivers webhooks with POST",
+            Allow="POST",
+        )
+    limit = config.max_content_length
+    if request.content_length is not None and request.content_length > limit:
+        return _too_large(limit)
+
+    if config.verifier is not None:
+        presented = request.headers.get(SECRET_HEADER)
+        if not config.verifier.verify(presented):
+            signals.send_isolated(
+                signals.verification_failed, app,
+                reason="missing" if presented is None else "mismatch", receiver=receiver,
+            )
+            return _error(401, "unauthorized", f"the {SECRET_HEADER} header is missing or wrong")
+
+    trigger = request.headers.get(TRIGGER_HEADER)
+    if not trigger:
+        return _error(400, "bad_request", f"the {TRIGGER_HEADER} header is missing")
+    if not is_event_name(trigger):
+        return _error(400, "bad_request", f"the {TRIGGER_HEADER} header is not an event name")
+
+    try:
+        event = Event.from_json(_read_body(limit), trigger=trigger)
+    except PayloadTooLarge:
+        return _too_large(limit)
+    except InvalidEvent as exc:
+        return _error(400, "bad_request", exc.reason)
+
+    signals.send_isolated(signals.event_received, app, event=event, receiver=receiver)
+    handlers = receiver.handlers_for(event.trigger, app)
+    if not handlers:
+        return _done(200, "ignored", event)
+
+    store = config.store
+    try:
+        claim = store.claim(event)
+        if claim.state is ClaimState.DONE:
+            return _done(200, "duplicate", event)
+        if claim.state is ClaimState.BUSY:
+            return _done(409, "in_progress", event)
+        failed = run_handlers(app, event, handlers, store, claim, receiver=receiver)
+    except StoreUnavailable as exc:
+        logger.error("event %s not acknowledged: %s", event.id, exc)
+        return _Answer(
+            503,
+            {"id": event.id, "status": "unavailable", "error": "the event store is unavailable"},
+            status="unavailable",
+            event=event,
+        )
+    return _done(500, "failed", event) if failed else _done(200, "processed", event)
+
+
+def _too_large(limit: int) -> _Answer:
+    return _error(413, "too_large", f"the body is larger than the limit of {limit} bytes")
+
+
+def _read_body(limit: int) -> bytes:
+    """Read the body, refusing to hold more than *limit* bytes of it.
+
+    :raises PayloadTooLarge: if the body is longer than *limit*.
+    :raises InvalidEvent: if the client went away mid-body.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        stream = request.stream
+        while True:
+            chunk = stream.read(min(_READ_CHUNK, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(limit)
+    except RequestEntityTooLarge:
+        raise PayloadTooLarge(limit) from None
+    except ClientDisconnected:
+        raise InvalidEvent("the body ended before its declared length") from None
+    return b"".join(chunks)

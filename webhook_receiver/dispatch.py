@@ -1,0 +1,95 @@
+"""Running the handlers of a claimed event, each in its own error handling.
+
+Today handlers run inline, in the request that delivered the event, and the
+answer reflects them; background dispatch builds on :func:`run_handlers`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+from . import signals
+from .events import Event
+from .handlers import Handler
+from .stores.base import Claim, EventStore
+
+if TYPE_CHECKING:
+    from .receiver import WebhookReceiver
+
+__all__ = ["run_handlers"]
+
+logger = logging.getLogger("webhook_receiver")
+
+#: The longest error text kept for a failed handler.
+MAX_ERROR_LENGTH = 500
+
+
+def run_handlers(
+    sender: Any,
+    event: Event,
+    handlers: Sequence[Handler],
+    store: EventStore,
+    claim: Claim,
+    *,
+    receiver: WebhookReceiver,
+) -> list[str]:
+    """Run each handler that has not yet succeeded for *event*, then finish the claim.
+
+    A handler that raises is logged, recorded and reported through
+    :data:`~webhook_receiver.signals.handler_failed`; the others still run.
+
+    :param sender: the Flask app, passed to signal receivers.
+    :param event: the event.
+    :param handlers: every handler for its trigger, in order.
+    :param store: the store holding *claim*.
+    :param claim: a ``CLAIMED`` claim on *event*.
+    :param receiver: the receiver, passed to lifecycle signals.
+    :returns: the names of the handlers that failed; empty when all succeeded.
+    :raises StoreUnavailable: if an outcome cannot be recorded.
+    """
+    failed: list[str] = []
+    for handler in handlers:
+        if handler.name in claim.succeeded:
+            continue
+        started = time.time()
+        try:
+            handler(sender, event)
+        except Exception as exc:
+            failed.append(handler.name)
+            logger.error(
+                "handler %s failed on event %s (%s, attempt %d)",
+                handler.name,
+                event.id,
+                event.trigger,
+                event.attempt,
+                exc_info=True,
+            )
+            store.record(
+                claim, handler.name, ok=False, error=describe(exc),
+                started_at=started, finished_at=time.time(),
+            )
+            signals.send_isolated(
+                signals.handler_failed, sender,
+                event=event, handler=handler.name, exception=exc, receiver=receiver,
+            )
+        else:
+            store.record(
+                claim, handler.name, ok=True, error=None,
+                started_at=started, finished_at=time.time(),
+            )
+    store.finish(claim, ok=not failed)
+    if not failed:
+        signals.send_isolated(signals.event_handled, sender, event=event, receiver=receiver)
+    return failed
+
+
+def describe(exc: BaseException) -> str:
+    """``"ExceptionType: message"``, cut to :data:`MAX_ERROR_LENGTH` characters.
+
+    :param exc: the exception a handler raised.
+    """
+    text = f"{type(exc).__name__}: {exc}"
+    if len(text) > MAX_ERROR_LENGTH:
+        text = text[: MAX_ERROR_LENGTH - 3] + "..."
+    return text

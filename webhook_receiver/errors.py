@@ -1,0 +1,67 @@
+"""The exceptions and warnings the receiver raises.
+
+Every exception carries the data a caller needs to react (a reason, a limit, a
+store name) as attributes, and none of them ever holds a secret or a request
+body.
+"""
+from __future__ import annotations
+
+
+class WebhookReceiverError(Exception):
+    """Base class of every error raised by :mod:`webhook_receiver`."""
+
+
+class InvalidEvent(WebhookReceiverError, ValueError):
+    """A delivery that cannot be understood as a Moltin event.
+
+    Answered with ``400 Bad Request``; no handler runs and nothing is stored.
+
+    :param reason: what is wrong, in words fit for the error body.
+    :param field: the body field or header at fault, when there is one.
+    """
+
+    def __init__(self, reason: str, *, field: str | None = None) -> None:
+        super().__init__(reason)
+        #: What is wrong, safe to send back to the caller.
+        self.reason = reason
+        #: The body field or header at fault, or ``None``.
+        self.field = field
+
+
+class PayloadTooLarge(WebhookReceiverError):
+    """A delivery whose body is larger than ``WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH``.
+
+    :param limit: the configured limit in bytes.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the body is larger than the limit of {limit} bytes")
+        #: The configured limit in bytes.
+        self.limit = limit
+
+
+class StoreUnavailable(WebhookReceiverError):
+    """The event store cannot take or answer for an event right now.
+
+    The receiver answers ``503`` so that upstream retries the delivery later;
+    nothing is acknowledged.
+
+    :param store: a short name of the store, such as ``"memory"``.
+    :param reason: what failed, without credentials.
+    """
+
+    def __init__(self, store: str, reason: str) -> None:
+        super().__init__(f"the {store} event store is unavailable: {reason}")
+        #: The store's short name.
+        self.store = store
+        #: What failed.
+        self.reason = reason
+
+
+class UnknownTriggerWarning(UserWarning):
+    """A handler was registered for an event name that is not in the catalogue.
+
+    The name is kept: stores may observe custom events (``<slug>.created``) or
+    events newer than this package. The warning only helps catch typos such as
+    ``order.payed``.
+    """

@@ -1,0 +1,255 @@
+"""The :class:`Event` model: one Moltin delivery, parsed, checked and redacted.
+
+Upstream has sent the same event in several shapes over the years; all of them
+parse into the same :class:`Event`:
+
+* ``resources`` as a JSON-encoded *string* ``{"data": .., "included": ..}``
+  (created and updated events, the deprecated form);
+* ``resources`` as a plain object ``{"id": .., "type": ..}`` (deleted events);
+* ``payload``, the newer object form of the same content;
+* the newest bodies, which may carry ``store_id`` / ``org_id`` and omit
+  ``attempt`` and ``resources``: only ``id`` and ``triggered_by`` are certain.
+
+The body echoes the integration's ``configuration.secret_key``. Every value
+under a key named in :data:`SECRET_FIELDS` is replaced by :data:`REDACTED`
+before anything else sees the body, including inside the ``resources`` string.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .catalogue import OBSERVABLE_EVENTS, is_event_name
+from .errors import InvalidEvent
+
+__all__ = ["Event", "OBSERVABLE_EVENTS", "REDACTED", "SECRET_FIELDS", "redact"]
+
+#: Keys whose values never leave the parser.
+SECRET_FIELDS: frozenset[str] = frozenset({"secret_key", "client_secret"})
+
+#: What a redacted value is replaced with.
+REDACTED = "[redacted]"
+
+#: The longest event id accepted; upstream sends UUIDs.
+MAX_ID_LENGTH = 200
+
+
+def redact(value: Any) -> tuple[Any, bool]:
+    """Return a copy of *value* with every secret field replaced by :data:`REDACTED`.
+
+    :param value: decoded JSON (dicts, lists and scalars).
+    :returns: the redacted copy and whether anything was redacted.
+    """
+    if isinstance(value, dict):
+        changed = False
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key in SECRET_FIELDS and item is not None:
+                out[key] = REDACTED
+                changed = True
+            else:
+                out[key], sub_changed = redact(item)
+                changed = changed or sub_changed
+        return out, changed
+    if isinstance(value, list):
+        items = [redact(item) for item in value]
+        return [item for item, _ in items], any(changed for _, changed in items)
+    return value, False
+
+
+@dataclass(frozen=True)
+class Event:
+    """One verified Moltin delivery.
+
+    Handlers receive an :class:`Event`; build one from a body with
+    :meth:`from_json` or :meth:`from_dict`.
+    """
+
+    #: The event's id: unique per event, the same on every retry.
+    id: str
+    #: The observable event name, such as ``"order.paid"``.
+    trigger: str
+    #: Which delivery attempt this is, from 1 (1 when upstream omits it).
+    attempt: int = 1
+    #: The integration that delivered it: ``id``, ``integration_type``, ``name``, ...
+    integration: Mapping[str, Any] = field(default_factory=dict)
+    #: The ``payload`` object as sent (newer bodies), or ``None``.
+    payload: Mapping[str, Any] | None = None
+    #: The deprecated ``resources``, decoded from its JSON string, or ``None``.
+    resources: Mapping[str, Any] | None = None
+    #: The affected resource: the ``data`` object of a created or updated
+    #: event, the ``{"id", "type"}`` object of a deleted one, or ``None``.
+    data: Any = None
+    #: Related resources sent beside ``data`` (``included``), or ``None``.
+    included: Any = None
+    #: The store the event comes from, when upstream says.
+    store_id: str | None = None
+    #: The organisation the store belongs to, when upstream says.
+    org_id: str | None = None
+    #: The whole body as a dict, with every secret redacted.
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def is_deleted(self) -> bool:
+        """Whether the event reports a deletion (``data`` is then ``{"id", "type"}``)."""
+        return self.trigger.endswith(".deleted")
+
+    @property
+    def entity(self) -> str:
+        """The part of the trigger before the last dot: ``"order"`` for ``order.paid``."""
+        return self.trigger.rpartition(".")[0] or self.trigger
+
+    @property
+    def action(self) -> str:
+        """The part of the trigger after the last dot: ``"paid"`` for ``order.paid``."""
+        return self.trigger.rpartition(".")[2]
+
+    @classmethod
+    def from_json(cls, body: bytes | str, *, trigger: str | None = None) -> Event:
+        """Parse a delivery body.
+
+        :param body: the raw body; bytes may be UTF-8, UTF-16 or UTF-32, as
+            JSON allows, whatever the Content-Type said.
+        :param trigger: the ``X-MOLTIN-INTEGRATION-TRIGGER`` header, which
+            must then agree with the body's ``triggered_by``.
+        :raises InvalidEvent: if the body is not a Moltin event.
+        """
+        try:
+            decoded = json.loads(body)
+        except UnicodeDecodeError:
+            raise InvalidEvent("the body is not UTF-8 text") from None
+        except ValueError as exc:
+            raise InvalidEvent(f"the body is not valid JSON ({_json_error(exc)})") from None
+        except RecursionError:
+            raise InvalidEvent("the body is nested too deeply") from None
+        if not isinstance(decoded, dict):
+            raise InvalidEvent(
+                f"the body must be a JSON object, not {_json_type(decoded)}"
+            )
+        return cls.from_dict(decoded, trigger=trigger)
+
+    @classmethod
+    def from_dict(cls, body: Mapping[str, Any], *, trigger: str | None = None) -> Event:
+        """Build an event from a decoded body.
+
+        :param body: the decoded JSON object; it is not modified.
+        :param trigger: the trigger header, checked against ``triggered_by``
+            when given.
+        :raises InvalidEvent: if a required field is missing or a field has
+            the wrong type.
+        """
+        try:
+            raw, _ = redact(dict(body))
+        except RecursionError:
+            raise InvalidEvent("the body is nested too deeply") from None
+        event_id = _required_str(raw, "id")
+        if len(event_id) > MAX_ID_LENGTH:
+            raise InvalidEvent(f"id is longer than {MAX_ID_LENGTH} characters", field="id")
+        triggered_by = _required_str(raw, "triggered_by")
+        if not is_event_name(triggered_by):
+            raise InvalidEvent("triggered_by is not an event name", field="triggered_by")
+        if trigger is not None and trigger != triggered_by:
+            raise InvalidEvent(
+                f"the X-MOLTIN-INTEGRATION-TRIGGER header {_short(trigger)} does not"
+                f" match triggered_by {_short(triggered_by)}",
+                field="triggered_by",
+            )
+        resources = _resources(raw)
+        payload = _optional_object(raw, "payload")
+        source = payload if payload is not None else resources
+        data: Any = None
+        included: Any = None
+        if source is not None:
+            data = source["data"] if "data" in source else source
+            included = source.get("included")
+        return cls(
+            id=event_id,
+            trigger=triggered_by,
+            attempt=_attempt(raw),
+            integration=_optional_object(raw, "integration") or {},
+            payload=payload,
+            resources=resources,
+            data=data,
+            included=included,
+            store_id=_optional_str(raw, "store_id"),
+            org_id=_optional_str(raw, "org_id"),
+            raw=raw,
+        )
+
+
+def _resources(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """Decode ``resources``; redact inside it and keep the redacted string in *raw*."""
+    value = raw.get("resources")
+    if value is None or isinstance(value, dict):
+        return value
+    if not isinstance(value, str):
+        raise InvalidEvent(
+            f"resources must be a JSON string or an object, not {_json_type(value)}",
+            field="resources",
+        )
+    try:
+        decoded = json.loads(value)
+    except (ValueError, RecursionError):
+        raise InvalidEvent("resources is a string that is not valid JSON", field="resources") from None
+    if not isinstance(decoded, dict):
+        raise InvalidEvent(
+            f"resources must decode to a JSON object, not {_json_type(decoded)}",
+            field="resources",
+        )
+    decoded, changed = redact(decoded)
+    if changed:
+        raw["resources"] = json.dumps(decoded, separators=(",", ":"))
+    return decoded
+
+
+def _required_str(raw: Mapping[str, Any], name: str) -> str:
+    value = raw.get(name)
+    if value is None:
+        raise InvalidEvent(f"the body has no {name}", field=name)
+    if not isinstance(value, str) or not value:
+        raise InvalidEvent(f"{name} must be a non-empty string", field=name)
+    return value
+
+
+def _optional_str(raw: Mapping[str, Any], name: str) -> str | None:
+    value = raw.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise InvalidEvent(f"{name} must be a string, not {_json_type(value)}", field=name)
+
+
+def _optional_object(raw: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    value = raw.get(name)
+    if value is None or isinstance(value, dict):
+        return value
+    raise InvalidEvent(f"{name} must be an object, not {_json_type(value)}", field=name)
+
+
+def _attempt(raw: Mapping[str, Any]) -> int:
+    value = raw.get("attempt")
+    if value is None:
+        return 1
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise InvalidEvent("attempt must be a positive integer", field="attempt")
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")
+
+
+def _json_error(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    return "undecodable text"
+
+
+def _short(value: str, limit: int = 64) -> str:
+    """Quote an untrusted value for an error message, cut to *limit* characters."""
+    if len(value) > limit:
+        value = value[:limit] + "..."
+    return json.dumps(value)

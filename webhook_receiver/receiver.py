@@ -1,0 +1,253 @@
+"""The Flask extension: :class:`WebhookReceiver`."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Sequence, TypeVar
+
+from flask import Blueprint, Flask, Response, current_app
+from flask.blueprints import BlueprintSetupState
+
+from .catalogue import check_pattern, is_event_name
+from .config import ReceiverConfig, read_config
+from .delivery import receive
+from .handlers import EventHandler, Handler, HandlerRegistry, signal_handlers
+from .signals import TriggerSignal
+from .stores.base import EventStore
+
+__all__ = ["WebhookReceiver"]
+
+F = TypeVar("F", bound=EventHandler)
+
+#: The key of ``app.extensions`` holding each receiver's configuration by name.
+EXTENSION_KEY = "webhook_receiver"
+
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class WebhookReceiver:
+    """Receives Moltin webhooks on a Flask app and routes them to handlers.
+
+    ::
+
+        receiver = WebhookReceiver()
+
+        @receiver.on("order.paid")
+        def ship(event):
+            ...
+
+        def create_app():
+            app = Flask(__name__)
+            app.config["WEBHOOK_RECEIVER_SECRET_KEY"] = "..."
+            receiver.init_app(app)
+            return app
+
+    Handlers belong to the receiver, not to an app: they can be registered
+    before :meth:`init_app` and serve every app the receiver is set up on.
+
+    :param app: an app to set up at once, as with :meth:`init_app`.
+    :param name: tells several receivers of one app apart; it names the
+        blueprint (``webhook_receiver_<name>``), salts derived secrets and is
+        the default URL's last part.
+    :param url: where to mount the endpoint; wins over ``WEBHOOK_RECEIVER_URL``.
+    :param secret_key: the accepted secret, or a list of them oldest to
+        newest; wins over ``WEBHOOK_RECEIVER_SECRET_KEY``.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        name: str = "moltin",
+        url: str | None = None,
+        secret_key: str | Sequence[str] | None = None,
+    ) -> None:
+        if not name or not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError("name must be letters, digits, '-' and '_', such as 'moltin'")
+        self.name = name
+        self._url = url
+        self._secret_key = secret_key
+        self._handlers = HandlerRegistry()
+        self._signals: dict[str, TriggerSignal] = {}
+        self._signals_lock = threading.Lock()
+
+        #: The blueprint holding the endpoint. :meth:`init_app` mounts it; it
+        #: can also be mounted by hand, with a ``url_prefix`` of your choice.
+        self.blueprint = Blueprint(f"webhook_receiver_{name.replace('-', '_')}", __name__)
+        self.blueprint.record(self._setup_blueprint)
+
+        if app is not None:
+            self.init_app(app)
+
+    def __repr__(self) -> str:
+        return f"<WebhookReceiver {self.name!r} handlers={len(self._handlers)}>"
+
+    # -- setting up an app ---------------------------------------------------
+
+    def init_app(self, app: Flask) -> None:
+        """Set up *app*: read the configuration and mount the endpoint.
+
+        Configuration keys (arguments given to the constructor win):
+
+        ``WEBHOOK_RECEIVER_SECRET_KEY``
+            The secret Moltin sends in ``X-MOLTIN-SECRET-KEY``, or a list of
+            them, oldest to newest: any is accepted, so a secret can be
+            rotated without dropping a delivery.
+        ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS`` (Flask's own)
+            Used when ``WEBHOOK_RECEIVER_SECRET_KEY`` is unset: the webhook
+            secret is derived from them, salted with the receiver's name.
+            :meth:`secret_key` tells the value to register upstream.
+        ``WEBHOOK_RECEIVER_ALLOW_NO_SECRET``
+            ``False`` by default: with no secret at all, this method raises
+            :class:`RuntimeError`. ``True`` accepts every delivery unchecked,
+            with a warning; for local experiments only.
+        ``WEBHOOK_RECEIVER_URL``
+            Where the endpoint is mounted; ``/webhooks/<name>``
+            (``/webhooks/moltin``) by default.
+        ``WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH``
+            The largest body accepted, in bytes; 1 MiB by default.
+        ``WEBHOOK_RECEIVER_STORE``
+            Where events and handler outcomes are kept: ``"memory://"`` (the
+            default) or an :class:`~webhook_receiver.stores.EventStore`.
+
+        :param app: the app to set up.
+        :raises RuntimeError: if the app has no secret and did not opt out,
+            a key is malformed, or this receiver's name is already set up on
+            *app*.
+        """
+        self._configure(app)
+        app.register_blueprint(self.blueprint, url_prefix=self.get_config(app).url)
+
+    def _configure(self, app: Flask) -> ReceiverConfig:
+        configs: dict[str, ReceiverConfig] = app.extensions.setdefault(EXTENSION_KEY, {})
+        if self.name in configs:
+            raise RuntimeError(
+                f"a webhook receiver named {self.name!r} is already set up on this app;"
+                " give a second receiver another name"
+            )
+        config = read_config(app, name=self.name, url=self._url, secret_key=self._secret_key)
+        configs[self.name] = config
+        return config
+
+    def _setup_blueprint(self, state: BlueprintSetupState) -> None:
+        """Add the endpoint when the blueprint is registered, by :meth:`init_app` or by hand."""
+        configs = state.app.extensions.get(EXTENSION_KEY, {})
+        config = configs.get(self.name) or self._configure(state.app)
+        state.add_url_rule(
+            "" if state.url_prefix else config.url,
+            endpoint="receive",
+            view_func=self._view,
+            methods=_METHODS,
+        )
+
+    def _view(self) -> Response:
+        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        return receive(self, app, self.get_config(app))
+
+    def get_config(self, app: Flask | None = None) -> ReceiverConfig:
+        """The configuration this receiver read from *app* (the current app by default).
+
+        :raises RuntimeError: if the receiver is not set up on the app.
+        """
+        app = app or current_app
+        try:
+            config: ReceiverConfig = app.extensions[EXTENSION_KEY][self.name]
+        except KeyError:
+            raise RuntimeError(
+                f"webhook receiver {self.name!r} is not set up on this app: call"
+                " receiver.init_app(app) first"
+            ) from None
+        return config
+
+    def get_store(self, app: Flask | None = None) -> EventStore:
+        """The event store used on *app* (the current app by default)."""
+        return self.get_config(app).store
+
+    def secret_key(self, app: Flask | None = None) -> str:
+        """The secret to register upstream as ``configuration.secret_key``: the newest one.
+
+        :param app: the app (the current app by default).
+        :raises RuntimeError: if the app runs without a secret.
+        """
+        verifier = self.get_config(app).verifier
+        if verifier is None:
+            raise RuntimeError(
+                "this app accepts deliveries without a secret"
+                " (WEBHOOK_RECEIVER_ALLOW_NO_SECRET); set one before registering"
+            )
+        return verifier.newest
+
+    # -- handlers -------------------------------------------------------------
+
+    def on(self, *events: str, name: str | None = None) -> Callable[[F], F]:
+        """Register the decorated function as a handler of *events*.
+
+        ::
+
+            @receiver.on("order.paid", "order.fulfilled")
+            def ship(event: Event) -> None:
+                ...
+
+        Handlers run in registration order, each in its own error handling;
+        one that raises does not stop the others, and on a redelivery only
+        the handlers that failed run again. The function is returned
+        unchanged, so decorators can be stacked.
+
+        :param events: exact names (``order.paid``) or wildcards (``order.*``,
+            ``*.deleted``, ``*``). A name not in the catalogue is accepted
+            with an :class:`~webhook_receiver.errors.UnknownTriggerWarning`.
+        :param name: the name outcomes are recorded under; ``module.qualname``
+            of the function by default. It must stay the same across deploys
+            for redeliveries to skip what already succeeded.
+        :raises ValueError: if no event is given, one is malformed, or the
+            name is taken.
+        """
+        if not events:
+            raise ValueError("give at least one event name, such as 'order.paid', or '*'")
+        for pattern in events:
+            check_pattern(pattern)
+
+        def decorator(fn: F) -> F:
+            self._handlers.add(fn, events, name=name)
+            return fn
+
+        return decorator
+
+    def signal(self, trigger: str) -> TriggerSignal:
+        """The blinker signal sent for each event with this exact *trigger*.
+
+        Its receivers are handlers too: called as ``fn(sender, event=event)``
+        with the app as sender, after the :meth:`on` handlers, each in its own
+        error handling and with its outcome recorded. Connect functions
+        defined inside another function with ``weak=False``.
+
+        :param trigger: an exact event name, such as ``"order.paid"``.
+        :raises ValueError: if *trigger* is a wildcard or not an event name.
+        """
+        if not isinstance(trigger, str) or not is_event_name(trigger):
+            raise ValueError(
+                f"{trigger!r} is not an exact event name; signals exist per trigger"
+                " (use receiver.on('order.*') for wildcards)"
+            )
+        with self._signals_lock:
+            found = self._signals.get(trigger)
+            if found is None:
+                check_pattern(trigger)
+                found = self._signals[trigger] = TriggerSignal(trigger)
+        return found
+
+    def handlers_for(self, trigger: str, app: Any = None) -> list[Handler]:
+        """Every handler that runs for *trigger*, in order.
+
+        :param trigger: an exact event name.
+        :param app: the sender whose signal receivers count (the app).
+        """
+        handlers = list(self._handlers.for_trigger(trigger))
+        signal = self._signals.get(trigger)
+        if signal is not None:
+            handlers.extend(signal_handlers(signal, app, handlers))
+        return handlers
+
+    @property
+    def handlers(self) -> list[Handler]:
+        """The handlers registered with :meth:`on`, in registration order."""
+        return list(self._handlers)

@@ -1,0 +1,105 @@
+"""An in-process store: for tests, demos and single-process apps that may forget on restart."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import replace
+
+from ..events import Event
+from .base import Claim, ClaimState, EventStatus, EventStore, HandlerOutcome, StoredEvent
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(EventStore):
+    """Keeps events in a dict guarded by a lock.
+
+    Idempotency holds within one process only, and only for the last
+    *max_events* finished events: older ones are forgotten first.
+
+    :param lease_seconds: see :class:`~webhook_receiver.stores.EventStore`.
+    :param max_events: how many events to remember.
+    """
+
+    name = "memory"
+
+    def __init__(self, *, lease_seconds: float = 60.0, max_events: int = 10_000) -> None:
+        super().__init__(lease_seconds=lease_seconds)
+        if max_events < 1:
+            raise ValueError("max_events must be at least 1")
+        self.max_events = max_events
+        self._events: OrderedDict[str, StoredEvent] = OrderedDict()
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, event: Event) -> Claim:
+        now = time.time()
+        token = uuid.uuid4().hex
+        with self._lock:
+            stored = self._events.get(event.id)
+            if stored is None:
+                self._evict()
+                self._events[event.id] = StoredEvent(
+                    id=event.id,
+                    trigger=event.trigger,
+                    status=EventStatus.PROCESSING,
+                    raw=event.raw,
+                    received_at=now,
+                    updated_at=now,
+                )
+                self._leases[event.id] = (token, time.monotonic() + self.lease_seconds)
+                return Claim(event.id, ClaimState.CLAIMED, token)
+            if stored.status is EventStatus.PROCESSED:
+                return Claim(event.id, ClaimState.DONE)
+            lease = self._leases.get(event.id)
+            if lease is not None and lease[1] > time.monotonic():
+                return Claim(event.id, ClaimState.BUSY)
+            self._leases[event.id] = (token, time.monotonic() + self.lease_seconds)
+            stored.status = EventStatus.PROCESSING
+            stored.updated_at = now
+            succeeded = frozenset(name for name, o in stored.handlers.items() if o.ok)
+            return Claim(event.id, ClaimState.CLAIMED, token, succeeded)
+
+    def record(self, claim: Claim, name: str, *, ok: bool, error: str | None,
+               started_at: float, finished_at: float) -> None:
+        with self._lock:
+            stored = self._events.get(claim.event_id)
+            if stored is None:
+                return
+            previous = stored.handlers.get(name)
+            stored.handlers[name] = HandlerOutcome(
+                name=name,
+                ok=ok,
+                error=error,
+                attempts=(previous.attempts if previous else 0) + 1,
+                started_at=started_at,
+                finished_at=finished_at,
+            )
+            stored.updated_at = finished_at
+
+    def finish(self, claim: Claim, *, ok: bool) -> None:
+        with self._lock:
+            lease = self._leases.get(claim.event_id)
+            stored = self._events.get(claim.event_id)
+            if stored is None or lease is None or lease[0] != claim.token:
+                return
+            del self._leases[claim.event_id]
+            stored.status = EventStatus.PROCESSED if ok else EventStatus.FAILED
+            stored.updated_at = time.time()
+
+    def get(self, event_id: str) -> StoredEvent | None:
+        with self._lock:
+            stored = self._events.get(event_id)
+            return None if stored is None else replace(stored, handlers=dict(stored.handlers))
+
+    def _evict(self) -> None:
+        """Forget the oldest events not being processed, down to one free slot."""
+        if len(self._events) < self.max_events:
+            return
+        for event_id in list(self._events):
+            if event_id not in self._leases:
+                del self._events[event_id]
+                if len(self._events) < self.max_events:
+                    return

@@ -1,0 +1,212 @@
+"""Helpers to test webhook handlers: realistic delivery bodies and signed deliveries.
+
+::
+
+    from webhook_receiver.testing import deliver, make_event
+
+    def test_ship(client):
+        response = deliver(client, make_event("order.paid"), secret="s3cret")
+        assert response.status_code == 200
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Mapping, Union
+
+from flask.testing import FlaskClient
+
+from .delivery import SECRET_HEADER, TRIGGER_HEADER
+
+__all__ = ["deliver", "make_event", "sample_resource"]
+
+_FORMS = ("resources", "payload", "both")
+
+
+def _price(amount: int, currency: str = "USD") -> dict[str, Any]:
+    return {
+        "amount": amount,
+        "currency": currency,
+        "formatted": f"${amount // 100}.{amount % 100:02d}",
+    }
+
+
+def _order(resource_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    item_id = str(uuid.uuid4())
+    address = {
+        "first_name": "Ron",
+        "last_name": "Swanson",
+        "line_1": "1 Sun Street",
+        "city": "Pawnee",
+        "postcode": "46001",
+        "county": "Indiana",
+        "country": "US",
+    }
+    order = {
+        "type": "order",
+        "id": resource_id,
+        "status": "complete",
+        "payment": "paid",
+        "shipping": "unfulfilled",
+        "customer": {"name": "Ron Swanson", "email": "ron@swanson.example"},
+        "shipping_address": address,
+        "billing_address": dict(address),
+        "links": {},
+        "meta": {
+            "display_price": {
+                "with_tax": _price(4200),
+                "without_tax": _price(3500),
+                "tax": _price(700),
+            },
+            "timestamps": {
+                "created_at": "2026-11-29T10:00:00Z",
+                "updated_at": "2026-11-29T10:05:00Z",
+            },
+        },
+        "relationships": {"items": {"data": [{"type": "item", "id": item_id}]}},
+    }
+    included = {
+        "items": [
+            {
+                "type": "order_item",
+                "id": item_id,
+                "quantity": 2,
+                "product_id": str(uuid.uuid4()),
+                "name": "Lagavulin 16",
+                "sku": "LAG-16",
+                "unit_price": _price(1750),
+                "value": _price(3500),
+            }
+        ]
+    }
+    return order, included
+
+
+def _product(resource_id: str) -> dict[str, Any]:
+    return {
+        "type": "product",
+        "id": resource_id,
+        "name": "Lagavulin 16",
+        "slug": "lagavulin-16",
+        "sku": "LAG-16",
+        "manage_stock": True,
+        "description": "A smoky single malt.",
+        "price": [{"amount": 1750, "currency": "USD", "includes_tax": True}],
+        "status": "live",
+        "commodity_type": "physical",
+        "meta": {"display_price": {"with_tax": _price(1750)}, "stock": {"level": 12}},
+    }
+
+
+def sample_resource(trigger: str, resource_id: str | None = None) -> tuple[dict[str, Any], Any]:
+    """A resource such as upstream sends for *trigger*, and its ``included``.
+
+    :param trigger: an event name; ``order.*``, ``product.*`` and
+        ``customer.*`` get full resources, others a small generic one.
+    :param resource_id: the resource's id; random when not given.
+    :returns: ``(data, included)``; ``included`` is ``None`` when upstream
+        sends none.
+    """
+    entity = trigger.rpartition(".")[0] or trigger
+    resource_id = resource_id or str(uuid.uuid4())
+    if entity == "order":
+        return _order(resource_id)
+    if entity == "product":
+        return _product(resource_id), None
+    if entity == "customer":
+        return {"type": "customer", "id": resource_id, "name": "Ron Swanson",
+                "email": "ron@swanson.example"}, None
+    return {"type": entity, "id": resource_id, "name": f"Sample {entity}"}, None
+
+
+def make_event(
+    trigger: str,
+    data: Mapping[str, Any] | None = None,
+    *,
+    attempt: int = 1,
+    form: str = "both",
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """A delivery body for *trigger*, shaped as upstream sends it.
+
+    Created and updated events carry the whole resource; deleted events carry
+    only ``{"id", "type"}``. The ``configuration`` echo is added by
+    :func:`deliver`, which knows the secret.
+
+    :param trigger: the event name, such as ``"order.paid"``.
+    :param data: the affected resource; a realistic sample when not given.
+    :param attempt: the delivery attempt, from 1.
+    :param form: ``"resources"`` (the deprecated JSON string), ``"payload"``
+        (the newer object) or ``"both"``, as upstream sends today.
+    :param event_id: the event's id; random when not given.
+    :raises ValueError: if *form* is not one of the three.
+    """
+    if form not in _FORMS:
+        raise ValueError(f"form must be one of {', '.join(_FORMS)}, not {form!r}")
+    included: Any = None
+    if data is None:
+        data, included = sample_resource(trigger)
+    content: dict[str, Any]
+    if trigger.endswith(".deleted"):
+        content = {"id": data["id"], "type": data.get("type", trigger.rpartition(".")[0])}
+    else:
+        content = {"data": dict(data)}
+        if included is not None:
+            content["included"] = included
+    body: dict[str, Any] = {
+        "id": event_id or str(uuid.uuid4()),
+        "triggered_by": trigger,
+        "attempt": attempt,
+        "integration": {
+            "id": "5b0e4b5f-6f1b-4e5c-9a36-2b2c7f2b1d10",
+            "integration_type": "webhook",
+            "name": "webhook_receiver",
+            "description": "Sample integration",
+        },
+    }
+    if form in ("resources", "both"):
+        # Deleted events send a plain object; the others a JSON string.
+        body["resources"] = content if trigger.endswith(".deleted") else json.dumps(content)
+    if form in ("payload", "both"):
+        body["payload"] = content
+    return body
+
+
+Target = Union[FlaskClient, str]
+
+
+def deliver(
+    target: Target,
+    event: Mapping[str, Any],
+    *,
+    secret: str | None,
+    path: str = "/webhooks/moltin",
+    trigger: str | None = None,
+    timeout: float = 15.0,
+) -> Any:
+    """POST *event* as Moltin would: secret and trigger headers, configuration echo.
+
+    :param target: a Flask test client, or the full URL of a receiver.
+    :param event: a body from :func:`make_event`.
+    :param secret: the secret to send, or ``None`` to send no secret header.
+    :param path: the receiver's path, with a test client.
+    :param trigger: the trigger header; the body's ``triggered_by`` by default.
+    :param timeout: seconds to wait for a URL to answer.
+    :returns: the test client's response, or a :class:`requests.Response`.
+    """
+    body = dict(event)
+    body["configuration"] = {"url": target if isinstance(target, str) else path}
+    if secret is not None:
+        body["configuration"]["secret_key"] = secret
+    headers = {TRIGGER_HEADER: trigger or str(event.get("triggered_by", ""))}
+    if secret is not None:
+        headers[SECRET_HEADER] = secret
+    data = json.dumps(body)
+    if isinstance(target, str):
+        import requests
+
+        return requests.post(
+            target, data=data, timeout=timeout,
+            headers={**headers, "Content-Type": "application/json"},
+        )
+    return target.post(path, data=data, headers=headers, content_type="application/json")
