@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from typing import Any, Callable
+import threading
+from typing import Any, Callable, Iterator
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.serving import make_server
 
 from webhook_receiver import WebhookReceiver
 from webhook_receiver.testing import deliver
@@ -50,3 +52,21 @@ def send(client: FlaskClient) -> Callable[..., Any]:
         return deliver(client, event, secret=secret, **kwargs)
 
     return send_
+
+
+@pytest.fixture
+def live_server() -> Iterator[Callable[[Flask], str]]:
+    """Serve apps on real ports of 127.0.0.1 (werkzeug, threaded); yields a starter returning the base URL."""
+    servers: list[Any] = []
+
+    def start(app: Flask) -> str:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
