@@ -111,3 +111,14 @@ def test_bad_bodies_are_refused_with_a_reason(body: bytes, trigger: str | None, 
 def test_overlong_id_is_refused() -> None:
     with pytest.raises(InvalidEvent, match="longer than"):
         Event.from_dict({"id": "x" * 201, "triggered_by": "order.paid"})
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16-le", "utf-16", "utf-32-be"])
+def test_secret_is_redacted_whatever_the_encoding_or_escapes(encoding: str) -> None:
+    text = '{"id": "e", "triggered_by": "integration.updated", "configuration": {"secret\\u005fkey": "s3"},' \
+           ' "resources": "{\\"data\\": {\\"client_s\\\\u0065cret\\": \\"s4\\"}}", "x": {"secret_key": "s5"}}'
+    event = Event.from_json(text.encode(encoding))
+    dumped = json.dumps(event.raw) + json.dumps(event.data)
+    for secret in ("s3", "s4", "s5"):
+        assert f'"{secret}"' not in dumped
+    assert event.data == {"client_secret": REDACTED}

@@ -16,12 +16,14 @@ INFO line is logged per delivery.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, json, request
+from flask import Flask, Request, Response, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.wsgi import get_input_stream
 
 from . import signals
 from .catalogue import is_event_name
@@ -76,26 +78,28 @@ def receive(receiver: WebhookReceiver, app: Flask, config: ReceiverConfig) -> Re
     :param config: the receiver's configuration on *app*.
     """
     started = time.perf_counter()
-    answer = _answer(receiver, app, config)
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
+    answer = _answer(req, receiver, app, config)
     response = app.response_class(
         json.dumps(answer.body), status=answer.code, mimetype="application/json",
         headers=answer.headers,
     )
-    event = answer.event
-    trigger = event.trigger if event else request.headers.get(TRIGGER_HEADER, "")
-    logger.info(
-        "delivery id=%s trigger=%s attempt=%s status=%s http=%d ms=%.1f",
-        event.id if event else "-",
-        trigger if is_event_name(trigger) else "-",
-        event.attempt if event else "-",
-        answer.status,
-        answer.code,
-        (time.perf_counter() - started) * 1000.0,
-    )
+    if logger.isEnabledFor(logging.INFO):
+        event = answer.event
+        trigger = event.trigger if event else req.headers.get(TRIGGER_HEADER, "")
+        logger.info(
+            "delivery id=%s trigger=%s attempt=%s status=%s http=%d ms=%.1f",
+            event.id if event else "-",
+            trigger if is_event_name(trigger) else "-",
+            event.attempt if event else "-",
+            answer.status,
+            answer.code,
+            (time.perf_counter() - started) * 1000.0,
+        )
     return response
 
 
-def _answer(receiver: WebhookReceiver, app: Flask, config: ReceiverConfig) -> _Answer:
+def _answer(request: Request, receiver: WebhookReceiver, app: Flask, config: ReceiverConfig) -> _Answer:
     if request.method != "POST":
         return _error(
             405, "method_not_allowed",
@@ -122,7 +126,7 @@ def _answer(receiver: WebhookReceiver, app: Flask, config: ReceiverConfig) -> _A
         return _error(400, "bad_request", f"the {TRIGGER_HEADER} header is not an event name")
 
     try:
-        event = Event.from_json(_read_body(limit), trigger=trigger)
+        event = Event.from_json(_read_body(request, limit), trigger=trigger)
     except PayloadTooLarge:
         return _too_large(limit)
     except InvalidEvent as exc:
@@ -156,7 +160,7 @@ def _too_large(limit: int) -> _Answer:
     return _error(413, "too_large", f"the body is larger than the limit of {limit} bytes")
 
 
-def _read_body(limit: int) -> bytes:
+def _read_body(request: Request, limit: int) -> bytes:
     """Read the body, refusing to hold more than *limit* bytes of it.
 
     :raises PayloadTooLarge: if the body is longer than *limit*.
@@ -165,7 +169,9 @@ def _read_body(limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        stream = request.stream
+        # The WSGI input, bounded by Content-Length when there is one, with
+        # our limit rather than the app-wide MAX_CONTENT_LENGTH.
+        stream = get_input_stream(request.environ, max_content_length=limit)
         while True:
             chunk = stream.read(min(_READ_CHUNK, limit + 1 - size))
             if not chunk:

@@ -116,7 +116,7 @@ class Event:
         :raises InvalidEvent: if the body is not a Moltin event.
         """
         try:
-            decoded = json.loads(body)
+            decoded = _loads_redacted(body)
         except UnicodeDecodeError:
             raise InvalidEvent("the body is not UTF-8 text") from None
         except ValueError as exc:
@@ -127,7 +127,7 @@ class Event:
             raise InvalidEvent(
                 f"the body must be a JSON object, not {_json_type(decoded)}"
             )
-        return cls.from_dict(decoded, trigger=trigger)
+        return cls._build(decoded, trigger)
 
     @classmethod
     def from_dict(cls, body: Mapping[str, Any], *, trigger: str | None = None) -> Event:
@@ -143,6 +143,11 @@ class Event:
             raw, _ = redact(dict(body))
         except RecursionError:
             raise InvalidEvent("the body is nested too deeply") from None
+        return cls._build(raw, trigger)
+
+    @classmethod
+    def _build(cls, raw: dict[str, Any], trigger: str | None) -> Event:
+        """Check the fields of a redacted body, which becomes :attr:`raw`."""
         event_id = _required_str(raw, "id")
         if len(event_id) > MAX_ID_LENGTH:
             raise InvalidEvent(f"id is longer than {MAX_ID_LENGTH} characters", field="id")
@@ -188,8 +193,9 @@ def _resources(raw: dict[str, Any]) -> dict[str, Any] | None:
             f"resources must be a JSON string or an object, not {_json_type(value)}",
             field="resources",
         )
+    secretive = _may_hold_secrets(value)
     try:
-        decoded = json.loads(value)
+        decoded = json.loads(value, object_hook=_redact_object) if secretive else json.loads(value)
     except (ValueError, RecursionError):
         raise InvalidEvent("resources is a string that is not valid JSON", field="resources") from None
     if not isinstance(decoded, dict):
@@ -197,10 +203,54 @@ def _resources(raw: dict[str, Any]) -> dict[str, Any] | None:
             f"resources must decode to a JSON object, not {_json_type(decoded)}",
             field="resources",
         )
-    decoded, changed = redact(decoded)
-    if changed:
+    if secretive:
         raw["resources"] = json.dumps(decoded, separators=(",", ":"))
     return decoded
+
+
+def _redact_object(obj: dict[str, Any]) -> dict[str, Any]:
+    """``object_hook`` of the parser: redact the secret fields of one decoded object."""
+    for key in SECRET_FIELDS:
+        if obj.get(key) is not None:
+            obj[key] = REDACTED
+    return obj
+
+
+def _may_hold_secrets(text: str | bytes) -> bool:
+    """Whether a secret field may appear in *text*: its name, a ``\\u`` escape, or UTF-16/32 bytes."""
+    if isinstance(text, bytes):
+        return (b"secret_key" in text or b"client_secret" in text or b"\\u" in text
+                or b"\x00" in text)
+    return "secret_key" in text or "client_secret" in text or "\\u" in text
+
+
+def _loads_redacted(text: str | bytes) -> Any:
+    """Decode JSON, redacting every secret field.
+
+    The thorough path redacts each object as the parser builds it (a Python
+    call per object). A plain substring search lets most bodies skip it: those
+    that name no secret field, and those whose only secret field is one
+    ``"secret_key"`` that turns out to be the ``configuration`` echo, which is
+    then redacted in place.
+    """
+    if not _may_hold_secrets(text):
+        return json.loads(text)
+    if isinstance(text, bytes):
+        first = text.find(b'"secret_key"')
+        echo_only = (first >= 0 and text.find(b'"secret_key"', first + 1) < 0
+                     and b"client_secret" not in text and b"\\u" not in text and b"\x00" not in text)
+    else:
+        first = text.find('"secret_key"')
+        echo_only = (first >= 0 and text.find('"secret_key"', first + 1) < 0
+                     and "client_secret" not in text and "\\u" not in text)
+    if echo_only:
+        decoded = json.loads(text)
+        configuration = decoded.get("configuration") if isinstance(decoded, dict) else None
+        if isinstance(configuration, dict) and "secret_key" in configuration:
+            if configuration["secret_key"] is not None:
+                configuration["secret_key"] = REDACTED
+            return decoded
+    return json.loads(text, object_hook=_redact_object)
 
 
 def _required_str(raw: Mapping[str, Any], name: str) -> str:
@@ -221,7 +271,9 @@ def _optional_str(raw: Mapping[str, Any], name: str) -> str | None:
 
 def _optional_object(raw: Mapping[str, Any], name: str) -> dict[str, Any] | None:
     value = raw.get(name)
-    if value is None or isinstance(value, dict):
+    if value is None:
+        return None
+    if isinstance(value, dict):
         return value
     raise InvalidEvent(f"{name} must be an object, not {_json_type(value)}", field=name)
 

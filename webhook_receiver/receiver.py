@@ -130,8 +130,8 @@ class WebhookReceiver:
 
     def _setup_blueprint(self, state: BlueprintSetupState) -> None:
         """Add the endpoint when the blueprint is registered, by :meth:`init_app` or by hand."""
-        configs = state.app.extensions.get(EXTENSION_KEY, {})
-        config = configs.get(self.name) or self._configure(state.app)
+        app: Flask = state.app  # type: ignore[assignment]
+        config = app.extensions.get(EXTENSION_KEY, {}).get(self.name) or self._configure(app)
         state.add_url_rule(
             "" if state.url_prefix else config.url,
             endpoint="receive",

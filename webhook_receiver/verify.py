@@ -51,7 +51,7 @@ class SecretVerifier:
         return self._newest
 
     def _digest(self, value: str) -> bytes:
-        return hmac.new(self._key, value.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
+        return hmac.digest(self._key, value.encode("utf-8", "surrogateescape"), "sha256")
 
     def verify(self, candidate: str | None) -> bool:
         """Tell whether *candidate* is one of the accepted secrets.
@@ -80,7 +80,7 @@ def derive_secrets(secret_keys: Iterable[str | bytes], *, salt: str) -> list[str
     :param salt: tells apart the secrets of several receivers; the receiver's
         name is used.
     """
-    keys = [k for k in secret_keys if k]
+    keys = [k.encode("utf-8") if isinstance(k, str) else k for k in secret_keys if k]
     if not keys:
         return []
     signer = Signer(keys, salt=f"webhook_receiver.{salt}", key_derivation="hmac", digest_method=hashlib.sha256)

@@ -1,9 +1,10 @@
 """An in-process store: for tests, demos and single-process apps that may forget on restart."""
 from __future__ import annotations
 
+import itertools
+import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import replace
 
@@ -33,10 +34,12 @@ class MemoryStore(EventStore):
         self._events: OrderedDict[str, StoredEvent] = OrderedDict()
         self._leases: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
+        self._token_prefix = f"{os.getpid()}-{id(self):x}-"
+        self._tokens = itertools.count()
 
     def claim(self, event: Event) -> Claim:
         now = time.time()
-        token = uuid.uuid4().hex
+        token = f"{self._token_prefix}{next(self._tokens)}"
         with self._lock:
             stored = self._events.get(event.id)
             if stored is None:
@@ -95,11 +98,14 @@ class MemoryStore(EventStore):
             return None if stored is None else replace(stored, handlers=dict(stored.handlers))
 
     def _evict(self) -> None:
-        """Forget the oldest events not being processed, down to one free slot."""
-        if len(self._events) < self.max_events:
-            return
-        for event_id in list(self._events):
-            if event_id not in self._leases:
-                del self._events[event_id]
-                if len(self._events) < self.max_events:
-                    return
+        """Forget the oldest events not under a live lease, down to one free slot."""
+        now = time.monotonic()
+        while len(self._events) >= self.max_events:
+            for event_id in self._events:  # oldest first
+                lease = self._leases.get(event_id)
+                if lease is None or lease[1] <= now:
+                    break
+            else:
+                return  # every event is being processed: hold them all
+            del self._events[event_id]
+            self._leases.pop(event_id, None)

@@ -1,0 +1,157 @@
+"""Throughput of the receiver against a bare Flask endpoint parsing the same body.
+
+Both apps run under gunicorn with 2 sync workers on 127.0.0.1; wrk (Debian's
+``wrk`` package) loads them with the same realistic ``order.paid`` delivery, a
+fresh event id per request, in alternated runs over several rounds. The figure
+that counts is the ratio of the median requests per second, receiver / bare.
+
+Run it by hand from the repository root::
+
+    python bench/throughput.py --rounds 5 --seconds 10
+
+Needs ``pip install -e ".[dev]"`` (gunicorn) and ``apt-get install wrk``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.apps import SECRET  # noqa: E402
+from webhook_receiver.testing import make_event  # noqa: E402
+
+LUA = r"""
+local counter = 0
+local threads = 0
+local body_template = [[%(body)s]]
+
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+
+function request()
+  counter = counter + 1
+  local id = "%(run)s-" .. tid .. "-" .. counter
+  local body = string.gsub(body_template, "EVENT_ID", id)
+  return wrk.format("POST", "/webhooks/moltin", {
+    ["Content-Type"] = "application/json",
+    ["X-MOLTIN-SECRET-KEY"] = "%(secret)s",
+    ["X-MOLTIN-INTEGRATION-TRIGGER"] = "order.paid",
+  }, body)
+end
+
+local statuses = {}
+function response(status, headers, body)
+  if status ~= 200 then
+    error("unexpected status " .. status .. ": " .. body)
+  end
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_gunicorn(app: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
+         "--log-level", "warning", f"bench.apps:{app}"],
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"gunicorn for {app} did not start")
+
+
+def run_wrk(port: int, script: str, seconds: int, connections: int, threads: int) -> dict[str, Any]:
+    out = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
+         "-s", script, f"http://127.0.0.1:{port}/webhooks/moltin"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    p50 = re.search(r"50%\s+([\d.]+\w+)", out)
+    p99 = re.search(r"99%\s+([\d.]+\w+)", out)
+    return {
+        "rps": rps,
+        "non2xx": int(errors.group(1)) if errors else 0,
+        "p50": p50.group(1) if p50 else "?",
+        "p99": p99.group(1) if p99 else "?",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is not installed: apt-get install wrk", file=sys.stderr)
+        return 2
+
+    body = json.dumps(make_event("order.paid", event_id="EVENT_ID"))
+    body_with_echo = json.loads(body)
+    body_with_echo["configuration"] = {"url": "http://127.0.0.1/webhooks/moltin", "secret_key": SECRET}
+    body = json.dumps(body_with_echo)
+    print(f"body: {len(body)} bytes; {args.rounds} rounds x {args.seconds}s per app; "
+          f"gunicorn -w {args.workers}; wrk -t{args.threads} -c{args.connections}")
+
+    results: dict[str, list[dict[str, Any]]] = {"receiver_app": [], "bare_app": []}
+    procs = {}
+    ports = {}
+    try:
+        for app in results:
+            ports[app] = free_port()
+            procs[app] = start_gunicorn(app, ports[app], args.workers)
+        with tempfile.TemporaryDirectory() as tmp:
+            for round_no in range(args.rounds):
+                order = list(results) if round_no % 2 == 0 else list(reversed(results))
+                for app in order:
+                    script = os.path.join(tmp, f"{app}-{round_no}.lua")
+                    Path(script).write_text(LUA % {"body": body, "run": f"r{round_no}{app}", "secret": SECRET})
+                    result = run_wrk(ports[app], script, args.seconds, args.connections, args.threads)
+                    results[app].append(result)
+                    print(f"round {round_no + 1} {app:<13} {result['rps']:9.1f} req/s  "
+                          f"p50 {result['p50']:>8}  p99 {result['p99']:>8}  non-2xx {result['non2xx']}")
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait(timeout=10)
+
+    receiver_rps = statistics.median(r["rps"] for r in results["receiver_app"])
+    bare_rps = statistics.median(r["rps"] for r in results["bare_app"])
+    failures = sum(r["non2xx"] for rs in results.values() for r in rs)
+    print(f"\nmedian receiver {receiver_rps:.1f} req/s, bare {bare_rps:.1f} req/s, "
+          f"ratio receiver/bare {receiver_rps / bare_rps:.3f}; non-2xx answers: {failures}")
+    return 0 if failures == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
