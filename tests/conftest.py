@@ -9,6 +9,8 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
 from webhook_receiver import WebhookReceiver
+from webhook_receiver.emulator import Emulator
+from webhook_receiver.moltin import MoltinClient
 from webhook_receiver.testing import deliver
 
 SECRET = "whsec-test-5f1c0d2e9a8b7c6d"
@@ -70,3 +72,15 @@ def live_server() -> Iterator[Callable[[Flask], str]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def moltin() -> Iterator[Emulator]:
+    """A Moltin stand-in on a free port of 127.0.0.1, retrying deliveries fast."""
+    with Emulator(retry_delays=(0.05, 0.1, 0.2)) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def moltin_client(moltin: Emulator) -> MoltinClient:
+    return MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url, backoff=0.01)

@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from flask import Blueprint, Flask, Response, current_app
 from flask.blueprints import BlueprintSetupState
 
-from .catalogue import check_pattern, is_event_name
+from .catalogue import check_pattern, expand, is_event_name
 from .config import ReceiverConfig, read_config
 from .delivery import receive
 from .handlers import EventHandler, Handler, HandlerRegistry, signal_handlers
@@ -20,6 +20,8 @@ F = TypeVar("F", bound=EventHandler)
 
 #: The key of ``app.extensions`` holding each receiver's configuration by name.
 EXTENSION_KEY = "webhook_receiver"
+#: The key of ``app.extensions`` holding the receivers themselves by name.
+RECEIVERS_KEY = "webhook_receiver.receivers"
 
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -126,6 +128,11 @@ class WebhookReceiver:
             )
         config = read_config(app, name=self.name, url=self._url, secret_key=self._secret_key)
         configs[self.name] = config
+        app.extensions.setdefault(RECEIVERS_KEY, {})[self.name] = self
+        if "webhooks" not in app.cli.commands:
+            from .cli import webhooks_cli
+
+            app.cli.add_command(webhooks_cli)
         return config
 
     def _setup_blueprint(self, state: BlueprintSetupState) -> None:
@@ -246,6 +253,22 @@ class WebhookReceiver:
         if signal is not None:
             handlers.extend(signal_handlers(signal, app, handlers))
         return handlers
+
+    def observes(self) -> list[str]:
+        """The sorted observable events this receiver's handlers cover.
+
+        Wildcards are expanded against the catalogue
+        (:data:`~webhook_receiver.catalogue.OBSERVABLE_EVENTS`); exact names
+        are kept even when the catalogue does not know them (they were warned
+        about when registered). Trigger signals with receivers count too.
+        """
+        names: set[str] = set()
+        for handler in self._handlers:
+            for pattern in handler.patterns:
+                names.update(expand(pattern))
+        with self._signals_lock:
+            names.update(trigger for trigger, signal in self._signals.items() if signal.receivers)
+        return sorted(names)
 
     @property
     def handlers(self) -> list[Handler]:

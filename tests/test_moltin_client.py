@@ -1,0 +1,176 @@
+"""The API client, against the running emulator and against misbehaving servers."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Iterator
+
+import pytest
+
+from webhook_receiver.emulator import Emulator
+from webhook_receiver.moltin import MoltinAPIError, MoltinClient, MoltinConnectionError
+
+
+def make(client: MoltinClient, n: int = 0, **fields: object) -> dict:
+    return client.create_integration(name=f"hook-{n}", url=f"http://127.0.0.1:9/{n}",
+                                     observes=["order.paid"], secret_key="s", **fields)  # type: ignore[arg-type]
+
+
+def test_crud(moltin_client: MoltinClient) -> None:
+    created = make(moltin_client, description="first")
+    assert created["type"] == "integration" and created["enabled"] is True
+    assert created["configuration"]["url"] == "http://127.0.0.1:9/0"
+    assert moltin_client.get_integration(created["id"])["name"] == "hook-0"
+    updated = moltin_client.update_integration(created["id"], observes=["order.paid", "order.fulfilled"],
+                                               enabled=False)
+    assert updated["observes"] == ["order.paid", "order.fulfilled"] and updated["enabled"] is False
+    assert [i["id"] for i in moltin_client.list_integrations()] == [created["id"]]
+    moltin_client.delete_integration(created["id"])
+    assert moltin_client.list_integrations() == []
+    with pytest.raises(MoltinAPIError) as info:
+        moltin_client.get_integration(created["id"])
+    assert info.value.status == 404
+    assert info.value.errors[0]["title"] == "Not Found"
+    assert "404" in str(info.value)
+
+
+def test_list_follows_every_page(moltin_client: MoltinClient, moltin: Emulator) -> None:
+    for n in range(23):
+        moltin.state.new_integration({"name": f"bulk-{n}", "integration_type": "webhook",
+                                      "observes": [f"custom{n}.created"], "configuration": {"url": "http://x"}},
+                                     moltin.url)
+    import webhook_receiver.moltin as module
+
+    original = module._PAGE_LIMIT
+    module._PAGE_LIMIT = 5
+    try:
+        names = [i["name"] for i in moltin_client.list_integrations()]
+    finally:
+        module._PAGE_LIMIT = original
+    assert names == [f"bulk-{n}" for n in range(23)]
+
+
+def test_token_is_cached_and_renewed_after_a_401(moltin_client: MoltinClient, moltin: Emulator) -> None:
+    moltin_client.list_integrations()
+    moltin_client.list_integrations()
+    assert len(moltin.state.tokens) == 1
+    moltin.state.expire_tokens()
+    moltin_client.list_integrations()
+    assert len(moltin.state.tokens) == 2
+
+
+def test_retries_429_and_503_honouring_retry_after(moltin_client: MoltinClient, moltin: Emulator) -> None:
+    moltin_client.list_integrations()  # authenticate first
+    moltin.state.faults.extend([(429, 0), (503, None), (502, None)])
+    assert moltin_client.list_integrations() == []
+    assert moltin.state.faults == []
+
+
+def test_gives_up_after_max_retries(moltin: Emulator) -> None:
+    client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url, max_retries=2, backoff=0.01)
+    client.list_integrations()
+    moltin.state.faults.extend([(503, None)] * 3)
+    with pytest.raises(MoltinAPIError) as info:
+        client.list_integrations()
+    assert info.value.status == 503
+
+
+def test_validation_errors_are_readable(moltin_client: MoltinClient) -> None:
+    with pytest.raises(MoltinAPIError) as info:
+        moltin_client.create_integration(name="x", url="not-a-url", observes=["order.paid"])
+    assert info.value.status == 422
+    assert "configuration.url" in str(info.value)
+
+
+def test_wrong_credentials(moltin: Emulator) -> None:
+    client = MoltinClient(moltin.client_id, "wrong-secret-value", base_url=moltin.url)
+    with pytest.raises(MoltinAPIError) as info:
+        client.list_integrations()
+    assert info.value.status == 401
+    assert "MOLTIN_CLIENT_SECRET" in str(info.value)
+    assert "wrong-secret-value" not in str(info.value) + repr(client)
+
+
+def test_secret_and_token_stay_out_of_reprs_and_errors(moltin_client: MoltinClient, moltin: Emulator) -> None:
+    moltin_client.list_integrations()
+    token = next(iter(moltin.state.tokens))
+    moltin.state.faults.append((500, None))
+    with pytest.raises(MoltinAPIError) as info:
+        moltin_client.list_integrations()
+    for text in (repr(moltin_client), str(info.value), repr(info.value)):
+        assert moltin.client_secret not in text and token not in text
+
+
+@pytest.fixture
+def raw_server() -> Iterator[tuple[list[str], str]]:
+    """A TCP server on 127.0.0.1 that misbehaves as told: 'html', 'hang' or 'reset'."""
+    modes: list[str] = []
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            conn.recv(65536)
+            mode = modes[0] if modes else "html"
+            if mode == "html":
+                body = b"<html><body>502 Bad Gateway</body></html>"
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: "
+                             + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+                conn.close()
+            elif mode == "reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                conn.close()
+            else:  # hang: read and never answer
+                time.sleep(1.5)
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield modes, f"http://127.0.0.1:{sock.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    sock.close()
+
+
+def test_html_answer_is_an_api_error(raw_server: tuple[list[str], str]) -> None:
+    modes, url = raw_server
+    modes.append("html")
+    with pytest.raises(MoltinAPIError, match="not JSON \\(text/html\\)"):
+        MoltinClient("id", "secret", base_url=url, timeout=2).list_integrations()
+
+
+def test_timeout_is_a_connection_error(raw_server: tuple[list[str], str]) -> None:
+    modes, url = raw_server
+    modes.append("hang")
+    started = time.monotonic()
+    with pytest.raises(MoltinConnectionError, match="no answer within 0.3 seconds"):
+        MoltinClient("id", "secret", base_url=url, timeout=0.3).list_integrations()
+    assert time.monotonic() - started < 5
+
+
+def test_reset_is_a_connection_error(raw_server: tuple[list[str], str]) -> None:
+    modes, url = raw_server
+    modes.append("reset")
+    with pytest.raises(MoltinConnectionError):
+        MoltinClient("id", "secret", base_url=url, timeout=2).list_integrations()
+
+
+def test_unreachable_host_is_a_connection_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(MoltinConnectionError, match="cannot connect"):
+        MoltinClient("id", "secret", base_url=f"http://127.0.0.1:{port}", timeout=2).list_integrations()
+
+
+def test_needs_both_credentials() -> None:
+    with pytest.raises(ValueError):
+        MoltinClient("", "secret")

@@ -1,0 +1,165 @@
+"""The ``flask webhooks`` command group, added to each app by ``init_app``.
+
+Credentials come from ``MOLTIN_CLIENT_ID``, ``MOLTIN_CLIENT_SECRET`` and
+``MOLTIN_API_URL``, in the app's config or the environment. Every failure is
+one line on stderr and a non-zero exit, never a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable, TypeVar
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from .catalogue import is_known
+from .errors import WebhookReceiverError
+from .moltin import DEFAULT_BASE_URL, MoltinClient
+from .receiver import RECEIVERS_KEY, WebhookReceiver
+
+__all__ = ["webhooks_cli"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+webhooks_cli = AppGroup("webhooks", help="Moltin webhooks: register the integration, inspect it, list routes.")
+
+
+def _setting(name: str) -> str | None:
+    value = current_app.config.get(name) or os.environ.get(name)
+    return str(value) if value else None
+
+
+def _client() -> MoltinClient:
+    client_id = _setting("MOLTIN_CLIENT_ID")
+    client_secret = _setting("MOLTIN_CLIENT_SECRET")
+    if not client_id or not client_secret:
+        raise click.ClickException(
+            "set MOLTIN_CLIENT_ID and MOLTIN_CLIENT_SECRET (in the app config or the environment),"
+            " and MOLTIN_API_URL for an Elastic Path host")
+    return MoltinClient(client_id, client_secret, base_url=_setting("MOLTIN_API_URL") or DEFAULT_BASE_URL)
+
+
+def _receiver(name: str | None) -> WebhookReceiver:
+    receivers: dict[str, WebhookReceiver] = current_app.extensions.get(RECEIVERS_KEY, {})
+    if name is None:
+        if len(receivers) == 1:
+            return next(iter(receivers.values()))
+        name = "moltin"
+    try:
+        return receivers[name]
+    except KeyError:
+        known = ", ".join(sorted(receivers)) or "none"
+        raise click.ClickException(f"no receiver named {name!r} on this app (receivers: {known})") from None
+
+
+def _one_line_errors(fn: F) -> F:
+    """Turn library errors into one clear line and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (WebhookReceiverError, RuntimeError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+receiver_option = click.option("--receiver", "receiver_name", metavar="NAME",
+                               help="Which receiver, when the app has several.")
+
+
+@webhooks_cli.command("sync")
+@click.option("--url", required=True, help="The public URL of the webhook endpoint.")
+@click.option("--name", help="The integration's name (default: webhook_receiver-<receiver>).")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option("--disabled", is_flag=True, help="Create or leave the integration disabled.")
+@receiver_option
+@_one_line_errors
+def sync_command(url: str, name: str | None, dry_run: bool, disabled: bool, receiver_name: str | None) -> None:
+    """Create or update the integration so that it matches the app's handlers."""
+    from .sync import sync_integration
+
+    receiver = _receiver(receiver_name)
+    result = sync_integration(_client(), receiver, url, name=name, secret_key=receiver.secret_key(),
+                              enabled=not disabled, dry_run=dry_run)
+    click.echo(str(result))
+
+
+@webhooks_cli.command("list")
+@_one_line_errors
+def list_command() -> None:
+    """List the store's integrations."""
+    integrations = _client().list_integrations()
+    if not integrations:
+        click.echo("no integrations")
+    for i in integrations:
+        state = "enabled" if i.get("enabled") else "disabled"
+        url = (i.get("configuration") or {}).get("url", "")
+        click.echo(f"{i.get('id')}  {i.get('name')!r}  {i.get('integration_type')}  {state}  {url}")
+        click.echo(f"    observes: {', '.join(i.get('observes') or []) or '(nothing)'}")
+
+
+@webhooks_cli.command("delete")
+@click.argument("integration_id", required=False)
+@click.option("--name", help="Delete the integration with this name instead.")
+@_one_line_errors
+def delete_command(integration_id: str | None, name: str | None) -> None:
+    """Delete an integration, by ID or by --name."""
+    if bool(integration_id) == bool(name):
+        raise click.UsageError("give an integration ID or --name NAME (one of them)")
+    client = _client()
+    if name:
+        matches = [i for i in client.list_integrations() if i.get("name") == name]
+        if len(matches) != 1:
+            raise click.ClickException(f"{len(matches)} integrations are named {name!r}; delete by ID")
+        integration_id = str(matches[0]["id"])
+    assert integration_id is not None
+    client.delete_integration(integration_id)
+    click.echo(f"deleted integration {integration_id}")
+
+
+@webhooks_cli.command("logs")
+@click.argument("integration_id", required=False)
+@click.option("--failed", is_flag=True, help="Only the deliveries that failed.")
+@_one_line_errors
+def logs_command(integration_id: str | None, failed: bool) -> None:
+    """Show delivery logs, newest first: of one integration, or of all."""
+    logs = _client().integration_logs(integration_id)
+    if failed:
+        logs = [log for log in logs if not log.get("succeeded")]
+    if not logs:
+        click.echo("no logs")
+    for log in logs:
+        outcome = "ok    " if log.get("succeeded") else "FAILED"
+        when = ((log.get("meta") or {}).get("timestamps") or {}).get("created_at", "")
+        detail = log.get("error_detail") or ""
+        click.echo(f"{when}  {outcome}  attempt {log.get('attempt')}  status {log.get('status_code')}  {detail}".rstrip())
+
+
+@webhooks_cli.command("routes")
+@receiver_option
+@_one_line_errors
+def routes_command(receiver_name: str | None) -> None:
+    """Show which handlers run for which trigger."""
+    receiver = _receiver(receiver_name)
+    observes = receiver.observes()
+    if not observes:
+        click.echo("no handlers")
+    width = max((len(t) for t in observes), default=0)
+    for trigger in observes:
+        names = ", ".join(h.name for h in receiver.handlers_for(trigger, current_app._get_current_object()))  # type: ignore[attr-defined]
+        flag = "" if is_known(trigger) else "  (not in the catalogue)"
+        click.echo(f"{trigger:<{width}}  ->  {names}{flag}")
+
+
+@webhooks_cli.command("secret")
+@receiver_option
+@_one_line_errors
+def secret_command(receiver_name: str | None) -> None:
+    """Print the secret to register upstream (keep it out of logs and shells' history)."""
+    secret = _receiver(receiver_name).secret_key()
+    click.echo("warning: this is the webhook secret; do not paste it anywhere public.", err=True)
+    click.echo(secret)

@@ -1,0 +1,122 @@
+"""Running the Moltin stand-in on a real port of 127.0.0.1."""
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+from typing import Any, Mapping, Sequence
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from .api import create_api
+from .firing import DEFAULT_RETRY_DELAYS, Fired, Firer
+from .state import EmulatorState
+
+__all__ = ["DEFAULT_CLIENT_ID", "DEFAULT_CLIENT_SECRET", "Emulator"]
+
+DEFAULT_CLIENT_ID = "emulator-client-id"
+DEFAULT_CLIENT_SECRET = "emulator-client-secret"
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+class Emulator:
+    """A local Moltin-like API that really delivers webhooks.
+
+    ::
+
+        with Emulator() as moltin:
+            client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url)
+            ...
+            moltin.fire("order.paid")
+            moltin.wait_idle()
+
+    :param client_id: the client id its token endpoint accepts.
+    :param client_secret: the client secret its token endpoint accepts.
+    :param host: the address to listen on.
+    :param port: the port; 0 picks a free one.
+    :param retry_delays: the pause before each delivery retry, in seconds.
+    :param timeout: how long a delivery waits for an answer.
+    :param quiet: do not log each request it serves.
+    """
+
+    def __init__(self, *, client_id: str = DEFAULT_CLIENT_ID, client_secret: str = DEFAULT_CLIENT_SECRET,
+                 host: str = "127.0.0.1", port: int = 0,
+                 retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS, timeout: float = 10.0,
+                 quiet: bool = True) -> None:
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.state = EmulatorState(client_id, client_secret)
+        self.firer = Firer(self.state, retry_delays=retry_delays, timeout=timeout)
+        self.app = create_api(self.state, self.firer)
+        self._host = host
+        self._port = port
+        self._handler = _QuietHandler if quiet else WSGIRequestHandler
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"<Emulator {self.url if self._server else 'stopped'}>"
+
+    @property
+    def url(self) -> str:
+        """The base URL, such as ``http://127.0.0.1:8765``, once started."""
+        if self._server is None:
+            raise RuntimeError("the emulator is not started")
+        return f"http://{self._host}:{self._server.server_port}"
+
+    def start(self) -> Emulator:
+        """Start serving in a background thread; returns itself."""
+        if self._server is None:
+            self._server = make_server(self._host, self._port, self.app, threaded=True,
+                                       request_handler=self._handler)
+            self._thread = threading.Thread(target=self._server.serve_forever, name="moltin-emulator",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until interrupted."""
+        self._server = make_server(self._host, self._port, self.app, threaded=True,
+                                       request_handler=self._handler)
+        try:
+            self._server.serve_forever()
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop retrying deliveries and stop serving."""
+        self.firer.close()
+        if self._server is not None:
+            if self._thread is not None:
+                self._server.shutdown()
+                self._thread.join(timeout=10)
+            self._server.server_close()
+            self._server = None
+            self._thread = None
+
+    def fire(self, trigger: str, data: Mapping[str, Any] | None = None, *,
+             event_id: str | None = None) -> Fired:
+        """Deliver an event to every enabled webhook integration observing it.
+
+        See :meth:`~webhook_receiver.emulator.firing.Firer.fire`.
+        """
+        return self.firer.fire(trigger, data, event_id=event_id)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Wait until every delivery, retries included, has ended."""
+        return self.firer.wait_idle(timeout)
+
+    def logs(self) -> list[dict[str, Any]]:
+        """Every delivery attempt so far, oldest first."""
+        with self.state.lock:
+            return list(self.state.logs)
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
