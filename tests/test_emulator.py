@@ -1,0 +1,171 @@
+"""The Moltin stand-in: upstream's envelopes and errors, and real deliveries with retries."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+
+from webhook_receiver import Event, WebhookReceiver
+from webhook_receiver.emulator import Emulator
+from webhook_receiver.moltin import MoltinClient
+
+from .conftest import SECRET
+
+
+def token(moltin: Emulator, **form: str) -> requests.Response:
+    data = {"grant_type": "client_credentials", "client_id": moltin.client_id,
+            "client_secret": moltin.client_secret, **form}
+    return requests.post(f"{moltin.url}/oauth/access_token", data=data, timeout=5)
+
+
+def auth(moltin: Emulator) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(moltin).json()['access_token']}"}
+
+
+def test_token_endpoint(moltin: Emulator) -> None:
+    answer = token(moltin)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 3600
+    assert body["identifier"] == "client_credentials" and body["expires"] > 0
+    refused = token(moltin, client_secret="nope")
+    assert refused.status_code == 401
+    assert refused.json()["errors"][0]["status"] == 401
+    assert token(moltin, grant_type="password").status_code == 422
+
+
+def test_implicit_tokens_are_refused_by_integrations(moltin: Emulator) -> None:
+    implicit = requests.post(f"{moltin.url}/oauth/access_token", timeout=5,
+                             data={"grant_type": "implicit", "client_id": moltin.client_id}).json()
+    answer = requests.get(f"{moltin.url}/v2/integrations", timeout=5,
+                          headers={"Authorization": f"Bearer {implicit['access_token']}"})
+    assert answer.status_code == 403
+
+
+@pytest.mark.parametrize(("headers", "status"), [({}, 401), ({"Authorization": "Bearer nope"}, 401),
+                                                 ({"Authorization": "Basic abc"}, 401)])
+def test_missing_or_bad_token(moltin: Emulator, headers: dict[str, str], status: int) -> None:
+    answer = requests.get(f"{moltin.url}/v2/integrations", headers=headers, timeout=5)
+    assert answer.status_code == status
+    assert answer.json() == {"errors": [{"status": 401, "title": "Unauthorized",
+                                         "detail": "a valid Bearer access token is required"}]}
+
+
+def test_expired_token(moltin: Emulator) -> None:
+    headers = auth(moltin)
+    moltin.state.expire_tokens()
+    assert requests.get(f"{moltin.url}/v2/integrations", headers=headers, timeout=5).status_code == 401
+
+
+VALID = {"type": "integration", "name": "n", "description": "d", "integration_type": "webhook",
+         "observes": ["order.paid"], "configuration": {"url": "http://127.0.0.1:9/"}}
+
+
+@pytest.mark.parametrize(("body", "status", "pointer"), [
+    (b"{not json", 400, None),
+    (json.dumps({"nodata": {}}).encode(), 422, "data"),
+    (json.dumps({"data": []}).encode(), 422, "data"),
+    (json.dumps({"data": {**VALID, "type": "product"}}).encode(), 422, "data.type"),
+    (json.dumps({"data": {k: v for k, v in VALID.items() if k != "observes"}}).encode(), 422, "data.observes"),
+    (json.dumps({"data": {**VALID, "observes": []}}).encode(), 422, "data.observes"),
+    (json.dumps({"data": {**VALID, "integration_type": "email"}}).encode(), 422, "data.integration_type"),
+    (json.dumps({"data": {**VALID, "configuration": {}}}).encode(), 422, "data.configuration.url"),
+    (json.dumps({"data": {**VALID, "enabled": "yes"}}).encode(), 422, "data.enabled"),
+])
+def test_create_validation(moltin: Emulator, body: bytes, status: int, pointer: str | None) -> None:
+    answer = requests.post(f"{moltin.url}/v2/integrations", data=body, headers=auth(moltin), timeout=5)
+    assert answer.status_code == status
+    error = answer.json()["errors"][0]
+    assert error["status"] == status and error["title"]
+    if pointer:
+        assert error["source"] == {"pointer": pointer}
+    assert moltin.state.integrations == {}
+
+
+def test_unknown_integration_is_404(moltin: Emulator) -> None:
+    headers = auth(moltin)
+    for method in ("GET", "PUT", "DELETE"):
+        answer = requests.request(method, f"{moltin.url}/v2/integrations/nope", headers=headers, timeout=5,
+                                  json={"data": {"type": "integration", "name": "x"}})
+        assert answer.status_code == 404, method
+        assert answer.json()["errors"][0]["title"] == "Not Found"
+
+
+def test_quota_of_five_webhooks_per_event(moltin_client: MoltinClient) -> None:
+    for n in range(5):
+        moltin_client.create_integration(name=f"h{n}", url=f"http://127.0.0.1:9/{n}", observes=["order.paid"])
+    from webhook_receiver.moltin import MoltinAPIError
+
+    with pytest.raises(MoltinAPIError, match="at most 5 webhooks can observe order.paid"):
+        moltin_client.create_integration(name="h5", url="http://127.0.0.1:9/5", observes=["order.paid"])
+
+
+@pytest.fixture
+def shop(live_server: Any) -> tuple[WebhookReceiver, list[Event], str]:
+    receiver = WebhookReceiver(secret_key=SECRET)
+    seen: list[Event] = []
+    failures = {"n": 1}
+
+    @receiver.on("order.paid", "product.deleted")
+    def record(event: Event) -> None:
+        seen.append(event)
+        if event.trigger == "order.paid" and failures["n"] > 0:
+            failures["n"] -= 1
+            raise RuntimeError("flaky warehouse")
+
+    app = Flask(__name__)
+    receiver.init_app(app)
+    return receiver, seen, live_server(app) + "/webhooks/moltin"
+
+
+def test_fire_delivers_with_upstream_headers_and_retries(
+        moltin: Emulator, moltin_client: MoltinClient, shop: tuple[WebhookReceiver, list[Event], str]) -> None:
+    receiver, seen, url = shop
+    integration = moltin_client.create_integration(name="shop", url=url, secret_key=SECRET,
+                                                   observes=["order.paid", "product.deleted"])
+    moltin_client.create_integration(name="disabled", url=url, secret_key=SECRET, observes=["order.paid"],
+                                     enabled=False)
+    fired = moltin.fire("order.paid")
+    assert len(fired.jobs) == 1
+    assert moltin.wait_idle(10)
+    assert [e.attempt for e in seen] == [1, 2], "the first attempt failed, the retry succeeded"
+    event = seen[-1]
+    assert event.id == fired.event_id and event.integration["id"] == integration["id"]
+    assert isinstance(event.raw["resources"], str) and event.payload == event.resources
+    assert event.raw["configuration"] == {"url": url, "secret_key": "[redacted]"}
+    logs = moltin_client.integration_logs(integration["id"])
+    assert [(log["attempt"], log["succeeded"], log["status_code"]) for log in logs] == [(2, True, 200), (1, False, 500)]
+    assert json.loads(logs[0]["body"]) == {"id": fired.event_id, "status": "processed"}
+    jobs = moltin_client.integration_jobs(integration["id"])
+    assert [job["id"] for job in jobs] == fired.jobs
+    assert len(moltin_client.job_logs(integration["id"], fired.jobs[0])) == 2
+    assert len(moltin_client.integration_logs()) == 2
+
+    moltin.fire("product.deleted", {"id": "p-1", "type": "product"})
+    assert moltin.wait_idle(10)
+    assert seen[-1].data == {"id": "p-1", "type": "product"} and seen[-1].is_deleted
+
+
+def test_fire_gives_up_after_the_retries(moltin: Emulator, moltin_client: MoltinClient) -> None:
+    integration = moltin_client.create_integration(name="gone", url="http://127.0.0.1:9/none",
+                                                   observes=["order.paid"])
+    moltin.fire("order.paid")
+    assert moltin.wait_idle(10)
+    logs = moltin_client.integration_logs(integration["id"])
+    assert [log["attempt"] for log in logs] == [4, 3, 2, 1]
+    assert all(not log["succeeded"] and log["error_detail"] for log in logs)
+
+
+def test_fire_over_http(moltin: Emulator, moltin_client: MoltinClient,
+                        shop: tuple[WebhookReceiver, list[Event], str]) -> None:
+    _, seen, url = shop
+    moltin_client.create_integration(name="shop", url=url, secret_key=SECRET, observes=["product.deleted"])
+    answer = requests.post(f"{moltin.url}/emulator/fire", timeout=5,
+                           json={"trigger": "product.deleted", "data": {"id": "p-2", "type": "product"}})
+    assert answer.status_code == 202 and answer.json()["data"]["deliveries"] == 1
+    assert moltin.wait_idle(10)
+    assert [e.data["id"] for e in seen] == ["p-2"]
+    assert requests.post(f"{moltin.url}/emulator/fire", json={}, timeout=5).status_code == 422

@@ -1,0 +1,198 @@
+"""Sync and the flask webhooks commands, against the running emulator."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+from flask import Flask
+
+from webhook_receiver import Event, WebhookReceiver
+from webhook_receiver.emulator import Emulator
+from webhook_receiver.moltin import MoltinClient
+from webhook_receiver.sync import SyncError, default_integration_name, sync_integration
+
+from .conftest import SECRET
+
+URL = "https://shop.example/webhooks/moltin"
+
+
+@pytest.fixture
+def routed(receiver: WebhookReceiver) -> WebhookReceiver:
+    receiver.on("order.paid", "order.fulfilled")(lambda e: None)
+    receiver.on("product.deleted", name="unindex")(lambda e: None)
+    return receiver
+
+
+class CountingSession:
+    """Counts the write calls a client makes (it wraps a real requests.Session)."""
+
+    def __init__(self) -> None:
+        import requests
+
+        self.session = requests.Session()
+        self.writes: list[str] = []
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        if method in ("POST", "PUT", "DELETE") and "/v2/" in url:
+            self.writes.append(f"{method} {url}")
+        return self.session.request(method, url, **kwargs)
+
+
+def test_observes_expands_wildcards(receiver: WebhookReceiver) -> None:
+    receiver.on("order.*")(lambda e: None)
+    receiver.on("product.deleted", name="b")(lambda e: None)
+    receiver.signal("cart.updated").connect(lambda sender, event: None, weak=False)
+    receiver.signal("brand.created")  # no receiver: not observed
+    observes = receiver.observes()
+    assert observes == sorted(observes)
+    assert {"order.paid", "order.fulfilled", "order.cancelled", "product.deleted", "cart.updated"} <= set(observes)
+    assert "brand.created" not in observes and not any(o.startswith("customer.") for o in observes)
+
+
+def test_create_then_unchanged_then_update(moltin: Emulator, routed: WebhookReceiver) -> None:
+    session = CountingSession()
+    client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url,
+                          session=session)  # type: ignore[arg-type]
+    first = sync_integration(client, routed, URL, secret_key=SECRET)
+    assert first.action == "created"
+    assert first.integration is not None
+    assert first.integration["name"] == default_integration_name(routed)
+    assert first.integration["observes"] == ["order.fulfilled", "order.paid", "product.deleted"]
+    assert first.integration["configuration"]["secret_key"] == "[redacted]"
+    stored = next(iter(moltin.state.integrations.values()))
+    assert stored["configuration"] == {"url": URL, "secret_key": SECRET}
+    assert len(session.writes) == 1
+
+    second = sync_integration(client, routed, URL, secret_key=SECRET)
+    assert (second.action, second.changes) == ("unchanged", {})
+    assert len(session.writes) == 1, "a second run makes no write call"
+
+    routed.on("customer.created", name="welcome")(lambda e: None)
+    third = sync_integration(client, routed, URL + "/v2", secret_key="rotated-secret")
+    assert third.action == "updated"
+    assert set(third.changes) == {"observes", "url", "secret_key", "description"}
+    assert third.changes["secret_key"] == ("[redacted]", "[redacted]")
+    assert stored["configuration"] == {"url": URL + "/v2", "secret_key": "rotated-secret"}
+    assert len(moltin.state.integrations) == 1, "never a duplicate"
+    assert "rotated-secret" not in str(third) + repr(third)
+
+
+def test_dry_run_writes_nothing(moltin_client: MoltinClient, moltin: Emulator, routed: WebhookReceiver) -> None:
+    result = sync_integration(moltin_client, routed, URL, secret_key=SECRET, dry_run=True)
+    assert result.action == "created" and result.dry_run
+    assert "would create" in str(result)
+    assert moltin.state.integrations == {}
+
+
+def test_found_by_url_when_renamed(moltin_client: MoltinClient, routed: WebhookReceiver) -> None:
+    old = moltin_client.create_integration(name="hand made", url=URL, observes=["order.paid"], secret_key=SECRET)
+    result = sync_integration(moltin_client, routed, URL, secret_key=SECRET)
+    assert result.action == "updated" and result.changes["name"] == ("hand made", default_integration_name(routed))
+    assert [i["id"] for i in moltin_client.list_integrations()] == [old["id"]]
+
+
+def test_refuses_ambiguity_quota_and_nothing_to_observe(moltin_client: MoltinClient, routed: WebhookReceiver,
+                                                        receiver: WebhookReceiver) -> None:
+    for n in range(5):
+        moltin_client.create_integration(name=f"other-{n}", url=f"https://x.example/{n}",
+                                         observes=["product.deleted"])
+    with pytest.raises(SyncError, match="at most 5 webhooks per event, and product.deleted"):
+        sync_integration(moltin_client, routed, URL, secret_key=SECRET)
+    with pytest.raises(SyncError, match="nothing to observe"):
+        sync_integration(moltin_client, WebhookReceiver(name="empty"), URL, secret_key=SECRET)
+    moltin_client.create_integration(name="twin", url=URL, observes=["order.paid"])
+    moltin_client.create_integration(name="twin", url=URL + "/2", observes=["order.paid"])
+    with pytest.raises(SyncError, match="2 webhook integrations are named 'twin'"):
+        sync_integration(moltin_client, routed, URL, name="twin", secret_key=SECRET)
+
+
+@pytest.fixture
+def cli_app(make_app: Callable[..., Flask], routed: WebhookReceiver, moltin: Emulator) -> Flask:
+    return make_app(MOLTIN_CLIENT_ID=moltin.client_id, MOLTIN_CLIENT_SECRET=moltin.client_secret,
+                    MOLTIN_API_URL=moltin.url)
+
+
+def test_cli_sync_list_logs_delete(cli_app: Flask, moltin: Emulator) -> None:
+    runner = cli_app.test_cli_runner()
+    dry = runner.invoke(args=["webhooks", "sync", "--url", URL, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "would create" in dry.output and moltin.state.integrations == {}
+    created = runner.invoke(args=["webhooks", "sync", "--url", URL])
+    assert created.exit_code == 0 and created.output.startswith("created integration")
+    again = runner.invoke(args=["webhooks", "sync", "--url", URL])
+    assert again.output.startswith("unchanged"), again.output
+    listed = runner.invoke(args=["webhooks", "list"])
+    assert "webhook_receiver-moltin" in listed.output and "order.fulfilled, order.paid" in listed.output
+    assert SECRET not in created.output + listed.output
+    assert runner.invoke(args=["webhooks", "logs"]).output.strip() == "no logs"
+    deleted = runner.invoke(args=["webhooks", "delete", "--name", "webhook_receiver-moltin"])
+    assert deleted.exit_code == 0 and moltin.state.integrations == {}
+    assert runner.invoke(args=["webhooks", "delete"]).exit_code == 2
+
+
+def test_cli_routes_and_secret(cli_app: Flask) -> None:
+    runner = cli_app.test_cli_runner()
+    routes = runner.invoke(args=["webhooks", "routes"])
+    assert routes.exit_code == 0
+    lines = routes.output.splitlines()
+    assert lines[0].startswith("order.fulfilled") and "<lambda>" in lines[0]
+    assert lines[2].startswith("product.deleted") and lines[2].endswith("unindex")
+    secret = runner.invoke(args=["webhooks", "secret"])
+    assert secret.exit_code == 0 and secret.stdout.strip() == SECRET
+    assert "warning" in secret.stderr
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"MOLTIN_CLIENT_ID": None, "MOLTIN_CLIENT_SECRET": None}, "set MOLTIN_CLIENT_ID and MOLTIN_CLIENT_SECRET"),
+    ({"MOLTIN_CLIENT_SECRET": "wrong"}, "authentication failed (401)"),
+    ({"MOLTIN_API_URL": "http://127.0.0.1:9"}, "cannot connect"),
+])
+def test_cli_failures_are_one_line(make_app: Callable[..., Flask], routed: WebhookReceiver, moltin: Emulator,
+                                   monkeypatch: pytest.MonkeyPatch, config: dict[str, Any], message: str) -> None:
+    for name in ("MOLTIN_CLIENT_ID", "MOLTIN_CLIENT_SECRET", "MOLTIN_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    settings = {"MOLTIN_CLIENT_ID": moltin.client_id, "MOLTIN_CLIENT_SECRET": moltin.client_secret,
+                "MOLTIN_API_URL": moltin.url, **config}
+    app = make_app(**settings)
+    result = app.test_cli_runner().invoke(args=["webhooks", "sync", "--url", URL])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_credentials_from_the_environment(make_app: Callable[..., Flask], routed: WebhookReceiver,
+                                          moltin: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOLTIN_CLIENT_ID", moltin.client_id)
+    monkeypatch.setenv("MOLTIN_CLIENT_SECRET", moltin.client_secret)
+    monkeypatch.setenv("MOLTIN_API_URL", moltin.url)
+    result = make_app().test_cli_runner().invoke(args=["webhooks", "list"])
+    assert result.exit_code == 0 and result.output.strip() == "no integrations"
+
+
+def test_cli_with_two_receivers_needs_a_name(moltin: Emulator) -> None:
+    app = Flask(__name__)
+    for name in ("shop", "outlet"):
+        receiver = WebhookReceiver(name=name, secret_key=f"{name}-secret")
+        receiver.on("order.paid")(lambda e: None)
+        receiver.init_app(app)
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["webhooks", "secret", "--receiver", "outlet"]).stdout.strip() == "outlet-secret"
+    missing = runner.invoke(args=["webhooks", "secret"])
+    assert missing.exit_code == 1 and "receivers: outlet, shop" in missing.output
+
+
+def test_console_emulate_help() -> None:
+    from click.testing import CliRunner
+
+    from webhook_receiver.console import main
+
+    result = CliRunner().invoke(main, ["emulate", "--help"])
+    assert result.exit_code == 0
+    assert "default: 8765" in result.output and "emulator-client-id" in result.output
+
+
+def test_observes_ignores_nothing_handled(receiver: WebhookReceiver) -> None:
+    assert receiver.observes() == []
+    seen: list[Event] = []
+    receiver.on("integration.*")(lambda e: seen.append(e))
+    assert receiver.observes() == ["integration.created", "integration.deleted", "integration.updated"]
