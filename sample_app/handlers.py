@@ -45,6 +45,9 @@ def send_shipping_notification(event: Event) -> None:
     order = event.data or {}
     customer = order.get("customer") or {}
     email = customer.get("email", "customer@example.com")
+    if current_app.config.get("SAMPLE_FLAKY_MAIL") and event.attempt == 1:
+        # The pretend mail server times out once per e-mail: upstream retries.
+        raise ConnectionError("the mail server did not answer (SAMPLE_FLAKY_MAIL)")
     path = os.path.join(current_app.config["SAMPLE_OUTBOX"], f"shipping-{order.get('id')}.eml")
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(

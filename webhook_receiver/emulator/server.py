@@ -72,8 +72,9 @@ class Emulator:
         if self._server is None:
             self._server = make_server(self._host, self._port, self.app, threaded=True,
                                        request_handler=self._handler)
-            self._thread = threading.Thread(target=self._server.serve_forever, name="moltin-emulator",
-                                            daemon=True)
+            server = self._server
+            self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05),
+                                            name="moltin-emulator", daemon=True)
             self._thread.start()
         return self
 
