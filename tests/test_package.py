@@ -36,3 +36,14 @@ def test_public_names_have_docstrings() -> None:
 def test_mypy_strict_passes() -> None:
     result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_renders_and_ci_runs_its_test_command() -> None:
+    import docutils.core
+
+    readme = (ROOT / "README.rst").read_text()
+    docutils.core.publish_doctree(readme, settings_overrides={"report_level": 2, "halt_level": 2})
+    quickstart = readme[readme.index("Quickstart\n"):readme.index("Usage\n")]
+    commands = [line.strip() for line in quickstart.splitlines() if line.startswith("       python3 -m venv")]
+    assert len(commands) == 2 and commands[0].endswith("python -m sample_app")
+    assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()
