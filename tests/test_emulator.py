@@ -169,3 +169,31 @@ def test_fire_over_http(moltin: Emulator, moltin_client: MoltinClient,
     assert moltin.wait_idle(10)
     assert [e.data["id"] for e in seen] == ["p-2"]
     assert requests.post(f"{moltin.url}/emulator/fire", json={}, timeout=5).status_code == 422
+
+
+def test_a_slow_endpoint_times_out_and_is_retried(live_server: Any) -> None:
+    import time
+
+    receiver = WebhookReceiver(secret_key=SECRET)
+    attempts: list[int] = []
+
+    @receiver.on("order.paid")
+    def slow(event: Event) -> None:
+        attempts.append(event.attempt)
+        if event.attempt == 1:
+            time.sleep(1.0)  # longer than the emulator waits
+
+    app = Flask(__name__)
+    receiver.init_app(app)
+    url = live_server(app) + "/webhooks/moltin"
+    with Emulator(retry_delays=(0.05,), timeout=0.3) as moltin:
+        client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url)
+        integration = client.create_integration(name="slow", url=url, secret_key=SECRET, observes=["order.paid"])
+        moltin.fire("order.paid")
+        assert moltin.wait_idle(10)
+        logs = client.integration_logs(integration["id"])
+    assert [(log["attempt"], log["succeeded"]) for log in logs] == [(2, False), (1, False)]
+    assert logs[1]["error_detail"] == "no answer within 0.3 seconds"
+    assert logs[0]["status_code"] == 409, "the first attempt still held the event: in progress"
+    time.sleep(1.0)
+    assert attempts == [1]
