@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 import threading
 from typing import Any, Callable, Iterator
 
@@ -15,6 +18,16 @@ from webhook_receiver.testing import deliver
 
 SECRET = "whsec-test-5f1c0d2e9a8b7c6d"
 
+_INSTANCES = tempfile.mkdtemp(prefix="webhook-receiver-tests-")
+atexit.register(shutil.rmtree, _INSTANCES, True)
+
+
+def new_app(**config: Any) -> Flask:
+    """A Flask app with an instance folder of its own, so that default SQLite stores never meet."""
+    app = Flask(__name__, instance_path=tempfile.mkdtemp(dir=_INSTANCES))
+    app.config.update(TESTING=True, **config)
+    return app
+
 
 @pytest.fixture
 def receiver() -> WebhookReceiver:
@@ -27,8 +40,7 @@ def make_app(receiver: WebhookReceiver) -> Callable[..., Flask]:
     """An app factory, as users write them; keyword arguments become config."""
 
     def factory(**config: Any) -> Flask:
-        app = Flask(__name__)
-        app.config.update(TESTING=True, WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
+        app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
         app.config.update(config)
         receiver.init_app(app)
         return app

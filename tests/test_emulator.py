@@ -12,7 +12,7 @@ from webhook_receiver import Event, WebhookReceiver
 from webhook_receiver.emulator import Emulator
 from webhook_receiver.moltin import MoltinClient
 
-from .conftest import SECRET
+from .conftest import SECRET, new_app
 
 
 def token(moltin: Emulator, **form: str) -> requests.Response:
@@ -116,7 +116,7 @@ def shop(live_server: Any) -> tuple[WebhookReceiver, list[Event], str]:
             failures["n"] -= 1
             raise RuntimeError("flaky warehouse")
 
-    app = Flask(__name__)
+    app = new_app()
     receiver.init_app(app)
     return receiver, seen, live_server(app) + "/webhooks/moltin"
 
@@ -183,7 +183,7 @@ def test_a_slow_endpoint_times_out_and_is_retried(live_server: Any) -> None:
         if event.attempt == 1:
             time.sleep(1.0)  # longer than the emulator waits
 
-    app = Flask(__name__)
+    app = new_app()
     receiver.init_app(app)
     url = live_server(app) + "/webhooks/moltin"
     with Emulator(retry_delays=(0.05,), timeout=0.3) as moltin:

@@ -12,13 +12,11 @@ from webhook_receiver import Event, UnknownTriggerWarning, WebhookReceiver, sign
 from webhook_receiver.testing import deliver, make_event
 from webhook_receiver.verify import derive_secrets
 
-from .conftest import SECRET
+from .conftest import SECRET, new_app
 
 
 def bare_app(**config: Any) -> Flask:
-    app = Flask(__name__)
-    app.config.update(TESTING=True, **config)
-    return app
+    return new_app(**config)
 
 
 def test_no_secret_refuses_to_start() -> None:

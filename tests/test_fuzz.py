@@ -23,7 +23,8 @@ def record(event: Event) -> None:
 
 
 app = Flask(__name__)
-app.config.update(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH=4096)
+app.config.update(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH=4096,
+                  WEBHOOK_RECEIVER_STORE="memory://")
 receiver.init_app(app)
 
 header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40)

@@ -11,6 +11,8 @@ from flask import Flask
 from webhook_receiver import Event, WebhookReceiver
 from webhook_receiver.testing import deliver, make_event
 
+from .conftest import new_app
+
 SECRET = "never-print-me-7f3a9c"
 
 
@@ -24,7 +26,7 @@ def test_secret_appears_nowhere(caplog: pytest.LogCaptureFixture) -> None:
         if event.attempt == 1:
             raise RuntimeError(f"failed on {event.raw}")
 
-    app = Flask(__name__)
+    app = new_app()
     app.config.update(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
     receiver.init_app(app)
     client = app.test_client()

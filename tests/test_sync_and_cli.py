@@ -11,7 +11,7 @@ from webhook_receiver.emulator import Emulator
 from webhook_receiver.moltin import MoltinClient
 from webhook_receiver.sync import SyncError, default_integration_name, sync_integration
 
-from .conftest import SECRET
+from .conftest import SECRET, new_app
 
 URL = "https://shop.example/webhooks/moltin"
 
@@ -170,7 +170,7 @@ def test_credentials_from_the_environment(make_app: Callable[..., Flask], routed
 
 
 def test_cli_with_two_receivers_needs_a_name(moltin: Emulator) -> None:
-    app = Flask(__name__)
+    app = new_app()
     for name in ("shop", "outlet"):
         receiver = WebhookReceiver(name=name, secret_key=f"{name}-secret")
         receiver.on("order.paid")(lambda e: None)

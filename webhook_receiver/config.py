@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from flask import Flask
 
+from .dispatch.base import Dispatcher, InlineDispatcher, RetryPolicy
+from .dispatch.thread import ThreadDispatcher
 from .stores.base import EventStore
 from .stores.memory import MemoryStore
 from .verify import SecretVerifier, derive_secrets
@@ -28,17 +31,20 @@ class ReceiverConfig:
         opted out with ``WEBHOOK_RECEIVER_ALLOW_NO_SECRET``.
     :param max_content_length: the largest body accepted, in bytes.
     :param store: where events and handler outcomes are kept.
+    :param dispatcher: who runs the handlers and when.
     """
 
     url: str
     verifier: SecretVerifier | None
     max_content_length: int
     store: EventStore
+    dispatcher: Dispatcher
 
     def __repr__(self) -> str:
         return (
             f"<ReceiverConfig url={self.url!r} verifier={self.verifier!r}"
-            f" max_content_length={self.max_content_length} store={self.store!r}>"
+            f" max_content_length={self.max_content_length} store={self.store!r}"
+            f" dispatcher={self.dispatcher!r}>"
         )
 
 
@@ -48,6 +54,7 @@ def read_config(
     name: str,
     url: str | None,
     secret_key: str | Sequence[str] | None,
+    celery: Any = None,
 ) -> ReceiverConfig:
     """Read and check the ``WEBHOOK_RECEIVER_*`` keys of *app*.
 
@@ -57,6 +64,7 @@ def read_config(
     :param name: the receiver's name, the salt of derived secrets.
     :param url: the constructor's ``url``, or ``None``.
     :param secret_key: the constructor's ``secret_key``, or ``None``.
+    :param celery: the Celery app given to ``init_app``, or ``None``.
     :raises RuntimeError: if no secret can be found and the app did not opt
         out, or a key has a value of the wrong kind.
     """
@@ -65,7 +73,13 @@ def read_config(
     config.setdefault("WEBHOOK_RECEIVER_ALLOW_NO_SECRET", False)
     config.setdefault("WEBHOOK_RECEIVER_URL", f"/webhooks/{name}")
     config.setdefault("WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH)
-    config.setdefault("WEBHOOK_RECEIVER_STORE", "memory://")
+    config.setdefault("WEBHOOK_RECEIVER_STORE", None)
+    config.setdefault("WEBHOOK_RECEIVER_REDIS_PREFIX", f"webhook_receiver:{name}")
+    config.setdefault("WEBHOOK_RECEIVER_LEASE_SECONDS", 60.0)
+    config.setdefault("WEBHOOK_RECEIVER_DISPATCH", "celery" if celery is not None else "inline")
+    config.setdefault("WEBHOOK_RECEIVER_THREADS", 4)
+    config.setdefault("WEBHOOK_RECEIVER_MAX_ATTEMPTS", 5)
+    config.setdefault("WEBHOOK_RECEIVER_RETRY_BACKOFF", 2.0)
 
     mount = url if url is not None else config["WEBHOOK_RECEIVER_URL"]
     if not isinstance(mount, str) or not mount.startswith("/"):
@@ -77,12 +91,23 @@ def read_config(
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise RuntimeError("WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH must be a positive number of bytes")
 
+    lease = _number(config, "WEBHOOK_RECEIVER_LEASE_SECONDS")
+    store = _store(app, name, config["WEBHOOK_RECEIVER_STORE"], lease)
     return ReceiverConfig(
         url=mount.rstrip("/") or "/",
         verifier=_verifier(app, name, secret_key),
         max_content_length=limit,
-        store=_store(config["WEBHOOK_RECEIVER_STORE"]),
+        store=store,
+        dispatcher=_dispatcher(app, store, celery),
     )
+
+
+def _number(config: Any, key: str, *, integer: bool = False) -> Any:
+    value = config[key]
+    kinds = (int,) if integer else (int, float)
+    if not isinstance(value, kinds) or isinstance(value, bool) or value <= 0:
+        raise RuntimeError(f"{key} must be a positive {'whole ' if integer else ''}number")
+    return value
 
 
 def _secrets(value: Any, source: str) -> list[str] | None:
@@ -123,11 +148,71 @@ def _verifier(app: Flask, name: str, secret_key: str | Sequence[str] | None) -> 
     )
 
 
-def _store(value: Any) -> EventStore:
+def _store(app: Flask, name: str, value: Any, lease: float) -> EventStore:
+    """The store named by ``WEBHOOK_RECEIVER_STORE``.
+
+    ``sqlite:///relative/path`` is relative to the instance folder, as with
+    Flask-SQLAlchemy; ``sqlite:////absolute/path`` is absolute. Unset means a
+    SQLite file in the instance folder.
+    """
     if isinstance(value, EventStore):
         return value
+    if value is None:
+        os.makedirs(app.instance_path, exist_ok=True)
+        value = f"sqlite:///webhook_receiver-{name}.sqlite3"
+    if not isinstance(value, str):
+        raise RuntimeError("WEBHOOK_RECEIVER_STORE must be a URL string or an EventStore instance")
     if value == "memory://":
-        return MemoryStore()
+        return MemoryStore(lease_seconds=lease)
+    if value.startswith("sqlite:///"):
+        from .stores.sqlite import SQLiteStore
+
+        path = value[len("sqlite:///"):]
+        if not path:
+            raise RuntimeError("WEBHOOK_RECEIVER_STORE needs a file: sqlite:///events.sqlite3")
+        return SQLiteStore(path if os.path.isabs(path) else os.path.join(app.instance_path, path),
+                           lease_seconds=lease)
+    if value.startswith(("redis://", "rediss://", "unix://")):
+        from .stores.redis import RedisStore
+
+        return RedisStore(value, prefix=app.config["WEBHOOK_RECEIVER_REDIS_PREFIX"], lease_seconds=lease)
     raise RuntimeError(
-        "WEBHOOK_RECEIVER_STORE must be 'memory://' or an EventStore instance"
+        "WEBHOOK_RECEIVER_STORE must be sqlite:///path, redis://host:port/db, memory:// or an"
+        f" EventStore instance, not {value.split(':', 1)[0]!r}:..."
     )
+
+
+def _dispatcher(app: Flask, store: EventStore, celery: Any) -> Dispatcher:
+    config = app.config
+    mode = config["WEBHOOK_RECEIVER_DISPATCH"]
+    policy = RetryPolicy(
+        max_attempts=_number(config, "WEBHOOK_RECEIVER_MAX_ATTEMPTS", integer=True),
+        backoff=_number(config, "WEBHOOK_RECEIVER_RETRY_BACKOFF"),
+    )
+    if mode == "inline":
+        return InlineDispatcher()
+    if mode == "thread":
+        if store.name == "memory":
+            logger.warning("thread dispatch with the memory store: accepted events are lost if the"
+                           " process stops; use the default SQLite store or Redis")
+        return ThreadDispatcher(threads=_number(config, "WEBHOOK_RECEIVER_THREADS", integer=True),
+                                policy=policy)
+    if mode == "celery":
+        celery = celery if celery is not None else app.extensions.get("celery")
+        if celery is None:
+            raise RuntimeError(
+                "WEBHOOK_RECEIVER_DISPATCH = 'celery' needs a Celery app: receiver.init_app(app,"
+                " celery=celery_app), or app.extensions['celery'] as in Flask's Celery pattern")
+        if store.name == "memory":
+            raise RuntimeError(
+                "Celery workers run in other processes and cannot see the memory store; set"
+                " WEBHOOK_RECEIVER_STORE to redis://... (or sqlite:///... on one machine)")
+        if store.name == "sqlite":
+            logger.warning(
+                "Celery dispatch with the SQLite store: only workers on this machine can reach %r;"
+                " use WEBHOOK_RECEIVER_STORE = 'redis://...' for workers on other machines",
+                getattr(store, "path", "?"))
+        from .dispatch.celery import CeleryDispatcher
+
+        return CeleryDispatcher(celery, policy=policy)
+    raise RuntimeError("WEBHOOK_RECEIVER_DISPATCH must be 'inline', 'thread' or 'celery'")

@@ -7,9 +7,11 @@ The steps, in order, each with its own answer (DESIGN.md, "HTTP contract"):
 3. the secret header, in constant time, before the body is parsed (401);
 4. the trigger header (400), the body read up to the limit (413) and parsed
    (400);
-5. the store claims the event (503 when it cannot; 200 ``duplicate`` when it
-   is done; 409 ``in_progress`` while another worker holds it);
-6. the handlers run (200 ``processed`` or 500 ``failed``).
+5. the dispatcher takes the event (503 when the store or the task queue
+   cannot): inline, the store claims it (200 ``duplicate`` when it is done;
+   409 ``in_progress`` while another worker holds it) and the handlers run
+   (200 ``processed`` or 500 ``failed``); in the background, the event is made
+   durable and 202 ``accepted`` is answered at once.
 
 Every answer is JSON and none holds a traceback, the secret or the body. One
 INFO line is logged per delivery.
@@ -28,10 +30,8 @@ from werkzeug.wsgi import get_input_stream
 from . import signals
 from .catalogue import is_event_name
 from .config import ReceiverConfig
-from .dispatch import run_handlers
-from .errors import InvalidEvent, PayloadTooLarge, StoreUnavailable
+from .errors import BrokerUnavailable, InvalidEvent, PayloadTooLarge, StoreUnavailable
 from .events import Event
-from .stores.base import ClaimState
 
 if TYPE_CHECKING:
     from .receiver import WebhookReceiver
@@ -137,23 +137,18 @@ def _answer(request: Request, receiver: WebhookReceiver, app: Flask, config: Rec
     if not handlers:
         return _done(200, "ignored", event)
 
-    store = config.store
     try:
-        claim = store.claim(event)
-        if claim.state is ClaimState.DONE:
-            return _done(200, "duplicate", event)
-        if claim.state is ClaimState.BUSY:
-            return _done(409, "in_progress", event)
-        failed = run_handlers(app, event, handlers, store, claim, receiver=receiver)
-    except StoreUnavailable as exc:
+        outcome = config.dispatcher.dispatch(app, receiver, event, handlers, config.store)
+    except (StoreUnavailable, BrokerUnavailable) as exc:
         logger.error("event %s not acknowledged: %s", event.id, exc)
+        what = "event store" if isinstance(exc, StoreUnavailable) else "task queue"
         return _Answer(
             503,
-            {"id": event.id, "status": "unavailable", "error": "the event store is unavailable"},
+            {"id": event.id, "status": "unavailable", "error": f"the {what} is unavailable"},
             status="unavailable",
             event=event,
         )
-    return _done(500, "failed", event) if failed else _done(200, "processed", event)
+    return _done(outcome.code, outcome.status, event)
 
 
 def _too_large(limit: int) -> _Answer:

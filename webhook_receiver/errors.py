@@ -58,6 +58,21 @@ class StoreUnavailable(WebhookReceiverError):
         self.reason = reason
 
 
+class BrokerUnavailable(WebhookReceiverError):
+    """The task queue (Celery's broker) cannot take an event right now.
+
+    The receiver answers ``503``; the event stays pending in the store and
+    upstream's retry enqueues it again.
+
+    :param reason: what failed, without credentials.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the task queue is unavailable: {reason}")
+        #: What failed.
+        self.reason = reason
+
+
 class UnknownTriggerWarning(UserWarning):
     """A handler was registered for an event name that is not in the catalogue.
 

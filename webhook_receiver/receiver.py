@@ -85,7 +85,7 @@ class WebhookReceiver:
 
     # -- setting up an app ---------------------------------------------------
 
-    def init_app(self, app: Flask) -> None:
+    def init_app(self, app: Flask, *, celery: Any = None) -> None:
         """Set up *app*: read the configuration and mount the endpoint.
 
         Configuration keys (arguments given to the constructor win):
@@ -108,25 +108,49 @@ class WebhookReceiver:
         ``WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH``
             The largest body accepted, in bytes; 1 MiB by default.
         ``WEBHOOK_RECEIVER_STORE``
-            Where events and handler outcomes are kept: ``"memory://"`` (the
-            default) or an :class:`~webhook_receiver.stores.EventStore`.
+            Where events and handler outcomes are kept: a SQLite file in the
+            instance folder by default; ``"sqlite:///path"`` (relative to the
+            instance folder) or ``"sqlite:////absolute/path"``,
+            ``"redis://host:port/db"`` (extra ``[redis]``), ``"memory://"``, or
+            an :class:`~webhook_receiver.stores.EventStore`.
+
+        ``WEBHOOK_RECEIVER_DISPATCH``
+            Who runs the handlers: ``"inline"`` (the default; in the request,
+            the answer reflects them), ``"thread"`` (202 at once, a thread
+            pool runs them) or ``"celery"`` (202 once a Celery task is
+            enqueued; the default when *celery* is given).
+        ``WEBHOOK_RECEIVER_THREADS``, ``WEBHOOK_RECEIVER_MAX_ATTEMPTS``, ``WEBHOOK_RECEIVER_RETRY_BACKOFF``
+            Background dispatch: the pool size (4), the runs of an event
+            before it is left failed (5), and the first pause between runs
+            in seconds, doubled each time (2.0).
+        ``WEBHOOK_RECEIVER_LEASE_SECONDS``
+            How long a claim on an event is exclusive (60); a worker that died
+            mid-handler blocks the event no longer than that.
+        ``WEBHOOK_RECEIVER_REDIS_PREFIX``
+            The key prefix of the Redis store (``webhook_receiver:<name>``).
 
         :param app: the app to set up.
+        :param celery: a Celery app, for ``celery`` dispatch; the task that
+            runs the handlers is registered on it.
         :raises RuntimeError: if the app has no secret and did not opt out,
             a key is malformed, or this receiver's name is already set up on
             *app*.
         """
-        self._configure(app)
-        app.register_blueprint(self.blueprint, url_prefix=self.get_config(app).url)
+        config = self._configure(app, celery=celery)
+        app.register_blueprint(self.blueprint, url_prefix=config.url)
 
-    def _configure(self, app: Flask) -> ReceiverConfig:
+    def _configure(self, app: Flask, *, celery: Any = None) -> ReceiverConfig:
         configs: dict[str, ReceiverConfig] = app.extensions.setdefault(EXTENSION_KEY, {})
         if self.name in configs:
             raise RuntimeError(
                 f"a webhook receiver named {self.name!r} is already set up on this app;"
                 " give a second receiver another name"
             )
-        config = read_config(app, name=self.name, url=self._url, secret_key=self._secret_key)
+        config = read_config(app, name=self.name, url=self._url, secret_key=self._secret_key,
+                             celery=celery)
+        register = getattr(config.dispatcher, "register", None)
+        if register is not None:
+            register(app, self, config.store)
         configs[self.name] = config
         app.extensions.setdefault(RECEIVERS_KEY, {})[self.name] = self
         if "webhooks" not in app.cli.commands:

@@ -27,8 +27,10 @@ from blinker import NamedSignal, Namespace, Signal
 from .handlers import callable_name
 
 __all__ = [
+    "event_failed",
     "event_handled",
     "event_received",
+    "event_retrying",
     "handler_failed",
     "send_isolated",
     "TriggerSignal",
@@ -51,6 +53,16 @@ event_handled: Signal = _signals.signal("event-handled")
 #: One handler raised; sent once per failing handler and delivery.
 #: Arguments: ``event``, ``handler`` (its name), ``exception``, ``receiver``.
 handler_failed: Signal = _signals.signal("handler-failed")
+
+#: Background dispatch: some handlers failed and the event runs again after a
+#: pause. Arguments: ``event``, ``failed`` (handler names), ``attempt`` (the
+#: run that failed, from 1), ``delay`` (seconds), ``receiver``.
+event_retrying: Signal = _signals.signal("event-retrying")
+
+#: Background dispatch: the runs are used up and handlers still fail; the event
+#: stays failed until ``flask webhooks replay``. Arguments: ``event``,
+#: ``failed``, ``attempts``, ``receiver``.
+event_failed: Signal = _signals.signal("event-failed")
 
 #: A delivery was refused for its secret. Arguments: ``reason`` (``"missing"``
 #: or ``"mismatch"``; never the secret), ``receiver``.

@@ -9,7 +9,9 @@ A delivery goes through a store in three steps:
    lease.
 
 A redelivery of a failed event is claimed again with the names of the handlers
-that already succeeded, which are then skipped. Stores raise
+that already succeeded, which are then skipped. Background dispatch first
+makes the event durable with :meth:`EventStore.accept`, answers upstream, and
+claims it later in a worker. Stores raise
 :class:`~webhook_receiver.errors.StoreUnavailable` when they cannot answer; the
 receiver then answers ``503`` and upstream retries.
 """
@@ -39,6 +41,8 @@ class ClaimState(str, enum.Enum):
 class EventStatus(str, enum.Enum):
     """Where an event stands."""
 
+    #: Accepted for background processing; no worker has claimed it yet.
+    PENDING = "pending"
     PROCESSING = "processing"
     PROCESSED = "processed"
     FAILED = "failed"
@@ -154,6 +158,38 @@ class EventStore(ABC):
 
         :raises StoreUnavailable: if the store cannot answer.
         """
+
+    @abstractmethod
+    def accept(self, event: Event) -> EventStatus | None:
+        """Make *event* durable as :attr:`EventStatus.PENDING`, unless it is stored already.
+
+        :returns: ``None`` when the event is new (and now pending), else the
+            status it already has.
+        :raises StoreUnavailable: if the store cannot take it.
+        """
+
+    @abstractmethod
+    def events(self, *, status: EventStatus | None = None, trigger: str | None = None,
+               since: float | None = None, limit: int | None = None) -> list[StoredEvent]:
+        """Stored events, newest first, filtered.
+
+        :param status: only events with this status.
+        :param trigger: only events with this trigger.
+        :param since: only events received at or after this time (epoch seconds).
+        :param limit: at most this many.
+        :raises StoreUnavailable: if the store cannot answer.
+        """
+
+    @abstractmethod
+    def prune(self, before: float) -> int:
+        """Forget finished (processed or failed) events received before *before*.
+
+        :returns: how many were forgotten.
+        :raises StoreUnavailable: if the store cannot answer.
+        """
+
+    def close(self) -> None:
+        """Release connections; the store may be used again afterwards."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} lease_seconds={self.lease_seconds}>"

@@ -97,13 +97,44 @@ class MemoryStore(EventStore):
             stored = self._events.get(event_id)
             return None if stored is None else replace(stored, handlers=dict(stored.handlers))
 
+    def accept(self, event: Event) -> EventStatus | None:
+        now = time.time()
+        with self._lock:
+            stored = self._events.get(event.id)
+            if stored is not None:
+                return stored.status
+            self._evict()
+            self._events[event.id] = StoredEvent(
+                id=event.id, trigger=event.trigger, status=EventStatus.PENDING, raw=event.raw,
+                received_at=now, updated_at=now,
+            )
+            return None
+
+    def events(self, *, status: EventStatus | None = None, trigger: str | None = None,
+               since: float | None = None, limit: int | None = None) -> list[StoredEvent]:
+        with self._lock:
+            found = [
+                replace(e, handlers=dict(e.handlers)) for e in reversed(self._events.values())
+                if (status is None or e.status is status) and (trigger is None or e.trigger == trigger)
+                and (since is None or e.received_at >= since)
+            ]
+        return found[:limit] if limit is not None else found
+
+    def prune(self, before: float) -> int:
+        finished = (EventStatus.PROCESSED, EventStatus.FAILED)
+        with self._lock:
+            old = [i for i, e in self._events.items() if e.received_at < before and e.status in finished]
+            for event_id in old:
+                del self._events[event_id]
+        return len(old)
+
     def _evict(self) -> None:
-        """Forget the oldest events not under a live lease, down to one free slot."""
+        """Forget the oldest events neither pending nor under a live lease, down to one free slot."""
         now = time.monotonic()
         while len(self._events) >= self.max_events:
-            for event_id in self._events:  # oldest first
+            for event_id, stored in self._events.items():  # oldest first
                 lease = self._leases.get(event_id)
-                if lease is None or lease[1] <= now:
+                if stored.status is not EventStatus.PENDING and (lease is None or lease[1] <= now):
                     break
             else:
                 return  # every event is being processed: hold them all

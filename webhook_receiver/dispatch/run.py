@@ -1,7 +1,8 @@
-"""Running the handlers of a claimed event, each in its own error handling.
+"""Running the handlers of an event, each in its own error handling.
 
-Today handlers run inline, in the request that delivered the event, and the
-answer reflects them; background dispatch builds on :func:`run_handlers`.
+:func:`run_handlers` runs the handlers of a claimed event; every dispatcher
+uses it. :func:`process_stored` is the worker side of background dispatch:
+it loads a stored event, claims it and runs what has not yet succeeded.
 """
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
-from . import signals
-from .events import Event
-from .handlers import Handler
-from .stores.base import Claim, EventStore
+from .. import signals
+from ..events import Event
+from ..handlers import Handler
+from ..stores.base import Claim, ClaimState, EventStore
 
 if TYPE_CHECKING:
-    from .receiver import WebhookReceiver
+    from ..receiver import WebhookReceiver
 
-__all__ = ["run_handlers"]
+__all__ = ["ProcessResult", "describe", "process_stored", "run_handlers"]
 
 logger = logging.getLogger("webhook_receiver")
 
@@ -93,3 +94,46 @@ def describe(exc: BaseException) -> str:
     if len(text) > MAX_ERROR_LENGTH:
         text = text[: MAX_ERROR_LENGTH - 3] + "..."
     return text
+
+
+class ProcessResult:
+    """What :func:`process_stored` found or did.
+
+    :param state: ``"processed"``, ``"failed"``, ``"duplicate"``, ``"busy"``
+        or ``"missing"``.
+    :param event: the event, unless it was missing.
+    :param failed: the names of the handlers that failed.
+    """
+
+    __slots__ = ("state", "event", "failed")
+
+    def __init__(self, state: str, event: Event | None = None, failed: Sequence[str] = ()) -> None:
+        self.state = state
+        self.event = event
+        self.failed = list(failed)
+
+    def __repr__(self) -> str:
+        return f"<ProcessResult {self.state} failed={self.failed}>"
+
+
+def process_stored(sender: Any, receiver: WebhookReceiver, store: EventStore, event_id: str) -> ProcessResult:
+    """Claim a stored event and run the handlers that have not succeeded yet.
+
+    :param sender: the Flask app (an app context must be pushed).
+    :param receiver: the receiver whose handlers run.
+    :param store: where the event is.
+    :param event_id: the event's id.
+    :raises StoreUnavailable: if the store cannot answer.
+    """
+    stored = store.get(event_id)
+    if stored is None:
+        return ProcessResult("missing")
+    event = Event.from_dict(stored.raw)
+    claim = store.claim(event)
+    if claim.state is ClaimState.DONE:
+        return ProcessResult("duplicate", event)
+    if claim.state is ClaimState.BUSY:
+        return ProcessResult("busy", event)
+    handlers = receiver.handlers_for(event.trigger, sender)
+    failed = run_handlers(sender, event, handlers, store, claim, receiver=receiver)
+    return ProcessResult("failed" if failed else "processed", event, failed)
