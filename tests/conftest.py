@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import tempfile
 import threading
+import uuid
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -96,3 +98,33 @@ def moltin() -> Iterator[Emulator]:
 @pytest.fixture
 def moltin_client(moltin: Emulator) -> MoltinClient:
     return MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url, backoff=0.01)
+
+
+REDIS_URL = os.environ.get("WEBHOOK_RECEIVER_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def require_redis() -> None:
+    """Skip when Redis is not reachable, unless CI=true, where that is a failure."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis is not reachable at {REDIS_URL}: {exc}")
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own in the test Redis; its keys are deleted afterwards."""
+    import redis
+
+    require_redis()
+    prefix = f"whr-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()

@@ -1,0 +1,89 @@
+"""Starting and stopping real processes for fault tests: gunicorn, Celery workers, Redis."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+class Processes:
+    """Every process a test started, stopped at the end whatever happens."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+        out = open(log, "ab")
+        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        out.close()
+        self.procs.append(proc)
+        return proc
+
+    def gunicorn(self, log: Path, workers: int = 2, timeout: int = 60) -> str:
+        port = free_port()
+        self.start([sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
+                    "--timeout", str(timeout), "--graceful-timeout", "1", "tests.service_app:app"], log)
+        wait_for(lambda: port_open(port), 30, f"gunicorn on port {port} ({log})")
+        return f"http://127.0.0.1:{port}/webhooks/moltin"
+
+    def celery_worker(self, log: Path, queue: str) -> subprocess.Popen[bytes]:
+        proc = self.start([sys.executable, "-m", "celery", "-A", "tests.service_app:celery", "worker",
+                           "-Q", queue, "--pool", "threads", "-c", "4", "--loglevel", "INFO",
+                           "--without-gossip", "--without-mingle", "--without-heartbeat"], log)
+        wait_for(lambda: b"ready" in log.read_bytes(), 60, f"the Celery worker ({log})")
+        return proc
+
+    def redis_server(self, port: int, log: Path) -> subprocess.Popen[bytes]:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        proc = self.start([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                           "--appendonly", "no"], log)
+        wait_for(lambda: port_open(port), 15, f"redis-server on port {port}")
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
