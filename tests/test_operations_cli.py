@@ -1,0 +1,69 @@
+"""flask webhooks events / show / replay / prune, on the default SQLite store."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from webhook_receiver import Event, WebhookReceiver
+from webhook_receiver.stores import EventStatus
+from webhook_receiver.testing import make_event
+
+
+@pytest.fixture
+def shop(app: Flask, receiver: WebhookReceiver) -> tuple[Flask, dict[str, bool]]:
+    broken = {"on": True}
+    receiver.on("order.paid", name="ledger")(lambda e: None)
+
+    @receiver.on("order.paid", "product.deleted", name="warehouse")
+    def warehouse(event: Event) -> None:
+        if broken["on"] and event.trigger == "order.paid":
+            raise ConnectionError("warehouse API down")
+
+    return app, broken
+
+
+def test_events_show_replay_prune(shop: tuple[Flask, dict[str, bool]], send: Any, receiver: WebhookReceiver) -> None:
+    app, broken = shop
+    for n in range(3):
+        send(make_event("order.paid", event_id=f"paid-{n}"))
+    send(make_event("product.deleted", event_id="gone"))
+    runner = app.test_cli_runner()
+
+    listed = runner.invoke(args=["webhooks", "events"])
+    assert listed.exit_code == 0
+    lines = listed.output.splitlines()
+    assert len(lines) == 4 and "gone" in lines[0] and "processed" in lines[0]
+    failed = runner.invoke(args=["webhooks", "events", "--status", "failed", "--trigger", "order.paid",
+                                 "--since", "1h"])
+    assert [line.split()[2] for line in failed.output.splitlines()] == ["paid-2", "paid-1", "paid-0"]
+    assert "handlers ok 1/2" in failed.output
+
+    shown = runner.invoke(args=["webhooks", "show", "paid-0"])
+    assert shown.exit_code == 0
+    assert "warehouse: FAILED: ConnectionError: warehouse API down (runs: 1" in shown.output
+    assert '"secret_key": "[redacted]"' in shown.output
+    assert runner.invoke(args=["webhooks", "show", "nope"]).exit_code == 1
+
+    still = runner.invoke(args=["webhooks", "replay", "paid-0"])
+    assert still.exit_code == 1 and "still failing: warehouse" in still.output
+    broken["on"] = False
+    one = runner.invoke(args=["webhooks", "replay", "paid-0"])
+    assert one.exit_code == 0 and one.output.strip().endswith("1 processed")
+    every = runner.invoke(args=["webhooks", "replay", "--failed"])
+    assert every.exit_code == 0 and every.output.strip().endswith("2 processed")
+    store = receiver.get_store(app)
+    assert {e.status for e in store.events()} == {EventStatus.PROCESSED}
+    outcome = store.get("paid-1")
+    assert outcome is not None and outcome.handlers["ledger"].attempts == 1, "what succeeded did not run again"
+    assert outcome.handlers["warehouse"].attempts == 2
+    assert runner.invoke(args=["webhooks", "replay"]).exit_code == 2
+
+    assert runner.invoke(args=["webhooks", "prune", "--older-than", "1d"]).output.strip() == "pruned 0 events"
+    time.sleep(0.05)
+    assert runner.invoke(args=["webhooks", "prune", "--older-than", "0.01s"]).output.strip() == "pruned 4 events"
+    assert runner.invoke(args=["webhooks", "events"]).output.strip() == "no events"
+    bad = runner.invoke(args=["webhooks", "prune", "--older-than", "soon"])
+    assert bad.exit_code == 2 and "not a duration" in bad.output
