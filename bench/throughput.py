@@ -8,6 +8,14 @@ that counts is the ratio of the median requests per second, receiver / bare.
 Run it by hand from the repository root::
 
     python bench/throughput.py --rounds 5 --seconds 10
+    python bench/throughput.py --store sqlite --rounds 5 --seconds 10
+    python bench/throughput.py --store redis --rounds 5 --seconds 10
+    python bench/throughput.py --dispatch thread --handler-sleep 1 --store sqlite
+
+``--store`` picks the receiver's store (``memory``, ``sqlite`` in a fresh
+instance folder, ``redis`` at 127.0.0.1:6379/13 under a fresh prefix);
+``--dispatch`` and ``--handler-sleep`` set the dispatch mode and how long the
+handler takes.
 
 Needs ``pip install -e ".[dev]"`` (gunicorn) and ``apt-get install wrk``.
 """
@@ -69,11 +77,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_gunicorn(app: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+def start_gunicorn(app: str, port: int, workers: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
          "--log-level", "warning", f"bench.apps:{app}"],
-        cwd=ROOT,
+        cwd=ROOT, env={**os.environ, **(env or {})},
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -111,6 +119,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--store", choices=["memory", "sqlite", "redis"], default="memory")
+    parser.add_argument("--dispatch", choices=["inline", "thread"], default="inline")
+    parser.add_argument("--handler-sleep", type=float, default=0.0)
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
@@ -121,7 +132,16 @@ def main() -> int:
     body_with_echo["configuration"] = {"url": "http://127.0.0.1/webhooks/moltin", "secret_key": SECRET}
     body = json.dumps(body_with_echo)
     print(f"body: {len(body)} bytes; {args.rounds} rounds x {args.seconds}s per app; "
-          f"gunicorn -w {args.workers}; wrk -t{args.threads} -c{args.connections}")
+          f"gunicorn -w {args.workers}; wrk -t{args.threads} -c{args.connections}; "
+          f"receiver: store {args.store}, dispatch {args.dispatch}, handler sleeps {args.handler_sleep:g} s")
+    instance = tempfile.mkdtemp(prefix="whr-bench-")
+    receiver_env = {
+        "BENCH_STORE": {"memory": "memory://", "sqlite": "", "redis": "redis://127.0.0.1:6379/13"}[args.store],
+        "BENCH_PREFIX": f"whr-bench-{os.getpid()}",
+        "BENCH_INSTANCE": instance,
+        "BENCH_DISPATCH": args.dispatch,
+        "BENCH_SLEEP": str(args.handler_sleep),
+    }
 
     results: dict[str, list[dict[str, Any]]] = {"receiver_app": [], "bare_app": []}
     procs = {}
@@ -129,7 +149,8 @@ def main() -> int:
     try:
         for app in results:
             ports[app] = free_port()
-            procs[app] = start_gunicorn(app, ports[app], args.workers)
+            procs[app] = start_gunicorn(app, ports[app], args.workers,
+                                        receiver_env if app == "receiver_app" else None)
         with tempfile.TemporaryDirectory() as tmp:
             for round_no in range(args.rounds):
                 order = list(results) if round_no % 2 == 0 else list(reversed(results))
@@ -143,7 +164,12 @@ def main() -> int:
     finally:
         for proc in procs.values():
             proc.terminate()
-            proc.wait(timeout=10)
+            proc.wait(timeout=30)
+        shutil.rmtree(instance, ignore_errors=True)
+        if args.store == "redis":
+            subprocess.run(["redis-cli", "-n", "13", "--scan", "--pattern", receiver_env["BENCH_PREFIX"] + ":*"],
+                           capture_output=True)
+            subprocess.run(["redis-cli", "-n", "13", "FLUSHDB"], capture_output=True)
 
     receiver_rps = statistics.median(r["rps"] for r in results["receiver_app"])
     bare_rps = statistics.median(r["rps"] for r in results["bare_app"])

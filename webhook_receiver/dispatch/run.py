@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from .. import signals
 from ..events import Event
 from ..handlers import Handler
-from ..stores.base import Claim, ClaimState, EventStore
+from ..stores.base import Claim, ClaimState, EventStore, Run
 
 if TYPE_CHECKING:
     from ..receiver import WebhookReceiver
@@ -50,14 +50,20 @@ def run_handlers(
     :raises StoreUnavailable: if an outcome cannot be recorded.
     """
     failed: list[str] = []
+    previous: Run | None = None
     for handler in handlers:
         if handler.name in claim.succeeded:
             continue
+        if previous is not None:
+            # Durable before the next handler starts; the last one goes with finish().
+            store.record(claim, previous.name, ok=previous.ok, error=previous.error,
+                         started_at=previous.started_at, finished_at=previous.finished_at)
         started = time.time()
         try:
             handler(sender, event)
         except Exception as exc:
             failed.append(handler.name)
+            previous = Run(handler.name, False, describe(exc), started, time.time())
             logger.error(
                 "handler %s failed on event %s (%s, attempt %d)",
                 handler.name,
@@ -66,20 +72,13 @@ def run_handlers(
                 event.attempt,
                 exc_info=True,
             )
-            store.record(
-                claim, handler.name, ok=False, error=describe(exc),
-                started_at=started, finished_at=time.time(),
-            )
             signals.send_isolated(
                 signals.handler_failed, sender,
                 event=event, handler=handler.name, exception=exc, receiver=receiver,
             )
         else:
-            store.record(
-                claim, handler.name, ok=True, error=None,
-                started_at=started, finished_at=time.time(),
-            )
-    store.finish(claim, ok=not failed)
+            previous = Run(handler.name, True, None, started, time.time())
+    store.finish(claim, ok=not failed, last=previous)
     if not failed:
         signals.send_isolated(signals.event_handled, sender, event=event, receiver=receiver)
     return failed

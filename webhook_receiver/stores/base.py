@@ -20,11 +20,11 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from ..events import Event
 
-__all__ = ["Claim", "ClaimState", "EventStatus", "EventStore", "HandlerOutcome", "StoredEvent"]
+__all__ = ["Claim", "ClaimState", "EventStatus", "EventStore", "HandlerOutcome", "Run", "StoredEvent"]
 
 
 class ClaimState(str, enum.Enum):
@@ -62,6 +62,16 @@ class Claim:
     state: ClaimState
     token: str = ""
     succeeded: frozenset[str] = frozenset()
+
+
+class Run(NamedTuple):
+    """One run of one handler, as :meth:`EventStore.record` takes it."""
+
+    name: str
+    ok: bool
+    error: str | None
+    started_at: float
+    finished_at: float
 
 
 @dataclass(frozen=True)
@@ -143,14 +153,24 @@ class EventStore(ABC):
         :raises StoreUnavailable: if the store cannot take it.
         """
 
-    @abstractmethod
-    def finish(self, claim: Claim, *, ok: bool) -> None:
+    def finish(self, claim: Claim, *, ok: bool, last: Run | None = None) -> None:
         """Mark the event processed (*ok*) or failed, and end the lease.
 
-        A claim whose lease was taken over by another worker changes nothing.
+        A claim whose lease was taken over by another worker changes nothing
+        but the outcome in *last*.
 
+        :param last: the last handler run, recorded first (stores may do
+            both in one write).
         :raises StoreUnavailable: if the store cannot take it.
         """
+        if last is not None:
+            self.record(claim, last.name, ok=last.ok, error=last.error, started_at=last.started_at,
+                        finished_at=last.finished_at)
+        self._finish(claim, ok=ok)
+
+    @abstractmethod
+    def _finish(self, claim: Claim, *, ok: bool) -> None:
+        """Mark the event processed or failed and end the lease, if *claim* still holds it."""
 
     @abstractmethod
     def get(self, event_id: str) -> StoredEvent | None:

@@ -82,7 +82,7 @@ class MemoryStore(EventStore):
             )
             stored.updated_at = finished_at
 
-    def finish(self, claim: Claim, *, ok: bool) -> None:
+    def _finish(self, claim: Claim, *, ok: bool) -> None:
         with self._lock:
             lease = self._leases.get(claim.event_id)
             stored = self._events.get(claim.event_id)

@@ -99,10 +99,10 @@ class RedisStore(EventStore):
         self.url = url
         self.prefix = prefix
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        self._claim = self.client.register_script(_CLAIM)
-        self._record = self.client.register_script(_RECORD)
-        self._finish = self.client.register_script(_FINISH)
-        self._accept = self.client.register_script(_ACCEPT)
+        self._claim_script = self.client.register_script(_CLAIM)
+        self._record_script = self.client.register_script(_RECORD)
+        self._finish_script = self.client.register_script(_FINISH)
+        self._accept_script = self.client.register_script(_ACCEPT)
 
     def __repr__(self) -> str:
         host = self.url.rsplit("@", 1)[-1]  # never the password
@@ -123,7 +123,7 @@ class RedisStore(EventStore):
                 self._key("outcomes", event.id)]
         args = [token, int(self.lease_seconds * 1000), time.time(), event.trigger, json.dumps(event.raw),
                 event.id]
-        answer = self._call(self._claim, keys=keys, args=args)
+        answer = self._call(self._claim_script, keys=keys, args=args)
         state = answer[0].decode()
         if state == "done":
             return Claim(event.id, ClaimState.DONE)
@@ -134,16 +134,16 @@ class RedisStore(EventStore):
     def record(self, claim: Claim, name: str, *, ok: bool, error: str | None,
                started_at: float, finished_at: float) -> None:
         outcome = json.dumps({"ok": ok, "error": error, "started_at": started_at, "finished_at": finished_at})
-        self._call(self._record, keys=[self._key("outcomes", claim.event_id), self._key("event", claim.event_id)],
+        self._call(self._record_script, keys=[self._key("outcomes", claim.event_id), self._key("event", claim.event_id)],
                    args=[name, outcome, finished_at])
 
-    def finish(self, claim: Claim, *, ok: bool) -> None:
+    def _finish(self, claim: Claim, *, ok: bool) -> None:
         status = EventStatus.PROCESSED if ok else EventStatus.FAILED
-        self._call(self._finish, keys=[self._key("event", claim.event_id), self._key("lease", claim.event_id)],
+        self._call(self._finish_script, keys=[self._key("event", claim.event_id), self._key("lease", claim.event_id)],
                    args=[claim.token, status.value, time.time()])
 
     def accept(self, event: Event) -> EventStatus | None:
-        answer = self._call(self._accept, keys=[self._key("event", event.id), self._key("events")],
+        answer = self._call(self._accept_script, keys=[self._key("event", event.id), self._key("events")],
                             args=[time.time(), event.trigger, json.dumps(event.raw), event.id])
         return None if answer is None else EventStatus(answer.decode())
 

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from ..errors import StoreUnavailable
 from ..events import Event
-from .base import Claim, ClaimState, EventStatus, EventStore, HandlerOutcome, StoredEvent
+from .base import Claim, ClaimState, EventStatus, EventStore, HandlerOutcome, Run, StoredEvent
 
 __all__ = ["SQLiteStore"]
 
@@ -117,17 +117,17 @@ class SQLiteStore(EventStore):
         token = uuid.uuid4().hex
         expires = now + self.lease_seconds
         with self._transaction() as conn:
-            row = conn.execute(
+            inserted = conn.execute(
+                "INSERT INTO webhook_events (id, trigger_name, status, raw, received_at, updated_at,"
+                " lease_token, lease_expires) VALUES (?, ?, 'processing', ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING",
+                (event.id, event.trigger, json.dumps(event.raw), now, now, token, expires),
+            ).rowcount
+            if inserted:
+                return Claim(event.id, ClaimState.CLAIMED, token)
+            status, lease_expires = conn.execute(
                 "SELECT status, lease_expires FROM webhook_events WHERE id = ?", (event.id,)
             ).fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT INTO webhook_events (id, trigger_name, status, raw, received_at, updated_at,"
-                    " lease_token, lease_expires) VALUES (?, ?, 'processing', ?, ?, ?, ?, ?)",
-                    (event.id, event.trigger, json.dumps(event.raw), now, now, token, expires),
-                )
-                return Claim(event.id, ClaimState.CLAIMED, token)
-            status, lease_expires = row
             if status == EventStatus.PROCESSED.value:
                 return Claim(event.id, ClaimState.DONE)
             if status == EventStatus.PROCESSING.value and lease_expires is not None and lease_expires > now:
@@ -146,23 +146,37 @@ class SQLiteStore(EventStore):
     def record(self, claim: Claim, name: str, *, ok: bool, error: str | None,
                started_at: float, finished_at: float) -> None:
         with self._transaction() as conn:
-            conn.execute(
-                "INSERT INTO webhook_outcomes (event_id, name, ok, error, attempts, started_at, finished_at)"
-                " VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT (event_id, name) DO UPDATE SET ok = excluded.ok,"
-                " error = excluded.error, attempts = attempts + 1, started_at = excluded.started_at,"
-                " finished_at = excluded.finished_at",
-                (claim.event_id, name, int(ok), error, started_at, finished_at),
-            )
-            conn.execute("UPDATE webhook_events SET updated_at = ? WHERE id = ?", (finished_at, claim.event_id))
+            self._record(conn, claim, Run(name, ok, error, started_at, finished_at))
 
-    def finish(self, claim: Claim, *, ok: bool) -> None:
-        status = EventStatus.PROCESSED if ok else EventStatus.FAILED
+    def finish(self, claim: Claim, *, ok: bool, last: Run | None = None) -> None:
+        with self._transaction() as conn:  # one write for the last outcome and the status
+            if last is not None:
+                self._record(conn, claim, last)
+            self._set_finished(conn, claim, ok)
+
+    def _finish(self, claim: Claim, *, ok: bool) -> None:
         with self._transaction() as conn:
-            conn.execute(
-                "UPDATE webhook_events SET status = ?, lease_token = NULL, lease_expires = NULL,"
-                " updated_at = ? WHERE id = ? AND lease_token = ?",
-                (status.value, time.time(), claim.event_id, claim.token),
-            )
+            self._set_finished(conn, claim, ok)
+
+    @staticmethod
+    def _record(conn: sqlite3.Connection, claim: Claim, run: Run) -> None:
+        conn.execute(
+            "INSERT INTO webhook_outcomes (event_id, name, ok, error, attempts, started_at, finished_at)"
+            " VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT (event_id, name) DO UPDATE SET ok = excluded.ok,"
+            " error = excluded.error, attempts = attempts + 1, started_at = excluded.started_at,"
+            " finished_at = excluded.finished_at",
+            (claim.event_id, run.name, int(run.ok), run.error, run.started_at, run.finished_at),
+        )
+        conn.execute("UPDATE webhook_events SET updated_at = ? WHERE id = ?", (run.finished_at, claim.event_id))
+
+    @staticmethod
+    def _set_finished(conn: sqlite3.Connection, claim: Claim, ok: bool) -> None:
+        status = EventStatus.PROCESSED if ok else EventStatus.FAILED
+        conn.execute(
+            "UPDATE webhook_events SET status = ?, lease_token = NULL, lease_expires = NULL,"
+            " updated_at = ? WHERE id = ? AND lease_token = ?",
+            (status.value, time.time(), claim.event_id, claim.token),
+        )
 
     def accept(self, event: Event) -> EventStatus | None:
         now = time.time()
