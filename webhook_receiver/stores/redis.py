@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import StoreUnavailable
 from ..events import Event
-from .base import Claim, ClaimState, EventStatus, EventStore, HandlerOutcome, StoredEvent
+from .base import Claim, ClaimState, EventStatus, EventStore, HandlerOutcome, Run, StoredEvent
 
 __all__ = ["RedisStore"]
 
@@ -133,14 +133,36 @@ class RedisStore(EventStore):
 
     def record(self, claim: Claim, name: str, *, ok: bool, error: str | None,
                started_at: float, finished_at: float) -> None:
-        outcome = json.dumps({"ok": ok, "error": error, "started_at": started_at, "finished_at": finished_at})
-        self._call(self._record_script, keys=[self._key("outcomes", claim.event_id), self._key("event", claim.event_id)],
-                   args=[name, outcome, finished_at])
+        self._call(self._record_script, keys=self._record_keys(claim),
+                   args=self._record_args(Run(name, ok, error, started_at, finished_at)))
+
+    def finish(self, claim: Claim, *, ok: bool, last: Run | None = None) -> None:
+        if last is None:
+            return self._finish(claim, ok=ok)
+        pipe = self.client.pipeline(transaction=False)  # one round trip for both scripts
+        self._record_script(keys=self._record_keys(claim), args=self._record_args(last), client=pipe)
+        self._finish_script(keys=self._finish_keys(claim), args=self._finish_args(claim, ok), client=pipe)
+        self._call(pipe.execute)
+        return None
+
+    def _record_keys(self, claim: Claim) -> list[str]:
+        return [self._key("outcomes", claim.event_id), self._key("event", claim.event_id)]
+
+    @staticmethod
+    def _record_args(run: Run) -> list[Any]:
+        outcome = json.dumps({"ok": run.ok, "error": run.error, "started_at": run.started_at,
+                              "finished_at": run.finished_at})
+        return [run.name, outcome, run.finished_at]
+
+    def _finish_keys(self, claim: Claim) -> list[str]:
+        return [self._key("event", claim.event_id), self._key("lease", claim.event_id)]
+
+    @staticmethod
+    def _finish_args(claim: Claim, ok: bool) -> list[Any]:
+        return [claim.token, (EventStatus.PROCESSED if ok else EventStatus.FAILED).value, time.time()]
 
     def _finish(self, claim: Claim, *, ok: bool) -> None:
-        status = EventStatus.PROCESSED if ok else EventStatus.FAILED
-        self._call(self._finish_script, keys=[self._key("event", claim.event_id), self._key("lease", claim.event_id)],
-                   args=[claim.token, status.value, time.time()])
+        self._call(self._finish_script, keys=self._finish_keys(claim), args=self._finish_args(claim, ok))
 
     def accept(self, event: Event) -> EventStatus | None:
         answer = self._call(self._accept_script, keys=[self._key("event", event.id), self._key("events")],
