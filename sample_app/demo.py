@@ -1,7 +1,15 @@
-"""The demo: the sample app on a real port, sample deliveries, and what the handlers did.
+"""The demo: the sample shop and a local Moltin, offline, wired together for real.
 
-Run it with ``python -m sample_app``; ``--exit`` stops after the deliveries
-instead of serving on.
+1. starts the Moltin emulator and the sample app on real ports of 127.0.0.1;
+2. syncs the app's webhook integration into the emulator (``sync_integration``,
+   what ``flask webhooks sync`` does);
+3. fires ``order.paid``, ``order.fulfilled`` (whose mail server fails the first
+   attempt, so the emulator retries) and ``product.deleted``, redelivers the
+   paid order, and sends a forged delivery;
+4. shows each delivery attempt and what the handlers did; then keeps serving
+   so that you can fire more.
+
+Run it with ``python -m sample_app``; ``--exit`` stops after step 4.
 """
 from __future__ import annotations
 
@@ -15,6 +23,9 @@ from typing import Any, Sequence
 
 from werkzeug.serving import make_server
 
+from webhook_receiver.emulator import Emulator, Fired
+from webhook_receiver.moltin import MoltinClient
+from webhook_receiver.sync import sync_integration
 from webhook_receiver.testing import deliver, make_event, sample_resource
 
 from .activity import read_activity
@@ -22,36 +33,67 @@ from .app import create_app
 from .handlers import receiver
 
 
-def _deliveries(order_id: str) -> list[tuple[str, dict[str, Any], str | None]]:
-    """(what it shows, body, secret override) for each sample delivery."""
-    order, _ = sample_resource("order.paid", order_id)
-    paid = make_event("order.paid", order)
-    fulfilled_order = dict(order, shipping="fulfilled")
-    return [
-        ("a new paid order", paid, None),
-        ("the same order fulfilled", make_event("order.fulfilled", fulfilled_order), None),
-        ("a product deleted", make_event("product.deleted"), None),
-        ("upstream retries the paid order", dict(paid, attempt=2), None),
-        ("an event with no handler", make_event("brand.created"), None),
-        ("a forged delivery (wrong secret)", make_event("order.paid"), "not-the-secret"),
-    ]
+class _Brief(logging.Formatter):
+    """One line per record: the demo shows what failed, not the traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return super().format(record)
+
+
+class _Activity:
+    """Prints the handlers' actions recorded since the last call."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.seen = len(read_activity(path))
+
+    def show(self) -> None:
+        entries = read_activity(self.path)
+        for entry in entries[self.seen:]:
+            details = ", ".join(f"{k}={v}" for k, v in sorted(entry.items()) if k not in ("at", "action", "event"))
+            print(f"      handler: {entry['action']} ({details})")
+        self.seen = len(entries)
+
+
+def _show_fired(moltin: Emulator, label: str, fired: Fired) -> None:
+    print(f"-> {fired.trigger:<16} ({label})")
+    for log in moltin.logs():
+        if log["meta"]["event_id"] == fired.event_id and log["relationships"]["job"]["data"]["id"] in fired.jobs:
+            answer = log["status_code"] if log["status_code"] is not None else log["error_detail"]
+            print(f"   attempt {log['attempt']}  <- {answer} {_status(log['body'])}")
+
+
+def _status(body: str) -> str:
+    import json
+
+    try:
+        return str(json.loads(body).get("status") or json.loads(body).get("error") or "")
+    except (ValueError, AttributeError):
+        return ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m sample_app", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sample_app", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5000, help="0 picks a free port (default: 5000)")
+    parser.add_argument("--port", type=int, default=5000, help="the shop's port; 0 picks a free one (default: 5000)")
+    parser.add_argument("--moltin-port", type=int, default=0, help="the emulator's port (default: a free one)")
     parser.add_argument("--exit", action="store_true", help="stop after the sample deliveries")
     parser.add_argument("--instance-path", help="where the app keeps its files (default: ./instance)")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.WARNING, format="      log: %(message)s", stream=sys.stdout)
+    brief = logging.StreamHandler(sys.stdout)
+    brief.setFormatter(_Brief("      log: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[brief])
     logging.getLogger("webhook_receiver").setLevel(logging.INFO)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    for quiet in ("werkzeug", "webhook_receiver.emulator"):
+        logging.getLogger(quiet).setLevel(logging.ERROR)
 
     secret = secrets.token_urlsafe(32)
-    app = create_app({"WEBHOOK_RECEIVER_SECRET_KEY": secret}, instance_path=args.instance_path)
+    app = create_app({"WEBHOOK_RECEIVER_SECRET_KEY": secret, "SAMPLE_FLAKY_MAIL": True},
+                     instance_path=args.instance_path)
     secret_file = os.path.join(app.instance_path, "demo-secret")
     fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -62,31 +104,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); try --port 0", file=sys.stderr)
         return 1
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=lambda: server.serve_forever(poll_interval=0.1), daemon=True).start()
     url = f"http://{args.host}:{server.server_port}/webhooks/moltin"
-    activity_file = app.config["SAMPLE_ACTIVITY_FILE"]
-    seen = len(read_activity(activity_file))
-
-    print(f"Sample shop listening on {url}")
-    print(f"Handlers: {', '.join(h.name.rpartition('.')[2] for h in receiver.handlers)}\n")
-    ok = True
-    for label, body, wrong_secret in _deliveries(secrets.token_hex(4)):
-        response = deliver(url, body, secret=wrong_secret or secret)
-        answer = response.json()
-        print(f"-> {body['triggered_by']:<16} attempt {body['attempt']}  ({label})")
-        print(f"   <- {response.status_code} {answer.get('status') or answer.get('error')}")
-        for entry in read_activity(activity_file)[seen:]:
-            details = ", ".join(f"{k}={v}" for k, v in sorted(entry.items()) if k not in ("at", "action", "event"))
-            print(f"      handler: {entry['action']} ({details})")
-            seen += 1
-        ok = ok and (response.status_code < 500)
-
-    print(f"\nActivity log: {activity_file}\nOutbox: {app.config['SAMPLE_OUTBOX']}")
-    if args.exit:
+    moltin = Emulator(port=args.moltin_port, retry_delays=(1.0, 2.0, 4.0)).start()
+    try:
+        return _run(args, app, url, moltin, secret, secret_file)
+    finally:
+        moltin.stop()
         server.shutdown()
-        return 0 if ok else 1
+
+
+def _run(args: Any, app: Any, url: str, moltin: Emulator, secret: str, secret_file: str) -> int:
+    activity = _Activity(app.config["SAMPLE_ACTIVITY_FILE"])
+    print(f"Sample shop:    {url}")
+    print(f"Local Moltin:   {moltin.url}  (client id {moltin.client_id!r})")
+    print(f"Handlers:       {', '.join(h.name.rpartition('.')[2] for h in receiver.handlers)}\n")
+
+    client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url)
+    with app.app_context():
+        print(sync_integration(client, receiver, url, secret_key=secret), "\n")
+
+    order, _ = sample_resource("order.paid", secrets.token_hex(4))
+    steps = [
+        ("a new paid order", "order.paid", order, None),
+        ("the same order shipped; the mail server fails once", "order.fulfilled",
+         dict(order, shipping="fulfilled"), None),
+        ("a product deleted", "product.deleted", None, None),
+    ]
+    fired_paid: Fired | None = None
+    for label, trigger, data, _ in steps:
+        fired = moltin.fire(trigger, data)
+        fired_paid = fired_paid or fired
+        moltin.wait_idle(30)
+        _show_fired(moltin, label, fired)
+        activity.show()
+
+    assert fired_paid is not None
+    again = moltin.fire("order.paid", order, event_id=fired_paid.event_id)
+    moltin.wait_idle(30)
+    _show_fired(moltin, "upstream delivers the paid order again", again)
+    activity.show()
+
+    forged = deliver(url, make_event("order.paid"), secret="not-the-secret")
+    print(f"-> order.paid       (a forged delivery, wrong secret)\n   <- {forged.status_code} {forged.json()['error']}")
+    activity.show()
+
+    print(f"\nActivity log: {app.config['SAMPLE_ACTIVITY_FILE']}\nOutbox:       {app.config['SAMPLE_OUTBOX']}")
+    if args.exit:
+        return 0
     print(
-        "\nStill serving; send your own deliveries, for example:\n"
+        "\nStill serving. Fire more events through the local Moltin, for example:\n"
+        f"  curl -X POST {moltin.url}/emulator/fire -d '{{\"trigger\": \"product.deleted\"}}'\n"
+        f"or deliver one straight to the shop (the secret is in {secret_file}):\n"
         f"  curl -i {url} -H 'X-MOLTIN-INTEGRATION-TRIGGER: product.deleted' \\\n"
         f"       -H \"X-MOLTIN-SECRET-KEY: $(cat {secret_file})\" \\\n"
         "       -d '{\"id\": \"my-event-1\", \"triggered_by\": \"product.deleted\","
@@ -97,7 +166,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         threading.Event().wait()
     except KeyboardInterrupt:
         print("\nbye")
-    finally:
-        server.shutdown()
     return 0
-
