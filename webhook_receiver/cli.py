@@ -267,3 +267,32 @@ def prune_command(older_than: str, receiver_name: str | None) -> None:
     """Forget processed and failed events received before a given age (pending ones are kept)."""
     pruned = _receiver(receiver_name).get_store().prune(time.time() - _duration(older_than))
     click.echo(f"pruned {pruned} event{'s' if pruned != 1 else ''}")
+
+
+@webhooks_cli.command("send")
+@click.argument("trigger")
+@click.option("--to", "url", help="Deliver to this URL instead of the app itself (in this process).")
+@click.option("--data", "data_file", metavar="FILE", help="A JSON file with the resource (default: a sample).")
+@click.option("--attempt", default=1, show_default=True, type=click.IntRange(min=1), help="The attempt to claim.")
+@receiver_option
+@_one_line_errors
+def send_command(trigger: str, url: str | None, data_file: str | None, attempt: int,
+                 receiver_name: str | None) -> None:
+    """Send a sample TRIGGER event with the app's secret and print the answer."""
+    from .console import read_data, report
+    from .testing import deliver, make_event
+
+    receiver = _receiver(receiver_name)
+    body = make_event(trigger, read_data(data_file), attempt=attempt)
+    if url:
+        import requests
+
+        try:
+            answer = deliver(url, body, secret=receiver.secret_key())
+        except requests.RequestException as exc:
+            raise click.ClickException(f"cannot deliver to {url}: {type(exc).__name__}") from None
+        report(answer.status_code, answer.text)
+    else:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        answer = deliver(app.test_client(), body, secret=receiver.secret_key(), path=receiver.get_config().url)
+        report(answer.status_code, answer.get_data(as_text=True))

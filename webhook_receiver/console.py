@@ -1,7 +1,9 @@
 """The ``webhook-receiver`` console script: what needs no Flask app."""
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 import click
 
@@ -46,3 +48,57 @@ def emulate(host: str, port: int, client_id: str, client_secret: str, retry_dela
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     except KeyboardInterrupt:
         click.echo("stopped")
+
+
+def read_data(path: str | None) -> dict[str, Any] | None:
+    """The resource in a JSON file given to ``send --data``, or ``None``."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint="--data") from None
+    except ValueError as exc:
+        raise click.BadParameter(f"{path} is not JSON: {exc}", param_hint="--data") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path} must hold a JSON object (the resource)", param_hint="--data")
+    return data
+
+
+def report(status: int, body: str) -> None:
+    """Print an answer; exit non-zero when it is not a 2xx."""
+    click.echo(f"{status} {body.strip()}")
+    if not 200 <= status < 300:
+        raise SystemExit(1)
+
+
+data_option = click.option("--data", "data_file", metavar="FILE",
+                           help="A JSON file with the resource (default: a realistic sample).")
+attempt_option = click.option("--attempt", default=1, show_default=True, type=click.IntRange(min=1),
+                              help="The delivery attempt to claim.")
+
+
+@main.command("send")
+@click.argument("trigger")
+@click.option("--to", "url", required=True, help="The receiver's full URL.")
+@click.option("--secret", envvar="WEBHOOK_RECEIVER_SECRET_KEY", required=True,
+              help="The secret to send (or set WEBHOOK_RECEIVER_SECRET_KEY, which keeps it out of shell history).")
+@data_option
+@attempt_option
+def send(trigger: str, url: str, secret: str, data_file: str | None, attempt: int) -> None:
+    """Send a sample TRIGGER event, as Moltin would, and print the answer."""
+    import requests
+
+    from .testing import deliver, make_event
+
+    body = make_event(trigger, read_data(data_file), attempt=attempt)
+    try:
+        answer = deliver(url, body, secret=secret)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot deliver to {url}: {type(exc).__name__}") from None
+    report(answer.status_code, answer.text)
+
+
+if __name__ == "__main__":
+    main()
