@@ -1,6 +1,7 @@
 """The Flask extension: :class:`WebhookReceiver`."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -206,6 +207,19 @@ class WebhookReceiver:
                 " (WEBHOOK_RECEIVER_ALLOW_NO_SECRET); set one before registering"
             )
         return verifier.newest
+
+    def accept_session_secret(self, app: Flask, secret: str) -> None:
+        """Make *app* accept *secret* too, until the process ends.
+
+        ``flask webhooks tunnel`` registers a temporary integration with a
+        fresh secret and calls this, so the app's own secret never leaves it.
+
+        :raises RuntimeError: if the receiver is not set up on *app*.
+        """
+        config = self.get_config(app)
+        if config.verifier is not None:
+            app.extensions[EXTENSION_KEY][self.name] = dataclasses.replace(
+                config, verifier=config.verifier.also_accepting(secret))
 
     # -- handlers -------------------------------------------------------------
 

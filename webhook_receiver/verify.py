@@ -50,6 +50,22 @@ class SecretVerifier:
         """The newest secret: the value to register as ``configuration.secret_key``."""
         return self._newest
 
+    def also_accepting(self, secret: str) -> SecretVerifier:
+        """A verifier that accepts *secret* too; :attr:`newest` stays the same.
+
+        For a session secret, such as the one ``flask webhooks tunnel``
+        registers for a temporary integration.
+
+        :raises ValueError: if *secret* is empty.
+        """
+        if not isinstance(secret, str) or not secret:
+            raise ValueError("the secret must be a non-empty string")
+        clone = object.__new__(SecretVerifier)
+        clone._key = self._key
+        clone._digests = (self._digest(secret), *self._digests)
+        clone._newest = self._newest
+        return clone
+
     def _digest(self, value: str) -> bytes:
         return hashlib.blake2b(
             value.encode("utf-8", "surrogateescape"), key=self._key, digest_size=32
