@@ -6,6 +6,7 @@ import json
 import pytest
 
 from webhook_receiver import Event, InvalidEvent
+from webhook_receiver.catalogue import OBSERVABLE_EVENTS
 from webhook_receiver.events import REDACTED, redact
 from webhook_receiver.testing import make_event
 
@@ -122,3 +123,20 @@ def test_secret_is_redacted_whatever_the_encoding_or_escapes(encoding: str) -> N
     for secret in ("s3", "s4", "s5"):
         assert f'"{secret}"' not in dumped
     assert event.data == {"client_secret": REDACTED}
+
+
+@pytest.mark.parametrize("trigger", OBSERVABLE_EVENTS)
+@pytest.mark.parametrize("form", ["resources", "payload", "both"])
+def test_sample_events_for_the_whole_catalogue_parse(trigger: str, form: str) -> None:
+    body = make_event(trigger, form=form)
+    event = Event.from_json(json.dumps(body), trigger=trigger)
+    assert event.trigger == trigger and event.attempt == 1
+    assert isinstance(event.data, dict) and event.data["id"]
+    assert event.is_deleted == trigger.endswith(".deleted")
+    if event.is_deleted:
+        assert set(event.data) == {"id", "type"}
+    else:
+        assert len(event.data) > 2
+    if form in ("resources", "both") and not event.is_deleted:
+        assert isinstance(body["resources"], str)
+    assert "shown-redacted" not in json.dumps(event.raw) + json.dumps(event.data)

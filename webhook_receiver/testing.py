@@ -98,11 +98,40 @@ def _product(resource_id: str) -> dict[str, Any]:
     }
 
 
+def _samples(resource_id: str) -> dict[str, dict[str, Any]]:
+    """Resources as upstream sends them, for entities beyond orders and products."""
+    now = "2026-11-29T10:00:00Z"
+    return {
+        "customer": {"type": "customer", "id": resource_id, "name": "Ron Swanson",
+                     "email": "ron@swanson.example", "password": False},
+        "cart": {"type": "cart", "id": resource_id, "name": "Cart", "description": "",
+                 "meta": {"display_price": {"with_tax": _price(3500)}, "timestamps": {"updated_at": now}}},
+        "file": {"type": "file", "id": resource_id, "file_name": "lagavulin.jpg", "mime_type": "image/jpeg",
+                 "file_size": 48213, "public": True, "link": {"href": f"https://files.example/{resource_id}.jpg"}},
+        "transaction": {"type": "transaction", "id": resource_id, "reference": "ch_1ABC", "gateway": "stripe",
+                        "amount": 4200, "currency": "USD", "transaction_type": "purchase", "status": "complete"},
+        "stock-transaction": {"type": "stock-transaction", "id": resource_id, "action": "increment",
+                              "product_id": str(uuid.uuid4()), "quantity": 5},
+        "currency": {"type": "currency", "id": resource_id, "code": "EUR", "exchange_rate": 0.92,
+                     "format": "€{price}", "default": False, "enabled": True},
+        "address": {"type": "address", "id": resource_id, "first_name": "Ron", "last_name": "Swanson",
+                    "line_1": "1 Sun Street", "city": "Pawnee", "postcode": "46001", "country": "US"},
+        "integration": {"type": "integration", "id": resource_id, "integration_type": "webhook",
+                        "name": "Order shipping notification", "enabled": True, "observes": ["order.fulfilled"],
+                        "configuration": {"url": "https://shop.example/hooks", "secret_key": "shown-redacted"}},
+        "account": {"type": "account", "id": resource_id, "name": "Pawnee Parks", "legal_name": "Pawnee Parks Dept",
+                    "meta": {"timestamps": {"created_at": now}}},
+    }
+
+
 def sample_resource(trigger: str, resource_id: str | None = None) -> tuple[dict[str, Any], Any]:
     """A resource such as upstream sends for *trigger*, and its ``included``.
 
-    :param trigger: an event name; ``order.*``, ``product.*`` and
-        ``customer.*`` get full resources, others a small generic one.
+    :param trigger: an event name. Orders come with customer, addresses,
+        display prices and their items in ``included``; products, customers,
+        carts, files, transactions, stock transactions, currencies,
+        addresses, integrations and accounts get resources of their own
+        shape; other entities a small generic one.
     :param resource_id: the resource's id; random when not given.
     :returns: ``(data, included)``; ``included`` is ``None`` when upstream
         sends none.
@@ -113,9 +142,11 @@ def sample_resource(trigger: str, resource_id: str | None = None) -> tuple[dict[
         return _order(resource_id)
     if entity == "product":
         return _product(resource_id), None
-    if entity == "customer":
-        return {"type": "customer", "id": resource_id, "name": "Ron Swanson",
-                "email": "ron@swanson.example"}, None
+    samples = _samples(resource_id)
+    # Some stores spell the integration events in the plural.
+    sample = samples.get(entity) or samples.get(entity.removesuffix("s"))
+    if sample is not None:
+        return sample, None
     return {"type": entity, "id": resource_id, "name": f"Sample {entity}"}, None
 
 
