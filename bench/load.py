@@ -35,21 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.apps import SECRET  # noqa: E402
-from bench.throughput import free_port  # noqa: E402
+from bench.throughput import free_port, wait_port  # noqa: E402
 from webhook_receiver.testing import make_event  # noqa: E402
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"nothing listens on port {port}")
 
 
 def main() -> int:

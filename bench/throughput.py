@@ -77,21 +77,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_port(port: int, timeout: float = 30) -> None:
+    """Wait until something listens on 127.0.0.1:*port*."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listens on port {port}")
+
+
 def start_gunicorn(app: str, port: int, workers: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
          "--log-level", "warning", f"bench.apps:{app}"],
         cwd=ROOT, env={**os.environ, **(env or {})},
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"gunicorn for {app} did not start")
+    try:
+        wait_port(port)
+    except SystemExit:
+        proc.kill()
+        raise
+    return proc
 
 
 def run_wrk(port: int, script: str, seconds: int, connections: int, threads: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ Run it with ``python -m sample_app``; ``--exit`` stops after step 4.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import secrets
@@ -65,12 +66,12 @@ def _show_fired(moltin: Emulator, label: str, fired: Fired) -> None:
 
 
 def _status(body: str) -> str:
-    import json
-
+    """The ``status`` (or ``error``) of a receiver's JSON answer."""
     try:
-        return str(json.loads(body).get("status") or json.loads(body).get("error") or "")
-    except (ValueError, AttributeError):
+        answer = json.loads(body)
+    except ValueError:
         return ""
+    return str(answer.get("status") or answer.get("error") or "") if isinstance(answer, dict) else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

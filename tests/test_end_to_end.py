@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -20,14 +18,10 @@ import pytest
 from sample_app.activity import read_activity
 from webhook_receiver.emulator import Emulator
 
+from .processes import free_port, port_open, wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "end-to-end-secret-4b1f"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -49,16 +43,13 @@ def shop_url(env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "flask", "run", "--port", str(port), "--no-reload"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                output = proc.stdout.read().decode() if proc.stdout else ""
-                pytest.fail(f"the sample app did not start:\n{output}")
-            time.sleep(0.1)
+    def started() -> bool:
+        if proc.poll() is not None:
+            output = proc.stdout.read().decode() if proc.stdout else ""
+            pytest.fail(f"the sample app did not start:\n{output}")
+        return port_open(port)
+
+    wait_for(started, 30, "the sample app to start")
     yield f"http://127.0.0.1:{port}/webhooks/moltin"
     proc.terminate()
     proc.wait(timeout=10)

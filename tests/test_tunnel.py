@@ -14,7 +14,7 @@ from sample_app.activity import read_activity
 from webhook_receiver.emulator import Emulator
 from webhook_receiver.tunnel import TunnelError, open_tunnel
 
-from .processes import free_port, wait_for
+from .processes import free_port, port_open, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_SECRET = "the-apps-own-secret-7d2e"
@@ -58,7 +58,7 @@ def test_tunnel_registers_serves_and_cleans_up(moltin: Emulator, tmp_path: Path,
         assert proc.wait(20) == 0, log.read_text()
         assert moltin.state.integrations == {}, "the temporary integration is deleted on exit"
         assert "deleted temporary integration" in log.read_text()
-        wait_for(lambda: not _listening(port), 10, "the app to stop serving")
+        wait_for(lambda: not port_open(port), 10, "the app to stop serving")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -66,16 +66,6 @@ def test_tunnel_registers_serves_and_cleans_up(moltin: Emulator, tmp_path: Path,
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 def test_tunnel_failures_are_one_line(moltin: Emulator, tmp_path: Path) -> None:
