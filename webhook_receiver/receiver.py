@@ -149,9 +149,7 @@ class WebhookReceiver:
             )
         config = read_config(app, name=self.name, url=self._url, secret_key=self._secret_key,
                              celery=celery)
-        register = getattr(config.dispatcher, "register", None)
-        if register is not None:
-            register(app, self, config.store)
+        config.dispatcher.register(app, self, config.store)
         configs[self.name] = config
         app.extensions.setdefault(RECEIVERS_KEY, {})[self.name] = self
         if "webhooks" not in app.cli.commands:

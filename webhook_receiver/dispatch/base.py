@@ -87,6 +87,9 @@ class Dispatcher(ABC):
         :raises StoreUnavailable: if the store cannot take the event.
         """
 
+    def register(self, app: Any, receiver: WebhookReceiver, store: EventStore) -> None:
+        """Prepare to dispatch *receiver*'s events on *app* (``init_app`` calls it once)."""
+
     def close(self) -> None:
         """Stop background work (tests and shutdown)."""
 
