@@ -156,11 +156,8 @@ def _run(args: Any, app: Any, url: str, moltin: Emulator, secret: str, secret_fi
     print(
         "\nStill serving. Fire more events through the local Moltin, for example:\n"
         f"  curl -X POST {moltin.url}/emulator/fire -d '{{\"trigger\": \"product.deleted\"}}'\n"
-        f"or deliver one straight to the shop (the secret is in {secret_file}):\n"
-        f"  curl -i {url} -H 'X-MOLTIN-INTEGRATION-TRIGGER: product.deleted' \\\n"
-        f"       -H \"X-MOLTIN-SECRET-KEY: $(cat {secret_file})\" \\\n"
-        "       -d '{\"id\": \"my-event-1\", \"triggered_by\": \"product.deleted\","
-        " \"resources\": {\"id\": \"p-1\", \"type\": \"product\"}}'\n"
+        f"or send a sample event straight to the shop (the secret is in {secret_file}):\n"
+        f"  WEBHOOK_RECEIVER_SECRET_KEY=$(cat {secret_file}) webhook-receiver send product.deleted --to {url}\n"
         "Press Ctrl-C to stop."
     )
     try:
