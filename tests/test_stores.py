@@ -5,7 +5,7 @@ import json
 import multiprocessing
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -19,16 +19,30 @@ from .conftest import REDIS_URL
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
-    if request.param == "memory":
-        made: EventStore = MemoryStore(lease_seconds=0.5)
-    elif request.param == "sqlite":
-        made = SQLiteStore(str(tmp_path / "events.sqlite3"), lease_seconds=0.5)
-    else:
-        prefix = request.getfixturevalue("redis_prefix")
-        made = RedisStore(REDIS_URL, prefix=prefix, lease_seconds=0.5)
-    yield made
-    made.close()
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[float], EventStore]]:
+    """Builds the store under test with a given lease; closes what it built."""
+    made: list[EventStore] = []
+
+    def build(lease_seconds: float) -> EventStore:
+        if request.param == "memory":
+            store: EventStore = MemoryStore(lease_seconds=lease_seconds)
+        elif request.param == "sqlite":
+            store = SQLiteStore(str(tmp_path / "events.sqlite3"), lease_seconds=lease_seconds)
+        else:
+            prefix = request.getfixturevalue("redis_prefix")
+            store = RedisStore(REDIS_URL, prefix=prefix, lease_seconds=lease_seconds)
+        made.append(store)
+        return store
+
+    yield build
+    for store in made:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: Callable[[float], EventStore]) -> EventStore:
+    """A lease long enough that a slow machine never sees it run out mid-test."""
+    return make_store(30.0)
 
 
 def event(event_id: str = "e-1", trigger: str = "order.paid") -> Event:
@@ -62,9 +76,12 @@ def test_claim_record_finish_duplicate(store: EventStore) -> None:
     assert store.claim(event()).state is ClaimState.DONE
 
 
-def test_expired_lease_is_taken_over_and_the_old_claim_cannot_finish(store: EventStore) -> None:
+def test_expired_lease_is_taken_over_and_the_old_claim_cannot_finish(
+        make_store: Callable[[float], EventStore]) -> None:
+    store = make_store(0.5)
     dead = store.claim(event())
     time.sleep(0.6)
+    store.lease_seconds = 30.0  # the worker taking over holds its lease for the rest of the test
     taken = store.claim(event())
     assert taken.state is ClaimState.CLAIMED
     store.finish(dead, ok=True)  # the worker that died comes back: changes nothing
