@@ -157,3 +157,45 @@ def test_redis_down_is_unavailable(redis_prefix: str) -> None:
 
 def test_redis_repr_hides_the_password(redis_prefix: str) -> None:
     assert "hunter2" not in repr(RedisStore("redis://:hunter2@127.0.0.1:6379/15", prefix=redis_prefix))
+
+
+def test_sqlite_new_file_opened_by_many_threads_at_once(tmp_path: Path) -> None:
+    import threading
+
+    store = SQLiteStore(str(tmp_path / "fresh.sqlite3"))
+    barrier = threading.Barrier(8)
+    states: list[str] = []
+    errors: list[BaseException] = []
+
+    def claim(n: int) -> None:
+        barrier.wait()
+        try:
+            states.append(store.claim(event(f"fresh-{n}")).state.value)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == [] and states == ["claimed"] * 8
+
+
+def _open_fresh(path: str, queue: "multiprocessing.Queue[str]") -> None:
+    try:
+        queue.put(SQLiteStore(path).claim(event(f"p-{multiprocessing.current_process().pid}")).state.value)
+    except Exception as exc:  # noqa: BLE001 - the test reports it
+        queue.put(repr(exc))
+
+
+def test_sqlite_new_file_opened_by_many_processes_at_once(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    queue: multiprocessing.Queue[str] = ctx.Queue()
+    path = str(tmp_path / "fresh-procs.sqlite3")
+    procs = [ctx.Process(target=_open_fresh, args=(path, queue)) for _ in range(6)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+    assert sorted(queue.get(timeout=5) for _ in procs) == ["claimed"] * 6

@@ -62,6 +62,7 @@ class SQLiteStore(EventStore):
         self.path = path
         self.timeout = timeout
         self._local = threading.local()
+        self._setup_lock = threading.Lock()
         self._schema_ready = False
 
     def __repr__(self) -> str:
@@ -73,15 +74,45 @@ class SQLiteStore(EventStore):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            if not self._schema_ready:
-                conn.executescript(_SCHEMA)
-                self._schema_ready = True
+            try:
+                with self._setup_lock:  # threads of one process set the file up one at a time
+                    self._set_up(conn)
+            except BaseException:
+                conn.close()
+                raise
             self._local.conn = conn
             self._local.pid = os.getpid()
         return conn
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        """WAL mode and the schema, safe when several processes open a new file at once.
+
+        Switching to WAL takes a lock that SQLite's busy timeout does not
+        always wait for, so a "locked" answer is retried until the timeout;
+        the schema is created in a ``BEGIN IMMEDIATE`` transaction, which
+        does wait.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        if not self._schema_ready:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            self._schema_ready = True
 
     @contextmanager
     def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
