@@ -1,0 +1,109 @@
+"""``flask webhooks`` commands on the event store: events, show, replay, prune."""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+import click
+from flask import current_app
+
+from ..dispatch.run import process_stored
+from ..stores.base import EventStatus
+from .group import one_line_errors, receiver_named, receiver_option, webhooks_cli
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` in seconds."""
+    number, unit = text[:-1], text[-1:].lower()
+    if unit not in _UNITS or not number.replace(".", "", 1).isdigit():
+        raise click.BadParameter(f"{text!r} is not a duration such as 30d, 12h or 90m")
+    return float(number) * _UNITS[unit]
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@webhooks_cli.command("events")
+@click.option("--status", type=click.Choice([s.value for s in EventStatus]), help="Only events with this status.")
+@click.option("--trigger", help="Only events with this trigger.")
+@click.option("--since", help="Only events received within this long, such as 2h or 7d.")
+@click.option("--limit", default=50, show_default=True, help="At most this many.")
+@receiver_option
+@one_line_errors
+def events_command(status: str | None, trigger: str | None, since: str | None, limit: int,
+                   receiver_name: str | None) -> None:
+    """List stored events, newest first."""
+    store = receiver_named(receiver_name).get_store()
+    found = store.events(status=EventStatus(status) if status else None, trigger=trigger,
+                         since=time.time() - _duration(since) if since else None, limit=limit)
+    if not found:
+        click.echo("no events")
+    for stored in found:
+        ok = sum(o.ok for o in stored.handlers.values())
+        click.echo(f"{_when(stored.received_at)}  {stored.id}  {stored.trigger:<20} {stored.status.value:<10}"
+                   f"  handlers ok {ok}/{len(stored.handlers)}")
+
+
+@webhooks_cli.command("show")
+@click.argument("event_id")
+@receiver_option
+@one_line_errors
+def show_command(event_id: str, receiver_name: str | None) -> None:
+    """Show one stored event (redacted) and each handler's outcome."""
+    stored = receiver_named(receiver_name).get_store().get(event_id)
+    if stored is None:
+        raise click.ClickException(f"no stored event {event_id!r}")
+    click.echo(f"event {stored.id}  {stored.trigger}  {stored.status.value}")
+    click.echo(f"received {_when(stored.received_at)}, updated {_when(stored.updated_at)}")
+    for outcome in stored.handlers.values():
+        state = "ok" if outcome.ok else f"FAILED: {outcome.error}"
+        click.echo(f"  {outcome.name}: {state} (runs: {outcome.attempts}, last {_when(outcome.finished_at)})")
+    click.echo(json.dumps(stored.raw, indent=2, sort_keys=True))
+
+
+@webhooks_cli.command("replay")
+@click.argument("event_id", required=False)
+@click.option("--failed", "all_failed", is_flag=True,
+              help="Every failed event, and every event left pending or processing past its lease.")
+@receiver_option
+@one_line_errors
+def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | None) -> None:
+    """Run again the handlers that did not succeed, here and now."""
+    if bool(event_id) == all_failed:
+        raise click.UsageError("give an event ID or --failed (one of them)")
+    receiver = receiver_named(receiver_name)
+    store = receiver.get_store()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if event_id:
+        ids = [event_id]
+    else:
+        stale = time.time() - store.lease_seconds
+        ids = [e.id for e in store.events(status=EventStatus.FAILED)]
+        ids += [e.id for status in (EventStatus.PENDING, EventStatus.PROCESSING)
+                for e in store.events(status=status) if e.updated_at < stale]
+    counts: dict[str, int] = {}
+    with click.progressbar(ids, label=f"replaying {len(ids)} event{'s' if len(ids) != 1 else ''}",
+                           show_pos=True) as bar:
+        for one in bar:
+            result = process_stored(app, receiver, store, one)
+            counts[result.state] = counts.get(result.state, 0) + 1
+            if event_id and result.state == "missing":
+                raise click.ClickException(f"no stored event {one!r}")
+            if event_id and result.state == "failed":
+                raise click.ClickException(f"event {one}: still failing: {', '.join(result.failed)}")
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing to replay"
+    click.echo(summary)
+
+
+@webhooks_cli.command("prune")
+@click.option("--older-than", "older_than", required=True, help="Such as 30d: forget finished events older than that.")
+@receiver_option
+@one_line_errors
+def prune_command(older_than: str, receiver_name: str | None) -> None:
+    """Forget processed and failed events received before a given age (pending ones are kept)."""
+    pruned = receiver_named(receiver_name).get_store().prune(time.time() - _duration(older_than))
+    click.echo(f"pruned {pruned} event{'s' if pruned != 1 else ''}")
