@@ -7,15 +7,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .. import signals
+from ..errors import StoreUnavailable
 from ..events import Event
 from ..handlers import Handler
 from ..stores.base import ClaimState, EventStatus, EventStore
-from .run import ProcessResult, run_handlers
+from .run import ProcessResult, process_stored, run_handlers
 
 if TYPE_CHECKING:
     from ..receiver import WebhookReceiver
 
-__all__ = ["Dispatcher", "InlineDispatcher", "Outcome", "RetryPolicy", "after_attempt"]
+__all__ = ["Dispatcher", "InlineDispatcher", "Outcome", "RetryPolicy", "after_attempt", "background_run"]
 
 logger = logging.getLogger("webhook_receiver")
 
@@ -71,6 +72,24 @@ def after_attempt(sender: Any, receiver: WebhookReceiver, result: ProcessResult,
     signals.send_isolated(signals.event_retrying, sender, event=event, failed=result.failed,
                           attempt=attempt, delay=delay, receiver=receiver)
     return delay
+
+
+def background_run(app: Any, receiver: WebhookReceiver, store: EventStore, event_id: str, attempt: int,
+                   policy: RetryPolicy) -> tuple[str, float | None]:
+    """One background run of a stored event, in an app context: what the thread and Celery workers do.
+
+    :returns: the run's state (see :class:`ProcessResult`, or
+        ``"store-unavailable"``) and the pause before the next run, or
+        ``None`` when there is none.
+    """
+    try:
+        with app.app_context():
+            result = process_stored(app, receiver, store, event_id)
+            return result.state, after_attempt(app, receiver, result, attempt, policy)
+    except StoreUnavailable as exc:
+        # The event is durable; run it again once the store is back.
+        logger.error("event %s: %s; retrying", event_id, exc)
+        return "store-unavailable", policy.delay(attempt)
 
 
 class Dispatcher(ABC):

@@ -1,23 +1,18 @@
 """Background dispatch through Celery: workers on any machine run the handlers (extra ``[celery]``)."""
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..errors import BrokerUnavailable, StoreUnavailable
+from ..errors import BrokerUnavailable
 from ..events import Event
 from ..handlers import Handler
 from ..stores.base import EventStore
-from .base import Dispatcher, Outcome, RetryPolicy, accept, after_attempt
-from .run import process_stored
+from .base import Dispatcher, Outcome, RetryPolicy, accept, background_run
 
 if TYPE_CHECKING:
     from ..receiver import WebhookReceiver
 
 __all__ = ["CeleryDispatcher"]
-
-logger = logging.getLogger("webhook_receiver")
-
 
 class CeleryDispatcher(Dispatcher):
     """Makes the event durable, enqueues a Celery task before answering 202.
@@ -48,17 +43,10 @@ class CeleryDispatcher(Dispatcher):
         policy = self.policy
 
         def process_event(task: Any, event_id: str, attempt: int = 1) -> str:
-            try:
-                with app.app_context():
-                    result = process_stored(app, receiver, store, event_id)
-                    delay = after_attempt(app, receiver, result, attempt, policy)
-            except StoreUnavailable as exc:
-                logger.error("event %s: %s; retrying", event_id, exc)
-                delay = policy.delay(attempt)
-                result = None
+            state, delay = background_run(app, receiver, store, event_id, attempt, policy)
             if delay is not None:
                 task.apply_async((event_id, attempt + 1), countdown=delay)
-            return result.state if result is not None else "store-unavailable"
+            return state
 
         self.task = self.celery_app.task(
             process_event, bind=True, name=f"webhook_receiver.process.{receiver.name}",

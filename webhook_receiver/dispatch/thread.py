@@ -7,12 +7,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..errors import StoreUnavailable
 from ..events import Event
 from ..handlers import Handler
 from ..stores.base import EventStatus, EventStore
-from .base import Dispatcher, Outcome, RetryPolicy, accept, after_attempt
-from .run import process_stored
+from .base import Dispatcher, Outcome, RetryPolicy, accept, background_run
 
 if TYPE_CHECKING:
     from ..receiver import WebhookReceiver
@@ -70,13 +68,7 @@ class ThreadDispatcher(Dispatcher):
 
     def _run(self, app: Any, receiver: WebhookReceiver, store: EventStore, event_id: str, attempt: int) -> None:
         try:
-            with app.app_context():
-                result = process_stored(app, receiver, store, event_id)
-                delay = after_attempt(app, receiver, result, attempt, self.policy)
-        except StoreUnavailable as exc:
-            # The event is durable; retry once the store is back.
-            logger.error("event %s: %s; retrying", event_id, exc)
-            delay = self.policy.delay(attempt)
+            _, delay = background_run(app, receiver, store, event_id, attempt, self.policy)
         except Exception:
             logger.exception("event %s: the worker failed", event_id)
             return
