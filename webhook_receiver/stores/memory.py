@@ -43,15 +43,7 @@ class MemoryStore(EventStore):
         with self._lock:
             stored = self._events.get(event.id)
             if stored is None:
-                self._evict()
-                self._events[event.id] = StoredEvent(
-                    id=event.id,
-                    trigger=event.trigger,
-                    status=EventStatus.PROCESSING,
-                    raw=event.raw,
-                    received_at=now,
-                    updated_at=now,
-                )
+                self._insert(event, EventStatus.PROCESSING, now)
                 self._leases[event.id] = (token, time.monotonic() + self.lease_seconds)
                 return Claim(event.id, ClaimState.CLAIMED, token)
             if stored.status is EventStatus.PROCESSED:
@@ -103,12 +95,14 @@ class MemoryStore(EventStore):
             stored = self._events.get(event.id)
             if stored is not None:
                 return stored.status
-            self._evict()
-            self._events[event.id] = StoredEvent(
-                id=event.id, trigger=event.trigger, status=EventStatus.PENDING, raw=event.raw,
-                received_at=now, updated_at=now,
-            )
+            self._insert(event, EventStatus.PENDING, now)
             return None
+
+    def _insert(self, event: Event, status: EventStatus, now: float) -> None:
+        """Store a new event, making room first; the caller holds the lock."""
+        self._evict()
+        self._events[event.id] = StoredEvent(id=event.id, trigger=event.trigger, status=status,
+                                             raw=event.raw, received_at=now, updated_at=now)
 
     def events(self, *, status: EventStatus | None = None, trigger: str | None = None,
                since: float | None = None, limit: int | None = None) -> list[StoredEvent]:
