@@ -66,6 +66,19 @@ def read_data(path: str | None) -> dict[str, Any] | None:
     return data
 
 
+def deliver_to_url(url: str, body: dict[str, Any], secret: str) -> None:
+    """POST *body* to *url* as Moltin would and report the answer (see :func:`report`)."""
+    import requests
+
+    from .testing import deliver
+
+    try:
+        answer = deliver(url, body, secret=secret)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot deliver to {url}: {type(exc).__name__}") from None
+    report(answer.status_code, answer.text)
+
+
 def report(status: int, body: str) -> None:
     """Print an answer; exit non-zero when it is not a 2xx."""
     click.echo(f"{status} {body.strip()}")
@@ -88,16 +101,9 @@ attempt_option = click.option("--attempt", default=1, show_default=True, type=cl
 @attempt_option
 def send(trigger: str, url: str, secret: str, data_file: str | None, attempt: int) -> None:
     """Send a sample TRIGGER event, as Moltin would, and print the answer."""
-    import requests
+    from .testing import make_event
 
-    from .testing import deliver, make_event
-
-    body = make_event(trigger, read_data(data_file), attempt=attempt)
-    try:
-        answer = deliver(url, body, secret=secret)
-    except requests.RequestException as exc:
-        raise click.ClickException(f"cannot deliver to {url}: {type(exc).__name__}") from None
-    report(answer.status_code, answer.text)
+    deliver_to_url(url, make_event(trigger, read_data(data_file), attempt=attempt), secret)
 
 
 if __name__ == "__main__":

@@ -20,19 +20,13 @@ from .group import api_client, one_line_errors, receiver_named, receiver_option,
 def send_command(trigger: str, url: str | None, data_file: str | None, attempt: int,
                  receiver_name: str | None) -> None:
     """Send a sample TRIGGER event with the app's secret and print the answer."""
-    from ..console import read_data, report
+    from ..console import deliver_to_url, read_data, report
     from ..testing import deliver, make_event
 
     receiver = receiver_named(receiver_name)
     body = make_event(trigger, read_data(data_file), attempt=attempt)
     if url:
-        import requests
-
-        try:
-            answer = deliver(url, body, secret=receiver.secret_key())
-        except requests.RequestException as exc:
-            raise click.ClickException(f"cannot deliver to {url}: {type(exc).__name__}") from None
-        report(answer.status_code, answer.text)
+        deliver_to_url(url, body, receiver.secret_key())
     else:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         answer = deliver(app.test_client(), body, secret=receiver.secret_key(), path=receiver.get_config().url)
