@@ -157,4 +157,4 @@ def test_celery_retries_a_failing_handler(processes: Processes, tmp_path: Path, 
     assert deliver(url, body, secret=SECRET).status_code == 202
     wait_for(lambda: effects(tmp_path, body["id"]), 40, f"the retry to succeed\n{logs_text(tmp_path)}")
     assert len(effects(tmp_path, body["id"], "start")) == 2
-    assert "retrying in" in (tmp_path / "celery.log").read_text()
+    assert "due again in" in (tmp_path / "celery.log").read_text()

@@ -213,9 +213,9 @@ def test_store_unavailable_answers_503_and_runs_nothing(make_app: Callable[..., 
 
 
 class FailsOnRecordStore(MemoryStore):
-    """The backend goes down between the claim and the first outcome."""
+    """The backend goes down between the claim and the outcome."""
 
-    def record(self, claim: Claim, name: str, **kwargs: Any) -> None:
+    def finish(self, claim: Claim, **kwargs: Any) -> bool:
         raise StoreUnavailable("flaky", "connection reset")
 
 

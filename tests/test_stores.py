@@ -11,6 +11,7 @@ import pytest
 
 from webhook_receiver import Event, StoreUnavailable
 from webhook_receiver.stores import ClaimState, EventStatus, EventStore, MemoryStore
+from webhook_receiver.stores.base import Run
 from webhook_receiver.stores.redis import RedisStore
 from webhook_receiver.stores.sqlite import SQLiteStore
 from webhook_receiver.testing import make_event
@@ -55,9 +56,8 @@ def test_claim_record_finish_duplicate(store: EventStore) -> None:
     first = store.claim(event())
     assert first.state is ClaimState.CLAIMED and first.succeeded == frozenset()
     assert store.claim(event()).state is ClaimState.BUSY
-    store.record(first, "a", ok=True, error=None, started_at=1.0, finished_at=2.0)
-    store.record(first, "b", ok=False, error="ValueError: no", started_at=1.0, finished_at=2.0)
-    store.finish(first, ok=False)
+    assert store.record(first, Run("a", True, None, 1.0, 2.0))
+    assert store.finish(first, ok=False, last=Run("b", False, "ValueError: no", 1.0, 2.0))
     stored = store.get("e-1")
     assert stored is not None and stored.status is EventStatus.FAILED
     assert stored.trigger == "order.paid"
@@ -68,8 +68,7 @@ def test_claim_record_finish_duplicate(store: EventStore) -> None:
 
     second = store.claim(event())
     assert second.state is ClaimState.CLAIMED and second.succeeded == frozenset({"a"})
-    store.record(second, "b", ok=True, error=None, started_at=3.0, finished_at=4.0)
-    store.finish(second, ok=True)
+    assert store.finish(second, ok=True, last=Run("b", True, None, 3.0, 4.0))
     stored = store.get("e-1")
     assert stored is not None and stored.status is EventStatus.PROCESSED
     assert stored.handlers["b"].ok and stored.handlers["b"].attempts == 2
@@ -84,10 +83,15 @@ def test_expired_lease_is_taken_over_and_the_old_claim_cannot_finish(
     store.lease_seconds = 30.0  # the worker taking over holds its lease for the rest of the test
     taken = store.claim(event())
     assert taken.state is ClaimState.CLAIMED
-    store.finish(dead, ok=True)  # the worker that died comes back: changes nothing
+    # the worker that died comes back: every write it tries is refused
+    assert not store.renew(dead)
+    assert not store.record(dead, Run("a", False, "late", 1.0, 2.0))
+    assert not store.finish(dead, ok=False, last=Run("a", False, "late", 1.0, 2.0))
     stored = store.get("e-1")
-    assert stored is not None and stored.status is EventStatus.PROCESSING
-    store.finish(taken, ok=True)
+    assert stored is not None and stored.status is EventStatus.PROCESSING and stored.handlers == {}
+    assert store.finish(taken, ok=True, last=Run("a", True, None, 3.0, 4.0))
+    stored = store.get("e-1")
+    assert stored is not None and stored.handlers["a"].ok and stored.handlers["a"].attempts == 1
     assert store.claim(event()).state is ClaimState.DONE
 
 
@@ -101,6 +105,75 @@ def test_accept_then_claim(store: EventStore) -> None:
     assert store.accept(event()) is EventStatus.PROCESSING
     store.finish(claim, ok=True)
     assert store.accept(event()) is EventStatus.PROCESSED
+
+
+def test_the_queue_hands_out_due_events_oldest_first(store: EventStore) -> None:
+    assert store.claim_due() is None and store.count_due() == 0
+    for n in range(3):
+        assert store.accept(event(f"q{n}")) is None
+        time.sleep(0.002)
+    assert store.count_due() == 3
+    first = store.claim_due()
+    assert first is not None and first.event_id == "q0" and first.attempt == 1
+    assert first.trigger == "order.paid" and first.raw is not None and first.raw["id"] == "q0"
+    assert first.raw["configuration"]["secret_key"] == "[redacted]"
+    assert store.count_due() == 2
+    stored = store.get("q0")
+    assert stored is not None and stored.status is EventStatus.PROCESSING and stored.due_at is None
+    assert store.accept(event("q0")) is EventStatus.PROCESSING, "a redelivery leaves a held event alone"
+    assert store.claim(event("q0")).state is ClaimState.BUSY
+
+    # a failed run is due again later: a row, not a timer
+    assert store.finish(first, ok=False, last=Run("h", False, "E: x", 1.0, 2.0), retry_at=time.time() + 0.3)
+    stored = store.get("q0")
+    assert stored is not None and stored.status is EventStatus.PENDING and stored.due_at is not None
+    assert stored.attempts == 1 and stored.handlers["h"].error == "E: x"
+    taken = [store.claim_due(), store.claim_due()]
+    assert [c.event_id for c in taken if c] == ["q1", "q2"]
+    assert store.claim_due() is None, "q0 is not due yet"
+    time.sleep(0.35)
+    again = store.claim_due()
+    assert again is not None and again.event_id == "q0" and again.attempt == 2
+    assert again.outcomes["h"].attempts == 1
+    assert store.finish(again, ok=False, last=Run("h", False, "E: y", 3.0, 4.0))
+    stored = store.get("q0")
+    assert stored is not None and stored.status is EventStatus.FAILED and stored.handlers["h"].attempts == 2
+
+    # an upstream redelivery of a failed event buys it one more run
+    assert store.accept(event("q0")) is EventStatus.FAILED
+    last = store.claim_due()
+    assert last is not None and last.event_id == "q0" and last.attempt == 3
+    assert store.finish(last, ok=True, last=Run("h", True, None, 5.0, 6.0))
+    assert store.accept(event("q0")) is EventStatus.PROCESSED
+    assert all(store.finish(c, ok=True) for c in taken if c)
+    assert store.claim_due() is None and store.count_due() == 0
+
+
+def test_an_expired_lease_is_due_and_a_renewed_one_is_not(make_store: Callable[[float], EventStore]) -> None:
+    store = make_store(0.4)
+    store.accept(event("held"))
+    time.sleep(0.002)
+    store.accept(event("dead"))
+    held, dead = store.claim_due(), store.claim_due()
+    assert held is not None and dead is not None and (held.event_id, dead.event_id) == ("held", "dead")
+    for _ in range(4):
+        time.sleep(0.15)
+        assert store.renew(held)
+    assert store.count_due() == 1, "only the lease that was not renewed ran out"
+    taken = store.claim_due()
+    assert taken is not None and taken.event_id == "dead" and taken.attempt == 2
+    assert store.claim_due() is None
+    assert not store.finish(dead, ok=True), "the dead worker's write is fenced off"
+    assert store.finish(taken, ok=True) and store.finish(held, ok=True)
+    assert store.count_due() == 0
+
+
+def test_a_finished_claim_writes_nothing_more(store: EventStore) -> None:
+    claim = store.claim(event())
+    assert store.finish(claim, ok=True)
+    assert not store.finish(claim, ok=False) and not store.renew(claim)
+    stored = store.get("e-1")
+    assert stored is not None and stored.status is EventStatus.PROCESSED
 
 
 def test_events_listing_and_prune(store: EventStore) -> None:

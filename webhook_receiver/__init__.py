@@ -2,6 +2,8 @@
 from . import signals
 from .__about__ import __version__
 from .errors import (
+    BacklogFull,
+    BrokerUnavailable,
     InvalidEvent,
     PayloadTooLarge,
     StoreUnavailable,
@@ -12,6 +14,8 @@ from .events import Event
 from .receiver import WebhookReceiver
 
 __all__ = [
+    "BacklogFull",
+    "BrokerUnavailable",
     "Event",
     "InvalidEvent",
     "PayloadTooLarge",

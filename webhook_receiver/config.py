@@ -8,7 +8,9 @@ from typing import Any, Sequence
 
 from flask import Flask
 
-from .dispatch.base import Dispatcher, InlineDispatcher, RetryPolicy
+from .dispatch.base import Dispatcher, RetryPolicy
+from .dispatch.inline import InlineDispatcher
+from .dispatch.queue import DEFAULT_MAX_BACKLOG
 from .dispatch.thread import ThreadDispatcher
 from .stores.base import EventStore
 from .stores.memory import MemoryStore
@@ -80,6 +82,8 @@ def read_config(
     config.setdefault("WEBHOOK_RECEIVER_THREADS", 4)
     config.setdefault("WEBHOOK_RECEIVER_MAX_ATTEMPTS", 5)
     config.setdefault("WEBHOOK_RECEIVER_RETRY_BACKOFF", 2.0)
+    config.setdefault("WEBHOOK_RECEIVER_MAX_BACKLOG", DEFAULT_MAX_BACKLOG)
+    config.setdefault("WEBHOOK_RECEIVER_GRACE_SECONDS", 10.0)
 
     mount = url if url is not None else config["WEBHOOK_RECEIVER_URL"]
     if not isinstance(mount, str) or not mount.startswith("/"):
@@ -185,10 +189,16 @@ def _store(app: Flask, name: str, value: Any, lease: float) -> EventStore:
 def _dispatcher(app: Flask, store: EventStore, celery: Any) -> Dispatcher:
     config = app.config
     mode = config["WEBHOOK_RECEIVER_DISPATCH"]
-    policy = RetryPolicy(
-        max_attempts=_number(config, "WEBHOOK_RECEIVER_MAX_ATTEMPTS", integer=True),
-        backoff=_number(config, "WEBHOOK_RECEIVER_RETRY_BACKOFF"),
-    )
+    if isinstance(mode, Dispatcher):
+        return mode
+    queue_options = {
+        "policy": RetryPolicy(
+            max_attempts=_number(config, "WEBHOOK_RECEIVER_MAX_ATTEMPTS", integer=True),
+            backoff=_number(config, "WEBHOOK_RECEIVER_RETRY_BACKOFF"),
+        ),
+        "max_backlog": _number(config, "WEBHOOK_RECEIVER_MAX_BACKLOG", integer=True),
+        "grace": _number(config, "WEBHOOK_RECEIVER_GRACE_SECONDS"),
+    }
     if mode == "inline":
         return InlineDispatcher()
     if mode == "thread":
@@ -196,7 +206,7 @@ def _dispatcher(app: Flask, store: EventStore, celery: Any) -> Dispatcher:
             logger.warning("thread dispatch with the memory store: accepted events are lost if the"
                            " process stops; use the default SQLite store or Redis")
         return ThreadDispatcher(threads=_number(config, "WEBHOOK_RECEIVER_THREADS", integer=True),
-                                policy=policy)
+                                **queue_options)
     if mode == "celery":
         celery = celery if celery is not None else app.extensions.get("celery")
         if celery is None:
@@ -214,5 +224,5 @@ def _dispatcher(app: Flask, store: EventStore, celery: Any) -> Dispatcher:
                 getattr(store, "path", "?"))
         from .dispatch.celery import CeleryDispatcher
 
-        return CeleryDispatcher(celery, policy=policy)
-    raise RuntimeError("WEBHOOK_RECEIVER_DISPATCH must be 'inline', 'thread' or 'celery'")
+        return CeleryDispatcher(celery, **queue_options)
+    raise RuntimeError("WEBHOOK_RECEIVER_DISPATCH must be 'inline', 'thread', 'celery' or a Dispatcher instance")

@@ -8,7 +8,7 @@ The steps, in order, each with its own answer (DESIGN.md, "HTTP contract"):
 4. the trigger header (400), the body read up to the limit (413) and parsed
    (400);
 5. the dispatcher takes the event (503 when the store or the task queue
-   cannot): inline, the store claims it (200 ``duplicate`` when it is done;
+   cannot, or too many events wait for a worker): inline, the store claims it (200 ``duplicate`` when it is done;
    409 ``in_progress`` while another worker holds it) and the handlers run
    (200 ``processed`` or 500 ``failed``); in the background, the event is made
    durable and 202 ``accepted`` is answered at once.
@@ -30,7 +30,7 @@ from werkzeug.wsgi import get_input_stream
 from . import signals
 from .catalogue import is_event_name
 from .config import ReceiverConfig
-from .errors import BrokerUnavailable, InvalidEvent, PayloadTooLarge, StoreUnavailable
+from .errors import BacklogFull, BrokerUnavailable, InvalidEvent, PayloadTooLarge, StoreUnavailable
 from .events import Event
 
 if TYPE_CHECKING:
@@ -138,16 +138,15 @@ def _answer(request: Request, receiver: WebhookReceiver, app: Flask, config: Rec
         return _done(200, "ignored", event)
 
     try:
-        outcome = config.dispatcher.dispatch(app, receiver, event, handlers, config.store)
-    except (StoreUnavailable, BrokerUnavailable) as exc:
+        outcome = config.dispatcher.dispatch(event, handlers)
+    except (StoreUnavailable, BrokerUnavailable, BacklogFull) as exc:
         logger.error("event %s not acknowledged: %s", event.id, exc)
-        what = "event store" if isinstance(exc, StoreUnavailable) else "task queue"
-        return _Answer(
-            503,
-            {"id": event.id, "status": "unavailable", "error": f"the {what} is unavailable"},
-            status="unavailable",
-            event=event,
-        )
+        if isinstance(exc, BacklogFull):
+            error = "the backlog is full"
+        else:
+            error = f"the {'event store' if isinstance(exc, StoreUnavailable) else 'task queue'} is unavailable"
+        return _Answer(503, {"id": event.id, "status": "unavailable", "error": error}, status="unavailable",
+                       event=event)
     return _done(outcome.code, outcome.status, event)
 
 

@@ -73,6 +73,21 @@ class BrokerUnavailable(WebhookReceiverError):
         self.reason = reason
 
 
+class BacklogFull(WebhookReceiverError):
+    """More events wait for a background worker than ``WEBHOOK_RECEIVER_MAX_BACKLOG``.
+
+    The receiver answers ``503`` so that upstream retries later, when the
+    workers have caught up; nothing is stored.
+
+    :param limit: the configured limit.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} events wait for a worker")
+        #: The configured limit.
+        self.limit = limit
+
+
 class UnknownTriggerWarning(UserWarning):
     """A handler was registered for an event name that is not in the catalogue.
 

@@ -117,16 +117,25 @@ class WebhookReceiver:
 
         ``WEBHOOK_RECEIVER_DISPATCH``
             Who runs the handlers: ``"inline"`` (the default; in the request,
-            the answer reflects them), ``"thread"`` (202 at once, a thread
-            pool runs them) or ``"celery"`` (202 once a Celery task is
-            enqueued; the default when *celery* is given).
+            the answer reflects them), ``"thread"`` (202 once the event is
+            stored; worker threads of each process take it from the store),
+            ``"celery"`` (202 once it is stored and a wake-up task enqueued;
+            the default when *celery* is given), or a
+            :class:`~webhook_receiver.dispatch.Dispatcher` instance.
         ``WEBHOOK_RECEIVER_THREADS``, ``WEBHOOK_RECEIVER_MAX_ATTEMPTS``, ``WEBHOOK_RECEIVER_RETRY_BACKOFF``
-            Background dispatch: the pool size (4), the runs of an event
-            before it is left failed (5), and the first pause between runs
-            in seconds, doubled each time (2.0).
+            Background dispatch: the worker threads per process (4), the runs
+            of an event before it is left failed (5), and the first pause
+            between runs in seconds, doubled each time (2.0).
+        ``WEBHOOK_RECEIVER_MAX_BACKLOG``
+            Background dispatch: past this many events due and not yet taken
+            (10,000), a new delivery gets 503 and upstream retries later.
+        ``WEBHOOK_RECEIVER_GRACE_SECONDS``
+            Background dispatch: how long running handlers may finish when
+            the process stops (10); the rest stays due in the store.
         ``WEBHOOK_RECEIVER_LEASE_SECONDS``
-            How long a claim on an event is exclusive (60); a worker that died
-            mid-handler blocks the event no longer than that.
+            How long a claim on an event is exclusive (60), renewed every
+            third of it while a handler runs; a worker that died mid-handler
+            blocks the event no longer than that.
         ``WEBHOOK_RECEIVER_REDIS_PREFIX``
             The key prefix of the Redis store (``webhook_receiver:<name>``).
 
@@ -149,7 +158,7 @@ class WebhookReceiver:
             )
         config = read_config(app, name=self.name, url=self._url, secret_key=self._secret_key,
                              celery=celery)
-        config.dispatcher.register(app, self, config.store)
+        config.dispatcher.bind(app, self, config.store)
         configs[self.name] = config
         app.extensions.setdefault(RECEIVERS_KEY, {})[self.name] = self
         if "webhooks" not in app.cli.commands:

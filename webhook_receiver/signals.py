@@ -59,9 +59,13 @@ handler_failed: Signal = _signals.signal("handler-failed")
 #: run that failed, from 1), ``delay`` (seconds), ``receiver``.
 event_retrying: Signal = _signals.signal("event-retrying")
 
-#: Background dispatch: the runs are used up and handlers still fail; the event
-#: stays failed until ``flask webhooks replay``. Arguments: ``event``,
-#: ``failed``, ``attempts``, ``receiver``.
+#: Background dispatch: the runs are used up and handlers still fail, or the
+#: stored body cannot be rebuilt; the event stays failed until ``flask webhooks
+#: replay``. Arguments: ``event`` (for a body that cannot be rebuilt, an
+#: :class:`~webhook_receiver.Event` with only ``id`` and ``trigger``),
+#: ``failed`` (handler names; empty when none ran), ``attempts``, ``error``
+#: (why the event failed without running its handlers, else ``None``),
+#: ``receiver``.
 event_failed: Signal = _signals.signal("event-failed")
 
 #: A delivery was refused for its secret. Arguments: ``reason`` (``"missing"``

@@ -1,6 +1,8 @@
 """Who runs the handlers and when: inline, in a thread pool, or in Celery workers."""
-from .base import Dispatcher, InlineDispatcher, Outcome, RetryPolicy
-from .run import ProcessResult, describe, process_stored, run_handlers
+from .base import Dispatcher, Outcome, RetryPolicy
+from .inline import InlineDispatcher
+from .queue import QueueDispatcher
+from .run import ProcessResult, describe, process_stored, run_claimed, run_handlers
 from .thread import ThreadDispatcher
 
 __all__ = [
@@ -8,9 +10,11 @@ __all__ = [
     "InlineDispatcher",
     "Outcome",
     "ProcessResult",
+    "QueueDispatcher",
     "RetryPolicy",
     "ThreadDispatcher",
     "describe",
     "process_stored",
+    "run_claimed",
     "run_handlers",
 ]

@@ -1,65 +1,84 @@
-"""Background dispatch through Celery: workers on any machine run the handlers (extra ``[celery]``)."""
+"""Background dispatch through Celery: workers on any machine pull due events (extra ``[celery]``)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+import logging
+from typing import Any
 
 from ..errors import BrokerUnavailable
-from ..events import Event
-from ..handlers import Handler
-from ..stores.base import EventStore
-from .base import Dispatcher, Outcome, RetryPolicy, accept, background_run
-
-if TYPE_CHECKING:
-    from ..receiver import WebhookReceiver
+from .queue import QueueDispatcher
+from .run import run_claimed
 
 __all__ = ["CeleryDispatcher"]
 
-class CeleryDispatcher(Dispatcher):
-    """Makes the event durable, enqueues a Celery task before answering 202.
+logger = logging.getLogger("webhook_receiver")
+
+
+class CeleryDispatcher(QueueDispatcher):
+    """Makes the event durable and enqueues a wake-up task before answering 202.
 
     The task (named ``webhook_receiver.process.<receiver>``) is registered on
     the given Celery app by ``init_app``, in the web processes and in the
     workers alike, so the workers must build the Flask app too (Flask's own
-    Celery pattern). It is acknowledged late and rejected when its worker is
-    lost, so the broker hands it to another worker; the store's lease keeps
-    two workers from running it at once.
+    Celery pattern). A task carries no event: it takes due events from the
+    store, one atomic claim each, until none is due, so any worker runs any
+    event, and a lost task loses nothing. The monitor of every process that
+    built the app (web processes and workers) sends a wake-up when due events
+    wait and the backlog did not shrink since its last look: events of a
+    worker that died, once their lease runs out, and retries that are due.
 
     :param celery_app: the Celery app.
-    :param policy: the retry rules.
+    :param kwargs: see :class:`QueueDispatcher`.
     """
 
     name = "celery"
 
-    def __init__(self, celery_app: Any, *, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, celery_app: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.celery_app = celery_app
-        self.policy = policy or RetryPolicy()
         self.task: Any = None
+        self._last_due = 0
 
     def __repr__(self) -> str:
         return f"<CeleryDispatcher {getattr(self.celery_app, 'main', None)!r}>"
 
-    def register(self, app: Any, receiver: WebhookReceiver, store: EventStore) -> None:
-        """Register the task that runs *receiver*'s handlers for *app*."""
-        policy = self.policy
+    def bind(self, app: Any, receiver: Any, store: Any) -> None:
+        dispatcher = self
 
-        def process_event(task: Any, event_id: str, attempt: int = 1) -> str:
-            state, delay = background_run(app, receiver, store, event_id, attempt, policy)
-            if delay is not None:
-                task.apply_async((event_id, attempt + 1), countdown=delay)
-            return state
+        def process_events(event_id: str | None = None) -> int:
+            """Run due events until none is due; returns how many ran."""
+            return dispatcher.drain()
 
-        self.task = self.celery_app.task(
-            process_event, bind=True, name=f"webhook_receiver.process.{receiver.name}",
-            acks_late=True, reject_on_worker_lost=True,
-        )
+        self.task = self.celery_app.task(process_events, name=f"webhook_receiver.process.{receiver.name}")
+        super().bind(app, receiver, store)
 
-    def dispatch(self, app: Any, receiver: WebhookReceiver, event: Event, handlers: Sequence[Handler],
-                 store: EventStore) -> Outcome:
-        done = accept(store, event)
-        if done is not None:
-            return done
+    def drain(self) -> int:
+        """Run due events in this process until none is due (what the task does)."""
+        app, receiver, store = self._bound()
+        ran = 0
+        with app.app_context():
+            while not self._stopping.is_set():
+                claim = store.claim_due()
+                if claim is None:
+                    return ran
+                ran += 1
+                _, delay = run_claimed(app, receiver, store, claim, self.policy, stopping=self._stopping)
+                if delay is not None:
+                    self._send(countdown=delay)
+        return ran
+
+    def wake(self, event_id: str | None) -> None:
         try:
-            self.task.apply_async((event.id,), retry=False)
+            self.task.apply_async((event_id,), retry=False)
         except Exception as exc:  # kombu raises several kinds when the broker is down
             raise BrokerUnavailable(type(exc).__name__) from None
-        return Outcome(202, "accepted")
+
+    def _send(self, countdown: float = 0.0) -> None:
+        try:
+            self.task.apply_async((None,), countdown=countdown, retry=False)
+        except Exception as exc:  # noqa: BLE001 - the monitor sends another one later
+            logger.warning("cannot send a wake-up task: %s", type(exc).__name__)
+
+    def on_tick(self, due: int) -> None:
+        if due and due >= self._last_due:
+            self._send()
+        self._last_due = due

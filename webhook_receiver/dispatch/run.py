@@ -1,24 +1,32 @@
-"""Running the handlers of an event, each in its own error handling.
+"""Running the handlers of a claimed event, each in its own error handling.
 
-:func:`run_handlers` runs the handlers of a claimed event; every dispatcher
-uses it. :func:`process_stored` is the worker side of background dispatch:
-it loads a stored event, claims it and runs what has not yet succeeded.
+:func:`run_handlers` runs the handlers of a claimed event, its lease kept
+alive by the heartbeat; every dispatcher uses it. :func:`run_claimed` is one
+background run of an event taken from the queue: rebuild, run, and finish
+with the next due time or for good. :func:`process_stored` runs a stored
+event here and now (``flask webhooks replay``).
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .. import signals
+from ..errors import StoreUnavailable
 from ..events import Event
 from ..handlers import Handler
 from ..stores.base import Claim, ClaimState, EventStore, Run
+from .lease import HEARTBEAT
 
 if TYPE_CHECKING:
     from ..receiver import WebhookReceiver
+    from .base import RetryPolicy
 
-__all__ = ["ProcessResult", "describe", "process_stored", "run_handlers"]
+__all__ = ["HandlersRun", "RunState", "describe", "finish_durably", "process_stored", "run_claimed",
+           "run_handlers"]
 
 logger = logging.getLogger("webhook_receiver")
 
@@ -26,19 +34,29 @@ logger = logging.getLogger("webhook_receiver")
 MAX_ERROR_LENGTH = 500
 
 
-def run_handlers(
-    sender: Any,
-    event: Event,
-    handlers: Sequence[Handler],
-    store: EventStore,
-    claim: Claim,
-    *,
-    receiver: WebhookReceiver,
-) -> list[str]:
-    """Run each handler that has not yet succeeded for *event*, then finish the claim.
+@dataclass
+class HandlersRun:
+    """What :func:`run_handlers` did.
 
-    A handler that raises is logged, recorded and reported through
+    :param failed: the names of the handlers that raised.
+    :param last: the last handler run, not yet written (it goes with ``finish``).
+    :param lost: the lease was taken over: nothing more may be written.
+    """
+
+    failed: list[str]
+    last: Run | None
+    lost: bool = False
+
+
+def run_handlers(sender: Any, event: Event, handlers: Sequence[Handler], store: EventStore, claim: Claim, *,
+                 receiver: WebhookReceiver) -> HandlersRun:
+    """Run each handler that has not yet succeeded for *event*, keeping the lease alive.
+
+    Each outcome is written (fenced by the claim) before the next handler
+    starts; the last one is left for the caller's ``finish``. A handler that
+    raises is logged and reported through
     :data:`~webhook_receiver.signals.handler_failed`; the others still run.
+    Once the lease is found taken over, no further handler starts.
 
     :param sender: the Flask app, passed to signal receivers.
     :param event: the event.
@@ -46,42 +64,39 @@ def run_handlers(
     :param store: the store holding *claim*.
     :param claim: a ``CLAIMED`` claim on *event*.
     :param receiver: the receiver, passed to lifecycle signals.
-    :returns: the names of the handlers that failed; empty when all succeeded.
-    :raises StoreUnavailable: if an outcome cannot be recorded.
+    :raises StoreUnavailable: if an outcome cannot be written.
     """
     failed: list[str] = []
     previous: Run | None = None
-    for handler in handlers:
-        if handler.name in claim.succeeded:
-            continue
-        if previous is not None:
-            # Durable before the next handler starts; the last one goes with finish().
-            store.record(claim, previous.name, ok=previous.ok, error=previous.error,
-                         started_at=previous.started_at, finished_at=previous.finished_at)
-        started = time.time()
-        try:
-            handler(sender, event)
-        except Exception as exc:
-            failed.append(handler.name)
-            previous = Run(handler.name, False, describe(exc), started, time.time())
-            logger.error(
-                "handler %s failed on event %s (%s, attempt %d)",
-                handler.name,
-                event.id,
-                event.trigger,
-                event.attempt,
-                exc_info=True,
-            )
-            signals.send_isolated(
-                signals.handler_failed, sender,
-                event=event, handler=handler.name, exception=exc, receiver=receiver,
-            )
-        else:
-            previous = Run(handler.name, True, None, started, time.time())
-    store.finish(claim, ok=not failed, last=previous)
-    if not failed:
-        signals.send_isolated(signals.event_handled, sender, event=event, receiver=receiver)
-    return failed
+    succeeded = claim.succeeded
+    with HEARTBEAT.keep(store, claim):
+        for handler in handlers:
+            if handler.name in succeeded:
+                continue
+            if previous is not None and (claim.lost or not store.record(claim, previous)):
+                return _lost(event, claim, failed)
+            started = time.time()
+            try:
+                handler(sender, event)
+            except Exception as exc:
+                failed.append(handler.name)
+                previous = Run(handler.name, False, describe(exc), started, time.time())
+                logger.error("handler %s failed on event %s (%s, attempt %d)", handler.name, event.id,
+                             event.trigger, event.attempt, exc_info=True)
+                signals.send_isolated(signals.handler_failed, sender, event=event, handler=handler.name,
+                                      exception=exc, receiver=receiver)
+            else:
+                previous = Run(handler.name, True, None, started, time.time())
+    if claim.lost:
+        return _lost(event, claim, failed)
+    return HandlersRun(failed, previous)
+
+
+def _lost(event: Event, claim: Claim, failed: list[str]) -> HandlersRun:
+    claim.lost = True
+    logger.warning("event %s (%s): the lease was taken over by another worker; this run stops and"
+                   " records nothing more", event.id, event.trigger)
+    return HandlersRun(failed, None, lost=True)
 
 
 def describe(exc: BaseException) -> str:
@@ -95,28 +110,120 @@ def describe(exc: BaseException) -> str:
     return text
 
 
+def finish_durably(store: EventStore, claim: Claim, *, stopping: threading.Event | None = None,
+                   **kwargs: Any) -> bool:
+    """:meth:`EventStore.finish`, tried again while the store cannot answer.
+
+    What the handlers did must not be lost to a store that is briefly locked
+    or down: the write is tried again, with backoff up to 2 s, until it is
+    taken or refused (the lease was taken over), or *stopping* is set.
+
+    :returns: whether the write was taken.
+    """
+    pause = 0.05
+    while True:
+        try:
+            taken = store.finish(claim, **kwargs)
+        except StoreUnavailable as exc:
+            if stopping is not None and stopping.is_set():
+                logger.error("event %s: giving up writing its outcome at shutdown (%s); it runs again"
+                             " once its lease runs out", claim.event_id, exc)
+                return False
+            logger.warning("event %s: cannot write its outcome yet (%s); trying again in %.2f s",
+                           claim.event_id, exc, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+            continue
+        if not taken:
+            claim.lost = True
+            logger.warning("event %s: the lease was taken over by another worker before this run"
+                           " finished; its outcome is not recorded", claim.event_id)
+        return taken
+
+
+#: The states :func:`run_claimed` reports.
+RunState = str
+
+
+def run_claimed(app: Any, receiver: WebhookReceiver, store: EventStore, claim: Claim, policy: RetryPolicy, *,
+                stopping: threading.Event | None = None) -> tuple[RunState, float | None]:
+    """One background run of an event taken with :meth:`EventStore.claim_due`, in an app context.
+
+    A body that cannot be rebuilt marks the event failed with the reason. A
+    failed run is finished with the next due time from *policy*
+    (:data:`~webhook_receiver.signals.event_retrying`), or for good
+    (:data:`~webhook_receiver.signals.event_failed`).
+
+    :returns: ``"processed"``, ``"retrying"``, ``"failed"``, ``"unreadable"``
+        or ``"lost"``, and the pause before the next run, if there is one.
+    :raises StoreUnavailable: if an outcome cannot be written.
+    """
+    try:
+        event = Event.from_dict(claim.raw)  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001 - whatever it is, it must not block the queue
+        reason = f"the stored body cannot be rebuilt: {describe(exc)}"
+        if finish_durably(store, claim, ok=False, error=reason, stopping=stopping):
+            logger.error("event %s (%s) failed without running: %s", claim.event_id, claim.trigger, reason)
+            stub = Event(id=claim.event_id, trigger=claim.trigger or "unknown.unknown")
+            signals.send_isolated(signals.event_failed, app, event=stub, failed=[], attempts=claim.attempt,
+                                  error=reason, receiver=receiver)
+            return "unreadable", None
+        return "lost", None
+
+    handlers = receiver.handlers_for(event.trigger, app)
+    result = run_handlers(app, event, handlers, store, claim, receiver=receiver)
+    if result.lost:
+        return "lost", None
+    if not result.failed:
+        if not finish_durably(store, claim, ok=True, last=result.last, stopping=stopping):
+            return "lost", None
+        signals.send_isolated(signals.event_handled, app, event=event, receiver=receiver)
+        return "processed", None
+
+    delay = policy.delay(claim.attempt)
+    retry_at = None if delay is None else time.time() + delay
+    if not finish_durably(store, claim, ok=False, last=result.last, retry_at=retry_at, stopping=stopping):
+        return "lost", None
+    failing = ", ".join(result.failed)
+    if delay is None:
+        logger.error("event %s (%s) failed for good after %d runs; handlers failing: %s."
+                     " `flask webhooks replay %s` runs them again", event.id, event.trigger, claim.attempt,
+                     failing, event.id)
+        signals.send_isolated(signals.event_failed, app, event=event, failed=result.failed,
+                              attempts=claim.attempt, error=None, receiver=receiver)
+        return "failed", None
+    logger.warning("event %s (%s): %s failed on run %d; due again in %.1f s", event.id, event.trigger,
+                   failing, claim.attempt, delay)
+    signals.send_isolated(signals.event_retrying, app, event=event, failed=result.failed,
+                          attempt=claim.attempt, delay=delay, receiver=receiver)
+    return "retrying", delay
+
+
 class ProcessResult:
     """What :func:`process_stored` found or did.
 
-    :param state: ``"processed"``, ``"failed"``, ``"duplicate"``, ``"busy"``
-        or ``"missing"``.
-    :param event: the event, unless it was missing.
+    :param state: ``"processed"``, ``"failed"``, ``"duplicate"``, ``"busy"``,
+        ``"missing"`` or ``"unreadable"``.
+    :param event: the event, when it could be rebuilt.
     :param failed: the names of the handlers that failed.
+    :param error: why the event could not be rebuilt.
     """
 
-    __slots__ = ("state", "event", "failed")
+    __slots__ = ("state", "event", "failed", "error")
 
-    def __init__(self, state: str, event: Event | None = None, failed: Sequence[str] = ()) -> None:
+    def __init__(self, state: str, event: Event | None = None, failed: Sequence[str] = (),
+                 error: str | None = None) -> None:
         self.state = state
         self.event = event
         self.failed = list(failed)
+        self.error = error
 
     def __repr__(self) -> str:
         return f"<ProcessResult {self.state} failed={self.failed}>"
 
 
 def process_stored(sender: Any, receiver: WebhookReceiver, store: EventStore, event_id: str) -> ProcessResult:
-    """Claim a stored event and run the handlers that have not succeeded yet.
+    """Claim a stored event and run, here and now, the handlers that have not succeeded yet.
 
     :param sender: the Flask app (an app context must be pushed).
     :param receiver: the receiver whose handlers run.
@@ -127,12 +234,19 @@ def process_stored(sender: Any, receiver: WebhookReceiver, store: EventStore, ev
     stored = store.get(event_id)
     if stored is None:
         return ProcessResult("missing")
-    event = Event.from_dict(stored.raw)
+    try:
+        event = Event.from_dict(stored.raw)
+    except Exception as exc:  # noqa: BLE001 - reported, and the caller carries on
+        return ProcessResult("unreadable", error=describe(exc))
     claim = store.claim(event)
     if claim.state is ClaimState.DONE:
         return ProcessResult("duplicate", event)
     if claim.state is ClaimState.BUSY:
         return ProcessResult("busy", event)
     handlers = receiver.handlers_for(event.trigger, sender)
-    failed = run_handlers(sender, event, handlers, store, claim, receiver=receiver)
-    return ProcessResult("failed" if failed else "processed", event, failed)
+    result = run_handlers(sender, event, handlers, store, claim, receiver=receiver)
+    if result.lost or not store.finish(claim, ok=not result.failed, last=result.last):
+        return ProcessResult("busy", event)
+    if not result.failed:
+        signals.send_isolated(signals.event_handled, sender, event=event, receiver=receiver)
+    return ProcessResult("failed" if result.failed else "processed", event, result.failed)

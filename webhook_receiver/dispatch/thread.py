@@ -1,108 +1,99 @@
-"""Background dispatch in a bounded pool of threads of the web process."""
+"""Background dispatch in a pool of threads of the web process, pulling due events from the store."""
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any
 
-from ..events import Event
-from ..handlers import Handler
-from ..stores.base import EventStatus, EventStore
-from .base import Dispatcher, Outcome, RetryPolicy, accept, background_run
-
-if TYPE_CHECKING:
-    from ..receiver import WebhookReceiver
+from ..errors import StoreUnavailable
+from .queue import QueueDispatcher
+from .run import run_claimed
 
 __all__ = ["ThreadDispatcher"]
 
 logger = logging.getLogger("webhook_receiver")
 
 
-class ThreadDispatcher(Dispatcher):
-    """Makes the event durable, answers 202 at once, and runs the handlers in a thread pool.
+class ThreadDispatcher(QueueDispatcher):
+    """Makes the event durable, answers 202 at once; *threads* workers of each process run due events.
 
-    Failed handlers are retried with backoff (:class:`RetryPolicy`), then left
-    failed for ``flask webhooks replay``. Events left pending or processing by
-    a process that died are picked up by the first delivery after a restart
-    (and by ``replay``), once their lease has run out.
+    A worker takes the event due the longest (or whose worker died: its lease
+    ran out) with one atomic claim, runs its handlers with the lease kept
+    alive, and finishes it: processed, due again after a backoff
+    (:class:`RetryPolicy`), or failed for ``flask webhooks replay``. Idle
+    workers look at the store every :attr:`poll_interval`, and at once when a
+    delivery is accepted in their process. Nothing but that wake-up is kept in
+    memory, so a restart loses nothing: the next process's workers carry on.
 
-    :param threads: the pool's size.
-    :param policy: the retry rules.
+    :param threads: the workers per process.
+    :param kwargs: see :class:`QueueDispatcher`.
     """
 
     name = "thread"
 
-    def __init__(self, *, threads: int = 4, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, *, threads: int = 4, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.threads = threads
-        self.policy = policy or RetryPolicy()
-        self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
-        self._swept = False
-        self._timers: set[threading.Timer] = set()
+        self._ready = threading.Condition()
+        self._signalled = False
+        self._next_due = float("inf")
 
     def __repr__(self) -> str:
         return f"<ThreadDispatcher threads={self.threads} max_attempts={self.policy.max_attempts}>"
 
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="webhook-receiver")
-            return self._pool
+    def _start_workers(self) -> None:
+        self._ready = threading.Condition()
+        for n in range(self.threads):
+            self._spawn(self._work, f"worker-{n + 1}")
 
-    def dispatch(self, app: Any, receiver: WebhookReceiver, event: Event, handlers: Sequence[Handler],
-                 store: EventStore) -> Outcome:
-        done = accept(store, event)
-        if done is not None:
-            return done
-        if not self._swept:
-            self._sweep(app, receiver, store)
-        self.submit(app, receiver, store, event.id)
-        return Outcome(202, "accepted")
+    def wake(self, event_id: str | None) -> None:
+        with self._ready:
+            self._signalled = True
+            self._ready.notify()
 
-    def submit(self, app: Any, receiver: WebhookReceiver, store: EventStore, event_id: str,
-               attempt: int = 1) -> None:
-        """Run the handlers of a stored event in the pool."""
-        self._executor().submit(self._run, app, receiver, store, event_id, attempt)
+    def _wake_all(self) -> None:
+        with self._ready:
+            self._signalled = True
+            self._ready.notify_all()
 
-    def _run(self, app: Any, receiver: WebhookReceiver, store: EventStore, event_id: str, attempt: int) -> None:
-        try:
-            _, delay = background_run(app, receiver, store, event_id, attempt, self.policy)
-        except Exception:
-            logger.exception("event %s: the worker failed", event_id)
-            return
-        if delay is not None:
-            timer = threading.Timer(delay, self._resubmit, (app, receiver, store, event_id, attempt + 1))
-            timer.daemon = True
-            with self._lock:
-                self._timers.add(timer)
-            timer.start()
+    def _idle(self) -> None:
+        """Wait for a wake-up, the next known due time, or the poll interval."""
+        with self._ready:
+            if not self._signalled and not self._stopping.is_set():
+                timeout = min(self.poll_interval, max(0.005, self._next_due - time.time()))
+                self._ready.wait(timeout)
+            self._signalled = False
+            if self._next_due <= time.time():
+                self._next_due = float("inf")
 
-    def _resubmit(self, app: Any, receiver: WebhookReceiver, store: EventStore, event_id: str,
-                  attempt: int) -> None:
-        with self._lock:
-            self._timers = {t for t in self._timers if t.is_alive() and t is not threading.current_thread()}
-            closed = self._pool is None
-        if not closed:
-            self.submit(app, receiver, store, event_id, attempt)
-
-    def _sweep(self, app: Any, receiver: WebhookReceiver, store: EventStore) -> None:
-        """Pick up events an earlier process accepted but did not finish."""
-        self._swept = True
-        stale = time.time() - store.lease_seconds
-        for status in (EventStatus.PENDING, EventStatus.PROCESSING):
-            for stored in store.events(status=status):
-                if stored.updated_at < stale:
-                    logger.warning("event %s was left %s by an earlier process; running it", stored.id,
-                                   status.value)
-                    self.submit(app, receiver, store, stored.id)
-
-    def close(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, None
-            timers, self._timers = self._timers, set()
-        for timer in timers:
-            timer.cancel()
-        if pool is not None:
-            pool.shutdown(wait=True)
+    def _work(self) -> None:
+        app, receiver, store = self._bound()
+        stopping = self._stopping
+        pause = 0.05
+        while not stopping.is_set():
+            try:
+                claim = store.claim_due()
+            except StoreUnavailable as exc:
+                logger.warning("a worker cannot take events: %s; trying again in %.2f s", exc, pause)
+                stopping.wait(pause)
+                pause = min(pause * 2, 2.0)
+                continue
+            except Exception:  # noqa: BLE001 - a worker must go on
+                logger.exception("a worker failed to take an event")
+                stopping.wait(1.0)
+                continue
+            pause = 0.05
+            if claim is None:
+                self._idle()
+                continue
+            try:
+                with app.app_context():
+                    _, delay = run_claimed(app, receiver, store, claim, self.policy, stopping=stopping)
+            except Exception:  # noqa: BLE001 - the event is durable; its lease runs out and it runs again
+                logger.exception("event %s: the worker failed; it runs again once its lease runs out",
+                                 claim.event_id)
+                continue
+            if delay is not None:
+                with self._ready:
+                    self._next_due = min(self._next_due, time.time() + delay)

@@ -1,30 +1,49 @@
-"""The store interface: the inbox of events and the record that makes handlers run once.
+"""The store interface: the inbox of events, the work queue, and the record that makes handlers run once.
 
-A delivery goes through a store in three steps:
+A delivery handled in the request (``inline`` dispatch) goes through a store
+in two writes:
 
-1. :meth:`EventStore.claim` takes the event for processing under a lease, or
-   says it is already done, or busy with another worker;
-2. :meth:`EventStore.record` keeps the outcome of each handler as it runs;
-3. :meth:`EventStore.finish` marks the event processed or failed and ends the
-   lease.
+1. :meth:`EventStore.claim` takes the event under a lease, or says it is
+   already done, or busy with another worker;
+2. :meth:`EventStore.finish` writes the handlers' outcomes and the event's
+   status, and ends the lease.
 
-A redelivery of a failed event is claimed again with the names of the handlers
-that already succeeded, which are then skipped. Background dispatch first
-makes the event durable with :meth:`EventStore.accept`, answers upstream, and
-claims it later in a worker. Stores raise
-:class:`~webhook_receiver.errors.StoreUnavailable` when they cannot answer; the
-receiver then answers ``503`` and upstream retries.
+Background dispatch makes the store the work queue:
+
+1. :meth:`EventStore.accept` makes the event durable, ``pending`` and due now:
+   that one write is what a 202 promises;
+2. workers take due events with :meth:`EventStore.claim_due`, oldest due
+   first, an event whose lease ran out (its worker died) counting as due;
+3. a failed run is finished with ``retry_at``: the event is ``pending`` again,
+   due then, so that a retry survives any restart.
+
+Every write made under a claim is *fenced*: it carries the claim's token and
+the store refuses it (the method returns ``False``) once another worker has
+taken the event over. :meth:`EventStore.renew` extends a lease while a handler
+runs. Stores raise :class:`~webhook_receiver.errors.StoreUnavailable` when they
+cannot answer; the receiver then answers ``503`` and upstream retries.
 """
 from __future__ import annotations
 
 import enum
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple
 
 from ..events import Event
 
-__all__ = ["Claim", "ClaimState", "EventStatus", "EventStore", "HandlerOutcome", "Run", "StoredEvent"]
+__all__ = [
+    "Claim",
+    "ClaimState",
+    "EventStatus",
+    "EventStore",
+    "HandlerOutcome",
+    "Run",
+    "StoredEvent",
+    "dump_outcomes",
+    "load_outcomes",
+]
 
 
 class ClaimState(str, enum.Enum):
@@ -41,31 +60,20 @@ class ClaimState(str, enum.Enum):
 class EventStatus(str, enum.Enum):
     """Where an event stands."""
 
-    #: Accepted for background processing; no worker has claimed it yet.
+    #: Waiting for a worker: accepted for background processing, or due again
+    #: after a failed run (see :attr:`StoredEvent.due_at`).
     PENDING = "pending"
+    #: A worker holds a lease on it.
     PROCESSING = "processing"
+    #: Every handler succeeded.
     PROCESSED = "processed"
+    #: Some handler failed and no run is scheduled: upstream's retry (inline
+    #: dispatch) or ``flask webhooks replay`` runs it again.
     FAILED = "failed"
 
 
-@dataclass(frozen=True)
-class Claim:
-    """The answer of :meth:`EventStore.claim`.
-
-    :param event_id: the event's id.
-    :param state: what the store found.
-    :param token: identifies the lease, when :attr:`state` is ``CLAIMED``.
-    :param succeeded: names of the handlers that already succeeded.
-    """
-
-    event_id: str
-    state: ClaimState
-    token: str = ""
-    succeeded: frozenset[str] = frozenset()
-
-
 class Run(NamedTuple):
-    """One run of one handler, as :meth:`EventStore.record` takes it."""
+    """One run of one handler."""
 
     name: str
     ok: bool
@@ -94,6 +102,57 @@ class HandlerOutcome:
     finished_at: float
 
 
+class Claim:
+    """A lease on an event, or the reason there is none.
+
+    The handler outcomes travel with the claim: the lease holder alone may
+    write them, so the store reads them when the claim is taken and writes
+    them back, fenced by :attr:`token`, with each :meth:`EventStore.record`
+    and :meth:`EventStore.finish`.
+
+    :param event_id: the event's id.
+    :param state: what the store found.
+    :param token: the fencing token of the lease, when :attr:`state` is ``CLAIMED``.
+    :param attempt: the number of this run of the event, from 1.
+    :param outcomes: each handler's outcome so far, by name.
+    :param trigger: the event's trigger (set by :meth:`EventStore.claim_due`).
+    :param raw: the stored, redacted body (set by :meth:`EventStore.claim_due`).
+    """
+
+    __slots__ = ("event_id", "state", "token", "attempt", "outcomes", "trigger", "raw", "lost")
+
+    def __init__(self, event_id: str, state: ClaimState, token: str = "", *, attempt: int = 0,
+                 outcomes: dict[str, HandlerOutcome] | None = None, trigger: str = "",
+                 raw: Mapping[str, Any] | None = None) -> None:
+        self.event_id = event_id
+        self.state = state
+        self.token = token
+        self.attempt = attempt
+        self.outcomes: dict[str, HandlerOutcome] = outcomes if outcomes is not None else {}
+        self.trigger = trigger
+        self.raw = raw
+        #: Set when a write or a renewal found the lease taken over.
+        self.lost = False
+
+    @property
+    def succeeded(self) -> frozenset[str]:
+        """The names of the handlers that already succeeded for this event."""
+        return frozenset(name for name, outcome in self.outcomes.items() if outcome.ok)
+
+    def with_run(self, run: Run | None) -> dict[str, HandlerOutcome]:
+        """:attr:`outcomes` with *run* folded in, as a new dict (stores write it, then keep it)."""
+        outcomes = dict(self.outcomes)
+        if run is not None:
+            previous = outcomes.get(run.name)
+            outcomes[run.name] = HandlerOutcome(run.name, run.ok, run.error,
+                                                (previous.attempts if previous else 0) + 1,
+                                                run.started_at, run.finished_at)
+        return outcomes
+
+    def __repr__(self) -> str:  # never the body
+        return f"<Claim {self.event_id!r} {self.state.value} attempt={self.attempt}>"
+
+
 @dataclass
 class StoredEvent:
     """An event as a store keeps it.
@@ -103,8 +162,12 @@ class StoredEvent:
     :param status: where it stands.
     :param raw: the redacted body.
     :param handlers: each handler's outcome, by name.
-    :param received_at: when it was first claimed (epoch seconds).
+    :param received_at: when it was first stored (epoch seconds).
     :param updated_at: when it last changed (epoch seconds).
+    :param attempts: how many runs of it were started.
+    :param due_at: when it is due for a run, while it is pending, else ``None``.
+    :param error: why it failed without running its handlers (a stored body
+        that cannot be rebuilt), else ``None``.
     """
 
     id: str
@@ -114,14 +177,30 @@ class StoredEvent:
     handlers: dict[str, HandlerOutcome] = field(default_factory=dict)
     received_at: float = 0.0
     updated_at: float = 0.0
+    attempts: int = 0
+    due_at: float | None = None
+    error: str | None = None
+
+
+def dump_outcomes(outcomes: Mapping[str, HandlerOutcome]) -> str:
+    """Outcomes as the JSON text stores keep."""
+    return json.dumps({name: [o.ok, o.error, o.attempts, o.started_at, o.finished_at]
+                       for name, o in outcomes.items()}, separators=(",", ":"))
+
+
+def load_outcomes(text: str | bytes | None) -> dict[str, HandlerOutcome]:
+    """The outcomes kept by :func:`dump_outcomes`."""
+    if not text:
+        return {}
+    return {name: HandlerOutcome(name, bool(ok), error, int(attempts), float(started), float(finished))
+            for name, (ok, error, attempts, started, finished) in json.loads(text).items()}
 
 
 class EventStore(ABC):
-    """Where events and handler outcomes are kept; see the module docs for the protocol.
+    """Where events, their queue and handler outcomes are kept; see the module docs for the protocol.
 
-    :param lease_seconds: how long a claim stays exclusive. After that, a
-        worker that died mid-handler no longer blocks the event: the next
-        delivery takes it over.
+    :param lease_seconds: how long a claim stays exclusive unless renewed.
+        After that, a worker that died mid-handler no longer blocks the event.
     """
 
     #: A short name for messages, such as ``"memory"``.
@@ -132,60 +211,86 @@ class EventStore(ABC):
             raise ValueError("lease_seconds must be positive")
         self.lease_seconds = lease_seconds
 
+    # -- taking events -------------------------------------------------------------
+
     @abstractmethod
     def claim(self, event: Event) -> Claim:
-        """Take *event* for processing, atomically.
+        """Take *event* for processing now, atomically, storing it if it is new.
+
+        Used in the request (inline dispatch) and by ``flask webhooks replay``:
+        a pending or failed event, or one whose lease ran out, is taken.
 
         :raises StoreUnavailable: if the store cannot answer.
         """
 
     @abstractmethod
-    def record(self, claim: Claim, name: str, *, ok: bool, error: str | None,
-               started_at: float, finished_at: float) -> None:
-        """Keep the outcome of one handler run.
+    def claim_due(self) -> Claim | None:
+        """Take the event due the longest (or whose lease ran out longest ago), if any.
 
-        :param claim: the claim the handler ran under.
-        :param name: the handler's name.
-        :param ok: whether it succeeded.
-        :param error: ``"ExceptionType: message"`` when it failed.
-        :param started_at: when it started (epoch seconds).
-        :param finished_at: when it ended (epoch seconds).
-        :raises StoreUnavailable: if the store cannot take it.
+        :returns: a ``CLAIMED`` claim carrying the event's trigger and body,
+            or ``None`` when nothing is due.
+        :raises StoreUnavailable: if the store cannot answer.
         """
-
-    def finish(self, claim: Claim, *, ok: bool, last: Run | None = None) -> None:
-        """Mark the event processed (*ok*) or failed, and end the lease.
-
-        A claim whose lease was taken over by another worker changes nothing
-        but the outcome in *last*.
-
-        :param last: the last handler run, recorded first (stores may do
-            both in one write).
-        :raises StoreUnavailable: if the store cannot take it.
-        """
-        if last is not None:
-            self.record(claim, last.name, ok=last.ok, error=last.error, started_at=last.started_at,
-                        finished_at=last.finished_at)
-        self._finish(claim, ok=ok)
 
     @abstractmethod
-    def _finish(self, claim: Claim, *, ok: bool) -> None:
-        """Mark the event processed or failed and end the lease, if *claim* still holds it."""
+    def accept(self, event: Event) -> EventStatus | None:
+        """Make *event* durable, pending and due now, for a background dispatcher.
+
+        A failed event is made due again (an upstream redelivery buys one more
+        run); any other stored event is left as it is.
+
+        :returns: ``None`` when the event is new, else the status it had.
+        :raises StoreUnavailable: if the store cannot take it.
+        """
+
+    @abstractmethod
+    def count_due(self) -> int:
+        """How many events are due now: pending and due, or with a lease that ran out.
+
+        :raises StoreUnavailable: if the store cannot answer.
+        """
+
+    # -- writes under a claim (fenced) --------------------------------------------
+
+    @abstractmethod
+    def renew(self, claim: Claim) -> bool:
+        """Extend the lease of *claim* by :attr:`lease_seconds` from now.
+
+        :returns: ``False`` when the lease was taken over (the claim is lost).
+        :raises StoreUnavailable: if the store cannot answer.
+        """
+
+    @abstractmethod
+    def record(self, claim: Claim, run: Run) -> bool:
+        """Keep the outcome of one handler run, before the next handler starts.
+
+        :returns: ``False``, writing nothing, when the lease was taken over.
+        :raises StoreUnavailable: if the store cannot take it.
+        """
+
+    @abstractmethod
+    def finish(self, claim: Claim, *, ok: bool, last: Run | None = None, retry_at: float | None = None,
+               error: str | None = None) -> bool:
+        """End the run: write *last*, the event's status, and end the lease.
+
+        The status is ``processed`` when *ok*; else ``pending`` and due at
+        *retry_at* when it is given, else ``failed``.
+
+        :param ok: whether every handler has succeeded.
+        :param last: the last handler run, recorded in the same write.
+        :param retry_at: when a failed event is due again (epoch seconds).
+        :param error: why the event failed without running (kept on the event).
+        :returns: ``False``, writing nothing, when the lease was taken over.
+        :raises StoreUnavailable: if the store cannot take it.
+        """
+
+    # -- reading and housekeeping -------------------------------------------------------
 
     @abstractmethod
     def get(self, event_id: str) -> StoredEvent | None:
         """The stored event with this id, or ``None``.
 
         :raises StoreUnavailable: if the store cannot answer.
-        """
-
-    @abstractmethod
-    def accept(self, event: Event) -> EventStatus | None:
-        """Make *event* durable as :attr:`EventStatus.PENDING`, unless it is stored already.
-
-        :returns: ``None`` when the event is new (and now pending), else the
-            status it already has.
-        :raises StoreUnavailable: if the store cannot take it.
         """
 
     @abstractmethod

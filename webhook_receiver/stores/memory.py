@@ -1,6 +1,7 @@
 """An in-process store: for tests, demos and single-process apps that may forget on restart."""
 from __future__ import annotations
 
+import heapq
 import itertools
 import os
 import threading
@@ -8,17 +9,20 @@ import time
 from collections import OrderedDict
 from dataclasses import replace
 
+from ..errors import StoreUnavailable
 from ..events import Event
-from .base import Claim, ClaimState, EventStatus, EventStore, HandlerOutcome, StoredEvent
+from .base import Claim, ClaimState, EventStatus, EventStore, Run, StoredEvent
 
 __all__ = ["MemoryStore"]
 
 
 class MemoryStore(EventStore):
-    """Keeps events in a dict guarded by a lock.
+    """Keeps events in a dict guarded by a lock; the queue and the leases are heaps.
 
     Idempotency holds within one process only, and only for the last
-    *max_events* finished events: older ones are forgotten first.
+    *max_events* finished events: older ones are forgotten first. When every
+    slot holds an unfinished event, a new one is refused
+    (:class:`~webhook_receiver.errors.StoreUnavailable`, so upstream retries).
 
     :param lease_seconds: see :class:`~webhook_receiver.stores.EventStore`.
     :param max_events: how many events to remember.
@@ -33,76 +37,161 @@ class MemoryStore(EventStore):
         self.max_events = max_events
         self._events: OrderedDict[str, StoredEvent] = OrderedDict()
         self._leases: dict[str, tuple[str, float]] = {}
+        self._queue: list[tuple[float, int, str]] = []  # (due_at, seq, id); stale entries skipped
+        self._lease_heap: list[tuple[float, int, str, str]] = []  # (expires, seq, id, token)
+        self._seq = itertools.count()
         self._lock = threading.Lock()
         self._token_prefix = f"{os.getpid()}-{id(self):x}-"
         self._tokens = itertools.count()
 
+    # -- helpers; the caller holds the lock ------------------------------------------
+
+    def _token(self) -> str:
+        return f"{self._token_prefix}{next(self._tokens)}"
+
+    def _lease(self, event_id: str, now: float) -> str:
+        token = self._token()
+        expires = now + self.lease_seconds
+        self._leases[event_id] = (token, expires)
+        heapq.heappush(self._lease_heap, (expires, next(self._seq), event_id, token))
+        return token
+
+    def _holds(self, claim: Claim) -> StoredEvent | None:
+        lease = self._leases.get(claim.event_id)
+        if lease is None or lease[0] != claim.token:
+            return None
+        return self._events.get(claim.event_id)
+
+    def _enqueue(self, stored: StoredEvent, due_at: float) -> None:
+        stored.status = EventStatus.PENDING
+        stored.due_at = due_at
+        heapq.heappush(self._queue, (due_at, next(self._seq), stored.id))
+
+    def _take(self, stored: StoredEvent, now: float) -> Claim:
+        token = self._lease(stored.id, now)
+        stored.status = EventStatus.PROCESSING
+        stored.due_at = None
+        stored.attempts += 1
+        stored.updated_at = now
+        return Claim(stored.id, ClaimState.CLAIMED, token, attempt=stored.attempts,
+                     outcomes=dict(stored.handlers), trigger=stored.trigger, raw=stored.raw)
+
+    def _insert(self, event: Event, now: float) -> StoredEvent:
+        """Store a new event, making room first."""
+        self._evict()
+        stored = StoredEvent(id=event.id, trigger=event.trigger, status=EventStatus.PENDING,
+                             raw=event.raw, received_at=now, updated_at=now)
+        self._events[event.id] = stored
+        return stored
+
+    def _evict(self) -> None:
+        """Forget the oldest finished events, down to one free slot."""
+        finished = (EventStatus.PROCESSED, EventStatus.FAILED)
+        while len(self._events) >= self.max_events:
+            for event_id, stored in self._events.items():  # oldest first
+                if stored.status in finished:
+                    break
+            else:
+                raise StoreUnavailable(self.name, f"all {self.max_events} slots hold unfinished events")
+            del self._events[event_id]
+
+    def _live_lease(self, event_id: str, now: float) -> bool:
+        lease = self._leases.get(event_id)
+        return lease is not None and lease[1] > now
+
+    # -- the protocol ------------------------------------------------------------------
+
     def claim(self, event: Event) -> Claim:
         now = time.time()
-        token = f"{self._token_prefix}{next(self._tokens)}"
         with self._lock:
             stored = self._events.get(event.id)
             if stored is None:
-                self._insert(event, EventStatus.PROCESSING, now)
-                self._leases[event.id] = (token, time.monotonic() + self.lease_seconds)
-                return Claim(event.id, ClaimState.CLAIMED, token)
-            if stored.status is EventStatus.PROCESSED:
+                stored = self._insert(event, now)
+            elif stored.status is EventStatus.PROCESSED:
                 return Claim(event.id, ClaimState.DONE)
-            lease = self._leases.get(event.id)
-            if lease is not None and lease[1] > time.monotonic():
+            elif stored.status is EventStatus.PROCESSING and self._live_lease(event.id, now):
                 return Claim(event.id, ClaimState.BUSY)
-            self._leases[event.id] = (token, time.monotonic() + self.lease_seconds)
-            stored.status = EventStatus.PROCESSING
-            stored.updated_at = now
-            succeeded = frozenset(name for name, o in stored.handlers.items() if o.ok)
-            return Claim(event.id, ClaimState.CLAIMED, token, succeeded)
+            return self._take(stored, now)
 
-    def record(self, claim: Claim, name: str, *, ok: bool, error: str | None,
-               started_at: float, finished_at: float) -> None:
+    def claim_due(self) -> Claim | None:
+        now = time.time()
         with self._lock:
-            stored = self._events.get(claim.event_id)
-            if stored is None:
-                return
-            previous = stored.handlers.get(name)
-            stored.handlers[name] = HandlerOutcome(
-                name=name,
-                ok=ok,
-                error=error,
-                attempts=(previous.attempts if previous else 0) + 1,
-                started_at=started_at,
-                finished_at=finished_at,
-            )
-            stored.updated_at = finished_at
-
-    def _finish(self, claim: Claim, *, ok: bool) -> None:
-        with self._lock:
-            lease = self._leases.get(claim.event_id)
-            stored = self._events.get(claim.event_id)
-            if stored is None or lease is None or lease[0] != claim.token:
-                return
-            del self._leases[claim.event_id]
-            stored.status = EventStatus.PROCESSED if ok else EventStatus.FAILED
-            stored.updated_at = time.time()
-
-    def get(self, event_id: str) -> StoredEvent | None:
-        with self._lock:
-            stored = self._events.get(event_id)
-            return None if stored is None else replace(stored, handlers=dict(stored.handlers))
+            while self._queue and self._queue[0][0] <= now:
+                due_at, _, event_id = heapq.heappop(self._queue)
+                stored = self._events.get(event_id)
+                if stored is not None and stored.status is EventStatus.PENDING and stored.due_at == due_at:
+                    return self._take(stored, now)
+            while self._lease_heap and self._lease_heap[0][0] <= now:
+                _, _, event_id, token = heapq.heappop(self._lease_heap)
+                stored = self._events.get(event_id)
+                lease = self._leases.get(event_id)
+                if stored is not None and lease is not None and lease[0] == token and lease[1] <= now:
+                    return self._take(stored, now)
+        return None
 
     def accept(self, event: Event) -> EventStatus | None:
         now = time.time()
         with self._lock:
             stored = self._events.get(event.id)
-            if stored is not None:
-                return stored.status
-            self._insert(event, EventStatus.PENDING, now)
-            return None
+            if stored is None:
+                self._enqueue(self._insert(event, now), now)
+                return None
+            status = stored.status
+            if status is EventStatus.FAILED:
+                self._enqueue(stored, now)
+                stored.updated_at = now
+            return status
 
-    def _insert(self, event: Event, status: EventStatus, now: float) -> None:
-        """Store a new event, making room first; the caller holds the lock."""
-        self._evict()
-        self._events[event.id] = StoredEvent(id=event.id, trigger=event.trigger, status=status,
-                                             raw=event.raw, received_at=now, updated_at=now)
+    def count_due(self) -> int:
+        now = time.time()
+        with self._lock:
+            due = sum(1 for e in self._events.values() if e.status is EventStatus.PENDING
+                      and e.due_at is not None and e.due_at <= now)
+            expired = sum(1 for _, expires in self._leases.values() if expires <= now)
+        return due + expired
+
+    def renew(self, claim: Claim) -> bool:
+        now = time.time()
+        with self._lock:
+            if self._holds(claim) is None:
+                return False
+            expires = now + self.lease_seconds
+            self._leases[claim.event_id] = (claim.token, expires)
+            heapq.heappush(self._lease_heap, (expires, next(self._seq), claim.event_id, claim.token))
+            return True
+
+    def record(self, claim: Claim, run: Run) -> bool:
+        with self._lock:
+            stored = self._holds(claim)
+            if stored is None:
+                return False
+            claim.outcomes = stored.handlers = claim.with_run(run)
+            stored.updated_at = run.finished_at
+            return True
+
+    def finish(self, claim: Claim, *, ok: bool, last: Run | None = None, retry_at: float | None = None,
+               error: str | None = None) -> bool:
+        now = time.time()
+        with self._lock:
+            stored = self._holds(claim)
+            if stored is None:
+                return False
+            claim.outcomes = stored.handlers = claim.with_run(last)
+            del self._leases[claim.event_id]
+            stored.updated_at = now
+            stored.error = error
+            if ok:
+                stored.status = EventStatus.PROCESSED
+            elif retry_at is not None:
+                self._enqueue(stored, retry_at)
+            else:
+                stored.status = EventStatus.FAILED
+            return True
+
+    def get(self, event_id: str) -> StoredEvent | None:
+        with self._lock:
+            stored = self._events.get(event_id)
+            return None if stored is None else replace(stored, handlers=dict(stored.handlers))
 
     def events(self, *, status: EventStatus | None = None, trigger: str | None = None,
                since: float | None = None, limit: int | None = None) -> list[StoredEvent]:
@@ -121,16 +210,3 @@ class MemoryStore(EventStore):
             for event_id in old:
                 del self._events[event_id]
         return len(old)
-
-    def _evict(self) -> None:
-        """Forget the oldest events neither pending nor under a live lease, down to one free slot."""
-        now = time.monotonic()
-        while len(self._events) >= self.max_events:
-            for event_id, stored in self._events.items():  # oldest first
-                lease = self._leases.get(event_id)
-                if stored.status is not EventStatus.PENDING and (lease is None or lease[1] <= now):
-                    break
-            else:
-                return  # every event is being processed: hold them all
-            del self._events[event_id]
-            self._leases.pop(event_id, None)

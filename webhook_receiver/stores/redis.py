@@ -1,14 +1,16 @@
 """The shared store: Redis, for many processes on many machines (extra ``[redis]``).
 
-Each step of the protocol is one Lua script, so a claim is atomic across every
-process that talks to the same Redis. A claim's lease is a key with an expiry:
-when a worker dies mid-handler, the key expires and the next delivery takes
-the event over.
+Each step of the protocol is one Lua script, so it is atomic across every
+process that talks to the same Redis, and every time in it is the Redis
+server's clock (``TIME``): machines whose clocks disagree still agree on who
+holds a lease.
 
-Keys, under a prefix (``webhook_receiver`` by default): ``<prefix>:event:<id>``
-(a hash: trigger, status, raw, times), ``<prefix>:lease:<id>``,
-``<prefix>:outcomes:<id>`` (a hash of JSON outcomes by handler name) and
-``<prefix>:events`` (a sorted set of ids by time received).
+Keys, under a prefix: ``<prefix>:event:<id>`` (a hash: trigger, status, raw,
+outcomes, attempts, error, times, the lease's token and expiry),
+``<prefix>:queue`` (a sorted set of pending event ids by due time, in ms),
+``<prefix>:leases`` (a sorted set of held event ids by lease expiry, in ms)
+and ``<prefix>:events`` (a sorted set of every event id by time received, in
+s). The two sorted sets find due events and expired leases in O(log n).
 """
 from __future__ import annotations
 
@@ -19,55 +21,122 @@ from typing import Any
 
 from ..errors import StoreUnavailable
 from ..events import Event
-from .base import Claim, ClaimState, EventStatus, EventStore, HandlerOutcome, Run, StoredEvent
+from .base import Claim, ClaimState, EventStatus, EventStore, Run, StoredEvent, dump_outcomes, load_outcomes
 
 __all__ = ["RedisStore"]
 
-_CLAIM = """
+_NOW = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: event, queue, leases, events; ARGV: id, token, lease ms, trigger, raw
+_CLAIM = _NOW + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'processed' then return {'done'} end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'busy'} end
+if status == 'processing' then
+  local held = tonumber(redis.call('HGET', KEYS[1], 'lease_expires'))
+  if held and held > now then return {'busy'} end
+end
+local expires = now + tonumber(ARGV[3])
 if not status then
-  redis.call('HSET', KEYS[1], 'trigger', ARGV[4], 'status', 'processing', 'raw', ARGV[5],
-             'received_at', ARGV[3], 'updated_at', ARGV[3])
-  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6])
-  return {'claimed'}
+  redis.call('HSET', KEYS[1], 'trigger', ARGV[4], 'status', 'processing', 'raw', ARGV[5], 'attempts', 1,
+             'received_at', now / 1000, 'updated_at', now / 1000, 'token', ARGV[2], 'lease_expires', expires)
+  redis.call('ZADD', KEYS[4], now / 1000, ARGV[1])
+  redis.call('ZADD', KEYS[3], expires, ARGV[1])
+  return {'claimed', 1, ''}
 end
-redis.call('HSET', KEYS[1], 'status', 'processing', 'updated_at', ARGV[3])
-local succeeded = {'claimed'}
-local outcomes = redis.call('HGETALL', KEYS[4])
-for i = 1, #outcomes, 2 do
-  if cjson.decode(outcomes[i + 1])['ok'] then table.insert(succeeded, outcomes[i]) end
-end
-return succeeded
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'processing', 'updated_at', now / 1000, 'token', ARGV[2],
+           'lease_expires', expires)
+redis.call('HDEL', KEYS[1], 'due_at')
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], expires, ARGV[1])
+return {'claimed', attempts, redis.call('HGET', KEYS[1], 'outcomes') or ''}
 """
 
-_RECORD = """
-local previous = redis.call('HGET', KEYS[1], ARGV[1])
-local attempts = 1
-if previous then attempts = cjson.decode(previous)['attempts'] + 1 end
-local outcome = cjson.decode(ARGV[2])
-outcome['attempts'] = attempts
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(outcome))
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'updated_at', ARGV[3]) end
-return attempts
+# KEYS: queue, leases; ARGV: token, lease ms, event key prefix
+_CLAIM_DUE = _NOW + """
+for _ = 1, 20 do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
+  if #ids == 0 then ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1) end
+  if #ids == 0 then return false end
+  local id = ids[1]
+  local key = ARGV[3] .. id
+  redis.call('ZREM', KEYS[1], id)
+  if redis.call('EXISTS', key) == 1 then
+    local expires = now + tonumber(ARGV[2])
+    local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('HSET', key, 'status', 'processing', 'updated_at', now / 1000, 'token', ARGV[1],
+               'lease_expires', expires)
+    redis.call('HDEL', key, 'due_at')
+    redis.call('ZADD', KEYS[2], expires, id)
+    local f = redis.call('HMGET', key, 'trigger', 'raw', 'outcomes')
+    return {id, attempts, f[1], f[2], f[3] or ''}
+  end
+  redis.call('ZREM', KEYS[2], id)
+end
+return false
 """
 
-_FINISH = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[3])
-redis.call('DEL', KEYS[2])
+# KEYS: event, queue, events; ARGV: id, trigger, raw
+_ACCEPT = _NOW + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  redis.call('HSET', KEYS[1], 'trigger', ARGV[2], 'status', 'pending', 'raw', ARGV[3], 'attempts', 0,
+             'received_at', now / 1000, 'updated_at', now / 1000, 'due_at', now)
+  redis.call('ZADD', KEYS[2], now, ARGV[1])
+  redis.call('ZADD', KEYS[3], now / 1000, ARGV[1])
+  return false
+end
+if status == 'failed' then
+  redis.call('HSET', KEYS[1], 'status', 'pending', 'due_at', now, 'updated_at', now / 1000)
+  redis.call('ZADD', KEYS[2], now, ARGV[1])
+end
+return status
+"""
+
+# KEYS: queue, leases
+_COUNT_DUE = _NOW + """
+return redis.call('ZCOUNT', KEYS[1], '-inf', now) + redis.call('ZCOUNT', KEYS[2], '-inf', now)
+"""
+
+# KEYS: event, leases; ARGV: id, token, lease ms
+_RENEW = _NOW + """
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return 0 end
+local expires = now + tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'lease_expires', expires)
+redis.call('ZADD', KEYS[2], expires, ARGV[1])
 return 1
 """
 
-_ACCEPT = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status then return status end
-redis.call('HSET', KEYS[1], 'trigger', ARGV[2], 'status', 'pending', 'raw', ARGV[3],
-           'received_at', ARGV[1], 'updated_at', ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[4])
-return false
+# KEYS: event; ARGV: token, outcomes, updated_at
+_RECORD = """
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'outcomes', ARGV[2], 'updated_at', ARGV[3])
+return 1
 """
+
+# KEYS: event, queue, leases; ARGV: id, token, status, outcomes, error, retry delay ms ('' for none)
+_FINISH = _NOW + """
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'outcomes', ARGV[4], 'updated_at', now / 1000)
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[5]) else redis.call('HDEL', KEYS[1], 'error') end
+redis.call('HDEL', KEYS[1], 'token', 'lease_expires')
+redis.call('ZREM', KEYS[3], ARGV[1])
+if ARGV[6] ~= '' then
+  local due = now + tonumber(ARGV[6])
+  redis.call('HSET', KEYS[1], 'due_at', due)
+  redis.call('ZADD', KEYS[2], due, ARGV[1])
+else
+  redis.call('HDEL', KEYS[1], 'due_at')
+end
+return 1
+"""
+
+#: How many events one round trip reads when listing or pruning.
+_BATCH = 500
 
 
 def _import_redis() -> Any:
@@ -99,10 +168,17 @@ class RedisStore(EventStore):
         self.url = url
         self.prefix = prefix
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        self._claim_script = self.client.register_script(_CLAIM)
-        self._record_script = self.client.register_script(_RECORD)
-        self._finish_script = self.client.register_script(_FINISH)
-        self._accept_script = self.client.register_script(_ACCEPT)
+        register = self.client.register_script
+        self._claim_script = register(_CLAIM)
+        self._claim_due_script = register(_CLAIM_DUE)
+        self._accept_script = register(_ACCEPT)
+        self._count_due_script = register(_COUNT_DUE)
+        self._renew_script = register(_RENEW)
+        self._record_script = register(_RECORD)
+        self._finish_script = register(_FINISH)
+        self._queue_key = self._key("queue")
+        self._leases_key = self._key("leases")
+        self._events_key = self._key("events")
 
     def __repr__(self) -> str:
         host = self.url.rsplit("@", 1)[-1]  # never the password
@@ -117,108 +193,155 @@ class RedisStore(EventStore):
         except self._errors as exc:
             raise StoreUnavailable(self.name, type(exc).__name__ + ": " + str(exc).split(" (", 1)[0]) from None
 
+    @property
+    def _lease_ms(self) -> int:
+        return max(1, int(self.lease_seconds * 1000))
+
+    # -- taking events -------------------------------------------------------------
+
     def claim(self, event: Event) -> Claim:
         token = uuid.uuid4().hex
-        keys = [self._key("event", event.id), self._key("lease", event.id), self._key("events"),
-                self._key("outcomes", event.id)]
-        args = [token, int(self.lease_seconds * 1000), time.time(), event.trigger, json.dumps(event.raw),
-                event.id]
-        answer = self._call(self._claim_script, keys=keys, args=args)
+        answer = self._call(
+            self._claim_script,
+            keys=[self._key("event", event.id), self._queue_key, self._leases_key, self._events_key],
+            args=[event.id, token, self._lease_ms, event.trigger, json.dumps(event.raw)])
         state = answer[0].decode()
         if state == "done":
             return Claim(event.id, ClaimState.DONE)
         if state == "busy":
             return Claim(event.id, ClaimState.BUSY)
-        return Claim(event.id, ClaimState.CLAIMED, token, frozenset(n.decode() for n in answer[1:]))
+        return Claim(event.id, ClaimState.CLAIMED, token, attempt=int(answer[1]),
+                     outcomes=load_outcomes(answer[2]), trigger=event.trigger)
 
-    def record(self, claim: Claim, name: str, *, ok: bool, error: str | None,
-               started_at: float, finished_at: float) -> None:
-        self._call(self._record_script, keys=self._record_keys(claim),
-                   args=self._record_args(Run(name, ok, error, started_at, finished_at)))
-
-    def finish(self, claim: Claim, *, ok: bool, last: Run | None = None) -> None:
-        if last is None:
-            return self._finish(claim, ok=ok)
-        pipe = self.client.pipeline(transaction=False)  # one round trip for both scripts
-        self._record_script(keys=self._record_keys(claim), args=self._record_args(last), client=pipe)
-        self._finish_script(keys=self._finish_keys(claim), args=self._finish_args(claim, ok), client=pipe)
-        self._call(pipe.execute)
-        return None
-
-    def _record_keys(self, claim: Claim) -> list[str]:
-        return [self._key("outcomes", claim.event_id), self._key("event", claim.event_id)]
-
-    @staticmethod
-    def _record_args(run: Run) -> list[Any]:
-        outcome = json.dumps({"ok": run.ok, "error": run.error, "started_at": run.started_at,
-                              "finished_at": run.finished_at})
-        return [run.name, outcome, run.finished_at]
-
-    def _finish_keys(self, claim: Claim) -> list[str]:
-        return [self._key("event", claim.event_id), self._key("lease", claim.event_id)]
-
-    @staticmethod
-    def _finish_args(claim: Claim, ok: bool) -> list[Any]:
-        return [claim.token, (EventStatus.PROCESSED if ok else EventStatus.FAILED).value, time.time()]
-
-    def _finish(self, claim: Claim, *, ok: bool) -> None:
-        self._call(self._finish_script, keys=self._finish_keys(claim), args=self._finish_args(claim, ok))
+    def claim_due(self) -> Claim | None:
+        token = uuid.uuid4().hex
+        answer = self._call(self._claim_due_script, keys=[self._queue_key, self._leases_key],
+                            args=[token, self._lease_ms, f"{self.prefix}:event:"])
+        if not answer:
+            return None
+        event_id, attempts, trigger, raw, outcomes = answer
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = raw.decode(errors="replace")  # the worker reports it as unreadable
+        return Claim(event_id.decode(), ClaimState.CLAIMED, token, attempt=int(attempts),
+                     outcomes=load_outcomes(outcomes), trigger=trigger.decode(), raw=body)
 
     def accept(self, event: Event) -> EventStatus | None:
-        answer = self._call(self._accept_script, keys=[self._key("event", event.id), self._key("events")],
-                            args=[time.time(), event.trigger, json.dumps(event.raw), event.id])
+        answer = self._call(self._accept_script,
+                            keys=[self._key("event", event.id), self._queue_key, self._events_key],
+                            args=[event.id, event.trigger, json.dumps(event.raw)])
         return None if answer is None else EventStatus(answer.decode())
 
+    def count_due(self) -> int:
+        return int(self._call(self._count_due_script, keys=[self._queue_key, self._leases_key]))
+
+    # -- writes under a claim (fenced) --------------------------------------------
+
+    def renew(self, claim: Claim) -> bool:
+        return bool(self._call(self._renew_script, keys=[self._key("event", claim.event_id), self._leases_key],
+                               args=[claim.event_id, claim.token, self._lease_ms]))
+
+    def record(self, claim: Claim, run: Run) -> bool:
+        outcomes = claim.with_run(run)
+        written = bool(self._call(self._record_script, keys=[self._key("event", claim.event_id)],
+                                  args=[claim.token, dump_outcomes(outcomes), run.finished_at]))
+        if written:
+            claim.outcomes = outcomes
+        return written
+
+    def finish(self, claim: Claim, *, ok: bool, last: Run | None = None, retry_at: float | None = None,
+               error: str | None = None) -> bool:
+        outcomes = claim.with_run(last)
+        if ok:
+            status, delay = EventStatus.PROCESSED, ""
+        elif retry_at is not None:  # sent as a delay: the script adds it to the server's clock
+            status, delay = EventStatus.PENDING, str(max(0, int((retry_at - time.time()) * 1000)))
+        else:
+            status, delay = EventStatus.FAILED, ""
+        written = bool(self._call(
+            self._finish_script,
+            keys=[self._key("event", claim.event_id), self._queue_key, self._leases_key],
+            args=[claim.event_id, claim.token, status.value, dump_outcomes(outcomes), error or "", delay]))
+        if written:
+            claim.outcomes = outcomes
+        return written
+
+    # -- reading and housekeeping -------------------------------------------------------
+
     def get(self, event_id: str) -> StoredEvent | None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(self._key("event", event_id))
-        pipe.hgetall(self._key("outcomes", event_id))
-        fields, outcomes = self._call(pipe.execute)
-        return self._stored(event_id, fields, outcomes) if fields else None
+        fields = self._call(self.client.hgetall, self._key("event", event_id))
+        return _stored(event_id, fields) if fields else None
+
+    def _read(self, ids: list[str]) -> list[tuple[str, dict[bytes, bytes]]]:
+        """The hashes of *ids*, one round trip per batch."""
+        found: list[tuple[str, dict[bytes, bytes]]] = []
+        for start in range(0, len(ids), _BATCH):
+            batch = ids[start:start + _BATCH]
+            pipe = self.client.pipeline(transaction=False)
+            for event_id in batch:
+                pipe.hgetall(self._key("event", event_id))
+            found.extend(zip(batch, self._call(pipe.execute)))
+        return found
 
     def events(self, *, status: EventStatus | None = None, trigger: str | None = None,
                since: float | None = None, limit: int | None = None) -> list[StoredEvent]:
-        ids = self._call(self.client.zrevrangebyscore, self._key("events"), "+inf",
-                         since if since is not None else "-inf")
+        ids = [i.decode() for i in self._call(self.client.zrevrangebyscore, self._events_key, "+inf",
+                                              since if since is not None else "-inf")]
         found: list[StoredEvent] = []
-        for raw_id in ids:
-            stored = self.get(raw_id.decode())
-            if stored is None:
-                continue
-            if (status is None or stored.status is status) and (trigger is None or stored.trigger == trigger):
-                found.append(stored)
-                if limit is not None and len(found) >= limit:
-                    break
+        for start in range(0, len(ids), _BATCH):
+            for event_id, fields in self._read(ids[start:start + _BATCH]):
+                if not fields:
+                    continue
+                stored = _stored(event_id, fields)
+                if (status is None or stored.status is status) and (trigger is None or stored.trigger == trigger):
+                    found.append(stored)
+                    if limit is not None and len(found) >= limit:
+                        return found
         return found
 
     def prune(self, before: float) -> int:
-        ids = self._call(self.client.zrangebyscore, self._key("events"), "-inf", f"({before}")
+        ids = [i.decode() for i in self._call(self.client.zrangebyscore, self._events_key, "-inf", f"({before}")]
         pruned = 0
-        for raw_id in ids:
-            event_id = raw_id.decode()
-            status = self._call(self.client.hget, self._key("event", event_id), "status")
-            if status is not None and status.decode() not in ("processed", "failed"):
+        for start in range(0, len(ids), _BATCH):
+            batch = ids[start:start + _BATCH]
+            pipe = self.client.pipeline(transaction=False)
+            for event_id in batch:
+                pipe.hget(self._key("event", event_id), "status")
+            statuses = self._call(pipe.execute)
+            old = [i for i, s in zip(batch, statuses) if s is None or s.decode() in ("processed", "failed")]
+            pruned += sum(1 for s in statuses if s is not None and s.decode() in ("processed", "failed"))
+            if not old:
                 continue
-            self._call(self.client.delete, self._key("event", event_id), self._key("outcomes", event_id))
-            self._call(self.client.zrem, self._key("events"), event_id)
-            pruned += 1
+            pipe = self.client.pipeline(transaction=True)
+            for event_id in old:
+                # a watch-free delete: only finished events, which no worker writes any more
+                pipe.delete(self._key("event", event_id))
+            pipe.zrem(self._events_key, *old)
+            self._call(pipe.execute)
         return pruned
 
     def close(self) -> None:
         self.client.close()
 
-    def _stored(self, event_id: str, fields: dict[bytes, bytes], outcomes: dict[bytes, bytes]) -> StoredEvent:
-        handlers = {}
-        for raw_name, raw_outcome in outcomes.items():
-            name, data = raw_name.decode(), json.loads(raw_outcome)
-            handlers[name] = HandlerOutcome(name, bool(data["ok"]), data.get("error"), int(data["attempts"]),
-                                            float(data["started_at"]), float(data["finished_at"]))
-        return StoredEvent(
-            id=event_id,
-            trigger=fields[b"trigger"].decode(),
-            status=EventStatus(fields[b"status"].decode()),
-            raw=json.loads(fields[b"raw"]),
-            handlers=handlers,
-            received_at=float(fields[b"received_at"]),
-            updated_at=float(fields[b"updated_at"]),
-        )
+
+def _stored(event_id: str, fields: dict[bytes, bytes]) -> StoredEvent:
+    raw_text = fields.get(b"raw", b"{}")
+    try:
+        raw: Any = json.loads(raw_text)
+    except ValueError:
+        raw = raw_text.decode(errors="replace")
+    due = fields.get(b"due_at")
+    error = fields.get(b"error")
+    return StoredEvent(
+        id=event_id,
+        trigger=fields[b"trigger"].decode(),
+        status=EventStatus(fields[b"status"].decode()),
+        raw=raw,
+        handlers=load_outcomes(fields.get(b"outcomes")),
+        received_at=float(fields[b"received_at"]),
+        updated_at=float(fields[b"updated_at"]),
+        attempts=int(fields.get(b"attempts", b"0")),
+        due_at=float(due) / 1000 if due else None,
+        error=error.decode() if error else None,
+    )

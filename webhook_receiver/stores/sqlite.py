@@ -18,33 +18,37 @@ from typing import Any, Iterator
 
 from ..errors import StoreUnavailable
 from ..events import Event
-from .base import Claim, ClaimState, EventStatus, EventStore, HandlerOutcome, Run, StoredEvent
+from .base import Claim, ClaimState, EventStatus, EventStore, Run, StoredEvent, dump_outcomes, load_outcomes
 
 __all__ = ["SQLiteStore"]
 
+#: The table and its indexes. ``due_at`` is set only while an event waits in
+#: the queue, ``lease_expires`` only while a worker holds it: the two partial
+#: indexes find due events and expired leases without a scan.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS webhook_events (
+CREATE TABLE IF NOT EXISTS webhook_receiver_events (
     id TEXT PRIMARY KEY,
     trigger_name TEXT NOT NULL,
     status TEXT NOT NULL,
     raw TEXT NOT NULL,
+    outcomes TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
     received_at REAL NOT NULL,
     updated_at REAL NOT NULL,
+    due_at REAL,
     lease_token TEXT,
     lease_expires REAL
 );
-CREATE INDEX IF NOT EXISTS webhook_events_received ON webhook_events (received_at);
-CREATE TABLE IF NOT EXISTS webhook_outcomes (
-    event_id TEXT NOT NULL REFERENCES webhook_events (id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    ok INTEGER NOT NULL,
-    error TEXT,
-    attempts INTEGER NOT NULL,
-    started_at REAL NOT NULL,
-    finished_at REAL NOT NULL,
-    PRIMARY KEY (event_id, name)
-);
+CREATE INDEX IF NOT EXISTS webhook_receiver_events_received ON webhook_receiver_events (received_at);
+CREATE INDEX IF NOT EXISTS webhook_receiver_events_due ON webhook_receiver_events (due_at)
+    WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS webhook_receiver_events_lease ON webhook_receiver_events (lease_expires)
+    WHERE lease_expires IS NOT NULL;
 """
+
+_TABLE = "webhook_receiver_events"
+_COLUMNS = "id, trigger_name, status, raw, outcomes, received_at, updated_at, attempts, due_at, error"
 
 
 class SQLiteStore(EventStore):
@@ -102,7 +106,6 @@ class SQLiteStore(EventStore):
                     raise
                 time.sleep(0.01)
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
         if not self._schema_ready:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -141,95 +144,143 @@ class SQLiteStore(EventStore):
     def close(self) -> None:
         self._drop_connection()
 
+    @contextmanager
+    def _autocommit(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one statement that is its own transaction."""
+        try:
+            yield self._connection()
+        except sqlite3.Error as exc:
+            self._drop_connection()
+            raise StoreUnavailable(self.name, f"{type(exc).__name__}: {exc}") from None
+
     # -- the protocol ------------------------------------------------------------------
+
+    def _new_token(self, now: float) -> tuple[str, float]:
+        return uuid.uuid4().hex, now + self.lease_seconds
 
     def claim(self, event: Event) -> Claim:
         now = time.time()
-        token = uuid.uuid4().hex
-        expires = now + self.lease_seconds
-        with self._transaction() as conn:
+        token, expires = self._new_token(now)
+        with self._autocommit() as conn:  # the common case, a new event, is one statement
             inserted = conn.execute(
-                "INSERT INTO webhook_events (id, trigger_name, status, raw, received_at, updated_at,"
-                " lease_token, lease_expires) VALUES (?, ?, 'processing', ?, ?, ?, ?, ?)"
+                f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, attempts, received_at, updated_at,"
+                " lease_token, lease_expires) VALUES (?, ?, 'processing', ?, 1, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO NOTHING",
                 (event.id, event.trigger, json.dumps(event.raw), now, now, token, expires),
             ).rowcount
-            if inserted:
-                return Claim(event.id, ClaimState.CLAIMED, token)
-            status, lease_expires = conn.execute(
-                "SELECT status, lease_expires FROM webhook_events WHERE id = ?", (event.id,)
-            ).fetchone()
+        if inserted:
+            return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
+        with self._transaction() as conn:
+            row = conn.execute(f"SELECT status, lease_expires, outcomes, attempts FROM {_TABLE} WHERE id = ?",
+                               (event.id,)).fetchone()
+            if row is None:  # pruned in between: store it again
+                conn.execute(
+                    f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, attempts, received_at, updated_at,"
+                    " lease_token, lease_expires) VALUES (?, ?, 'processing', ?, 1, ?, ?, ?, ?)",
+                    (event.id, event.trigger, json.dumps(event.raw), now, now, token, expires))
+                return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
+            status, lease_expires, outcomes, attempts = row
             if status == EventStatus.PROCESSED.value:
                 return Claim(event.id, ClaimState.DONE)
             if status == EventStatus.PROCESSING.value and lease_expires is not None and lease_expires > now:
                 return Claim(event.id, ClaimState.BUSY)
-            conn.execute(
-                "UPDATE webhook_events SET status = 'processing', lease_token = ?, lease_expires = ?,"
-                " updated_at = ? WHERE id = ?",
-                (token, expires, now, event.id),
-            )
-            succeeded = frozenset(
-                name for (name,) in conn.execute(
-                    "SELECT name FROM webhook_outcomes WHERE event_id = ? AND ok = 1", (event.id,))
-            )
-            return Claim(event.id, ClaimState.CLAIMED, token, succeeded)
-
-    def record(self, claim: Claim, name: str, *, ok: bool, error: str | None,
-               started_at: float, finished_at: float) -> None:
-        with self._transaction() as conn:
-            self._record(conn, claim, Run(name, ok, error, started_at, finished_at))
-
-    def finish(self, claim: Claim, *, ok: bool, last: Run | None = None) -> None:
-        with self._transaction() as conn:  # one write for the last outcome and the status
-            if last is not None:
-                self._record(conn, claim, last)
-            self._set_finished(conn, claim, ok)
-
-    def _finish(self, claim: Claim, *, ok: bool) -> None:
-        with self._transaction() as conn:
-            self._set_finished(conn, claim, ok)
+            self._take(conn, event.id, token, expires, now)
+            return Claim(event.id, ClaimState.CLAIMED, token, attempt=attempts + 1,
+                         outcomes=load_outcomes(outcomes), trigger=event.trigger)
 
     @staticmethod
-    def _record(conn: sqlite3.Connection, claim: Claim, run: Run) -> None:
+    def _take(conn: sqlite3.Connection, event_id: str, token: str, expires: float, now: float) -> None:
         conn.execute(
-            "INSERT INTO webhook_outcomes (event_id, name, ok, error, attempts, started_at, finished_at)"
-            " VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT (event_id, name) DO UPDATE SET ok = excluded.ok,"
-            " error = excluded.error, attempts = attempts + 1, started_at = excluded.started_at,"
-            " finished_at = excluded.finished_at",
-            (claim.event_id, run.name, int(run.ok), run.error, run.started_at, run.finished_at),
-        )
-        conn.execute("UPDATE webhook_events SET updated_at = ? WHERE id = ?", (run.finished_at, claim.event_id))
+            f"UPDATE {_TABLE} SET status = 'processing', due_at = NULL, lease_token = ?, lease_expires = ?,"
+            " attempts = attempts + 1, updated_at = ? WHERE id = ?", (token, expires, now, event_id))
 
-    @staticmethod
-    def _set_finished(conn: sqlite3.Connection, claim: Claim, ok: bool) -> None:
-        status = EventStatus.PROCESSED if ok else EventStatus.FAILED
-        conn.execute(
-            "UPDATE webhook_events SET status = ?, lease_token = NULL, lease_expires = NULL,"
-            " updated_at = ? WHERE id = ? AND lease_token = ?",
-            (status.value, time.time(), claim.event_id, claim.token),
-        )
+    _DUE = f"SELECT id FROM {_TABLE} WHERE due_at <= ? ORDER BY due_at LIMIT 1"
+    _EXPIRED = f"SELECT id FROM {_TABLE} WHERE lease_expires <= ? ORDER BY lease_expires LIMIT 1"
+
+    def claim_due(self) -> Claim | None:
+        now = time.time()
+        with self._autocommit() as conn:  # a read first: idle workers take no write lock
+            if conn.execute(self._DUE, (now,)).fetchone() is None and \
+                    conn.execute(self._EXPIRED, (now,)).fetchone() is None:
+                return None
+        token, expires = self._new_token(now)
+        with self._transaction() as conn:
+            row = conn.execute(self._DUE, (now,)).fetchone() or conn.execute(self._EXPIRED, (now,)).fetchone()
+            if row is None:
+                return None  # another worker was quicker
+            event_id = row[0]
+            self._take(conn, event_id, token, expires, now)
+            trigger, raw, outcomes, attempts = conn.execute(
+                f"SELECT trigger_name, raw, outcomes, attempts FROM {_TABLE} WHERE id = ?", (event_id,)).fetchone()
+        return Claim(event_id, ClaimState.CLAIMED, token, attempt=attempts, outcomes=load_outcomes(outcomes),
+                     trigger=trigger, raw=_loads_raw(raw))
 
     def accept(self, event: Event) -> EventStatus | None:
         now = time.time()
-        with self._transaction() as conn:
-            row = conn.execute("SELECT status FROM webhook_events WHERE id = ?", (event.id,)).fetchone()
-            if row is not None:
-                return EventStatus(row[0])
-            conn.execute(
-                "INSERT INTO webhook_events (id, trigger_name, status, raw, received_at, updated_at)"
-                " VALUES (?, ?, 'pending', ?, ?, ?)",
-                (event.id, event.trigger, json.dumps(event.raw), now, now),
-            )
+        with self._autocommit() as conn:
+            inserted = conn.execute(
+                f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, received_at, updated_at, due_at)"
+                " VALUES (?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (event.id, event.trigger, json.dumps(event.raw), now, now, now),
+            ).rowcount
+        if inserted:
             return None
+        with self._transaction() as conn:
+            row = conn.execute(f"SELECT status FROM {_TABLE} WHERE id = ?", (event.id,)).fetchone()
+            if row is None:
+                return self.accept(event)
+            if row[0] == EventStatus.FAILED.value:
+                conn.execute(f"UPDATE {_TABLE} SET status = 'pending', due_at = ?, updated_at = ? WHERE id = ?",
+                             (now, now, event.id))
+            return EventStatus(row[0])
+
+    def count_due(self) -> int:
+        now = time.time()
+        with self._autocommit() as conn:
+            due = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE due_at <= ?", (now,)).fetchone()[0]
+            expired = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE lease_expires <= ?", (now,)).fetchone()[0]
+        return int(due) + int(expired)
+
+    def renew(self, claim: Claim) -> bool:
+        now = time.time()
+        with self._autocommit() as conn:
+            return conn.execute(
+                f"UPDATE {_TABLE} SET lease_expires = ? WHERE id = ? AND lease_token = ?",
+                (now + self.lease_seconds, claim.event_id, claim.token)).rowcount == 1
+
+    def record(self, claim: Claim, run: Run) -> bool:
+        outcomes = claim.with_run(run)
+        with self._autocommit() as conn:
+            written = conn.execute(
+                f"UPDATE {_TABLE} SET outcomes = ?, updated_at = ? WHERE id = ? AND lease_token = ?",
+                (dump_outcomes(outcomes), run.finished_at, claim.event_id, claim.token)).rowcount == 1
+        if written:
+            claim.outcomes = outcomes
+        return written
+
+    def finish(self, claim: Claim, *, ok: bool, last: Run | None = None, retry_at: float | None = None,
+               error: str | None = None) -> bool:
+        outcomes = claim.with_run(last)
+        if ok:
+            status, due_at = EventStatus.PROCESSED, None
+        elif retry_at is not None:
+            status, due_at = EventStatus.PENDING, retry_at
+        else:
+            status, due_at = EventStatus.FAILED, None
+        with self._autocommit() as conn:  # one statement: the outcomes, the status, the lease
+            written = conn.execute(
+                f"UPDATE {_TABLE} SET status = ?, outcomes = ?, error = ?, due_at = ?, lease_token = NULL,"
+                " lease_expires = NULL, updated_at = ? WHERE id = ? AND lease_token = ?",
+                (status.value, dump_outcomes(outcomes), error, due_at, time.time(), claim.event_id, claim.token),
+            ).rowcount == 1
+        if written:
+            claim.outcomes = outcomes
+        return written
 
     def get(self, event_id: str) -> StoredEvent | None:
-        with self._transaction(write=False) as conn:
-            row = conn.execute(
-                "SELECT id, trigger_name, status, raw, received_at, updated_at FROM webhook_events"
-                " WHERE id = ?", (event_id,)).fetchone()
-            if row is None:
-                return None
-            return self._stored(conn, row)
+        with self._autocommit() as conn:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM {_TABLE} WHERE id = ?", (event_id,)).fetchone()
+        return None if row is None else _stored(row)
 
     def events(self, *, status: EventStatus | None = None, trigger: str | None = None,
                since: float | None = None, limit: int | None = None) -> list[StoredEvent]:
@@ -243,30 +294,33 @@ class SQLiteStore(EventStore):
         if since is not None:
             where.append("received_at >= ?")
             params.append(since)
-        sql = "SELECT id, trigger_name, status, raw, received_at, updated_at FROM webhook_events"
+        sql = f"SELECT {_COLUMNS} FROM {_TABLE}"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY received_at DESC, rowid DESC"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        with self._transaction(write=False) as conn:
-            return [self._stored(conn, row) for row in conn.execute(sql, params).fetchall()]
+        with self._autocommit() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [_stored(row) for row in rows]
 
     def prune(self, before: float) -> int:
-        with self._transaction() as conn:
-            cursor = conn.execute(
-                "DELETE FROM webhook_events WHERE received_at < ? AND status IN ('processed', 'failed')",
-                (before,))
-            return cursor.rowcount
+        with self._autocommit() as conn:
+            return int(conn.execute(
+                f"DELETE FROM {_TABLE} WHERE received_at < ? AND status IN ('processed', 'failed')",
+                (before,)).rowcount)
 
-    def _stored(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> StoredEvent:
-        event_id, trigger, status, raw, received_at, updated_at = row
-        handlers = {
-            name: HandlerOutcome(name, bool(ok), error, attempts, started, finished)
-            for name, ok, error, attempts, started, finished in conn.execute(
-                "SELECT name, ok, error, attempts, started_at, finished_at FROM webhook_outcomes"
-                " WHERE event_id = ? ORDER BY started_at", (event_id,))
-        }
-        return StoredEvent(event_id, trigger, EventStatus(status), json.loads(raw), handlers,
-                           received_at, updated_at)
+
+def _loads_raw(text: str) -> Any:
+    """The stored body; a row that does not decode is handed on as text, for the worker to report."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _stored(row: tuple[Any, ...]) -> StoredEvent:
+    event_id, trigger, status, raw, outcomes, received_at, updated_at, attempts, due_at, error = row
+    return StoredEvent(event_id, trigger, EventStatus(status), _loads_raw(raw), load_outcomes(outcomes),
+                       received_at, updated_at, attempts, due_at, error)

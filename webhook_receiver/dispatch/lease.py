@@ -1,0 +1,102 @@
+"""Keeping leases alive: one heartbeat thread per process renews the claims of running handlers."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from ..errors import StoreUnavailable
+from ..stores.base import Claim, EventStore
+
+__all__ = ["HEARTBEAT", "Heartbeat"]
+
+logger = logging.getLogger("webhook_receiver")
+
+#: Renew a lease when this fraction of it has passed since the last renewal.
+RENEW_FRACTION = 1 / 3
+
+
+class Heartbeat:
+    """Renews the lease of every registered claim at a third of its length.
+
+    A renewal that finds the lease taken over marks the claim
+    :attr:`~webhook_receiver.stores.Claim.lost`; the worker then stops
+    recording and running handlers for it. A store that cannot answer is
+    tried again at the next beat. The thread starts on first use, again in a
+    forked child, and is a daemon: it never keeps a process alive.
+    """
+
+    def __init__(self) -> None:
+        self._claims: dict[int, tuple[EventStore, Claim, float]] = {}  # id(claim) -> (store, claim, next beat)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._next = float("inf")
+        self._pid = 0
+
+    @contextmanager
+    def keep(self, store: EventStore, claim: Claim) -> Iterator[Claim]:
+        """Renew *claim*'s lease for as long as the block runs."""
+        due = time.monotonic() + store.lease_seconds * RENEW_FRACTION
+        key = id(claim)
+        with self._lock:
+            self._claims[key] = (store, claim, due)
+            if self._pid != os.getpid():
+                self._start()
+            wake = due < self._next
+        if wake:
+            self._wake.set()
+        try:
+            yield claim
+        finally:
+            with self._lock:
+                self._claims.pop(key, None)
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._wake = threading.Event()
+        thread = threading.Thread(target=self._loop, name="webhook-receiver-heartbeat", daemon=True)
+        thread.start()
+
+    def _loop(self) -> None:
+        pid = os.getpid()
+        while self._pid == pid:
+            now = time.monotonic()
+            with self._lock:
+                due = [(key, store, claim) for key, (store, claim, at) in self._claims.items() if at <= now]
+            for key, store, claim in due:
+                self._renew(key, store, claim)
+            with self._lock:
+                self._next = min((at for _, _, at in self._claims.values()), default=now + 1.0)
+                wake = self._wake
+            wake.wait(max(0.01, self._next - time.monotonic()))
+            wake.clear()
+
+    def _renew(self, key: int, store: EventStore, claim: Claim) -> None:
+        try:
+            kept = store.renew(claim)
+        except StoreUnavailable as exc:
+            logger.warning("event %s: cannot renew the lease: %s", claim.event_id, exc)
+            retry = time.monotonic() + min(1.0, store.lease_seconds * RENEW_FRACTION / 2)
+            self._reschedule(key, retry)
+            return
+        if not kept:
+            claim.lost = True
+            logger.warning("event %s: the lease was taken over by another worker; this one stops"
+                           " recording for it", claim.event_id)
+            with self._lock:
+                self._claims.pop(key, None)
+            return
+        self._reschedule(key, time.monotonic() + store.lease_seconds * RENEW_FRACTION)
+
+    def _reschedule(self, key: int, at: float) -> None:
+        with self._lock:
+            entry = self._claims.get(key)
+            if entry is not None:
+                self._claims[key] = (entry[0], entry[1], at)
+
+
+#: The process's heartbeat.
+HEARTBEAT = Heartbeat()
