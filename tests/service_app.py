@@ -7,7 +7,9 @@ workers build the same app:
 key prefix; ``WHR_DISPATCH`` dispatch mode; ``WHR_LEASE`` lease seconds;
 ``WHR_BROKER`` Celery broker URL; ``WHR_QUEUE`` Celery queue; ``WHR_OUTPUT``
 the file each handler run appends to; ``WHR_SLEEP`` seconds the handler
-sleeps; ``WHR_FAIL_ONCE`` makes the handler fail the first run of each event.
+sleeps; ``WHR_FAIL_ONCE`` makes the handler fail the first run of each event;
+``WHR_THREADS`` and ``WHR_MAX_BACKLOG`` set the worker threads and the backlog
+limit of thread dispatch.
 """
 from __future__ import annotations
 
@@ -61,6 +63,8 @@ def create_app() -> Flask:
         WEBHOOK_RECEIVER_LEASE_SECONDS=float(os.environ.get("WHR_LEASE", "60")),
         WEBHOOK_RECEIVER_RETRY_BACKOFF=0.2,
         WEBHOOK_RECEIVER_MAX_ATTEMPTS=3,
+        WEBHOOK_RECEIVER_THREADS=int(os.environ.get("WHR_THREADS", "4")),
+        WEBHOOK_RECEIVER_MAX_BACKLOG=int(os.environ.get("WHR_MAX_BACKLOG", "10000")),
     )
     celery = None
     if app.config["WEBHOOK_RECEIVER_DISPATCH"] == "celery":

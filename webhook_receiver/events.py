@@ -146,6 +146,20 @@ class Event:
         return cls._build(raw, trigger)
 
     @classmethod
+    def from_stored(cls, raw: Mapping[str, Any]) -> Event:
+        """Rebuild an event from the body a store kept, which is redacted already.
+
+        Unlike :meth:`from_dict` it walks no nested value, so whatever the
+        endpoint accepted can be rebuilt, however deeply nested.
+
+        :param raw: the stored body.
+        :raises InvalidEvent: if it is not an event body.
+        """
+        if not isinstance(raw, Mapping):
+            raise InvalidEvent(f"the stored body is {_json_type(raw)}, not an object")
+        return cls._build(dict(raw), None)
+
+    @classmethod
     def _build(cls, raw: dict[str, Any], trigger: str | None) -> Event:
         """Check the fields of a redacted body, which becomes :attr:`raw`."""
         event_id = _required_str(raw, "id")

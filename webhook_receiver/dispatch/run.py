@@ -159,7 +159,7 @@ def run_claimed(app: Any, receiver: WebhookReceiver, store: EventStore, claim: C
     :raises StoreUnavailable: if an outcome cannot be written.
     """
     try:
-        event = Event.from_dict(claim.raw)  # type: ignore[arg-type]
+        event = Event.from_stored(claim.raw)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001 - whatever it is, it must not block the queue
         reason = f"the stored body cannot be rebuilt: {describe(exc)}"
         if finish_durably(store, claim, ok=False, error=reason, stopping=stopping):
@@ -235,7 +235,7 @@ def process_stored(sender: Any, receiver: WebhookReceiver, store: EventStore, ev
     if stored is None:
         return ProcessResult("missing")
     try:
-        event = Event.from_dict(stored.raw)
+        event = Event.from_stored(stored.raw)
     except Exception as exc:  # noqa: BLE001 - reported, and the caller carries on
         return ProcessResult("unreadable", error=describe(exc))
     claim = store.claim(event)
