@@ -2,7 +2,13 @@
 
 ``receiver_app``: the webhook receiver with one trivial handler. ``bare_app``:
 a plain Flask endpoint that only parses the same JSON body and answers in the
-same shape: the floor any receiver is measured against.
+same shape: the floor of any receiver. ``floor_sqlite_app`` and
+``floor_redis_app``: the floor of a *durable* exactly-once receiver, a plain
+Flask endpoint doing only what any such receiver must (parse; claim the id
+with the body in one write; run the handler; mark it processed in a second
+write), with SQLite (WAL, ``synchronous=NORMAL``, ``INSERT .. ON CONFLICT DO
+NOTHING`` then ``UPDATE``, each its own transaction) or Redis (``SET NX`` with
+the body, then ``SET`` the status). They check no secret and keep no outcome.
 
 The receiver is configured from the environment, so that one benchmark run
 can compare stores and dispatch modes: ``BENCH_STORE`` (``memory://`` by
@@ -17,6 +23,9 @@ import os
 import tempfile
 import time
 from typing import Any
+
+import sqlite3
+import threading
 
 from flask import Flask, request
 
@@ -50,6 +59,7 @@ receiver_app.config.update(
     WEBHOOK_RECEIVER_REDIS_PREFIX=os.environ.get("BENCH_PREFIX", "whr-bench"),
     WEBHOOK_RECEIVER_DISPATCH=os.environ.get("BENCH_DISPATCH", "inline"),
     WEBHOOK_RECEIVER_THREADS=int(os.environ.get("BENCH_THREADS", "8")),
+    WEBHOOK_RECEIVER_MAX_BACKLOG=int(os.environ.get("BENCH_MAX_BACKLOG", "10000")),
 )
 celery: Any = None
 if receiver_app.config["WEBHOOK_RECEIVER_DISPATCH"] == "celery":
@@ -67,3 +77,62 @@ bare_app = Flask("bench_bare")
 def bare() -> Any:
     body = request.get_json(force=True)
     return {"id": body["id"], "status": "processed"}
+
+
+floor_sqlite_app = Flask("bench_floor_sqlite", instance_path=os.environ.get("BENCH_INSTANCE") or tempfile.mkdtemp())
+_floor_local = threading.local()
+
+
+def _floor_db() -> sqlite3.Connection:
+    conn: sqlite3.Connection | None = getattr(_floor_local, "conn", None)
+    if conn is None:
+        os.makedirs(floor_sqlite_app.instance_path, exist_ok=True)
+        conn = sqlite3.connect(os.path.join(floor_sqlite_app.instance_path, "floor.sqlite3"), timeout=5,
+                               isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, body TEXT NOT NULL,"
+                     " status TEXT NOT NULL)")
+        _floor_local.conn = conn
+    return conn
+
+
+@floor_sqlite_app.post("/webhooks/moltin")
+def floor_sqlite() -> Any:
+    raw = request.get_data()
+    body = request.get_json(force=True)
+    conn = _floor_db()
+    claimed = conn.execute("INSERT INTO events (id, body, status) VALUES (?, ?, 'processing')"
+                           " ON CONFLICT (id) DO NOTHING", (body["id"], raw)).rowcount
+    if not claimed:
+        return {"id": body["id"], "status": "duplicate"}
+    handle_floor(body)
+    conn.execute("UPDATE events SET status = 'processed' WHERE id = ?", (body["id"],))
+    return {"id": body["id"], "status": "processed"}
+
+
+floor_redis_app = Flask("bench_floor_redis")
+_floor_redis: Any = None
+
+
+@floor_redis_app.post("/webhooks/moltin")
+def floor_redis() -> Any:
+    global _floor_redis
+    if _floor_redis is None:
+        import redis
+
+        _floor_redis = redis.Redis.from_url(os.environ.get("BENCH_STORE") or "redis://127.0.0.1:6379/13")
+    prefix = os.environ.get("BENCH_PREFIX", "whr-bench") + "-floor"
+    raw = request.get_data()
+    body = request.get_json(force=True)
+    if not _floor_redis.set(f"{prefix}:event:{body['id']}", raw, nx=True):
+        return {"id": body["id"], "status": "duplicate"}
+    handle_floor(body)
+    _floor_redis.set(f"{prefix}:status:{body['id']}", "processed")
+    return {"id": body["id"], "status": "processed"}
+
+
+def handle_floor(body: dict[str, Any]) -> None:
+    """The same trivial handler as the receiver's."""
+    payload = body.get("payload")
+    _ = payload["data"]["id"] if isinstance(payload, dict) else None

@@ -1,21 +1,27 @@
-"""Throughput of the receiver against a bare Flask endpoint parsing the same body.
+"""Throughput of the receiver against its floor, side by side in one run.
 
 Both apps run under gunicorn with 2 sync workers on 127.0.0.1; wrk (Debian's
-``wrk`` package) loads them with the same realistic ``order.paid`` delivery, a
-fresh event id per request, in alternated runs over several rounds. The figure
-that counts is the ratio of the median requests per second, receiver / bare.
+``wrk`` package) loads them with the same ``order.paid`` delivery, a fresh
+event id per request, in alternated runs over several rounds. The figure that
+counts is the ratio of the median requests per second, receiver / floor.
 
 Run it by hand from the repository root::
 
     python bench/throughput.py --rounds 5 --seconds 10
-    python bench/throughput.py --store sqlite --rounds 5 --seconds 10
-    python bench/throughput.py --store redis --rounds 5 --seconds 10
-    python bench/throughput.py --dispatch thread --handler-sleep 1 --store sqlite
+    python bench/throughput.py --store sqlite --floor durable --rounds 5 --seconds 10
+    python bench/throughput.py --store redis --floor durable --rounds 5 --seconds 10
+    python bench/throughput.py --store sqlite --dispatch thread --handler-sleep 1 --rounds 3 --seconds 10
 
 ``--store`` picks the receiver's store (``memory``, ``sqlite`` in a fresh
 instance folder, ``redis`` at 127.0.0.1:6379/13 under a fresh prefix);
 ``--dispatch`` and ``--handler-sleep`` set the dispatch mode and how long the
-handler takes.
+handler takes. ``--floor`` picks what the receiver is compared with:
+``bare`` (a Flask endpoint that only parses the body) or ``durable`` (the
+floor of a durable exactly-once receiver on the same store: see
+``bench/apps.py``). ``--body`` picks the delivery: ``typical`` (about 5 kB,
+both ``resources`` and ``payload``, as upstream's ``order.paid``) or
+``small`` (about 0.9 kB, ``payload`` only). With background dispatch the
+resident memory of each receiver worker is printed at the start and the end.
 
 Needs ``pip install -e ".[dev]"`` (gunicorn) and ``apt-get install wrk``.
 """
@@ -39,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.apps import SECRET  # noqa: E402
-from webhook_receiver.testing import make_event  # noqa: E402
+from webhook_receiver.testing import make_event, sample_resource  # noqa: E402
 
 LUA = r"""
 local counter = 0
@@ -103,6 +109,38 @@ def start_gunicorn(app: str, port: int, workers: int, env: dict[str, str] | None
     return proc
 
 
+def delivery_body(kind: str) -> dict[str, Any]:
+    """The benchmark's ``order.paid`` delivery, with the ``configuration`` echo upstream adds."""
+    if kind == "small":
+        data, _ = sample_resource("order.paid")
+        body = make_event("order.paid", {k: data[k] for k in ("type", "id", "status", "payment", "shipping",
+                                                              "customer", "meta") if k in data},
+                          event_id="EVENT_ID", form="payload")
+    else:
+        data, included = sample_resource("order.paid")
+        items = (included or {}).get("items", [])
+        if items:  # an order of four lines, as a typical shop's
+            included = dict(included, items=[dict(items[n % len(items)], id=f"{n:08d}-line")
+                                             for n in range(4)])
+        body = make_event("order.paid", data, event_id="EVENT_ID")
+        body["resources"] = json.dumps({"data": data, "included": included})
+        body["payload"] = {"data": data, "included": included}
+        body.update(store_id="5f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b", org_id="0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d")
+    body["configuration"] = {"url": "http://127.0.0.1/webhooks/moltin", "secret_key": SECRET}
+    return body
+
+
+def rss_mib(master: int) -> str:
+    """The resident memory of each child of gunicorn's *master*, in MiB."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    sizes = []
+    for pid in children:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                sizes.append(f"{int(line.split()[1]) / 1024:.1f}")
+    return " + ".join(sizes) + " MiB"
+
+
 def run_wrk(port: int, script: str, seconds: int, connections: int, threads: int) -> dict[str, Any]:
     out = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
@@ -131,16 +169,18 @@ def main() -> int:
     parser.add_argument("--store", choices=["memory", "sqlite", "redis"], default="memory")
     parser.add_argument("--dispatch", choices=["inline", "thread"], default="inline")
     parser.add_argument("--handler-sleep", type=float, default=0.0)
+    parser.add_argument("--floor", choices=["bare", "durable"], default="bare")
+    parser.add_argument("--body", choices=["typical", "small"], default="typical")
     args = parser.parse_args()
+    if args.floor == "durable" and args.store == "memory":
+        parser.error("--floor durable needs --store sqlite or --store redis")
     if not shutil.which("wrk"):
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
 
-    body = json.dumps(make_event("order.paid", event_id="EVENT_ID"))
-    body_with_echo = json.loads(body)
-    body_with_echo["configuration"] = {"url": "http://127.0.0.1/webhooks/moltin", "secret_key": SECRET}
-    body = json.dumps(body_with_echo)
-    print(f"body: {len(body)} bytes; {args.rounds} rounds x {args.seconds}s per app; "
+    body = json.dumps(delivery_body(args.body))
+    floor = "bare_app" if args.floor == "bare" else f"floor_{args.store}_app"
+    print(f"body: {len(body)} bytes; {args.rounds} rounds x {args.seconds}s per app; floor {floor}; "
           f"gunicorn -w {args.workers}; wrk -t{args.threads} -c{args.connections}; "
           f"receiver: store {args.store}, dispatch {args.dispatch}, handler sleeps {args.handler_sleep:g} s")
     instance = tempfile.mkdtemp(prefix="whr-bench-")
@@ -150,16 +190,19 @@ def main() -> int:
         "BENCH_INSTANCE": instance,
         "BENCH_DISPATCH": args.dispatch,
         "BENCH_SLEEP": str(args.handler_sleep),
+        "BENCH_MAX_BACKLOG": "10000000",
     }
 
-    results: dict[str, list[dict[str, Any]]] = {"receiver_app": [], "bare_app": []}
+    results: dict[str, list[dict[str, Any]]] = {"receiver_app": [], floor: []}
     procs = {}
     ports = {}
     try:
         for app in results:
             ports[app] = free_port()
-            procs[app] = start_gunicorn(app, ports[app], args.workers,
-                                        receiver_env if app == "receiver_app" else None)
+            procs[app] = start_gunicorn(app, ports[app], args.workers, receiver_env)
+        time.sleep(1)
+        if args.dispatch != "inline":
+            print(f"receiver workers' RSS at start: {rss_mib(procs['receiver_app'].pid)}")
         with tempfile.TemporaryDirectory() as tmp:
             for round_no in range(args.rounds):
                 order = list(results) if round_no % 2 == 0 else list(reversed(results))
@@ -170,6 +213,8 @@ def main() -> int:
                     results[app].append(result)
                     print(f"round {round_no + 1} {app:<13} {result['rps']:9.1f} req/s  "
                           f"p50 {result['p50']:>8}  p99 {result['p99']:>8}  non-2xx {result['non2xx']}")
+        if args.dispatch != "inline":
+            print(f"receiver workers' RSS at end:   {rss_mib(procs['receiver_app'].pid)}")
     finally:
         for proc in procs.values():
             proc.terminate()
@@ -185,10 +230,10 @@ def main() -> int:
             subprocess.run(["redis-cli", "-n", "13", "FLUSHDB"], capture_output=True)
 
     receiver_rps = statistics.median(r["rps"] for r in results["receiver_app"])
-    bare_rps = statistics.median(r["rps"] for r in results["bare_app"])
+    floor_rps = statistics.median(r["rps"] for r in results[floor])
     failures = sum(r["non2xx"] for rs in results.values() for r in rs)
-    print(f"\nmedian receiver {receiver_rps:.1f} req/s, bare {bare_rps:.1f} req/s, "
-          f"ratio receiver/bare {receiver_rps / bare_rps:.3f}; non-2xx answers: {failures}")
+    print(f"\nmedian receiver {receiver_rps:.1f} req/s, {floor} {floor_rps:.1f} req/s, "
+          f"ratio receiver/floor {receiver_rps / floor_rps:.3f}; non-2xx answers: {failures}")
     return 0 if failures == 0 else 1
 
 

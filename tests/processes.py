@@ -51,10 +51,10 @@ class Processes:
         self.procs.append(proc)
         return proc
 
-    def gunicorn(self, log: Path, workers: int = 2, timeout: int = 60) -> str:
+    def gunicorn(self, log: Path, workers: int = 2, timeout: int = 60, graceful: int = 1) -> str:
         port = free_port()
         self.start([sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
-                    "--timeout", str(timeout), "--graceful-timeout", "1", "tests.service_app:app"], log)
+                    "--timeout", str(timeout), "--graceful-timeout", str(graceful), "tests.service_app:app"], log)
         wait_for(lambda: port_open(port), 30, f"gunicorn on port {port} ({log})")
         return f"http://127.0.0.1:{port}/webhooks/moltin"
 

@@ -115,6 +115,7 @@ def test_celery_broker_down_answers_503_and_keeps_the_event(receiver: WebhookRec
     receiver.init_app(app, celery=celery)
     from webhook_receiver.testing import deliver
 
+    receiver.get_config(app).dispatcher.close()  # no monitor sending wake-ups to a broker that is down
     answer = deliver(app.test_client(), make_event("order.paid", event_id="queued"), secret=SECRET)
     assert answer.status_code == 503
     assert answer.get_json() == {"id": "queued", "status": "unavailable", "error": "the task queue is unavailable"}
@@ -131,9 +132,12 @@ def test_celery_needs_an_app_and_a_shared_store(make_app: Callable[..., Flask],
     memory_app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE="memory://")
     with pytest.raises(RuntimeError, match="cannot see the memory store"):
         WebhookReceiver().init_app(memory_app, celery=Celery("x"))
+    sqlite_app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
     with caplog.at_level(logging.WARNING, logger="webhook_receiver"):
-        WebhookReceiver().init_app(new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET), celery=Celery("y"))
+        WebhookReceiver().init_app(sqlite_app, celery=Celery("y"))
     assert "only workers on this machine can reach" in caplog.text
+    for config in sqlite_app.extensions["webhook_receiver"].values():
+        config.dispatcher.close()
 
 
 @pytest.mark.parametrize(("key", "value"), [("WEBHOOK_RECEIVER_DISPATCH", "later"),

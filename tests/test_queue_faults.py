@@ -96,6 +96,31 @@ def test_thread_dispatch_web_worker_killed_after_202_runs_every_event_after_rest
     store.close()
 
 
+def test_sigterm_lets_running_handlers_finish_and_leaves_the_rest_due(processes: Processes,
+                                                                        tmp_path: Path) -> None:
+    processes.env.update(WHR_DISPATCH="thread", WHR_LEASE="30", WHR_SLEEP="2", WHR_THREADS="1", WHR_GRACE="10")
+    url = processes.gunicorn(tmp_path / "gunicorn.log", workers=1, graceful=15)
+    ids = [f"term-{n}-{uuid.uuid4().hex[:6]}" for n in range(4)]
+    for event_id in ids:
+        assert deliver(url, make_event("order.paid", event_id=event_id), secret=SECRET).status_code == 202
+    wait_for(lambda: lines(tmp_path, "start"), 20, "a handler to start")
+    server = processes.procs[-1]
+    os.kill(server.pid, signal.SIGTERM)  # gunicorn's master: a graceful stop of its worker
+    server.wait(30)
+    assert len(lines(tmp_path, "done")) == 1, "the running handler finished within its grace period"
+    assert len(lines(tmp_path, "start")) == 1, "no new event was taken once the stop began"
+    store = open_store(tmp_path, processes)
+    first = lines(tmp_path, "done")[0]["id"]
+    rest = [i for i in ids if i != first]
+    assert all_processed(store, [first])
+    assert {store.get(i).status for i in rest} == {EventStatus.PENDING}  # type: ignore[union-attr]
+
+    processes.gunicorn(tmp_path / "gunicorn-2.log", workers=1)  # the next deploy; nothing delivered again
+    wait_for(lambda: all_processed(store, ids), 30, f"the rest to run\n{logs_text(tmp_path)}")
+    assert len(lines(tmp_path, "start")) == 4
+    store.close()
+
+
 @pytest.mark.parametrize("what", ["one-of-two-workers", "web-and-worker"])
 def test_celery_dispatch_killed_processes_lose_nothing(processes: Processes, tmp_path: Path, what: str,
                                                        request: pytest.FixtureRequest) -> None:
