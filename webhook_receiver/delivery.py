@@ -27,7 +27,7 @@ from flask import Flask, Request, Response, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
-from . import signals
+from . import fastjson, signals
 from .catalogue import is_event_name
 from .config import ReceiverConfig
 from .errors import BacklogFull, BrokerUnavailable, InvalidEvent, PayloadTooLarge, StoreUnavailable
@@ -81,7 +81,7 @@ def receive(receiver: WebhookReceiver, app: Flask, config: ReceiverConfig) -> Re
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
     answer = _answer(req, receiver, app, config)
     response = app.response_class(
-        json.dumps(answer.body), status=answer.code, mimetype="application/json",
+        fastjson.dumps(answer.body), status=answer.code, mimetype="application/json",
         headers=answer.headers,
     )
     if logger.isEnabledFor(logging.INFO):

@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from . import fastjson
 from .catalogue import OBSERVABLE_EVENTS, is_event_name
 from .errors import InvalidEvent
 
@@ -209,7 +210,7 @@ def _resources(raw: dict[str, Any]) -> dict[str, Any] | None:
         )
     secretive = _may_hold_secrets(value)
     try:
-        decoded = json.loads(value, object_hook=_redact_object) if secretive else json.loads(value)
+        decoded = json.loads(value, object_hook=_redact_object) if secretive else fastjson.loads(value)
     except (ValueError, RecursionError):
         raise InvalidEvent("resources is a string that is not valid JSON", field="resources") from None
     if not isinstance(decoded, dict):
@@ -218,7 +219,7 @@ def _resources(raw: dict[str, Any]) -> dict[str, Any] | None:
             field="resources",
         )
     if secretive:
-        raw["resources"] = json.dumps(decoded, separators=(",", ":"))
+        raw["resources"] = fastjson.dumps(decoded)
     return decoded
 
 
@@ -248,7 +249,7 @@ def _loads_redacted(text: str | bytes) -> Any:
     then redacted in place.
     """
     if not _may_hold_secrets(text):
-        return json.loads(text)
+        return fastjson.loads(text)
     if isinstance(text, bytes):
         first = text.find(b'"secret_key"')
         echo_only = (first >= 0 and text.find(b'"secret_key"', first + 1) < 0
@@ -258,7 +259,7 @@ def _loads_redacted(text: str | bytes) -> Any:
         echo_only = (first >= 0 and text.find('"secret_key"', first + 1) < 0
                      and "client_secret" not in text and "\\u" not in text)
     if echo_only:
-        decoded = json.loads(text)
+        decoded = fastjson.loads(text)
         configuration = decoded.get("configuration") if isinstance(decoded, dict) else None
         if isinstance(configuration, dict) and "secret_key" in configuration:
             if configuration["secret_key"] is not None:

@@ -26,11 +26,11 @@ cannot answer; the receiver then answers ``503`` and upstream retries.
 from __future__ import annotations
 
 import enum
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple
 
+from .. import fastjson
 from ..events import Event
 
 __all__ = [
@@ -184,8 +184,8 @@ class StoredEvent:
 
 def dump_outcomes(outcomes: Mapping[str, HandlerOutcome]) -> str:
     """Outcomes as the JSON text stores keep."""
-    return json.dumps({name: [o.ok, o.error, o.attempts, o.started_at, o.finished_at]
-                       for name, o in outcomes.items()}, separators=(",", ":"))
+    return fastjson.dumps({name: [o.ok, o.error, o.attempts, o.started_at, o.finished_at]
+                           for name, o in outcomes.items()})
 
 
 def load_outcomes(text: str | bytes | None) -> dict[str, HandlerOutcome]:
@@ -193,7 +193,7 @@ def load_outcomes(text: str | bytes | None) -> dict[str, HandlerOutcome]:
     if not text:
         return {}
     return {name: HandlerOutcome(name, bool(ok), error, int(attempts), float(started), float(finished))
-            for name, (ok, error, attempts, started, finished) in json.loads(text).items()}
+            for name, (ok, error, attempts, started, finished) in fastjson.loads(text).items()}
 
 
 class EventStore(ABC):

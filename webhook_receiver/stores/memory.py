@@ -39,6 +39,7 @@ class MemoryStore(EventStore):
         self._leases: dict[str, tuple[str, float]] = {}
         self._queue: list[tuple[float, int, str]] = []  # (due_at, seq, id); stale entries skipped
         self._lease_heap: list[tuple[float, int, str, str]] = []  # (expires, seq, id, token)
+        self._background: set[str] = set()  # events that came through the queue: their leases are swept
         self._seq = itertools.count()
         self._lock = threading.Lock()
         self._token_prefix = f"{os.getpid()}-{id(self):x}-"
@@ -53,7 +54,8 @@ class MemoryStore(EventStore):
         token = self._token()
         expires = now + self.lease_seconds
         self._leases[event_id] = (token, expires)
-        heapq.heappush(self._lease_heap, (expires, next(self._seq), event_id, token))
+        if event_id in self._background:
+            heapq.heappush(self._lease_heap, (expires, next(self._seq), event_id, token))
         return token
 
     def _holds(self, claim: Claim) -> StoredEvent | None:
@@ -63,6 +65,7 @@ class MemoryStore(EventStore):
         return self._events.get(claim.event_id)
 
     def _enqueue(self, stored: StoredEvent, due_at: float) -> None:
+        self._background.add(stored.id)
         stored.status = EventStatus.PENDING
         stored.due_at = due_at
         heapq.heappush(self._queue, (due_at, next(self._seq), stored.id))
@@ -94,6 +97,7 @@ class MemoryStore(EventStore):
             else:
                 raise StoreUnavailable(self.name, f"all {self.max_events} slots hold unfinished events")
             del self._events[event_id]
+            self._background.discard(event_id)
 
     def _live_lease(self, event_id: str, now: float) -> bool:
         lease = self._leases.get(event_id)
@@ -147,7 +151,7 @@ class MemoryStore(EventStore):
         with self._lock:
             due = sum(1 for e in self._events.values() if e.status is EventStatus.PENDING
                       and e.due_at is not None and e.due_at <= now)
-            expired = sum(1 for _, expires in self._leases.values() if expires <= now)
+            expired = sum(1 for i, (_, expires) in self._leases.items() if expires <= now and i in self._background)
         return due + expired
 
     def renew(self, claim: Claim) -> bool:
@@ -157,7 +161,8 @@ class MemoryStore(EventStore):
                 return False
             expires = now + self.lease_seconds
             self._leases[claim.event_id] = (claim.token, expires)
-            heapq.heappush(self._lease_heap, (expires, next(self._seq), claim.event_id, claim.token))
+            if claim.event_id in self._background:
+                heapq.heappush(self._lease_heap, (expires, next(self._seq), claim.event_id, claim.token))
             return True
 
     def record(self, claim: Claim, run: Run) -> bool:
@@ -209,4 +214,5 @@ class MemoryStore(EventStore):
             old = [i for i, e in self._events.items() if e.received_at < before and e.status in finished]
             for event_id in old:
                 del self._events[event_id]
+                self._background.discard(event_id)
         return len(old)

@@ -8,17 +8,19 @@ holds a lease.
 Keys, under a prefix: ``<prefix>:event:<id>`` (a hash: trigger, status, raw,
 outcomes, attempts, error, times, the lease's token and expiry),
 ``<prefix>:queue`` (a sorted set of pending event ids by due time, in ms),
-``<prefix>:leases`` (a sorted set of held event ids by lease expiry, in ms)
+``<prefix>:leases`` (a sorted set of held event ids by lease expiry, in ms;
+only events that came through the queue: a request that died mid-handler
+answered no 2xx, and upstream's retry takes its event over)
 and ``<prefix>:events`` (a sorted set of every event id by time received, in
 s). The two sorted sets find due events and expired leases in O(log n).
 """
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
 
+from .. import fastjson
 from ..errors import StoreUnavailable
 from ..events import Event
 from .base import Claim, ClaimState, EventStatus, EventStore, Run, StoredEvent, dump_outcomes, load_outcomes
@@ -44,7 +46,6 @@ if not status then
   redis.call('HSET', KEYS[1], 'trigger', ARGV[4], 'status', 'processing', 'raw', ARGV[5], 'attempts', 1,
              'received_at', now / 1000, 'updated_at', now / 1000, 'token', ARGV[2], 'lease_expires', expires)
   redis.call('ZADD', KEYS[4], now / 1000, ARGV[1])
-  redis.call('ZADD', KEYS[3], expires, ARGV[1])
   return {'claimed', 1, ''}
 end
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -52,7 +53,7 @@ redis.call('HSET', KEYS[1], 'status', 'processing', 'updated_at', now / 1000, 't
            'lease_expires', expires)
 redis.call('HDEL', KEYS[1], 'due_at')
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], expires, ARGV[1])
+if redis.call('HGET', KEYS[1], 'background') == '1' then redis.call('ZADD', KEYS[3], expires, ARGV[1]) end
 return {'claimed', attempts, redis.call('HGET', KEYS[1], 'outcomes') or ''}
 """
 
@@ -85,13 +86,13 @@ _ACCEPT = _NOW + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   redis.call('HSET', KEYS[1], 'trigger', ARGV[2], 'status', 'pending', 'raw', ARGV[3], 'attempts', 0,
-             'received_at', now / 1000, 'updated_at', now / 1000, 'due_at', now)
+             'received_at', now / 1000, 'updated_at', now / 1000, 'due_at', now, 'background', 1)
   redis.call('ZADD', KEYS[2], now, ARGV[1])
   redis.call('ZADD', KEYS[3], now / 1000, ARGV[1])
   return false
 end
 if status == 'failed' then
-  redis.call('HSET', KEYS[1], 'status', 'pending', 'due_at', now, 'updated_at', now / 1000)
+  redis.call('HSET', KEYS[1], 'status', 'pending', 'due_at', now, 'updated_at', now / 1000, 'background', 1)
   redis.call('ZADD', KEYS[2], now, ARGV[1])
 end
 return status
@@ -107,7 +108,7 @@ _RENEW = _NOW + """
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return 0 end
 local expires = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'lease_expires', expires)
-redis.call('ZADD', KEYS[2], expires, ARGV[1])
+if redis.call('HGET', KEYS[1], 'background') == '1' then redis.call('ZADD', KEYS[2], expires, ARGV[1]) end
 return 1
 """
 
@@ -204,7 +205,7 @@ class RedisStore(EventStore):
         answer = self._call(
             self._claim_script,
             keys=[self._key("event", event.id), self._queue_key, self._leases_key, self._events_key],
-            args=[event.id, token, self._lease_ms, event.trigger, json.dumps(event.raw)])
+            args=[event.id, token, self._lease_ms, event.trigger, fastjson.dumps(event.raw)])
         state = answer[0].decode()
         if state == "done":
             return Claim(event.id, ClaimState.DONE)
@@ -221,7 +222,7 @@ class RedisStore(EventStore):
             return None
         event_id, attempts, trigger, raw, outcomes = answer
         try:
-            body: Any = json.loads(raw)
+            body: Any = fastjson.loads(raw)
         except ValueError:
             body = raw.decode(errors="replace")  # the worker reports it as unreadable
         return Claim(event_id.decode(), ClaimState.CLAIMED, token, attempt=int(attempts),
@@ -230,7 +231,7 @@ class RedisStore(EventStore):
     def accept(self, event: Event) -> EventStatus | None:
         answer = self._call(self._accept_script,
                             keys=[self._key("event", event.id), self._queue_key, self._events_key],
-                            args=[event.id, event.trigger, json.dumps(event.raw)])
+                            args=[event.id, event.trigger, fastjson.dumps(event.raw)])
         return None if answer is None else EventStatus(answer.decode())
 
     def count_due(self) -> int:
@@ -328,7 +329,7 @@ class RedisStore(EventStore):
 def _stored(event_id: str, fields: dict[bytes, bytes]) -> StoredEvent:
     raw_text = fields.get(b"raw", b"{}")
     try:
-        raw: Any = json.loads(raw_text)
+        raw: Any = fastjson.loads(raw_text)
     except ValueError:
         raw = raw_text.decode(errors="replace")
     due = fields.get(b"due_at")

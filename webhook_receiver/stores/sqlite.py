@@ -7,7 +7,6 @@ once its lease runs out.
 """
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -16,6 +15,7 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from .. import fastjson
 from ..errors import StoreUnavailable
 from ..events import Event
 from .base import Claim, ClaimState, EventStatus, EventStore, Run, StoredEvent, dump_outcomes, load_outcomes
@@ -24,7 +24,11 @@ __all__ = ["SQLiteStore"]
 
 #: The table and its indexes. ``due_at`` is set only while an event waits in
 #: the queue, ``lease_expires`` only while a worker holds it: the two partial
-#: indexes find due events and expired leases without a scan.
+#: indexes find due events and expired leases without a scan. Only events
+#: that came through the queue (``background = 1``) are in the lease index:
+#: a request that died mid-handler (inline dispatch) answered no 2xx, and
+#: upstream's retry takes its event over. Each index costs every write a page,
+#: so there are no others: listings go by ``rowid``.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhook_receiver_events (
     id TEXT PRIMARY KEY,
@@ -38,13 +42,13 @@ CREATE TABLE IF NOT EXISTS webhook_receiver_events (
     updated_at REAL NOT NULL,
     due_at REAL,
     lease_token TEXT,
-    lease_expires REAL
+    lease_expires REAL,
+    background INTEGER
 );
-CREATE INDEX IF NOT EXISTS webhook_receiver_events_received ON webhook_receiver_events (received_at);
 CREATE INDEX IF NOT EXISTS webhook_receiver_events_due ON webhook_receiver_events (due_at)
     WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS webhook_receiver_events_lease ON webhook_receiver_events (lease_expires)
-    WHERE lease_expires IS NOT NULL;
+    WHERE background = 1 AND lease_expires IS NOT NULL;
 """
 
 _TABLE = "webhook_receiver_events"
@@ -166,7 +170,7 @@ class SQLiteStore(EventStore):
                 f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, attempts, received_at, updated_at,"
                 " lease_token, lease_expires) VALUES (?, ?, 'processing', ?, 1, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO NOTHING",
-                (event.id, event.trigger, json.dumps(event.raw), now, now, token, expires),
+                (event.id, event.trigger, fastjson.dumps(event.raw), now, now, token, expires),
             ).rowcount
         if inserted:
             return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
@@ -177,7 +181,7 @@ class SQLiteStore(EventStore):
                 conn.execute(
                     f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, attempts, received_at, updated_at,"
                     " lease_token, lease_expires) VALUES (?, ?, 'processing', ?, 1, ?, ?, ?, ?)",
-                    (event.id, event.trigger, json.dumps(event.raw), now, now, token, expires))
+                    (event.id, event.trigger, fastjson.dumps(event.raw), now, now, token, expires))
                 return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
             status, lease_expires, outcomes, attempts = row
             if status == EventStatus.PROCESSED.value:
@@ -195,7 +199,7 @@ class SQLiteStore(EventStore):
             " attempts = attempts + 1, updated_at = ? WHERE id = ?", (token, expires, now, event_id))
 
     _DUE = f"SELECT id FROM {_TABLE} WHERE due_at <= ? ORDER BY due_at LIMIT 1"
-    _EXPIRED = f"SELECT id FROM {_TABLE} WHERE lease_expires <= ? ORDER BY lease_expires LIMIT 1"
+    _EXPIRED = f"SELECT id FROM {_TABLE} WHERE background = 1 AND lease_expires <= ? ORDER BY lease_expires LIMIT 1"
 
     def claim_due(self) -> Claim | None:
         now = time.time()
@@ -219,9 +223,9 @@ class SQLiteStore(EventStore):
         now = time.time()
         with self._autocommit() as conn:
             inserted = conn.execute(
-                f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, received_at, updated_at, due_at)"
-                " VALUES (?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (event.id, event.trigger, json.dumps(event.raw), now, now, now),
+                f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, received_at, updated_at, due_at, background)"
+                " VALUES (?, ?, 'pending', ?, ?, ?, ?, 1) ON CONFLICT (id) DO NOTHING",
+                (event.id, event.trigger, fastjson.dumps(event.raw), now, now, now),
             ).rowcount
         if inserted:
             return None
@@ -230,7 +234,8 @@ class SQLiteStore(EventStore):
             if row is None:
                 return self.accept(event)
             if row[0] == EventStatus.FAILED.value:
-                conn.execute(f"UPDATE {_TABLE} SET status = 'pending', due_at = ?, updated_at = ? WHERE id = ?",
+                conn.execute(f"UPDATE {_TABLE} SET status = 'pending', due_at = ?, background = 1, updated_at = ?"
+                             " WHERE id = ?",
                              (now, now, event.id))
             return EventStatus(row[0])
 
@@ -238,7 +243,8 @@ class SQLiteStore(EventStore):
         now = time.time()
         with self._autocommit() as conn:
             due = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE due_at <= ?", (now,)).fetchone()[0]
-            expired = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE lease_expires <= ?", (now,)).fetchone()[0]
+            expired = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE background = 1 AND lease_expires <= ?",
+                                   (now,)).fetchone()[0]
         return int(due) + int(expired)
 
     def renew(self, claim: Claim) -> bool:
@@ -297,7 +303,7 @@ class SQLiteStore(EventStore):
         sql = f"SELECT {_COLUMNS} FROM {_TABLE}"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY received_at DESC, rowid DESC"
+        sql += " ORDER BY rowid DESC"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
@@ -315,7 +321,7 @@ class SQLiteStore(EventStore):
 def _loads_raw(text: str) -> Any:
     """The stored body; a row that does not decode is handed on as text, for the worker to report."""
     try:
-        return json.loads(text)
+        return fastjson.loads(text)
     except ValueError:
         return text
 
