@@ -15,7 +15,8 @@ can compare stores and dispatch modes: ``BENCH_STORE`` (``memory://`` by
 default), ``BENCH_DISPATCH`` (``inline``), ``BENCH_INSTANCE`` (the instance
 folder), ``BENCH_PREFIX`` (Redis keys), ``BENCH_EFFECTS`` (a file the handler
 appends each event id to), ``BENCH_SLEEP`` (seconds the handler sleeps),
-``BENCH_BROKER`` and ``BENCH_QUEUE`` (Celery).
+``BENCH_BROKER`` and ``BENCH_QUEUE`` (Celery), ``BENCH_THREADS``,
+``BENCH_MAX_BACKLOG`` and ``BENCH_LEASE`` (thread dispatch and leases).
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ receiver_app.config.update(
     WEBHOOK_RECEIVER_DISPATCH=os.environ.get("BENCH_DISPATCH", "inline"),
     WEBHOOK_RECEIVER_THREADS=int(os.environ.get("BENCH_THREADS", "8")),
     WEBHOOK_RECEIVER_MAX_BACKLOG=int(os.environ.get("BENCH_MAX_BACKLOG", "10000")),
+    WEBHOOK_RECEIVER_LEASE_SECONDS=float(os.environ.get("BENCH_LEASE", "60")),
 )
 celery: Any = None
 if receiver_app.config["WEBHOOK_RECEIVER_DISPATCH"] == "celery":
