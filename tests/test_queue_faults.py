@@ -334,3 +334,30 @@ def test_redeliveries_while_held_are_accepted_and_run_once(tmp_path: Path) -> No
         assert sorted(runs) == sorted(b["id"] for b in bodies)
     finally:
         receiver.get_config(app).dispatcher.close()
+
+
+def test_flask_commands_take_no_events_but_flask_run_does(processes: Processes, tmp_path: Path) -> None:
+    """`flask webhooks events` (any command but `run`) must not start workers in its process."""
+    import subprocess
+    import sys
+
+    from webhook_receiver import Event
+
+    from .processes import ROOT, free_port, port_open
+
+    processes.env.update(WHR_DISPATCH="thread", WHR_LEASE="5")
+    store = SQLiteStore(str(tmp_path / "webhook_receiver-moltin.sqlite3"))
+    store.accept(Event.from_dict(make_event("order.paid", event_id="waiting")))
+    flask = [sys.executable, "-m", "flask", "--app", "tests.service_app:app"]
+    listed = subprocess.run([*flask, "webhooks", "events"], cwd=ROOT, env=processes.env, capture_output=True,
+                            text=True, timeout=60)
+    assert listed.returncode == 0 and "waiting" in listed.stdout, listed.stderr
+    time.sleep(0.5)
+    assert lines(tmp_path, "start") == [], "the CLI process ran no handler"
+    assert store.get("waiting").status is EventStatus.PENDING  # type: ignore[union-attr]
+
+    port = free_port()
+    processes.start([*flask, "run", "--port", str(port)], tmp_path / "flask-run.log")
+    wait_for(lambda: port_open(port), 30, "flask run")
+    wait_for(lambda: all_processed(store, ["waiting"]), 20, f"flask run's workers\n{logs_text(tmp_path)}")
+    store.close()

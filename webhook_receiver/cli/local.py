@@ -8,6 +8,7 @@ from typing import Any
 import click
 from flask import current_app
 
+from ..receiver import EXTENSION_KEY
 from .group import api_client, one_line_errors, receiver_named, receiver_option, webhooks_cli
 
 @webhooks_cli.command("send")
@@ -66,6 +67,12 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _start_background_workers(app: Any) -> None:
+    """This process serves the app: start the background workers a ``flask`` command does not start."""
+    for config in app.extensions.get(EXTENSION_KEY, {}).values():
+        config.dispatcher.start()
+
+
 @webhooks_cli.command("tunnel")
 @click.option("--provider", type=click.Choice(["ngrok", "cloudflared", "url", "loopback"]),
               help="ngrok (pyngrok), cloudflared, url (with --public-url) or loopback (local tests).")
@@ -97,6 +104,7 @@ def tunnel_command(provider: str | None, public_url: str | None, host: str, port
         # The reloader's child: the parent owns the tunnel and the integration.
         receiver.accept_session_secret(app, os.environ[TUNNEL_SECRET_ENV])
         _exit_with_parent()
+        _start_background_workers(app)
         run_simple(host, port, app, use_reloader=True, threaded=True)
         return
 
@@ -119,6 +127,8 @@ def tunnel_command(provider: str | None, public_url: str | None, host: str, port
         click.echo(f"Public URL: {url}")
         click.echo(f"Temporary integration {name!r} ({integration_id}) observes: {', '.join(receiver.observes())}")
         click.echo("Deliveries from the store now reach this app. Ctrl-C stops and deletes the integration.")
+        if not reload:
+            _start_background_workers(app)
         run_simple(host, port, app, use_reloader=reload, threaded=True)
     except KeyboardInterrupt:
         pass

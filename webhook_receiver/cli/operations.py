@@ -58,7 +58,11 @@ def show_command(event_id: str, receiver_name: str | None) -> None:
     if stored is None:
         raise click.ClickException(f"no stored event {event_id!r}")
     click.echo(f"event {stored.id}  {stored.trigger}  {stored.status.value}")
-    click.echo(f"received {_when(stored.received_at)}, updated {_when(stored.updated_at)}")
+    click.echo(f"received {_when(stored.received_at)}, updated {_when(stored.updated_at)}, runs: {stored.attempts}")
+    if stored.due_at is not None:
+        click.echo(f"due {_when(stored.due_at)}")
+    if stored.error:
+        click.echo(f"FAILED without running its handlers: {stored.error}")
     for outcome in stored.handlers.values():
         state = "ok" if outcome.ok else f"FAILED: {outcome.error}"
         click.echo(f"  {outcome.name}: {state} (runs: {outcome.attempts}, last {_when(outcome.finished_at)})")
@@ -95,6 +99,8 @@ def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | 
                 raise click.ClickException(f"no stored event {one!r}")
             if event_id and result.state == "failed":
                 raise click.ClickException(f"event {one}: still failing: {', '.join(result.failed)}")
+            if event_id and result.state == "unreadable":
+                raise click.ClickException(f"event {one}: the stored body cannot be rebuilt: {result.error}")
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing to replay"
     click.echo(summary)
 
