@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["dumps", "loads"]
+__all__ = ["dumps", "dumps_bytes", "loads"]
 
 
 def loads(text: str | bytes) -> Any:
@@ -36,3 +36,11 @@ def dumps(value: Any) -> str:
         return orjson.dumps(value).decode()
     except TypeError:  # an integer beyond 64 bits, a key that is not a string, ...
         return json.dumps(value, separators=(",", ":"))
+
+
+def dumps_bytes(value: Any) -> bytes:
+    """Encode *value* as compact JSON, UTF-8 bytes."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()

@@ -205,7 +205,7 @@ class RedisStore(EventStore):
         answer = self._call(
             self._claim_script,
             keys=[self._key("event", event.id), self._queue_key, self._leases_key, self._events_key],
-            args=[event.id, token, self._lease_ms, event.trigger, fastjson.dumps(event.raw)])
+            args=[event.id, token, self._lease_ms, event.trigger, fastjson.dumps_bytes(event.raw)])
         state = answer[0].decode()
         if state == "done":
             return Claim(event.id, ClaimState.DONE)
@@ -231,7 +231,7 @@ class RedisStore(EventStore):
     def accept(self, event: Event) -> EventStatus | None:
         answer = self._call(self._accept_script,
                             keys=[self._key("event", event.id), self._queue_key, self._events_key],
-                            args=[event.id, event.trigger, fastjson.dumps(event.raw)])
+                            args=[event.id, event.trigger, fastjson.dumps_bytes(event.raw)])
         return None if answer is None else EventStatus(answer.decode())
 
     def count_due(self) -> int:
