@@ -1,4 +1,4 @@
-"""Every row of the HTTP contract in DESIGN.md, through Flask's test client."""
+"""Every row of the HTTP contract in the README, through Flask's test client."""
 from __future__ import annotations
 
 import json

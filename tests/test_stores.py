@@ -272,3 +272,15 @@ def test_sqlite_new_file_opened_by_many_processes_at_once(tmp_path: Path) -> Non
     for proc in procs:
         proc.join(30)
     assert sorted(queue.get(timeout=5) for _ in procs) == ["claimed"] * 6
+
+
+def test_memory_store_refuses_rather_than_forget_unfinished_events() -> None:
+    store = MemoryStore(max_events=3)
+    for n in range(3):
+        assert store.accept(event(f"m{n}")) is None
+    with pytest.raises(StoreUnavailable, match="unfinished"):
+        store.accept(event("m3"))
+    claim = store.claim_due()
+    assert claim is not None and store.finish(claim, ok=True)
+    assert store.accept(event("m3")) is None, "a finished event makes room"
+    assert store.get("m0") is None and store.get("m3") is not None

@@ -1,6 +1,6 @@
 """The HTTP side of a delivery: from the raw request to the answer upstream acts on.
 
-The steps, in order, each with its own answer (DESIGN.md, "HTTP contract"):
+The steps, in order, each with its own answer (the README's "HTTP contract"):
 
 1. ``POST`` only (405);
 2. the declared length against the limit (413), before anything is read;
@@ -166,6 +166,13 @@ def _read_body(request: Request, limit: int) -> bytes:
         # The WSGI input, bounded by Content-Length when there is one, with
         # our limit rather than the app-wide MAX_CONTENT_LENGTH.
         stream = get_input_stream(request.environ, max_content_length=limit)
+        declared = request.content_length
+        if declared is not None:  # the usual case: one read, bounded by Content-Length
+            chunk = stream.read(declared)
+            if len(chunk) == declared:
+                return chunk
+            chunks.append(chunk)
+            size = len(chunk)
         while True:
             chunk = stream.read(min(_READ_CHUNK, limit + 1 - size))
             if not chunk:

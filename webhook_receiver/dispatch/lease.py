@@ -5,8 +5,6 @@ import logging
 import os
 import threading
 import time
-from contextlib import contextmanager
-from typing import Iterator
 
 from ..errors import StoreUnavailable
 from ..stores.base import Claim, EventStore
@@ -36,23 +34,25 @@ class Heartbeat:
         self._next = float("inf")
         self._pid = 0
 
-    @contextmanager
-    def keep(self, store: EventStore, claim: Claim) -> Iterator[Claim]:
-        """Renew *claim*'s lease for as long as the block runs."""
+    def keep(self, store: EventStore, claim: Claim) -> _Kept:
+        """Renew *claim*'s lease for as long as the ``with`` block runs."""
+        return _Kept(self, store, claim)
+
+    def add(self, store: EventStore, claim: Claim) -> None:
+        """Start renewing *claim*'s lease."""
         due = time.monotonic() + store.lease_seconds * RENEW_FRACTION
-        key = id(claim)
         with self._lock:
-            self._claims[key] = (store, claim, due)
+            self._claims[id(claim)] = (store, claim, due)
             if self._pid != os.getpid():
                 self._start()
             wake = due < self._next
         if wake:
             self._wake.set()
-        try:
-            yield claim
-        finally:
-            with self._lock:
-                self._claims.pop(key, None)
+
+    def discard(self, claim: Claim) -> None:
+        """Stop renewing *claim*'s lease."""
+        with self._lock:
+            self._claims.pop(id(claim), None)
 
     def _start(self) -> None:
         self._pid = os.getpid()
@@ -96,6 +96,22 @@ class Heartbeat:
             entry = self._claims.get(key)
             if entry is not None:
                 self._claims[key] = (entry[0], entry[1], at)
+
+
+class _Kept:
+    """The context manager of :meth:`Heartbeat.keep`."""
+
+    __slots__ = ("heartbeat", "store", "claim")
+
+    def __init__(self, heartbeat: Heartbeat, store: EventStore, claim: Claim) -> None:
+        self.heartbeat, self.store, self.claim = heartbeat, store, claim
+
+    def __enter__(self) -> Claim:
+        self.heartbeat.add(self.store, self.claim)
+        return self.claim
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.heartbeat.discard(self.claim)
 
 
 #: The process's heartbeat.

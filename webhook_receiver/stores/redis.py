@@ -16,8 +16,8 @@ s). The two sorted sets find due events and expired leases in O(log n).
 """
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from typing import Any
 
 from .. import fastjson
@@ -201,7 +201,7 @@ class RedisStore(EventStore):
     # -- taking events -------------------------------------------------------------
 
     def claim(self, event: Event) -> Claim:
-        token = uuid.uuid4().hex
+        token = secrets.token_hex(16)
         answer = self._call(
             self._claim_script,
             keys=[self._key("event", event.id), self._queue_key, self._leases_key, self._events_key],
@@ -215,7 +215,7 @@ class RedisStore(EventStore):
                      outcomes=load_outcomes(answer[2]), trigger=event.trigger)
 
     def claim_due(self) -> Claim | None:
-        token = uuid.uuid4().hex
+        token = secrets.token_hex(16)
         answer = self._call(self._claim_due_script, keys=[self._queue_key, self._leases_key],
                             args=[token, self._lease_ms, f"{self.prefix}:event:"])
         if not answer:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import secrets
 import time
-import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -160,7 +160,7 @@ class SQLiteStore(EventStore):
     # -- the protocol ------------------------------------------------------------------
 
     def _new_token(self, now: float) -> tuple[str, float]:
-        return uuid.uuid4().hex, now + self.lease_seconds
+        return secrets.token_hex(16), now + self.lease_seconds
 
     def claim(self, event: Event) -> Claim:
         now = time.time()
