@@ -14,6 +14,7 @@ Background dispatch makes the store the work queue:
    that one write is what a 202 promises;
 2. workers take due events with :meth:`EventStore.claim_due`, oldest due
    first, an event whose lease ran out (its worker died) counting as due;
+   the lease is renewed (:meth:`EventStore.renew`) while handlers run;
 3. a failed run is finished with ``retry_at``: the event is ``pending`` again,
    due then, so that a retry survives any restart.
 
@@ -227,6 +228,11 @@ class EventStore(ABC):
     def claim_due(self) -> Claim | None:
         """Take the event due the longest (or whose lease ran out longest ago), if any.
 
+        Only events that came through the queue (:meth:`accept`) are taken
+        over when their lease runs out: an event claimed in a request
+        (:meth:`claim`) answered upstream no 2xx, and upstream's retry takes
+        it over.
+
         :returns: a ``CLAIMED`` claim carrying the event's trigger and body,
             or ``None`` when nothing is due.
         :raises StoreUnavailable: if the store cannot answer.
@@ -245,7 +251,7 @@ class EventStore(ABC):
 
     @abstractmethod
     def count_due(self) -> int:
-        """How many events are due now: pending and due, or with a lease that ran out.
+        """How many events are due now: pending and due, or taken from the queue with a lease that ran out.
 
         :raises StoreUnavailable: if the store cannot answer.
         """
