@@ -4,7 +4,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -49,6 +49,39 @@ def test_list_follows_every_page(moltin_client: MoltinClient, moltin: Emulator) 
     finally:
         module._PAGE_LIMIT = original
     assert names == [f"bulk-{n}" for n in range(23)]
+
+
+@pytest.mark.parametrize("page_size", [7, 25])
+def test_a_store_serving_fewer_per_page_than_asked_is_read_to_the_end(page_size: int) -> None:
+    """The client asks for 100 a page; the store serves fewer: a short page is not the last one."""
+    with Emulator(page_size=page_size) as moltin:
+        client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url, backoff=0.01)
+        for n in range(60):
+            moltin.state.new_integration({"name": f"bulk-{n}", "integration_type": "webhook",
+                                          "observes": [f"custom{n}.created"],
+                                          "configuration": {"url": "http://x"}}, moltin.url)
+        assert [i["name"] for i in client.list_integrations()] == [f"bulk-{n}" for n in range(60)]
+
+
+def test_without_a_total_the_client_follows_links_next(moltin_client: MoltinClient, moltin: Emulator) -> None:
+    import webhook_receiver.emulator.api as api
+
+    for n in range(30):
+        moltin.state.new_integration({"name": f"n-{n}", "integration_type": "webhook",
+                                      "observes": [f"c{n}.created"], "configuration": {"url": "http://x"}},
+                                     moltin.url)
+    original = api._json
+
+    def no_total(body: Any, status: int = 200, headers: Any = None) -> Any:
+        if isinstance(body, dict) and "meta" in body:
+            body = dict(body, meta={"page": body["meta"]["page"]})
+        return original(body, status, headers)
+
+    api._json = no_total  # type: ignore[assignment]
+    try:
+        assert len(moltin_client.list_integrations()) == 30
+    finally:
+        api._json = original  # type: ignore[assignment]
 
 
 def test_token_is_cached_and_renewed_after_a_401(moltin_client: MoltinClient, moltin: Emulator) -> None:

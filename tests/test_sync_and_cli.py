@@ -84,6 +84,22 @@ def test_dry_run_writes_nothing(moltin_client: MoltinClient, moltin: Emulator, r
     assert moltin.state.integrations == {}
 
 
+def test_sync_finds_its_integration_past_a_short_first_page(routed: WebhookReceiver) -> None:
+    """A store serving 25 a page: the receiver's integration is on the second page and is updated, not
+    created again."""
+    with Emulator(page_size=25) as moltin:
+        client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url, backoff=0.01)
+        for n in range(30):
+            moltin.state.new_integration({"name": f"other-{n}", "integration_type": "webhook",
+                                          "observes": [f"custom{n}.created"],
+                                          "configuration": {"url": f"https://other.example/{n}"}}, moltin.url)
+        assert sync_integration(client, routed, URL, secret_key=SECRET).action == "created"
+        routed.on("customer.created", name="welcome")(lambda e: None)
+        assert sync_integration(client, routed, URL, secret_key=SECRET).action == "updated"
+        assert sum(1 for i in moltin.state.integrations.values()
+                   if i["configuration"]["url"] == URL) == 1, "never a duplicate"
+
+
 def test_found_by_url_when_renamed(moltin_client: MoltinClient, routed: WebhookReceiver) -> None:
     old = moltin_client.create_integration(name="hand made", url=URL, observes=["order.paid"], secret_key=SECRET)
     result = sync_integration(moltin_client, routed, URL, secret_key=SECRET)

@@ -180,6 +180,12 @@ class MoltinClient:
         return data
 
     def _pages(self, path: str) -> Iterator[dict[str, Any]]:
+        """Every item of a list endpoint.
+
+        A store may serve fewer items per page than asked, so a short page
+        is not the last one: the end is where ``meta.results.total`` says,
+        else where ``links.next`` is null, else the first empty page.
+        """
         offset = 0
         while True:
             answer = self.request("GET", path, params={"page[limit]": _PAGE_LIMIT, "page[offset]": offset})
@@ -187,9 +193,15 @@ class MoltinClient:
             if not isinstance(items, list):
                 raise MoltinAPIError(f"GET {path}: the answer has no data list")
             yield from items
-            total = ((answer.get("meta") or {}).get("results") or {}).get("total")
             offset += len(items)
-            if not items or len(items) < _PAGE_LIMIT or (isinstance(total, int) and offset >= total):
+            total = ((answer.get("meta") or {}).get("results") or {}).get("total")
+            links = answer.get("links")
+            if not items:
+                return
+            if isinstance(total, int) and not isinstance(total, bool):
+                if offset >= total:
+                    return
+            elif isinstance(links, dict) and "next" in links and not links["next"]:
                 return
 
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:

@@ -58,14 +58,15 @@ def _errors(refusal: _Refusal) -> Response:
     return _json({"errors": [error]}, refusal.status, refusal.headers)
 
 
-def _page(items: list[dict[str, Any]], path: str) -> Response:
+def _page(items: list[dict[str, Any]], path: str, page_size: int) -> Response:
     try:
-        limit = int(request.args.get("page[limit]", 25))
+        asked = int(request.args.get("page[limit]", page_size))
         offset = int(request.args.get("page[offset]", 0))
     except ValueError:
         raise _Refusal(400, "page[limit] and page[offset] must be integers") from None
-    if not 1 <= limit <= 100 or offset < 0:
+    if not 1 <= asked <= 100 or offset < 0:
         raise _Refusal(400, "page[limit] must be 1 to 100 and page[offset] at least 0")
+    limit = min(asked, page_size)
     total = len(items)
     base = f"{request.host_url.rstrip('/')}{path}?page[limit]={limit}&page[offset]="
     last = max(0, (total - 1) // limit * limit)
@@ -208,7 +209,7 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
     def list_integrations() -> Response:
         with state.lock:
             items = list(state.integrations.values())
-        return _page(items, "/v2/integrations")
+        return _page(items, "/v2/integrations", state.page_size)
 
     @app.post("/v2/integrations")
     def create_integration() -> Response:
@@ -246,7 +247,7 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
     def all_logs() -> Response:
         with state.lock:
             logs = list(reversed(state.logs))
-        return _page(logs, "/v2/integrations/logs")
+        return _page(logs, "/v2/integrations/logs", state.page_size)
 
     @app.get("/v2/integrations/<integration_id>/logs")
     def integration_logs(integration_id: str) -> Response:
@@ -254,14 +255,14 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
         with state.lock:
             logs = [log for log in reversed(state.logs)
                     if log["relationships"]["integration"]["data"]["id"] == integration_id]
-        return _page(logs, f"/v2/integrations/{integration_id}/logs")
+        return _page(logs, f"/v2/integrations/{integration_id}/logs", state.page_size)
 
     @app.get("/v2/integrations/<integration_id>/jobs")
     def integration_jobs(integration_id: str) -> Response:
         integration_or_404(integration_id)
         with state.lock:
             jobs = list(reversed(state.jobs.get(integration_id, [])))
-        return _page(jobs, f"/v2/integrations/{integration_id}/jobs")
+        return _page(jobs, f"/v2/integrations/{integration_id}/jobs", state.page_size)
 
     @app.get("/v2/integrations/<integration_id>/jobs/<job_id>/logs")
     def job_logs(integration_id: str, job_id: str) -> Response:
@@ -271,7 +272,7 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
                 raise _Refusal(404, f"job {job_id} not found")
             logs = [log for log in reversed(state.logs)
                     if log["relationships"]["job"]["data"]["id"] == job_id]
-        return _page(logs, f"/v2/integrations/{integration_id}/jobs/{job_id}/logs")
+        return _page(logs, f"/v2/integrations/{integration_id}/jobs/{job_id}/logs", state.page_size)
 
     @app.post("/emulator/fire")
     def fire() -> Response:

@@ -40,15 +40,17 @@ class Emulator:
     :param retry_delays: the pause before each delivery retry, in seconds.
     :param timeout: how long a delivery waits for an answer.
     :param quiet: do not log each request it serves.
+    :param page_size: the most items a list endpoint serves per page, as a
+        store that serves fewer than ``page[limit]`` does (25 by default).
     """
 
     def __init__(self, *, client_id: str = DEFAULT_CLIENT_ID, client_secret: str = DEFAULT_CLIENT_SECRET,
                  host: str = "127.0.0.1", port: int = 0,
                  retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS, timeout: float = 10.0,
-                 quiet: bool = True) -> None:
+                 quiet: bool = True, page_size: int = 25) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
-        self.state = EmulatorState(client_id, client_secret)
+        self.state = EmulatorState(client_id, client_secret, page_size=page_size)
         self.firer = Firer(self.state, retry_delays=retry_delays, timeout=timeout)
         self.app = create_api(self.state, self.firer)
         self._host = host

@@ -45,6 +45,9 @@ class EmulatorState:
     integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
     jobs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     logs: list[dict[str, Any]] = field(default_factory=list)
+    #: The most items a list endpoint serves per page, whatever was asked
+    #: (a store may serve fewer than ``page[limit]``).
+    page_size: int = 25
     #: Status codes to answer on the next API calls, for fault tests: each
     #: entry is ``(status, retry_after)``.
     faults: list[tuple[int, int | None]] = field(default_factory=list)
