@@ -121,7 +121,7 @@ def test_wrong_credentials(moltin: Emulator) -> None:
     with pytest.raises(MoltinAPIError) as info:
         client.list_integrations()
     assert info.value.status == 401
-    assert "MOLTIN_CLIENT_SECRET" in str(info.value)
+    assert "EPCC_CLIENT_SECRET" in str(info.value)
     assert "wrong-secret-value" not in str(info.value) + repr(client)
 
 

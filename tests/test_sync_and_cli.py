@@ -159,13 +159,16 @@ def test_cli_routes_and_secret(cli_app: Flask) -> None:
 
 
 @pytest.mark.parametrize(("config", "message"), [
-    ({"MOLTIN_CLIENT_ID": None, "MOLTIN_CLIENT_SECRET": None}, "set MOLTIN_CLIENT_ID and MOLTIN_CLIENT_SECRET"),
+    ({"MOLTIN_CLIENT_ID": None, "MOLTIN_CLIENT_SECRET": None}, "set EPCC_CLIENT_ID and EPCC_CLIENT_SECRET"),
     ({"MOLTIN_CLIENT_SECRET": "wrong"}, "authentication failed (401)"),
     ({"MOLTIN_API_URL": "http://127.0.0.1:9"}, "cannot connect"),
+    ({"MOLTIN_API_URL": "useast.api.elasticpath.com"}, "EPCC_API_BASE_URL: the API host must be a URL such as"),
+    ({"EPCC_API_BASE_URL": "ftp://x"}, "EPCC_API_BASE_URL: the API host must be a URL"),
 ])
 def test_cli_failures_are_one_line(make_app: Callable[..., Flask], routed: WebhookReceiver, moltin: Emulator,
                                    monkeypatch: pytest.MonkeyPatch, config: dict[str, Any], message: str) -> None:
-    for name in ("MOLTIN_CLIENT_ID", "MOLTIN_CLIENT_SECRET", "MOLTIN_API_URL"):
+    for name in ("MOLTIN_CLIENT_ID", "MOLTIN_CLIENT_SECRET", "MOLTIN_API_URL", "EPCC_CLIENT_ID",
+                 "EPCC_CLIENT_SECRET", "EPCC_API_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     settings = {"MOLTIN_CLIENT_ID": moltin.client_id, "MOLTIN_CLIENT_SECRET": moltin.client_secret,
                 "MOLTIN_API_URL": moltin.url, **config}
@@ -183,6 +186,30 @@ def test_credentials_from_the_environment(make_app: Callable[..., Flask], routed
     monkeypatch.setenv("MOLTIN_API_URL", moltin.url)
     result = make_app().test_cli_runner().invoke(args=["webhooks", "list"])
     assert result.exit_code == 0 and result.output.strip() == "no integrations"
+
+
+def test_epcc_names_win_and_the_config_before_the_environment(
+        make_app: Callable[..., Flask], routed: WebhookReceiver, moltin: Emulator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EPCC_CLIENT_ID", moltin.client_id)
+    monkeypatch.setenv("EPCC_CLIENT_SECRET", "wrong-in-the-environment")
+    monkeypatch.setenv("EPCC_API_BASE_URL", moltin.url)
+    monkeypatch.setenv("MOLTIN_CLIENT_ID", "ignored: the EPCC_ name wins")
+    app = make_app(MOLTIN_CLIENT_SECRET=moltin.client_secret)  # the config wins over the environment
+    result = app.test_cli_runner().invoke(args=["webhooks", "list"])
+    assert result.exit_code == 0 and result.output.strip() == "no integrations", result.output
+
+
+def test_default_host_and_the_deprecated_one(caplog: pytest.LogCaptureFixture) -> None:
+    from webhook_receiver.moltin import DEFAULT_BASE_URL
+
+    assert DEFAULT_BASE_URL == "https://euwest.api.elasticpath.com"
+    assert MoltinClient("id", "secret").base_url == DEFAULT_BASE_URL
+    with caplog.at_level("WARNING", logger="webhook_receiver"):
+        MoltinClient("id", "secret", base_url="https://api.moltin.com/")
+    assert "api.moltin.com is deprecated" in caplog.text and DEFAULT_BASE_URL in caplog.text
+    with pytest.raises(ValueError, match="must be a URL such as"):
+        MoltinClient("id", "secret", base_url="euwest.api.elasticpath.com")
 
 
 def test_cli_with_two_receivers_needs_a_name(moltin: Emulator) -> None:

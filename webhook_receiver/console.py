@@ -29,7 +29,7 @@ def main() -> None:
 def emulate(host: str, port: int, client_id: str, client_secret: str, retry_delays: str) -> None:
     """Run a local stand-in for the Moltin API that really delivers webhooks.
 
-    Point MOLTIN_API_URL at it, sync an integration, then fire events with
+    Point EPCC_API_BASE_URL at it, sync an integration, then fire events with
     POST /emulator/fire {"trigger": "order.paid"}.
     """
     try:
@@ -40,8 +40,8 @@ def emulate(host: str, port: int, client_id: str, client_secret: str, retry_dela
     emulator = Emulator(client_id=client_id, client_secret=client_secret, host=host, port=port,
                         retry_delays=delays, quiet=False)
     click.echo(f"Moltin emulator on http://{host}:{port}  (client id {client_id!r}; Ctrl-C to stop)")
-    click.echo(f"  export MOLTIN_API_URL=http://{host}:{port} MOLTIN_CLIENT_ID={client_id}"
-               " MOLTIN_CLIENT_SECRET=...")
+    click.echo(f"  export EPCC_API_BASE_URL=http://{host}:{port} EPCC_CLIENT_ID={client_id}"
+               " EPCC_CLIENT_SECRET=...")
     try:
         emulator.serve_forever()
     except OSError as exc:

@@ -14,20 +14,43 @@ before they expire; a 401 re-authenticates once and repeats the call. 429 and
 """
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
 from typing import Any, Iterator, Sequence
+from urllib.parse import urlsplit
 
 import requests
 
 from .errors import WebhookReceiverError
 
-__all__ = ["DEFAULT_BASE_URL", "MoltinAPIError", "MoltinClient", "MoltinConnectionError"]
+__all__ = ["DEFAULT_BASE_URL", "DEPRECATED_HOST", "MoltinAPIError", "MoltinClient", "MoltinConnectionError",
+           "check_base_url"]
 
-#: The legacy default host; Elastic Path stores use ``https://useast.api.elasticpath.com``
-#: or ``https://euwest.api.elasticpath.com``.
-DEFAULT_BASE_URL = "https://api.moltin.com"
+#: The default host: Elastic Path's EU region (``https://useast.api.elasticpath.com`` is the US one).
+DEFAULT_BASE_URL = "https://euwest.api.elasticpath.com"
+
+#: Moltin's old host, deprecated; it leads to the EU region.
+DEPRECATED_HOST = "api.moltin.com"
+
+logger = logging.getLogger("webhook_receiver")
+
+
+def check_base_url(url: str) -> str:
+    """Check an API host URL; return it without a trailing slash.
+
+    A URL on :data:`DEPRECATED_HOST` is accepted with a logged warning.
+
+    :raises ValueError: if it is not an ``http`` or ``https`` URL with a host.
+    """
+    parsed = urlsplit(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"the API host must be a URL such as {DEFAULT_BASE_URL}, not {url[:60]!r}")
+    if parsed.hostname == DEPRECATED_HOST:
+        logger.warning("%s is deprecated and leads to Elastic Path's EU region: use %s (or"
+                       " https://useast.api.elasticpath.com for a US store)", DEPRECATED_HOST, DEFAULT_BASE_URL)
+    return url.strip().rstrip("/")
 
 _RETRIED = frozenset({429, 502, 503, 504})
 _TOKEN_MARGIN = 60.0
@@ -61,7 +84,7 @@ class MoltinClient:
     :param client_id: the store's client id.
     :param client_secret: the store's client secret; ``/v2/integrations``
         refuses implicit tokens.
-    :param base_url: the API host.
+    :param base_url: the API host (see :func:`check_base_url`).
     :param timeout: seconds to wait for each answer.
     :param session: a :class:`requests.Session` to use.
     :param max_retries: retries of a call answered 429, 502, 503 or 504.
@@ -76,7 +99,7 @@ class MoltinClient:
             raise ValueError("client_id and client_secret are both needed")
         self.client_id = client_id
         self._client_secret = client_secret
-        self.base_url = base_url.rstrip("/")
+        self.base_url = check_base_url(base_url)
         self.timeout = timeout
         self.session = session or requests.Session()
         self.max_retries = max_retries
@@ -236,7 +259,7 @@ class MoltinClient:
             kind = response.headers.get("Content-Type", "no content type").split(";")[0]
             raise MoltinAPIError(
                 f"{method} {path}: answered {status} with a body that is not JSON ({kind});"
-                " is MOLTIN_API_URL the API host?", status=status) from None
+                " is EPCC_API_BASE_URL the API host?", status=status) from None
         if status < 400:
             return body
         errors = body.get("errors") if isinstance(body, dict) else None
@@ -271,7 +294,7 @@ class MoltinClient:
         if response.status_code in (400, 401, 403, 422):
             raise MoltinAPIError(
                 f"authentication failed ({response.status_code}): check the client id and client"
-                " secret (MOLTIN_CLIENT_ID, MOLTIN_CLIENT_SECRET) and the host (MOLTIN_API_URL)",
+                " secret (EPCC_CLIENT_ID, EPCC_CLIENT_SECRET) and the host (EPCC_API_BASE_URL)",
                 status=response.status_code)
         body = self._decode("POST", path, response)
         token = body.get("access_token") if isinstance(body, dict) else None

@@ -1,8 +1,11 @@
 """The ``flask webhooks`` command group and what its commands share.
 
-Credentials come from ``MOLTIN_CLIENT_ID``, ``MOLTIN_CLIENT_SECRET`` and
-``MOLTIN_API_URL``, in the app's config or the environment. Every failure is
-one line on stderr and a non-zero exit, never a traceback.
+Credentials come from ``EPCC_CLIENT_ID``, ``EPCC_CLIENT_SECRET`` and
+``EPCC_API_BASE_URL`` (Elastic Path's own names, as epcc-cli reads them) or
+the older ``MOLTIN_CLIENT_ID``, ``MOLTIN_CLIENT_SECRET`` and
+``MOLTIN_API_URL``: the app's config first, then the environment, and in each
+the ``EPCC_`` name before the ``MOLTIN_`` one. Every failure is one line on
+stderr and a non-zero exit, never a traceback.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from ..errors import WebhookReceiverError
-from ..moltin import DEFAULT_BASE_URL, MoltinClient
+from ..moltin import DEFAULT_BASE_URL, MoltinClient, check_base_url
 from ..receiver import RECEIVERS_KEY, WebhookReceiver
 
 __all__ = ["webhooks_cli"]
@@ -25,19 +28,28 @@ F = TypeVar("F", bound=Callable[..., Any])
 webhooks_cli = AppGroup("webhooks", help="Moltin webhooks: register the integration, inspect it, list routes.")
 
 
-def setting(name: str) -> str | None:
-    value = current_app.config.get(name) or os.environ.get(name)
-    return str(value) if value else None
+def setting(*names: str) -> str | None:
+    """The first of *names* set in the app's config, else in the environment."""
+    for source in (current_app.config, os.environ):
+        for name in names:
+            value = source.get(name)
+            if value:
+                return str(value)
+    return None
 
 
 def api_client() -> MoltinClient:
-    client_id = setting("MOLTIN_CLIENT_ID")
-    client_secret = setting("MOLTIN_CLIENT_SECRET")
+    client_id = setting("EPCC_CLIENT_ID", "MOLTIN_CLIENT_ID")
+    client_secret = setting("EPCC_CLIENT_SECRET", "MOLTIN_CLIENT_SECRET")
     if not client_id or not client_secret:
         raise click.ClickException(
-            "set MOLTIN_CLIENT_ID and MOLTIN_CLIENT_SECRET (in the app config or the environment),"
-            " and MOLTIN_API_URL for an Elastic Path host")
-    return MoltinClient(client_id, client_secret, base_url=setting("MOLTIN_API_URL") or DEFAULT_BASE_URL)
+            "set EPCC_CLIENT_ID and EPCC_CLIENT_SECRET (in the app config or the environment), and"
+            f" EPCC_API_BASE_URL unless the store is at {DEFAULT_BASE_URL}")
+    try:
+        base_url = check_base_url(setting("EPCC_API_BASE_URL", "MOLTIN_API_URL") or DEFAULT_BASE_URL)
+    except ValueError as exc:
+        raise click.ClickException(f"EPCC_API_BASE_URL: {exc}") from None
+    return MoltinClient(client_id, client_secret, base_url=base_url)
 
 
 def receiver_named(name: str | None) -> WebhookReceiver:
