@@ -234,15 +234,38 @@ def test_on_needs_a_name(receiver: WebhookReceiver) -> None:
 
 def test_unknown_event_names_warn_but_are_kept(receiver: WebhookReceiver, send: Callable[..., Any]) -> None:
     seen: list[str] = []
-    with pytest.warns(UnknownTriggerWarning, match="order.payed"):
+    with pytest.warns(UnknownTriggerWarning, match=r"'order.payed' is not a known .*did you mean order.paid\?"):
         receiver.on("order.payed")(lambda e: seen.append("typo"))
-    with pytest.warns(UnknownTriggerWarning):
-        receiver.on("wishlist.*", name="custom")(lambda e: seen.append("custom"))
+    with pytest.warns(UnknownTriggerWarning, match="did you mean"):
+        receiver.on("wishlist.created", name="not-custom")(lambda e: seen.append("not-custom"))
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        receiver.on("order.paid", "customer.*", "*", name="known")(lambda e: None)
-    send(make_event("wishlist.created"))
+        warnings.simplefilter("error")  # listed, legacy and custom API events need no warning
+        receiver.on("order.paid", "customer.*", "*", "subscription.canceled", "brand.created",
+                    "wishlist_ext.created", name="known")(lambda e: None)
+        receiver.on("wishlist_ext.*", name="custom")(lambda e: seen.append("custom"))
+    send(make_event("wishlist_ext.created"))
     assert seen == ["custom"]
+
+
+@pytest.mark.parametrize("pattern", ["wishlist.*", "ordr.*", "*.payed"])
+def test_a_wildcard_that_covers_no_event_is_refused(receiver: WebhookReceiver, pattern: str) -> None:
+    with pytest.raises(ValueError, match="covers no Elastic Path event"):
+        receiver.on(pattern)
+
+
+def test_the_catalogue_is_upstreams_list() -> None:
+    """tests/data/epcc-observable-events.txt is a copy of Elastic Path's lists, with their sources."""
+    from pathlib import Path
+
+    from webhook_receiver.catalogue import LEGACY_EVENTS, OBSERVABLE_EVENTS, is_known
+
+    listed = [line.strip() for line in (Path(__file__).parent / "data" / "epcc-observable-events.txt").open()
+              if line.strip() and not line.startswith("#")]
+    assert sorted(listed) == list(OBSERVABLE_EVENTS)
+    assert not LEGACY_EVENTS & set(OBSERVABLE_EVENTS)
+    for wrong in ("integrations.created", "subscription.updated", "subscription.deleted", "wishlist.created"):
+        assert not is_known(wrong)
+    assert is_known("wishlist_ext.deleted") and not is_known("Wishlist_ext.deleted")
 
 
 def test_signal_receivers_are_handlers(receiver: WebhookReceiver, app: Flask, send: Callable[..., Any]) -> None:

@@ -122,6 +122,23 @@ def test_refuses_ambiguity_quota_and_nothing_to_observe(moltin_client: MoltinCli
         sync_integration(moltin_client, routed, URL, name="twin", secret_key=SECRET)
 
 
+def test_sync_refuses_unknown_names_before_any_write(moltin: Emulator, receiver: WebhookReceiver) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        receiver.on("order.paid", "order.payed", "wishlist.created")(lambda e: None)
+    receiver.on("wishlist_ext.created", name="custom")(lambda e: None)
+    session = CountingSession()
+    client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url,
+                          session=session)  # type: ignore[arg-type]
+    with pytest.raises(SyncError) as info:
+        sync_integration(client, receiver, URL, secret_key=SECRET)
+    assert "order.payed (did you mean order.paid?)" in str(info.value)
+    assert "wishlist.created" in str(info.value) and "wishlist_ext" not in str(info.value).split(";")[0]
+    assert session.writes == [] and moltin.state.integrations == {}
+
+
 @pytest.fixture
 def cli_app(make_app: Callable[..., Flask], routed: WebhookReceiver, moltin: Emulator) -> Flask:
     return make_app(MOLTIN_CLIENT_ID=moltin.client_id, MOLTIN_CLIENT_SECRET=moltin.client_secret,

@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .catalogue import unknown_events
 from .errors import WebhookReceiverError
 from .events import REDACTED, redact
 from .moltin import MoltinClient
@@ -102,6 +103,10 @@ def sync_integration(
     observes = receiver.observes()
     if not observes:
         raise SyncError(f"receiver {receiver.name!r} has no handlers: there is nothing to observe")
+    unknown = unknown_events(observes)
+    if unknown:
+        raise SyncError(f"upstream refuses events it does not know: {', '.join(unknown)}; rename or remove"
+                        " those handlers (custom API events are named '<slug>_ext.created')")
     name = name or default_integration_name(receiver)
     if secret_key is None:
         secret_key = receiver.secret_key()
