@@ -94,13 +94,22 @@ def test_unknown_integration_is_404(moltin: Emulator) -> None:
         assert answer.json()["errors"][0]["title"] == "Not Found"
 
 
-def test_quota_of_five_webhooks_per_event(moltin_client: MoltinClient) -> None:
-    for n in range(5):
-        moltin_client.create_integration(name=f"h{n}", url=f"http://127.0.0.1:9/{n}", observes=["order.paid"])
+def test_five_events_per_integration_and_only_known_ones(moltin_client: MoltinClient) -> None:
     from webhook_receiver.moltin import MoltinAPIError
 
-    with pytest.raises(MoltinAPIError, match="at most 5 webhooks can observe order.paid"):
-        moltin_client.create_integration(name="h5", url="http://127.0.0.1:9/5", observes=["order.paid"])
+    for n in range(7):  # any number of webhooks may observe one event
+        moltin_client.create_integration(name=f"h{n}", url=f"http://127.0.0.1:9/{n}", observes=["order.paid"])
+    six = ["order.paid", "order.created", "order.updated", "order.fulfilled", "order.refunded", "order.cancelled"]
+    with pytest.raises(MoltinAPIError, match="only 5 events can be added to an integration") as info:
+        moltin_client.create_integration(name="six", url="http://127.0.0.1:9/6", observes=six)
+    assert info.value.status == 422 and info.value.errors[0]["source"] == {"pointer": "data.observes"}
+    five = moltin_client.create_integration(name="five", url="http://127.0.0.1:9/5", observes=six[:5])
+    with pytest.raises(MoltinAPIError, match="only 5 events"):
+        moltin_client.update_integration(five["id"], observes=six)
+    with pytest.raises(MoltinAPIError, match="integrations.created is not an observable event"):
+        moltin_client.create_integration(name="bad", url="http://127.0.0.1:9/b", observes=["integrations.created"])
+    moltin_client.create_integration(name="custom", url="http://127.0.0.1:9/c",
+                                     observes=["wishlist_ext.created", "brand.created"])
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, request
 
-from .state import MAX_INTEGRATIONS, MAX_WEBHOOKS_PER_EVENT, EmulatorState, now_iso
+from ..catalogue import is_known
+from .state import MAX_EVENTS_PER_INTEGRATION, MAX_INTEGRATIONS, EmulatorState, now_iso
 
 if TYPE_CHECKING:
     from .firing import Firer
@@ -133,13 +134,15 @@ def _validate(fields: dict[str, Any], *, partial: bool) -> dict[str, Any]:
     return clean
 
 
-def _check_quota(state: EmulatorState, record: dict[str, Any], *, exclude: str | None) -> None:
-    if record.get("integration_type") != "webhook":
-        return
-    for trigger in record.get("observes", ()):
-        if len(state.observers(trigger, exclude=exclude)) >= MAX_WEBHOOKS_PER_EVENT:
-            raise _Refusal(422, f"at most {MAX_WEBHOOKS_PER_EVENT} webhooks can observe {trigger}",
-                           "data.observes")
+def _check_observes(record: dict[str, Any]) -> None:
+    """Upstream's rules on ``observes``: five events at most, each one it knows."""
+    observes = record.get("observes") or ()
+    if len(observes) > MAX_EVENTS_PER_INTEGRATION:
+        raise _Refusal(422, f"only {MAX_EVENTS_PER_INTEGRATION} events can be added to an integration,"
+                            f" not {len(observes)}", "data.observes")
+    for trigger in observes:
+        if not is_known(trigger):
+            raise _Refusal(422, f"{trigger} is not an observable event", "data.observes")
 
 
 def create_api(state: EmulatorState, firer: Firer) -> Flask:
@@ -217,7 +220,7 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
         with state.lock:
             if len(state.integrations) >= MAX_INTEGRATIONS:
                 raise _Refusal(422, f"a store can have at most {MAX_INTEGRATIONS} integrations")
-            _check_quota(state, fields, exclude=None)
+            _check_observes(fields)
             record = state.new_integration(fields, request.host_url.rstrip("/"))
         return _json({"data": record}, 201)
 
@@ -231,7 +234,7 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
             record = integration_or_404(integration_id)
             fields = _validate(_body(), partial=True)
             merged = {**record, **fields}
-            _check_quota(state, merged, exclude=integration_id)
+            _check_observes(merged)
             record.update(fields)
             record["meta"]["timestamps"]["updated_at"] = now_iso()
         return _json({"data": record})

@@ -11,9 +11,9 @@ from typing import Any
 
 __all__ = ["EmulatorState", "Token", "now_iso"]
 
-#: Upstream's quotas.
+#: Upstream's quotas: integrations per store, events per integration.
 MAX_INTEGRATIONS = 100
-MAX_WEBHOOKS_PER_EVENT = 5
+MAX_EVENTS_PER_INTEGRATION = 5
 TOKEN_LIFETIME = 3600
 
 
