@@ -108,18 +108,76 @@ def test_found_by_url_when_renamed(moltin_client: MoltinClient, routed: WebhookR
 
 
 def test_refuses_ambiguity_quota_and_nothing_to_observe(moltin_client: MoltinClient, routed: WebhookReceiver,
-                                                        receiver: WebhookReceiver) -> None:
-    for n in range(5):
-        moltin_client.create_integration(name=f"other-{n}", url=f"https://x.example/{n}",
-                                         observes=["product.deleted"])
-    with pytest.raises(SyncError, match="at most 5 webhooks per event, and product.deleted"):
-        sync_integration(moltin_client, routed, URL, secret_key=SECRET)
+                                                        receiver: WebhookReceiver, moltin: Emulator) -> None:
     with pytest.raises(SyncError, match="nothing to observe"):
         sync_integration(moltin_client, WebhookReceiver(name="empty"), URL, secret_key=SECRET)
     moltin_client.create_integration(name="twin", url=URL, observes=["order.paid"])
     moltin_client.create_integration(name="twin", url=URL + "/2", observes=["order.paid"])
     with pytest.raises(SyncError, match="2 webhook integrations are named 'twin'"):
         sync_integration(moltin_client, routed, URL, name="twin", secret_key=SECRET)
+    for n in range(98):
+        moltin.state.new_integration({"name": f"filler-{n}", "integration_type": "webhook",
+                                      "observes": ["order.paid"], "configuration": {"url": "http://x"}}, moltin.url)
+    session = CountingSession()
+    client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url,
+                          session=session)  # type: ignore[arg-type]
+    with pytest.raises(SyncError, match="past upstream's quota of 100"):
+        sync_integration(client, routed, "https://elsewhere.example/hooks", name="new", secret_key=SECRET)
+    assert session.writes == [], "refused before any write"
+
+
+def many(receiver: WebhookReceiver, *patterns: str) -> WebhookReceiver:
+    for n, pattern in enumerate(patterns):
+        receiver.on(pattern, name=f"h{n}")(lambda e: None)
+    return receiver
+
+
+def test_five_events_per_integration_spread_over_a_group(moltin: Emulator) -> None:
+    session = CountingSession()
+    client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url,
+                          session=session)  # type: ignore[arg-type]
+    shop = many(WebhookReceiver(secret_key=SECRET), "order.*", "customer.*", "product.deleted", "cart.updated")
+    assert len(shop.observes()) == 12
+    first = sync_integration(client, shop, URL, name="shop", secret_key=SECRET)
+    assert first.action == "created" and [s.name for s in first.steps] == ["shop", "shop-2", "shop-3"]
+    groups = {i["name"]: i["observes"] for i in moltin.state.integrations.values()}
+    assert [len(groups[n]) for n in ("shop", "shop-2", "shop-3")] == [5, 5, 2]
+    assert sorted(e for events in groups.values() for e in events) == shop.observes(), "each event once"
+    assert len(session.writes) == 3
+
+    again = sync_integration(client, shop, URL, name="shop", secret_key=SECRET)
+    assert again.action == "unchanged" and len(session.writes) == 3, "a second run makes no write call"
+
+    grown = many(WebhookReceiver(secret_key=SECRET), "order.*", "customer.*", "product.deleted", "cart.updated",
+                 "account.created", "file.created")
+    plan = sync_integration(client, grown, URL, name="shop", secret_key=SECRET, dry_run=True)
+    assert "would update integration 'shop-3'" in str(plan) and "would leave integration 'shop'" in str(plan)
+    assert len(session.writes) == 3, "a dry run writes nothing"
+    sync_integration(client, grown, URL, name="shop", secret_key=SECRET)
+    after = {i["name"]: i["observes"] for i in moltin.state.integrations.values()}
+    assert after["shop"] == groups["shop"] and after["shop-2"] == groups["shop-2"], "events stay where they are"
+    assert sorted(after["shop-3"]) == sorted(groups["shop-3"] + ["account.created", "file.created"])
+
+    shrunk = many(WebhookReceiver(secret_key=SECRET), "customer.*", "product.deleted", "cart.updated")
+    result = sync_integration(client, shrunk, URL, name="shop", secret_key=SECRET)
+    actions = {s.name: s.action for s in result.steps}
+    kept = {i["name"]: sorted(i["observes"]) for i in moltin.state.integrations.values()}
+    assert sorted(e for events in kept.values() for e in events) == shrunk.observes()
+    assert "deleted" in actions.values() and len(kept) < 3, "its own integrations left empty are deleted"
+    before = len(session.writes)
+    assert sync_integration(client, shrunk, URL, name="shop", secret_key=SECRET).action == "unchanged"
+    assert len(session.writes) == before
+
+
+def test_a_group_takes_only_its_own_numbered_integrations(moltin_client: MoltinClient, moltin: Emulator) -> None:
+    moltin_client.create_integration(name="shop-2", url="https://someone.example/else", observes=["order.paid"])
+    shop = many(WebhookReceiver(secret_key=SECRET), "order.*")
+    result = sync_integration(moltin_client, shop, URL, name="shop", secret_key=SECRET)
+    names = sorted(i["name"] for i in moltin.state.integrations.values())
+    assert names == ["shop", "shop-2", "shop-2"] and [s.name for s in result.steps] == ["shop", "shop-2"]
+    hand_made = [i for i in moltin.state.integrations.values()
+                 if i["configuration"]["url"] == "https://someone.example/else"]
+    assert hand_made[0]["observes"] == ["order.paid"], "a person's integration is left alone"
 
 
 def test_sync_refuses_unknown_names_before_any_write(moltin: Emulator, receiver: WebhookReceiver) -> None:
@@ -161,6 +219,24 @@ def test_cli_sync_list_logs_delete(cli_app: Flask, moltin: Emulator) -> None:
     deleted = runner.invoke(args=["webhooks", "delete", "--name", "webhook_receiver-moltin"])
     assert deleted.exit_code == 0 and moltin.state.integrations == {}
     assert runner.invoke(args=["webhooks", "delete"]).exit_code == 2
+    missing = runner.invoke(args=["webhooks", "delete", "--name", "nope"])
+    assert missing.exit_code == 1 and "no integration is named 'nope'" in missing.output
+
+
+def test_cli_list_and_delete_understand_the_group(make_app: Callable[..., Flask], moltin: Emulator) -> None:
+    receiver = many(WebhookReceiver(secret_key=SECRET), "order.*")
+    app = new_app(MOLTIN_CLIENT_ID=moltin.client_id, MOLTIN_CLIENT_SECRET=moltin.client_secret,
+                  MOLTIN_API_URL=moltin.url)
+    receiver.init_app(app)
+    runner = app.test_cli_runner()
+    synced = runner.invoke(args=["webhooks", "sync", "--url", URL])
+    assert "created integration 'webhook_receiver-moltin'" in synced.output
+    assert "created integration 'webhook_receiver-moltin-2'" in synced.output
+    listed = runner.invoke(args=["webhooks", "list"]).output
+    assert listed.count("[sync group 'webhook_receiver-moltin']") == 2
+    deleted = runner.invoke(args=["webhooks", "delete", "--name", "webhook_receiver-moltin"])
+    assert deleted.exit_code == 0 and deleted.output.count("deleted integration") == 2
+    assert moltin.state.integrations == {}
 
 
 def test_cli_routes_and_secret(cli_app: Flask) -> None:

@@ -118,14 +118,15 @@ def tunnel_command(provider: str | None, public_url: str | None, host: str, port
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
-    integration_id: str | None = None
+    integration_ids: list[str] = []
     try:
         url = tunnel.public_url + receiver.get_config().url
         name = f"{default_integration_name(receiver)}-tunnel-{secrets.token_hex(3)}"
         result = sync_integration(client, receiver, url, name=name, secret_key=secret)
-        integration_id = str((result.integration or {}).get("id"))
+        integration_ids = [str(i.get("id")) for i in result.integrations if i]
         click.echo(f"Public URL: {url}")
-        click.echo(f"Temporary integration {name!r} ({integration_id}) observes: {', '.join(receiver.observes())}")
+        click.echo(f"Temporary integration {name!r} ({', '.join(integration_ids)}) observes:"
+                   f" {', '.join(receiver.observes())}")
         click.echo("Deliveries from the store now reach this app. Ctrl-C stops and deletes the integration.")
         if not reload:
             _start_background_workers(app)
@@ -135,7 +136,7 @@ def tunnel_command(provider: str | None, public_url: str | None, host: str, port
     finally:
         signal.signal(signal.SIGTERM, previous)
         try:
-            if integration_id:
+            for integration_id in integration_ids:
                 client.delete_integration(integration_id)
                 click.echo(f"deleted temporary integration {integration_id}")
         finally:

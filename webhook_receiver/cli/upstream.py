@@ -1,10 +1,13 @@
 """``flask webhooks`` commands that talk to upstream: sync, list, delete, logs; and routes, secret."""
 from __future__ import annotations
 
+import re
+
 import click
 from flask import current_app
 
 from ..catalogue import is_known
+from ..sync import MANAGED_MARK
 from .group import api_client, one_line_errors, receiver_named, receiver_option, webhooks_cli
 
 @webhooks_cli.command("sync")
@@ -34,27 +37,40 @@ def list_command() -> None:
     for i in integrations:
         state = "enabled" if i.get("enabled") else "disabled"
         url = (i.get("configuration") or {}).get("url", "")
-        click.echo(f"{i.get('id')}  {i.get('name')!r}  {i.get('integration_type')}  {state}  {url}")
+        managed = str(i.get("description") or "").startswith(MANAGED_MARK)
+        group = f"  [sync group {re.sub(r'-[0-9]+$', '', str(i.get('name')))!r}]" if managed else ""
+        click.echo(f"{i.get('id')}  {i.get('name')!r}  {i.get('integration_type')}  {state}  {url}{group}")
         click.echo(f"    observes: {', '.join(i.get('observes') or []) or '(nothing)'}")
 
 
 @webhooks_cli.command("delete")
 @click.argument("integration_id", required=False)
-@click.option("--name", help="Delete the integration with this name instead.")
+@click.option("--name", help="Delete the integration with this name instead, with the rest of its sync group"
+                             " (NAME-2, NAME-3, ...).")
 @one_line_errors
 def delete_command(integration_id: str | None, name: str | None) -> None:
-    """Delete an integration, by ID or by --name."""
+    """Delete an integration, by ID or by --name (a sync group whole)."""
+    from ..sync import group_members
+
     if bool(integration_id) == bool(name):
         raise click.UsageError("give an integration ID or --name NAME (one of them)")
     client = api_client()
-    if name:
-        matches = [i for i in client.list_integrations() if i.get("name") == name]
-        if len(matches) != 1:
-            raise click.ClickException(f"{len(matches)} integrations are named {name!r}; delete by ID")
-        integration_id = str(matches[0]["id"])
-    assert integration_id is not None
-    client.delete_integration(integration_id)
-    click.echo(f"deleted integration {integration_id}")
+    if integration_id:
+        client.delete_integration(integration_id)
+        click.echo(f"deleted integration {integration_id}")
+        return
+    assert name is not None
+    integrations = client.list_integrations()
+    members = group_members(integrations, name) or [i for i in integrations if i.get("name") == name]
+    named = [i for i in members if i.get("name") == name]
+    if not members:
+        raise click.ClickException(f"no integration is named {name!r}; `flask webhooks list` shows them")
+    if len(named) > 1:
+        ids = ", ".join(str(i.get("id")) for i in named)
+        raise click.ClickException(f"{len(named)} integrations are named {name!r} ({ids}); delete them by ID")
+    for member in members:
+        client.delete_integration(str(member["id"]))
+        click.echo(f"deleted integration {member['id']} ({member.get('name')!r})")
 
 
 @webhooks_cli.command("logs")
