@@ -132,6 +132,9 @@ def _answer(request: Request, receiver: WebhookReceiver, app: Flask, config: Rec
     except InvalidEvent as exc:
         return _error(400, "bad_request", exc.reason)
 
+    if event.irregular:
+        logger.warning("event %s (%s): unexpected shape of %s; kept as sent in event.raw", event.id,
+                       event.trigger, ", ".join(event.irregular))
     signals.send_isolated(signals.event_received, app, event=event, receiver=receiver)
     handlers = receiver.handlers_for(event.trigger, app)
     if not handlers:

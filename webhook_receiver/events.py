@@ -17,6 +17,7 @@ before anything else sees the body, including inside the ``resources`` string.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -31,6 +32,8 @@ SECRET_FIELDS: frozenset[str] = frozenset({"secret_key", "client_secret"})
 
 #: What a redacted value is replaced with.
 REDACTED = "[redacted]"
+
+_DIGITS = re.compile(r"[0-9]{1,9}\Z")
 
 #: The longest event id accepted; upstream sends UUIDs.
 MAX_ID_LENGTH = 200
@@ -74,22 +77,29 @@ class Event:
     #: Which delivery attempt this is, from 1 (1 when upstream omits it).
     attempt: int = 1
     #: The integration that delivered it: ``id``, ``integration_type``, ``name``, ...
-    integration: Mapping[str, Any] = field(default_factory=dict)
+    #: (as sent, when it is not an object: see :attr:`irregular`).
+    integration: Any = field(default_factory=dict)
     #: The ``payload`` object as sent (newer bodies), or ``None``.
-    payload: Mapping[str, Any] | None = None
-    #: The deprecated ``resources``, decoded from its JSON string, or ``None``.
-    resources: Mapping[str, Any] | None = None
+    payload: Any = None
+    #: The deprecated ``resources``, decoded from its JSON string, or ``None``
+    #: (as sent, or as decoded, when it is not an object: see :attr:`irregular`).
+    resources: Any = None
     #: The affected resource: the ``data`` object of a created or updated
     #: event, the ``{"id", "type"}`` object of a deleted one, or ``None``.
     data: Any = None
     #: Related resources sent beside ``data`` (``included``), or ``None``.
     included: Any = None
     #: The store the event comes from, when upstream says.
-    store_id: str | None = None
+    store_id: Any = None
     #: The organisation the store belongs to, when upstream says.
-    org_id: str | None = None
+    org_id: Any = None
     #: The whole body as a dict, with every secret redacted.
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: The fields whose shape was unexpected (``attempt``, ``resources``,
+    #: ``payload``, ``integration``, ``store_id``, ``org_id``): they are kept
+    #: as sent, in :attr:`raw` and in their attribute, rather than refused,
+    #: because a refusal makes upstream retry until it gives up.
+    irregular: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def is_deleted(self) -> bool:
@@ -175,9 +185,14 @@ class Event:
                 f" match triggered_by {_short(triggered_by)}",
                 field="triggered_by",
             )
-        resources = _resources(raw)
-        payload = _optional_object(raw, "payload")
-        source = payload if payload is not None else resources
+        irregular: list[str] = []
+        resources = _resources(raw, irregular)
+        payload = _as_sent(raw, "payload", dict, irregular)
+        integration = _as_sent(raw, "integration", dict, irregular)
+        if isinstance(payload, dict):
+            source: Any = payload
+        else:
+            source = resources if isinstance(resources, dict) else None
         data: Any = None
         included: Any = None
         if source is not None:
@@ -186,41 +201,54 @@ class Event:
         return cls(
             id=event_id,
             trigger=triggered_by,
-            attempt=_attempt(raw),
-            integration=_optional_object(raw, "integration") or {},
+            attempt=_attempt(raw, irregular),
+            integration={} if integration is None else integration,
             payload=payload,
             resources=resources,
             data=data,
             included=included,
-            store_id=_optional_str(raw, "store_id"),
-            org_id=_optional_str(raw, "org_id"),
+            store_id=_as_sent(raw, "store_id", str, irregular),
+            org_id=_as_sent(raw, "org_id", str, irregular),
             raw=raw,
+            irregular=tuple(irregular),
         )
 
 
-def _resources(raw: dict[str, Any]) -> dict[str, Any] | None:
-    """Decode ``resources``; redact inside it and keep the redacted string in *raw*."""
+def _resources(raw: dict[str, Any], irregular: list[str]) -> Any:
+    """Decode ``resources``; redact inside it and keep the redacted string in *raw*.
+
+    What is not a JSON string of an object is kept as sent (or as decoded)
+    and noted in *irregular*; a string that does not decode and may hold a
+    secret is replaced by :data:`REDACTED`, since it cannot be redacted inside.
+    """
     value = raw.get("resources")
     if value is None or isinstance(value, dict):
         return value
     if not isinstance(value, str):
-        raise InvalidEvent(
-            f"resources must be a JSON string or an object, not {_json_type(value)}",
-            field="resources",
-        )
+        irregular.append("resources")
+        return value
     secretive = _may_hold_secrets(value)
     try:
         decoded = json.loads(value, object_hook=_redact_object) if secretive else fastjson.loads(value)
     except (ValueError, RecursionError):
-        raise InvalidEvent("resources is a string that is not valid JSON", field="resources") from None
-    if not isinstance(decoded, dict):
-        raise InvalidEvent(
-            f"resources must decode to a JSON object, not {_json_type(decoded)}",
-            field="resources",
-        )
+        irregular.append("resources")
+        if secretive:
+            raw["resources"] = REDACTED
+            return REDACTED
+        return value
     if secretive:
         raw["resources"] = fastjson.dumps(decoded)
+    if not isinstance(decoded, dict):
+        irregular.append("resources")
     return decoded
+
+
+def _as_sent(raw: Mapping[str, Any], name: str, kind: type, irregular: list[str]) -> Any:
+    """The field *name* as sent; noted in *irregular* when it is not ``None`` nor of *kind*."""
+    value = raw.get(name)
+    if value is not None and not isinstance(value, kind):
+        irregular.append(name)
+    return value
 
 
 def _redact_object(obj: dict[str, Any]) -> dict[str, Any]:
@@ -277,29 +305,17 @@ def _required_str(raw: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def _optional_str(raw: Mapping[str, Any], name: str) -> str | None:
-    value = raw.get(name)
-    if value is None or isinstance(value, str):
-        return value
-    raise InvalidEvent(f"{name} must be a string, not {_json_type(value)}", field=name)
-
-
-def _optional_object(raw: Mapping[str, Any], name: str) -> dict[str, Any] | None:
-    value = raw.get(name)
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return value
-    raise InvalidEvent(f"{name} must be an object, not {_json_type(value)}", field=name)
-
-
-def _attempt(raw: Mapping[str, Any]) -> int:
+def _attempt(raw: Mapping[str, Any], irregular: list[str]) -> int:
+    """The delivery attempt: a positive integer, or a string of one (as an older upstream sends); else 1."""
     value = raw.get("attempt")
     if value is None:
         return 1
+    if isinstance(value, str) and _DIGITS.match(value):
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
-    raise InvalidEvent("attempt must be a positive integer", field="attempt")
+    irregular.append("attempt")
+    return 1
 
 
 def _json_type(value: Any) -> str:
