@@ -60,7 +60,7 @@ class _Activity:
 def _show_fired(moltin: Emulator, label: str, fired: Fired) -> None:
     print(f"-> {fired.trigger:<16} ({label})")
     for log in moltin.logs():
-        if log["meta"]["event_id"] == fired.event_id and log["relationships"]["job"]["data"]["id"] in fired.jobs:
+        if moltin.delivered(log)[1] == fired.event_id and log["relationships"]["job"]["data"]["id"] in fired.jobs:
             answer = log["status_code"] if log["status_code"] is not None else log["error_detail"]
             print(f"   attempt {log['attempt']}  <- {answer} {_status(log['body'])}")
 

@@ -81,16 +81,19 @@ def test_sync_fire_and_handle_once(moltin: Emulator, env: dict[str, str], shop_u
         ("shipping_notification_written", fulfilled.event_id),
         ("product_unindexed", deleted.event_id),
     ])
-    attempts = {(log["meta"]["trigger"], log["attempt"], log["succeeded"]) for log in moltin.logs()}
+    attempts = {(moltin.delivered(log)[0], log["attempt"], log["succeeded"]) for log in moltin.logs()}
     assert attempts == {("order.paid", 1, True), ("order.fulfilled", 1, False), ("order.fulfilled", 2, True),
                         ("product.deleted", 1, True)}, [
-        (log["meta"]["trigger"], log["attempt"], log["status_code"], log["body"][:200], log["error_detail"])
+        (moltin.delivered(log)[0], log["attempt"], log["status_code"], log["body"][:200], log["error_detail"])
         for log in moltin.logs()]
     assert (tmp_path / "outbox" / "shipping-order-77.eml").read_text().startswith("To: ann@example.com")
 
     logs = flask(env, "webhooks", "logs", "--failed")
     assert logs.returncode == 0 and len(logs.stdout.strip().splitlines()) == 1
-    assert "FAILED  attempt 1  status 500" in logs.stdout
+    assert "FAILED  attempt 1  http 500  order.fulfilled" in logs.stdout
+    assert f"{fulfilled.event_id}  'webhook_receiver-moltin'  here: processed" in logs.stdout
+    listed = json.loads(flask(env, "webhooks", "logs", "--json", "--limit", "2").stdout)
+    assert len(listed) == 2 and {"trigger", "event_id", "integration", "stored_status"} <= set(listed[0])
 
     # Upstream redelivers the paid order (at least once): nothing runs twice.
     again = moltin.fire("order.paid", order, event_id=paid.event_id)

@@ -1,7 +1,9 @@
 """``flask webhooks`` commands that talk to upstream: sync, list, delete, logs; and routes, secret."""
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 import click
 from flask import current_app
@@ -76,19 +78,66 @@ def delete_command(integration_id: str | None, name: str | None) -> None:
 @webhooks_cli.command("logs")
 @click.argument("integration_id", required=False)
 @click.option("--failed", is_flag=True, help="Only the deliveries that failed.")
+@click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+@receiver_option
 @one_line_errors
-def logs_command(integration_id: str | None, failed: bool) -> None:
-    """Show delivery logs, newest first: of one integration, or of all."""
-    logs = api_client().integration_logs(integration_id)
+def logs_command(integration_id: str | None, failed: bool, limit: int, as_json: bool,
+                 receiver_name: str | None) -> None:
+    """Show delivery attempts, newest first, with the event each delivered and its status here.
+
+    Upstream's log holds the answer the receiver gave, which names the event;
+    its trigger and status come from this app's event store.
+    """
+    client = api_client()
+    logs = client.integration_logs(integration_id)
     if failed:
         logs = [log for log in logs if not log.get("succeeded")]
-    if not logs:
+    logs = sorted(logs, key=_created_at, reverse=True)[:max(limit, 0)]
+    names = {str(i.get("id")): str(i.get("name")) for i in client.list_integrations()}
+    store = receiver_named(receiver_name).get_store()
+    rows = [_log_row(log, names, store) for log in logs]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
         click.echo("no logs")
-    for log in logs:
-        outcome = "ok    " if log.get("succeeded") else "FAILED"
-        when = ((log.get("meta") or {}).get("timestamps") or {}).get("created_at", "")
-        detail = log.get("error_detail") or ""
-        click.echo(f"{when}  {outcome}  attempt {log.get('attempt')}  status {log.get('status_code')}  {detail}".rstrip())
+    for row in rows:
+        outcome = "ok    " if row["succeeded"] else "FAILED"
+        http = row["status_code"] if row["status_code"] is not None else "-"
+        line = (f"{row['created_at']}  {outcome}  attempt {row['attempt']}  http {http}"
+                f"  {row['trigger'] or '?'}  {row['event_id'] or '?'}  {row['integration']!r}"
+                f"  here: {row['stored_status'] or 'not stored'}  {row['error_detail'] or ''}")
+        click.echo(line.rstrip())
+
+
+def _created_at(log: dict[str, Any]) -> str:
+    return str(((log.get("meta") or {}).get("timestamps") or {}).get("created_at", ""))
+
+
+def _log_row(log: dict[str, Any], names: dict[str, str], store: Any) -> dict[str, Any]:
+    """One delivery attempt: upstream's log, the event our answer named, and its status here."""
+    event_id = None
+    try:
+        answer = json.loads(log.get("body") or "")
+        if isinstance(answer, dict) and isinstance(answer.get("id"), str):
+            event_id = answer["id"]
+    except ValueError:
+        pass
+    stored = store.get(event_id) if event_id else None
+    integration = (((log.get("relationships") or {}).get("integration") or {}).get("data") or {}).get("id")
+    return {
+        "created_at": _created_at(log),
+        "succeeded": bool(log.get("succeeded")),
+        "attempt": log.get("attempt"),
+        "status_code": log.get("status_code"),
+        "error_detail": log.get("error_detail"),
+        "integration_id": integration,
+        "integration": names.get(str(integration), "?"),
+        "event_id": event_id,
+        "trigger": stored.trigger if stored else None,
+        "stored_status": stored.status.value if stored else None,
+    }
 
 
 @webhooks_cli.command("routes")

@@ -140,8 +140,9 @@ class Firer:
         except requests.RequestException as exc:
             error = f"could not deliver: {type(exc).__name__}"
         succeeded = error is None
+        log_id = str(uuid.uuid4())
         self.state.add_log({
-            "id": str(uuid.uuid4()),
+            "id": log_id,
             "type": "integration-log",
             "succeeded": succeeded,
             "attempt": attempt,
@@ -153,9 +154,8 @@ class Firer:
                 "integration": {"data": {"type": "integration", "id": integration["id"]}},
                 "job": {"data": {"type": "integration-job", "id": job_id}},
             },
-            "meta": {"timestamps": {"created_at": now_iso()}, "trigger": body["triggered_by"],
-                     "event_id": body["id"]},
-        })
+            "meta": {"timestamps": {"created_at": now_iso()}},
+        }, trigger=body["triggered_by"], event_id=body["id"])
         logger.info("delivered %s %s to integration %s, attempt %d: %s", body["triggered_by"],
                     body["id"], integration["id"], attempt, "ok" if succeeded else error)
         return succeeded

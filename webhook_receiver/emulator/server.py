@@ -113,9 +113,14 @@ class Emulator:
         return self.firer.wait_idle(timeout)
 
     def logs(self) -> list[dict[str, Any]]:
-        """Every delivery attempt so far, oldest first."""
+        """Every delivery attempt so far, oldest first, as upstream's log envelopes."""
         with self.state.lock:
             return list(self.state.logs)
+
+    def delivered(self, log: dict[str, Any]) -> tuple[str, str]:
+        """The trigger and event id a log of :meth:`logs` delivered (upstream's envelope does not say)."""
+        with self.state.lock:
+            return self.state.log_events[log["id"]]
 
     def __enter__(self) -> Emulator:
         return self.start()

@@ -45,6 +45,9 @@ class EmulatorState:
     integrations: dict[str, dict[str, Any]] = field(default_factory=dict)
     jobs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     logs: list[dict[str, Any]] = field(default_factory=list)
+    #: The trigger and event id each log delivered, by log id: upstream's log
+    #: envelope does not say, but tests and the demo want to know.
+    log_events: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: The most items a list endpoint serves per page, whatever was asked
     #: (a store may serve fewer than ``page[limit]``).
     page_size: int = 25
@@ -111,9 +114,11 @@ class EmulatorState:
             self.jobs.setdefault(integration_id, []).append(job)
         return job
 
-    def add_log(self, log: dict[str, Any]) -> None:
+    def add_log(self, log: dict[str, Any], *, trigger: str, event_id: str) -> None:
+        """Keep a delivery log, as upstream serves it, and which event it delivered (known here only)."""
         with self.lock:
             self.logs.append(log)
+            self.log_events[log["id"]] = (trigger, event_id)
 
     def take_fault(self) -> tuple[int, int | None] | None:
         with self.lock:
