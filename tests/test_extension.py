@@ -387,3 +387,42 @@ def test_repr_shows_no_secret() -> None:
 def test_get_config_before_init_app_says_what_to_do() -> None:
     with pytest.raises(RuntimeError, match="init_app"):
         WebhookReceiver().get_config(bare_app())
+
+
+@pytest.mark.parametrize("store_url", ["memory://", None])
+def test_latest_only_skips_events_older_than_one_already_handled(receiver: WebhookReceiver,
+                                                                make_app: Callable[..., Flask],
+                                                                store_url: str | None) -> None:
+    """Deliveries reordered: the older update of an order arrives after the newer one."""
+    handled: list[str] = []
+    everything: list[str] = []
+    receiver.on("order.updated", latest_only=True, name="mirror")(lambda e: handled.append(e.id))
+    receiver.on("order.updated", name="audit")(lambda e: everything.append(e.id))
+    client = make_app(WEBHOOK_RECEIVER_STORE=store_url).test_client()
+
+    def update(event_id: str, when: str, order_id: str = "o-1") -> Any:
+        data = {"type": "order", "id": order_id, "meta": {"timestamps": {"updated_at": when}}}
+        return deliver(client, make_event("order.updated", data, event_id=event_id), secret=SECRET)
+
+    assert update("newer", "2026-11-30T10:00:05.000Z").get_json()["status"] == "processed"
+    assert update("older", "2026-11-30T10:00:01.000Z").get_json()["status"] == "processed"
+    assert update("other-order", "2026-11-30T09:00:00Z", order_id="o-2").status_code == 200
+    assert update("newest", "2026-11-30T10:00:09.500+00:00").status_code == 200
+    assert handled == ["newer", "other-order", "newest"], "the older update was skipped"
+    assert everything == ["newer", "older", "other-order", "newest"], "other handlers are not guarded"
+    stored = receiver.get_store(client.application).get("older")
+    assert stored is not None
+    skipped = stored.handlers["mirror"]
+    assert skipped.ok and skipped.skipped is not None and "already handled as of 2026-11-30T10:00:05" in skipped.skipped
+    assert stored.handlers["audit"].skipped is None
+
+
+def test_event_updated_at() -> None:
+    from datetime import datetime, timezone
+
+    data = {"type": "order", "id": "o", "meta": {"timestamps": {"updated_at": "2018-04-30T09:35:32.202Z"}}}
+    event = Event.from_dict(make_event("order.updated", data))
+    assert event.updated_at == datetime(2018, 4, 30, 9, 35, 32, 202000, tzinfo=timezone.utc)
+    assert Event.from_dict(make_event("order.deleted")).updated_at is None
+    bad = {"type": "order", "id": "o", "meta": {"timestamps": {"updated_at": "yesterday"}}}
+    assert Event.from_dict(make_event("order.updated", bad)).updated_at is None

@@ -284,3 +284,13 @@ def test_memory_store_refuses_rather_than_forget_unfinished_events() -> None:
     assert claim is not None and store.finish(claim, ok=True)
     assert store.accept(event("m3")) is None, "a finished event makes room"
     assert store.get("m0") is None and store.get("m3") is not None
+
+
+def test_watermarks_only_go_up(store: EventStore) -> None:
+    assert store.watermark("h", "order", "o-1") is None
+    store.raise_watermark("h", "order", "o-1", 200.5)
+    store.raise_watermark("h", "order", "o-1", 100.0)
+    assert store.watermark("h", "order", "o-1") == 200.5
+    store.raise_watermark("h", "order", "o-1", 300.25)
+    assert store.watermark("h", "order", "o-1") == 300.25
+    assert store.watermark("other", "order", "o-1") is None and store.watermark("h", "order", "o-2") is None

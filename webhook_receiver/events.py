@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -105,6 +106,28 @@ class Event:
     def is_deleted(self) -> bool:
         """Whether the event reports a deletion (``data`` is then ``{"id", "type"}``)."""
         return self.trigger.endswith(".deleted")
+
+    @property
+    def updated_at(self) -> datetime | None:
+        """When the resource was last updated, from its ``meta.timestamps.updated_at``, or ``None``.
+
+        Upstream delivers out of order; ``@receiver.on(..., latest_only=True)``
+        uses this to skip an event older than one a handler already handled.
+        Deleted events carry no timestamp.
+        """
+        data = self.data
+        if not isinstance(data, Mapping):
+            return None
+        meta = data.get("meta")
+        timestamps = meta.get("timestamps") if isinstance(meta, Mapping) else None
+        value = timestamps.get("updated_at") if isinstance(timestamps, Mapping) else None
+        if not isinstance(value, str):
+            return None
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
     @property
     def entity(self) -> str:

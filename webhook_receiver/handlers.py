@@ -41,12 +41,15 @@ class Handler:
     :param via_signal: ``True`` for a receiver connected to a trigger signal,
         called as ``fn(sender, event=event)``; ``False`` for a handler from
         :meth:`WebhookReceiver.on`, called as ``fn(event)``.
+    :param latest_only: skip an event whose resource is older than one this
+        handler already handled (see :attr:`Event.updated_at`).
     """
 
     name: str
     fn: Callable[..., Any]
     patterns: tuple[str, ...] = ()
     via_signal: bool = False
+    latest_only: bool = False
 
     def __call__(self, sender: Any, event: Event) -> Any:
         """Run the handler for *event*; *sender* is the Flask app."""
@@ -69,7 +72,8 @@ class HandlerRegistry:
     def __len__(self) -> int:
         return len(self._handlers)
 
-    def add(self, fn: EventHandler, patterns: Sequence[str], *, name: str | None = None) -> Handler:
+    def add(self, fn: EventHandler, patterns: Sequence[str], *, name: str | None = None,
+            latest_only: bool = False) -> Handler:
         """Register *fn* for *patterns*.
 
         :param fn: called as ``fn(event)``.
@@ -77,6 +81,7 @@ class HandlerRegistry:
             checked with :func:`~webhook_receiver.catalogue.check_pattern`.
         :param name: the name to record outcomes under; ``module.qualname``
             of *fn* when not given.
+        :param latest_only: see :attr:`Handler.latest_only`.
         :raises TypeError: if *fn* is not callable.
         :raises ValueError: if no pattern is given or another handler already
             has this name.
@@ -85,7 +90,8 @@ class HandlerRegistry:
             raise TypeError(f"a handler must be callable, not {type(fn).__name__}")
         if not patterns:
             raise ValueError("give at least one event name, such as 'order.paid', or '*'")
-        handler = Handler(name=name or callable_name(fn), fn=fn, patterns=tuple(dict.fromkeys(patterns)))
+        handler = Handler(name=name or callable_name(fn), fn=fn, patterns=tuple(dict.fromkeys(patterns)),
+                          latest_only=latest_only)
         with self._lock:
             if any(h.name == handler.name for h in self._handlers):
                 raise ValueError(

@@ -230,7 +230,7 @@ class WebhookReceiver:
 
     # -- handlers -------------------------------------------------------------
 
-    def on(self, *events: str, name: str | None = None) -> Callable[[F], F]:
+    def on(self, *events: str, name: str | None = None, latest_only: bool = False) -> Callable[[F], F]:
         """Register the decorated function as a handler of *events*.
 
         ::
@@ -250,6 +250,11 @@ class WebhookReceiver:
         :param name: the name outcomes are recorded under; ``module.qualname``
             of the function by default. It must stay the same across deploys
             for redeliveries to skip what already succeeded.
+        :param latest_only: upstream delivers out of order: skip an event
+            whose resource (``event.data``, by ``type`` and ``id``) is older,
+            by :attr:`Event.updated_at`, than one this handler already
+            handled. The skip is recorded as the handler's outcome, with the
+            reason; events without a timestamp always run.
         :raises ValueError: if no event is given, one is malformed, or the
             name is taken.
         """
@@ -259,7 +264,7 @@ class WebhookReceiver:
             check_pattern(pattern)
 
         def decorator(fn: F) -> F:
-            self._handlers.add(fn, events, name=name)
+            self._handlers.add(fn, events, name=name, latest_only=latest_only)
             return fn
 
         return decorator

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .. import signals
@@ -76,6 +77,13 @@ def run_handlers(sender: Any, event: Event, handlers: Sequence[Handler], store: 
             if previous is not None and (claim.lost or not store.record(claim, previous)):
                 return _lost(event, claim, failed)
             started = time.time()
+            mark = _watermark_key(handler, event)
+            if mark is not None:
+                skip = _older_than_handled(store, handler, mark)
+                if skip is not None:
+                    previous = Run(handler.name, True, None, started, time.time(), skip)
+                    logger.info("handler %s skipped event %s (%s): %s", handler.name, event.id, event.trigger, skip)
+                    continue
             try:
                 handler(sender, event)
             except Exception as exc:
@@ -87,9 +95,34 @@ def run_handlers(sender: Any, event: Event, handlers: Sequence[Handler], store: 
                                       exception=exc, receiver=receiver)
             else:
                 previous = Run(handler.name, True, None, started, time.time())
+                if mark is not None:
+                    store.raise_watermark(handler.name, mark[0], mark[1], mark[2])
     if claim.lost:
         return _lost(event, claim, failed)
     return HandlersRun(failed, previous)
+
+
+def _watermark_key(handler: Handler, event: Event) -> tuple[str, str, float] | None:
+    """``(resource type, resource id, updated_at)`` when *handler* guards against old events and *event* can tell."""
+    if not handler.latest_only:
+        return None
+    updated_at = event.updated_at
+    data = event.data
+    if updated_at is None or not isinstance(data, dict):
+        return None
+    resource_type, resource_id = data.get("type"), data.get("id")
+    if not isinstance(resource_type, str) or not isinstance(resource_id, str):
+        return None
+    return resource_type, resource_id, updated_at.timestamp()
+
+
+def _older_than_handled(store: EventStore, handler: Handler, mark: tuple[str, str, float]) -> str | None:
+    """Why the handler skips this event, or ``None`` when it runs."""
+    held = store.watermark(handler.name, mark[0], mark[1])
+    if held is None or mark[2] >= held:
+        return None
+    newest = datetime.fromtimestamp(held, timezone.utc).isoformat().replace("+00:00", "Z")
+    return f"{mark[0]} {mark[1]} was already handled as of {newest}, newer than this event"
 
 
 def _lost(event: Event, claim: Claim, failed: list[str]) -> HandlersRun:

@@ -74,13 +74,14 @@ class EventStatus(str, enum.Enum):
 
 
 class Run(NamedTuple):
-    """One run of one handler."""
+    """One run of one handler (or a skip: ``ok`` with the reason in ``skipped``)."""
 
     name: str
     ok: bool
     error: str | None
     started_at: float
     finished_at: float
+    skipped: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,9 @@ class HandlerOutcome:
     :param attempts: how many times it ran.
     :param started_at: when its last attempt started (epoch seconds).
     :param finished_at: when its last attempt ended (epoch seconds).
+    :param skipped: why its last attempt did not run the handler (a
+        ``latest_only`` handler given an event older than one it handled),
+        else ``None``.
     """
 
     name: str
@@ -101,6 +105,7 @@ class HandlerOutcome:
     attempts: int
     started_at: float
     finished_at: float
+    skipped: str | None = None
 
 
 class Claim:
@@ -147,7 +152,7 @@ class Claim:
             previous = outcomes.get(run.name)
             outcomes[run.name] = HandlerOutcome(run.name, run.ok, run.error,
                                                 (previous.attempts if previous else 0) + 1,
-                                                run.started_at, run.finished_at)
+                                                run.started_at, run.finished_at, run.skipped)
         return outcomes
 
     def __repr__(self) -> str:  # never the body
@@ -186,15 +191,16 @@ class StoredEvent:
 def dump_outcomes(outcomes: Mapping[str, HandlerOutcome]) -> str:
     """Outcomes as the JSON text stores keep."""
     return fastjson.dumps({name: [o.ok, o.error, o.attempts, o.started_at, o.finished_at]
-                           for name, o in outcomes.items()})
+                           + ([o.skipped] if o.skipped else []) for name, o in outcomes.items()})
 
 
 def load_outcomes(text: str | bytes | None) -> dict[str, HandlerOutcome]:
     """The outcomes kept by :func:`dump_outcomes`."""
     if not text:
         return {}
-    return {name: HandlerOutcome(name, bool(ok), error, int(attempts), float(started), float(finished))
-            for name, (ok, error, attempts, started, finished) in fastjson.loads(text).items()}
+    return {name: HandlerOutcome(name, bool(fields[0]), fields[1], int(fields[2]), float(fields[3]),
+                                 float(fields[4]), fields[5] if len(fields) > 5 else None)
+            for name, fields in fastjson.loads(text).items()}
 
 
 class EventStore(ABC):
@@ -287,6 +293,22 @@ class EventStore(ABC):
         :param retry_at: when a failed event is due again (epoch seconds).
         :param error: why the event failed without running (kept on the event).
         :returns: ``False``, writing nothing, when the lease was taken over.
+        :raises StoreUnavailable: if the store cannot take it.
+        """
+
+    # -- the out-of-order guard ---------------------------------------------------------
+
+    @abstractmethod
+    def watermark(self, handler: str, resource_type: str, resource_id: str) -> float | None:
+        """The newest ``updated_at`` (epoch seconds) of the resource that *handler* handled, or ``None``.
+
+        :raises StoreUnavailable: if the store cannot answer.
+        """
+
+    @abstractmethod
+    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> None:
+        """Keep *updated_at* as the resource's watermark for *handler*, unless a newer one is kept.
+
         :raises StoreUnavailable: if the store cannot take it.
         """
 

@@ -40,6 +40,7 @@ class MemoryStore(EventStore):
         self._queue: list[tuple[float, int, str]] = []  # (due_at, seq, id); stale entries skipped
         self._lease_heap: list[tuple[float, int, str, str]] = []  # (expires, seq, id, token)
         self._background: set[str] = set()  # events that came through the queue: their leases are swept
+        self._watermarks: dict[tuple[str, str, str], float] = {}
         self._seq = itertools.count()
         self._lock = threading.Lock()
         self._token_prefix = f"{os.getpid()}-{id(self):x}-"
@@ -192,6 +193,16 @@ class MemoryStore(EventStore):
             else:
                 stored.status = EventStatus.FAILED
             return True
+
+    def watermark(self, handler: str, resource_type: str, resource_id: str) -> float | None:
+        with self._lock:
+            return self._watermarks.get((handler, resource_type, resource_id))
+
+    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> None:
+        key = (handler, resource_type, resource_id)
+        with self._lock:
+            if updated_at > self._watermarks.get(key, float("-inf")):
+                self._watermarks[key] = updated_at
 
     def get(self, event_id: str) -> StoredEvent | None:
         with self._lock:

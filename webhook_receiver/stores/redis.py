@@ -11,8 +11,9 @@ outcomes, attempts, error, times, the lease's token and expiry),
 ``<prefix>:leases`` (a sorted set of held event ids by lease expiry, in ms;
 only events that came through the queue: a request that died mid-handler
 answered no 2xx, and upstream's retry takes its event over)
-and ``<prefix>:events`` (a sorted set of every event id by time received, in
-s). The two sorted sets find due events and expired leases in O(log n).
+``<prefix>:events`` (a sorted set of every event id by time received, in
+s) and ``<prefix>:watermarks`` (a hash of the newest ``updated_at`` per
+handler and resource, for ``latest_only`` handlers). The two sorted sets find due events and expired leases in O(log n).
 """
 from __future__ import annotations
 
@@ -136,6 +137,13 @@ end
 return 1
 """
 
+# KEYS: watermarks; ARGV: field, updated_at
+_RAISE_WATERMARK = """
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if not held or tonumber(held) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+"""
+
 #: How many events one round trip reads when listing or pruning.
 _BATCH = 500
 
@@ -177,6 +185,7 @@ class RedisStore(EventStore):
         self._renew_script = register(_RENEW)
         self._record_script = register(_RECORD)
         self._finish_script = register(_FINISH)
+        self._raise_watermark_script = register(_RAISE_WATERMARK)
         self._queue_key = self._key("queue")
         self._leases_key = self._key("leases")
         self._events_key = self._key("events")
@@ -267,6 +276,21 @@ class RedisStore(EventStore):
         if written:
             claim.outcomes = outcomes
         return written
+
+    # -- the out-of-order guard ---------------------------------------------------------
+
+    @staticmethod
+    def _watermark_field(handler: str, resource_type: str, resource_id: str) -> str:
+        return fastjson.dumps([handler, resource_type, resource_id])
+
+    def watermark(self, handler: str, resource_type: str, resource_id: str) -> float | None:
+        held = self._call(self.client.hget, self._key("watermarks"),
+                          self._watermark_field(handler, resource_type, resource_id))
+        return None if held is None else float(held)
+
+    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> None:
+        self._call(self._raise_watermark_script, keys=[self._key("watermarks")],
+                   args=[self._watermark_field(handler, resource_type, resource_id), repr(updated_at)])
 
     # -- reading and housekeeping -------------------------------------------------------
 

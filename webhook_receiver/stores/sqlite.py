@@ -49,6 +49,13 @@ CREATE INDEX IF NOT EXISTS webhook_receiver_events_due ON webhook_receiver_event
     WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS webhook_receiver_events_lease ON webhook_receiver_events (lease_expires)
     WHERE background = 1 AND lease_expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS webhook_receiver_watermarks (
+    handler TEXT NOT NULL,
+    resource_type TEXT NOT NULL,
+    resource_id TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (handler, resource_type, resource_id)
+);
 """
 
 _TABLE = "webhook_receiver_events"
@@ -282,6 +289,20 @@ class SQLiteStore(EventStore):
         if written:
             claim.outcomes = outcomes
         return written
+
+    def watermark(self, handler: str, resource_type: str, resource_id: str) -> float | None:
+        with self._autocommit() as conn:
+            row = conn.execute("SELECT updated_at FROM webhook_receiver_watermarks WHERE handler = ? AND"
+                               " resource_type = ? AND resource_id = ?",
+                               (handler, resource_type, resource_id)).fetchone()
+        return None if row is None else float(row[0])
+
+    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> None:
+        with self._autocommit() as conn:
+            conn.execute("INSERT INTO webhook_receiver_watermarks (handler, resource_type, resource_id, updated_at)"
+                         " VALUES (?, ?, ?, ?) ON CONFLICT (handler, resource_type, resource_id) DO UPDATE"
+                         " SET updated_at = max(updated_at, excluded.updated_at)",
+                         (handler, resource_type, resource_id, updated_at))
 
     def get(self, event_id: str) -> StoredEvent | None:
         with self._autocommit() as conn:
