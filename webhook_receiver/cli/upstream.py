@@ -8,7 +8,7 @@ from typing import Any
 import click
 from flask import current_app
 
-from ..catalogue import is_known
+from ..catalogue import is_known, is_legacy
 from ..sync import MANAGED_MARK
 from .group import api_client, one_line_errors, receiver_named, receiver_option, webhooks_cli
 
@@ -152,7 +152,7 @@ def routes_command(receiver_name: str | None) -> None:
     width = max((len(t) for t in observes), default=0)
     for trigger in observes:
         names = ", ".join(h.name for h in receiver.handlers_for(trigger, current_app._get_current_object()))  # type: ignore[attr-defined]
-        flag = "" if is_known(trigger) else "  (not in the catalogue)"
+        flag = "  (legacy)" if is_legacy(trigger) else "" if is_known(trigger) else "  (not in the catalogue)"
         click.echo(f"{trigger:<{width}}  ->  {names}{flag}")
 
 
