@@ -103,6 +103,16 @@ def moltin_client(moltin: Emulator) -> MoltinClient:
 REDIS_URL = os.environ.get("WEBHOOK_RECEIVER_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 
+@pytest.fixture
+def processes(tmp_path: Any) -> Iterator[Any]:
+    """Real processes (gunicorn, Celery, redis-server) running tests/service_app.py, stopped afterwards."""
+    from .processes import Processes
+
+    procs = Processes({"WHR_INSTANCE": str(tmp_path), "WHR_OUTPUT": str(tmp_path / "effects.jsonl")})
+    yield procs
+    procs.stop_all()
+
+
 def require_redis() -> None:
     """Skip when Redis is not reachable, unless CI=true, where that is a failure."""
     import redis

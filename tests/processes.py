@@ -14,6 +14,11 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def logs_text(folder: Path) -> str:
+    """The logs the processes of a test wrote into its *folder*, their ends, for failure messages."""
+    return "\n".join(p.read_text(errors="replace")[-6000:] for p in folder.glob("*.log"))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 import requests
-from flask import Flask
 
 from webhook_receiver import Event, WebhookReceiver
 from webhook_receiver.emulator import Emulator

@@ -13,7 +13,7 @@ import signal
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -23,26 +23,15 @@ from webhook_receiver.moltin import MoltinClient
 from webhook_receiver.testing import deliver, make_event
 
 from .conftest import REDIS_URL, require_redis
-from .processes import Processes, free_port, wait_for
+from .processes import Processes, free_port, logs_text, wait_for
 from .service_app import SECRET, read_output
 
 BROKER_URL = REDIS_URL.rsplit("/", 1)[0] + "/14"
 
 
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    procs = Processes({"WHR_INSTANCE": str(tmp_path), "WHR_OUTPUT": str(tmp_path / "effects.jsonl")})
-    yield procs
-    procs.stop_all()
-
-
 def effects(tmp_path: Path, event_id: str, phase: str = "done") -> list[dict[str, Any]]:
     return [line for line in read_output(str(tmp_path / "effects.jsonl"))
             if line["id"] == event_id and line["phase"] == phase]
-
-
-def logs_text(tmp_path: Path) -> str:
-    return "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("*.log"))
 
 
 @pytest.mark.parametrize("store", ["sqlite", "redis"])

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 import pytest
-from flask import Flask
 
 from webhook_receiver import Event, WebhookReceiver
 from webhook_receiver.testing import deliver, make_event

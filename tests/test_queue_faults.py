@@ -16,10 +16,9 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-import requests
 
 from webhook_receiver.stores import EventStatus, EventStore
 from webhook_receiver.stores.redis import RedisStore
@@ -27,26 +26,15 @@ from webhook_receiver.stores.sqlite import SQLiteStore
 from webhook_receiver.testing import deliver, make_event
 
 from .conftest import REDIS_URL
-from .processes import Processes, wait_for
+from .processes import Processes, logs_text, wait_for
 from .service_app import SECRET, read_output
 
 BROKER_URL = REDIS_URL.rsplit("/", 1)[0] + "/14"
 
 
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    procs = Processes({"WHR_INSTANCE": str(tmp_path), "WHR_OUTPUT": str(tmp_path / "effects.jsonl")})
-    yield procs
-    procs.stop_all()
-
-
 def lines(tmp_path: Path, phase: str, event_id: str | None = None) -> list[dict[str, Any]]:
     return [line for line in read_output(str(tmp_path / "effects.jsonl"))
             if line["phase"] == phase and (event_id is None or line["id"] == event_id)]
-
-
-def logs_text(tmp_path: Path) -> str:
-    return "\n".join(p.read_text(errors="replace")[-6000:] for p in tmp_path.glob("*.log"))
 
 
 def open_store(tmp_path: Path, processes: Processes) -> EventStore:

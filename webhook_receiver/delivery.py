@@ -18,7 +18,6 @@ INFO line is logged per delivery.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any

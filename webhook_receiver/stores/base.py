@@ -43,6 +43,7 @@ __all__ = [
     "Run",
     "StoredEvent",
     "dump_outcomes",
+    "finished_status",
     "load_outcomes",
 ]
 
@@ -186,6 +187,13 @@ class StoredEvent:
     attempts: int = 0
     due_at: float | None = None
     error: str | None = None
+
+
+def finished_status(ok: bool, retry_at: float | None) -> EventStatus:
+    """The status :meth:`EventStore.finish` writes: processed, pending again (a retry is due), or failed."""
+    if ok:
+        return EventStatus.PROCESSED
+    return EventStatus.PENDING if retry_at is not None else EventStatus.FAILED
 
 
 def dump_outcomes(outcomes: Mapping[str, HandlerOutcome]) -> str:

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from ..errors import StoreUnavailable
 from ..events import Event
-from .base import Claim, ClaimState, EventStatus, EventStore, Run, StoredEvent
+from .base import Claim, ClaimState, EventStatus, EventStore, Run, StoredEvent, finished_status
 
 __all__ = ["MemoryStore"]
 
@@ -186,12 +186,9 @@ class MemoryStore(EventStore):
             del self._leases[claim.event_id]
             stored.updated_at = now
             stored.error = error
-            if ok:
-                stored.status = EventStatus.PROCESSED
-            elif retry_at is not None:
+            stored.status = finished_status(ok, retry_at)
+            if stored.status is EventStatus.PENDING and retry_at is not None:
                 self._enqueue(stored, retry_at)
-            else:
-                stored.status = EventStatus.FAILED
             return True
 
     def watermark(self, handler: str, resource_type: str, resource_id: str) -> float | None:

@@ -24,7 +24,17 @@ from typing import Any
 from .. import fastjson
 from ..errors import StoreUnavailable
 from ..events import Event
-from .base import Claim, ClaimState, EventStatus, EventStore, Run, StoredEvent, dump_outcomes, load_outcomes
+from .base import (
+    Claim,
+    ClaimState,
+    EventStatus,
+    EventStore,
+    Run,
+    StoredEvent,
+    dump_outcomes,
+    finished_status,
+    load_outcomes,
+)
 
 __all__ = ["RedisStore"]
 
@@ -263,12 +273,10 @@ class RedisStore(EventStore):
     def finish(self, claim: Claim, *, ok: bool, last: Run | None = None, retry_at: float | None = None,
                error: str | None = None) -> bool:
         outcomes = claim.with_run(last)
-        if ok:
-            status, delay = EventStatus.PROCESSED, ""
-        elif retry_at is not None:  # sent as a delay: the script adds it to the server's clock
-            status, delay = EventStatus.PENDING, str(max(0, int((retry_at - time.time()) * 1000)))
-        else:
-            status, delay = EventStatus.FAILED, ""
+        status = finished_status(ok, retry_at)
+        delay = ""  # a retry is sent as a delay: the script adds it to the server's clock
+        if status is EventStatus.PENDING and retry_at is not None:
+            delay = str(max(0, int((retry_at - time.time()) * 1000)))
         written = bool(self._call(
             self._finish_script,
             keys=[self._key("event", claim.event_id), self._queue_key, self._leases_key],

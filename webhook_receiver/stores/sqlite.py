@@ -18,7 +18,17 @@ from typing import Any, Iterator
 from .. import fastjson
 from ..errors import StoreUnavailable
 from ..events import Event
-from .base import Claim, ClaimState, EventStatus, EventStore, Run, StoredEvent, dump_outcomes, load_outcomes
+from .base import (
+    Claim,
+    ClaimState,
+    EventStatus,
+    EventStore,
+    Run,
+    StoredEvent,
+    dump_outcomes,
+    finished_status,
+    load_outcomes,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -274,12 +284,8 @@ class SQLiteStore(EventStore):
     def finish(self, claim: Claim, *, ok: bool, last: Run | None = None, retry_at: float | None = None,
                error: str | None = None) -> bool:
         outcomes = claim.with_run(last)
-        if ok:
-            status, due_at = EventStatus.PROCESSED, None
-        elif retry_at is not None:
-            status, due_at = EventStatus.PENDING, retry_at
-        else:
-            status, due_at = EventStatus.FAILED, None
+        status = finished_status(ok, retry_at)
+        due_at = retry_at if status is EventStatus.PENDING else None
         with self._autocommit() as conn:  # one statement: the outcomes, the status, the lease
             written = conn.execute(
                 f"UPDATE {_TABLE} SET status = ?, outcomes = ?, error = ?, due_at = ?, lease_token = NULL,"
