@@ -42,6 +42,49 @@ def test_explicit_opt_out_warns_loudly_and_accepts_anything(caplog: pytest.LogCa
         receiver.secret_key(app)
 
 
+@pytest.mark.parametrize("value", ["false", "False", "0", "no", "OFF", False])
+def test_allow_no_secret_spelled_false_keeps_the_secret_required(value: Any) -> None:
+    with pytest.raises(RuntimeError, match="has no secret to check deliveries against"):
+        WebhookReceiver(bare_app(WEBHOOK_RECEIVER_ALLOW_NO_SECRET=value))
+
+
+@pytest.mark.parametrize("value", ["true", "1", "Yes", " on "])
+def test_allow_no_secret_spelled_true_opts_out(value: Any) -> None:
+    app = bare_app(WEBHOOK_RECEIVER_ALLOW_NO_SECRET=value)
+    WebhookReceiver(app)
+    assert app.test_client().post("/webhooks/moltin").status_code == 400, "no secret header needed"
+
+
+@pytest.mark.parametrize(("value", "kind"), [("flase", "str"), (2, "int"), (None, "NoneType"), ("", "str")])
+def test_a_boolean_setting_of_another_spelling_is_refused(value: Any, kind: str) -> None:
+    with pytest.raises(RuntimeError, match=f"WEBHOOK_RECEIVER_ALLOW_NO_SECRET must be True or False.*type {kind}$"):
+        WebhookReceiver(bare_app(WEBHOOK_RECEIVER_ALLOW_NO_SECRET=value))
+
+
+@pytest.mark.parametrize(("secret", "message"), [
+    ("s\u00e9cret-with-an-accent-1234", "not printable ASCII"),
+    ("tab\tinside-the-secret-1234567", "not printable ASCII"),
+    (" padded-secret-value-12345678", "whitespace"),
+    ("padded-secret-value-12345678\n", "not printable ASCII"),
+    ("padded-secret-value-12345678 ", "whitespace"),
+    ("   ", "whitespace"),
+])
+def test_secrets_that_cannot_travel_in_a_header_are_refused(secret: str, message: str) -> None:
+    with pytest.raises(RuntimeError, match=message) as info:
+        WebhookReceiver(bare_app(WEBHOOK_RECEIVER_SECRET_KEY=secret))
+    assert not secret.strip() or secret.strip() not in str(info.value), "the secret is not in the message"
+    assert "secrets.token_urlsafe" in str(info.value)
+    with pytest.raises(RuntimeError, match="secret 2 of"):
+        WebhookReceiver(bare_app(WEBHOOK_RECEIVER_SECRET_KEY=["a-good-old-secret-123456", secret]))
+
+
+def test_a_short_secret_warns_and_says_how_to_make_a_good_one() -> None:
+    from webhook_receiver import WeakSecretWarning
+
+    with pytest.warns(WeakSecretWarning, match="shorter than 16 characters.*secrets.token_urlsafe"):
+        WebhookReceiver(bare_app(WEBHOOK_RECEIVER_SECRET_KEY="x"))
+
+
 @pytest.mark.parametrize("value", ["", [], [""], 42, ["ok", 3]])
 def test_malformed_secret_setting_is_refused(value: Any) -> None:
     with pytest.raises(RuntimeError, match="WEBHOOK_RECEIVER_SECRET_KEY"):

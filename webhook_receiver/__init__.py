@@ -8,6 +8,7 @@ from .errors import (
     PayloadTooLarge,
     StoreUnavailable,
     UnknownTriggerWarning,
+    WeakSecretWarning,
     WebhookReceiverError,
 )
 from .events import Event
@@ -21,6 +22,7 @@ __all__ = [
     "PayloadTooLarge",
     "StoreUnavailable",
     "UnknownTriggerWarning",
+    "WeakSecretWarning",
     "WebhookReceiver",
     "WebhookReceiverError",
     "__version__",

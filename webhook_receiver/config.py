@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -12,6 +13,7 @@ from .dispatch.base import Dispatcher, RetryPolicy
 from .dispatch.inline import InlineDispatcher
 from .dispatch.queue import DEFAULT_MAX_BACKLOG
 from .dispatch.thread import ThreadDispatcher
+from .errors import WeakSecretWarning
 from .stores.base import EventStore
 from .stores.memory import MemoryStore
 from .verify import SecretVerifier, derive_secrets
@@ -114,8 +116,39 @@ def _number(config: Any, key: str, *, integer: bool = False) -> Any:
     return value
 
 
+#: The spellings a boolean setting may have when it is a string (an environment variable), any case.
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+#: How to make a good secret, for messages.
+_HOW_TO_MAKE_ONE = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+#: Shorter secrets get a warning.
+MIN_SECRET_LENGTH = 16
+
+
+def flag(config: Any, key: str) -> bool:
+    """A boolean setting: a real boolean, or a string spelled ``true/false/1/0/yes/no/on/off``.
+
+    :raises RuntimeError: for anything else (``"flase"``, ``2``, ``None``), naming
+        the key and the value's type, never the value.
+    """
+    value = config[key]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise RuntimeError(f"{key} must be True or False (or a string such as 'true' or 'false'),"
+                       f" not a value of type {type(value).__name__}")
+
+
 def _secrets(value: Any, source: str) -> list[str] | None:
-    """Normalise a secret setting to a list, oldest to newest; ``None`` when unset."""
+    """Normalise a secret setting to a list, oldest to newest; ``None`` when unset.
+
+    :raises RuntimeError: when a secret cannot travel in an HTTP header as it
+        is (a character that is not printable ASCII, or leading or trailing
+        whitespace, which servers strip): such a secret would never match.
+    """
     if value is None:
         return None
     if isinstance(value, str):
@@ -124,6 +157,17 @@ def _secrets(value: Any, source: str) -> list[str] | None:
         raise RuntimeError(f"{source} must be a string or a list of strings (oldest to newest)")
     if not value or not all(value):
         raise RuntimeError(f"{source} is empty: set a long random string, or leave it unset")
+    for n, secret in enumerate(value, 1):
+        where = source if len(value) == 1 else f"secret {n} of {source}"
+        if not all(" " <= ch <= "~" for ch in secret):
+            raise RuntimeError(f"{where} holds a character that is not printable ASCII: it cannot travel in"
+                               f" the X-MOLTIN-SECRET-KEY header as it is. Make one with {_HOW_TO_MAKE_ONE}")
+        if secret != secret.strip():
+            raise RuntimeError(f"{where} starts or ends with whitespace, which servers strip from headers,"
+                               f" so it would never match. Make one with {_HOW_TO_MAKE_ONE}")
+        if len(secret) < MIN_SECRET_LENGTH:
+            warnings.warn(f"{where} is shorter than {MIN_SECRET_LENGTH} characters: anyone who can guess it can"
+                          f" fake deliveries. Make one with {_HOW_TO_MAKE_ONE}", WeakSecretWarning, stacklevel=4)
     return list(value)
 
 
@@ -136,7 +180,7 @@ def _verifier(app: Flask, name: str, secret_key: str | Sequence[str] | None) -> 
         secrets = derive_secrets([*fallbacks, app.config["SECRET_KEY"]], salt=name)
     if secrets:
         return SecretVerifier(secrets)
-    if app.config["WEBHOOK_RECEIVER_ALLOW_NO_SECRET"]:
+    if flag(app.config, "WEBHOOK_RECEIVER_ALLOW_NO_SECRET"):
         logger.warning(
             "webhook receiver %r accepts deliveries WITHOUT checking a secret"
             " (WEBHOOK_RECEIVER_ALLOW_NO_SECRET is set): anyone who finds the URL"

@@ -88,6 +88,10 @@ class BacklogFull(WebhookReceiverError):
         self.limit = limit
 
 
+class WeakSecretWarning(UserWarning):
+    """A webhook secret is short enough to be guessed; ``init_app`` says how to make a good one."""
+
+
 class UnknownTriggerWarning(UserWarning):
     """A handler was registered for an event name that is not in the catalogue.
 
