@@ -268,3 +268,35 @@ def test_expired_lease_is_taken_over(make_app: Callable[..., Flask], calls: list
     assert response.get_json()["status"] == "processed"
     stored = store.get("e-10")
     assert isinstance(stored, StoredEvent) and stored.status is EventStatus.PROCESSED
+
+
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
+@pytest.mark.parametrize("bad_id", ["\\ud800", "line\\r\\nforged", "esc\\u001b[31mred", "nul\\u0000", "c1\\u0085"])
+def test_ids_with_control_characters_or_lone_surrogates_are_a_json_400(
+        make_app: Callable[..., Flask], calls: list[Any], store: str, bad_id: str) -> None:
+    client = make_app(WEBHOOK_RECEIVER_STORE=None if store == "sqlite" else "memory://").test_client()
+    body = '{"id": "%s", "triggered_by": "order.paid"}' % bad_id  # the escape reaches the parser as sent
+    response = client.post(URL, data=body, headers={
+        "X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"})
+    assert response.status_code == 400 and response.is_json
+    assert response.get_json() == {"error": "id holds a control character or an unpaired surrogate"}
+    assert calls == []
+
+
+class BrokenStore(MemoryStore):
+    """A store with a bug: an exception nobody planned for."""
+
+    def claim(self, event: Event) -> Claim:
+        raise KeyError("an internal detail")
+
+
+def test_an_unexpected_error_is_a_json_500_without_a_traceback(
+        make_app: Callable[..., Flask], calls: list[Any], caplog: pytest.LogCaptureFixture) -> None:
+    client = make_app(WEBHOOK_RECEIVER_STORE=BrokenStore()).test_client()
+    with caplog.at_level("ERROR", logger="webhook_receiver"):
+        response = client.post(URL, data=json.dumps(make_event("order.paid", event_id="boom")), headers={
+            "X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"})
+    assert response.status_code == 500 and response.is_json
+    assert response.get_json() == {"error": "an unexpected error occurred; it is logged"}
+    assert "Traceback" not in response.get_data(as_text=True) and "internal detail" not in response.get_data(as_text=True)
+    assert any(r.exc_info for r in caplog.records), "logged with its traceback"

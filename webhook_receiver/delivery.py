@@ -78,7 +78,11 @@ def receive(receiver: WebhookReceiver, app: Flask, config: ReceiverConfig) -> Re
     """
     started = time.perf_counter()
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
-    answer = _answer(req, receiver, app, config)
+    try:
+        answer = _answer(req, receiver, app, config)
+    except Exception:  # the last resort: still JSON, never a traceback; upstream retries
+        logger.exception("unexpected error while answering a delivery")
+        answer = _error(500, "error", "an unexpected error occurred; it is logged")
     response = app.response_class(
         fastjson.dumps(answer.body), status=answer.code, mimetype="application/json",
         headers=answer.headers,
