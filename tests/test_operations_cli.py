@@ -67,3 +67,38 @@ def test_events_show_replay_prune(shop: tuple[Flask, dict[str, bool]], send: Any
     assert runner.invoke(args=["webhooks", "events"]).output.strip() == "no events"
     bad = runner.invoke(args=["webhooks", "prune", "--older-than", "soon"])
     assert bad.exit_code == 2 and "not a duration" in bad.output
+
+
+def test_untrusted_text_reaches_no_terminal_or_log_raw(app: Flask, receiver: WebhookReceiver, send: Any) -> None:
+    """A handler error, an id stored by an older version and a log line carry control characters:
+    every one is escaped in the CLI's tables and in the log file."""
+    import io
+    import logging
+
+    @receiver.on("order.paid", name="evil")
+    def evil(event: Event) -> None:
+        raise ValueError("boom\r\n2026-11-30 INFO forged line\x1b[2J")
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("webhook_receiver")
+    logger.addHandler(handler)
+    try:
+        send(make_event("order.paid", event_id="e-evil"))
+    finally:
+        logger.removeHandler(handler)
+    written = stream.getvalue()
+    assert "\x1b" not in written and "\r" not in written
+    assert "forged line\\x1b[2J" in written, "escaped, not dropped"
+    assert "\n2026-11-30 INFO forged" not in written, "no line was forged"
+
+    store = receiver.get_store(app)
+    store.accept(Event(id="old\x1b]0;pwned\x07", trigger="order.paid", raw={"id": "old"}))
+    runner = app.test_cli_runner()
+    listed = runner.invoke(args=["webhooks", "events"]).output
+    shown = runner.invoke(args=["webhooks", "show", "e-evil"]).output
+    for output in (listed, shown):
+        assert not any(ch in output for ch in "\x1b\x07\r"), output
+    assert "old\\x1b]0;pwned\\x07" in listed
+    assert "boom\\r\\n2026-11-30 INFO forged line\\x1b[2J" in shown, shown.splitlines()[2]

@@ -1,7 +1,6 @@
 """Reading a receiver's configuration from a Flask app, once, in ``init_app``."""
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -16,11 +15,11 @@ from .dispatch.thread import ThreadDispatcher
 from .errors import WeakSecretWarning
 from .stores.base import EventStore
 from .stores.memory import MemoryStore
+from .untrusted import logger
 from .verify import SecretVerifier, derive_secrets
 
 __all__ = ["DEFAULT_MAX_CONTENT_LENGTH", "ReceiverConfig", "read_config"]
 
-logger = logging.getLogger("webhook_receiver")
 
 #: The default ``WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH``: 1 MiB.
 DEFAULT_MAX_CONTENT_LENGTH = 1024 * 1024

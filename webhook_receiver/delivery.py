@@ -29,15 +29,21 @@ from werkzeug.wsgi import get_input_stream
 from . import fastjson, signals
 from .catalogue import is_event_name
 from .config import ReceiverConfig
-from .errors import BacklogFull, BrokerUnavailable, InvalidEvent, PayloadTooLarge, StoreUnavailable
+from .errors import (
+    BacklogFull,
+    BrokerUnavailable,
+    InvalidEvent,
+    PayloadTooLarge,
+    StoreUnavailable,
+)
 from .events import Event
+from .untrusted import logger
 
 if TYPE_CHECKING:
     from .receiver import WebhookReceiver
 
 __all__ = ["SECRET_HEADER", "TRIGGER_HEADER", "receive"]
 
-logger = logging.getLogger("webhook_receiver")
 
 #: The header Moltin puts the integration's ``secret_key`` in.
 SECRET_HEADER = "X-MOLTIN-SECRET-KEY"

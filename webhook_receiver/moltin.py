@@ -14,7 +14,6 @@ before they expire; a 401 re-authenticates once and repeats the call. 429 and
 """
 from __future__ import annotations
 
-import logging
 import random
 import threading
 import time
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 import requests
 
 from .errors import WebhookReceiverError
+from .untrusted import logger
 
 __all__ = ["DEFAULT_BASE_URL", "DEPRECATED_HOST", "MoltinAPIError", "MoltinClient", "MoltinConnectionError",
            "check_base_url"]
@@ -33,8 +33,6 @@ DEFAULT_BASE_URL = "https://euwest.api.elasticpath.com"
 
 #: Moltin's old host, deprecated; it leads to the EU region.
 DEPRECATED_HOST = "api.moltin.com"
-
-logger = logging.getLogger("webhook_receiver")
 
 
 def check_base_url(url: str) -> str:

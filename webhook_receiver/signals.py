@@ -18,13 +18,13 @@ called as ``fn(sender, event=event)``.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import MutableSet
 from typing import Any, Iterable, Iterator
 
 from blinker import NamedSignal, Namespace, Signal
 
 from .handlers import callable_name
+from .untrusted import logger
 
 __all__ = [
     "event_failed",
@@ -37,7 +37,6 @@ __all__ = [
     "verification_failed",
 ]
 
-logger = logging.getLogger("webhook_receiver")
 
 _signals = Namespace()
 

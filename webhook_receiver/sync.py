@@ -101,8 +101,12 @@ class SyncResult:
         """The changes of the first integration."""
         return self.steps[0].changes if self.steps else {}
 
+    def lines(self) -> list[str]:
+        """What was done (or would be), a line per integration and per changed field."""
+        return [line for step in self.steps for line in step.describe(self.dry_run)]
+
     def __str__(self) -> str:
-        return "\n".join(line for step in self.steps for line in step.describe(self.dry_run))
+        return "\n".join(self.lines())
 
 
 def _show(value: Any) -> str:

@@ -20,6 +20,7 @@ from flask.cli import AppGroup
 from ..errors import WebhookReceiverError
 from ..moltin import DEFAULT_BASE_URL, MoltinClient, check_base_url
 from ..receiver import RECEIVERS_KEY, WebhookReceiver
+from ..untrusted import printable
 
 __all__ = ["webhooks_cli"]
 
@@ -52,6 +53,11 @@ def api_client() -> MoltinClient:
     return MoltinClient(client_id, client_secret, base_url=base_url)
 
 
+def say(line: str) -> None:
+    """Print one *line*, every control character in it escaped (its untrusted parts may hold any)."""
+    click.echo(printable(line))
+
+
 def receiver_named(name: str | None) -> WebhookReceiver:
     receivers: dict[str, WebhookReceiver] = current_app.extensions.get(RECEIVERS_KEY, {})
     if name is None:
@@ -73,7 +79,7 @@ def one_line_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (WebhookReceiverError, RuntimeError) as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(printable(str(exc))) from None
 
     return wrapper  # type: ignore[return-value]
 

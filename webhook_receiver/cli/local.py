@@ -9,7 +9,14 @@ import click
 from flask import current_app
 
 from ..receiver import EXTENSION_KEY
-from .group import api_client, one_line_errors, receiver_named, receiver_option, webhooks_cli
+from .group import (
+    api_client,
+    one_line_errors,
+    receiver_named,
+    receiver_option,
+    webhooks_cli,
+)
+
 
 @webhooks_cli.command("send")
 @click.argument("trigger")

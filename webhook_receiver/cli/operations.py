@@ -10,7 +10,8 @@ from flask import current_app
 
 from ..dispatch.run import process_stored
 from ..stores.base import EventStatus
-from .group import one_line_errors, receiver_named, receiver_option, webhooks_cli
+from ..untrusted import printable
+from .group import one_line_errors, receiver_named, receiver_option, say, webhooks_cli
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -41,10 +42,10 @@ def events_command(status: str | None, trigger: str | None, since: str | None, l
     found = store.events(status=EventStatus(status) if status else None, trigger=trigger,
                          since=time.time() - _duration(since) if since else None, limit=limit)
     if not found:
-        click.echo("no events")
+        say("no events")
     for stored in found:
         ok = sum(o.ok for o in stored.handlers.values())
-        click.echo(f"{_when(stored.received_at)}  {stored.id}  {stored.trigger:<20} {stored.status.value:<10}"
+        say(f"{_when(stored.received_at)}  {stored.id}  {stored.trigger:<20} {stored.status.value:<10}"
                    f"  handlers ok {ok}/{len(stored.handlers)}")
 
 
@@ -57,15 +58,15 @@ def show_command(event_id: str, receiver_name: str | None) -> None:
     stored = receiver_named(receiver_name).get_store().get(event_id)
     if stored is None:
         raise click.ClickException(f"no stored event {event_id!r}")
-    click.echo(f"event {stored.id}  {stored.trigger}  {stored.status.value}")
-    click.echo(f"received {_when(stored.received_at)}, updated {_when(stored.updated_at)}, runs: {stored.attempts}")
+    say(f"event {stored.id}  {stored.trigger}  {stored.status.value}")
+    say(f"received {_when(stored.received_at)}, updated {_when(stored.updated_at)}, runs: {stored.attempts}")
     if stored.due_at is not None:
-        click.echo(f"due {_when(stored.due_at)}")
+        say(f"due {_when(stored.due_at)}")
     if stored.error:
-        click.echo(f"FAILED without running its handlers: {stored.error}")
+        say(f"FAILED without running its handlers: {stored.error}")
     for outcome in stored.handlers.values():
         state = "ok" if outcome.ok else f"FAILED: {outcome.error}"
-        click.echo(f"  {outcome.name}: {state} (runs: {outcome.attempts}, last {_when(outcome.finished_at)})")
+        say(f"  {outcome.name}: {state} (runs: {outcome.attempts}, last {_when(outcome.finished_at)})")
     click.echo(json.dumps(stored.raw, indent=2, sort_keys=True))
 
 
@@ -98,11 +99,11 @@ def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | 
             if event_id and result.state == "missing":
                 raise click.ClickException(f"no stored event {one!r}")
             if event_id and result.state == "failed":
-                raise click.ClickException(f"event {one}: still failing: {', '.join(result.failed)}")
+                raise click.ClickException(printable(f"event {one}: still failing: {', '.join(result.failed)}"))
             if event_id and result.state == "unreadable":
-                raise click.ClickException(f"event {one}: the stored body cannot be rebuilt: {result.error}")
+                raise click.ClickException(printable(f"event {one}: the stored body cannot be rebuilt: {result.error}"))
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing to replay"
-    click.echo(summary)
+    say(summary)
 
 
 @webhooks_cli.command("prune")
@@ -112,4 +113,4 @@ def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | 
 def prune_command(older_than: str, receiver_name: str | None) -> None:
     """Forget processed and failed events received before a given age (pending ones are kept)."""
     pruned = receiver_named(receiver_name).get_store().prune(time.time() - _duration(older_than))
-    click.echo(f"pruned {pruned} event{'s' if pruned != 1 else ''}")
+    say(f"pruned {pruned} event{'s' if pruned != 1 else ''}")

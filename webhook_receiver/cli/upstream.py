@@ -10,7 +10,15 @@ from flask import current_app
 
 from ..catalogue import is_known, is_legacy
 from ..sync import MANAGED_MARK
-from .group import api_client, one_line_errors, receiver_named, receiver_option, webhooks_cli
+from .group import (
+    api_client,
+    one_line_errors,
+    receiver_named,
+    receiver_option,
+    say,
+    webhooks_cli,
+)
+
 
 @webhooks_cli.command("sync")
 @click.option("--url", required=True, help="The public URL of the webhook endpoint.")
@@ -26,7 +34,8 @@ def sync_command(url: str, name: str | None, dry_run: bool, disabled: bool, rece
     receiver = receiver_named(receiver_name)
     result = sync_integration(api_client(), receiver, url, name=name, secret_key=receiver.secret_key(),
                               enabled=not disabled, dry_run=dry_run)
-    click.echo(str(result))
+    for line in result.lines():
+        say(line)
 
 
 @webhooks_cli.command("list")
@@ -35,14 +44,14 @@ def list_command() -> None:
     """List the store's integrations."""
     integrations = api_client().list_integrations()
     if not integrations:
-        click.echo("no integrations")
+        say("no integrations")
     for i in integrations:
         state = "enabled" if i.get("enabled") else "disabled"
         url = (i.get("configuration") or {}).get("url", "")
         managed = str(i.get("description") or "").startswith(MANAGED_MARK)
         group = f"  [sync group {re.sub(r'-[0-9]+$', '', str(i.get('name')))!r}]" if managed else ""
-        click.echo(f"{i.get('id')}  {i.get('name')!r}  {i.get('integration_type')}  {state}  {url}{group}")
-        click.echo(f"    observes: {', '.join(i.get('observes') or []) or '(nothing)'}")
+        say(f"{i.get('id')}  {i.get('name')!r}  {i.get('integration_type')}  {state}  {url}{group}")
+        say(f"    observes: {', '.join(i.get('observes') or []) or '(nothing)'}")
 
 
 @webhooks_cli.command("delete")
@@ -59,7 +68,7 @@ def delete_command(integration_id: str | None, name: str | None) -> None:
     client = api_client()
     if integration_id:
         client.delete_integration(integration_id)
-        click.echo(f"deleted integration {integration_id}")
+        say(f"deleted integration {integration_id}")
         return
     assert name is not None
     integrations = client.list_integrations()
@@ -72,7 +81,7 @@ def delete_command(integration_id: str | None, name: str | None) -> None:
         raise click.ClickException(f"{len(named)} integrations are named {name!r} ({ids}); delete them by ID")
     for member in members:
         client.delete_integration(str(member["id"]))
-        click.echo(f"deleted integration {member['id']} ({member.get('name')!r})")
+        say(f"deleted integration {member['id']} ({member.get('name')!r})")
 
 
 @webhooks_cli.command("logs")
@@ -101,14 +110,14 @@ def logs_command(integration_id: str | None, failed: bool, limit: int, as_json: 
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("no logs")
+        say("no logs")
     for row in rows:
         outcome = "ok    " if row["succeeded"] else "FAILED"
         http = row["status_code"] if row["status_code"] is not None else "-"
         line = (f"{row['created_at']}  {outcome}  attempt {row['attempt']}  http {http}"
                 f"  {row['trigger'] or '?'}  {row['event_id'] or '?'}  {row['integration']!r}"
                 f"  here: {row['stored_status'] or 'not stored'}  {row['error_detail'] or ''}")
-        click.echo(line.rstrip())
+        say(line.rstrip())
 
 
 def _created_at(log: dict[str, Any]) -> str:
@@ -148,12 +157,12 @@ def routes_command(receiver_name: str | None) -> None:
     receiver = receiver_named(receiver_name)
     observes = receiver.observes()
     if not observes:
-        click.echo("no handlers")
+        say("no handlers")
     width = max((len(t) for t in observes), default=0)
     for trigger in observes:
         names = ", ".join(h.name for h in receiver.handlers_for(trigger, current_app._get_current_object()))  # type: ignore[attr-defined]
         flag = "  (legacy)" if is_legacy(trigger) else "" if is_known(trigger) else "  (not in the catalogue)"
-        click.echo(f"{trigger:<{width}}  ->  {names}{flag}")
+        say(f"{trigger:<{width}}  ->  {names}{flag}")
 
 
 @webhooks_cli.command("secret")

@@ -1,16 +1,14 @@
 """Background dispatch through Celery: workers on any machine pull due events (extra ``[celery]``)."""
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from ..errors import BrokerUnavailable
+from ..untrusted import logger
 from .queue import QueueDispatcher
 from .run import run_claimed
 
 __all__ = ["CeleryDispatcher"]
-
-logger = logging.getLogger("webhook_receiver")
 
 
 class CeleryDispatcher(QueueDispatcher):

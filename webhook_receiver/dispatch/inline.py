@@ -1,19 +1,18 @@
 """Inline dispatch: the handlers run in the request, and the answer reflects them."""
 from __future__ import annotations
 
-import logging
 from typing import Sequence
 
 from .. import signals
 from ..events import Event
 from ..handlers import Handler
 from ..stores.base import ClaimState
+from ..untrusted import logger
 from .base import Dispatcher, Outcome
 from .run import run_handlers
 
 __all__ = ["InlineDispatcher"]
 
-logger = logging.getLogger("webhook_receiver")
 
 _DUPLICATE = Outcome(200, "duplicate")
 _IN_PROGRESS = Outcome(409, "in_progress")

@@ -1,17 +1,16 @@
 """Keeping leases alive: one heartbeat thread per process renews the claims of running handlers."""
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
 
 from ..errors import StoreUnavailable
 from ..stores.base import Claim, EventStore
+from ..untrusted import logger
 
 __all__ = ["HEARTBEAT", "Heartbeat"]
 
-logger = logging.getLogger("webhook_receiver")
 
 #: Renew a lease when this fraction of it has passed since the last renewal.
 RENEW_FRACTION = 1 / 3

@@ -8,7 +8,6 @@ poll interval, for backpressure, and lets subclasses act on it.
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import threading
 import weakref
@@ -18,11 +17,11 @@ from ..errors import BacklogFull, StoreUnavailable
 from ..events import Event
 from ..handlers import Handler
 from ..stores.base import EventStatus
+from ..untrusted import logger
 from .base import Dispatcher, Outcome, RetryPolicy
 
 __all__ = ["QueueDispatcher", "loaded_by_flask_command"]
 
-logger = logging.getLogger("webhook_receiver")
 
 #: The default ``WEBHOOK_RECEIVER_MAX_BACKLOG``.
 DEFAULT_MAX_BACKLOG = 10_000

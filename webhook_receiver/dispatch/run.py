@@ -8,7 +8,6 @@ event here and now (``flask webhooks replay``).
 """
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from ..errors import StoreUnavailable
 from ..events import Event
 from ..handlers import Handler
 from ..stores.base import Claim, ClaimState, EventStore, Run
+from ..untrusted import logger
 from .lease import HEARTBEAT
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["HandlersRun", "RunState", "describe", "finish_durably", "process_stored", "run_claimed",
            "run_handlers"]
 
-logger = logging.getLogger("webhook_receiver")
 
 #: The longest error text kept for a failed handler.
 MAX_ERROR_LENGTH = 500

@@ -1,18 +1,16 @@
 """Background dispatch in a pool of threads of the web process, pulling due events from the store."""
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import Any
 
 from ..errors import StoreUnavailable
+from ..untrusted import logger
 from .queue import QueueDispatcher
 from .run import run_claimed
 
 __all__ = ["ThreadDispatcher"]
-
-logger = logging.getLogger("webhook_receiver")
 
 
 class ThreadDispatcher(QueueDispatcher):

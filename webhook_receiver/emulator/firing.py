@@ -13,11 +13,12 @@ import requests
 
 from ..delivery import SECRET_HEADER, TRIGGER_HEADER
 from ..testing import make_event
+from ..untrusted import protect
 from .state import EmulatorState, now_iso
 
 __all__ = ["Fired", "Firer"]
 
-logger = logging.getLogger("webhook_receiver.emulator")
+logger = protect(logging.getLogger("webhook_receiver.emulator"))
 
 #: The pauses before each retry, in seconds; upstream's are longer.
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)

@@ -1,5 +1,12 @@
 """Event stores: the inbox that makes every handler run once per event."""
-from .base import Claim, ClaimState, EventStatus, EventStore, HandlerOutcome, StoredEvent
+from .base import (
+    Claim,
+    ClaimState,
+    EventStatus,
+    EventStore,
+    HandlerOutcome,
+    StoredEvent,
+)
 from .memory import MemoryStore
 
 __all__ = [

@@ -11,7 +11,15 @@ from dataclasses import replace
 
 from ..errors import StoreUnavailable
 from ..events import Event
-from .base import Claim, ClaimState, EventStatus, EventStore, Run, StoredEvent, finished_status
+from .base import (
+    Claim,
+    ClaimState,
+    EventStatus,
+    EventStore,
+    Run,
+    StoredEvent,
+    finished_status,
+)
 
 __all__ = ["MemoryStore"]
 

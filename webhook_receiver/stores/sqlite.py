@@ -8,9 +8,9 @@ once its lease runs out.
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import threading
-import secrets
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator

@@ -1,0 +1,79 @@
+"""Untrusted text made safe for a log line or a terminal.
+
+Ids, integration names, handler error texts and bodies come from outside.
+Written raw, a carriage return or a line feed forges a log line, and an
+escape sequence rewrites a terminal. :func:`printable` escapes every control
+character (C0, DEL, C1) and unpaired surrogate the way Python writes them in
+a string literal; the log filter of :func:`protect` does it to every string
+argument of a log record of the package, and to the traceback's text except
+its own line breaks.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import traceback
+
+__all__ = ["logger", "printable", "protect"]
+
+_UNSAFE = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]")
+_UNSAFE_BUT_NEWLINE = re.compile("[\\x00-\\x09\\x0b-\\x1f\\x7f-\\x9f\\ud800-\\udfff]")
+
+
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(value: object) -> str:
+    """``str(value)`` with every control character and unpaired surrogate escaped (``\\x1b``, ``\\ud800``)."""
+    return _UNSAFE.sub(_escape, str(value))
+
+
+def _traceback_lines(exc: traceback.TracebackException) -> list[str]:
+    """A traceback as :mod:`traceback` writes it, but each exception's own text on one escaped line.
+
+    The frames' line breaks are the traceback's structure and stay; the
+    exception's message is untrusted (it may quote the event) and may hold none.
+    """
+    lines: list[str] = []
+    if exc.__cause__ is not None:
+        lines += _traceback_lines(exc.__cause__)
+        lines.append("\nThe above exception was the direct cause of the following exception:\n\n")
+    elif exc.__context__ is not None and not exc.__suppress_context__:
+        lines += _traceback_lines(exc.__context__)
+        lines.append("\nDuring handling of the above exception, another exception occurred:\n\n")
+    if exc.stack:
+        lines.append("Traceback (most recent call last):\n")
+        lines.extend(_UNSAFE_BUT_NEWLINE.sub(_escape, frame) for frame in exc.stack.format())
+    lines.append(printable("".join(exc.format_exception_only()).rstrip("\n")) + "\n")
+    return lines
+
+
+class _Escaping(logging.Filter):
+    """Escapes the string arguments and the traceback of each record (the format string is the package's)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(printable(a) if isinstance(a, str) else a for a in record.args)
+        if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+            exc = traceback.TracebackException(*record.exc_info)
+            record.exc_text = "".join(_traceback_lines(exc)).rstrip("\n")
+        return True
+
+
+def protect(logger: logging.Logger) -> logging.Logger:
+    """Add the escaping filter to *logger* (once) and return it."""
+    if not any(isinstance(f, _Escaping) for f in logger.filters):
+        logger.addFilter(_Escaping())
+    return logger
+
+
+#: The package's logger (``webhook_receiver``), escaping what it is given.
+logger = protect(logging.getLogger("webhook_receiver"))
