@@ -49,3 +49,41 @@ def test_flask_webhooks_send(app: Flask, receiver: WebhookReceiver) -> None:
     assert seen[0].data["type"] == "order" and seen[0].included["items"]
     ignored = runner.invoke(args=["webhooks", "send", "brand.created"])
     assert ignored.exit_code == 0 and '"ignored"' in ignored.output
+
+
+def test_no_redirect_is_followed_with_the_secret(live_server: Any) -> None:
+    """A 307 to another host: send, deliver(url) and the emulator stop there, the secret goes nowhere."""
+    from flask import request as flask_request
+
+    from webhook_receiver.emulator import Emulator
+    from webhook_receiver.moltin import MoltinClient
+    from webhook_receiver.testing import deliver, make_event
+
+    reached: list[str] = []
+    elsewhere = Flask("elsewhere")
+
+    @elsewhere.post("/steal")
+    def steal() -> Any:
+        reached.append(flask_request.headers.get("X-MOLTIN-SECRET-KEY", "") + flask_request.get_data(as_text=True))
+        return {"id": "x", "status": "processed"}
+
+    target = live_server(elsewhere) + "/steal"
+    redirector = Flask("redirector")
+    redirector.add_url_rule("/webhooks/moltin", "redirect", methods=["POST"],
+                            view_func=lambda: ("", 307, {"Location": target}))
+    url = live_server(redirector) + "/webhooks/moltin"
+
+    env = {**os.environ, "WEBHOOK_RECEIVER_SECRET_KEY": SECRET}
+    sent = subprocess.run([sys.executable, "-m", "webhook_receiver.console", "send", "order.paid", "--to", url],
+                          capture_output=True, text=True, env=env, timeout=30)
+    assert sent.returncode == 1 and "answered 307, a redirect to " + target in sent.stderr
+    assert deliver(url, make_event("order.paid"), secret=SECRET).status_code == 307
+
+    with Emulator(retry_delays=()) as moltin:
+        client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url)
+        client.create_integration(name="r", url=url, secret_key=SECRET, observes=["order.paid"])
+        moltin.fire("order.paid")
+        assert moltin.wait_idle(10)
+        (log,) = moltin.logs()
+    assert not log["succeeded"] and "a redirect to " + target in log["error_detail"]
+    assert reached == [], "nothing, and no secret, reached the other host"

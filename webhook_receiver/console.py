@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from .emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator
+from .untrusted import printable
 
 __all__ = ["main"]
 
@@ -76,12 +77,17 @@ def deliver_to_url(url: str, body: dict[str, Any], secret: str) -> None:
         answer = deliver(url, body, secret=secret)
     except requests.RequestException as exc:
         raise click.ClickException(f"cannot deliver to {url}: {type(exc).__name__}") from None
+    if answer.is_redirect or 300 <= answer.status_code < 400:
+        location = answer.headers.get("Location", "(no Location)")
+        raise click.ClickException(printable(
+            f"{url} answered {answer.status_code}, a redirect to {location}: not followed, since it would carry"
+            " the secret there; deliver to the final URL"))
     report(answer.status_code, answer.text)
 
 
 def report(status: int, body: str) -> None:
     """Print an answer; exit non-zero when it is not a 2xx."""
-    click.echo(f"{status} {body.strip()}")
+    click.echo(printable(f"{status} {body.strip()}"))
     if not 200 <= status < 300:
         raise SystemExit(1)
 

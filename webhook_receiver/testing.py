@@ -236,8 +236,9 @@ def deliver(
     if isinstance(target, str):
         import requests
 
+        # Never follow a redirect: it would carry the secret to wherever it points.
         return requests.post(
-            target, data=data, timeout=timeout,
+            target, data=data, timeout=timeout, allow_redirects=False,
             headers={**headers, "Content-Type": "application/json"},
         )
     return target.post(path, data=data, headers=headers, content_type="application/json")

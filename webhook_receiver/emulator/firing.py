@@ -132,9 +132,12 @@ class Firer:
         error: str | None = None
         try:
             response = self._session.post(configuration["url"], json=delivery, headers=headers,
-                                          timeout=self.timeout)
+                                          timeout=self.timeout, allow_redirects=False)
             status, text = response.status_code, response.text[:1000]
-            if not 200 <= status < 300:
+            if 300 <= status < 400:
+                error = (f"the endpoint answered {status}, a redirect to"
+                         f" {response.headers.get('Location', '(no Location)')}: not followed")
+            elif not 200 <= status < 300:
                 error = f"the endpoint answered {status}"
         except requests.Timeout:
             error = f"no answer within {self.timeout:g} seconds"
