@@ -228,8 +228,23 @@ def test_redis_down_is_unavailable(redis_prefix: str) -> None:
     assert info.value.store == "redis" and "ConnectionError" in info.value.reason
 
 
-def test_redis_repr_hides_the_password(redis_prefix: str) -> None:
-    assert "hunter2" not in repr(RedisStore("redis://:hunter2@127.0.0.1:6379/15", prefix=redis_prefix))
+@pytest.mark.parametrize("url", ["redis://:hunter2@127.0.0.1:1/15", "redis://user:hunter2@127.0.0.1:1/15",
+                                 "redis://127.0.0.1:1/15?password=hunter2", "redis://127.0.0.1:1/15?db=3&password=hunter2",
+                                 "unix:///tmp/no-such-redis.sock?password=hunter2"])
+def test_redis_passwords_are_hidden_in_every_form(redis_prefix: str, url: str) -> None:
+    from flask import Flask
+
+    from webhook_receiver import WebhookReceiver
+
+    store = RedisStore(url, prefix=redis_prefix, timeout=0.5)
+    assert "hunter2" not in repr(store) + store.url and "***" in store.url
+    with pytest.raises(StoreUnavailable) as info:
+        store.claim(event())
+    assert "hunter2" not in str(info.value)
+    app = Flask(__name__)
+    app.config.update(WEBHOOK_RECEIVER_SECRET_KEY="a-long-enough-secret-1234", WEBHOOK_RECEIVER_STORE=url)
+    receiver = WebhookReceiver(app)
+    assert "hunter2" not in repr(receiver.get_config(app))
 
 
 def test_sqlite_new_file_opened_by_many_threads_at_once(tmp_path: Path) -> None:

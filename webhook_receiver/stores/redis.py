@@ -20,6 +20,7 @@ from __future__ import annotations
 import secrets
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .. import fastjson
 from ..errors import StoreUnavailable
@@ -158,6 +159,30 @@ return 1
 _BATCH = 500
 
 
+def hide_password(url: str) -> str:
+    """*url* with its password hidden, in every form a Redis URL may carry one.
+
+    ``redis://user:pw@host``, ``redis://:pw@host`` and ``?password=pw`` (any
+    case) become ``***``; a URL that does not parse is hidden whole.
+    """
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            user = userinfo.split(":", 1)[0]
+            netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
+        query = "&".join(
+            f"{name}=***" if name.lower() in ("password", "pass", "pwd") else f"{name}={value}" if value else name
+            for name, value in ((pair.split("=", 1) + [""])[:2] for pair in parts.query.split("&") if pair))
+        hidden = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        if url.startswith(f"{parts.scheme}://") and not hidden.startswith(f"{parts.scheme}://"):
+            hidden = f"{parts.scheme}://{hidden[len(parts.scheme) + 1:]}"  # unix:///path keeps its slashes
+        return hidden
+    except ValueError:
+        return "redis://***"
+
+
 def _import_redis() -> Any:
     try:
         import redis
@@ -184,7 +209,8 @@ class RedisStore(EventStore):
         super().__init__(lease_seconds=lease_seconds)
         redis = _import_redis()
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
-        self.url = url
+        #: The URL with any password hidden (``redis://:***@host``, ``?password=***``).
+        self.url = hide_password(url)
         self.prefix = prefix
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         register = self.client.register_script
@@ -201,8 +227,7 @@ class RedisStore(EventStore):
         self._events_key = self._key("events")
 
     def __repr__(self) -> str:
-        host = self.url.rsplit("@", 1)[-1]  # never the password
-        return f"<RedisStore {host!r} prefix={self.prefix!r} lease_seconds={self.lease_seconds}>"
+        return f"<RedisStore {self.url!r} prefix={self.prefix!r} lease_seconds={self.lease_seconds}>"
 
     def _key(self, kind: str, event_id: str = "") -> str:
         return f"{self.prefix}:{kind}:{event_id}" if event_id else f"{self.prefix}:{kind}"
