@@ -309,3 +309,30 @@ def test_watermarks_only_go_up(store: EventStore) -> None:
     store.raise_watermark("h", "order", "o-1", 300.25)
     assert store.watermark("h", "order", "o-1") == 300.25
     assert store.watermark("other", "order", "o-1") is None and store.watermark("h", "order", "o-2") is None
+
+
+@pytest.mark.parametrize("setting", [None, "sqlite:///events.sqlite3", "sqlite:///nested/events.sqlite3"])
+def test_sqlite_files_are_private_and_a_relative_path_works_in_a_new_instance_folder(
+        tmp_path: Path, setting: str | None) -> None:
+    """Customers' names, addresses and emails: 0600 files in a 0700 folder the library makes."""
+    import os
+    import stat
+
+    from flask import Flask
+
+    from webhook_receiver import WebhookReceiver
+    from webhook_receiver.testing import deliver
+
+    instance = tmp_path / "instance-not-there-yet"
+    app = Flask(__name__, instance_path=str(instance))
+    app.config.update(WEBHOOK_RECEIVER_SECRET_KEY="a-long-enough-secret-1234", WEBHOOK_RECEIVER_STORE=setting)
+    receiver = WebhookReceiver(app)
+    receiver.on("order.paid")(lambda e: None)
+    answer = deliver(app.test_client(), make_event("order.paid"), secret="a-long-enough-secret-1234")
+    assert answer.status_code == 200, answer.get_json()
+    files = [p for p in instance.rglob("*") if p.is_file()]
+    assert {p.name.rsplit(".sqlite3", 1)[-1] for p in files} == {"", "-wal", "-shm"}
+    for path in files:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+    for folder in {p.parent for p in files}:
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, folder

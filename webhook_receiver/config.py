@@ -205,7 +205,6 @@ def _store(app: Flask, name: str, value: Any, lease: float) -> EventStore:
     if isinstance(value, EventStore):
         return value
     if value is None:
-        os.makedirs(app.instance_path, exist_ok=True)
         value = f"sqlite:///webhook_receiver-{name}.sqlite3"
     if not isinstance(value, str):
         raise RuntimeError("WEBHOOK_RECEIVER_STORE must be a URL string or an EventStore instance")
@@ -217,8 +216,12 @@ def _store(app: Flask, name: str, value: Any, lease: float) -> EventStore:
         path = value[len("sqlite:///"):]
         if not path:
             raise RuntimeError("WEBHOOK_RECEIVER_STORE needs a file: sqlite:///events.sqlite3")
-        return SQLiteStore(path if os.path.isabs(path) else os.path.join(app.instance_path, path),
-                           lease_seconds=lease)
+        if not os.path.isabs(path):
+            # Relative to the instance folder, which the library creates (for the owner only) when
+            # missing; an absolute path's folder is the deployment's to provide.
+            path = os.path.join(app.instance_path, path)
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        return SQLiteStore(path, lease_seconds=lease)
     if value.startswith(("redis://", "rediss://", "unix://")):
         from .stores.redis import RedisStore
 

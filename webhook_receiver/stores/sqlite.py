@@ -98,6 +98,7 @@ class SQLiteStore(EventStore):
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            _create_private(self.path)
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
             try:
                 with self._setup_lock:  # threads of one process set the file up one at a time
@@ -343,6 +344,19 @@ class SQLiteStore(EventStore):
             return int(conn.execute(
                 f"DELETE FROM {_TABLE} WHERE received_at < ? AND status IN ('processed', 'failed')",
                 (before,)).rowcount)
+
+
+def _create_private(path: str) -> None:
+    """Create the database file readable by its owner only (SQLite gives ``-wal``/``-shm`` the same mode).
+
+    The bodies it keeps hold customers' names, addresses and emails. An
+    existing file is left as it is; a missing folder is left to the caller
+    (SQLite's own error says so).
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except (FileExistsError, FileNotFoundError, NotADirectoryError):
+        pass
 
 
 def _loads_raw(text: str) -> Any:
