@@ -172,3 +172,18 @@ def test_sample_events_for_the_whole_catalogue_parse(trigger: str, form: str) ->
     if form in ("resources", "both") and not event.is_deleted:
         assert isinstance(body["resources"], str)
     assert "shown-redacted" not in json.dumps(event.raw) + json.dumps(event.data)
+
+
+@pytest.mark.parametrize("key", ["Secret_Key", "SECRET_KEY", "password", "Password", "aws_secret_access_key",
+                                 "AWS_SECRET_ACCESS_KEY", "Client_Secret"])
+def test_secret_field_names_match_in_any_case(key: str) -> None:
+    body = {"id": "e", "triggered_by": "order.paid",
+            "configuration": {"url": "u", "secret_key": "echoed-secret-1"},
+            "payload": {"data": {"type": "integration", "configuration": {key: "queue-secret-2"}}},
+            "resources": json.dumps({"data": {"nested": [{key: "string-secret-3"}]}})}
+    for parse in (lambda: Event.from_json(json.dumps(body).encode()), lambda: Event.from_dict(body)):
+        event = parse()
+        text = json.dumps(event.raw)
+        for secret in ("echoed-secret-1", "queue-secret-2", "string-secret-3"):
+            assert secret not in text and secret not in json.dumps(event.resources)
+        assert event.raw["payload"]["data"]["configuration"][key] == REDACTED

@@ -28,8 +28,10 @@ from .errors import InvalidEvent
 
 __all__ = ["Event", "OBSERVABLE_EVENTS", "REDACTED", "SECRET_FIELDS", "redact"]
 
-#: Keys whose values never leave the parser.
-SECRET_FIELDS: frozenset[str] = frozenset({"secret_key", "client_secret"})
+#: Keys whose values never leave the parser, matched in any case (``Secret_Key``
+#: too); ``aws_secret_access_key`` is in the configuration of SQS integrations.
+SECRET_FIELDS: frozenset[str] = frozenset({"secret_key", "client_secret", "password", "aws_secret_access_key"})
+_SECRET_NAMES = tuple(name.encode() for name in sorted(SECRET_FIELDS))
 
 #: What a redacted value is replaced with.
 REDACTED = "[redacted]"
@@ -54,7 +56,7 @@ def redact(value: Any) -> tuple[Any, bool]:
         changed = False
         out: dict[str, Any] = {}
         for key, item in value.items():
-            if key in SECRET_FIELDS and item is not None:
+            if item is not None and isinstance(key, str) and key.lower() in SECRET_FIELDS:
                 out[key] = REDACTED
                 changed = True
             else:
@@ -282,40 +284,41 @@ def _as_sent(raw: Mapping[str, Any], name: str, kind: type, irregular: list[str]
 
 def _redact_object(obj: dict[str, Any]) -> dict[str, Any]:
     """``object_hook`` of the parser: redact the secret fields of one decoded object."""
-    for key in SECRET_FIELDS:
-        if obj.get(key) is not None:
+    for key, value in obj.items():
+        if value is not None and key.lower() in SECRET_FIELDS:
             obj[key] = REDACTED
     return obj
 
 
 def _may_hold_secrets(text: str | bytes) -> bool:
-    """Whether a secret field may appear in *text*: its name, a ``\\u`` escape, or UTF-16/32 bytes."""
+    """Whether a secret field may appear in *text*: its name in any case, a ``\\u`` escape, or UTF-16/32 bytes."""
     if isinstance(text, bytes):
-        return (b"secret_key" in text or b"client_secret" in text or b"\\u" in text
-                or b"\x00" in text)
-    return "secret_key" in text or "client_secret" in text or "\\u" in text
+        lowered = text.lower()
+        return any(name in lowered for name in _SECRET_NAMES) or b"\\u" in text or b"\x00" in text
+    lowered_text = text.lower()
+    return any(name in lowered_text for name in SECRET_FIELDS) or "\\u" in text
+
+
+def _echo_only(text: bytes) -> bool:
+    """Whether the one secret field *text* names is a single ``"secret_key"``, spelled so (the echo, usually)."""
+    if b"\\u" in text or b"\x00" in text or b'"secret_key"' not in text:
+        return False
+    lowered = text.lower()
+    return sum(lowered.count(b'"' + name + b'"') for name in _SECRET_NAMES) == 1
 
 
 def _loads_redacted(text: str | bytes) -> Any:
     """Decode JSON, redacting every secret field.
 
     The thorough path redacts each object as the parser builds it (a Python
-    call per object). A plain substring search lets most bodies skip it: those
-    that name no secret field, and those whose only secret field is one
+    call per object). A substring search lets most bodies skip it: those that
+    name no secret field, and those whose only secret field is one
     ``"secret_key"`` that turns out to be the ``configuration`` echo, which is
     then redacted in place.
     """
     if not _may_hold_secrets(text):
         return fastjson.loads(text)
-    if isinstance(text, bytes):
-        first = text.find(b'"secret_key"')
-        echo_only = (first >= 0 and text.find(b'"secret_key"', first + 1) < 0
-                     and b"client_secret" not in text and b"\\u" not in text and b"\x00" not in text)
-    else:
-        first = text.find('"secret_key"')
-        echo_only = (first >= 0 and text.find('"secret_key"', first + 1) < 0
-                     and "client_secret" not in text and "\\u" not in text)
-    if echo_only:
+    if _echo_only(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")):
         decoded = fastjson.loads(text)
         configuration = decoded.get("configuration") if isinstance(decoded, dict) else None
         if isinstance(configuration, dict) and "secret_key" in configuration:
