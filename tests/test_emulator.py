@@ -205,3 +205,21 @@ def test_a_slow_endpoint_times_out_and_is_retried(live_server: Any) -> None:
     assert logs[0]["status_code"] == 409, "the first attempt still held the event: in progress"
     time.sleep(1.0)
     assert attempts == [1]
+
+
+def test_fresh_credentials_and_a_warning_off_loopback(caplog: pytest.LogCaptureFixture) -> None:
+    from webhook_receiver.emulator import is_loopback
+
+    first, second = Emulator(), Emulator()
+    assert first.client_id != second.client_id and first.client_secret != second.client_secret
+    assert len(first.client_secret) >= 24
+    assert Emulator(client_id="given", client_secret="also-given").client_secret == "also-given"
+    with caplog.at_level("WARNING", logger="webhook_receiver.emulator"):
+        with Emulator(host="127.0.0.1"):
+            pass
+        assert caplog.records == []
+        with Emulator(host="0.0.0.0"):
+            pass
+    assert "listens on 0.0.0.0, not a loopback address" in caplog.text
+    assert [is_loopback(h) for h in ("127.0.0.1", "127.9.9.9", "::1", "localhost", "0.0.0.0", "10.0.0.1")] == [
+        True, True, True, True, False, False]

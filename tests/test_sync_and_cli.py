@@ -324,7 +324,7 @@ def test_console_emulate_help() -> None:
 
     result = CliRunner().invoke(main, ["emulate", "--help"])
     assert result.exit_code == 0
-    assert "default: 8765" in result.output and "emulator-client-id" in result.output
+    assert "default: 8765" in result.output and "default: a fresh one" in result.output
 
 
 def test_observes_ignores_nothing_handled(receiver: WebhookReceiver) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Emulator
+from .emulator import Emulator
 from .untrusted import printable
 
 __all__ = ["main"]
@@ -21,13 +21,12 @@ def main() -> None:
 @main.command("emulate")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, help="Port to listen on.")
-@click.option("--client-id", default=DEFAULT_CLIENT_ID, show_default=True,
-              help="The client id the token endpoint accepts.")
-@click.option("--client-secret", default=DEFAULT_CLIENT_SECRET, show_default=True,
-              help="The client secret the token endpoint accepts.")
+@click.option("--client-id", help="The client id the token endpoint accepts (default: a fresh one).")
+@click.option("--client-secret", envvar="EMULATOR_CLIENT_SECRET",
+              help="The client secret it accepts (default: a fresh one; or set EMULATOR_CLIENT_SECRET).")
 @click.option("--retry-delays", default="1,2,4,8", show_default=True,
               help="Seconds before each delivery retry, comma-separated.")
-def emulate(host: str, port: int, client_id: str, client_secret: str, retry_delays: str) -> None:
+def emulate(host: str, port: int, client_id: str | None, client_secret: str | None, retry_delays: str) -> None:
     """Run a local stand-in for the Moltin API that really delivers webhooks.
 
     Point EPCC_API_BASE_URL at it, sync an integration, then fire events with
@@ -40,9 +39,9 @@ def emulate(host: str, port: int, client_id: str, client_secret: str, retry_dela
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     emulator = Emulator(client_id=client_id, client_secret=client_secret, host=host, port=port,
                         retry_delays=delays, quiet=False)
-    click.echo(f"Moltin emulator on http://{host}:{port}  (client id {client_id!r}; Ctrl-C to stop)")
-    click.echo(f"  export EPCC_API_BASE_URL=http://{host}:{port} EPCC_CLIENT_ID={client_id}"
-               " EPCC_CLIENT_SECRET=...")
+    click.echo(f"Moltin emulator on http://{host}:{port}  (Ctrl-C to stop). Its credentials, for this run:")
+    click.echo(f"  export EPCC_API_BASE_URL=http://{host}:{port} EPCC_CLIENT_ID={emulator.client_id}"
+               f" EPCC_CLIENT_SECRET={emulator.client_secret}")
     try:
         emulator.serve_forever()
     except OSError as exc:

@@ -1,20 +1,33 @@
 """Running the Moltin stand-in on a real port of 127.0.0.1."""
 from __future__ import annotations
 
+import ipaddress
+import logging
+import secrets
 import threading
 from types import TracebackType
 from typing import Any, Mapping, Sequence
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from ..untrusted import protect
 from .api import create_api
 from .firing import DEFAULT_RETRY_DELAYS, Fired, Firer
 from .state import EmulatorState
 
-__all__ = ["DEFAULT_CLIENT_ID", "DEFAULT_CLIENT_SECRET", "Emulator"]
+__all__ = ["Emulator", "is_loopback"]
 
-DEFAULT_CLIENT_ID = "emulator-client-id"
-DEFAULT_CLIENT_SECRET = "emulator-client-secret"
+logger = protect(logging.getLogger("webhook_receiver.emulator"))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether *host* is a loopback address or name (``127.0.0.0/8``, ``::1``, ``localhost``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -44,13 +57,14 @@ class Emulator:
         store that serves fewer than ``page[limit]`` does (25 by default).
     """
 
-    def __init__(self, *, client_id: str = DEFAULT_CLIENT_ID, client_secret: str = DEFAULT_CLIENT_SECRET,
+    def __init__(self, *, client_id: str | None = None, client_secret: str | None = None,
                  host: str = "127.0.0.1", port: int = 0,
                  retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS, timeout: float = 10.0,
                  quiet: bool = True, page_size: int = 25) -> None:
-        self.client_id = client_id
-        self.client_secret = client_secret
-        self.state = EmulatorState(client_id, client_secret, page_size=page_size)
+        #: The credentials its token endpoint accepts: fresh ones unless given.
+        self.client_id = client_id or f"emulator-{secrets.token_hex(4)}"
+        self.client_secret = client_secret or secrets.token_urlsafe(24)
+        self.state = EmulatorState(self.client_id, self.client_secret, page_size=page_size)
         self.firer = Firer(self.state, retry_delays=retry_delays, timeout=timeout)
         self.app = create_api(self.state, self.firer)
         self._host = host
@@ -69,9 +83,18 @@ class Emulator:
             raise RuntimeError("the emulator is not started")
         return f"http://{self._host}:{self._server.server_port}"
 
+    def _warn_when_exposed(self) -> None:
+        if not is_loopback(self._host):
+            logger.warning(
+                "the Moltin emulator listens on %s, not a loopback address: anyone who reaches this"
+                " machine can fire events (POST /emulator/fire has no authentication) and, with the"
+                " client credentials, read the integrations' secrets. Use 127.0.0.1 unless you mean it.",
+                self._host)
+
     def start(self) -> Emulator:
         """Start serving in a background thread; returns itself."""
         if self._server is None:
+            self._warn_when_exposed()
             self._server = make_server(self._host, self._port, self.app, threaded=True,
                                        request_handler=self._handler)
             server = self._server
@@ -82,6 +105,7 @@ class Emulator:
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until interrupted."""
+        self._warn_when_exposed()
         self._server = make_server(self._host, self._port, self.app, threaded=True,
                                        request_handler=self._handler)
         try:
