@@ -336,3 +336,50 @@ def test_sqlite_files_are_private_and_a_relative_path_works_in_a_new_instance_fo
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
     for folder in {p.parent for p in files}:
         assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, folder
+
+
+class SteppedClock:
+    """A controllable clock: the wall clock can be stepped, the monotonic one advanced, the machine rebooted."""
+
+    def __init__(self, boot: str = "boot-1") -> None:
+        self.boot: str | None = boot
+        self.wall_offset = 0.0
+        self.monotonic = 1_000.0
+
+    def wall(self) -> float:
+        return time.time() + self.wall_offset
+
+    def lease(self) -> float:
+        return self.monotonic
+
+
+@pytest.mark.parametrize("step", [+3600.0, -86400.0])
+def test_sqlite_leases_ignore_wall_clock_steps(tmp_path: Path, step: float) -> None:
+    clock = SteppedClock()
+    path = str(tmp_path / "clock.sqlite3")
+    holder = SQLiteStore(path, lease_seconds=30, clock=clock)  # type: ignore[arg-type]
+    other = SQLiteStore(path, lease_seconds=30, clock=clock)  # type: ignore[arg-type]
+    holder.accept(event("held"))
+    held = holder.claim_due()
+    assert held is not None
+    clock.wall_offset = step  # an hour forward, or a day back
+    assert other.claim_due() is None and other.claim(event("held")).state is ClaimState.BUSY, \
+        "a forward step does not let another worker take a running event"
+    clock.monotonic += 31  # the lease's real length has passed: a backward step blocks it no longer
+    taken = other.claim_due()
+    assert taken is not None and taken.event_id == "held"
+    assert not holder.finish(held, ok=True)
+
+
+def test_sqlite_leases_of_an_earlier_boot_have_run_out(tmp_path: Path) -> None:
+    before = SteppedClock("boot-1")
+    path = str(tmp_path / "reboot.sqlite3")
+    first = SQLiteStore(path, lease_seconds=30, clock=before)  # type: ignore[arg-type]
+    first.accept(event("interrupted"))
+    assert first.claim_due() is not None
+    after = SteppedClock("boot-2")
+    after.monotonic = 5.0  # the monotonic clock starts again at boot, far below the lease's end
+    rebooted = SQLiteStore(path, lease_seconds=30, clock=after)  # type: ignore[arg-type]
+    taken = rebooted.claim_due()
+    assert taken is not None and taken.event_id == "interrupted", "not blocked until the old lease's end"
+    assert rebooted.claim_due() is None

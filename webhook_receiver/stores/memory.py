@@ -59,9 +59,9 @@ class MemoryStore(EventStore):
     def _token(self) -> str:
         return f"{self._token_prefix}{next(self._tokens)}"
 
-    def _lease(self, event_id: str, now: float) -> str:
+    def _lease(self, event_id: str) -> str:
         token = self._token()
-        expires = now + self.lease_seconds
+        expires = time.monotonic() + self.lease_seconds  # leases: immune to wall-clock steps
         self._leases[event_id] = (token, expires)
         if event_id in self._background:
             heapq.heappush(self._lease_heap, (expires, next(self._seq), event_id, token))
@@ -80,7 +80,7 @@ class MemoryStore(EventStore):
         heapq.heappush(self._queue, (due_at, next(self._seq), stored.id))
 
     def _take(self, stored: StoredEvent, now: float) -> Claim:
-        token = self._lease(stored.id, now)
+        token = self._lease(stored.id)
         stored.status = EventStatus.PROCESSING
         stored.due_at = None
         stored.attempts += 1
@@ -108,9 +108,9 @@ class MemoryStore(EventStore):
             del self._events[event_id]
             self._background.discard(event_id)
 
-    def _live_lease(self, event_id: str, now: float) -> bool:
+    def _live_lease(self, event_id: str) -> bool:
         lease = self._leases.get(event_id)
-        return lease is not None and lease[1] > now
+        return lease is not None and lease[1] > time.monotonic()
 
     # -- the protocol ------------------------------------------------------------------
 
@@ -122,7 +122,7 @@ class MemoryStore(EventStore):
                 stored = self._insert(event, now)
             elif stored.status is EventStatus.PROCESSED:
                 return Claim(event.id, ClaimState.DONE)
-            elif stored.status is EventStatus.PROCESSING and self._live_lease(event.id, now):
+            elif stored.status is EventStatus.PROCESSING and self._live_lease(event.id):
                 return Claim(event.id, ClaimState.BUSY)
             return self._take(stored, now)
 
@@ -134,11 +134,12 @@ class MemoryStore(EventStore):
                 stored = self._events.get(event_id)
                 if stored is not None and stored.status is EventStatus.PENDING and stored.due_at == due_at:
                     return self._take(stored, now)
-            while self._lease_heap and self._lease_heap[0][0] <= now:
+            held_now = time.monotonic()
+            while self._lease_heap and self._lease_heap[0][0] <= held_now:
                 _, _, event_id, token = heapq.heappop(self._lease_heap)
                 stored = self._events.get(event_id)
                 lease = self._leases.get(event_id)
-                if stored is not None and lease is not None and lease[0] == token and lease[1] <= now:
+                if stored is not None and lease is not None and lease[0] == token and lease[1] <= held_now:
                     return self._take(stored, now)
         return None
 
@@ -160,15 +161,16 @@ class MemoryStore(EventStore):
         with self._lock:
             due = sum(1 for e in self._events.values() if e.status is EventStatus.PENDING
                       and e.due_at is not None and e.due_at <= now)
-            expired = sum(1 for i, (_, expires) in self._leases.items() if expires <= now and i in self._background)
+            held_now = time.monotonic()
+            expired = sum(1 for i, (_, expires) in self._leases.items()
+                          if expires <= held_now and i in self._background)
         return due + expired
 
     def renew(self, claim: Claim) -> bool:
-        now = time.time()
         with self._lock:
             if self._holds(claim) is None:
                 return False
-            expires = now + self.lease_seconds
+            expires = time.monotonic() + self.lease_seconds
             self._leases[claim.event_id] = (claim.token, expires)
             if claim.event_id in self._background:
                 heapq.heappush(self._lease_heap, (expires, next(self._seq), claim.event_id, claim.token))

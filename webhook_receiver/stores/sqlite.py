@@ -29,6 +29,7 @@ from .base import (
     finished_status,
     load_outcomes,
 )
+from .clock import LeaseClock
 
 __all__ = ["SQLiteStore"]
 
@@ -53,6 +54,7 @@ CREATE TABLE IF NOT EXISTS webhook_receiver_events (
     due_at REAL,
     lease_token TEXT,
     lease_expires REAL,
+    lease_boot TEXT,
     background INTEGER
 );
 CREATE INDEX IF NOT EXISTS webhook_receiver_events_due ON webhook_receiver_events (due_at)
@@ -82,10 +84,13 @@ class SQLiteStore(EventStore):
 
     name = "sqlite"
 
-    def __init__(self, path: str, *, lease_seconds: float = 60.0, timeout: float = 5.0) -> None:
+    def __init__(self, path: str, *, lease_seconds: float = 60.0, timeout: float = 5.0,
+                 clock: LeaseClock | None = None) -> None:
         super().__init__(lease_seconds=lease_seconds)
         self.path = path
         self.timeout = timeout
+        #: Where times come from; leases are immune to clock steps and reboots (see :mod:`.clock`).
+        self.clock = clock or LeaseClock()
         self._local = threading.local()
         self._setup_lock = threading.Lock()
         self._schema_ready = False
@@ -138,6 +143,13 @@ class SQLiteStore(EventStore):
                 raise
             conn.execute("COMMIT")
             self._schema_ready = True
+            self._expire_other_boots(conn)
+
+    def _expire_other_boots(self, conn: sqlite3.Connection) -> None:
+        """Leases taken in an earlier boot have run out: their holders died with the machine."""
+        if self.clock.boot is not None:
+            conn.execute(f"UPDATE {_TABLE} SET lease_expires = 0 WHERE lease_expires IS NOT NULL"
+                         " AND (lease_boot IS NULL OR lease_boot != ?)", (self.clock.boot,))
 
     @contextmanager
     def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
@@ -177,18 +189,19 @@ class SQLiteStore(EventStore):
 
     # -- the protocol ------------------------------------------------------------------
 
-    def _new_token(self, now: float) -> tuple[str, float]:
-        return secrets.token_hex(16), now + self.lease_seconds
+    def _new_token(self) -> tuple[str, float]:
+        return secrets.token_hex(16), self.clock.lease() + self.lease_seconds
 
     def claim(self, event: Event) -> Claim:
-        now = time.time()
-        token, expires = self._new_token(now)
+        now = self.clock.wall()
+        token, expires = self._new_token()
+        boot = self.clock.boot
         with self._autocommit() as conn:  # the common case, a new event, is one statement
             inserted = conn.execute(
                 f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, attempts, received_at, updated_at,"
-                " lease_token, lease_expires) VALUES (?, ?, 'processing', ?, 1, ?, ?, ?, ?)"
+                " lease_token, lease_expires, lease_boot) VALUES (?, ?, 'processing', ?, 1, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO NOTHING",
-                (event.id, event.trigger, fastjson.dumps(event.raw), now, now, token, expires),
+                (event.id, event.trigger, fastjson.dumps(event.raw), now, now, token, expires, boot),
             ).rowcount
         if inserted:
             return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
@@ -198,47 +211,50 @@ class SQLiteStore(EventStore):
             if row is None:  # pruned in between: store it again
                 conn.execute(
                     f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, attempts, received_at, updated_at,"
-                    " lease_token, lease_expires) VALUES (?, ?, 'processing', ?, 1, ?, ?, ?, ?)",
-                    (event.id, event.trigger, fastjson.dumps(event.raw), now, now, token, expires))
+                    " lease_token, lease_expires, lease_boot) VALUES (?, ?, 'processing', ?, 1, ?, ?, ?, ?, ?)",
+                    (event.id, event.trigger, fastjson.dumps(event.raw), now, now, token, expires, boot))
                 return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
             status, lease_expires, outcomes, attempts = row
             if status == EventStatus.PROCESSED.value:
                 return Claim(event.id, ClaimState.DONE)
-            if status == EventStatus.PROCESSING.value and lease_expires is not None and lease_expires > now:
+            if status == EventStatus.PROCESSING.value and lease_expires is not None \
+                    and lease_expires > self.clock.lease():
                 return Claim(event.id, ClaimState.BUSY)
-            self._take(conn, event.id, token, expires, now)
+            self._take(conn, event.id, token, expires, now, boot)
             return Claim(event.id, ClaimState.CLAIMED, token, attempt=attempts + 1,
                          outcomes=load_outcomes(outcomes), trigger=event.trigger)
 
     @staticmethod
-    def _take(conn: sqlite3.Connection, event_id: str, token: str, expires: float, now: float) -> None:
+    def _take(conn: sqlite3.Connection, event_id: str, token: str, expires: float, now: float,
+              boot: str | None) -> None:
         conn.execute(
             f"UPDATE {_TABLE} SET status = 'processing', due_at = NULL, lease_token = ?, lease_expires = ?,"
-            " attempts = attempts + 1, updated_at = ? WHERE id = ?", (token, expires, now, event_id))
+            " lease_boot = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?",
+            (token, expires, boot, now, event_id))
 
     _DUE = f"SELECT id FROM {_TABLE} WHERE due_at <= ? ORDER BY due_at LIMIT 1"
     _EXPIRED = f"SELECT id FROM {_TABLE} WHERE background = 1 AND lease_expires <= ? ORDER BY lease_expires LIMIT 1"
 
     def claim_due(self) -> Claim | None:
-        now = time.time()
+        now, held_now = self.clock.wall(), self.clock.lease()
         with self._autocommit() as conn:  # a read first: idle workers take no write lock
             if conn.execute(self._DUE, (now,)).fetchone() is None and \
-                    conn.execute(self._EXPIRED, (now,)).fetchone() is None:
+                    conn.execute(self._EXPIRED, (held_now,)).fetchone() is None:
                 return None
-        token, expires = self._new_token(now)
+        token, expires = self._new_token()
         with self._transaction() as conn:
-            row = conn.execute(self._DUE, (now,)).fetchone() or conn.execute(self._EXPIRED, (now,)).fetchone()
+            row = conn.execute(self._DUE, (now,)).fetchone() or conn.execute(self._EXPIRED, (held_now,)).fetchone()
             if row is None:
                 return None  # another worker was quicker
             event_id = row[0]
-            self._take(conn, event_id, token, expires, now)
+            self._take(conn, event_id, token, expires, now, self.clock.boot)
             trigger, raw, outcomes, attempts = conn.execute(
                 f"SELECT trigger_name, raw, outcomes, attempts FROM {_TABLE} WHERE id = ?", (event_id,)).fetchone()
         return Claim(event_id, ClaimState.CLAIMED, token, attempt=attempts, outcomes=load_outcomes(outcomes),
                      trigger=trigger, raw=_loads_raw(raw))
 
     def accept(self, event: Event) -> EventStatus | None:
-        now = time.time()
+        now = self.clock.wall()
         with self._autocommit() as conn:
             inserted = conn.execute(
                 f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, received_at, updated_at, due_at, background)"
@@ -258,19 +274,18 @@ class SQLiteStore(EventStore):
             return EventStatus(row[0])
 
     def count_due(self) -> int:
-        now = time.time()
+        now, held_now = self.clock.wall(), self.clock.lease()
         with self._autocommit() as conn:
             due = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE due_at <= ?", (now,)).fetchone()[0]
             expired = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE background = 1 AND lease_expires <= ?",
-                                   (now,)).fetchone()[0]
+                                   (held_now,)).fetchone()[0]
         return int(due) + int(expired)
 
     def renew(self, claim: Claim) -> bool:
-        now = time.time()
         with self._autocommit() as conn:
             return conn.execute(
                 f"UPDATE {_TABLE} SET lease_expires = ? WHERE id = ? AND lease_token = ?",
-                (now + self.lease_seconds, claim.event_id, claim.token)).rowcount == 1
+                (self.clock.lease() + self.lease_seconds, claim.event_id, claim.token)).rowcount == 1
 
     def record(self, claim: Claim, run: Run) -> bool:
         outcomes = claim.with_run(run)
@@ -291,7 +306,8 @@ class SQLiteStore(EventStore):
             written = conn.execute(
                 f"UPDATE {_TABLE} SET status = ?, outcomes = ?, error = ?, due_at = ?, lease_token = NULL,"
                 " lease_expires = NULL, updated_at = ? WHERE id = ? AND lease_token = ?",
-                (status.value, dump_outcomes(outcomes), error, due_at, time.time(), claim.event_id, claim.token),
+                (status.value, dump_outcomes(outcomes), error, due_at, self.clock.wall(), claim.event_id,
+                 claim.token),
             ).rowcount == 1
         if written:
             claim.outcomes = outcomes
