@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from typing import Any
 
 from flask import Flask
@@ -22,9 +23,9 @@ def record(event: Event) -> None:
     calls.append(event.id)
 
 
-app = Flask(__name__)
+app = Flask(__name__, instance_path=tempfile.mkdtemp(prefix="whr-fuzz-"))
 app.config.update(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH=4096,
-                  WEBHOOK_RECEIVER_STORE="memory://")
+                  WEBHOOK_RECEIVER_STORE="sqlite:///fuzz.sqlite3")
 receiver.init_app(app)
 
 header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
@@ -37,7 +38,7 @@ json_values = st.recursive(
 
 @st.composite
 def bodies(draw: Any) -> bytes:
-    kind = draw(st.sampled_from(["bytes", "json", "event", "mutated"]))
+    kind = draw(st.sampled_from(["bytes", "json", "event", "mutated", "any-id"]))
     if kind == "bytes":
         return bytes(draw(st.binary(max_size=300)))
     if kind == "json":
@@ -47,6 +48,9 @@ def bodies(draw: Any) -> bytes:
     if kind == "mutated":
         key = draw(st.sampled_from(sorted(event)))
         event[key] = draw(json_values)
+    if kind == "any-id":  # every code point, lone surrogates and controls included, escaped by json.dumps
+        event["id"] = draw(st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, blacklist_categories=()),
+                                   min_size=1, max_size=12))
     return json.dumps(event).encode()
 
 
