@@ -31,7 +31,6 @@ __all__ = ["Event", "OBSERVABLE_EVENTS", "REDACTED", "SECRET_FIELDS", "redact"]
 #: Keys whose values never leave the parser, matched in any case (``Secret_Key``
 #: too); ``aws_secret_access_key`` is in the configuration of SQS integrations.
 SECRET_FIELDS: frozenset[str] = frozenset({"secret_key", "client_secret", "password", "aws_secret_access_key"})
-_SECRET_NAMES = tuple(name.encode() for name in sorted(SECRET_FIELDS))
 
 #: What a redacted value is replaced with.
 REDACTED = "[redacted]"
@@ -258,7 +257,7 @@ def _resources(raw: dict[str, Any], irregular: list[str]) -> Any:
     if not isinstance(value, str):
         irregular.append("resources")
         return value
-    secretive = _may_hold_secrets(value)
+    secretive = _secret_scan(value) != _NO_SECRET
     try:
         decoded = json.loads(value, object_hook=_redact_object) if secretive else fastjson.loads(value)
     except (ValueError, RecursionError):
@@ -290,35 +289,50 @@ def _redact_object(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-def _may_hold_secrets(text: str | bytes) -> bool:
-    """Whether a secret field may appear in *text*: its name in any case, a ``\\u`` escape, or UTF-16/32 bytes."""
+#: What :func:`_secret_scan` finds: no secret field, only the ``configuration`` echo, or maybe anything.
+_NO_SECRET, _ECHO_ONLY, _ANY_SECRET = 0, 1, 2
+_KEY_ENDS_TEXT = tuple(f'{name}"' for name in sorted(SECRET_FIELDS))
+_KEY_ENDS = tuple(name.encode() for name in _KEY_ENDS_TEXT)
+
+
+def _secret_scan(text: str | bytes) -> int:
+    """Where a secret field may be in *text*, found with a few substring searches.
+
+    The body is lower-cased once and each secret field name is counted where
+    a key ends (followed by ``"``); a ``\\u`` escape (a key may be spelled
+    with them) or a zero byte (UTF-16/32) means anything is possible. A body
+    whose only such key is one ``"secret_key"``, so spelled, is the usual one:
+    only the ``configuration`` echo to redact.
+    """
     if isinstance(text, bytes):
         lowered = text.lower()
-        return any(name in lowered for name in _SECRET_NAMES) or b"\\u" in text or b"\x00" in text
-    lowered_text = text.lower()
-    return any(name in lowered_text for name in SECRET_FIELDS) or "\\u" in text
-
-
-def _echo_only(text: bytes) -> bool:
-    """Whether the one secret field *text* names is a single ``"secret_key"``, spelled so (the echo, usually)."""
-    if b"\\u" in text or b"\x00" in text or b'"secret_key"' not in text:
-        return False
-    lowered = text.lower()
-    return sum(lowered.count(b'"' + name + b'"') for name in _SECRET_NAMES) == 1
+        keys = sum(lowered.count(name) for name in _KEY_ENDS)
+        escaped = b"\\u" in text or b"\x00" in text
+        exact_echo = b'"secret_key"' in text
+    else:
+        lowered_text = text.lower()
+        keys = sum(lowered_text.count(name) for name in _KEY_ENDS_TEXT)
+        escaped = "\\u" in text
+        exact_echo = '"secret_key"' in text
+    if not keys and not escaped:
+        return _NO_SECRET
+    if keys == 1 and exact_echo and not escaped:
+        return _ECHO_ONLY
+    return _ANY_SECRET
 
 
 def _loads_redacted(text: str | bytes) -> Any:
     """Decode JSON, redacting every secret field.
 
     The thorough path redacts each object as the parser builds it (a Python
-    call per object). A substring search lets most bodies skip it: those that
-    name no secret field, and those whose only secret field is one
-    ``"secret_key"`` that turns out to be the ``configuration`` echo, which is
-    then redacted in place.
+    call per object). :func:`_secret_scan` lets most bodies skip it: those
+    that name no secret field, and those whose only secret field is the
+    ``configuration`` echo, which is then redacted in place.
     """
-    if not _may_hold_secrets(text):
+    scan = _secret_scan(text)
+    if scan == _NO_SECRET:
         return fastjson.loads(text)
-    if _echo_only(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")):
+    if scan == _ECHO_ONLY:
         decoded = fastjson.loads(text)
         configuration = decoded.get("configuration") if isinstance(decoded, dict) else None
         if isinstance(configuration, dict) and "secret_key" in configuration:
