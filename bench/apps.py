@@ -21,12 +21,11 @@ appends each event id to), ``BENCH_SLEEP`` (seconds the handler sleeps),
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
+import threading
 import time
 from typing import Any
-
-import sqlite3
-import threading
 
 from flask import Flask, request
 

@@ -38,6 +38,13 @@ def test_mypy_strict_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_linter_passes() -> None:
+    """ruff, configured in pyproject.toml: pycodestyle, pyflakes, import order, bugbear."""
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "webhook_receiver", "tests", "bench", "sample_app"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_readme_renders_and_ci_runs_its_test_command() -> None:
     import docutils.core
 

@@ -35,7 +35,8 @@ def emulate(host: str, port: int, client_id: str | None, client_secret: str | No
     try:
         delays = [float(d) for d in retry_delays.split(",") if d.strip()]
     except ValueError:
-        raise click.BadParameter("use numbers separated by commas, such as 1,2,4", param_hint="--retry-delays") from None
+        raise click.BadParameter("use numbers separated by commas, such as 1,2,4",
+                                 param_hint="--retry-delays") from None
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     emulator = Emulator(client_id=client_id, client_secret=client_secret, host=host, port=port,
                         retry_delays=delays, quiet=False)

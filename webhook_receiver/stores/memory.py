@@ -100,13 +100,11 @@ class MemoryStore(EventStore):
         """Forget the oldest finished events, down to one free slot."""
         finished = (EventStatus.PROCESSED, EventStatus.FAILED)
         while len(self._events) >= self.max_events:
-            for event_id, stored in self._events.items():  # oldest first
-                if stored.status in finished:
-                    break
-            else:
+            oldest = next((i for i, stored in self._events.items() if stored.status in finished), None)
+            if oldest is None:
                 raise StoreUnavailable(self.name, f"all {self.max_events} slots hold unfinished events")
-            del self._events[event_id]
-            self._background.discard(event_id)
+            del self._events[oldest]
+            self._background.discard(oldest)
 
     def _live_lease(self, event_id: str) -> bool:
         lease = self._leases.get(event_id)
