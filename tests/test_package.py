@@ -54,3 +54,25 @@ def test_readme_renders_and_ci_runs_its_test_command() -> None:
     commands = [line.strip() for line in quickstart.splitlines() if line.startswith("       python3 -m venv")]
     assert len(commands) == 2 and commands[0].endswith("python -m sample_app")
     assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_one_exception_hierarchy() -> None:
+    """Every exception the package defines lives in errors.py, derives from the root class and is exported."""
+    import inspect
+    import pkgutil
+
+    import webhook_receiver
+    from webhook_receiver import errors
+
+    defined = {name for name, obj in vars(errors).items() if inspect.isclass(obj) and obj.__module__ == errors.__name__}
+    for name in defined:
+        obj = getattr(errors, name)
+        assert issubclass(obj, (webhook_receiver.WebhookReceiverError, Warning)), name
+        assert name in webhook_receiver.__all__, f"{name} is not exported"
+    for module in pkgutil.walk_packages(webhook_receiver.__path__, "webhook_receiver."):
+        if module.name.endswith(("pytest_plugin", ".errors")) or ".emulator" in module.name:
+            continue  # the emulator's private refusal and the pytest plugin are not public exceptions
+        imported = __import__(module.name, fromlist=["_"])
+        for name, obj in vars(imported).items():
+            if inspect.isclass(obj) and issubclass(obj, Exception) and obj.__module__ == module.name:
+                raise AssertionError(f"{module.name}.{name} is an exception outside errors.py")

@@ -6,6 +6,8 @@ body.
 """
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 
 class WebhookReceiverError(Exception):
     """Base class of every error raised by :mod:`webhook_receiver`."""
@@ -90,6 +92,35 @@ class BacklogFull(WebhookReceiverError):
 
 class WeakSecretWarning(UserWarning):
     """A webhook secret is short enough to be guessed; ``init_app`` says how to make a good one."""
+
+
+class MoltinAPIError(WebhookReceiverError):
+    """The store's API refused a call, or answered something that is not its API.
+
+    :param message: what happened, for a person (never a credential).
+    :param status: the HTTP status, or ``None`` when no answer came.
+    :param errors: upstream's ``errors`` list, as sent.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 errors: Sequence[dict[str, Any]] = ()) -> None:
+        super().__init__(message)
+        #: The HTTP status, or ``None``.
+        self.status = status
+        #: Upstream's ``errors`` objects (``status``, ``title``, ``detail``, ``source``).
+        self.errors = list(errors)
+
+
+class MoltinConnectionError(MoltinAPIError):
+    """No answer: the host is unreachable, the connection was reset, or it timed out."""
+
+
+class SyncError(WebhookReceiverError):
+    """The integrations cannot be synced as asked; the message says why and what to do."""
+
+
+class TunnelError(WebhookReceiverError, RuntimeError):
+    """The tunnel could not be opened; the message says what to install or set."""
 
 
 class UnknownTriggerWarning(UserWarning):

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .errors import WebhookReceiverError
+from .errors import MoltinAPIError, MoltinConnectionError
 from .untrusted import logger
 
 __all__ = ["DEFAULT_BASE_URL", "DEPRECATED_HOST", "MoltinAPIError", "MoltinClient", "MoltinConnectionError",
@@ -53,27 +53,6 @@ def check_base_url(url: str) -> str:
 _RETRIED = frozenset({429, 502, 503, 504})
 _TOKEN_MARGIN = 60.0
 _PAGE_LIMIT = 100
-
-
-class MoltinAPIError(WebhookReceiverError):
-    """The API refused a call, or answered something that is not its API.
-
-    :param message: what happened, for a person.
-    :param status: the HTTP status, or ``None`` when no answer came.
-    :param errors: upstream's ``errors`` list, as sent.
-    """
-
-    def __init__(self, message: str, *, status: int | None = None,
-                 errors: Sequence[dict[str, Any]] = ()) -> None:
-        super().__init__(message)
-        #: The HTTP status, or ``None``.
-        self.status = status
-        #: Upstream's ``errors`` objects (``status``, ``title``, ``detail``, ``source``).
-        self.errors = list(errors)
-
-
-class MoltinConnectionError(MoltinAPIError):
-    """No answer: the host is unreachable, the connection was reset, or it timed out."""
 
 
 class MoltinClient:

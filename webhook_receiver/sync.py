@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalogue import unknown_events
-from .errors import WebhookReceiverError
+from .errors import SyncError
 from .events import REDACTED, redact
 from .moltin import MoltinClient
 from .receiver import WebhookReceiver
@@ -31,10 +31,6 @@ MAX_EVENTS_PER_INTEGRATION = 5
 MAX_INTEGRATIONS = 100
 #: What the description of an integration sync manages starts with.
 MANAGED_MARK = "Managed by webhook_receiver"
-
-
-class SyncError(WebhookReceiverError):
-    """The integrations cannot be synced as asked; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,11 @@ import threading
 import time
 from typing import Any, Protocol
 
+from .errors import TunnelError
+
 __all__ = ["Tunnel", "TunnelError", "open_tunnel"]
 
 PROVIDERS = ("ngrok", "cloudflared", "url", "loopback")
-
-
-class TunnelError(RuntimeError):
-    """The tunnel could not be opened; the message says what to install or set."""
 
 
 class Tunnel(Protocol):
