@@ -76,3 +76,14 @@ def test_one_exception_hierarchy() -> None:
         for name, obj in vars(imported).items():
             if inspect.isclass(obj) and issubclass(obj, Exception) and obj.__module__ == module.name:
                 raise AssertionError(f"{module.name}.{name} is an exception outside errors.py")
+
+
+def test_no_file_cites_anything_outside_the_repository() -> None:
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    for name in tracked:
+        path = ROOT / name
+        if path.suffix not in (".py", ".rst", ".cfg", ".toml", ".md", ".txt") or name == "tests/test_package.py":
+            continue
+        text = path.read_text(errors="replace")
+        for outside in ("DESIGN.md", "../shared", "shared/upstream"):
+            assert outside not in text, f"{name} cites {outside}"
