@@ -469,3 +469,22 @@ def test_event_updated_at() -> None:
     assert Event.from_dict(make_event("order.deleted")).updated_at is None
     bad = {"type": "order", "id": "o", "meta": {"timestamps": {"updated_at": "yesterday"}}}
     assert Event.from_dict(make_event("order.updated", bad)).updated_at is None
+
+
+def test_a_handler_that_cannot_take_the_event_is_refused_at_registration(receiver: WebhookReceiver) -> None:
+    def paid() -> None: ...
+
+    def two(event: Event, other: Any) -> None: ...
+
+    def keyword_only(*, event: Event) -> None: ...
+
+    for wrong in (paid, two, keyword_only):
+        with pytest.raises(TypeError, match=f"handler .*{wrong.__name__}.* cannot be called with the event"):
+            receiver.on("order.paid")(wrong)
+    assert receiver.handlers == []
+
+    def fine(event: Event, extra: int = 1) -> None: ...
+
+    receiver.on("order.paid")(fine)
+    receiver.on("order.paid", name="star")(lambda *args: None)
+    assert len(receiver.handlers) == 2

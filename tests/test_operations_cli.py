@@ -49,6 +49,9 @@ def test_events_show_replay_prune(shop: tuple[Flask, dict[str, bool]], send: Any
 
     still = runner.invoke(args=["webhooks", "replay", "paid-0"])
     assert still.exit_code == 1 and "still failing: warehouse" in still.output
+    all_failing = runner.invoke(args=["webhooks", "replay", "--failed"])
+    assert all_failing.exit_code == 1 and "3 failed" in all_failing.output, "the work failed: a non-zero exit"
+    assert "no replayed event was processed" in all_failing.output
     broken["on"] = False
     one = runner.invoke(args=["webhooks", "replay", "paid-0"])
     assert one.exit_code == 0 and one.output.strip().endswith("1 processed")
@@ -58,10 +61,12 @@ def test_events_show_replay_prune(shop: tuple[Flask, dict[str, bool]], send: Any
     assert {e.status for e in store.events()} == {EventStatus.PROCESSED}
     outcome = store.get("paid-1")
     assert outcome is not None and outcome.handlers["ledger"].attempts == 1, "what succeeded did not run again"
-    assert outcome.handlers["warehouse"].attempts == 2
+    assert outcome.handlers["warehouse"].attempts == 3, "run on delivery, by the failing replay, then by this one"
     assert runner.invoke(args=["webhooks", "replay"]).exit_code == 2
 
     assert runner.invoke(args=["webhooks", "prune", "--older-than", "1d"]).output.strip() == "pruned 0 events"
+    dry = runner.invoke(args=["webhooks", "prune", "--older-than", "0s", "--dry-run"])
+    assert dry.output.strip() == "would prune 4 events" and len(store.events()) == 4
     time.sleep(0.05)
     assert runner.invoke(args=["webhooks", "prune", "--older-than", "0.01s"]).output.strip() == "pruned 4 events"
     assert runner.invoke(args=["webhooks", "events"]).output.strip() == "no events"

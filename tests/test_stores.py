@@ -188,7 +188,11 @@ def test_events_listing_and_prune(store: EventStore) -> None:
     middle = store.get("e1")
     assert middle is not None
     assert [e.id for e in store.events(since=middle.received_at)] == ["pending", "e2", "e1"]
-    assert store.prune(time.time() + 1) == 3, "pending events are never pruned"
+    assert store.prune(time.time() + 1, dry_run=True) == 2 and len(store.events()) == 4, "a dry run forgets nothing"
+    assert store.prune(time.time() + 1) == 2, "failed events are kept unless asked"
+    assert [e.id for e in store.events()] == ["pending", "e1"]
+    assert store.prune(time.time() + 1, include_failed=True, dry_run=True) == 1
+    assert store.prune(time.time() + 1, include_failed=True) == 1, "pending events are never pruned"
     assert [e.id for e in store.events()] == ["pending"]
     assert store.get("e0") is None
 

@@ -6,6 +6,7 @@ that event. The name defaults to ``module.qualname`` of the function.
 """
 from __future__ import annotations
 
+import inspect
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -88,6 +89,7 @@ class HandlerRegistry:
         """
         if not callable(fn):
             raise TypeError(f"a handler must be callable, not {type(fn).__name__}")
+        _check_signature(fn)
         if not patterns:
             raise ValueError("give at least one event name, such as 'order.paid', or '*'")
         handler = Handler(name=name or callable_name(fn), fn=fn, patterns=tuple(dict.fromkeys(patterns)),
@@ -115,6 +117,27 @@ class HandlerRegistry:
             if len(self._by_trigger) < 4096:
                 self._by_trigger[trigger] = found
         return found
+
+
+def _check_signature(fn: Callable[..., Any]) -> None:
+    """Refuse, at registration, a handler that cannot be called with the event.
+
+    Otherwise it would fail on every delivery, and upstream would retry it
+    for days.
+
+    :raises TypeError: naming the function.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins and C callables do not say: let them be
+        return
+    try:
+        signature.bind(object())
+    except TypeError:
+        raise TypeError(
+            f"handler {callable_name(fn)}{signature} cannot be called with the event: a handler takes one"
+            " positional argument, as in `def ship(event): ...`"
+        ) from None
 
 
 def signal_handlers(signal: Signal, sender: Any, taken: Sequence[Handler]) -> list[Handler]:

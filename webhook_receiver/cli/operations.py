@@ -104,13 +104,20 @@ def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | 
                 raise click.ClickException(printable(f"event {one}: the stored body cannot be rebuilt: {result.error}"))
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing to replay"
     say(summary)
+    if ids and not counts.get("processed") and not counts.get("duplicate"):
+        raise click.ClickException("no replayed event was processed")
 
 
 @webhooks_cli.command("prune")
-@click.option("--older-than", "older_than", required=True, help="Such as 30d: forget finished events older than that.")
+@click.option("--older-than", "older_than", required=True,
+              help="Such as 30d: forget processed events received longer ago than that.")
+@click.option("--include-failed", is_flag=True, help="Forget failed events too (never replayed: check them first).")
+@click.option("--dry-run", is_flag=True, help="Say how many would be forgotten; forget nothing.")
 @receiver_option
 @one_line_errors
-def prune_command(older_than: str, receiver_name: str | None) -> None:
-    """Forget processed and failed events received before a given age (pending ones are kept)."""
-    pruned = receiver_named(receiver_name).get_store().prune(time.time() - _duration(older_than))
-    say(f"pruned {pruned} event{'s' if pruned != 1 else ''}")
+def prune_command(older_than: str, include_failed: bool, dry_run: bool, receiver_name: str | None) -> None:
+    """Forget processed events received before a given age (failed ones with --include-failed; pending never)."""
+    count = receiver_named(receiver_name).get_store().prune(time.time() - _duration(older_than),
+                                                             include_failed=include_failed, dry_run=dry_run)
+    plural = "s" if count != 1 else ""
+    say(f"would prune {count} event{plural}" if dry_run else f"pruned {count} event{plural}")

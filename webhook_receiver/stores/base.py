@@ -44,6 +44,7 @@ __all__ = [
     "StoredEvent",
     "dump_outcomes",
     "finished_status",
+    "prunable",
     "load_outcomes",
 ]
 
@@ -187,6 +188,11 @@ class StoredEvent:
     attempts: int = 0
     due_at: float | None = None
     error: str | None = None
+
+
+def prunable(include_failed: bool) -> tuple[EventStatus, ...]:
+    """The statuses :meth:`EventStore.prune` forgets."""
+    return (EventStatus.PROCESSED, EventStatus.FAILED) if include_failed else (EventStatus.PROCESSED,)
 
 
 def finished_status(ok: bool, retry_at: float | None) -> EventStatus:
@@ -342,10 +348,14 @@ class EventStore(ABC):
         """
 
     @abstractmethod
-    def prune(self, before: float) -> int:
-        """Forget finished (processed or failed) events received before *before*.
+    def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:
+        """Forget processed events received before *before* (and failed ones, with *include_failed*).
 
-        :returns: how many were forgotten.
+        Pending and processing events are never pruned; failed ones are kept
+        by default, since they were never handled.
+
+        :param dry_run: count them, forget nothing.
+        :returns: how many were (or would be) forgotten.
         :raises StoreUnavailable: if the store cannot answer.
         """
 

@@ -19,6 +19,7 @@ from .base import (
     Run,
     StoredEvent,
     finished_status,
+    prunable,
 )
 
 __all__ = ["MemoryStore"]
@@ -224,10 +225,12 @@ class MemoryStore(EventStore):
             ]
         return found[:limit] if limit is not None else found
 
-    def prune(self, before: float) -> int:
-        finished = (EventStatus.PROCESSED, EventStatus.FAILED)
+    def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:
+        statuses = prunable(include_failed)
         with self._lock:
-            old = [i for i, e in self._events.items() if e.received_at < before and e.status in finished]
+            old = [i for i, e in self._events.items() if e.received_at < before and e.status in statuses]
+            if dry_run:
+                return len(old)
             for event_id in old:
                 del self._events[event_id]
                 self._background.discard(event_id)

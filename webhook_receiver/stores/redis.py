@@ -35,6 +35,7 @@ from .base import (
     dump_outcomes,
     finished_status,
     load_outcomes,
+    prunable,
 )
 
 __all__ = ["RedisStore"]
@@ -358,7 +359,8 @@ class RedisStore(EventStore):
                         return found
         return found
 
-    def prune(self, before: float) -> int:
+    def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:
+        finished = {s.value.encode() for s in prunable(include_failed)}
         ids = [i.decode() for i in self._call(self.client.zrangebyscore, self._events_key, "-inf", f"({before}")]
         pruned = 0
         for start in range(0, len(ids), _BATCH):
@@ -367,9 +369,9 @@ class RedisStore(EventStore):
             for event_id in batch:
                 pipe.hget(self._key("event", event_id), "status")
             statuses = self._call(pipe.execute)
-            old = [i for i, s in zip(batch, statuses) if s is None or s.decode() in ("processed", "failed")]
-            pruned += sum(1 for s in statuses if s is not None and s.decode() in ("processed", "failed"))
-            if not old:
+            old = [i for i, s in zip(batch, statuses) if s is None or s in finished]
+            pruned += sum(1 for s in statuses if s is not None and s in finished)
+            if not old or dry_run:
                 continue
             pipe = self.client.pipeline(transaction=True)
             for event_id in old:

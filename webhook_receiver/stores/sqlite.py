@@ -28,6 +28,7 @@ from .base import (
     dump_outcomes,
     finished_status,
     load_outcomes,
+    prunable,
 )
 from .clock import LeaseClock
 
@@ -355,11 +356,14 @@ class SQLiteStore(EventStore):
             rows = conn.execute(sql, params).fetchall()
         return [_stored(row) for row in rows]
 
-    def prune(self, before: float) -> int:
+    def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:
+        statuses = [s.value for s in prunable(include_failed)]
+        where = f"received_at < ? AND status IN ({', '.join('?' for _ in statuses)})"
         with self._autocommit() as conn:
-            return int(conn.execute(
-                f"DELETE FROM {_TABLE} WHERE received_at < ? AND status IN ('processed', 'failed')",
-                (before,)).rowcount)
+            if dry_run:
+                found = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE {where}", (before, *statuses)).fetchone()
+                return int(found[0])
+            return int(conn.execute(f"DELETE FROM {_TABLE} WHERE {where}", (before, *statuses)).rowcount)
 
 
 def _create_private(path: str) -> None:
