@@ -173,11 +173,13 @@ def test_handlers_survive_many_app_factories() -> None:
     assert seen == ["e0", "e1", "e2"]
 
 
-def test_init_app_twice_on_one_app_is_refused() -> None:
+def test_init_app_twice_on_one_app_is_refused_with_the_right_advice() -> None:
     app = bare_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
     receiver = WebhookReceiver(app)
-    with pytest.raises(RuntimeError, match="already set up"):
+    with pytest.raises(RuntimeError, match="already set up on this app: call init_app once per app"):
         receiver.init_app(app)
+    with pytest.raises(RuntimeError, match=r"another webhook receiver named 'moltin'.*WebhookReceiver\(name="):
+        WebhookReceiver().init_app(app)
 
 
 def test_two_receivers_in_one_app() -> None:

@@ -1,6 +1,7 @@
 """flask webhooks events / show / replay / prune, on the default SQLite store."""
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -34,12 +35,20 @@ def test_events_show_replay_prune(shop: tuple[Flask, dict[str, bool]], send: Any
 
     listed = runner.invoke(args=["webhooks", "events"])
     assert listed.exit_code == 0
-    lines = listed.output.splitlines()
+    header, *lines = listed.output.splitlines()
+    assert header.split() == ["received", "(UTC)", "id", "trigger", "status", "handlers", "ok"]
     assert len(lines) == 4 and "gone" in lines[0] and "processed" in lines[0]
+    assert len({line.index("order.paid") for line in lines[1:]}) == 1, "aligned columns"
     failed = runner.invoke(args=["webhooks", "events", "--status", "failed", "--trigger", "order.paid",
                                  "--since", "1h"])
-    assert [line.split()[2] for line in failed.output.splitlines()] == ["paid-2", "paid-1", "paid-0"]
-    assert "handlers ok 1/2" in failed.output
+    assert [line.split()[2] for line in failed.output.splitlines()[1:]] == ["paid-2", "paid-1", "paid-0"]
+    assert failed.output.splitlines()[1].rstrip().endswith("1/2")
+    as_json = json.loads(runner.invoke(args=["webhooks", "events", "--json", "--limit", "1"]).output)
+    assert [e["id"] for e in as_json] == ["gone"] and as_json[0]["handlers"]["warehouse"]["ok"] is True
+    shown_json = json.loads(runner.invoke(args=["webhooks", "show", "paid-0", "--json"]).output)
+    assert shown_json["status"] == "failed" and shown_json["body"]["id"] == "paid-0"
+    routes = json.loads(runner.invoke(args=["webhooks", "routes", "--json"]).output)
+    assert routes["order.paid"] == ["ledger", "warehouse"]
 
     shown = runner.invoke(args=["webhooks", "show", "paid-0"])
     assert shown.exit_code == 0

@@ -87,3 +87,27 @@ def test_no_redirect_is_followed_with_the_secret(live_server: Any) -> None:
         (log,) = moltin.logs()
     assert not log["succeeded"] and "a redirect to " + target in log["error_detail"]
     assert reached == [], "nothing, and no secret, reached the other host"
+
+
+def test_flask_send_works_in_the_no_secret_mode_meant_for_experiments() -> None:
+    from webhook_receiver import WebhookReceiver
+
+    from .conftest import new_app
+
+    app = new_app(WEBHOOK_RECEIVER_ALLOW_NO_SECRET=True)
+    receiver = WebhookReceiver(app)
+    seen: list[str] = []
+    receiver.on("order.paid")(lambda e: seen.append(e.trigger))
+    result = app.test_cli_runner().invoke(args=["webhooks", "send", "order.paid"])
+    assert result.exit_code == 0 and result.output.startswith("200 "), result.output
+    assert seen == ["order.paid"]
+
+
+def test_console_version() -> None:
+    from click.testing import CliRunner
+
+    from webhook_receiver import __version__
+    from webhook_receiver.console import main
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"webhook-receiver, version {__version__}"

@@ -1,6 +1,7 @@
 """Sync and the flask webhooks commands, against the running emulator."""
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 import pytest
@@ -215,6 +216,8 @@ def test_cli_sync_list_logs_delete(cli_app: Flask, moltin: Emulator) -> None:
     listed = runner.invoke(args=["webhooks", "list"])
     assert "webhook_receiver-moltin" in listed.output and "order.fulfilled, order.paid" in listed.output
     assert SECRET not in created.output + listed.output
+    listed_json = runner.invoke(args=["webhooks", "list", "--json"]).output
+    assert json.loads(listed_json)[0]["configuration"]["secret_key"] == "[redacted]" and SECRET not in listed_json
     assert runner.invoke(args=["webhooks", "logs"]).output.strip() == "no logs"
     deleted = runner.invoke(args=["webhooks", "delete", "--name", "webhook_receiver-moltin"])
     assert deleted.exit_code == 0 and moltin.state.integrations == {}

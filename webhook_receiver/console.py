@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from .__about__ import __version__
 from .emulator import Emulator
 from .untrusted import printable
 
@@ -14,8 +15,9 @@ __all__ = ["main"]
 
 
 @click.group()
+@click.version_option(__version__, prog_name="webhook-receiver")
 def main() -> None:
-    """Tools for Moltin webhooks that need no Flask app."""
+    """Tools for Elastic Path (Moltin) webhooks that need no Flask app: a local API stand-in, sample events."""
 
 
 @main.command("emulate")
@@ -67,7 +69,7 @@ def read_data(path: str | None) -> dict[str, Any] | None:
     return data
 
 
-def deliver_to_url(url: str, body: dict[str, Any], secret: str) -> None:
+def deliver_to_url(url: str, body: dict[str, Any], secret: str | None) -> None:
     """POST *body* to *url* as Moltin would and report the answer (see :func:`report`)."""
     import requests
 

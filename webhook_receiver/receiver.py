@@ -152,9 +152,13 @@ class WebhookReceiver:
     def _configure(self, app: Flask, *, celery: Any = None) -> ReceiverConfig:
         configs: dict[str, ReceiverConfig] = app.extensions.setdefault(EXTENSION_KEY, {})
         if self.name in configs:
+            if app.extensions.get(RECEIVERS_KEY, {}).get(self.name) is self:
+                raise RuntimeError(
+                    f"webhook receiver {self.name!r} is already set up on this app: call init_app once per"
+                    " app (with an app factory, once per app the factory makes)")
             raise RuntimeError(
-                f"a webhook receiver named {self.name!r} is already set up on this app;"
-                " give a second receiver another name"
+                f"another webhook receiver named {self.name!r} is already set up on this app; give the"
+                " second one a name of its own: WebhookReceiver(name='...')"
             )
         config = read_config(app, name=self.name, url=self._url, secret_key=self._secret_key,
                              celery=celery)

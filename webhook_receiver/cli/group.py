@@ -84,5 +84,7 @@ def one_line_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+json_option = click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
+
 receiver_option = click.option("--receiver", "receiver_name", metavar="NAME",
                                help="Which receiver, when the app has several.")

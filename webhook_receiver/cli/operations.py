@@ -4,14 +4,15 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 import click
 from flask import current_app
 
 from ..dispatch.run import process_stored
-from ..stores.base import EventStatus
+from ..stores.base import EventStatus, StoredEvent
 from ..untrusted import printable
-from .group import one_line_errors, receiver_named, receiver_option, say, webhooks_cli
+from .group import json_option, one_line_errors, receiver_named, receiver_option, say, webhooks_cli
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -33,31 +34,54 @@ def _when(epoch: float) -> str:
 @click.option("--trigger", help="Only events with this trigger.")
 @click.option("--since", help="Only events received within this long, such as 2h or 7d.")
 @click.option("--limit", default=50, show_default=True, help="At most this many.")
+@json_option
 @receiver_option
 @one_line_errors
-def events_command(status: str | None, trigger: str | None, since: str | None, limit: int,
+def events_command(status: str | None, trigger: str | None, since: str | None, limit: int, as_json: bool,
                    receiver_name: str | None) -> None:
     """List stored events, newest first."""
     store = receiver_named(receiver_name).get_store()
     found = store.events(status=EventStatus(status) if status else None, trigger=trigger,
                          since=time.time() - _duration(since) if since else None, limit=limit)
+    if as_json:
+        click.echo(json.dumps([_summary(stored) for stored in found], indent=2))
+        return
     if not found:
         say("no events")
-    for stored in found:
-        ok = sum(o.ok for o in stored.handlers.values())
-        say(f"{_when(stored.received_at)}  {stored.id}  {stored.trigger:<20} {stored.status.value:<10}"
-                   f"  handlers ok {ok}/{len(stored.handlers)}")
+        return
+    rows = [(_when(s.received_at), printable(s.id), printable(s.trigger), s.status.value,
+             f"{sum(o.ok for o in s.handlers.values())}/{len(s.handlers)}") for s in found]
+    header = ("received (UTC)", "id", "trigger", "status", "handlers ok")
+    widths = [max(len(row[n]) for row in [header, *rows]) for n in range(len(header))]
+    for row in [header, *rows]:
+        say("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _summary(stored: StoredEvent) -> dict[str, Any]:
+    """A stored event as JSON, its body left out."""
+    return {
+        "id": stored.id, "trigger": stored.trigger, "status": stored.status.value,
+        "received_at": stored.received_at, "updated_at": stored.updated_at, "attempts": stored.attempts,
+        "due_at": stored.due_at, "error": stored.error,
+        "handlers": {name: {"ok": o.ok, "error": o.error, "attempts": o.attempts, "skipped": o.skipped,
+                            "started_at": o.started_at, "finished_at": o.finished_at}
+                     for name, o in stored.handlers.items()},
+    }
 
 
 @webhooks_cli.command("show")
 @click.argument("event_id")
+@json_option
 @receiver_option
 @one_line_errors
-def show_command(event_id: str, receiver_name: str | None) -> None:
+def show_command(event_id: str, as_json: bool, receiver_name: str | None) -> None:
     """Show one stored event (redacted) and each handler's outcome."""
     stored = receiver_named(receiver_name).get_store().get(event_id)
     if stored is None:
         raise click.ClickException(f"no stored event {event_id!r}")
+    if as_json:
+        click.echo(json.dumps(dict(_summary(stored), body=stored.raw), indent=2, sort_keys=True))
+        return
     say(f"event {stored.id}  {stored.trigger}  {stored.status.value}")
     say(f"received {_when(stored.received_at)}, updated {_when(stored.updated_at)}, runs: {stored.attempts}")
     if stored.due_at is not None:

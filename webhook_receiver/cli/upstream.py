@@ -9,9 +9,11 @@ import click
 from flask import current_app
 
 from ..catalogue import is_known, is_legacy
+from ..events import redact
 from ..sync import MANAGED_MARK
 from .group import (
     api_client,
+    json_option,
     one_line_errors,
     receiver_named,
     receiver_option,
@@ -39,10 +41,14 @@ def sync_command(url: str, name: str | None, dry_run: bool, disabled: bool, rece
 
 
 @webhooks_cli.command("list")
+@json_option
 @one_line_errors
-def list_command() -> None:
+def list_command(as_json: bool) -> None:
     """List the store's integrations."""
     integrations = api_client().list_integrations()
+    if as_json:
+        click.echo(json.dumps([redact(i)[0] for i in integrations], indent=2))
+        return
     if not integrations:
         say("no integrations")
     for i in integrations:
@@ -150,12 +156,18 @@ def _log_row(log: dict[str, Any], names: dict[str, str], store: Any) -> dict[str
 
 
 @webhooks_cli.command("routes")
+@json_option
 @receiver_option
 @one_line_errors
-def routes_command(receiver_name: str | None) -> None:
+def routes_command(as_json: bool, receiver_name: str | None) -> None:
     """Show which handlers run for which trigger."""
     receiver = receiver_named(receiver_name)
     observes = receiver.observes()
+    if as_json:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        click.echo(json.dumps({trigger: [h.name for h in receiver.handlers_for(trigger, app)]
+                               for trigger in observes}, indent=2))
+        return
     if not observes:
         say("no handlers")
     width = max((len(t) for t in observes), default=0)
