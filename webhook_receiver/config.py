@@ -166,7 +166,7 @@ def _secrets(value: Any, source: str) -> list[str] | None:
                                f" so it would never match. Make one with {_HOW_TO_MAKE_ONE}")
         if len(secret) < MIN_SECRET_LENGTH:
             warnings.warn(f"{where} is shorter than {MIN_SECRET_LENGTH} characters: anyone who can guess it can"
-                          f" fake deliveries. Make one with {_HOW_TO_MAKE_ONE}", WeakSecretWarning, stacklevel=4)
+                          f" fake deliveries. Make one with {_HOW_TO_MAKE_ONE}", WeakSecretWarning, stacklevel=6)
     return list(value)
 
 
