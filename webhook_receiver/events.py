@@ -25,6 +25,7 @@ from typing import Any, Mapping
 from . import fastjson
 from .catalogue import OBSERVABLE_EVENTS, is_event_name
 from .errors import InvalidEvent
+from .untrusted import UNSAFE
 
 __all__ = ["Event", "OBSERVABLE_EVENTS", "REDACTED", "SECRET_FIELDS", "redact"]
 
@@ -36,10 +37,6 @@ SECRET_FIELDS: frozenset[str] = frozenset({"secret_key", "client_secret", "passw
 REDACTED = "[redacted]"
 
 _DIGITS = re.compile(r"[0-9]{1,9}\Z")
-
-#: Characters no id may hold: C0 and C1 controls (they forge log lines and
-#: terminal output) and unpaired surrogates (no store can encode them).
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 #: The longest event id accepted; upstream sends UUIDs.
 MAX_ID_LENGTH = 200
@@ -204,7 +201,7 @@ class Event:
         event_id = _required_str(raw, "id")
         if len(event_id) > MAX_ID_LENGTH:
             raise InvalidEvent(f"id is longer than {MAX_ID_LENGTH} characters", field="id")
-        if _UNPRINTABLE.search(event_id):
+        if UNSAFE.search(event_id):  # control characters forge log lines; no store encodes a surrogate
             raise InvalidEvent("id holds a control character or an unpaired surrogate", field="id")
         triggered_by = _required_str(raw, "triggered_by")
         if not is_event_name(triggered_by):

@@ -30,17 +30,14 @@ def loads(text: str | bytes) -> Any:
         return json.loads(text)
 
 
-def dumps(value: Any) -> str:
-    """Encode *value* as compact JSON text."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # an integer beyond 64 bits, a key that is not a string, ...
-        return json.dumps(value, separators=(",", ":"))
-
-
 def dumps_bytes(value: Any) -> bytes:
     """Encode *value* as compact JSON, UTF-8 bytes."""
     try:
         return orjson.dumps(value)
-    except TypeError:
+    except TypeError:  # an integer beyond 64 bits, a key that is not a string, ...
         return json.dumps(value, separators=(",", ":")).encode()
+
+
+def dumps(value: Any) -> str:
+    """Encode *value* as compact JSON text."""
+    return dumps_bytes(value).decode()

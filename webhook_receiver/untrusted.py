@@ -14,9 +14,10 @@ import logging
 import re
 import traceback
 
-__all__ = ["logger", "printable", "protect"]
+__all__ = ["UNSAFE", "logger", "printable", "protect"]
 
-_UNSAFE = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]")
+#: Control characters (C0, DEL, C1) and unpaired surrogates: what no log line or terminal gets raw.
+UNSAFE = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]")
 _UNSAFE_BUT_NEWLINE = re.compile("[\\x00-\\x09\\x0b-\\x1f\\x7f-\\x9f\\ud800-\\udfff]")
 
 
@@ -33,7 +34,7 @@ def _escape(match: re.Match[str]) -> str:
 
 def printable(value: object) -> str:
     """``str(value)`` with every control character and unpaired surrogate escaped (``\\x1b``, ``\\ud800``)."""
-    return _UNSAFE.sub(_escape, str(value))
+    return UNSAFE.sub(_escape, str(value))
 
 
 def _traceback_lines(exc: traceback.TracebackException) -> list[str]:

@@ -3,21 +3,21 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .. import signals
 from ..events import Event
 from ..handlers import Handler
-from ..stores.base import ClaimState
-from ..untrusted import logger
 from .base import Dispatcher, Outcome
-from .run import run_handlers
+from .run import run_now
 
 __all__ = ["InlineDispatcher"]
 
 
-_DUPLICATE = Outcome(200, "duplicate")
-_IN_PROGRESS = Outcome(409, "in_progress")
-_PROCESSED = Outcome(200, "processed")
-_FAILED = Outcome(500, "failed")
+#: The answer for each state of :func:`~webhook_receiver.dispatch.run.run_now`.
+_OUTCOMES = {
+    "duplicate": Outcome(200, "duplicate"),
+    "busy": Outcome(409, "in_progress"),
+    "processed": Outcome(200, "processed"),
+    "failed": Outcome(500, "failed"),
+}
 
 
 class InlineDispatcher(Dispatcher):
@@ -31,21 +31,5 @@ class InlineDispatcher(Dispatcher):
 
     def dispatch(self, event: Event, handlers: Sequence[Handler] | None = None) -> Outcome:
         app, receiver, store = self._bound()
-        claim = store.claim(event)
-        if claim.state is ClaimState.DONE:
-            return _DUPLICATE
-        if claim.state is ClaimState.BUSY:
-            return _IN_PROGRESS
-        if handlers is None:
-            handlers = receiver.handlers_for(event.trigger, app)
-        result = run_handlers(app, event, handlers, store, claim, receiver=receiver)
-        if result.lost:
-            return _IN_PROGRESS
-        if not store.finish(claim, ok=not result.failed, last=result.last):
-            logger.warning("event %s: the lease was taken over by another worker before this request"
-                           " finished; its outcome is not recorded", event.id)
-            return _IN_PROGRESS
-        if result.failed:
-            return _FAILED
-        signals.send_isolated(signals.event_handled, app, event=event, receiver=receiver)
-        return _PROCESSED
+        state, _ = run_now(app, receiver, store, event, handlers)
+        return _OUTCOMES[state]

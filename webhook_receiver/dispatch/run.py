@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .base import RetryPolicy
 
 __all__ = ["HandlersRun", "RunState", "describe", "finish_durably", "process_stored", "run_claimed",
-           "run_handlers"]
+           "run_handlers", "run_now"]
 
 
 #: The longest error text kept for a failed handler.
@@ -231,6 +231,39 @@ def run_claimed(app: Any, receiver: WebhookReceiver, store: EventStore, claim: C
     return "retrying", delay
 
 
+def run_now(sender: Any, receiver: WebhookReceiver, store: EventStore, event: Event,
+            handlers: Sequence[Handler] | None = None) -> tuple[RunState, list[str]]:
+    """Claim *event*, run here and now the handlers that have not succeeded yet, and finish the claim.
+
+    What inline dispatch does in the request, and ``flask webhooks replay``
+    in the command.
+
+    :param handlers: the event's handlers, when the caller already looked them up.
+    :returns: ``"duplicate"``, ``"busy"`` (another worker holds the event, or
+        took it over meanwhile), ``"processed"`` or ``"failed"``, and the
+        names of the handlers that failed.
+    :raises StoreUnavailable: if the store cannot answer.
+    """
+    claim = store.claim(event)
+    if claim.state is ClaimState.DONE:
+        return "duplicate", []
+    if claim.state is ClaimState.BUSY:
+        return "busy", []
+    if handlers is None:
+        handlers = receiver.handlers_for(event.trigger, sender)
+    result = run_handlers(sender, event, handlers, store, claim, receiver=receiver)
+    if result.lost:
+        return "busy", result.failed
+    if not store.finish(claim, ok=not result.failed, last=result.last):
+        logger.warning("event %s: the lease was taken over by another worker before this run finished;"
+                       " its outcome is not recorded", event.id)
+        return "busy", result.failed
+    if result.failed:
+        return "failed", result.failed
+    signals.send_isolated(signals.event_handled, sender, event=event, receiver=receiver)
+    return "processed", []
+
+
 class ProcessResult:
     """What :func:`process_stored` found or did.
 
@@ -270,15 +303,5 @@ def process_stored(sender: Any, receiver: WebhookReceiver, store: EventStore, ev
         event = Event.from_stored(stored.raw)
     except Exception as exc:  # noqa: BLE001 - reported, and the caller carries on
         return ProcessResult("unreadable", error=describe(exc))
-    claim = store.claim(event)
-    if claim.state is ClaimState.DONE:
-        return ProcessResult("duplicate", event)
-    if claim.state is ClaimState.BUSY:
-        return ProcessResult("busy", event)
-    handlers = receiver.handlers_for(event.trigger, sender)
-    result = run_handlers(sender, event, handlers, store, claim, receiver=receiver)
-    if result.lost or not store.finish(claim, ok=not result.failed, last=result.last):
-        return ProcessResult("busy", event)
-    if not result.failed:
-        signals.send_isolated(signals.event_handled, sender, event=event, receiver=receiver)
-    return ProcessResult("failed" if result.failed else "processed", event, result.failed)
+    state, failed = run_now(sender, receiver, store, event)
+    return ProcessResult(state, event, failed)

@@ -46,6 +46,7 @@ __all__ = [
     "finished_status",
     "prunable",
     "load_outcomes",
+    "load_raw",
 ]
 
 
@@ -206,6 +207,14 @@ def dump_outcomes(outcomes: Mapping[str, HandlerOutcome]) -> str:
     """Outcomes as the JSON text stores keep."""
     return fastjson.dumps({name: [o.ok, o.error, o.attempts, o.started_at, o.finished_at]
                            + ([o.skipped] if o.skipped else []) for name, o in outcomes.items()})
+
+
+def load_raw(text: str | bytes) -> Any:
+    """A stored body; one that does not decode is handed on as text, for the worker to report unreadable."""
+    try:
+        return fastjson.loads(text)
+    except ValueError:
+        return text.decode(errors="replace") if isinstance(text, bytes) else text
 
 
 def load_outcomes(text: str | bytes | None) -> dict[str, HandlerOutcome]:

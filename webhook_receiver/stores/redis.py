@@ -35,6 +35,7 @@ from .base import (
     dump_outcomes,
     finished_status,
     load_outcomes,
+    load_raw,
     prunable,
 )
 
@@ -266,12 +267,8 @@ class RedisStore(EventStore):
         if not answer:
             return None
         event_id, attempts, trigger, raw, outcomes = answer
-        try:
-            body: Any = fastjson.loads(raw)
-        except ValueError:
-            body = raw.decode(errors="replace")  # the worker reports it as unreadable
         return Claim(event_id.decode(), ClaimState.CLAIMED, token, attempt=int(attempts),
-                     outcomes=load_outcomes(outcomes), trigger=trigger.decode(), raw=body)
+                     outcomes=load_outcomes(outcomes), trigger=trigger.decode(), raw=load_raw(raw))
 
     def accept(self, event: Event) -> EventStatus | None:
         answer = self._call(self._accept_script,
@@ -333,15 +330,11 @@ class RedisStore(EventStore):
         return _stored(event_id, fields) if fields else None
 
     def _read(self, ids: list[str]) -> list[tuple[str, dict[bytes, bytes]]]:
-        """The hashes of *ids*, one round trip per batch."""
-        found: list[tuple[str, dict[bytes, bytes]]] = []
-        for start in range(0, len(ids), _BATCH):
-            batch = ids[start:start + _BATCH]
-            pipe = self.client.pipeline(transaction=False)
-            for event_id in batch:
-                pipe.hgetall(self._key("event", event_id))
-            found.extend(zip(batch, self._call(pipe.execute)))
-        return found
+        """The hashes of *ids* (a batch), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for event_id in ids:
+            pipe.hgetall(self._key("event", event_id))
+        return list(zip(ids, self._call(pipe.execute)))
 
     def events(self, *, status: EventStatus | None = None, trigger: str | None = None,
                since: float | None = None, limit: int | None = None) -> list[StoredEvent]:
@@ -386,18 +379,13 @@ class RedisStore(EventStore):
 
 
 def _stored(event_id: str, fields: dict[bytes, bytes]) -> StoredEvent:
-    raw_text = fields.get(b"raw", b"{}")
-    try:
-        raw: Any = fastjson.loads(raw_text)
-    except ValueError:
-        raw = raw_text.decode(errors="replace")
     due = fields.get(b"due_at")
     error = fields.get(b"error")
     return StoredEvent(
         id=event_id,
         trigger=fields[b"trigger"].decode(),
         status=EventStatus(fields[b"status"].decode()),
-        raw=raw,
+        raw=load_raw(fields.get(b"raw", b"{}")),
         handlers=load_outcomes(fields.get(b"outcomes")),
         received_at=float(fields[b"received_at"]),
         updated_at=float(fields[b"updated_at"]),

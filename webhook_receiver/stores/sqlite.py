@@ -28,6 +28,7 @@ from .base import (
     dump_outcomes,
     finished_status,
     load_outcomes,
+    load_raw,
     prunable,
 )
 from .clock import LeaseClock
@@ -193,27 +194,24 @@ class SQLiteStore(EventStore):
     def _new_token(self) -> tuple[str, float]:
         return secrets.token_hex(16), self.clock.lease() + self.lease_seconds
 
+    _INSERT_CLAIMED = (
+        f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, attempts, received_at, updated_at, lease_token,"
+        " lease_expires, lease_boot) VALUES (?, ?, 'processing', ?, 1, ?, ?, ?, ?, ?)")
+
     def claim(self, event: Event) -> Claim:
         now = self.clock.wall()
         token, expires = self._new_token()
         boot = self.clock.boot
+        new_row = (event.id, event.trigger, fastjson.dumps(event.raw), now, now, token, expires, boot)
         with self._autocommit() as conn:  # the common case, a new event, is one statement
-            inserted = conn.execute(
-                f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, attempts, received_at, updated_at,"
-                " lease_token, lease_expires, lease_boot) VALUES (?, ?, 'processing', ?, 1, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (id) DO NOTHING",
-                (event.id, event.trigger, fastjson.dumps(event.raw), now, now, token, expires, boot),
-            ).rowcount
+            inserted = conn.execute(self._INSERT_CLAIMED + " ON CONFLICT (id) DO NOTHING", new_row).rowcount
         if inserted:
             return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
         with self._transaction() as conn:
             row = conn.execute(f"SELECT status, lease_expires, outcomes, attempts FROM {_TABLE} WHERE id = ?",
                                (event.id,)).fetchone()
             if row is None:  # pruned in between: store it again
-                conn.execute(
-                    f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, attempts, received_at, updated_at,"
-                    " lease_token, lease_expires, lease_boot) VALUES (?, ?, 'processing', ?, 1, ?, ?, ?, ?, ?)",
-                    (event.id, event.trigger, fastjson.dumps(event.raw), now, now, token, expires, boot))
+                conn.execute(self._INSERT_CLAIMED, new_row)
                 return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
             status, lease_expires, outcomes, attempts = row
             if status == EventStatus.PROCESSED.value:
@@ -252,7 +250,7 @@ class SQLiteStore(EventStore):
             trigger, raw, outcomes, attempts = conn.execute(
                 f"SELECT trigger_name, raw, outcomes, attempts FROM {_TABLE} WHERE id = ?", (event_id,)).fetchone()
         return Claim(event_id, ClaimState.CLAIMED, token, attempt=attempts, outcomes=load_outcomes(outcomes),
-                     trigger=trigger, raw=_loads_raw(raw))
+                     trigger=trigger, raw=load_raw(raw))
 
     def accept(self, event: Event) -> EventStatus | None:
         now = self.clock.wall()
@@ -379,15 +377,7 @@ def _create_private(path: str) -> None:
         pass
 
 
-def _loads_raw(text: str) -> Any:
-    """The stored body; a row that does not decode is handed on as text, for the worker to report."""
-    try:
-        return fastjson.loads(text)
-    except ValueError:
-        return text
-
-
 def _stored(row: tuple[Any, ...]) -> StoredEvent:
     event_id, trigger, status, raw, outcomes, received_at, updated_at, attempts, due_at, error = row
-    return StoredEvent(event_id, trigger, EventStatus(status), _loads_raw(raw), load_outcomes(outcomes),
+    return StoredEvent(event_id, trigger, EventStatus(status), load_raw(raw), load_outcomes(outcomes),
                        received_at, updated_at, attempts, due_at, error)
