@@ -24,10 +24,10 @@ from typing import Any, Sequence
 
 from werkzeug.serving import make_server
 
-from webhook_receiver.emulator import Emulator, Fired
-from webhook_receiver.moltin import MoltinClient
-from webhook_receiver.sync import sync_integration
+from webhook_receiver.local.emulator import Emulator, Fired
 from webhook_receiver.testing import deliver, make_event, sample_resource
+from webhook_receiver.upstream.client import MoltinClient
+from webhook_receiver.upstream.sync import sync_integration
 
 from .activity import read_activity
 from .app import create_app
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     brief.setFormatter(_Brief("      log: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[brief])
     logging.getLogger("webhook_receiver").setLevel(logging.INFO)
-    for quiet in ("werkzeug", "webhook_receiver.emulator"):
+    for quiet in ("werkzeug", "webhook_receiver.local.emulator"):
         logging.getLogger(quiet).setLevel(logging.ERROR)
 
     secret = secrets.token_urlsafe(32)

@@ -14,9 +14,9 @@ from flask.testing import FlaskClient
 from werkzeug.serving import make_server
 
 from webhook_receiver import WebhookReceiver
-from webhook_receiver.emulator import Emulator
-from webhook_receiver.moltin import MoltinClient
+from webhook_receiver.local.emulator import Emulator
 from webhook_receiver.testing import deliver
+from webhook_receiver.upstream.client import MoltinClient
 
 SECRET = "whsec-test-5f1c0d2e9a8b7c6d"
 

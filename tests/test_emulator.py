@@ -8,8 +8,8 @@ import pytest
 import requests
 
 from webhook_receiver import Event, WebhookReceiver
-from webhook_receiver.emulator import Emulator
-from webhook_receiver.moltin import MoltinClient
+from webhook_receiver.local.emulator import Emulator
+from webhook_receiver.upstream.client import MoltinClient
 
 from .conftest import SECRET, new_app
 
@@ -94,7 +94,7 @@ def test_unknown_integration_is_404(moltin: Emulator) -> None:
 
 
 def test_five_events_per_integration_and_only_known_ones(moltin_client: MoltinClient) -> None:
-    from webhook_receiver.moltin import MoltinAPIError
+    from webhook_receiver.upstream.client import MoltinAPIError
 
     for n in range(7):  # any number of webhooks may observe one event
         moltin_client.create_integration(name=f"h{n}", url=f"http://127.0.0.1:9/{n}", observes=["order.paid"])
@@ -208,13 +208,13 @@ def test_a_slow_endpoint_times_out_and_is_retried(live_server: Any) -> None:
 
 
 def test_fresh_credentials_and_a_warning_off_loopback(caplog: pytest.LogCaptureFixture) -> None:
-    from webhook_receiver.emulator import is_loopback
+    from webhook_receiver.local.emulator import is_loopback
 
     first, second = Emulator(), Emulator()
     assert first.client_id != second.client_id and first.client_secret != second.client_secret
     assert len(first.client_secret) >= 24
     assert Emulator(client_id="given", client_secret="also-given").client_secret == "also-given"
-    with caplog.at_level("WARNING", logger="webhook_receiver.emulator"):
+    with caplog.at_level("WARNING", logger="webhook_receiver.local.emulator"):
         with Emulator(host="127.0.0.1"):
             pass
         assert caplog.records == []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from webhook_receiver.emulator import Emulator
+from webhook_receiver.local.emulator import Emulator
 
 JS = Path(__file__).resolve().parent / "js"
 

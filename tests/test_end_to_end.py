@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 
 from sample_app.activity import read_activity
-from webhook_receiver.emulator import Emulator
+from webhook_receiver.local.emulator import Emulator
 
 from .processes import free_port, port_open, wait_for
 

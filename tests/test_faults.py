@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import requests
 
-from webhook_receiver.emulator import Emulator
-from webhook_receiver.moltin import MoltinClient
+from webhook_receiver.local.emulator import Emulator
 from webhook_receiver.testing import deliver, make_event
+from webhook_receiver.upstream.client import MoltinClient
 
 from .conftest import REDIS_URL, require_redis
 from .processes import Processes, free_port, logs_text, wait_for

@@ -8,8 +8,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from webhook_receiver.emulator import Emulator
-from webhook_receiver.moltin import MoltinAPIError, MoltinClient, MoltinConnectionError
+from webhook_receiver.local.emulator import Emulator
+from webhook_receiver.upstream.client import MoltinAPIError, MoltinClient, MoltinConnectionError
 
 
 def make(client: MoltinClient, n: int = 0, **fields: object) -> dict:
@@ -40,7 +40,7 @@ def test_list_follows_every_page(moltin_client: MoltinClient, moltin: Emulator) 
         moltin.state.new_integration({"name": f"bulk-{n}", "integration_type": "webhook",
                                       "observes": [f"custom{n}.created"], "configuration": {"url": "http://x"}},
                                      moltin.url)
-    import webhook_receiver.moltin as module
+    import webhook_receiver.upstream.client as module
 
     original = module._PAGE_LIMIT
     module._PAGE_LIMIT = 5
@@ -64,7 +64,7 @@ def test_a_store_serving_fewer_per_page_than_asked_is_read_to_the_end(page_size:
 
 
 def test_without_a_total_the_client_follows_links_next(moltin_client: MoltinClient, moltin: Emulator) -> None:
-    import webhook_receiver.emulator.api as api
+    import webhook_receiver.local.emulator.api as api
 
     for n in range(30):
         moltin.state.new_integration({"name": f"n-{n}", "integration_type": "webhook",

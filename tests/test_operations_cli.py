@@ -9,6 +9,7 @@ import pytest
 from flask import Flask
 
 from webhook_receiver import Event, WebhookReceiver
+from webhook_receiver.cli import webhooks_cli
 from webhook_receiver.stores import EventStatus
 from webhook_receiver.testing import make_event
 
@@ -33,53 +34,53 @@ def test_events_show_replay_prune(shop: tuple[Flask, dict[str, bool]], send: Any
     send(make_event("product.deleted", event_id="gone"))
     runner = app.test_cli_runner()
 
-    listed = runner.invoke(args=["webhooks", "events"])
+    listed = runner.invoke(webhooks_cli, ["events"])
     assert listed.exit_code == 0
     header, *lines = listed.output.splitlines()
     assert header.split() == ["received", "(UTC)", "id", "trigger", "status", "handlers", "ok"]
     assert len(lines) == 4 and "gone" in lines[0] and "processed" in lines[0]
     assert len({line.index("order.paid") for line in lines[1:]}) == 1, "aligned columns"
-    failed = runner.invoke(args=["webhooks", "events", "--status", "failed", "--trigger", "order.paid",
+    failed = runner.invoke(webhooks_cli, ["events", "--status", "failed", "--trigger", "order.paid",
                                  "--since", "1h"])
     assert [line.split()[2] for line in failed.output.splitlines()[1:]] == ["paid-2", "paid-1", "paid-0"]
     assert failed.output.splitlines()[1].rstrip().endswith("1/2")
-    as_json = json.loads(runner.invoke(args=["webhooks", "events", "--json", "--limit", "1"]).output)
+    as_json = json.loads(runner.invoke(webhooks_cli, ["events", "--json", "--limit", "1"]).output)
     assert [e["id"] for e in as_json] == ["gone"] and as_json[0]["handlers"]["warehouse"]["ok"] is True
-    shown_json = json.loads(runner.invoke(args=["webhooks", "show", "paid-0", "--json"]).output)
+    shown_json = json.loads(runner.invoke(webhooks_cli, ["show", "paid-0", "--json"]).output)
     assert shown_json["status"] == "failed" and shown_json["body"]["id"] == "paid-0"
-    routes = json.loads(runner.invoke(args=["webhooks", "routes", "--json"]).output)
+    routes = json.loads(runner.invoke(webhooks_cli, ["routes", "--json"]).output)
     assert routes["order.paid"] == ["ledger", "warehouse"]
 
-    shown = runner.invoke(args=["webhooks", "show", "paid-0"])
+    shown = runner.invoke(webhooks_cli, ["show", "paid-0"])
     assert shown.exit_code == 0
     assert "warehouse: FAILED: ConnectionError: warehouse API down (runs: 1" in shown.output
     assert '"secret_key": "[redacted]"' in shown.output
-    assert runner.invoke(args=["webhooks", "show", "nope"]).exit_code == 1
+    assert runner.invoke(webhooks_cli, ["show", "nope"]).exit_code == 1
 
-    still = runner.invoke(args=["webhooks", "replay", "paid-0"])
+    still = runner.invoke(webhooks_cli, ["replay", "paid-0"])
     assert still.exit_code == 1 and "still failing: warehouse" in still.output
-    all_failing = runner.invoke(args=["webhooks", "replay", "--failed"])
+    all_failing = runner.invoke(webhooks_cli, ["replay", "--failed"])
     assert all_failing.exit_code == 1 and "3 failed" in all_failing.output, "the work failed: a non-zero exit"
     assert "no replayed event was processed" in all_failing.output
     broken["on"] = False
-    one = runner.invoke(args=["webhooks", "replay", "paid-0"])
+    one = runner.invoke(webhooks_cli, ["replay", "paid-0"])
     assert one.exit_code == 0 and one.output.strip().endswith("1 processed")
-    every = runner.invoke(args=["webhooks", "replay", "--failed"])
+    every = runner.invoke(webhooks_cli, ["replay", "--failed"])
     assert every.exit_code == 0 and every.output.strip().endswith("2 processed")
     store = receiver.get_store(app)
     assert {e.status for e in store.events()} == {EventStatus.PROCESSED}
     outcome = store.get("paid-1")
     assert outcome is not None and outcome.handlers["ledger"].attempts == 1, "what succeeded did not run again"
     assert outcome.handlers["warehouse"].attempts == 3, "run on delivery, by the failing replay, then by this one"
-    assert runner.invoke(args=["webhooks", "replay"]).exit_code == 2
+    assert runner.invoke(webhooks_cli, ["replay"]).exit_code == 2
 
-    assert runner.invoke(args=["webhooks", "prune", "--older-than", "1d"]).output.strip() == "pruned 0 events"
-    dry = runner.invoke(args=["webhooks", "prune", "--older-than", "0s", "--dry-run"])
+    assert runner.invoke(webhooks_cli, ["prune", "--older-than", "1d"]).output.strip() == "pruned 0 events"
+    dry = runner.invoke(webhooks_cli, ["prune", "--older-than", "0s", "--dry-run"])
     assert dry.output.strip() == "would prune 4 events" and len(store.events()) == 4
     time.sleep(0.05)
-    assert runner.invoke(args=["webhooks", "prune", "--older-than", "0.01s"]).output.strip() == "pruned 4 events"
-    assert runner.invoke(args=["webhooks", "events"]).output.strip() == "no events"
-    bad = runner.invoke(args=["webhooks", "prune", "--older-than", "soon"])
+    assert runner.invoke(webhooks_cli, ["prune", "--older-than", "0.01s"]).output.strip() == "pruned 4 events"
+    assert runner.invoke(webhooks_cli, ["events"]).output.strip() == "no events"
+    bad = runner.invoke(webhooks_cli, ["prune", "--older-than", "soon"])
     assert bad.exit_code == 2 and "not a duration" in bad.output
 
 
@@ -110,8 +111,8 @@ def test_untrusted_text_reaches_no_terminal_or_log_raw(app: Flask, receiver: Web
     store = receiver.get_store(app)
     store.accept(Event(id="old\x1b]0;pwned\x07", trigger="order.paid", raw={"id": "old"}))
     runner = app.test_cli_runner()
-    listed = runner.invoke(args=["webhooks", "events"]).output
-    shown = runner.invoke(args=["webhooks", "show", "e-evil"]).output
+    listed = runner.invoke(webhooks_cli, ["events"]).output
+    shown = runner.invoke(webhooks_cli, ["show", "e-evil"]).output
     for output in (listed, shown):
         assert not any(ch in output for ch in "\x1b\x07\r"), output
     assert "old\\x1b]0;pwned\\x07" in listed

@@ -7,8 +7,8 @@ import pytest
 from flask import Flask
 
 from webhook_receiver import Event, WebhookReceiver
-from webhook_receiver.emulator import Emulator
-from webhook_receiver.pytest_plugin import WebhookClient
+from webhook_receiver.local.emulator import Emulator
+from webhook_receiver.testing import WebhookClient
 
 
 def test_the_plugin_is_loaded(pytestconfig: pytest.Config) -> None:

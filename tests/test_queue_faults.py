@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from webhook_receiver.cli import webhooks_cli
 from webhook_receiver.stores import EventStatus, EventStore
 from webhook_receiver.stores.redis import RedisStore
 from webhook_receiver.stores.sqlite import SQLiteStore
@@ -282,7 +283,7 @@ def test_a_deeply_nested_body_runs_and_an_unreadable_stored_body_fails_alone(tmp
         dispatcher.close()
 
     runner = app.test_cli_runner()
-    replayed = runner.invoke(args=["webhooks", "replay", "--failed"])
+    replayed = runner.invoke(webhooks_cli, ["replay", "--failed"])
     assert "1 unreadable" in replayed.output, replayed.output
 
 

@@ -11,6 +11,7 @@ from typing import Any, Callable
 from flask import Flask
 
 from webhook_receiver import Event, WebhookReceiver
+from webhook_receiver.cli import webhooks_cli
 
 from .conftest import SECRET
 
@@ -25,7 +26,7 @@ def test_console_send_to_a_real_server(make_app: Callable[..., Flask], receiver:
     data = tmp_path / "product.json"
     data.write_text(json.dumps({"id": "p-42", "type": "product"}))
     env = {**os.environ, "WEBHOOK_RECEIVER_SECRET_KEY": SECRET}
-    run = [sys.executable, "-m", "webhook_receiver.console", "send"]
+    run = [sys.executable, "-m", "webhook_receiver.local.console", "send"]
     ok = subprocess.run([*run, "product.deleted", "--to", url, "--data", str(data), "--attempt", "3"],
                         capture_output=True, text=True, env=env, timeout=30)
     assert ok.returncode == 0, ok.stderr
@@ -44,10 +45,10 @@ def test_flask_webhooks_send(app: Flask, receiver: WebhookReceiver) -> None:
     seen: list[Event] = []
     receiver.on("order.paid")(lambda e: seen.append(e))
     runner = app.test_cli_runner()
-    result = runner.invoke(args=["webhooks", "send", "order.paid"])
+    result = runner.invoke(webhooks_cli, ["send", "order.paid"])
     assert result.exit_code == 0 and result.output.startswith("200 ")
     assert seen[0].data["type"] == "order" and seen[0].included["items"]
-    ignored = runner.invoke(args=["webhooks", "send", "brand.created"])
+    ignored = runner.invoke(webhooks_cli, ["send", "brand.created"])
     assert ignored.exit_code == 0 and '"ignored"' in ignored.output
 
 
@@ -55,9 +56,9 @@ def test_no_redirect_is_followed_with_the_secret(live_server: Any) -> None:
     """A 307 to another host: send, deliver(url) and the emulator stop there, the secret goes nowhere."""
     from flask import request as flask_request
 
-    from webhook_receiver.emulator import Emulator
-    from webhook_receiver.moltin import MoltinClient
+    from webhook_receiver.local.emulator import Emulator
     from webhook_receiver.testing import deliver, make_event
+    from webhook_receiver.upstream.client import MoltinClient
 
     reached: list[str] = []
     elsewhere = Flask("elsewhere")
@@ -74,7 +75,7 @@ def test_no_redirect_is_followed_with_the_secret(live_server: Any) -> None:
     url = live_server(redirector) + "/webhooks/moltin"
 
     env = {**os.environ, "WEBHOOK_RECEIVER_SECRET_KEY": SECRET}
-    sent = subprocess.run([sys.executable, "-m", "webhook_receiver.console", "send", "order.paid", "--to", url],
+    sent = subprocess.run([sys.executable, "-m", "webhook_receiver.local.console", "send", "order.paid", "--to", url],
                           capture_output=True, text=True, env=env, timeout=30)
     assert sent.returncode == 1 and "answered 307, a redirect to " + target in sent.stderr
     assert deliver(url, make_event("order.paid"), secret=SECRET).status_code == 307
@@ -98,7 +99,7 @@ def test_flask_send_works_in_the_no_secret_mode_meant_for_experiments() -> None:
     receiver = WebhookReceiver(app)
     seen: list[str] = []
     receiver.on("order.paid")(lambda e: seen.append(e.trigger))
-    result = app.test_cli_runner().invoke(args=["webhooks", "send", "order.paid"])
+    result = app.test_cli_runner().invoke(webhooks_cli, ["send", "order.paid"])
     assert result.exit_code == 0 and result.output.startswith("200 "), result.output
     assert seen == ["order.paid"]
 
@@ -107,7 +108,7 @@ def test_console_version() -> None:
     from click.testing import CliRunner
 
     from webhook_receiver import __version__
-    from webhook_receiver.console import main
+    from webhook_receiver.local.console import main
 
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"webhook-receiver, version {__version__}"

@@ -8,9 +8,10 @@ import pytest
 from flask import Flask
 
 from webhook_receiver import Event, WebhookReceiver
-from webhook_receiver.emulator import Emulator
-from webhook_receiver.moltin import MoltinClient
-from webhook_receiver.sync import SyncError, default_integration_name, sync_integration
+from webhook_receiver.cli import webhooks_cli
+from webhook_receiver.local.emulator import Emulator
+from webhook_receiver.upstream.client import MoltinClient
+from webhook_receiver.upstream.sync import SyncError, default_integration_name, sync_integration
 
 from .conftest import SECRET, new_app
 
@@ -206,23 +207,23 @@ def cli_app(make_app: Callable[..., Flask], routed: WebhookReceiver, moltin: Emu
 
 def test_cli_sync_list_logs_delete(cli_app: Flask, moltin: Emulator) -> None:
     runner = cli_app.test_cli_runner()
-    dry = runner.invoke(args=["webhooks", "sync", "--url", URL, "--dry-run"])
+    dry = runner.invoke(webhooks_cli, ["sync", "--url", URL, "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert "would create" in dry.output and moltin.state.integrations == {}
-    created = runner.invoke(args=["webhooks", "sync", "--url", URL])
+    created = runner.invoke(webhooks_cli, ["sync", "--url", URL])
     assert created.exit_code == 0 and created.output.startswith("created integration")
-    again = runner.invoke(args=["webhooks", "sync", "--url", URL])
+    again = runner.invoke(webhooks_cli, ["sync", "--url", URL])
     assert again.output.startswith("unchanged"), again.output
-    listed = runner.invoke(args=["webhooks", "list"])
+    listed = runner.invoke(webhooks_cli, ["list"])
     assert "webhook_receiver-moltin" in listed.output and "order.fulfilled, order.paid" in listed.output
     assert SECRET not in created.output + listed.output
-    listed_json = runner.invoke(args=["webhooks", "list", "--json"]).output
+    listed_json = runner.invoke(webhooks_cli, ["list", "--json"]).output
     assert json.loads(listed_json)[0]["configuration"]["secret_key"] == "[redacted]" and SECRET not in listed_json
-    assert runner.invoke(args=["webhooks", "logs"]).output.strip() == "no logs"
-    deleted = runner.invoke(args=["webhooks", "delete", "--name", "webhook_receiver-moltin"])
+    assert runner.invoke(webhooks_cli, ["logs"]).output.strip() == "no logs"
+    deleted = runner.invoke(webhooks_cli, ["delete", "--name", "webhook_receiver-moltin"])
     assert deleted.exit_code == 0 and moltin.state.integrations == {}
-    assert runner.invoke(args=["webhooks", "delete"]).exit_code == 2
-    missing = runner.invoke(args=["webhooks", "delete", "--name", "nope"])
+    assert runner.invoke(webhooks_cli, ["delete"]).exit_code == 2
+    missing = runner.invoke(webhooks_cli, ["delete", "--name", "nope"])
     assert missing.exit_code == 1 and "no integration is named 'nope'" in missing.output
 
 
@@ -232,24 +233,24 @@ def test_cli_list_and_delete_understand_the_group(make_app: Callable[..., Flask]
                   MOLTIN_API_URL=moltin.url)
     receiver.init_app(app)
     runner = app.test_cli_runner()
-    synced = runner.invoke(args=["webhooks", "sync", "--url", URL])
+    synced = runner.invoke(webhooks_cli, ["sync", "--url", URL])
     assert "created integration 'webhook_receiver-moltin'" in synced.output
     assert "created integration 'webhook_receiver-moltin-2'" in synced.output
-    listed = runner.invoke(args=["webhooks", "list"]).output
+    listed = runner.invoke(webhooks_cli, ["list"]).output
     assert listed.count("[sync group 'webhook_receiver-moltin']") == 2
-    deleted = runner.invoke(args=["webhooks", "delete", "--name", "webhook_receiver-moltin"])
+    deleted = runner.invoke(webhooks_cli, ["delete", "--name", "webhook_receiver-moltin"])
     assert deleted.exit_code == 0 and deleted.output.count("deleted integration") == 2
     assert moltin.state.integrations == {}
 
 
 def test_cli_routes_and_secret(cli_app: Flask) -> None:
     runner = cli_app.test_cli_runner()
-    routes = runner.invoke(args=["webhooks", "routes"])
+    routes = runner.invoke(webhooks_cli, ["routes"])
     assert routes.exit_code == 0
     lines = routes.output.splitlines()
     assert lines[0].startswith("order.fulfilled") and "<lambda>" in lines[0]
     assert lines[2].startswith("product.deleted") and lines[2].endswith("unindex")
-    secret = runner.invoke(args=["webhooks", "secret"])
+    secret = runner.invoke(webhooks_cli, ["secret"])
     assert secret.exit_code == 0 and secret.stdout.strip() == SECRET
     assert "warning" in secret.stderr
 
@@ -269,7 +270,7 @@ def test_cli_failures_are_one_line(make_app: Callable[..., Flask], routed: Webho
     settings = {"MOLTIN_CLIENT_ID": moltin.client_id, "MOLTIN_CLIENT_SECRET": moltin.client_secret,
                 "MOLTIN_API_URL": moltin.url, **config}
     app = make_app(**settings)
-    result = app.test_cli_runner().invoke(args=["webhooks", "sync", "--url", URL])
+    result = app.test_cli_runner().invoke(webhooks_cli, ["sync", "--url", URL])
     assert result.exit_code == 1
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
@@ -280,7 +281,7 @@ def test_credentials_from_the_environment(make_app: Callable[..., Flask], routed
     monkeypatch.setenv("MOLTIN_CLIENT_ID", moltin.client_id)
     monkeypatch.setenv("MOLTIN_CLIENT_SECRET", moltin.client_secret)
     monkeypatch.setenv("MOLTIN_API_URL", moltin.url)
-    result = make_app().test_cli_runner().invoke(args=["webhooks", "list"])
+    result = make_app().test_cli_runner().invoke(webhooks_cli, ["list"])
     assert result.exit_code == 0 and result.output.strip() == "no integrations"
 
 
@@ -292,12 +293,12 @@ def test_epcc_names_win_and_the_config_before_the_environment(
     monkeypatch.setenv("EPCC_API_BASE_URL", moltin.url)
     monkeypatch.setenv("MOLTIN_CLIENT_ID", "ignored: the EPCC_ name wins")
     app = make_app(MOLTIN_CLIENT_SECRET=moltin.client_secret)  # the config wins over the environment
-    result = app.test_cli_runner().invoke(args=["webhooks", "list"])
+    result = app.test_cli_runner().invoke(webhooks_cli, ["list"])
     assert result.exit_code == 0 and result.output.strip() == "no integrations", result.output
 
 
 def test_default_host_and_the_deprecated_one(caplog: pytest.LogCaptureFixture) -> None:
-    from webhook_receiver.moltin import DEFAULT_BASE_URL
+    from webhook_receiver.upstream.client import DEFAULT_BASE_URL
 
     assert DEFAULT_BASE_URL == "https://euwest.api.elasticpath.com"
     assert MoltinClient("id", "secret").base_url == DEFAULT_BASE_URL
@@ -315,15 +316,15 @@ def test_cli_with_two_receivers_needs_a_name(moltin: Emulator) -> None:
         receiver.on("order.paid")(lambda e: None)
         receiver.init_app(app)
     runner = app.test_cli_runner()
-    assert runner.invoke(args=["webhooks", "secret", "--receiver", "outlet"]).stdout.strip() == "outlet-secret"
-    missing = runner.invoke(args=["webhooks", "secret"])
+    assert runner.invoke(webhooks_cli, ["secret", "--receiver", "outlet"]).stdout.strip() == "outlet-secret"
+    missing = runner.invoke(webhooks_cli, ["secret"])
     assert missing.exit_code == 1 and "receivers: outlet, shop" in missing.output
 
 
 def test_console_emulate_help() -> None:
     from click.testing import CliRunner
 
-    from webhook_receiver.console import main
+    from webhook_receiver.local.console import main
 
     result = CliRunner().invoke(main, ["emulate", "--help"])
     assert result.exit_code == 0

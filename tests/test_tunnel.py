@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from sample_app.activity import read_activity
-from webhook_receiver.emulator import Emulator
-from webhook_receiver.tunnel import TunnelError, open_tunnel
+from webhook_receiver.cli import webhooks_cli
+from webhook_receiver.local.emulator import Emulator
+from webhook_receiver.local.tunnel import TunnelError, open_tunnel
 
 from .processes import free_port, port_open, wait_for
 
@@ -78,7 +79,7 @@ def test_tunnel_failures_are_one_line(moltin: Emulator, tmp_path: Path) -> None:
     receiver = WebhookReceiver()
     receiver.on("order.paid")(lambda e: None)
     receiver.init_app(app)
-    result = app.test_cli_runner().invoke(args=["webhooks", "tunnel", "--provider", "url"])
+    result = app.test_cli_runner().invoke(webhooks_cli, ["tunnel", "--provider", "url"])
     assert result.exit_code == 1 and "--public-url" in result.output
     assert moltin.state.integrations == {}
 

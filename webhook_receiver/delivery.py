@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Flask, Request, Response, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
@@ -37,18 +37,11 @@ from .errors import (
     StoreUnavailable,
 )
 from .events import Event
+from .handlers import HandlerSource
 from .untrusted import logger
-
-if TYPE_CHECKING:
-    from .receiver import WebhookReceiver
+from .wire import SECRET_HEADER, TRIGGER_HEADER
 
 __all__ = ["SECRET_HEADER", "TRIGGER_HEADER", "receive"]
-
-
-#: The header Moltin puts the integration's ``secret_key`` in.
-SECRET_HEADER = "X-MOLTIN-SECRET-KEY"
-#: The header Moltin puts the observable event name in.
-TRIGGER_HEADER = "X-MOLTIN-INTEGRATION-TRIGGER"
 
 _READ_CHUNK = 64 * 1024
 
@@ -75,7 +68,7 @@ def _done(code: int, status: str, event: Event) -> _Answer:
     return _Answer(code, {"id": event.id, "status": status}, status=status, event=event)
 
 
-def receive(receiver: WebhookReceiver, app: Flask, config: ReceiverConfig) -> Response:
+def receive(receiver: HandlerSource, app: Flask, config: ReceiverConfig) -> Response:
     """Answer the current request as a webhook delivery.
 
     :param receiver: the receiver the endpoint belongs to.
@@ -108,7 +101,7 @@ def receive(receiver: WebhookReceiver, app: Flask, config: ReceiverConfig) -> Re
     return response
 
 
-def _answer(request: Request, receiver: WebhookReceiver, app: Flask, config: ReceiverConfig) -> _Answer:
+def _answer(request: Request, receiver: HandlerSource, app: Flask, config: ReceiverConfig) -> _Answer:
     if request.method != "POST":
         return _error(
             405, "method_not_allowed",

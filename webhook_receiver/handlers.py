@@ -9,14 +9,14 @@ from __future__ import annotations
 import inspect
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from blinker import Signal
 
 from .catalogue import matches
 from .events import Event
 
-__all__ = ["Handler", "HandlerRegistry", "callable_name"]
+__all__ = ["Handler", "HandlerRegistry", "HandlerSource", "callable_name"]
 
 #: A handler registered with :meth:`WebhookReceiver.on`: called as ``fn(event)``.
 EventHandler = Callable[[Event], Any]
@@ -57,6 +57,21 @@ class Handler:
         if self.via_signal:
             return self.fn(sender, event=event)
         return self.fn(event)
+
+
+class HandlerSource(Protocol):
+    """All that delivery and dispatch know of a receiver: its name and the handlers of a trigger.
+
+    :class:`~webhook_receiver.WebhookReceiver` is one; the layers below it take
+    this interface, so that they never import the receiver back.
+    """
+
+    @property
+    def name(self) -> str:
+        """The receiver's name (it names Celery tasks and Redis keys)."""
+
+    def handlers_for(self, trigger: str, app: Any = None) -> list[Handler]:
+        """Every handler that runs for *trigger*, in order, with *app*'s signal receivers."""
 
 
 class HandlerRegistry:

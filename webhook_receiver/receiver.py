@@ -165,10 +165,6 @@ class WebhookReceiver:
         config.dispatcher.bind(app, self, config.store)
         configs[self.name] = config
         app.extensions.setdefault(RECEIVERS_KEY, {})[self.name] = self
-        if "webhooks" not in app.cli.commands:
-            from .cli import webhooks_cli
-
-            app.cli.add_command(webhooks_cli)
         return config
 
     def _setup_blueprint(self, state: BlueprintSetupState) -> None:

@@ -18,9 +18,9 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from ..errors import WebhookReceiverError
-from ..moltin import DEFAULT_BASE_URL, MoltinClient, check_base_url
 from ..receiver import RECEIVERS_KEY, WebhookReceiver
 from ..untrusted import printable
+from ..upstream.client import DEFAULT_BASE_URL, MoltinClient, check_base_url
 
 __all__ = ["webhooks_cli"]
 

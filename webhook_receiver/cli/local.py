@@ -28,8 +28,8 @@ from .group import (
 def send_command(trigger: str, url: str | None, data_file: str | None, attempt: int,
                  receiver_name: str | None) -> None:
     """Send a sample TRIGGER event with the app's secret and print the answer."""
-    from ..console import deliver_to_url, read_data, report
-    from ..testing import deliver, make_event
+    from ..local.console import deliver_to_url, read_data, report
+    from ..wire import make_event, signed
 
     receiver = receiver_named(receiver_name)
     body = make_event(trigger, read_data(data_file), attempt=attempt)
@@ -39,7 +39,9 @@ def send_command(trigger: str, url: str | None, data_file: str | None, attempt: 
         deliver_to_url(url, body, secret)
     else:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        answer = deliver(app.test_client(), body, secret=secret, path=receiver.get_config().url)
+        path = receiver.get_config().url
+        data, headers = signed(body, secret=secret, url=path)
+        answer = app.test_client().post(path, data=data, headers=headers)
         report(answer.status_code, answer.get_data(as_text=True))
 
 
@@ -104,8 +106,8 @@ def tunnel_command(provider: str | None, public_url: str | None, host: str, port
 
     from werkzeug.serving import run_simple
 
-    from ..sync import default_integration_name, sync_integration
-    from ..tunnel import open_tunnel
+    from ..local.tunnel import open_tunnel
+    from ..upstream.sync import default_integration_name, sync_integration
 
     receiver = receiver_named(receiver_name)
     app = current_app._get_current_object()  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from flask import current_app
 
 from ..catalogue import is_known, is_legacy
 from ..events import redact
-from ..sync import MANAGED_MARK
+from ..upstream.sync import MANAGED_MARK
 from .group import (
     api_client,
     json_option,
@@ -31,7 +31,7 @@ from .group import (
 @one_line_errors
 def sync_command(url: str, name: str | None, dry_run: bool, disabled: bool, receiver_name: str | None) -> None:
     """Create or update the integration so that it matches the app's handlers."""
-    from ..sync import sync_integration
+    from ..upstream.sync import sync_integration
 
     receiver = receiver_named(receiver_name)
     result = sync_integration(api_client(), receiver, url, name=name, secret_key=receiver.secret_key(),
@@ -67,7 +67,7 @@ def list_command(as_json: bool) -> None:
 @one_line_errors
 def delete_command(integration_id: str | None, name: str | None) -> None:
     """Delete an integration, by ID or by --name (a sync group whole)."""
-    from ..sync import group_members
+    from ..upstream.sync import group_members
 
     if bool(integration_id) == bool(name):
         raise click.UsageError("give an integration ID or --name NAME (one of them)")

@@ -3,14 +3,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from ..events import Event
-from ..handlers import Handler
+from ..handlers import Handler, HandlerSource
 from ..stores.base import EventStore
-
-if TYPE_CHECKING:
-    from ..receiver import WebhookReceiver
 
 __all__ = ["Dispatcher", "Outcome", "RetryPolicy"]
 
@@ -56,10 +53,10 @@ class Dispatcher(ABC):
 
     def __init__(self) -> None:
         self.app: Any = None
-        self.receiver: WebhookReceiver | None = None
+        self.receiver: HandlerSource | None = None
         self.store: EventStore | None = None
 
-    def bind(self, app: Any, receiver: WebhookReceiver, store: EventStore) -> None:
+    def bind(self, app: Any, receiver: HandlerSource, store: EventStore) -> None:
         """Dispatch *receiver*'s events on *app*, kept in *store* (``init_app`` calls it once).
 
         :raises RuntimeError: if the dispatcher is already bound to another app
@@ -70,7 +67,7 @@ class Dispatcher(ABC):
                                " give each app a dispatcher of its own")
         self.app, self.receiver, self.store = app, receiver, store
 
-    def _bound(self) -> tuple[Any, WebhookReceiver, EventStore]:
+    def _bound(self) -> tuple[Any, HandlerSource, EventStore]:
         if self.receiver is None or self.store is None:
             raise RuntimeError(f"this {type(self).__name__} is not bound: init_app binds it")
         return self.app, self.receiver, self.store

@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 from .. import signals
 from ..errors import StoreUnavailable
 from ..events import Event
-from ..handlers import Handler
+from ..handlers import Handler, HandlerSource
 from ..stores.base import Claim, ClaimState, EventStore, Run
 from ..untrusted import logger
 from .lease import HEARTBEAT
 
 if TYPE_CHECKING:
-    from ..receiver import WebhookReceiver
     from .base import RetryPolicy
 
 __all__ = ["HandlersRun", "RunState", "describe", "finish_durably", "process_stored", "run_claimed",
@@ -49,7 +48,7 @@ class HandlersRun:
 
 
 def run_handlers(sender: Any, event: Event, handlers: Sequence[Handler], store: EventStore, claim: Claim, *,
-                 receiver: WebhookReceiver) -> HandlersRun:
+                 receiver: HandlerSource) -> HandlersRun:
     """Run each handler that has not yet succeeded for *event*, keeping the lease alive.
 
     Each outcome is written (fenced by the claim) before the next handler
@@ -177,7 +176,7 @@ def finish_durably(store: EventStore, claim: Claim, *, stopping: threading.Event
 RunState = str
 
 
-def run_claimed(app: Any, receiver: WebhookReceiver, store: EventStore, claim: Claim, policy: RetryPolicy, *,
+def run_claimed(app: Any, receiver: HandlerSource, store: EventStore, claim: Claim, policy: RetryPolicy, *,
                 stopping: threading.Event | None = None) -> tuple[RunState, float | None]:
     """One background run of an event taken with :meth:`EventStore.claim_due`, in an app context.
 
@@ -231,7 +230,7 @@ def run_claimed(app: Any, receiver: WebhookReceiver, store: EventStore, claim: C
     return "retrying", delay
 
 
-def run_now(sender: Any, receiver: WebhookReceiver, store: EventStore, event: Event,
+def run_now(sender: Any, receiver: HandlerSource, store: EventStore, event: Event,
             handlers: Sequence[Handler] | None = None) -> tuple[RunState, list[str]]:
     """Claim *event*, run here and now the handlers that have not succeeded yet, and finish the claim.
 
@@ -287,7 +286,7 @@ class ProcessResult:
         return f"<ProcessResult {self.state} failed={self.failed}>"
 
 
-def process_stored(sender: Any, receiver: WebhookReceiver, store: EventStore, event_id: str) -> ProcessResult:
+def process_stored(sender: Any, receiver: HandlerSource, store: EventStore, event_id: str) -> ProcessResult:
     """Claim a stored event and run, here and now, the handlers that have not succeeded yet.
 
     :param sender: the Flask app (an app context must be pushed).

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from ..untrusted import protect
+from ...untrusted import protect
 from .api import create_api
 from .firing import DEFAULT_RETRY_DELAYS, Fired, Firer
 from .state import EmulatorState

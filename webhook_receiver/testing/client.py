@@ -1,33 +1,52 @@
-"""A pytest plugin (loaded automatically once ``webhook_receiver`` is installed).
-
-Fixtures:
-
-``webhook_event``
-    :func:`~webhook_receiver.testing.make_event`, to build delivery bodies.
-``webhook_client``
-    Delivers events to your ``app`` fixture with the receiver's own secret:
-    ``webhook_client.send("order.paid")`` or ``webhook_client.send(body)``.
-``moltin_emulator``
-    A running :class:`~webhook_receiver.emulator.Emulator` on a free port,
-    retrying deliveries quickly; stopped after the test.
-"""
+"""Signed deliveries in tests: to a Flask test client or a URL."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Mapping, Union
 
-import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
-from .emulator import Emulator
-from .receiver import RECEIVERS_KEY, WebhookReceiver
-from .testing import deliver, make_event
+from ..receiver import RECEIVERS_KEY, WebhookReceiver
+from ..wire import make_event, post, signed
+
+__all__ = ["WebhookClient", "deliver"]
+
+Target = Union[FlaskClient, str]
+
+
+def deliver(
+    target: Target,
+    event: Mapping[str, Any],
+    *,
+    secret: str | None,
+    path: str = "/webhooks/moltin",
+    trigger: str | None = None,
+    timeout: float = 15.0,
+) -> Any:
+    """POST *event* as Moltin would: secret and trigger headers, configuration echo.
+
+    :param target: a Flask test client, or the full URL of a receiver.
+    :param event: a body from :func:`~webhook_receiver.testing.make_event`.
+    :param secret: the secret to send, or ``None`` to send no secret header.
+    :param path: the receiver's path, with a test client.
+    :param trigger: the trigger header; the body's ``triggered_by`` by default.
+    :param timeout: seconds to wait for a URL to answer.
+    :returns: the test client's response, or a :class:`requests.Response`.
+    """
+    if isinstance(target, str):
+        return post(target, event, secret=secret, trigger=trigger, timeout=timeout)
+    data, headers = signed(event, secret=secret, url=path, trigger=trigger)
+    return target.post(path, data=data, headers=headers)
 
 
 class WebhookClient:
     """Sends signed deliveries to an app's receiver through Flask's test client.
 
+    The ``webhook_client`` fixture of the pytest plugin is one of these.
+
     :param app: the app under test.
     :param receiver: which receiver, by name, when the app has several.
+    :raises RuntimeError: if the app has no receiver.
     """
 
     def __init__(self, app: Flask, receiver: str | None = None) -> None:
@@ -54,22 +73,3 @@ class WebhookClient:
             secret = secret if secret is not None else self.receiver.secret_key()
             path = self.receiver.get_config().url
         return deliver(self.client, body, secret=secret, path=path)
-
-
-@pytest.fixture
-def webhook_event() -> Callable[..., dict[str, Any]]:
-    """:func:`~webhook_receiver.testing.make_event`."""
-    return make_event
-
-
-@pytest.fixture
-def webhook_client(app: Flask) -> WebhookClient:
-    """Signed deliveries to the ``app`` fixture's receiver."""
-    return WebhookClient(app)
-
-
-@pytest.fixture
-def moltin_emulator() -> Iterator[Emulator]:
-    """A local Moltin on a free port of 127.0.0.1, retrying deliveries after 0.1, 0.2 and 0.4 s."""
-    with Emulator(retry_delays=(0.1, 0.2, 0.4)) as emulator:
-        yield emulator

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-from .errors import TunnelError
+from ..errors import TunnelError
 
 __all__ = ["Tunnel", "TunnelError", "open_tunnel"]
 

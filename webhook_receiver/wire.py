@@ -1,24 +1,21 @@
-"""Helpers to test webhook handlers: realistic delivery bodies and signed deliveries.
+"""The wire format upstream speaks: header names, delivery bodies, and a signed delivery.
 
-::
-
-    from webhook_receiver.testing import deliver, make_event
-
-    def test_ship(client):
-        response = deliver(client, make_event("order.paid"), secret="s3cret")
-        assert response.status_code == 200
+Everything that talks like upstream (the emulator, ``flask webhooks send``,
+the console script, :mod:`webhook_receiver.testing`) builds on this module;
+the receiver reads the same headers.
 """
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Mapping, Union
+from typing import Any, Mapping
 
-from flask.testing import FlaskClient
+__all__ = ["SECRET_HEADER", "TRIGGER_HEADER", "make_event", "post", "sample_resource", "signed"]
 
-from .delivery import SECRET_HEADER, TRIGGER_HEADER
-
-__all__ = ["deliver", "make_event", "sample_resource"]
+#: The header Moltin puts the integration's ``secret_key`` in.
+SECRET_HEADER = "X-MOLTIN-SECRET-KEY"
+#: The header Moltin puts the observable event name in.
+TRIGGER_HEADER = "X-MOLTIN-INTEGRATION-TRIGGER"
 
 _FORMS = ("resources", "payload", "both")
 
@@ -162,7 +159,7 @@ def make_event(
 
     Created and updated events carry the whole resource; deleted events carry
     only ``{"id", "type"}``. The ``configuration`` echo is added by
-    :func:`deliver`, which knows the secret.
+    :func:`signed`, which knows the secret.
 
     :param trigger: the event name, such as ``"order.paid"``.
     :param data: the affected resource; a realistic sample when not given.
@@ -203,42 +200,37 @@ def make_event(
     return body
 
 
-Target = Union[FlaskClient, str]
+def signed(event: Mapping[str, Any], *, secret: str | None, url: str,
+           trigger: str | None = None) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of a delivery of *event*, as upstream sends it.
 
-
-def deliver(
-    target: Target,
-    event: Mapping[str, Any],
-    *,
-    secret: str | None,
-    path: str = "/webhooks/moltin",
-    trigger: str | None = None,
-    timeout: float = 15.0,
-) -> Any:
-    """POST *event* as Moltin would: secret and trigger headers, configuration echo.
-
-    :param target: a Flask test client, or the full URL of a receiver.
     :param event: a body from :func:`make_event`.
-    :param secret: the secret to send, or ``None`` to send no secret header.
-    :param path: the receiver's path, with a test client.
+    :param secret: the integration's secret, or ``None`` to send none.
+    :param url: the integration's URL, echoed in ``configuration``.
     :param trigger: the trigger header; the body's ``triggered_by`` by default.
-    :param timeout: seconds to wait for a URL to answer.
-    :returns: the test client's response, or a :class:`requests.Response`.
+    :returns: ``(body, headers)``; the headers include the content type.
     """
     body = dict(event)
-    body["configuration"] = {"url": target if isinstance(target, str) else path}
+    body["configuration"] = {"url": url}
+    headers = {TRIGGER_HEADER: trigger or str(event.get("triggered_by", "")),
+               "Content-Type": "application/json"}
     if secret is not None:
         body["configuration"]["secret_key"] = secret
-    headers = {TRIGGER_HEADER: trigger or str(event.get("triggered_by", ""))}
-    if secret is not None:
         headers[SECRET_HEADER] = secret
-    data = json.dumps(body)
-    if isinstance(target, str):
-        import requests
+    return json.dumps(body).encode(), headers
 
-        # Never follow a redirect: it would carry the secret to wherever it points.
-        return requests.post(
-            target, data=data, timeout=timeout, allow_redirects=False,
-            headers={**headers, "Content-Type": "application/json"},
-        )
-    return target.post(path, data=data, headers=headers, content_type="application/json")
+
+def post(url: str, event: Mapping[str, Any], *, secret: str | None, trigger: str | None = None,
+         timeout: float = 15.0) -> Any:
+    """POST a delivery of *event* to *url*, never following a redirect.
+
+    A redirect would carry the secret to wherever it points; the caller sees
+    the 3xx instead.
+
+    :returns: the :class:`requests.Response`.
+    :raises requests.RequestException: if *url* cannot be reached.
+    """
+    import requests
+
+    data, headers = signed(event, secret=secret, url=url, trigger=trigger)
+    return requests.post(url, data=data, timeout=timeout, allow_redirects=False, headers=headers)

@@ -11,9 +11,8 @@ from typing import Any, Mapping, Sequence
 
 import requests
 
-from ..delivery import SECRET_HEADER, TRIGGER_HEADER
-from ..testing import make_event
-from ..untrusted import protect
+from ...untrusted import protect
+from ...wire import SECRET_HEADER, TRIGGER_HEADER, make_event
 from .state import EmulatorState, now_iso
 
 __all__ = ["Fired", "Firer"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, request
 
-from ..catalogue import is_known
+from ...catalogue import is_known
 from .state import MAX_EVENTS_PER_INTEGRATION, MAX_INTEGRATIONS, EmulatorState, now_iso
 
 if TYPE_CHECKING:

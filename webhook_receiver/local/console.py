@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from .__about__ import __version__
+from ..__about__ import __version__
+from ..untrusted import printable
 from .emulator import Emulator
-from .untrusted import printable
 
 __all__ = ["main"]
 
@@ -73,10 +73,10 @@ def deliver_to_url(url: str, body: dict[str, Any], secret: str | None) -> None:
     """POST *body* to *url* as Moltin would and report the answer (see :func:`report`)."""
     import requests
 
-    from .testing import deliver
+    from ..wire import post
 
     try:
-        answer = deliver(url, body, secret=secret)
+        answer = post(url, body, secret=secret)
     except requests.RequestException as exc:
         raise click.ClickException(f"cannot deliver to {url}: {type(exc).__name__}") from None
     if answer.is_redirect or 300 <= answer.status_code < 400:
@@ -109,7 +109,7 @@ attempt_option = click.option("--attempt", default=1, show_default=True, type=cl
 @attempt_option
 def send(trigger: str, url: str, secret: str, data_file: str | None, attempt: int) -> None:
     """Send a sample TRIGGER event, as Moltin would, and print the answer."""
-    from .testing import make_event
+    from ..wire import make_event
 
     deliver_to_url(url, make_event(trigger, read_data(data_file), attempt=attempt), secret)
 

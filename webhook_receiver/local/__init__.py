@@ -1,0 +1,1 @@
+"""Local tooling: the Moltin emulator, tunnels, the ``webhook-receiver`` script and the pytest plugin."""

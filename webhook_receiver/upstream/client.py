@@ -1,0 +1,305 @@
+"""A client for the Moltin / Elastic Path integrations API.
+
+::
+
+    client = MoltinClient(client_id, client_secret, base_url="https://useast.api.elasticpath.com")
+    for integration in client.list_integrations():
+        print(integration["name"], integration["observes"])
+
+Tokens come from the client-credentials grant and are cached until shortly
+before they expire; a 401 re-authenticates once and repeats the call. 429 and
+502/503/504 are retried with bounded exponential backoff that honours
+``Retry-After``. Every call has a timeout. Failures raise
+:class:`MoltinAPIError`, which never holds the client secret or the token.
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any, Iterator, Sequence
+from urllib.parse import urlsplit
+
+import requests
+
+from ..errors import MoltinAPIError, MoltinConnectionError
+from ..untrusted import logger
+
+__all__ = ["DEFAULT_BASE_URL", "DEPRECATED_HOST", "MoltinAPIError", "MoltinClient", "MoltinConnectionError",
+           "check_base_url"]
+
+#: The default host: Elastic Path's EU region (``https://useast.api.elasticpath.com`` is the US one).
+DEFAULT_BASE_URL = "https://euwest.api.elasticpath.com"
+
+#: Moltin's old host, deprecated; it leads to the EU region.
+DEPRECATED_HOST = "api.moltin.com"
+
+
+def check_base_url(url: str) -> str:
+    """Check an API host URL; return it without a trailing slash.
+
+    A URL on :data:`DEPRECATED_HOST` is accepted with a logged warning.
+
+    :raises ValueError: if it is not an ``http`` or ``https`` URL with a host.
+    """
+    parsed = urlsplit(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"the API host must be a URL such as {DEFAULT_BASE_URL}, not {url[:60]!r}")
+    if parsed.hostname == DEPRECATED_HOST:
+        logger.warning("%s is deprecated and leads to Elastic Path's EU region: use %s (or"
+                       " https://useast.api.elasticpath.com for a US store)", DEPRECATED_HOST, DEFAULT_BASE_URL)
+    return url.strip().rstrip("/")
+
+_RETRIED = frozenset({429, 502, 503, 504})
+_TOKEN_MARGIN = 60.0
+_PAGE_LIMIT = 100
+
+
+class MoltinClient:
+    """The integrations API of one store.
+
+    :param client_id: the store's client id.
+    :param client_secret: the store's client secret; ``/v2/integrations``
+        refuses implicit tokens.
+    :param base_url: the API host (see :func:`check_base_url`).
+    :param timeout: seconds to wait for each answer.
+    :param session: a :class:`requests.Session` to use.
+    :param max_retries: retries of a call answered 429, 502, 503 or 504.
+    :param backoff: the first pause before a retry, doubled each time.
+    :param max_backoff: the longest pause, ``Retry-After`` included.
+    """
+
+    def __init__(self, client_id: str, client_secret: str, *, base_url: str = DEFAULT_BASE_URL,
+                 timeout: float = 10.0, session: requests.Session | None = None,
+                 max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 30.0) -> None:
+        if not client_id or not client_secret:
+            raise ValueError("client_id and client_secret are both needed")
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.base_url = check_base_url(base_url)
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<MoltinClient {self.base_url} client_id={self.client_id!r}>"
+
+    # -- integrations ----------------------------------------------------------
+
+    def list_integrations(self) -> list[dict[str, Any]]:
+        """Every integration of the store, following every page."""
+        return list(self._pages("/v2/integrations"))
+
+    def get_integration(self, integration_id: str) -> dict[str, Any]:
+        """One integration. :raises MoltinAPIError: 404 if there is none."""
+        return self._data("GET", f"/v2/integrations/{integration_id}")
+
+    def create_integration(self, *, name: str, url: str, observes: Sequence[str],
+                           secret_key: str | None = None, description: str = "",
+                           enabled: bool = True) -> dict[str, Any]:
+        """Create a webhook integration.
+
+        :param name: its name.
+        :param url: where to deliver.
+        :param observes: the events it observes.
+        :param secret_key: sent back in ``X-MOLTIN-SECRET-KEY``.
+        :param description: its description.
+        :param enabled: whether it delivers.
+        """
+        configuration: dict[str, Any] = {"url": url}
+        if secret_key is not None:
+            configuration["secret_key"] = secret_key
+        fields = {
+            "type": "integration",
+            "integration_type": "webhook",
+            "name": name,
+            "description": description,
+            "enabled": enabled,
+            "observes": list(observes),
+            "configuration": configuration,
+        }
+        return self._data("POST", "/v2/integrations", json={"data": fields})
+
+    def update_integration(self, integration_id: str, **fields: Any) -> dict[str, Any]:
+        """Change some fields of an integration (``name``, ``observes``, ``configuration``, ...)."""
+        return self._data("PUT", f"/v2/integrations/{integration_id}",
+                          json={"data": {"type": "integration", **fields}})
+
+    def delete_integration(self, integration_id: str) -> None:
+        """Delete an integration. :raises MoltinAPIError: 404 if there is none."""
+        self.request("DELETE", f"/v2/integrations/{integration_id}")
+
+    def integration_logs(self, integration_id: str | None = None) -> list[dict[str, Any]]:
+        """Delivery logs, newest first: of one integration, or of all of them."""
+        path = f"/v2/integrations/{integration_id}/logs" if integration_id else "/v2/integrations/logs"
+        return list(self._pages(path))
+
+    def integration_jobs(self, integration_id: str) -> list[dict[str, Any]]:
+        """The jobs (one per event delivered) of an integration."""
+        return list(self._pages(f"/v2/integrations/{integration_id}/jobs"))
+
+    def job_logs(self, integration_id: str, job_id: str) -> list[dict[str, Any]]:
+        """The delivery attempts of one job."""
+        return list(self._pages(f"/v2/integrations/{integration_id}/jobs/{job_id}/logs"))
+
+    # -- transport --------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, json: Any = None,
+                params: dict[str, Any] | None = None) -> Any:
+        """Call the API with a token, retrying as described in the module docs.
+
+        :returns: the decoded JSON answer, or ``None`` for an empty one.
+        :raises MoltinAPIError: for an error answer or a body that is not JSON.
+        :raises MoltinConnectionError: when no answer comes.
+        """
+        reauthenticated = False
+        attempt = 0
+        while True:
+            response = self._send(method, path, json=json, params=params,
+                                  headers={"Authorization": f"Bearer {self._access_token()}"})
+            if response.status_code == 401 and not reauthenticated:
+                reauthenticated = True
+                self._forget_token()
+                continue
+            if response.status_code in _RETRIED and attempt < self.max_retries:
+                time.sleep(self._pause(attempt, response))
+                attempt += 1
+                continue
+            return self._decode(method, path, response)
+
+    def _data(self, method: str, path: str, json: Any = None) -> dict[str, Any]:
+        answer = self.request(method, path, json=json)
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(data, dict):
+            raise MoltinAPIError(f"{method} {path}: the answer has no data object")
+        return data
+
+    def _pages(self, path: str) -> Iterator[dict[str, Any]]:
+        """Every item of a list endpoint.
+
+        A store may serve fewer items per page than asked, so a short page
+        is not the last one: the end is where ``meta.results.total`` says,
+        else where ``links.next`` is null, else the first empty page.
+        """
+        offset = 0
+        while True:
+            answer = self.request("GET", path, params={"page[limit]": _PAGE_LIMIT, "page[offset]": offset})
+            items = answer.get("data") if isinstance(answer, dict) else None
+            if not isinstance(items, list):
+                raise MoltinAPIError(f"GET {path}: the answer has no data list")
+            yield from items
+            offset += len(items)
+            total = ((answer.get("meta") or {}).get("results") or {}).get("total")
+            links = answer.get("links")
+            if not items:
+                return
+            if isinstance(total, int) and not isinstance(total, bool):
+                if offset >= total:
+                    return
+            elif isinstance(links, dict) and "next" in links and not links["next"]:
+                return
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        url = self.base_url + path
+        try:
+            return self.session.request(method, url, timeout=self.timeout, **kwargs)
+        except requests.Timeout:
+            raise MoltinConnectionError(
+                f"{method} {url}: no answer within {self.timeout:g} seconds") from None
+        except requests.ConnectionError as exc:
+            reason = "the connection was reset" if "reset" in str(exc).lower() else "cannot connect"
+            raise MoltinConnectionError(f"{method} {url}: {reason} (is the host right?)") from None
+        except requests.RequestException as exc:
+            raise MoltinConnectionError(f"{method} {url}: {type(exc).__name__}") from None
+
+    def _pause(self, attempt: int, response: requests.Response) -> float:
+        retry_after = response.headers.get("Retry-After", "")
+        if retry_after.isdigit():
+            return min(float(retry_after), self.max_backoff)
+        pause: float = self.backoff * 2.0 ** attempt
+        return min(pause + random.uniform(0, pause / 4), self.max_backoff)
+
+    def _decode(self, method: str, path: str, response: requests.Response) -> Any:
+        status = response.status_code
+        if status == 204 or not response.content:
+            if status < 400:
+                return None
+            raise MoltinAPIError(f"{method} {path}: answered {status} with an empty body", status=status)
+        try:
+            body = response.json()
+        except ValueError:
+            kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+            raise MoltinAPIError(
+                f"{method} {path}: answered {status} with a body that is not JSON ({kind});"
+                " is EPCC_API_BASE_URL the API host?", status=status) from None
+        if status < 400:
+            return body
+        errors = body.get("errors") if isinstance(body, dict) else None
+        errors = [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+        raise MoltinAPIError(_describe(method, path, status, errors), status=status, errors=errors)
+
+    # -- tokens -------------------------------------------------------------------
+
+    def _access_token(self) -> str:
+        with self._lock:
+            if self._token is None or time.time() >= self._token_expires - _TOKEN_MARGIN:
+                self._authenticate()
+            assert self._token is not None
+            return self._token
+
+    def _forget_token(self) -> None:
+        with self._lock:
+            self._token = None
+
+    def _authenticate(self) -> None:
+        path = "/oauth/access_token"
+        form = {"grant_type": "client_credentials", "client_id": self.client_id,
+                "client_secret": self._client_secret}
+        attempt = 0
+        while True:
+            response = self._send("POST", path, data=form)
+            if response.status_code in _RETRIED and attempt < self.max_retries:
+                time.sleep(self._pause(attempt, response))
+                attempt += 1
+                continue
+            break
+        if response.status_code in (400, 401, 403, 422):
+            raise MoltinAPIError(
+                f"authentication failed ({response.status_code}): check the client id and client"
+                " secret (EPCC_CLIENT_ID, EPCC_CLIENT_SECRET) and the host (EPCC_API_BASE_URL)",
+                status=response.status_code)
+        body = self._decode("POST", path, response)
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise MoltinAPIError("POST /oauth/access_token: the answer has no access_token",
+                                 status=response.status_code)
+        expires = body.get("expires")
+        expires_in = body.get("expires_in")
+        if isinstance(expires, (int, float)):
+            self._token_expires = float(expires)
+        elif isinstance(expires_in, (int, float)):
+            self._token_expires = time.time() + float(expires_in)
+        else:
+            self._token_expires = time.time() + 3600
+        self._token = token
+
+
+def _describe(method: str, path: str, status: int, errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for error in errors[:3]:
+        text = str(error.get("title") or "error")
+        if error.get("detail"):
+            text += f": {error['detail']}"
+        pointer = (error.get("source") or {}).get("pointer") if isinstance(error.get("source"), dict) else None
+        if pointer:
+            text += f" ({pointer})"
+        parts.append(text)
+    what = "; ".join(parts) or "no error details"
+    hint = {401: " (check the credentials)", 404: " (no such integration?)",
+            429: " (rate limited; try again later)"}.get(status, "")
+    return f"{method} {path}: {status} {what}{hint}"

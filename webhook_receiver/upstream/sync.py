@@ -1,0 +1,320 @@
+"""Making the store's webhook integrations match the code, in one call.
+
+Upstream lets one integration observe five events at most, so a receiver's
+events are spread over a *group* of integrations named from one name:
+``<name>``, ``<name>-2``, ``<name>-3``, ... :func:`sync_integration` finds the
+group (by name, else the one integration delivering to the URL), keeps each
+event in the integration that already observes it, adds new events where
+there is room and creates members for the rest, removes events no handler
+covers, and deletes its own members that become empty. Writes that free room
+go first. A second run makes no write call, and it never creates a duplicate.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..catalogue import unknown_events
+from ..errors import SyncError
+from ..events import REDACTED, redact
+from ..receiver import WebhookReceiver
+from .client import MoltinClient
+
+__all__ = ["MAX_EVENTS_PER_INTEGRATION", "MAX_INTEGRATIONS", "IntegrationChange", "SyncError", "SyncResult",
+           "default_integration_name", "group_members", "sync_integration"]
+
+#: Upstream's quota of events one integration observes.
+MAX_EVENTS_PER_INTEGRATION = 5
+#: Upstream's quota of integrations per store.
+MAX_INTEGRATIONS = 100
+#: What the description of an integration sync manages starts with.
+MANAGED_MARK = "Managed by webhook_receiver"
+
+
+@dataclass(frozen=True)
+class IntegrationChange:
+    """What sync did, or would do, to one integration of the group.
+
+    :param action: ``"created"``, ``"updated"``, ``"unchanged"`` or ``"deleted"``.
+    :param name: the integration's name.
+    :param integration: the integration as upstream now has it (or would), its
+        secret redacted; ``None`` for a dry-run creation or a deletion.
+    :param changes: each changed field with its ``(old, new)`` values; the
+        secret appears as ``"[redacted]"``.
+    """
+
+    action: str
+    name: str
+    integration: dict[str, Any] | None
+    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    def describe(self, dry_run: bool) -> list[str]:
+        verb = {"created": "create", "updated": "update", "unchanged": "leave", "deleted": "delete"}[self.action]
+        what = f"would {verb}" if dry_run else self.action
+        ident = f" ({self.integration['id']})" if self.integration and self.integration.get("id") else ""
+        lines = [f"{what} integration {self.name!r}{ident}"]
+        for key, (old, new) in self.changes.items():
+            lines.append(f"  {key}: {_show(old)} -> {_show(new)}")
+        return lines
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What :func:`sync_integration` did, or would do with ``dry_run``, to each integration of the group.
+
+    :param steps: one :class:`IntegrationChange` per integration, in group order.
+    :param dry_run: whether nothing was written.
+    """
+
+    steps: list[IntegrationChange]
+    dry_run: bool = False
+
+    @property
+    def action(self) -> str:
+        """``"unchanged"`` when nothing changed, ``"created"`` when every step created, else ``"updated"``."""
+        actions = {step.action for step in self.steps}
+        if actions == {"unchanged"}:
+            return "unchanged"
+        if actions == {"created"}:
+            return "created"
+        return "updated"
+
+    @property
+    def integration(self) -> dict[str, Any] | None:
+        """The group's first integration (the one named ``<name>``)."""
+        kept = [step for step in self.steps if step.action != "deleted"]
+        return kept[0].integration if kept else None
+
+    @property
+    def integrations(self) -> list[dict[str, Any] | None]:
+        """Every integration the group keeps, in order."""
+        return [step.integration for step in self.steps if step.action != "deleted"]
+
+    @property
+    def changes(self) -> dict[str, tuple[Any, Any]]:
+        """The changes of the first integration."""
+        return self.steps[0].changes if self.steps else {}
+
+    def lines(self) -> list[str]:
+        """What was done (or would be), a line per integration and per changed field."""
+        return [line for step in self.steps for line in step.describe(self.dry_run)]
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "(none)"
+    return "(none)" if value is None else str(value)
+
+
+def default_integration_name(receiver: WebhookReceiver) -> str:
+    """The name sync gives a receiver's integration: ``webhook_receiver-<name>``."""
+    return f"webhook_receiver-{receiver.name}"
+
+
+def secret_fingerprint(secret: str) -> str:
+    """A short, one-way fingerprint of a secret, to tell whether upstream holds the same one.
+
+    Used when upstream does not return ``configuration.secret_key``.
+    """
+    return hashlib.blake2b(secret.encode("utf-8"), digest_size=4, person=b"whr-secret-fp").hexdigest()
+
+
+def group_members(integrations: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """The integrations of the group named *name*: ``<name>`` and ``<name>-N``, in order.
+
+    ``<name>-N`` members count only when sync manages them (their description
+    says so): an integration a person named ``shop-2`` is not taken.
+    """
+    numbered = re.compile(re.escape(name) + r"-([2-9]|[1-9][0-9]+)\Z")
+    members: list[tuple[int, dict[str, Any]]] = []
+    for integration in integrations:
+        if integration.get("integration_type") != "webhook":
+            continue
+        own = str(integration.get("description") or "").startswith(MANAGED_MARK)
+        found = numbered.match(str(integration.get("name") or ""))
+        if integration.get("name") == name:
+            members.append((1, integration))
+        elif found and own:
+            members.append((int(found.group(1)), integration))
+    return [integration for _, integration in sorted(members, key=lambda m: m[0])]
+
+
+def sync_integration(
+    client: MoltinClient,
+    receiver: WebhookReceiver,
+    url: str,
+    *,
+    name: str | None = None,
+    secret_key: str | None = None,
+    enabled: bool = True,
+    dry_run: bool = False,
+) -> SyncResult:
+    """Make the receiver's group of webhook integrations upstream match its handlers.
+
+    :param client: the store's API client.
+    :param receiver: whose handlers decide what to observe.
+    :param url: the public URL of the receiver's endpoint.
+    :param name: the group's name; :func:`default_integration_name` when not given.
+    :param secret_key: the secret upstream should send; the current app's
+        (:meth:`WebhookReceiver.secret_key`) when not given.
+    :param enabled: whether the integrations deliver.
+    :param dry_run: compute the changes and write nothing.
+    :raises SyncError: if the receiver has no handlers, observes events
+        upstream does not know, several integrations match, or the store has
+        no room for the integrations needed.
+    :raises MoltinAPIError: if upstream refuses a call.
+    """
+    if not url.startswith(("http://", "https://")):
+        raise SyncError(f"the URL must start with http:// or https://, not {url[:40]!r}")
+    observes = receiver.observes()
+    if not observes:
+        raise SyncError(f"receiver {receiver.name!r} has no handlers: there is nothing to observe")
+    unknown = unknown_events(observes)
+    if unknown:
+        raise SyncError(f"upstream refuses events it does not know: {', '.join(unknown)}; rename or remove"
+                        " those handlers (custom API events are named '<slug>_ext.created')")
+    name = name or default_integration_name(receiver)
+    if secret_key is None:
+        secret_key = receiver.secret_key()
+    description = (f"{MANAGED_MARK}: `flask webhooks sync` keeps it in step with"
+                   f" the app's handlers (secret {secret_fingerprint(secret_key)}).")
+
+    integrations = client.list_integrations()
+    webhooks = [i for i in integrations if i.get("integration_type") == "webhook"]
+    members = group_members(webhooks, name)
+    if sum(1 for m in members if m.get("name") == name) > 1:
+        _ambiguous([m for m in members if m.get("name") == name], f"named {name!r}")
+    if not members:
+        by_url = [i for i in webhooks if (i.get("configuration") or {}).get("url") == url]
+        if len(by_url) > 1:
+            _ambiguous(by_url, f"delivering to {url}")
+        members = by_url
+
+    plan = _plan(members, observes)
+    creations = sum(1 for current, _ in plan if current is None)
+    if creations and len(integrations) + creations - sum(1 for c, e in plan if c is not None and not e) \
+            > MAX_INTEGRATIONS:
+        raise SyncError(f"the store would need {creations} more integration(s), past upstream's quota of"
+                        f" {MAX_INTEGRATIONS}; delete some (`flask webhooks list` shows them)")
+
+    names = _names(plan, name)
+    steps: dict[int, IntegrationChange] = {}
+    ordered = sorted(range(len(plan)), key=lambda n: _write_order(plan[n], observes))
+    for n in ordered:
+        current, events = plan[n]
+        desired = {"name": names[n], "description": description, "enabled": enabled, "observes": events,
+                   "configuration": {"url": url, "secret_key": secret_key}}
+        steps[n] = _apply(client, current, desired, dry_run)
+    return SyncResult([steps[n] for n in range(len(plan))], dry_run)
+
+
+def _ambiguous(matches: list[dict[str, Any]], how: str) -> None:
+    ids = ", ".join(str(i.get("id")) for i in matches)
+    raise SyncError(f"{len(matches)} webhook integrations are {how} ({ids}); delete the extra ones"
+                    " (`flask webhooks delete ID`) and sync again")
+
+
+def _plan(members: list[dict[str, Any]], observes: list[str]) -> list[tuple[dict[str, Any] | None, list[str]]]:
+    """Each member (or ``None`` for one to create) with the sorted events it should observe.
+
+    An event stays where it is; new events fill the room left, in order, then
+    new members; a member left with nothing is to be deleted (empty list).
+    """
+    wanted = set(observes)
+    placed: set[str] = set()
+    plan: list[tuple[dict[str, Any] | None, list[str]]] = []
+    for member in members:
+        keep = sorted(e for e in dict.fromkeys(member.get("observes") or []) if e in wanted and e not in placed)
+        keep = keep[:MAX_EVENTS_PER_INTEGRATION]
+        placed.update(keep)
+        plan.append((member, keep))
+    waiting = [e for e in observes if e not in placed]
+    for n, (existing, events) in enumerate(plan):
+        room = MAX_EVENTS_PER_INTEGRATION - len(events)
+        if room > 0 and waiting and (events or n == 0):
+            plan[n] = (existing, sorted(events + waiting[:room]))
+            waiting = waiting[room:]
+    while waiting:
+        plan.append((None, sorted(waiting[:MAX_EVENTS_PER_INTEGRATION])))
+        waiting = waiting[MAX_EVENTS_PER_INTEGRATION:]
+    return plan
+
+
+def _names(plan: list[tuple[dict[str, Any] | None, list[str]]], name: str) -> list[str]:
+    """The name of each planned member: a member keeps its group name; the others take the first free one."""
+    group = re.compile(re.escape(name) + r"(-([2-9]|[1-9][0-9]+))?\Z")
+    names: list[str | None] = []
+    for current, events in plan:
+        held = str((current or {}).get("name") or "")
+        names.append(held if current is not None and (not events or group.match(held)) else None)
+    used = set(names)
+    free = (candidate for candidate in (name if n == 1 else f"{name}-{n}" for n in range(1, 10_000))
+            if candidate not in used)
+    return [given if given is not None else next(free) for given in names]
+
+
+def _write_order(step: tuple[dict[str, Any] | None, list[str]], observes: list[str]) -> int:
+    """Deletions and updates that drop events first (they free room), creations last."""
+    current, events = step
+    if current is None:
+        return 2
+    if not events or set(current.get("observes") or []) - set(events):
+        return 0
+    return 1
+
+
+def _apply(client: MoltinClient, current: dict[str, Any] | None, desired: dict[str, Any],
+           dry_run: bool) -> IntegrationChange:
+    name, events, configuration = desired["name"], desired["observes"], desired["configuration"]
+    if current is None:
+        changes: dict[str, tuple[Any, Any]] = {
+            key: (None, value) for key, value in desired.items() if key != "configuration"}
+        changes["url"] = (None, configuration["url"])
+        changes["secret_key"] = (None, REDACTED)
+        created = None
+        if not dry_run:
+            created = client.create_integration(
+                name=name, url=configuration["url"], observes=events, secret_key=configuration["secret_key"],
+                description=desired["description"], enabled=desired["enabled"])
+        return IntegrationChange("created", name, _redacted(created), changes)
+    if not events:
+        if not dry_run:
+            client.delete_integration(str(current["id"]))
+        return IntegrationChange("deleted", str(current.get("name")), _redacted(current),
+                                 {"observes": (sorted(current.get("observes") or []), [])})
+
+    changes = {}
+    update: dict[str, Any] = {}
+    for key in ("name", "description", "enabled"):
+        if current.get(key) != desired[key]:
+            changes[key] = (current.get(key), desired[key])
+            update[key] = desired[key]
+    if sorted(current.get("observes") or []) != events:
+        changes["observes"] = (sorted(current.get("observes") or []), events)
+        update["observes"] = events
+    held = current.get("configuration") or {}
+    if held.get("url") != configuration["url"]:
+        changes["url"] = (held.get("url"), configuration["url"])
+        update["configuration"] = configuration
+    if "secret_key" in held and held["secret_key"] != configuration["secret_key"]:
+        changes["secret_key"] = (REDACTED, REDACTED)
+        update["configuration"] = configuration
+    elif "description" in update:
+        # Upstream hides the secret: the fingerprint in the description tells.
+        update["configuration"] = configuration
+    if not update:
+        return IntegrationChange("unchanged", name, _redacted(current), {})
+    result = {**current, **update} if dry_run else client.update_integration(current["id"], **update)
+    return IntegrationChange("updated", name, _redacted(result), changes)
+
+
+def _redacted(integration: dict[str, Any] | None) -> dict[str, Any] | None:
+    if integration is None:
+        return None
+    clean, _ = redact(integration)
+    return dict(clean)
