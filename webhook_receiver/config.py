@@ -1,7 +1,6 @@
 """Reading a receiver's configuration from a Flask app, once, in ``init_app``."""
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -14,7 +13,7 @@ from .dispatch.queue import DEFAULT_MAX_BACKLOG
 from .dispatch.thread import ThreadDispatcher
 from .errors import WeakSecretWarning
 from .stores.base import EventStore
-from .stores.memory import MemoryStore
+from .stores.registry import StoreSettings, open_store
 from .untrusted import logger
 from .verify import SecretVerifier, derive_secrets
 
@@ -196,40 +195,14 @@ def _verifier(app: Flask, name: str, secret_key: str | Sequence[str] | None) -> 
 
 
 def _store(app: Flask, name: str, value: Any, lease: float) -> EventStore:
-    """The store named by ``WEBHOOK_RECEIVER_STORE``.
-
-    ``sqlite:///relative/path`` is relative to the instance folder, as with
-    Flask-SQLAlchemy; ``sqlite:////absolute/path`` is absolute. Unset means a
-    SQLite file in the instance folder.
-    """
+    """The store ``WEBHOOK_RECEIVER_STORE`` names (see :mod:`.stores.registry`); a SQLite file by default."""
     if isinstance(value, EventStore):
         return value
     if value is None:
         value = f"sqlite:///webhook_receiver-{name}.sqlite3"
     if not isinstance(value, str):
         raise RuntimeError("WEBHOOK_RECEIVER_STORE must be a URL string or an EventStore instance")
-    if value == "memory://":
-        return MemoryStore(lease_seconds=lease)
-    if value.startswith("sqlite:///"):
-        from .stores.sqlite import SQLiteStore
-
-        path = value[len("sqlite:///"):]
-        if not path:
-            raise RuntimeError("WEBHOOK_RECEIVER_STORE needs a file: sqlite:///events.sqlite3")
-        if not os.path.isabs(path):
-            # Relative to the instance folder, which the library creates (for the owner only) when
-            # missing; an absolute path's folder is the deployment's to provide.
-            path = os.path.join(app.instance_path, path)
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        return SQLiteStore(path, lease_seconds=lease)
-    if value.startswith(("redis://", "rediss://", "unix://")):
-        from .stores.redis import RedisStore
-
-        return RedisStore(value, prefix=app.config["WEBHOOK_RECEIVER_REDIS_PREFIX"], lease_seconds=lease)
-    raise RuntimeError(
-        "WEBHOOK_RECEIVER_STORE must be sqlite:///path, redis://host:port/db, memory:// or an"
-        f" EventStore instance, not {value.split(':', 1)[0]!r}:..."
-    )
+    return open_store(value, StoreSettings(name, lease, app.instance_path, app.config))
 
 
 def _dispatcher(app: Flask, store: EventStore, celery: Any) -> Dispatcher:
@@ -248,9 +221,9 @@ def _dispatcher(app: Flask, store: EventStore, celery: Any) -> Dispatcher:
     if mode == "inline":
         return InlineDispatcher()
     if mode == "thread":
-        if store.name == "memory":
-            logger.warning("thread dispatch with the memory store: accepted events are lost if the"
-                           " process stops; use the default SQLite store or Redis")
+        if not store.durable:
+            logger.warning("thread dispatch with the %s store: accepted events are lost if the"
+                           " process stops; use the default SQLite store or Redis", store.name)
         return ThreadDispatcher(threads=_number(config, "WEBHOOK_RECEIVER_THREADS", integer=True),
                                 **queue_options)
     if mode == "celery":
@@ -259,15 +232,15 @@ def _dispatcher(app: Flask, store: EventStore, celery: Any) -> Dispatcher:
             raise RuntimeError(
                 "WEBHOOK_RECEIVER_DISPATCH = 'celery' needs a Celery app: receiver.init_app(app,"
                 " celery=celery_app), or app.extensions['celery'] as in Flask's Celery pattern")
-        if store.name == "memory":
+        if store.reach == "process":
             raise RuntimeError(
-                "Celery workers run in other processes and cannot see the memory store; set"
+                f"Celery workers run in other processes and cannot see the {store.name} store; set"
                 " WEBHOOK_RECEIVER_STORE to redis://... (or sqlite:///... on one machine)")
-        if store.name == "sqlite":
+        if store.reach == "machine":
             logger.warning(
-                "Celery dispatch with the SQLite store: only workers on this machine can reach %r;"
+                "Celery dispatch with the %s store: only workers on this machine can reach %s;"
                 " use WEBHOOK_RECEIVER_STORE = 'redis://...' for workers on other machines",
-                getattr(store, "path", "?"))
+                store.name, store.location)
         from .dispatch.celery import CeleryDispatcher
 
         return CeleryDispatcher(celery, **queue_options)

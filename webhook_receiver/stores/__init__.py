@@ -8,6 +8,7 @@ from .base import (
     StoredEvent,
 )
 from .memory import MemoryStore
+from .registry import StoreFactory, StoreSettings, register_store
 
 __all__ = [
     "Claim",
@@ -16,5 +17,8 @@ __all__ = [
     "EventStore",
     "HandlerOutcome",
     "MemoryStore",
+    "StoreFactory",
+    "StoreSettings",
     "StoredEvent",
+    "register_store",
 ]

@@ -235,6 +235,11 @@ class EventStore(ABC):
 
     #: A short name for messages, such as ``"memory"``.
     name: str = "store"
+    #: Whether accepted events outlive the process: background dispatch warns without it.
+    durable: bool = True
+    #: Who can reach the events: ``"process"`` (Celery dispatch refuses the
+    #: store), ``"machine"`` (it warns) or ``"network"``.
+    reach: str = "network"
 
     def __init__(self, *, lease_seconds: float = 60.0) -> None:
         if lease_seconds <= 0:
@@ -367,6 +372,11 @@ class EventStore(ABC):
         :returns: how many were (or would be) forgotten.
         :raises StoreUnavailable: if the store cannot answer.
         """
+
+    @property
+    def location(self) -> str:
+        """Where the events are, for messages (a path, a URL with no password)."""
+        return repr(self)
 
     def close(self) -> None:
         """Release connections; the store may be used again afterwards."""

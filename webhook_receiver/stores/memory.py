@@ -38,6 +38,8 @@ class MemoryStore(EventStore):
     """
 
     name = "memory"
+    durable = False
+    reach = "process"
 
     def __init__(self, *, lease_seconds: float = 60.0, max_events: int = 10_000) -> None:
         super().__init__(lease_seconds=lease_seconds)

@@ -231,6 +231,11 @@ class RedisStore(EventStore):
     def __repr__(self) -> str:
         return f"<RedisStore {self.url!r} prefix={self.prefix!r} lease_seconds={self.lease_seconds}>"
 
+    @property
+    def location(self) -> str:
+        """The server's URL (with any password hidden) and the key prefix."""
+        return f"{self.url} {self.prefix}:*"
+
     def _key(self, kind: str, event_id: str = "") -> str:
         return f"{self.prefix}:{kind}:{event_id}" if event_id else f"{self.prefix}:{kind}"
 

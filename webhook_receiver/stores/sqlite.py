@@ -85,6 +85,7 @@ class SQLiteStore(EventStore):
     """
 
     name = "sqlite"
+    reach = "machine"
 
     def __init__(self, path: str, *, lease_seconds: float = 60.0, timeout: float = 5.0,
                  clock: LeaseClock | None = None) -> None:
@@ -99,6 +100,11 @@ class SQLiteStore(EventStore):
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.path!r} lease_seconds={self.lease_seconds}>"
+
+    @property
+    def location(self) -> str:
+        """The database file."""
+        return self.path
 
     # -- connections ---------------------------------------------------------------
 

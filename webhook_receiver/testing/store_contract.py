@@ -1,0 +1,256 @@
+"""The tests every event store passes, for the built-in stores and yours.
+
+Subclass :class:`StoreContract` in a test module (its name must start with
+``Test`` for pytest to collect it) and give it a ``make_store`` fixture that
+builds the store under test with a given lease, each time on empty storage::
+
+    import pytest
+    from webhook_receiver.testing.store_contract import StoreContract
+
+    class TestMyStore(StoreContract):
+        @pytest.fixture
+        def make_store(self, tmp_path):
+            made = []
+
+            def build(lease_seconds):
+                store = MyStore(tmp_path / "events", lease_seconds=lease_seconds)
+                made.append(store)
+                return store
+
+            yield build
+            for store in made:
+                store.close()
+
+Every test runs against real time (leases of a fraction of a second run out
+while the test sleeps), so a store whose clock is another server's is tested
+with it. Needs pytest.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Callable
+
+import pytest
+
+from ..events import Event
+from ..stores.base import ClaimState, EventStatus, EventStore, Run
+from ..wire import make_event
+
+__all__ = ["StoreContract", "contract_event"]
+
+MakeStore = Callable[[float], EventStore]
+
+
+def contract_event(event_id: str = "e-1", trigger: str = "order.paid") -> Event:
+    """An event as the receiver hands it to a store, its configuration echo holding a secret."""
+    body = make_event(trigger, event_id=event_id)
+    body["configuration"] = {"url": "u", "secret_key": "the-secret"}
+    return Event.from_dict(body)
+
+
+event = contract_event
+
+
+class StoreContract:
+    """The store contract as pytest tests; see the module's docs."""
+
+    @pytest.fixture
+    def make_store(self) -> MakeStore:
+        """Builds the store under test with a given lease; override it."""
+        raise NotImplementedError("define a make_store fixture that builds your store")
+
+    @pytest.fixture
+    def store(self, make_store: MakeStore) -> EventStore:
+        """A lease long enough that a slow machine never sees it run out mid-test."""
+        return make_store(30.0)
+
+    def test_claim_record_finish_duplicate(self, store: EventStore) -> None:
+        first = store.claim(event())
+        assert first.state is ClaimState.CLAIMED and first.succeeded == frozenset()
+        assert store.claim(event()).state is ClaimState.BUSY
+        assert store.record(first, Run("a", True, None, 1.0, 2.0))
+        assert store.finish(first, ok=False, last=Run("b", False, "ValueError: no", 1.0, 2.0))
+        stored = store.get("e-1")
+        assert stored is not None and stored.status is EventStatus.FAILED
+        assert stored.trigger == "order.paid"
+        assert stored.raw["configuration"]["secret_key"] == "[redacted]"
+        assert "the-secret" not in json.dumps(stored.raw)
+        assert (stored.handlers["b"].ok, stored.handlers["b"].error, stored.handlers["b"].attempts) == (
+            False, "ValueError: no", 1)
+
+        second = store.claim(event())
+        assert second.state is ClaimState.CLAIMED and second.succeeded == frozenset({"a"})
+        assert store.finish(second, ok=True, last=Run("b", True, None, 3.0, 4.0))
+        stored = store.get("e-1")
+        assert stored is not None and stored.status is EventStatus.PROCESSED
+        assert stored.handlers["b"].ok and stored.handlers["b"].attempts == 2
+        assert store.claim(event()).state is ClaimState.DONE
+
+    def test_expired_lease_is_taken_over_and_the_old_claim_cannot_finish(self, make_store: MakeStore) -> None:
+        store = make_store(0.5)
+        dead = store.claim(event())
+        time.sleep(0.6)
+        store.lease_seconds = 30.0  # the worker taking over holds its lease for the rest of the test
+        taken = store.claim(event())
+        assert taken.state is ClaimState.CLAIMED
+        # the worker that died comes back: every write it tries is refused
+        assert not store.renew(dead)
+        assert not store.record(dead, Run("a", False, "late", 1.0, 2.0))
+        assert not store.finish(dead, ok=False, last=Run("a", False, "late", 1.0, 2.0))
+        stored = store.get("e-1")
+        assert stored is not None and stored.status is EventStatus.PROCESSING and stored.handlers == {}
+        assert store.finish(taken, ok=True, last=Run("a", True, None, 3.0, 4.0))
+        stored = store.get("e-1")
+        assert stored is not None and stored.handlers["a"].ok and stored.handlers["a"].attempts == 1
+        assert store.claim(event()).state is ClaimState.DONE
+
+    def test_accept_then_claim(self, store: EventStore) -> None:
+        assert store.accept(event()) is None
+        assert store.accept(event()) is EventStatus.PENDING
+        stored = store.get("e-1")
+        assert stored is not None and stored.status is EventStatus.PENDING
+        claim = store.claim(event())
+        assert claim.state is ClaimState.CLAIMED
+        assert store.accept(event()) is EventStatus.PROCESSING
+        store.finish(claim, ok=True)
+        assert store.accept(event()) is EventStatus.PROCESSED
+
+    def test_the_queue_hands_out_due_events_oldest_first(self, store: EventStore) -> None:
+        assert store.claim_due() is None and store.count_due() == 0
+        for n in range(3):
+            assert store.accept(event(f"q{n}")) is None
+            time.sleep(0.002)
+        assert store.count_due() == 3
+        first = store.claim_due()
+        assert first is not None and first.event_id == "q0" and first.attempt == 1
+        assert first.trigger == "order.paid" and first.raw is not None and first.raw["id"] == "q0"
+        assert first.raw["configuration"]["secret_key"] == "[redacted]"
+        assert store.count_due() == 2
+        stored = store.get("q0")
+        assert stored is not None and stored.status is EventStatus.PROCESSING and stored.due_at is None
+        assert store.accept(event("q0")) is EventStatus.PROCESSING, "a redelivery leaves a held event alone"
+        assert store.claim(event("q0")).state is ClaimState.BUSY
+
+        # a failed run is due again later: a row, not a timer
+        assert store.finish(first, ok=False, last=Run("h", False, "E: x", 1.0, 2.0), retry_at=time.time() + 0.3)
+        stored = store.get("q0")
+        assert stored is not None and stored.status is EventStatus.PENDING and stored.due_at is not None
+        assert stored.attempts == 1 and stored.handlers["h"].error == "E: x"
+        taken = [store.claim_due(), store.claim_due()]
+        assert [c.event_id for c in taken if c] == ["q1", "q2"]
+        assert store.claim_due() is None, "q0 is not due yet"
+        time.sleep(0.35)
+        again = store.claim_due()
+        assert again is not None and again.event_id == "q0" and again.attempt == 2
+        assert again.outcomes["h"].attempts == 1
+        assert store.finish(again, ok=False, last=Run("h", False, "E: y", 3.0, 4.0))
+        stored = store.get("q0")
+        assert stored is not None and stored.status is EventStatus.FAILED and stored.handlers["h"].attempts == 2
+
+        # an upstream redelivery of a failed event buys it one more run
+        assert store.accept(event("q0")) is EventStatus.FAILED
+        last = store.claim_due()
+        assert last is not None and last.event_id == "q0" and last.attempt == 3
+        assert store.finish(last, ok=True, last=Run("h", True, None, 5.0, 6.0))
+        assert store.accept(event("q0")) is EventStatus.PROCESSED
+        assert all(store.finish(c, ok=True) for c in taken if c)
+        assert store.claim_due() is None and store.count_due() == 0
+
+    def test_an_expired_lease_is_due_and_a_renewed_one_is_not(self, make_store: MakeStore) -> None:
+        store = make_store(0.4)
+        store.accept(event("held"))
+        time.sleep(0.002)
+        store.accept(event("dead"))
+        held, dead = store.claim_due(), store.claim_due()
+        assert held is not None and dead is not None and (held.event_id, dead.event_id) == ("held", "dead")
+        for _ in range(4):
+            time.sleep(0.15)
+            assert store.renew(held)
+        assert store.count_due() == 1, "only the lease that was not renewed ran out"
+        taken = store.claim_due()
+        assert taken is not None and taken.event_id == "dead" and taken.attempt == 2
+        assert store.claim_due() is None
+        assert not store.finish(dead, ok=True), "the dead worker's write is fenced off"
+        assert store.finish(taken, ok=True) and store.finish(held, ok=True)
+        assert store.count_due() == 0
+
+    def test_a_finished_claim_writes_nothing_more(self, store: EventStore) -> None:
+        claim = store.claim(event())
+        assert store.finish(claim, ok=True)
+        assert not store.finish(claim, ok=False) and not store.renew(claim)
+        stored = store.get("e-1")
+        assert stored is not None and stored.status is EventStatus.PROCESSED
+
+    def test_events_listing_and_prune(self, store: EventStore) -> None:
+        for n, trigger in enumerate(["order.paid", "product.deleted", "order.paid"]):
+            claim = store.claim(event(f"e{n}", trigger))
+            store.finish(claim, ok=n != 1)
+            time.sleep(0.01)
+        store.accept(event("pending", "order.paid"))
+        assert [e.id for e in store.events()] == ["pending", "e2", "e1", "e0"]
+        assert [e.id for e in store.events(status=EventStatus.FAILED)] == ["e1"]
+        assert [e.id for e in store.events(trigger="order.paid", limit=2)] == ["pending", "e2"]
+        middle = store.get("e1")
+        assert middle is not None
+        assert [e.id for e in store.events(since=middle.received_at)] == ["pending", "e2", "e1"]
+        assert store.prune(time.time() + 1, dry_run=True) == 2 and len(store.events()) == 4, "a dry run forgets nothing"
+        assert store.prune(time.time() + 1) == 2, "failed events are kept unless asked"
+        assert [e.id for e in store.events()] == ["pending", "e1"]
+        assert store.prune(time.time() + 1, include_failed=True, dry_run=True) == 1
+        assert store.prune(time.time() + 1, include_failed=True) == 1, "pending events are never pruned"
+        assert [e.id for e in store.events()] == ["pending"]
+        assert store.get("e0") is None
+
+    def test_watermarks_only_go_up(self, store: EventStore) -> None:
+        assert store.watermark("h", "order", "o-1") is None
+        store.raise_watermark("h", "order", "o-1", 200.5)
+        store.raise_watermark("h", "order", "o-1", 100.0)
+        assert store.watermark("h", "order", "o-1") == 200.5
+        store.raise_watermark("h", "order", "o-1", 300.25)
+        assert store.watermark("h", "order", "o-1") == 300.25
+        assert store.watermark("other", "order", "o-1") is None and store.watermark("h", "order", "o-2") is None
+
+    def test_a_claim_is_exclusive_among_threads(self, store: EventStore) -> None:
+        states: list[ClaimState] = []
+        start = threading.Barrier(8)
+
+        def claim() -> None:
+            start.wait()
+            states.append(store.claim(event()).state)
+
+        threads = [threading.Thread(target=claim) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(states) == sorted([ClaimState.CLAIMED] + [ClaimState.BUSY] * 7)
+
+    def test_due_events_are_handed_out_once_among_threads(self, store: EventStore) -> None:
+        for n in range(40):
+            store.accept(event(f"d{n}"))
+        taken: list[str] = []
+
+        def drain() -> None:
+            while (claim := store.claim_due()) is not None:
+                taken.append(claim.event_id)
+                assert store.finish(claim, ok=True)
+
+        threads = [threading.Thread(target=drain) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(taken) == sorted(f"d{n}" for n in range(40))
+        assert store.count_due() == 0
+
+    def test_unknown_events_and_a_reopened_store(self, store: EventStore) -> None:
+        assert store.get("nope") is None
+        claim = store.claim(event())
+        assert store.finish(claim, ok=True)
+        store.close()
+        stored = store.get("e-1")
+        assert stored is not None and stored.status is EventStatus.PROCESSED, "usable again after close()"
+        assert isinstance(store.location, str) and isinstance(store.durable, bool)
+        assert store.reach in ("process", "machine", "network")
