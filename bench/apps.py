@@ -18,6 +18,7 @@ appends each event id to), ``BENCH_SLEEP`` (seconds the handler sleeps),
 ``BENCH_BROKER`` and ``BENCH_QUEUE`` (Celery), ``BENCH_THREADS``,
 ``BENCH_MAX_BACKLOG`` and ``BENCH_LEASE`` (thread dispatch and leases).
 """
+
 from __future__ import annotations
 
 import os
@@ -67,8 +68,11 @@ if receiver_app.config["WEBHOOK_RECEIVER_DISPATCH"] == "celery":
     from celery import Celery
 
     celery = Celery("bench", broker=os.environ["BENCH_BROKER"])
-    celery.conf.update(task_default_queue=os.environ.get("BENCH_QUEUE", "whr-bench"),
-                       broker_connection_retry_on_startup=True, worker_hijack_root_logger=False)
+    celery.conf.update(
+        task_default_queue=os.environ.get("BENCH_QUEUE", "whr-bench"),
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
 receiver.init_app(receiver_app, celery=celery)
 
 bare_app = Flask("bench_bare")
@@ -88,12 +92,14 @@ def _floor_db() -> sqlite3.Connection:
     conn: sqlite3.Connection | None = getattr(_floor_local, "conn", None)
     if conn is None:
         os.makedirs(floor_sqlite_app.instance_path, exist_ok=True)
-        conn = sqlite3.connect(os.path.join(floor_sqlite_app.instance_path, "floor.sqlite3"), timeout=5,
-                               isolation_level=None)
+        conn = sqlite3.connect(
+            os.path.join(floor_sqlite_app.instance_path, "floor.sqlite3"), timeout=5, isolation_level=None
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, body TEXT NOT NULL,"
-                     " status TEXT NOT NULL)")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, body TEXT NOT NULL, status TEXT NOT NULL)"
+        )
         _floor_local.conn = conn
     return conn
 
@@ -103,8 +109,10 @@ def floor_sqlite() -> Any:
     raw = request.get_data()
     body = request.get_json(force=True)
     conn = _floor_db()
-    claimed = conn.execute("INSERT INTO events (id, body, status) VALUES (?, ?, 'processing')"
-                           " ON CONFLICT (id) DO NOTHING", (body["id"], raw)).rowcount
+    claimed = conn.execute(
+        "INSERT INTO events (id, body, status) VALUES (?, ?, 'processing') ON CONFLICT (id) DO NOTHING",
+        (body["id"], raw),
+    ).rowcount
     if not claimed:
         return {"id": body["id"], "status": "duplicate"}
     handle_floor(body)

@@ -23,6 +23,7 @@ short after their effect. ``--handler-sleep`` makes handlers take longer.
 
 Needs ``pip install -e ".[dev]"`` and Redis at 127.0.0.1:6379 for the Redis set-ups.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,14 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="whr-load-"))
     effects = tmp / "effects.txt"
     prefix = f"whr-load-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_INSTANCE": str(tmp), "BENCH_EFFECTS": str(effects),
-           "BENCH_SLEEP": str(args.handler_sleep), "BENCH_LEASE": "5"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "BENCH_INSTANCE": str(tmp),
+        "BENCH_EFFECTS": str(effects),
+        "BENCH_SLEEP": str(args.handler_sleep),
+        "BENCH_LEASE": "5",
+    }
     procs: list[subprocess.Popen[bytes]] = []
     celery_workers: list[subprocess.Popen[bytes]] = []
     gunicorns: list[subprocess.Popen[bytes]] = []
@@ -84,9 +91,27 @@ def main() -> int:
 
     def start_celery() -> None:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "bench.apps:celery", "worker", "-Q", prefix, "--pool",
-             "threads", "-c", "8", "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "bench.apps:celery",
+                "worker",
+                "-Q",
+                prefix,
+                "--pool",
+                "threads",
+                "-c",
+                "8",
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
         procs.append(proc)
         celery_workers.append(proc)
 
@@ -119,8 +144,21 @@ def main() -> int:
         for _ in range(instances):
             port = free_port()
             proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
-                 "--log-level", "warning", "bench.apps:receiver_app"], cwd=ROOT, env=env)
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "-w",
+                    str(workers),
+                    "-b",
+                    f"127.0.0.1:{port}",
+                    "--log-level",
+                    "warning",
+                    "bench.apps:receiver_app",
+                ],
+                cwd=ROOT,
+                env=env,
+            )
             procs.append(proc)
             gunicorns.append(proc)
             wait_port(port)
@@ -147,8 +185,11 @@ def main() -> int:
         def sender() -> None:
             nonlocal retries
             session = requests.Session()
-            headers = {"X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid",
-                       "Content-Type": "application/json"}
+            headers = {
+                "X-MOLTIN-SECRET-KEY": SECRET,
+                "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid",
+                "Content-Type": "application/json",
+            }
             while True:
                 with lock:
                     item = next(cursor, None)
@@ -200,17 +241,25 @@ def main() -> int:
         lost = len(unique - set(answered)) + len(unique - set(handled))
         latencies.sort()
         drained = time.perf_counter() - started - duration
-        print(f"setup {args.setup}: {args.deliveries} deliveries ({len(unique)} unique events,"
-              f" {args.deliveries - len(unique)} duplicates), {args.concurrency} concurrent senders,"
-              f" {instances} gunicorn instance(s) x {workers} workers, handlers sleep {args.handler_sleep:g} s")
+        print(
+            f"setup {args.setup}: {args.deliveries} deliveries ({len(unique)} unique events,"
+            f" {args.deliveries - len(unique)} duplicates), {args.concurrency} concurrent senders,"
+            f" {instances} gunicorn instance(s) x {workers} workers, handlers sleep {args.handler_sleep:g} s"
+        )
         if args.kill_every:
-            print(f"  {kills} workers SIGKILLed, one every {args.kill_every:g} s while sending;"
-                  f" the backlog ran out {drained:.1f} s after the last answer, with no further delivery")
-        print(f"  sent in {duration:.1f} s ({args.deliveries / duration:.0f} deliveries/s),"
-              f" {retries} non-2xx answers retried")
+            print(
+                f"  {kills} workers SIGKILLed, one every {args.kill_every:g} s while sending;"
+                f" the backlog ran out {drained:.1f} s after the last answer, with no further delivery"
+            )
+        print(
+            f"  sent in {duration:.1f} s ({args.deliveries / duration:.0f} deliveries/s),"
+            f" {retries} non-2xx answers retried"
+        )
         print(f"  lost events: {lost}; handler runs: {len(handled)} for {len(unique)} unique events")
-        print(f"  acknowledgement latency: p50 {statistics.median(latencies) * 1000:.1f} ms,"
-              f" p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms")
+        print(
+            f"  acknowledgement latency: p50 {statistics.median(latencies) * 1000:.1f} ms,"
+            f" p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms"
+        )
         extra = len(handled) - len(unique)
         print(f"  handler runs beyond one per event: {extra} (bound: {kills} kills)")
         return 0 if lost == 0 and 0 <= extra <= kills else 1
@@ -227,10 +276,11 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         if args.setup != "sqlite":
             for db in ("13", "12"):
-                keys = subprocess.run(["redis-cli", "-n", db, "--scan", "--pattern", f"{prefix}*"],
-                                      capture_output=True, text=True).stdout.split()
+                keys = subprocess.run(
+                    ["redis-cli", "-n", db, "--scan", "--pattern", f"{prefix}*"], capture_output=True, text=True
+                ).stdout.split()
                 for i in range(0, len(keys), 500):
-                    subprocess.run(["redis-cli", "-n", db, "DEL", *keys[i:i + 500]], capture_output=True)
+                    subprocess.run(["redis-cli", "-n", db, "DEL", *keys[i : i + 500]], capture_output=True)
 
 
 if __name__ == "__main__":

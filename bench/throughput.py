@@ -25,6 +25,7 @@ resident memory of each receiver worker is printed at the start and the end.
 
 Needs ``pip install -e ".[dev]"`` (gunicorn) and ``apt-get install wrk``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,9 +98,20 @@ def wait_port(port: int, timeout: float = 30) -> None:
 
 def start_gunicorn(app: str, port: int, workers: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
-         "--log-level", "warning", f"bench.apps:{app}"],
-        cwd=ROOT, env={**os.environ, **(env or {})},
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            f"bench.apps:{app}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
     )
     try:
         wait_port(port)
@@ -113,15 +125,17 @@ def delivery_body(kind: str) -> dict[str, Any]:
     """The benchmark's ``order.paid`` delivery, with the ``configuration`` echo upstream adds."""
     if kind == "small":
         data, _ = sample_resource("order.paid")
-        body = make_event("order.paid", {k: data[k] for k in ("type", "id", "status", "payment", "shipping",
-                                                              "customer", "meta") if k in data},
-                          event_id="EVENT_ID", form="payload")
+        body = make_event(
+            "order.paid",
+            {k: data[k] for k in ("type", "id", "status", "payment", "shipping", "customer", "meta") if k in data},
+            event_id="EVENT_ID",
+            form="payload",
+        )
     else:
         data, included = sample_resource("order.paid")
         items = (included or {}).get("items", [])
         if items:  # an order of four lines, as a typical shop's
-            included = dict(included, items=[dict(items[n % len(items)], id=f"{n:08d}-line")
-                                             for n in range(4)])
+            included = dict(included, items=[dict(items[n % len(items)], id=f"{n:08d}-line") for n in range(4)])
         body = make_event("order.paid", data, event_id="EVENT_ID")
         body["resources"] = json.dumps({"data": data, "included": included})
         body["payload"] = {"data": data, "included": included}
@@ -143,9 +157,22 @@ def rss_mib(master: int) -> str:
 
 def run_wrk(port: int, script: str, seconds: int, connections: int, threads: int) -> dict[str, Any]:
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
-         "-s", script, f"http://127.0.0.1:{port}/webhooks/moltin"],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            "-s",
+            script,
+            f"http://127.0.0.1:{port}/webhooks/moltin",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -180,9 +207,11 @@ def main() -> int:
 
     body = json.dumps(delivery_body(args.body))
     floor = "bare_app" if args.floor == "bare" else f"floor_{args.store}_app"
-    print(f"body: {len(body)} bytes; {args.rounds} rounds x {args.seconds}s per app; floor {floor}; "
-          f"gunicorn -w {args.workers}; wrk -t{args.threads} -c{args.connections}; "
-          f"receiver: store {args.store}, dispatch {args.dispatch}, handler sleeps {args.handler_sleep:g} s")
+    print(
+        f"body: {len(body)} bytes; {args.rounds} rounds x {args.seconds}s per app; floor {floor}; "
+        f"gunicorn -w {args.workers}; wrk -t{args.threads} -c{args.connections}; "
+        f"receiver: store {args.store}, dispatch {args.dispatch}, handler sleeps {args.handler_sleep:g} s"
+    )
     instance = tempfile.mkdtemp(prefix="whr-bench-")
     receiver_env = {
         "BENCH_STORE": {"memory": "memory://", "sqlite": "", "redis": "redis://127.0.0.1:6379/13"}[args.store],
@@ -211,8 +240,10 @@ def main() -> int:
                     Path(script).write_text(LUA % {"body": body, "run": f"r{round_no}{app}", "secret": SECRET})
                     result = run_wrk(ports[app], script, args.seconds, args.connections, args.threads)
                     results[app].append(result)
-                    print(f"round {round_no + 1} {app:<13} {result['rps']:9.1f} req/s  "
-                          f"p50 {result['p50']:>8}  p99 {result['p99']:>8}  non-2xx {result['non2xx']}")
+                    print(
+                        f"round {round_no + 1} {app:<13} {result['rps']:9.1f} req/s  "
+                        f"p50 {result['p50']:>8}  p99 {result['p99']:>8}  non-2xx {result['non2xx']}"
+                    )
         if args.dispatch != "inline":
             print(f"receiver workers' RSS at end:   {rss_mib(procs['receiver_app'].pid)}")
     finally:
@@ -225,15 +256,19 @@ def main() -> int:
                 proc.wait()
         shutil.rmtree(instance, ignore_errors=True)
         if args.store == "redis":
-            subprocess.run(["redis-cli", "-n", "13", "--scan", "--pattern", receiver_env["BENCH_PREFIX"] + ":*"],
-                           capture_output=True)
+            subprocess.run(
+                ["redis-cli", "-n", "13", "--scan", "--pattern", receiver_env["BENCH_PREFIX"] + ":*"],
+                capture_output=True,
+            )
             subprocess.run(["redis-cli", "-n", "13", "FLUSHDB"], capture_output=True)
 
     receiver_rps = statistics.median(r["rps"] for r in results["receiver_app"])
     floor_rps = statistics.median(r["rps"] for r in results[floor])
     failures = sum(r["non2xx"] for rs in results.values() for r in rs)
-    print(f"\nmedian receiver {receiver_rps:.1f} req/s, {floor} {floor_rps:.1f} req/s, "
-          f"ratio receiver/floor {receiver_rps / floor_rps:.3f}; non-2xx answers: {failures}")
+    print(
+        f"\nmedian receiver {receiver_rps:.1f} req/s, {floor} {floor_rps:.1f} req/s, "
+        f"ratio receiver/floor {receiver_rps / floor_rps:.3f}; non-2xx answers: {failures}"
+    )
     return 0 if failures == 0 else 1
 
 

@@ -11,6 +11,7 @@ Run it by hand from the repository root::
 
     python bench/verify_timing.py
 """
+
 from __future__ import annotations
 
 import random

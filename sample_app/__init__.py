@@ -1,4 +1,5 @@
 """A sample shop back office that receives Moltin webhooks with :mod:`webhook_receiver`."""
+
 from .app import create_app
 from .handlers import receiver
 

@@ -1,4 +1,5 @@
 """``python -m sample_app``: run the demo."""
+
 import sys
 
 from .demo import main

@@ -1,4 +1,5 @@
 """The sample app's visible record of what its handlers did: one JSON line per action."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The app factory of the sample shop back office."""
+
 from __future__ import annotations
 
 import logging

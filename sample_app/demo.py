@@ -11,6 +11,7 @@
 
 Run it with ``python -m sample_app``; ``--exit`` stops after step 4.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,7 +52,7 @@ class _Activity:
 
     def show(self) -> None:
         entries = read_activity(self.path)
-        for entry in entries[self.seen:]:
+        for entry in entries[self.seen :]:
             details = ", ".join(f"{k}={v}" for k, v in sorted(entry.items()) if k not in ("at", "action", "event"))
             print(f"      handler: {entry['action']} ({details})")
         self.seen = len(entries)
@@ -76,8 +77,9 @@ def _status(body: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m sample_app", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m sample_app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000, help="the shop's port; 0 picks a free one (default: 5000)")
     parser.add_argument("--moltin-port", type=int, default=0, help="the emulator's port (default: a free one)")
@@ -93,8 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(quiet).setLevel(logging.ERROR)
 
     secret = secrets.token_urlsafe(32)
-    app = create_app({"WEBHOOK_RECEIVER_SECRET_KEY": secret, "SAMPLE_FLAKY_MAIL": True},
-                     instance_path=args.instance_path)
+    app = create_app(
+        {"WEBHOOK_RECEIVER_SECRET_KEY": secret, "SAMPLE_FLAKY_MAIL": True}, instance_path=args.instance_path
+    )
     secret_file = os.path.join(app.instance_path, "demo-secret")
     fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -128,8 +131,12 @@ def _run(args: Any, app: Any, url: str, moltin: Emulator, secret: str, secret_fi
     order, _ = sample_resource("order.paid", secrets.token_hex(4))
     steps = [
         ("a new paid order", "order.paid", order, None),
-        ("the same order shipped; the mail server fails once", "order.fulfilled",
-         dict(order, shipping="fulfilled"), None),
+        (
+            "the same order shipped; the mail server fails once",
+            "order.fulfilled",
+            dict(order, shipping="fulfilled"),
+            None,
+        ),
         ("a product deleted", "product.deleted", None, None),
     ]
     fired_paid: Fired | None = None
@@ -155,7 +162,7 @@ def _run(args: Any, app: Any, url: str, moltin: Emulator, secret: str, secret_fi
         return 0
     print(
         "\nStill serving. Fire more events through the local Moltin, for example:\n"
-        f"  curl -X POST {moltin.url}/emulator/fire -d '{{\"trigger\": \"product.deleted\"}}'\n"
+        f'  curl -X POST {moltin.url}/emulator/fire -d \'{{"trigger": "product.deleted"}}\'\n'
         f"or send a sample event straight to the shop (the secret is in {secret_file}):\n"
         f"  WEBHOOK_RECEIVER_SECRET_KEY=$(cat {secret_file}) webhook-receiver send product.deleted --to {url}\n"
         "Press Ctrl-C to stop."

@@ -5,6 +5,7 @@
   Moltin's own example to the outbox;
 * ``product.deleted``: take the product out of the search index.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,9 @@ def send_shipping_notification(event: Event) -> None:
             "\nAs a thank you, here is 10% off your next order: THANKYOU10\n"
         )
     logger.info("order %s fulfilled: shipping notification to %s", order.get("id"), email)
-    record("shipping_notification_written", event=event.id, order=order.get("id"), to=email,
-           file=os.path.basename(path))
+    record(
+        "shipping_notification_written", event=event.id, order=order.get("id"), to=email, file=os.path.basename(path)
+    )
 
 
 @receiver.on("product.deleted")

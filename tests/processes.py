@@ -1,4 +1,5 @@
 """Starting and stopping real processes for fault tests: gunicorn, Celery workers, Redis."""
+
 from __future__ import annotations
 
 import os
@@ -50,30 +51,64 @@ class Processes:
 
     def start(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
         out = open(log, "ab")
-        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         out.close()
         self.procs.append(proc)
         return proc
 
     def gunicorn(self, log: Path, workers: int = 2, timeout: int = 60, graceful: int = 1) -> str:
         port = free_port()
-        self.start([sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
-                    "--timeout", str(timeout), "--graceful-timeout", str(graceful), "tests.service_app:app"], log)
+        self.start(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-w",
+                str(workers),
+                "-b",
+                f"127.0.0.1:{port}",
+                "--timeout",
+                str(timeout),
+                "--graceful-timeout",
+                str(graceful),
+                "tests.service_app:app",
+            ],
+            log,
+        )
         wait_for(lambda: port_open(port), 30, f"gunicorn on port {port} ({log})")
         return f"http://127.0.0.1:{port}/webhooks/moltin"
 
     def celery_worker(self, log: Path, queue: str) -> subprocess.Popen[bytes]:
-        proc = self.start([sys.executable, "-m", "celery", "-A", "tests.service_app:celery", "worker",
-                           "-Q", queue, "--pool", "threads", "-c", "4", "--loglevel", "INFO",
-                           "--without-gossip", "--without-mingle", "--without-heartbeat"], log)
+        proc = self.start(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.service_app:celery",
+                "worker",
+                "-Q",
+                queue,
+                "--pool",
+                "threads",
+                "-c",
+                "4",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            log,
+        )
         wait_for(lambda: b"ready" in log.read_bytes(), 60, f"the Celery worker ({log})")
         return proc
 
     def redis_server(self, port: int, log: Path) -> subprocess.Popen[bytes]:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        proc = self.start([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                           "--appendonly", "no"], log)
+        proc = self.start([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], log)
         wait_for(lambda: port_open(port), 15, f"redis-server on port {port}")
         return proc
 

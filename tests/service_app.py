@@ -11,6 +11,7 @@ sleeps; ``WHR_FAIL_ONCE`` makes the handler fail the first run of each event;
 ``WHR_THREADS`` and ``WHR_MAX_BACKLOG`` set the worker threads and the backlog
 limit of thread dispatch, ``WHR_GRACE`` its grace period at shutdown.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,11 @@ def create_app() -> Flask:
         from celery import Celery
 
         celery = Celery(app.name, broker=os.environ["WHR_BROKER"])
-        celery.conf.update(task_default_queue=os.environ["WHR_QUEUE"], broker_connection_retry_on_startup=True,
-                           worker_hijack_root_logger=False)
+        celery.conf.update(
+            task_default_queue=os.environ["WHR_QUEUE"],
+            broker_connection_retry_on_startup=True,
+            worker_hijack_root_logger=False,
+        )
         app.extensions["celery"] = celery
     receiver.init_app(app, celery=celery)
     return app

@@ -1,4 +1,5 @@
 """The shape of the package: imports flow one way, and the optional parts load only when used."""
+
 from __future__ import annotations
 
 import ast
@@ -111,14 +112,20 @@ def test_no_part_imports_itself_back() -> None:
     assert cycles(parts) == []
 
 
-@pytest.mark.parametrize("layer, below", [
-    ("webhook_receiver.stores", ["dispatch", "delivery", "receiver", "config", "cli", "local", "upstream", "testing"]),
-    ("webhook_receiver.dispatch", ["delivery", "receiver", "config", "cli", "local", "upstream", "testing"]),
-    ("webhook_receiver.receiver", ["cli", "local", "upstream", "testing"]),
-    ("webhook_receiver.testing", ["cli", "local"]),
-    ("webhook_receiver.local", ["cli"]),
-    ("webhook_receiver.wire", ["receiver", "delivery", "testing", "local"]),
-])
+@pytest.mark.parametrize(
+    "layer, below",
+    [
+        (
+            "webhook_receiver.stores",
+            ["dispatch", "delivery", "receiver", "config", "cli", "local", "upstream", "testing"],
+        ),
+        ("webhook_receiver.dispatch", ["delivery", "receiver", "config", "cli", "local", "upstream", "testing"]),
+        ("webhook_receiver.receiver", ["cli", "local", "upstream", "testing"]),
+        ("webhook_receiver.testing", ["cli", "local"]),
+        ("webhook_receiver.local", ["cli"]),
+        ("webhook_receiver.wire", ["receiver", "delivery", "testing", "local"]),
+    ],
+)
 def test_lower_layers_do_not_know_higher_ones(layer: str, below: list[str]) -> None:
     for name, targets in import_graph().items():
         if name == layer or name.startswith(layer + "."):
@@ -137,14 +144,21 @@ def test_the_pytest_plugin_loads_nothing_until_a_fixture_is_used(tmp_path: Path)
         "    assert 'flask' not in sys.modules\n"
     )
     (tmp_path / "test_fixture.py").write_text(
-        "def test_fixture(webhook_event):\n"
-        "    assert webhook_event('order.paid')['triggered_by'] == 'order.paid'\n"
+        "def test_fixture(webhook_event):\n    assert webhook_event('order.paid')['triggered_by'] == 'order.paid'\n"
     )
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_plain.py"],
-                            cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_plain.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_fixture.py"],
-                            cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_fixture.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -1,4 +1,5 @@
 """Background dispatch in one process: thread pool retries, final failures, recovery, a broker that is down."""
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,12 @@ def threaded(make_app: Callable[..., Flask]) -> Any:
     apps: list[Flask] = []
 
     def factory(**config: Any) -> Flask:
-        app = make_app(WEBHOOK_RECEIVER_DISPATCH="thread", WEBHOOK_RECEIVER_RETRY_BACKOFF=0.01,
-                       WEBHOOK_RECEIVER_MAX_ATTEMPTS=3, **config)
+        app = make_app(
+            WEBHOOK_RECEIVER_DISPATCH="thread",
+            WEBHOOK_RECEIVER_RETRY_BACKOFF=0.01,
+            WEBHOOK_RECEIVER_MAX_ATTEMPTS=3,
+            **config,
+        )
         apps.append(app)
         return app
 
@@ -42,7 +47,8 @@ def threaded(make_app: Callable[..., Flask]) -> Any:
 
 
 def test_thread_dispatch_answers_202_and_runs_in_the_background(
-        threaded: Callable[..., Flask], receiver: WebhookReceiver, send: Any) -> None:
+    threaded: Callable[..., Flask], receiver: WebhookReceiver, send: Any
+) -> None:
     app = threaded()
     seen: list[tuple[str, bool]] = []
 
@@ -63,7 +69,8 @@ def test_thread_dispatch_answers_202_and_runs_in_the_background(
 
 
 def test_thread_dispatch_retries_then_gives_up_with_signals(
-        threaded: Callable[..., Flask], receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture) -> None:
+    threaded: Callable[..., Flask], receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
     app = threaded()
     runs: list[str] = []
     receiver.on("order.paid", name="steady")(lambda e: runs.append("steady"))
@@ -76,9 +83,11 @@ def test_thread_dispatch_retries_then_gives_up_with_signals(
     seen: list[tuple[str, Any]] = []
     from webhook_receiver.testing import deliver
 
-    with signals.event_retrying.connected_to(lambda s, **kw: seen.append(("retrying", kw["attempt"])), app), \
-            signals.event_failed.connected_to(lambda s, **kw: seen.append(("failed", kw["failed"])), app), \
-            caplog.at_level(logging.WARNING, logger="webhook_receiver"):
+    with (
+        signals.event_retrying.connected_to(lambda s, **kw: seen.append(("retrying", kw["attempt"])), app),
+        signals.event_failed.connected_to(lambda s, **kw: seen.append(("failed", kw["failed"])), app),
+        caplog.at_level(logging.WARNING, logger="webhook_receiver"),
+    ):
         assert deliver(app.test_client(), make_event("order.paid", event_id="bg-2"), secret=SECRET).status_code == 202
         wait_status(receiver, app, "bg-2", EventStatus.FAILED)
         deadline = time.monotonic() + 5
@@ -90,7 +99,8 @@ def test_thread_dispatch_retries_then_gives_up_with_signals(
 
 
 def test_events_left_pending_by_a_dead_process_are_picked_up(
-        threaded: Callable[..., Flask], receiver: WebhookReceiver) -> None:
+    threaded: Callable[..., Flask], receiver: WebhookReceiver
+) -> None:
     app = threaded(WEBHOOK_RECEIVER_LEASE_SECONDS=0.05)
     seen: list[str] = []
     receiver.on("order.paid")(lambda e: seen.append(e.id))
@@ -123,8 +133,9 @@ def test_celery_broker_down_answers_503_and_keeps_the_event(receiver: WebhookRec
     assert stored is not None and stored.status is EventStatus.PENDING, "kept for upstream's retry"
 
 
-def test_celery_needs_an_app_and_a_shared_store(make_app: Callable[..., Flask],
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_celery_needs_an_app_and_a_shared_store(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
     from celery import Celery
 
     with pytest.raises(RuntimeError, match="needs a Celery app"):
@@ -140,11 +151,19 @@ def test_celery_needs_an_app_and_a_shared_store(make_app: Callable[..., Flask],
         config.dispatcher.close()
 
 
-@pytest.mark.parametrize(("key", "value"), [("WEBHOOK_RECEIVER_DISPATCH", "later"),
-                                            ("WEBHOOK_RECEIVER_MAX_ATTEMPTS", 0),
-                                            ("WEBHOOK_RECEIVER_LEASE_SECONDS", -1),
-                                            ("WEBHOOK_RECEIVER_THREADS", 1.5)])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("WEBHOOK_RECEIVER_DISPATCH", "later"),
+        ("WEBHOOK_RECEIVER_MAX_ATTEMPTS", 0),
+        ("WEBHOOK_RECEIVER_LEASE_SECONDS", -1),
+        ("WEBHOOK_RECEIVER_THREADS", 1.5),
+    ],
+)
 def test_malformed_dispatch_settings(make_app: Callable[..., Flask], key: str, value: Any) -> None:
     with pytest.raises(RuntimeError, match=key):
-        make_app(**{key: value, "WEBHOOK_RECEIVER_DISPATCH": "thread"} if key != "WEBHOOK_RECEIVER_DISPATCH"
-                 else {key: value})
+        make_app(
+            **{key: value, "WEBHOOK_RECEIVER_DISPATCH": "thread"}
+            if key != "WEBHOOK_RECEIVER_DISPATCH"
+            else {key: value}
+        )

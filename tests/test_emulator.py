@@ -1,4 +1,5 @@
 """The Moltin stand-in: upstream's envelopes and errors, and real deliveries with retries."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,12 @@ from .conftest import SECRET, new_app
 
 
 def token(moltin: Emulator, **form: str) -> requests.Response:
-    data = {"grant_type": "client_credentials", "client_id": moltin.client_id,
-            "client_secret": moltin.client_secret, **form}
+    data = {
+        "grant_type": "client_credentials",
+        "client_id": moltin.client_id,
+        "client_secret": moltin.client_secret,
+        **form,
+    }
     return requests.post(f"{moltin.url}/oauth/access_token", data=data, timeout=5)
 
 
@@ -37,20 +42,24 @@ def test_token_endpoint(moltin: Emulator) -> None:
 
 
 def test_implicit_tokens_are_refused_by_integrations(moltin: Emulator) -> None:
-    implicit = requests.post(f"{moltin.url}/oauth/access_token", timeout=5,
-                             data={"grant_type": "implicit", "client_id": moltin.client_id}).json()
-    answer = requests.get(f"{moltin.url}/v2/integrations", timeout=5,
-                          headers={"Authorization": f"Bearer {implicit['access_token']}"})
+    implicit = requests.post(
+        f"{moltin.url}/oauth/access_token", timeout=5, data={"grant_type": "implicit", "client_id": moltin.client_id}
+    ).json()
+    answer = requests.get(
+        f"{moltin.url}/v2/integrations", timeout=5, headers={"Authorization": f"Bearer {implicit['access_token']}"}
+    )
     assert answer.status_code == 403
 
 
-@pytest.mark.parametrize(("headers", "status"), [({}, 401), ({"Authorization": "Bearer nope"}, 401),
-                                                 ({"Authorization": "Basic abc"}, 401)])
+@pytest.mark.parametrize(
+    ("headers", "status"), [({}, 401), ({"Authorization": "Bearer nope"}, 401), ({"Authorization": "Basic abc"}, 401)]
+)
 def test_missing_or_bad_token(moltin: Emulator, headers: dict[str, str], status: int) -> None:
     answer = requests.get(f"{moltin.url}/v2/integrations", headers=headers, timeout=5)
     assert answer.status_code == status
-    assert answer.json() == {"errors": [{"status": 401, "title": "Unauthorized",
-                                         "detail": "a valid Bearer access token is required"}]}
+    assert answer.json() == {
+        "errors": [{"status": 401, "title": "Unauthorized", "detail": "a valid Bearer access token is required"}]
+    }
 
 
 def test_expired_token(moltin: Emulator) -> None:
@@ -59,21 +68,30 @@ def test_expired_token(moltin: Emulator) -> None:
     assert requests.get(f"{moltin.url}/v2/integrations", headers=headers, timeout=5).status_code == 401
 
 
-VALID = {"type": "integration", "name": "n", "description": "d", "integration_type": "webhook",
-         "observes": ["order.paid"], "configuration": {"url": "http://127.0.0.1:9/"}}
+VALID = {
+    "type": "integration",
+    "name": "n",
+    "description": "d",
+    "integration_type": "webhook",
+    "observes": ["order.paid"],
+    "configuration": {"url": "http://127.0.0.1:9/"},
+}
 
 
-@pytest.mark.parametrize(("body", "status", "pointer"), [
-    (b"{not json", 400, None),
-    (json.dumps({"nodata": {}}).encode(), 422, "data"),
-    (json.dumps({"data": []}).encode(), 422, "data"),
-    (json.dumps({"data": {**VALID, "type": "product"}}).encode(), 422, "data.type"),
-    (json.dumps({"data": {k: v for k, v in VALID.items() if k != "observes"}}).encode(), 422, "data.observes"),
-    (json.dumps({"data": {**VALID, "observes": []}}).encode(), 422, "data.observes"),
-    (json.dumps({"data": {**VALID, "integration_type": "email"}}).encode(), 422, "data.integration_type"),
-    (json.dumps({"data": {**VALID, "configuration": {}}}).encode(), 422, "data.configuration.url"),
-    (json.dumps({"data": {**VALID, "enabled": "yes"}}).encode(), 422, "data.enabled"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "pointer"),
+    [
+        (b"{not json", 400, None),
+        (json.dumps({"nodata": {}}).encode(), 422, "data"),
+        (json.dumps({"data": []}).encode(), 422, "data"),
+        (json.dumps({"data": {**VALID, "type": "product"}}).encode(), 422, "data.type"),
+        (json.dumps({"data": {k: v for k, v in VALID.items() if k != "observes"}}).encode(), 422, "data.observes"),
+        (json.dumps({"data": {**VALID, "observes": []}}).encode(), 422, "data.observes"),
+        (json.dumps({"data": {**VALID, "integration_type": "email"}}).encode(), 422, "data.integration_type"),
+        (json.dumps({"data": {**VALID, "configuration": {}}}).encode(), 422, "data.configuration.url"),
+        (json.dumps({"data": {**VALID, "enabled": "yes"}}).encode(), 422, "data.enabled"),
+    ],
+)
 def test_create_validation(moltin: Emulator, body: bytes, status: int, pointer: str | None) -> None:
     answer = requests.post(f"{moltin.url}/v2/integrations", data=body, headers=auth(moltin), timeout=5)
     assert answer.status_code == status
@@ -87,8 +105,13 @@ def test_create_validation(moltin: Emulator, body: bytes, status: int, pointer: 
 def test_unknown_integration_is_404(moltin: Emulator) -> None:
     headers = auth(moltin)
     for method in ("GET", "PUT", "DELETE"):
-        answer = requests.request(method, f"{moltin.url}/v2/integrations/nope", headers=headers, timeout=5,
-                                  json={"data": {"type": "integration", "name": "x"}})
+        answer = requests.request(
+            method,
+            f"{moltin.url}/v2/integrations/nope",
+            headers=headers,
+            timeout=5,
+            json={"data": {"type": "integration", "name": "x"}},
+        )
         assert answer.status_code == 404, method
         assert answer.json()["errors"][0]["title"] == "Not Found"
 
@@ -107,8 +130,9 @@ def test_five_events_per_integration_and_only_known_ones(moltin_client: MoltinCl
         moltin_client.update_integration(five["id"], observes=six)
     with pytest.raises(MoltinAPIError, match="integrations.created is not an observable event"):
         moltin_client.create_integration(name="bad", url="http://127.0.0.1:9/b", observes=["integrations.created"])
-    moltin_client.create_integration(name="custom", url="http://127.0.0.1:9/c",
-                                     observes=["wishlist_ext.created", "brand.created"])
+    moltin_client.create_integration(
+        name="custom", url="http://127.0.0.1:9/c", observes=["wishlist_ext.created", "brand.created"]
+    )
 
 
 @pytest.fixture
@@ -130,12 +154,15 @@ def shop(live_server: Any) -> tuple[WebhookReceiver, list[Event], str]:
 
 
 def test_fire_delivers_with_upstream_headers_and_retries(
-        moltin: Emulator, moltin_client: MoltinClient, shop: tuple[WebhookReceiver, list[Event], str]) -> None:
+    moltin: Emulator, moltin_client: MoltinClient, shop: tuple[WebhookReceiver, list[Event], str]
+) -> None:
     receiver, seen, url = shop
-    integration = moltin_client.create_integration(name="shop", url=url, secret_key=SECRET,
-                                                   observes=["order.paid", "product.deleted"])
-    moltin_client.create_integration(name="disabled", url=url, secret_key=SECRET, observes=["order.paid"],
-                                     enabled=False)
+    integration = moltin_client.create_integration(
+        name="shop", url=url, secret_key=SECRET, observes=["order.paid", "product.deleted"]
+    )
+    moltin_client.create_integration(
+        name="disabled", url=url, secret_key=SECRET, observes=["order.paid"], enabled=False
+    )
     fired = moltin.fire("order.paid")
     assert len(fired.jobs) == 1
     assert moltin.wait_idle(10)
@@ -158,8 +185,7 @@ def test_fire_delivers_with_upstream_headers_and_retries(
 
 
 def test_fire_gives_up_after_the_retries(moltin: Emulator, moltin_client: MoltinClient) -> None:
-    integration = moltin_client.create_integration(name="gone", url="http://127.0.0.1:9/none",
-                                                   observes=["order.paid"])
+    integration = moltin_client.create_integration(name="gone", url="http://127.0.0.1:9/none", observes=["order.paid"])
     moltin.fire("order.paid")
     assert moltin.wait_idle(10)
     logs = moltin_client.integration_logs(integration["id"])
@@ -167,12 +193,16 @@ def test_fire_gives_up_after_the_retries(moltin: Emulator, moltin_client: Moltin
     assert all(not log["succeeded"] and log["error_detail"] for log in logs)
 
 
-def test_fire_over_http(moltin: Emulator, moltin_client: MoltinClient,
-                        shop: tuple[WebhookReceiver, list[Event], str]) -> None:
+def test_fire_over_http(
+    moltin: Emulator, moltin_client: MoltinClient, shop: tuple[WebhookReceiver, list[Event], str]
+) -> None:
     _, seen, url = shop
     moltin_client.create_integration(name="shop", url=url, secret_key=SECRET, observes=["product.deleted"])
-    answer = requests.post(f"{moltin.url}/emulator/fire", timeout=5,
-                           json={"trigger": "product.deleted", "data": {"id": "p-2", "type": "product"}})
+    answer = requests.post(
+        f"{moltin.url}/emulator/fire",
+        timeout=5,
+        json={"trigger": "product.deleted", "data": {"id": "p-2", "type": "product"}},
+    )
     assert answer.status_code == 202 and answer.json()["data"]["deliveries"] == 1
     assert moltin.wait_idle(10)
     assert [e.data["id"] for e in seen] == ["p-2"]
@@ -222,4 +252,10 @@ def test_fresh_credentials_and_a_warning_off_loopback(caplog: pytest.LogCaptureF
             pass
     assert "listens on 0.0.0.0, not a loopback address" in caplog.text
     assert [is_loopback(h) for h in ("127.0.0.1", "127.9.9.9", "::1", "localhost", "0.0.0.0", "10.0.0.1")] == [
-        True, True, True, True, False, False]
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]

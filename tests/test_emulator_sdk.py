@@ -4,6 +4,7 @@ When the SDK and the emulator disagree, the emulator is wrong. The SDK is
 installed from the npm registry into tests/js/node_modules on first use.
 With CI=true a missing node or npm is a failure, not a skip.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,7 @@ def node_sdk() -> Path:
             pytest.fail("node and npm are needed for the SDK fidelity test")
         pytest.skip("node and npm are not installed")
     if not (JS / "node_modules" / "@moltin" / "sdk").exists():
-        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=JS,
-                       check=True, timeout=300)
+        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=JS, check=True, timeout=300)
     return JS
 
 
@@ -36,7 +36,10 @@ def test_official_sdk_against_the_emulator(node_sdk: Path, moltin: Emulator) -> 
     host = moltin.url.removeprefix("http://")
     result = subprocess.run(
         ["node", "sdk_check.js", host, moltin.client_id, moltin.client_secret, "https://shop.example/hooks"],
-        cwd=node_sdk, capture_output=True, text=True, timeout=60,
+        cwd=node_sdk,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     steps = {line["step"]: line["value"] for line in map(json.loads, result.stdout.splitlines())}
@@ -56,7 +59,12 @@ def test_official_sdk_against_the_emulator(node_sdk: Path, moltin: Emulator) -> 
 
 def test_official_sdk_with_wrong_credentials(node_sdk: Path, moltin: Emulator) -> None:
     host = moltin.url.removeprefix("http://")
-    result = subprocess.run(["node", "sdk_check.js", host, moltin.client_id, "wrong", "https://x.example"],
-                            cwd=node_sdk, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["node", "sdk_check.js", host, moltin.client_id, "wrong", "https://x.example"],
+        cwd=node_sdk,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert json.loads(result.stderr.splitlines()[-1])["failed"][0]["status"] == 401

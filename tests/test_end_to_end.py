@@ -4,6 +4,7 @@ The sample app runs as its own process (``flask run``); the sync is the real
 command line. Each handler's effect must happen exactly once, including the
 shipping notification whose first attempt fails and is retried by the emulator.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,14 @@ def env(moltin: Emulator, tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def shop_url(env: dict[str, str]) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "flask", "run", "--port", str(port), "--no-reload"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flask", "run", "--port", str(port), "--no-reload"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
     def started() -> bool:
         if proc.poll() is not None:
             output = proc.stdout.read().decode() if proc.stdout else ""
@@ -56,8 +63,9 @@ def shop_url(env: dict[str, str]) -> Iterator[str]:
 
 
 def flask(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flask", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "flask", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_sync_fire_and_handle_once(moltin: Emulator, env: dict[str, str], shop_url: str, tmp_path: Path) -> None:
@@ -76,16 +84,23 @@ def test_sync_fire_and_handle_once(moltin: Emulator, env: dict[str, str], shop_u
     assert moltin.wait_idle(30)
 
     actions = [(a["action"], a["event"]) for a in read_activity(str(tmp_path / "activity.jsonl"))]
-    assert sorted(actions) == sorted([  # each handler's effect once
-        ("payment_recorded", paid.event_id),
-        ("shipping_notification_written", fulfilled.event_id),
-        ("product_unindexed", deleted.event_id),
-    ])
+    assert sorted(actions) == sorted(
+        [  # each handler's effect once
+            ("payment_recorded", paid.event_id),
+            ("shipping_notification_written", fulfilled.event_id),
+            ("product_unindexed", deleted.event_id),
+        ]
+    )
     attempts = {(moltin.delivered(log)[0], log["attempt"], log["succeeded"]) for log in moltin.logs()}
-    assert attempts == {("order.paid", 1, True), ("order.fulfilled", 1, False), ("order.fulfilled", 2, True),
-                        ("product.deleted", 1, True)}, [
+    assert attempts == {
+        ("order.paid", 1, True),
+        ("order.fulfilled", 1, False),
+        ("order.fulfilled", 2, True),
+        ("product.deleted", 1, True),
+    }, [
         (moltin.delivered(log)[0], log["attempt"], log["status_code"], log["body"][:200], log["error_detail"])
-        for log in moltin.logs()]
+        for log in moltin.logs()
+    ]
     assert (tmp_path / "outbox" / "shipping-order-77.eml").read_text().startswith("To: ann@example.com")
 
     logs = flask(env, "webhooks", "logs", "--failed")

@@ -1,4 +1,5 @@
 """Parsing every body shape upstream sends into an Event, and refusing what is not one."""
+
 from __future__ import annotations
 
 import json
@@ -50,9 +51,7 @@ def test_deleted_event_carries_id_and_type_object() -> None:
 
 
 def test_newest_form_with_store_ids_and_no_attempt() -> None:
-    event = Event.from_json(
-        json.dumps({"id": "e", "triggered_by": "order.paid", "store_id": "s", "org_id": "g"})
-    )
+    event = Event.from_json(json.dumps({"id": "e", "triggered_by": "order.paid", "store_id": "s", "org_id": "g"}))
     assert (event.attempt, event.store_id, event.org_id, event.data) == (1, "s", "g", None)
     assert event.integration == {}
 
@@ -119,8 +118,7 @@ def test_bad_bodies_are_refused_with_a_reason(body: bytes, trigger: str | None, 
         ({"org_id": {"id": "o"}}, "org_id", "org_id", {"id": "o"}),
     ],
 )
-def test_odd_but_usable_bodies_are_kept_as_sent(extra: dict[str, Any], field: str, attribute: str,
-                                                value: Any) -> None:
+def test_odd_but_usable_bodies_are_kept_as_sent(extra: dict[str, Any], field: str, attribute: str, value: Any) -> None:
     body = {"id": "e", "triggered_by": "order.paid", **extra}
     event = Event.from_json(json.dumps(body).encode(), trigger="order.paid")
     assert event.irregular == (field,)
@@ -147,8 +145,10 @@ def test_overlong_id_is_refused() -> None:
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16-le", "utf-16", "utf-32-be"])
 def test_secret_is_redacted_whatever_the_encoding_or_escapes(encoding: str) -> None:
-    text = '{"id": "e", "triggered_by": "integration.updated", "configuration": {"secret\\u005fkey": "s3"},' \
-           ' "resources": "{\\"data\\": {\\"client_s\\\\u0065cret\\": \\"s4\\"}}", "x": {"secret_key": "s5"}}'
+    text = (
+        '{"id": "e", "triggered_by": "integration.updated", "configuration": {"secret\\u005fkey": "s3"},'
+        ' "resources": "{\\"data\\": {\\"client_s\\\\u0065cret\\": \\"s4\\"}}", "x": {"secret_key": "s5"}}'
+    )
     event = Event.from_json(text.encode(encoding))
     dumped = json.dumps(event.raw) + json.dumps(event.data)
     for secret in ("s3", "s4", "s5"):
@@ -173,13 +173,26 @@ def test_sample_events_for_the_whole_catalogue_parse(trigger: str, form: str) ->
     assert "shown-redacted" not in json.dumps(event.raw) + json.dumps(event.data)
 
 
-@pytest.mark.parametrize("key", ["Secret_Key", "SECRET_KEY", "password", "Password", "aws_secret_access_key",
-                                 "AWS_SECRET_ACCESS_KEY", "Client_Secret"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "Secret_Key",
+        "SECRET_KEY",
+        "password",
+        "Password",
+        "aws_secret_access_key",
+        "AWS_SECRET_ACCESS_KEY",
+        "Client_Secret",
+    ],
+)
 def test_secret_field_names_match_in_any_case(key: str) -> None:
-    body = {"id": "e", "triggered_by": "order.paid",
-            "configuration": {"url": "u", "secret_key": "echoed-secret-1"},
-            "payload": {"data": {"type": "integration", "configuration": {key: "queue-secret-2"}}},
-            "resources": json.dumps({"data": {"nested": [{key: "string-secret-3"}]}})}
+    body = {
+        "id": "e",
+        "triggered_by": "order.paid",
+        "configuration": {"url": "u", "secret_key": "echoed-secret-1"},
+        "payload": {"data": {"type": "integration", "configuration": {key: "queue-secret-2"}}},
+        "resources": json.dumps({"data": {"nested": [{key: "string-secret-3"}]}}),
+    }
     for parse in (lambda: Event.from_json(json.dumps(body).encode()), lambda: Event.from_dict(body)):
         event = parse()
         text = json.dumps(event.raw)

@@ -1,4 +1,5 @@
 """The extension: configuration, app factories, several receivers, handlers and signals."""
+
 from __future__ import annotations
 
 import logging
@@ -61,14 +62,17 @@ def test_a_boolean_setting_of_another_spelling_is_refused(value: Any, kind: str)
         WebhookReceiver(bare_app(WEBHOOK_RECEIVER_ALLOW_NO_SECRET=value))
 
 
-@pytest.mark.parametrize(("secret", "message"), [
-    ("s\u00e9cret-with-an-accent-1234", "not printable ASCII"),
-    ("tab\tinside-the-secret-1234567", "not printable ASCII"),
-    (" padded-secret-value-12345678", "whitespace"),
-    ("padded-secret-value-12345678\n", "not printable ASCII"),
-    ("padded-secret-value-12345678 ", "whitespace"),
-    ("   ", "whitespace"),
-])
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        ("s\u00e9cret-with-an-accent-1234", "not printable ASCII"),
+        ("tab\tinside-the-secret-1234567", "not printable ASCII"),
+        (" padded-secret-value-12345678", "whitespace"),
+        ("padded-secret-value-12345678\n", "not printable ASCII"),
+        ("padded-secret-value-12345678 ", "whitespace"),
+        ("   ", "whitespace"),
+    ],
+)
 def test_secrets_that_cannot_travel_in_a_header_are_refused(secret: str, message: str) -> None:
     with pytest.raises(RuntimeError, match=message) as info:
         WebhookReceiver(bare_app(WEBHOOK_RECEIVER_SECRET_KEY=secret))
@@ -91,12 +95,15 @@ def test_malformed_secret_setting_is_refused(value: Any) -> None:
         WebhookReceiver(bare_app(WEBHOOK_RECEIVER_SECRET_KEY=value))
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    ("WEBHOOK_RECEIVER_URL", "no-slash"),
-    ("WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH", 0),
-    ("WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH", "1MB"),
-    ("WEBHOOK_RECEIVER_STORE", "mongodb://nope"),
-])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("WEBHOOK_RECEIVER_URL", "no-slash"),
+        ("WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH", 0),
+        ("WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH", "1MB"),
+        ("WEBHOOK_RECEIVER_STORE", "mongodb://nope"),
+    ],
+)
 def test_malformed_settings_are_refused(key: str, value: Any) -> None:
     with pytest.raises(RuntimeError, match=key):
         WebhookReceiver(bare_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, **{key: value}))
@@ -192,12 +199,20 @@ def test_two_receivers_in_one_app() -> None:
     shop.init_app(app)
     outlet.init_app(app)
     client = app.test_client()
-    assert deliver(client, make_event("order.paid", event_id="1"), secret="shop-secret",
-                   path="/webhooks/shop").status_code == 200
-    assert deliver(client, make_event("order.paid", event_id="2"), secret="outlet-secret",
-                   path="/hooks/outlet").status_code == 200
-    assert deliver(client, make_event("order.paid", event_id="3"), secret="shop-secret",
-                   path="/hooks/outlet").status_code == 401
+    assert (
+        deliver(client, make_event("order.paid", event_id="1"), secret="shop-secret", path="/webhooks/shop").status_code
+        == 200
+    )
+    assert (
+        deliver(
+            client, make_event("order.paid", event_id="2"), secret="outlet-secret", path="/hooks/outlet"
+        ).status_code
+        == 200
+    )
+    assert (
+        deliver(client, make_event("order.paid", event_id="3"), secret="shop-secret", path="/hooks/outlet").status_code
+        == 401
+    )
     assert seen == [("shop", "1"), ("outlet", "2")]
 
 
@@ -220,8 +235,7 @@ def test_blueprint_mounted_by_hand_still_needs_a_secret() -> None:
         bare_app().register_blueprint(WebhookReceiver().blueprint, url_prefix="/x")
 
 
-def test_handlers_run_in_registration_order_with_wildcards(
-        receiver: WebhookReceiver, send: Callable[..., Any]) -> None:
+def test_handlers_run_in_registration_order_with_wildcards(receiver: WebhookReceiver, send: Callable[..., Any]) -> None:
     order: list[str] = []
     receiver.on("*")(lambda e: order.append("any"))
     receiver.on("order.paid", name="exact")(lambda e: order.append("exact"))
@@ -285,8 +299,15 @@ def test_unknown_event_names_warn_but_are_kept(receiver: WebhookReceiver, send: 
         receiver.on("wishlist.created", name="not-custom")(lambda e: seen.append("not-custom"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # listed, legacy and custom API events need no warning
-        receiver.on("order.paid", "customer.*", "*", "subscription.canceled", "brand.created",
-                    "wishlist_ext.created", name="known")(lambda e: None)
+        receiver.on(
+            "order.paid",
+            "customer.*",
+            "*",
+            "subscription.canceled",
+            "brand.created",
+            "wishlist_ext.created",
+            name="known",
+        )(lambda e: None)
         receiver.on("wishlist_ext.*", name="custom")(lambda e: seen.append("custom"))
     send(make_event("wishlist_ext.created"))
     assert seen == ["custom"]
@@ -304,8 +325,11 @@ def test_the_catalogue_is_upstreams_list() -> None:
 
     from webhook_receiver.catalogue import LEGACY_EVENTS, OBSERVABLE_EVENTS, is_known
 
-    listed = [line.strip() for line in (Path(__file__).parent / "data" / "epcc-observable-events.txt").open()
-              if line.strip() and not line.startswith("#")]
+    listed = [
+        line.strip()
+        for line in (Path(__file__).parent / "data" / "epcc-observable-events.txt").open()
+        if line.strip() and not line.startswith("#")
+    ]
     assert sorted(listed) == list(OBSERVABLE_EVENTS)
     assert not LEGACY_EVENTS & set(OBSERVABLE_EVENTS)
     for wrong in ("integrations.created", "subscription.updated", "subscription.deleted", "wishlist.created"):
@@ -381,8 +405,7 @@ def test_lifecycle_signals(receiver: WebhookReceiver, app: Flask, send: Callable
     def on_handled(sender: Any, event: Event, receiver: WebhookReceiver) -> None:
         seen.append(("handled", event.trigger))
 
-    def on_failed(sender: Any, event: Event, handler: str, exception: Exception,
-                  receiver: WebhookReceiver) -> None:
+    def on_failed(sender: Any, event: Event, handler: str, exception: Exception, receiver: WebhookReceiver) -> None:
         seen.append(("failed", (handler.rpartition(".")[2], type(exception))))
 
     def on_refused(sender: Any, reason: str, receiver: WebhookReceiver) -> None:
@@ -391,11 +414,13 @@ def test_lifecycle_signals(receiver: WebhookReceiver, app: Flask, send: Callable
     def broken(sender: Any, **kwargs: Any) -> None:
         raise RuntimeError("a broken subscriber changes no answer")
 
-    with signals.event_received.connected_to(on_received, app), \
-            signals.event_received.connected_to(broken, app), \
-            signals.event_handled.connected_to(on_handled, app), \
-            signals.handler_failed.connected_to(on_failed, app), \
-            signals.verification_failed.connected_to(on_refused, app):
+    with (
+        signals.event_received.connected_to(on_received, app),
+        signals.event_received.connected_to(broken, app),
+        signals.event_handled.connected_to(on_handled, app),
+        signals.handler_failed.connected_to(on_failed, app),
+        signals.verification_failed.connected_to(on_refused, app),
+    ):
         assert send(make_event("product.updated")).status_code == 200
         assert send(make_event("order.paid")).status_code == 500
         assert send(make_event("order.paid"), secret=None).status_code == 401
@@ -410,8 +435,9 @@ def test_lifecycle_signals(receiver: WebhookReceiver, app: Flask, send: Callable
     ]
 
 
-def test_log_line_per_delivery(send: Callable[..., Any], receiver: WebhookReceiver,
-                               caplog: pytest.LogCaptureFixture) -> None:
+def test_log_line_per_delivery(
+    send: Callable[..., Any], receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
     receiver.on("order.paid")(lambda e: None)
     with caplog.at_level(logging.INFO, logger="webhook_receiver"):
         send(make_event("order.paid", event_id="log-1", attempt=3))
@@ -435,9 +461,9 @@ def test_get_config_before_init_app_says_what_to_do() -> None:
 
 
 @pytest.mark.parametrize("store_url", ["memory://", None])
-def test_latest_only_skips_events_older_than_one_already_handled(receiver: WebhookReceiver,
-                                                                make_app: Callable[..., Flask],
-                                                                store_url: str | None) -> None:
+def test_latest_only_skips_events_older_than_one_already_handled(
+    receiver: WebhookReceiver, make_app: Callable[..., Flask], store_url: str | None
+) -> None:
     """Deliveries reordered: the older update of an order arrives after the newer one."""
     handled: list[str] = []
     everything: list[str] = []

@@ -5,6 +5,7 @@ Redis is the one at 127.0.0.1:6379 (database 14 and 15), or a redis-server of
 the test's own when the test stops it. With CI=true an unreachable Redis is a
 failure, not a skip.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,13 +31,17 @@ BROKER_URL = REDIS_URL.rsplit("/", 1)[0] + "/14"
 
 
 def effects(tmp_path: Path, event_id: str, phase: str = "done") -> list[dict[str, Any]]:
-    return [line for line in read_output(str(tmp_path / "effects.jsonl"))
-            if line["id"] == event_id and line["phase"] == phase]
+    return [
+        line
+        for line in read_output(str(tmp_path / "effects.jsonl"))
+        if line["id"] == event_id and line["phase"] == phase
+    ]
 
 
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
-def test_identical_deliveries_at_the_same_moment_run_once(processes: Processes, tmp_path: Path, store: str,
-                                                          request: pytest.FixtureRequest) -> None:
+def test_identical_deliveries_at_the_same_moment_run_once(
+    processes: Processes, tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
     if store == "redis":
         processes.env.update(WHR_STORE=REDIS_URL, WHR_PREFIX=request.getfixturevalue("redis_prefix"))
     processes.env["WHR_SLEEP"] = "1"
@@ -84,7 +89,8 @@ def test_worker_killed_mid_handler_is_finished_by_a_redelivery(processes: Proces
 
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
 def test_store_down_answers_503_and_the_retry_after_it_is_back_succeeds(
-        processes: Processes, tmp_path: Path, store: str, request: pytest.FixtureRequest) -> None:
+    processes: Processes, tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
     if store == "redis":
         require_redis()
         port = free_port()
@@ -119,7 +125,8 @@ def test_store_down_answers_503_and_the_retry_after_it_is_back_succeeds(
 
 @pytest.mark.parametrize("dispatch", ["thread", "celery"])
 def test_handler_slower_than_upstreams_timeout_is_acknowledged_first_and_handled_once(
-        processes: Processes, tmp_path: Path, dispatch: str, request: pytest.FixtureRequest) -> None:
+    processes: Processes, tmp_path: Path, dispatch: str, request: pytest.FixtureRequest
+) -> None:
     processes.env.update(WHR_DISPATCH=dispatch, WHR_SLEEP="15")
     if dispatch == "celery":
         prefix = request.getfixturevalue("redis_prefix")
@@ -138,8 +145,14 @@ def test_handler_slower_than_upstreams_timeout_is_acknowledged_first_and_handled
 
 
 def test_celery_retries_a_failing_handler(processes: Processes, tmp_path: Path, redis_prefix: str) -> None:
-    processes.env.update(WHR_DISPATCH="celery", WHR_FAIL_ONCE="1", WHR_STORE=REDIS_URL, WHR_PREFIX=redis_prefix,
-                         WHR_BROKER=BROKER_URL, WHR_QUEUE=redis_prefix)
+    processes.env.update(
+        WHR_DISPATCH="celery",
+        WHR_FAIL_ONCE="1",
+        WHR_STORE=REDIS_URL,
+        WHR_PREFIX=redis_prefix,
+        WHR_BROKER=BROKER_URL,
+        WHR_QUEUE=redis_prefix,
+    )
     processes.celery_worker(tmp_path / "celery.log", redis_prefix)
     url = processes.gunicorn(tmp_path / "gunicorn.log", workers=1)
     body = make_event("product.deleted", event_id=f"retry-{uuid.uuid4().hex[:8]}")

@@ -1,4 +1,5 @@
 """Arbitrary headers and bodies: never a 5xx, never a handler call without the right secret."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,11 @@ def record(event: Event) -> None:
 
 
 app = Flask(__name__, instance_path=tempfile.mkdtemp(prefix="whr-fuzz-"))
-app.config.update(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH=4096,
-                  WEBHOOK_RECEIVER_STORE="sqlite:///fuzz.sqlite3")
+app.config.update(
+    WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+    WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH=4096,
+    WEBHOOK_RECEIVER_STORE="sqlite:///fuzz.sqlite3",
+)
 receiver.init_app(app)
 
 header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
@@ -43,14 +47,19 @@ def bodies(draw: Any) -> bytes:
         return bytes(draw(st.binary(max_size=300)))
     if kind == "json":
         return json.dumps(draw(json_values)).encode()
-    event = make_event(draw(st.sampled_from(["order.paid", "product.deleted", "cart.updated"])),
-                       form=draw(st.sampled_from(["resources", "payload", "both"])))
+    event = make_event(
+        draw(st.sampled_from(["order.paid", "product.deleted", "cart.updated"])),
+        form=draw(st.sampled_from(["resources", "payload", "both"])),
+    )
     if kind == "mutated":
         key = draw(st.sampled_from(sorted(event)))
         event[key] = draw(json_values)
     if kind == "any-id":  # every code point, lone surrogates and controls included, escaped by json.dumps
-        event["id"] = draw(st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, blacklist_categories=()),
-                                   min_size=1, max_size=12))
+        event["id"] = draw(
+            st.text(
+                st.characters(min_codepoint=0, max_codepoint=0x10FFFF, blacklist_categories=()), min_size=1, max_size=12
+            )
+        )
     return json.dumps(event).encode()
 
 
@@ -59,12 +68,14 @@ def bodies(draw: Any) -> bytes:
     method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT"]),
     secret=st.one_of(st.none(), st.just(SECRET), header_text),
     trigger=st.one_of(st.none(), st.sampled_from(["order.paid", "product.deleted", "cart.updated"]), header_text),
-    content_type=st.one_of(st.none(), st.sampled_from(["application/json", "text/plain", "application/xml"]),
-                           header_text),
+    content_type=st.one_of(
+        st.none(), st.sampled_from(["application/json", "text/plain", "application/xml"]), header_text
+    ),
     body=bodies(),
 )
-def test_no_5xx_and_no_unverified_handler_call(method: str, secret: str | None, trigger: str | None,
-                                               content_type: str | None, body: bytes) -> None:
+def test_no_5xx_and_no_unverified_handler_call(
+    method: str, secret: str | None, trigger: str | None, content_type: str | None, body: bytes
+) -> None:
     headers = {}
     if secret is not None:
         headers["X-MOLTIN-SECRET-KEY"] = secret

@@ -5,6 +5,7 @@ text, padding that gunicorn strips and werkzeug does not), so requests are
 written by hand on a raw socket to gunicorn running ``tests/service_app.py``
 with its default SQLite store (which must encode every id it keeps).
 """
+
 from __future__ import annotations
 
 import json
@@ -51,20 +52,28 @@ header_bytes = st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replac
 any_text = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, blacklist_categories=()), max_size=12)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
-@given(secret=st.one_of(st.just(SECRET.encode()), header_bytes,
-                        st.sampled_from([b" " + SECRET.encode(), SECRET.encode() + b"\t", SECRET.upper().encode()])),
-       trigger=st.one_of(st.just(b"order.paid"), header_bytes),
-       event_id=st.one_of(st.uuids().map(str), any_text))
-def test_no_5xx_and_no_unverified_handler_call_over_gunicorn(server: tuple[int, Path], secret: bytes,
-                                                             trigger: bytes, event_id: str) -> None:
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    secret=st.one_of(
+        st.just(SECRET.encode()),
+        header_bytes,
+        st.sampled_from([b" " + SECRET.encode(), SECRET.encode() + b"\t", SECRET.upper().encode()]),
+    ),
+    trigger=st.one_of(st.just(b"order.paid"), header_bytes),
+    event_id=st.one_of(st.uuids().map(str), any_text),
+)
+def test_no_5xx_and_no_unverified_handler_call_over_gunicorn(
+    server: tuple[int, Path], secret: bytes, trigger: bytes, event_id: str
+) -> None:
     port, effects = server
     event = dict(make_event("order.paid"), id=event_id, configuration={"url": "u", "secret_key": SECRET})
     body = json.dumps(event).encode()  # ensure_ascii: every code point arrives escaped, surrogates too
     before = len(read_output(str(effects)))
-    status, headers, content = post(port, [(b"X-MOLTIN-SECRET-KEY", secret),
-                                           (b"X-MOLTIN-INTEGRATION-TRIGGER", trigger)], body)
+    status, headers, content = post(
+        port, [(b"X-MOLTIN-SECRET-KEY", secret), (b"X-MOLTIN-INTEGRATION-TRIGGER", trigger)], body
+    )
     assert status < 500, content[:300]
     ran = len(read_output(str(effects))) > before
     if secret.strip(b" \t") != SECRET.encode():

@@ -1,4 +1,5 @@
 """Every row of the HTTP contract in the README, through Flask's test client."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ def test_duplicate_after_success_runs_nothing(send: Callable[..., Any], calls: l
     assert calls == [("order.paid", "e-1")]
 
 
-def test_ignored_when_no_handler(send: Callable[..., Any], calls: list[Any], app: Flask,
-                                 receiver: WebhookReceiver) -> None:
+def test_ignored_when_no_handler(
+    send: Callable[..., Any], calls: list[Any], app: Flask, receiver: WebhookReceiver
+) -> None:
     response = send(make_event("brand.created", event_id="e-2"))
     assert response.status_code == 200
     assert response.get_json() == {"id": "e-2", "status": "ignored"}
@@ -80,24 +82,32 @@ def test_body_over_the_limit(make_app: Callable[..., Flask], calls: list[Any]) -
     client = make_app(WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH=1000).test_client()
     body = make_event("order.paid")
     body["padding"] = "x" * 2000
-    response = client.post(URL, data=json.dumps(body), headers={
-        "X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"})
+    response = client.post(
+        URL,
+        data=json.dumps(body),
+        headers={"X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"},
+    )
     assert response.status_code == 413
     assert "1000 bytes" in response.get_json()["error"]
     assert calls == []
 
 
-def test_body_over_the_limit_without_content_length(make_app: Callable[..., Flask], calls: list[Any],
-                                                   live_server: Callable[[Flask], str]) -> None:
+def test_body_over_the_limit_without_content_length(
+    make_app: Callable[..., Flask], calls: list[Any], live_server: Callable[[Flask], str]
+) -> None:
     import requests
 
     url = live_server(make_app(WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH=1000)) + URL
     body = json.dumps({**make_event("order.paid"), "padding": "x" * 5000}).encode()
     # A generator body makes requests upload in chunks, with no Content-Length:
     # the limit is enforced while reading, not only on the header.
-    chunks = (body[i:i + 512] for i in range(0, len(body), 512))
-    response = requests.post(url, data=chunks, timeout=10, headers={
-        "X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"})
+    chunks = (body[i : i + 512] for i in range(0, len(body), 512))
+    response = requests.post(
+        url,
+        data=chunks,
+        timeout=10,
+        headers={"X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"},
+    )
     assert response.status_code == 413
     assert calls == []
 
@@ -111,12 +121,18 @@ def test_body_over_the_limit_without_content_length(make_app: Callable[..., Flas
         ({"X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"}, '"a string"', "must be a JSON object"),
         ({"X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"}, '{"triggered_by": "order.paid"}', "has no id"),
         ({"X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"}, '{"id": "e"}', "has no triggered_by"),
-        ({"X-MOLTIN-INTEGRATION-TRIGGER": "order.created"},
-         json.dumps(make_event("order.paid")), "does not match"),
+        ({"X-MOLTIN-INTEGRATION-TRIGGER": "order.created"}, json.dumps(make_event("order.paid")), "does not match"),
     ],
 )
-def test_bad_request(client: FlaskClient, calls: list[Any], app: Flask, receiver: WebhookReceiver,
-                     headers: dict[str, str], data: str, message: str) -> None:
+def test_bad_request(
+    client: FlaskClient,
+    calls: list[Any],
+    app: Flask,
+    receiver: WebhookReceiver,
+    headers: dict[str, str],
+    data: str,
+    message: str,
+) -> None:
     response = client.post(URL, data=data, headers={"X-MOLTIN-SECRET-KEY": SECRET, **headers})
     assert response.status_code == 400
     assert message in response.get_json()["error"]
@@ -124,24 +140,43 @@ def test_bad_request(client: FlaskClient, calls: list[Any], app: Flask, receiver
     assert receiver.get_store(app).get("e") is None
 
 
-def test_odd_shapes_are_accepted_kept_and_logged(client: FlaskClient, calls: list[Any], app: Flask,
-                                                receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture) -> None:
-    body = {"id": "odd", "triggered_by": "order.paid", "attempt": "2", "resources": "{",
-            "payload": ["unexpected"], "integration": "x"}
+def test_odd_shapes_are_accepted_kept_and_logged(
+    client: FlaskClient, calls: list[Any], app: Flask, receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = {
+        "id": "odd",
+        "triggered_by": "order.paid",
+        "attempt": "2",
+        "resources": "{",
+        "payload": ["unexpected"],
+        "integration": "x",
+    }
     with caplog.at_level("WARNING", logger="webhook_receiver"):
-        response = client.post(URL, data=json.dumps(body), headers={
-            "X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"})
+        response = client.post(
+            URL,
+            data=json.dumps(body),
+            headers={"X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"},
+        )
     assert response.status_code == 200 and response.get_json() == {"id": "odd", "status": "processed"}
     assert calls == [("order.paid", "odd")]
     warnings = [r.getMessage() for r in caplog.records if "unexpected shape" in r.getMessage()]
-    assert warnings == ["event odd (order.paid): unexpected shape of resources, payload, integration;"
-                        " kept as sent in event.raw"]
+    assert warnings == [
+        "event odd (order.paid): unexpected shape of resources, payload, integration; kept as sent in event.raw"
+    ]
     stored = receiver.get_store(app).get("odd")
     assert stored is not None and stored.raw["payload"] == ["unexpected"]
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x", "application/json; charset=latin-1"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/json; charset=latin-1",
+    ],
+)
 def test_any_content_type_is_parsed_as_json(client: FlaskClient, calls: list[Any], content_type: str | None) -> None:
     headers = {"X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"}
     if content_type:
@@ -152,15 +187,19 @@ def test_any_content_type_is_parsed_as_json(client: FlaskClient, calls: list[Any
 
 
 def test_non_utf8_body(client: FlaskClient, calls: list[Any]) -> None:
-    response = client.post(URL, data=b'{"id": "\xff\xfe", "triggered_by": "order.paid"}', headers={
-        "X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"})
+    response = client.post(
+        URL,
+        data=b'{"id": "\xff\xfe", "triggered_by": "order.paid"}',
+        headers={"X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"},
+    )
     assert response.status_code == 400
     assert "UTF-8" in response.get_json()["error"]
     assert calls == []
 
 
 def test_failed_handler_answers_500_and_retry_runs_only_what_failed(
-        receiver: WebhookReceiver, send: Callable[..., Any]) -> None:
+    receiver: WebhookReceiver, send: Callable[..., Any]
+) -> None:
     runs: list[str] = []
     fail = {"second": True}
 
@@ -219,8 +258,11 @@ class DownStore(MemoryStore):
 
 def test_store_unavailable_answers_503_and_runs_nothing(make_app: Callable[..., Flask], calls: list[Any]) -> None:
     client = make_app(WEBHOOK_RECEIVER_STORE=DownStore()).test_client()
-    response = client.post(URL, data=json.dumps(make_event("order.paid", event_id="e-7")), headers={
-        "X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"})
+    response = client.post(
+        URL,
+        data=json.dumps(make_event("order.paid", event_id="e-7")),
+        headers={"X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"},
+    )
     assert response.status_code == 503
     assert response.get_json()["status"] == "unavailable"
     assert calls == []
@@ -236,15 +278,19 @@ class FailsOnRecordStore(MemoryStore):
 def test_store_failing_mid_event_answers_503(make_app: Callable[..., Flask], calls: list[Any]) -> None:
     store = FailsOnRecordStore()
     client = make_app(WEBHOOK_RECEIVER_STORE=store).test_client()
-    response = client.post(URL, data=json.dumps(make_event("order.paid", event_id="e-8")), headers={
-        "X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"})
+    response = client.post(
+        URL,
+        data=json.dumps(make_event("order.paid", event_id="e-8")),
+        headers={"X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"},
+    )
     assert response.status_code == 503
     stored = store.get("e-8")
     assert stored is not None and stored.status is EventStatus.PROCESSING
 
 
-def test_event_held_by_another_worker_answers_409(app: Flask, receiver: WebhookReceiver,
-                                                  send: Callable[..., Any], calls: list[Any]) -> None:
+def test_event_held_by_another_worker_answers_409(
+    app: Flask, receiver: WebhookReceiver, send: Callable[..., Any], calls: list[Any]
+) -> None:
     body = make_event("order.paid", event_id="e-9")
     claim = receiver.get_store(app).claim(Event.from_dict(body))
     response = send(body)
@@ -263,8 +309,11 @@ def test_expired_lease_is_taken_over(make_app: Callable[..., Flask], calls: list
     import time
 
     time.sleep(0.01)
-    response = client.post(URL, data=json.dumps(body), headers={
-        "X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"})
+    response = client.post(
+        URL,
+        data=json.dumps(body),
+        headers={"X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"},
+    )
     assert response.get_json()["status"] == "processed"
     stored = store.get("e-10")
     assert isinstance(stored, StoredEvent) and stored.status is EventStatus.PROCESSED
@@ -273,11 +322,13 @@ def test_expired_lease_is_taken_over(make_app: Callable[..., Flask], calls: list
 @pytest.mark.parametrize("store", ["sqlite", "memory"])
 @pytest.mark.parametrize("bad_id", ["\\ud800", "line\\r\\nforged", "esc\\u001b[31mred", "nul\\u0000", "c1\\u0085"])
 def test_ids_with_control_characters_or_lone_surrogates_are_a_json_400(
-        make_app: Callable[..., Flask], calls: list[Any], store: str, bad_id: str) -> None:
+    make_app: Callable[..., Flask], calls: list[Any], store: str, bad_id: str
+) -> None:
     client = make_app(WEBHOOK_RECEIVER_STORE=None if store == "sqlite" else "memory://").test_client()
     body = '{"id": "%s", "triggered_by": "order.paid"}' % bad_id  # the escape reaches the parser as sent
-    response = client.post(URL, data=body, headers={
-        "X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"})
+    response = client.post(
+        URL, data=body, headers={"X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"}
+    )
     assert response.status_code == 400 and response.is_json
     assert response.get_json() == {"error": "id holds a control character or an unpaired surrogate"}
     assert calls == []
@@ -291,11 +342,15 @@ class BrokenStore(MemoryStore):
 
 
 def test_an_unexpected_error_is_a_json_500_without_a_traceback(
-        make_app: Callable[..., Flask], calls: list[Any], caplog: pytest.LogCaptureFixture) -> None:
+    make_app: Callable[..., Flask], calls: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
     client = make_app(WEBHOOK_RECEIVER_STORE=BrokenStore()).test_client()
     with caplog.at_level("ERROR", logger="webhook_receiver"):
-        response = client.post(URL, data=json.dumps(make_event("order.paid", event_id="boom")), headers={
-            "X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"})
+        response = client.post(
+            URL,
+            data=json.dumps(make_event("order.paid", event_id="boom")),
+            headers={"X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"},
+        )
     assert response.status_code == 500 and response.is_json
     assert response.get_json() == {"error": "an unexpected error occurred; it is logged"}
     text = response.get_data(as_text=True)

@@ -1,4 +1,5 @@
 """The API client, against the running emulator and against misbehaving servers."""
+
 from __future__ import annotations
 
 import socket
@@ -13,8 +14,9 @@ from webhook_receiver.upstream.client import MoltinAPIError, MoltinClient, Molti
 
 
 def make(client: MoltinClient, n: int = 0, **fields: object) -> dict:
-    return client.create_integration(name=f"hook-{n}", url=f"http://127.0.0.1:9/{n}",
-                                     observes=["order.paid"], secret_key="s", **fields)  # type: ignore[arg-type]
+    return client.create_integration(
+        name=f"hook-{n}", url=f"http://127.0.0.1:9/{n}", observes=["order.paid"], secret_key="s", **fields
+    )  # type: ignore[arg-type]
 
 
 def test_crud(moltin_client: MoltinClient) -> None:
@@ -22,8 +24,7 @@ def test_crud(moltin_client: MoltinClient) -> None:
     assert created["type"] == "integration" and created["enabled"] is True
     assert created["configuration"]["url"] == "http://127.0.0.1:9/0"
     assert moltin_client.get_integration(created["id"])["name"] == "hook-0"
-    updated = moltin_client.update_integration(created["id"], observes=["order.paid", "order.fulfilled"],
-                                               enabled=False)
+    updated = moltin_client.update_integration(created["id"], observes=["order.paid", "order.fulfilled"], enabled=False)
     assert updated["observes"] == ["order.paid", "order.fulfilled"] and updated["enabled"] is False
     assert [i["id"] for i in moltin_client.list_integrations()] == [created["id"]]
     moltin_client.delete_integration(created["id"])
@@ -37,9 +38,15 @@ def test_crud(moltin_client: MoltinClient) -> None:
 
 def test_list_follows_every_page(moltin_client: MoltinClient, moltin: Emulator) -> None:
     for n in range(23):
-        moltin.state.new_integration({"name": f"bulk-{n}", "integration_type": "webhook",
-                                      "observes": [f"custom{n}.created"], "configuration": {"url": "http://x"}},
-                                     moltin.url)
+        moltin.state.new_integration(
+            {
+                "name": f"bulk-{n}",
+                "integration_type": "webhook",
+                "observes": [f"custom{n}.created"],
+                "configuration": {"url": "http://x"},
+            },
+            moltin.url,
+        )
     import webhook_receiver.upstream.client as module
 
     original = module._PAGE_LIMIT
@@ -57,9 +64,15 @@ def test_a_store_serving_fewer_per_page_than_asked_is_read_to_the_end(page_size:
     with Emulator(page_size=page_size) as moltin:
         client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url, backoff=0.01)
         for n in range(60):
-            moltin.state.new_integration({"name": f"bulk-{n}", "integration_type": "webhook",
-                                          "observes": [f"custom{n}.created"],
-                                          "configuration": {"url": "http://x"}}, moltin.url)
+            moltin.state.new_integration(
+                {
+                    "name": f"bulk-{n}",
+                    "integration_type": "webhook",
+                    "observes": [f"custom{n}.created"],
+                    "configuration": {"url": "http://x"},
+                },
+                moltin.url,
+            )
         assert [i["name"] for i in client.list_integrations()] == [f"bulk-{n}" for n in range(60)]
 
 
@@ -67,9 +80,15 @@ def test_without_a_total_the_client_follows_links_next(moltin_client: MoltinClie
     import webhook_receiver.local.emulator.api as api
 
     for n in range(30):
-        moltin.state.new_integration({"name": f"n-{n}", "integration_type": "webhook",
-                                      "observes": [f"c{n}.created"], "configuration": {"url": "http://x"}},
-                                     moltin.url)
+        moltin.state.new_integration(
+            {
+                "name": f"n-{n}",
+                "integration_type": "webhook",
+                "observes": [f"c{n}.created"],
+                "configuration": {"url": "http://x"},
+            },
+            moltin.url,
+        )
     original = api._json
 
     def no_total(body: Any, status: int = 200, headers: Any = None) -> Any:
@@ -155,8 +174,12 @@ def raw_server() -> Iterator[tuple[list[str], str]]:
             mode = modes[0] if modes else "html"
             if mode == "html":
                 body = b"<html><body>502 Bad Gateway</body></html>"
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\nConnection: close\r\n\r\n"
+                    + body
+                )
                 conn.close()
             elif mode == "reset":
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")

@@ -1,4 +1,5 @@
 """The secret and the echoed configuration.secret_key reach no log, no answer and no stored event."""
+
 from __future__ import annotations
 
 import json
@@ -35,12 +36,16 @@ def test_secret_appears_nowhere(caplog: pytest.LogCaptureFixture) -> None:
         for attempt in (1, 2):
             responses = [
                 deliver(client, make_event("order.paid", event_id="a", attempt=attempt), secret=SECRET),
-                deliver(client, make_event("integration.updated", integration, event_id="b", attempt=attempt),
-                        secret=SECRET),
+                deliver(
+                    client, make_event("integration.updated", integration, event_id="b", attempt=attempt), secret=SECRET
+                ),
                 deliver(client, make_event("order.paid"), secret=SECRET + "x"),
                 deliver(client, make_event("order.paid"), secret=SECRET, trigger="order.created"),
-                client.post("/webhooks/moltin", data=SECRET, headers={
-                    "X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"}),
+                client.post(
+                    "/webhooks/moltin",
+                    data=SECRET,
+                    headers={"X-MOLTIN-SECRET-KEY": SECRET, "X-MOLTIN-INTEGRATION-TRIGGER": "order.paid"},
+                ),
                 client.get("/webhooks/moltin", headers={"X-MOLTIN-SECRET-KEY": SECRET}),
             ]
             bodies.extend(r.get_data(as_text=True) for r in responses)

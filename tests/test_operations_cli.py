@@ -1,4 +1,5 @@
 """flask webhooks events / show / replay / prune, on the default SQLite store."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,7 @@ def test_events_show_replay_prune(shop: tuple[Flask, dict[str, bool]], send: Any
     assert header.split() == ["received", "(UTC)", "id", "trigger", "status", "handlers", "ok"]
     assert len(lines) == 4 and "gone" in lines[0] and "processed" in lines[0]
     assert len({line.index("order.paid") for line in lines[1:]}) == 1, "aligned columns"
-    failed = runner.invoke(webhooks_cli, ["events", "--status", "failed", "--trigger", "order.paid",
-                                 "--since", "1h"])
+    failed = runner.invoke(webhooks_cli, ["events", "--status", "failed", "--trigger", "order.paid", "--since", "1h"])
     assert [line.split()[2] for line in failed.output.splitlines()[1:]] == ["paid-2", "paid-1", "paid-0"]
     assert failed.output.splitlines()[1].rstrip().endswith("1/2")
     as_json = json.loads(runner.invoke(webhooks_cli, ["events", "--json", "--limit", "1"]).output)

@@ -1,4 +1,5 @@
 """The package's house rules: typed, re-exports only in __init__, extras stay optional."""
+
 from __future__ import annotations
 
 import ast
@@ -47,8 +48,17 @@ def test_mypy_strict_passes() -> None:
 
 def test_the_linter_passes() -> None:
     """ruff, configured in pyproject.toml: pycodestyle, pyflakes, import order, bugbear."""
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "webhook_receiver", "tests", "bench", "sample_app"],
-                            cwd=ROOT, capture_output=True, text=True)
+    paths = ["webhook_receiver", "tests", "bench", "sample_app"]
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", *paths], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_tree_is_formatted() -> None:
+    """ruff format, configured in pyproject.toml; run ``ruff format`` to fix."""
+    paths = ["webhook_receiver", "tests", "bench", "sample_app"]
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", *paths], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -57,7 +67,7 @@ def test_readme_renders_and_ci_runs_its_test_command() -> None:
 
     readme = (ROOT / "README.rst").read_text()
     docutils.core.publish_doctree(readme, settings_overrides={"report_level": 2, "halt_level": 2})
-    quickstart = readme[readme.index("Quickstart\n"):readme.index("Usage\n")]
+    quickstart = readme[readme.index("Quickstart\n") : readme.index("Usage\n")]
     commands = [line.strip() for line in quickstart.splitlines() if line.startswith("       python3 -m venv")]
     assert len(commands) == 2 and commands[0].endswith("python -m sample_app")
     assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines()

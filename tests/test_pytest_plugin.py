@@ -1,4 +1,5 @@
 """The pytest plugin's fixtures, as a user's test suite would use them."""
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -15,8 +16,9 @@ def test_the_plugin_is_loaded(pytestconfig: pytest.Config) -> None:
     assert pytestconfig.pluginmanager.has_plugin("webhook_receiver")
 
 
-def test_webhook_client_signs_with_the_apps_secret(webhook_client: WebhookClient, receiver: WebhookReceiver,
-                                                    webhook_event: Callable[..., dict[str, Any]]) -> None:
+def test_webhook_client_signs_with_the_apps_secret(
+    webhook_client: WebhookClient, receiver: WebhookReceiver, webhook_event: Callable[..., dict[str, Any]]
+) -> None:
     seen: list[Event] = []
     receiver.on("order.*")(lambda e: seen.append(e))
     assert webhook_client.send("order.paid", attempt=2).get_json()["status"] == "processed"

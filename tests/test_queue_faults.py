@@ -7,6 +7,7 @@ upstream redelivers, a poison body, a backlog past its limit) and check, with
 no further delivery, that every accepted event ends processed and that no
 handler ran twice at once.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,11 @@ BROKER_URL = REDIS_URL.rsplit("/", 1)[0] + "/14"
 
 
 def lines(tmp_path: Path, phase: str, event_id: str | None = None) -> list[dict[str, Any]]:
-    return [line for line in read_output(str(tmp_path / "effects.jsonl"))
-            if line["phase"] == phase and (event_id is None or line["id"] == event_id)]
+    return [
+        line
+        for line in read_output(str(tmp_path / "effects.jsonl"))
+        if line["phase"] == phase and (event_id is None or line["id"] == event_id)
+    ]
 
 
 def open_store(tmp_path: Path, processes: Processes) -> EventStore:
@@ -58,7 +62,8 @@ def all_processed(store: EventStore, ids: list[str]) -> bool:
 
 @pytest.mark.parametrize("store_kind", ["sqlite", "redis"])
 def test_thread_dispatch_web_worker_killed_after_202_runs_every_event_after_restart(
-        processes: Processes, tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) -> None:
+    processes: Processes, tmp_path: Path, store_kind: str, request: pytest.FixtureRequest
+) -> None:
     if store_kind == "redis":
         use_redis(processes, request)
     processes.env.update(WHR_DISPATCH="thread", WHR_LEASE="3", WHR_SLEEP="1", WHR_THREADS="2")
@@ -85,8 +90,7 @@ def test_thread_dispatch_web_worker_killed_after_202_runs_every_event_after_rest
     store.close()
 
 
-def test_sigterm_lets_running_handlers_finish_and_leaves_the_rest_due(processes: Processes,
-                                                                        tmp_path: Path) -> None:
+def test_sigterm_lets_running_handlers_finish_and_leaves_the_rest_due(processes: Processes, tmp_path: Path) -> None:
     processes.env.update(WHR_DISPATCH="thread", WHR_LEASE="30", WHR_SLEEP="2", WHR_THREADS="1", WHR_GRACE="10")
     url = processes.gunicorn(tmp_path / "gunicorn.log", workers=1, graceful=15)
     ids = [f"term-{n}-{uuid.uuid4().hex[:6]}" for n in range(4)]
@@ -111,13 +115,13 @@ def test_sigterm_lets_running_handlers_finish_and_leaves_the_rest_due(processes:
 
 
 @pytest.mark.parametrize("what", ["one-of-two-workers", "web-and-worker"])
-def test_celery_dispatch_killed_processes_lose_nothing(processes: Processes, tmp_path: Path, what: str,
-                                                       request: pytest.FixtureRequest) -> None:
+def test_celery_dispatch_killed_processes_lose_nothing(
+    processes: Processes, tmp_path: Path, what: str, request: pytest.FixtureRequest
+) -> None:
     """SIGKILL one of two Celery workers mid-handler (the other takes its events over), or SIGKILL the
     web server and the only worker and start a new worker: every accepted event ends processed."""
     prefix = use_redis(processes, request)
-    processes.env.update(WHR_DISPATCH="celery", WHR_LEASE="3", WHR_SLEEP="1", WHR_BROKER=BROKER_URL,
-                         WHR_QUEUE=prefix)
+    processes.env.update(WHR_DISPATCH="celery", WHR_LEASE="3", WHR_SLEEP="1", WHR_BROKER=BROKER_URL, WHR_QUEUE=prefix)
     workers = [processes.celery_worker(tmp_path / "celery-1.log", prefix)]
     if what == "one-of-two-workers":
         workers.append(processes.celery_worker(tmp_path / "celery-2.log", prefix))
@@ -172,7 +176,8 @@ def test_sqlite_locked_by_another_process_while_a_handler_finishes(processes: Pr
 
 @pytest.mark.parametrize("store_kind", ["sqlite", "redis"])
 def test_a_handler_three_times_longer_than_its_lease_is_not_run_twice(
-        processes: Processes, tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) -> None:
+    processes: Processes, tmp_path: Path, store_kind: str, request: pytest.FixtureRequest
+) -> None:
     if store_kind == "redis":
         use_redis(processes, request)
     processes.env.update(WHR_DISPATCH="thread", WHR_LEASE="1", WHR_SLEEP="3", WHR_FAIL_ONCE="")
@@ -195,10 +200,10 @@ def test_a_handler_three_times_longer_than_its_lease_is_not_run_twice(
     store.close()
 
 
-def test_past_the_backlog_limit_deliveries_get_503_and_memory_stays_flat(processes: Processes,
-                                                                         tmp_path: Path) -> None:
-    processes.env.update(WHR_DISPATCH="thread", WHR_LEASE="60", WHR_SLEEP="120", WHR_THREADS="1",
-                         WHR_MAX_BACKLOG="2500")
+def test_past_the_backlog_limit_deliveries_get_503_and_memory_stays_flat(processes: Processes, tmp_path: Path) -> None:
+    processes.env.update(
+        WHR_DISPATCH="thread", WHR_LEASE="60", WHR_SLEEP="120", WHR_THREADS="1", WHR_MAX_BACKLOG="2500"
+    )
     url = processes.gunicorn(tmp_path / "gunicorn.log", workers=1)
     body = make_event("order.paid", event_id="EVENT")
     body["payload"] = {"data": {"note": "x" * 4000}}  # about 5 kB, as upstream's order.paid
@@ -221,8 +226,11 @@ def test_past_the_backlog_limit_deliveries_get_503_and_memory_stays_flat(process
     codes = send(300)
     assert codes[-1] == 503 and set(codes) <= {202, 503}
     full = deliver(url, dict(body, id="one-too-many"), secret=SECRET)
-    assert full.status_code == 503 and full.json() == {"id": "one-too-many", "status": "unavailable",
-                                                       "error": "the backlog is full"}
+    assert full.status_code == 503 and full.json() == {
+        "id": "one-too-many",
+        "status": "unavailable",
+        "error": "the backlog is full",
+    }
     store = open_store(tmp_path, processes)
     assert store.get("one-too-many") is None, "nothing is stored for a refused delivery"
     store.close()
@@ -265,13 +273,18 @@ def test_a_deeply_nested_body_runs_and_an_unreadable_stored_body_fails_alone(tmp
         path = str(Path(app.instance_path) / "webhook_receiver-moltin.sqlite3")
         with sqlite3.connect(path) as conn:
             now = time.time()
-            conn.execute("INSERT INTO webhook_receiver_events (id, trigger_name, status, raw, received_at,"
-                         " updated_at, due_at) VALUES ('poison', 'order.paid', 'pending', '{\"id\": 1', ?, ?, ?)",
-                         (now, now, now))
+            conn.execute(
+                "INSERT INTO webhook_receiver_events (id, trigger_name, status, raw, received_at,"
+                " updated_at, due_at) VALUES ('poison', 'order.paid', 'pending', '{\"id\": 1', ?, ?, ?)",
+                (now, now, now),
+            )
         for n in range(3):
             assert deliver(client, make_event("order.paid", event_id=f"after-{n}"), secret=SECRET).status_code == 202
-        wait_for(lambda: all_processed(store, ["deep", "after-0", "after-1", "after-2"]), 20,
-                 "the events around the poison one to run")
+        wait_for(
+            lambda: all_processed(store, ["deep", "after-0", "after-1", "after-2"]),
+            20,
+            "the events around the poison one to run",
+        )
         wait_for(lambda: failures, 10, "event_failed")
         stored = store.get("poison")
         assert stored is not None and stored.status is EventStatus.FAILED
@@ -338,8 +351,9 @@ def test_flask_commands_take_no_events_but_flask_run_does(processes: Processes, 
     store = SQLiteStore(str(tmp_path / "webhook_receiver-moltin.sqlite3"))
     store.accept(Event.from_dict(make_event("order.paid", event_id="waiting")))
     flask = [sys.executable, "-m", "flask", "--app", "tests.service_app:app"]
-    listed = subprocess.run([*flask, "webhooks", "events"], cwd=ROOT, env=processes.env, capture_output=True,
-                            text=True, timeout=60)
+    listed = subprocess.run(
+        [*flask, "webhooks", "events"], cwd=ROOT, env=processes.env, capture_output=True, text=True, timeout=60
+    )
     assert listed.returncode == 0 and "waiting" in listed.stdout, listed.stderr
     time.sleep(0.5)
     assert lines(tmp_path, "start") == [], "the CLI process ran no handler"

@@ -1,4 +1,5 @@
 """The sample app: its handlers do something visible, once per event; the demo runs."""
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,12 @@ def test_handlers_record_each_event_once(shop: Flask, tmp_path: Path) -> None:
     client = shop.test_client()
     order, _ = sample_resource("order.paid", "order-1")
     paid = make_event("order.paid", order, event_id="e-paid")
-    for body in (paid, dict(paid, attempt=2),
-                 make_event("order.fulfilled", order, event_id="e-ful"),
-                 make_event("product.deleted", {"id": "p-1", "type": "product"}, event_id="e-del")):
+    for body in (
+        paid,
+        dict(paid, attempt=2),
+        make_event("order.fulfilled", order, event_id="e-ful"),
+        make_event("product.deleted", {"id": "p-1", "type": "product"}, event_id="e-del"),
+    ):
         assert deliver(client, body, secret=SECRET).status_code == 200
     actions = [(a["action"], a["event"]) for a in read_activity(str(tmp_path / "activity.jsonl"))]
     assert actions == [
@@ -56,15 +60,24 @@ def test_secret_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "sample_app", "--exit", "--port", "0", "--instance-path", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for expected in ("created integration 'webhook_receiver-moltin'", "attempt 1  <- 200 processed",
-                     "attempt 1  <- 500 failed\n   attempt 2  <- 200 processed",
-                     "handler: payment_recorded", "handler: shipping_notification_written",
-                     "handler: product_unindexed", "attempt 1  <- 200 duplicate", "<- 401"):
+    for expected in (
+        "created integration 'webhook_receiver-moltin'",
+        "attempt 1  <- 200 processed",
+        "attempt 1  <- 500 failed\n   attempt 2  <- 200 processed",
+        "handler: payment_recorded",
+        "handler: shipping_notification_written",
+        "handler: product_unindexed",
+        "attempt 1  <- 200 duplicate",
+        "<- 401",
+    ):
         assert expected in out, out
     assert out.count("handler: payment_recorded") == 1
     assert out.count("handler: shipping_notification_written") == 1

@@ -1,4 +1,5 @@
 """webhook-receiver send and flask webhooks send."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,9 @@ from .conftest import SECRET
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_console_send_to_a_real_server(make_app: Callable[..., Flask], receiver: WebhookReceiver,
-                                       live_server: Any, tmp_path: Path) -> None:
+def test_console_send_to_a_real_server(
+    make_app: Callable[..., Flask], receiver: WebhookReceiver, live_server: Any, tmp_path: Path
+) -> None:
     seen: list[Event] = []
     receiver.on("product.deleted", "order.paid")(lambda e: seen.append(e))
     url = live_server(make_app()) + "/webhooks/moltin"
@@ -27,16 +29,27 @@ def test_console_send_to_a_real_server(make_app: Callable[..., Flask], receiver:
     data.write_text(json.dumps({"id": "p-42", "type": "product"}))
     env = {**os.environ, "WEBHOOK_RECEIVER_SECRET_KEY": SECRET}
     run = [sys.executable, "-m", "webhook_receiver.local.console", "send"]
-    ok = subprocess.run([*run, "product.deleted", "--to", url, "--data", str(data), "--attempt", "3"],
-                        capture_output=True, text=True, env=env, timeout=30)
+    ok = subprocess.run(
+        [*run, "product.deleted", "--to", url, "--data", str(data), "--attempt", "3"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("200 ") and '"processed"' in ok.stdout
     assert (seen[-1].data, seen[-1].attempt) == ({"id": "p-42", "type": "product"}, 3)
-    refused = subprocess.run([*run, "order.paid", "--to", url, "--secret", "wrong"], capture_output=True,
-                             text=True, env=env, timeout=30)
+    refused = subprocess.run(
+        [*run, "order.paid", "--to", url, "--secret", "wrong"], capture_output=True, text=True, env=env, timeout=30
+    )
     assert refused.returncode == 1 and refused.stdout.startswith("401 ")
-    bad = subprocess.run([*run, "order.paid", "--to", url, "--data", str(tmp_path / "none.json")],
-                         capture_output=True, text=True, env=env, timeout=30)
+    bad = subprocess.run(
+        [*run, "order.paid", "--to", url, "--data", str(tmp_path / "none.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
     assert bad.returncode == 2 and "cannot read" in bad.stderr
     assert len(seen) == 1
 
@@ -70,13 +83,19 @@ def test_no_redirect_is_followed_with_the_secret(live_server: Any) -> None:
 
     target = live_server(elsewhere) + "/steal"
     redirector = Flask("redirector")
-    redirector.add_url_rule("/webhooks/moltin", "redirect", methods=["POST"],
-                            view_func=lambda: ("", 307, {"Location": target}))
+    redirector.add_url_rule(
+        "/webhooks/moltin", "redirect", methods=["POST"], view_func=lambda: ("", 307, {"Location": target})
+    )
     url = live_server(redirector) + "/webhooks/moltin"
 
     env = {**os.environ, "WEBHOOK_RECEIVER_SECRET_KEY": SECRET}
-    sent = subprocess.run([sys.executable, "-m", "webhook_receiver.local.console", "send", "order.paid", "--to", url],
-                          capture_output=True, text=True, env=env, timeout=30)
+    sent = subprocess.run(
+        [sys.executable, "-m", "webhook_receiver.local.console", "send", "order.paid", "--to", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
     assert sent.returncode == 1 and "answered 307, a redirect to " + target in sent.stderr
     assert deliver(url, make_event("order.paid"), secret=SECRET).status_code == 307
 

@@ -1,4 +1,5 @@
 """WEBHOOK_RECEIVER_STORE URLs: the built-in schemes, schemes added in code, and schemes added by a package."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,9 @@ SECRET = "a-long-enough-secret-1234"
 
 def make_app(store: object, tmp_path: Path) -> Flask:
     app = Flask(__name__, instance_path=str(tmp_path / "instance"))
-    app.config.update(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=store,
-                      WEBHOOK_RECEIVER_LEASE_SECONDS=12)
+    app.config.update(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=store, WEBHOOK_RECEIVER_LEASE_SECONDS=12
+    )
     return app
 
 
@@ -48,13 +50,19 @@ def test_a_scheme_registered_in_code_builds_the_store(tmp_path: Path, scratch_sc
     assert isinstance(receiver.get_store(app), MemoryStore)
 
 
-@pytest.mark.parametrize("value, message", [
-    ("nope://x", "no store is registered for nope://... (known: memory://, redis://, rediss://, sqlite://, unix://)"),
-    ("events.sqlite3", "no store is registered for a value without a scheme"),
-    ("memory://x", "the memory store takes no path or options"),
-    ("sqlite:///", "a SQLite store needs a file"),
-    ("sqlite://relative", "sqlite:///relative/path or sqlite:////absolute/path"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (
+            "nope://x",
+            "no store is registered for nope://... (known: memory://, redis://, rediss://, sqlite://, unix://)",
+        ),
+        ("events.sqlite3", "no store is registered for a value without a scheme"),
+        ("memory://x", "the memory store takes no path or options"),
+        ("sqlite:///", "a SQLite store needs a file"),
+        ("sqlite://relative", "sqlite:///relative/path or sqlite:////absolute/path"),
+    ],
+)
 def test_a_url_no_factory_can_use_is_refused_at_init_app(tmp_path: Path, value: str, message: str) -> None:
     with pytest.raises(RuntimeError, match="WEBHOOK_RECEIVER_STORE") as raised:
         WebhookReceiver(make_app(value, tmp_path))
@@ -71,18 +79,22 @@ def test_a_package_adds_a_scheme_through_its_entry_point(tmp_path: Path) -> None
     """A distribution on the path with a webhook_receiver.stores entry point, found when its scheme is used."""
     site = tmp_path / "site"
     (site / "plugin_store-1.0.dist-info").mkdir(parents=True)
-    (site / "plugin_store-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin-store\n"
-                                                                   "Version: 1.0\n")
+    (site / "plugin_store-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: plugin-store\nVersion: 1.0\n"
+    )
     (site / "plugin_store-1.0.dist-info" / "entry_points.txt").write_text(
-        "[webhook_receiver.stores]\nplugged = plugin_store:from_url\n")
-    (site / "plugin_store.py").write_text(textwrap.dedent("""
+        "[webhook_receiver.stores]\nplugged = plugin_store:from_url\n"
+    )
+    (site / "plugin_store.py").write_text(
+        textwrap.dedent("""
         from webhook_receiver.stores import MemoryStore
 
         def from_url(url, settings):
             store = MemoryStore(lease_seconds=settings.lease_seconds)
             store.opened_with = url
             return store
-    """))
+    """)
+    )
     script = textwrap.dedent(f"""
         from flask import Flask
         from webhook_receiver import WebhookReceiver

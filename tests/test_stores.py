@@ -1,4 +1,5 @@
 """The store contract over every built-in store (memory, SQLite, a real Redis), and what each adds."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -87,9 +88,16 @@ def test_redis_down_is_unavailable(redis_prefix: str) -> None:
     assert info.value.store == "redis" and "ConnectionError" in info.value.reason
 
 
-@pytest.mark.parametrize("url", ["redis://:hunter2@127.0.0.1:1/15", "redis://user:hunter2@127.0.0.1:1/15",
-                                 "redis://127.0.0.1:1/15?password=hunter2", "redis://127.0.0.1:1/15?db=3&password=hunter2",
-                                 "unix:///tmp/no-such-redis.sock?password=hunter2"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2@127.0.0.1:1/15",
+        "redis://user:hunter2@127.0.0.1:1/15",
+        "redis://127.0.0.1:1/15?password=hunter2",
+        "redis://127.0.0.1:1/15?db=3&password=hunter2",
+        "unix:///tmp/no-such-redis.sock?password=hunter2",
+    ],
+)
 def test_redis_passwords_are_hidden_in_every_form(redis_prefix: str, url: str) -> None:
     from flask import Flask
 
@@ -162,7 +170,8 @@ def test_memory_store_refuses_rather_than_forget_unfinished_events() -> None:
 
 @pytest.mark.parametrize("setting", [None, "sqlite:///events.sqlite3", "sqlite:///nested/events.sqlite3"])
 def test_sqlite_files_are_private_and_a_relative_path_works_in_a_new_instance_folder(
-        tmp_path: Path, setting: str | None) -> None:
+    tmp_path: Path, setting: str | None
+) -> None:
     """Customers' names, addresses and emails: 0600 files in a 0700 folder the library makes."""
     import os
     import stat
@@ -212,8 +221,9 @@ def test_sqlite_leases_ignore_wall_clock_steps(tmp_path: Path, step: float) -> N
     held = holder.claim_due()
     assert held is not None
     clock.wall_offset = step  # an hour forward, or a day back
-    assert other.claim_due() is None and other.claim(event("held")).state is ClaimState.BUSY, \
+    assert other.claim_due() is None and other.claim(event("held")).state is ClaimState.BUSY, (
         "a forward step does not let another worker take a running event"
+    )
     clock.monotonic += 31  # the lease's real length has passed: a backward step blocks it no longer
     taken = other.claim_due()
     assert taken is not None and taken.event_id == "held"

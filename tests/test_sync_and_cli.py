@@ -1,4 +1,5 @@
 """Sync and the flask webhooks commands, against the running emulator."""
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,7 @@ def test_observes_expands_wildcards(receiver: WebhookReceiver) -> None:
 
 def test_create_then_unchanged_then_update(moltin: Emulator, routed: WebhookReceiver) -> None:
     session = CountingSession()
-    client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url,
-                          session=session)  # type: ignore[arg-type]
+    client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url, session=session)  # type: ignore[arg-type]
     first = sync_integration(client, routed, URL, secret_key=SECRET)
     assert first.action == "created"
     assert first.integration is not None
@@ -92,14 +92,21 @@ def test_sync_finds_its_integration_past_a_short_first_page(routed: WebhookRecei
     with Emulator(page_size=25) as moltin:
         client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url, backoff=0.01)
         for n in range(30):
-            moltin.state.new_integration({"name": f"other-{n}", "integration_type": "webhook",
-                                          "observes": [f"custom{n}.created"],
-                                          "configuration": {"url": f"https://other.example/{n}"}}, moltin.url)
+            moltin.state.new_integration(
+                {
+                    "name": f"other-{n}",
+                    "integration_type": "webhook",
+                    "observes": [f"custom{n}.created"],
+                    "configuration": {"url": f"https://other.example/{n}"},
+                },
+                moltin.url,
+            )
         assert sync_integration(client, routed, URL, secret_key=SECRET).action == "created"
         routed.on("customer.created", name="welcome")(lambda e: None)
         assert sync_integration(client, routed, URL, secret_key=SECRET).action == "updated"
-        assert sum(1 for i in moltin.state.integrations.values()
-                   if i["configuration"]["url"] == URL) == 1, "never a duplicate"
+        assert sum(1 for i in moltin.state.integrations.values() if i["configuration"]["url"] == URL) == 1, (
+            "never a duplicate"
+        )
 
 
 def test_found_by_url_when_renamed(moltin_client: MoltinClient, routed: WebhookReceiver) -> None:
@@ -109,8 +116,9 @@ def test_found_by_url_when_renamed(moltin_client: MoltinClient, routed: WebhookR
     assert [i["id"] for i in moltin_client.list_integrations()] == [old["id"]]
 
 
-def test_refuses_ambiguity_quota_and_nothing_to_observe(moltin_client: MoltinClient, routed: WebhookReceiver,
-                                                        receiver: WebhookReceiver, moltin: Emulator) -> None:
+def test_refuses_ambiguity_quota_and_nothing_to_observe(
+    moltin_client: MoltinClient, routed: WebhookReceiver, receiver: WebhookReceiver, moltin: Emulator
+) -> None:
     with pytest.raises(SyncError, match="nothing to observe"):
         sync_integration(moltin_client, WebhookReceiver(name="empty"), URL, secret_key=SECRET)
     moltin_client.create_integration(name="twin", url=URL, observes=["order.paid"])
@@ -118,11 +126,17 @@ def test_refuses_ambiguity_quota_and_nothing_to_observe(moltin_client: MoltinCli
     with pytest.raises(SyncError, match="2 webhook integrations are named 'twin'"):
         sync_integration(moltin_client, routed, URL, name="twin", secret_key=SECRET)
     for n in range(98):
-        moltin.state.new_integration({"name": f"filler-{n}", "integration_type": "webhook",
-                                      "observes": ["order.paid"], "configuration": {"url": "http://x"}}, moltin.url)
+        moltin.state.new_integration(
+            {
+                "name": f"filler-{n}",
+                "integration_type": "webhook",
+                "observes": ["order.paid"],
+                "configuration": {"url": "http://x"},
+            },
+            moltin.url,
+        )
     session = CountingSession()
-    client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url,
-                          session=session)  # type: ignore[arg-type]
+    client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url, session=session)  # type: ignore[arg-type]
     with pytest.raises(SyncError, match="past upstream's quota of 100"):
         sync_integration(client, routed, "https://elsewhere.example/hooks", name="new", secret_key=SECRET)
     assert session.writes == [], "refused before any write"
@@ -136,8 +150,7 @@ def many(receiver: WebhookReceiver, *patterns: str) -> WebhookReceiver:
 
 def test_five_events_per_integration_spread_over_a_group(moltin: Emulator) -> None:
     session = CountingSession()
-    client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url,
-                          session=session)  # type: ignore[arg-type]
+    client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url, session=session)  # type: ignore[arg-type]
     shop = many(WebhookReceiver(secret_key=SECRET), "order.*", "customer.*", "product.deleted", "cart.updated")
     assert len(shop.observes()) == 12
     first = sync_integration(client, shop, URL, name="shop", secret_key=SECRET)
@@ -150,8 +163,15 @@ def test_five_events_per_integration_spread_over_a_group(moltin: Emulator) -> No
     again = sync_integration(client, shop, URL, name="shop", secret_key=SECRET)
     assert again.action == "unchanged" and len(session.writes) == 3, "a second run makes no write call"
 
-    grown = many(WebhookReceiver(secret_key=SECRET), "order.*", "customer.*", "product.deleted", "cart.updated",
-                 "account.created", "file.created")
+    grown = many(
+        WebhookReceiver(secret_key=SECRET),
+        "order.*",
+        "customer.*",
+        "product.deleted",
+        "cart.updated",
+        "account.created",
+        "file.created",
+    )
     plan = sync_integration(client, grown, URL, name="shop", secret_key=SECRET, dry_run=True)
     assert "would update integration 'shop-3'" in str(plan) and "would leave integration 'shop'" in str(plan)
     assert len(session.writes) == 3, "a dry run writes nothing"
@@ -177,8 +197,9 @@ def test_a_group_takes_only_its_own_numbered_integrations(moltin_client: MoltinC
     result = sync_integration(moltin_client, shop, URL, name="shop", secret_key=SECRET)
     names = sorted(i["name"] for i in moltin.state.integrations.values())
     assert names == ["shop", "shop-2", "shop-2"] and [s.name for s in result.steps] == ["shop", "shop-2"]
-    hand_made = [i for i in moltin.state.integrations.values()
-                 if i["configuration"]["url"] == "https://someone.example/else"]
+    hand_made = [
+        i for i in moltin.state.integrations.values() if i["configuration"]["url"] == "https://someone.example/else"
+    ]
     assert hand_made[0]["observes"] == ["order.paid"], "a person's integration is left alone"
 
 
@@ -190,8 +211,7 @@ def test_sync_refuses_unknown_names_before_any_write(moltin: Emulator, receiver:
         receiver.on("order.paid", "order.payed", "wishlist.created")(lambda e: None)
     receiver.on("wishlist_ext.created", name="custom")(lambda e: None)
     session = CountingSession()
-    client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url,
-                          session=session)  # type: ignore[arg-type]
+    client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url, session=session)  # type: ignore[arg-type]
     with pytest.raises(SyncError) as info:
         sync_integration(client, receiver, URL, secret_key=SECRET)
     assert "order.payed (did you mean order.paid?)" in str(info.value)
@@ -201,8 +221,9 @@ def test_sync_refuses_unknown_names_before_any_write(moltin: Emulator, receiver:
 
 @pytest.fixture
 def cli_app(make_app: Callable[..., Flask], routed: WebhookReceiver, moltin: Emulator) -> Flask:
-    return make_app(MOLTIN_CLIENT_ID=moltin.client_id, MOLTIN_CLIENT_SECRET=moltin.client_secret,
-                    MOLTIN_API_URL=moltin.url)
+    return make_app(
+        MOLTIN_CLIENT_ID=moltin.client_id, MOLTIN_CLIENT_SECRET=moltin.client_secret, MOLTIN_API_URL=moltin.url
+    )
 
 
 def test_cli_sync_list_logs_delete(cli_app: Flask, moltin: Emulator) -> None:
@@ -229,8 +250,9 @@ def test_cli_sync_list_logs_delete(cli_app: Flask, moltin: Emulator) -> None:
 
 def test_cli_list_and_delete_understand_the_group(make_app: Callable[..., Flask], moltin: Emulator) -> None:
     receiver = many(WebhookReceiver(secret_key=SECRET), "order.*")
-    app = new_app(MOLTIN_CLIENT_ID=moltin.client_id, MOLTIN_CLIENT_SECRET=moltin.client_secret,
-                  MOLTIN_API_URL=moltin.url)
+    app = new_app(
+        MOLTIN_CLIENT_ID=moltin.client_id, MOLTIN_CLIENT_SECRET=moltin.client_secret, MOLTIN_API_URL=moltin.url
+    )
     receiver.init_app(app)
     runner = app.test_cli_runner()
     synced = runner.invoke(webhooks_cli, ["sync", "--url", URL])
@@ -255,20 +277,39 @@ def test_cli_routes_and_secret(cli_app: Flask) -> None:
     assert "warning" in secret.stderr
 
 
-@pytest.mark.parametrize(("config", "message"), [
-    ({"MOLTIN_CLIENT_ID": None, "MOLTIN_CLIENT_SECRET": None}, "set EPCC_CLIENT_ID and EPCC_CLIENT_SECRET"),
-    ({"MOLTIN_CLIENT_SECRET": "wrong"}, "authentication failed (401)"),
-    ({"MOLTIN_API_URL": "http://127.0.0.1:9"}, "cannot connect"),
-    ({"MOLTIN_API_URL": "useast.api.elasticpath.com"}, "EPCC_API_BASE_URL: the API host must be a URL such as"),
-    ({"EPCC_API_BASE_URL": "ftp://x"}, "EPCC_API_BASE_URL: the API host must be a URL"),
-])
-def test_cli_failures_are_one_line(make_app: Callable[..., Flask], routed: WebhookReceiver, moltin: Emulator,
-                                   monkeypatch: pytest.MonkeyPatch, config: dict[str, Any], message: str) -> None:
-    for name in ("MOLTIN_CLIENT_ID", "MOLTIN_CLIENT_SECRET", "MOLTIN_API_URL", "EPCC_CLIENT_ID",
-                 "EPCC_CLIENT_SECRET", "EPCC_API_BASE_URL"):
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"MOLTIN_CLIENT_ID": None, "MOLTIN_CLIENT_SECRET": None}, "set EPCC_CLIENT_ID and EPCC_CLIENT_SECRET"),
+        ({"MOLTIN_CLIENT_SECRET": "wrong"}, "authentication failed (401)"),
+        ({"MOLTIN_API_URL": "http://127.0.0.1:9"}, "cannot connect"),
+        ({"MOLTIN_API_URL": "useast.api.elasticpath.com"}, "EPCC_API_BASE_URL: the API host must be a URL such as"),
+        ({"EPCC_API_BASE_URL": "ftp://x"}, "EPCC_API_BASE_URL: the API host must be a URL"),
+    ],
+)
+def test_cli_failures_are_one_line(
+    make_app: Callable[..., Flask],
+    routed: WebhookReceiver,
+    moltin: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    config: dict[str, Any],
+    message: str,
+) -> None:
+    for name in (
+        "MOLTIN_CLIENT_ID",
+        "MOLTIN_CLIENT_SECRET",
+        "MOLTIN_API_URL",
+        "EPCC_CLIENT_ID",
+        "EPCC_CLIENT_SECRET",
+        "EPCC_API_BASE_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
-    settings = {"MOLTIN_CLIENT_ID": moltin.client_id, "MOLTIN_CLIENT_SECRET": moltin.client_secret,
-                "MOLTIN_API_URL": moltin.url, **config}
+    settings = {
+        "MOLTIN_CLIENT_ID": moltin.client_id,
+        "MOLTIN_CLIENT_SECRET": moltin.client_secret,
+        "MOLTIN_API_URL": moltin.url,
+        **config,
+    }
     app = make_app(**settings)
     result = app.test_cli_runner().invoke(webhooks_cli, ["sync", "--url", URL])
     assert result.exit_code == 1
@@ -276,8 +317,9 @@ def test_cli_failures_are_one_line(make_app: Callable[..., Flask], routed: Webho
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
 
 
-def test_credentials_from_the_environment(make_app: Callable[..., Flask], routed: WebhookReceiver,
-                                          moltin: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_credentials_from_the_environment(
+    make_app: Callable[..., Flask], routed: WebhookReceiver, moltin: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MOLTIN_CLIENT_ID", moltin.client_id)
     monkeypatch.setenv("MOLTIN_CLIENT_SECRET", moltin.client_secret)
     monkeypatch.setenv("MOLTIN_API_URL", moltin.url)
@@ -286,8 +328,8 @@ def test_credentials_from_the_environment(make_app: Callable[..., Flask], routed
 
 
 def test_epcc_names_win_and_the_config_before_the_environment(
-        make_app: Callable[..., Flask], routed: WebhookReceiver, moltin: Emulator,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    make_app: Callable[..., Flask], routed: WebhookReceiver, moltin: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("EPCC_CLIENT_ID", moltin.client_id)
     monkeypatch.setenv("EPCC_CLIENT_SECRET", "wrong-in-the-environment")
     monkeypatch.setenv("EPCC_API_BASE_URL", moltin.url)

@@ -1,4 +1,5 @@
 """flask webhooks tunnel, end to end against the emulator with the loopback provider."""
+
 from __future__ import annotations
 
 import json
@@ -33,14 +34,27 @@ def test_tunnel_registers_serves_and_cleans_up(moltin: Emulator, tmp_path: Path,
         "MOLTIN_CLIENT_SECRET": moltin.client_secret,
         "MOLTIN_API_URL": moltin.url,
     }
-    args = [sys.executable, "-m", "flask", "webhooks", "tunnel", "--provider", "loopback", "--port", str(port),
-            "--reload" if reload else "--no-reload"]
+    args = [
+        sys.executable,
+        "-m",
+        "flask",
+        "webhooks",
+        "tunnel",
+        "--provider",
+        "loopback",
+        "--port",
+        str(port),
+        "--reload" if reload else "--no-reload",
+    ]
     log = tmp_path / "tunnel.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: b"Running on" in log.read_bytes() and moltin.state.integrations, 30,
-                 f"the tunnel to start:\n{log.read_text() if log.exists() else ''}")
+        wait_for(
+            lambda: b"Running on" in log.read_bytes() and moltin.state.integrations,
+            30,
+            f"the tunnel to start:\n{log.read_text() if log.exists() else ''}",
+        )
         (integration,) = moltin.state.integrations.values()
         assert integration["name"].startswith("webhook_receiver-moltin-tunnel-")
         assert integration["configuration"]["url"] == f"http://127.0.0.1:{port}/webhooks/moltin"
@@ -74,8 +88,12 @@ def test_tunnel_failures_are_one_line(moltin: Emulator, tmp_path: Path) -> None:
 
     from .conftest import new_app
 
-    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=APP_SECRET, MOLTIN_CLIENT_ID=moltin.client_id,
-                  MOLTIN_CLIENT_SECRET=moltin.client_secret, MOLTIN_API_URL=moltin.url)
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=APP_SECRET,
+        MOLTIN_CLIENT_ID=moltin.client_id,
+        MOLTIN_CLIENT_SECRET=moltin.client_secret,
+        MOLTIN_API_URL=moltin.url,
+    )
     receiver = WebhookReceiver()
     receiver.on("order.paid")(lambda e: None)
     receiver.init_app(app)

@@ -1,4 +1,5 @@
 """The secret check: right answers, and the shape of a constant-time comparison."""
+
 from __future__ import annotations
 
 import hmac
@@ -35,7 +36,8 @@ def test_repr_holds_no_secret() -> None:
 
 @pytest.mark.parametrize("candidate", [None, "x", "ne", "new", "old", "a" * 10_000, "new" + "a" * 50])
 def test_every_secret_is_compared_as_a_fixed_length_digest(
-        monkeypatch: pytest.MonkeyPatch, candidate: str | None) -> None:
+    monkeypatch: pytest.MonkeyPatch, candidate: str | None
+) -> None:
     """Whatever the guess, the same comparisons happen: one per secret, 32 bytes against 32 bytes.
 
     Timing itself is measured by ``bench/verify_timing.py``, not asserted here.

@@ -4,6 +4,7 @@ The public names below are imported on first use (:pep:`562`), so that
 loading a part of the package (the pytest plugin, the console script) does
 not load Flask and the receiver with it.
 """
+
 from __future__ import annotations
 
 import importlib

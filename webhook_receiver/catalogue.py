@@ -15,6 +15,7 @@ Anything else is unknown: a handler for it is kept with a warning naming the
 closest catalogue event, and ``sync`` refuses to register it, since upstream
 answers 422 to an unknown name.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -47,23 +48,51 @@ def _expand(entities: tuple[str, ...], actions: tuple[str, ...]) -> list[str]:
 
 #: The events table of the integrations API.
 _INTEGRATION_EVENTS = (
-    _expand(("account", "account-member", "account-membership", "address", "catalog-release", "catalog-rule",
-             "currency", "customer", "integration", "user-authentication-info"), _CRUD)
+    _expand(
+        (
+            "account",
+            "account-member",
+            "account-membership",
+            "address",
+            "catalog-release",
+            "catalog-rule",
+            "currency",
+            "customer",
+            "integration",
+            "user-authentication-info",
+        ),
+        _CRUD,
+    )
     + _expand(("cart",), ("updated", "deleted"))
     + _expand(("file",), ("created", "deleted"))
     + _expand(("order",), ("created", "updated", "fulfilled", "authorized", "paid", "refunded", "cancelled"))
     + _expand(("settings", "transaction"), ("created", "updated"))
-    + ["one-time-password-token-request.created", "payment-gateway.updated", "product.deleted",
-       "stock-transaction.created"]
+    + [
+        "one-time-password-token-request.created",
+        "payment-gateway.updated",
+        "product.deleted",
+        "stock-transaction.created",
+    ]
 )
 
 #: The subscription events.
 _SUBSCRIPTION_EVENTS = (
     _expand(("subscription-invoice",), ("created", "deleted"))
-    + _expand(("subscription-job", "subscription-offering", "subscription-plan", "subscription-product",
-               "subscription-schedule", "subscription-subscriber"), _CRUD)
-    + _expand(("subscription",), ("canceled", "closed", "create-failed", "created", "paused", "pending_cancel",
-                                  "pending_pause", "resumed"))
+    + _expand(
+        (
+            "subscription-job",
+            "subscription-offering",
+            "subscription-plan",
+            "subscription-product",
+            "subscription-schedule",
+            "subscription-subscriber",
+        ),
+        _CRUD,
+    )
+    + _expand(
+        ("subscription",),
+        ("canceled", "closed", "create-failed", "created", "paused", "pending_cancel", "pending_pause", "resumed"),
+    )
 )
 
 #: Every event Elastic Path lists today, sorted: what wildcards expand to.

@@ -1,4 +1,5 @@
 """Reading a receiver's configuration from a Flask app, once, in ``init_app``."""
+
 from __future__ import annotations
 
 import warnings
@@ -87,9 +88,7 @@ def read_config(
 
     mount = url if url is not None else config["WEBHOOK_RECEIVER_URL"]
     if not isinstance(mount, str) or not mount.startswith("/"):
-        raise RuntimeError(
-            f"WEBHOOK_RECEIVER_URL must be a path starting with '/', such as '/webhooks/{name}'"
-        )
+        raise RuntimeError(f"WEBHOOK_RECEIVER_URL must be a path starting with '/', such as '/webhooks/{name}'")
 
     limit = config["WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH"]
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
@@ -136,8 +135,10 @@ def flag(config: Any, key: str) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise RuntimeError(f"{key} must be True or False (or a string such as 'true' or 'false'),"
-                       f" not a value of type {type(value).__name__}")
+    raise RuntimeError(
+        f"{key} must be True or False (or a string such as 'true' or 'false'),"
+        f" not a value of type {type(value).__name__}"
+    )
 
 
 def _secrets(value: Any, source: str) -> list[str] | None:
@@ -158,14 +159,22 @@ def _secrets(value: Any, source: str) -> list[str] | None:
     for n, secret in enumerate(value, 1):
         where = source if len(value) == 1 else f"secret {n} of {source}"
         if not all(" " <= ch <= "~" for ch in secret):
-            raise RuntimeError(f"{where} holds a character that is not printable ASCII: it cannot travel in"
-                               f" the X-MOLTIN-SECRET-KEY header as it is. Make one with {_HOW_TO_MAKE_ONE}")
+            raise RuntimeError(
+                f"{where} holds a character that is not printable ASCII: it cannot travel in"
+                f" the X-MOLTIN-SECRET-KEY header as it is. Make one with {_HOW_TO_MAKE_ONE}"
+            )
         if secret != secret.strip():
-            raise RuntimeError(f"{where} starts or ends with whitespace, which servers strip from headers,"
-                               f" so it would never match. Make one with {_HOW_TO_MAKE_ONE}")
+            raise RuntimeError(
+                f"{where} starts or ends with whitespace, which servers strip from headers,"
+                f" so it would never match. Make one with {_HOW_TO_MAKE_ONE}"
+            )
         if len(secret) < MIN_SECRET_LENGTH:
-            warnings.warn(f"{where} is shorter than {MIN_SECRET_LENGTH} characters: anyone who can guess it can"
-                          f" fake deliveries. Make one with {_HOW_TO_MAKE_ONE}", WeakSecretWarning, stacklevel=6)
+            warnings.warn(
+                f"{where} is shorter than {MIN_SECRET_LENGTH} characters: anyone who can guess it can"
+                f" fake deliveries. Make one with {_HOW_TO_MAKE_ONE}",
+                WeakSecretWarning,
+                stacklevel=6,
+            )
     return list(value)
 
 
@@ -222,25 +231,31 @@ def _dispatcher(app: Flask, store: EventStore, celery: Any) -> Dispatcher:
         return InlineDispatcher()
     if mode == "thread":
         if not store.durable:
-            logger.warning("thread dispatch with the %s store: accepted events are lost if the"
-                           " process stops; use the default SQLite store or Redis", store.name)
-        return ThreadDispatcher(threads=_number(config, "WEBHOOK_RECEIVER_THREADS", integer=True),
-                                **queue_options)
+            logger.warning(
+                "thread dispatch with the %s store: accepted events are lost if the"
+                " process stops; use the default SQLite store or Redis",
+                store.name,
+            )
+        return ThreadDispatcher(threads=_number(config, "WEBHOOK_RECEIVER_THREADS", integer=True), **queue_options)
     if mode == "celery":
         celery = celery if celery is not None else app.extensions.get("celery")
         if celery is None:
             raise RuntimeError(
                 "WEBHOOK_RECEIVER_DISPATCH = 'celery' needs a Celery app: receiver.init_app(app,"
-                " celery=celery_app), or app.extensions['celery'] as in Flask's Celery pattern")
+                " celery=celery_app), or app.extensions['celery'] as in Flask's Celery pattern"
+            )
         if store.reach == "process":
             raise RuntimeError(
                 f"Celery workers run in other processes and cannot see the {store.name} store; set"
-                " WEBHOOK_RECEIVER_STORE to redis://... (or sqlite:///... on one machine)")
+                " WEBHOOK_RECEIVER_STORE to redis://... (or sqlite:///... on one machine)"
+            )
         if store.reach == "machine":
             logger.warning(
                 "Celery dispatch with the %s store: only workers on this machine can reach %s;"
                 " use WEBHOOK_RECEIVER_STORE = 'redis://...' for workers on other machines",
-                store.name, store.location)
+                store.name,
+                store.location,
+            )
         from .dispatch.celery import CeleryDispatcher
 
         return CeleryDispatcher(celery, **queue_options)

@@ -16,6 +16,7 @@ The steps, in order, each with its own answer (the README's "HTTP contract"):
 Every answer is JSON and none holds a traceback, the secret or the body. One
 INFO line is logged per delivery.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,8 +52,15 @@ class _Answer:
 
     __slots__ = ("code", "body", "status", "event", "headers")
 
-    def __init__(self, code: int, body: dict[str, Any], *, status: str,
-                 event: Event | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        body: dict[str, Any],
+        *,
+        status: str,
+        event: Event | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.code = code
         self.body = body
         self.status = status
@@ -83,7 +91,9 @@ def receive(receiver: HandlerSource, app: Flask, config: ReceiverConfig) -> Resp
         logger.exception("unexpected error while answering a delivery")
         answer = _error(500, "error", "an unexpected error occurred; it is logged")
     response = app.response_class(
-        fastjson.dumps(answer.body), status=answer.code, mimetype="application/json",
+        fastjson.dumps(answer.body),
+        status=answer.code,
+        mimetype="application/json",
         headers=answer.headers,
     )
     if logger.isEnabledFor(logging.INFO):
@@ -104,7 +114,8 @@ def receive(receiver: HandlerSource, app: Flask, config: ReceiverConfig) -> Resp
 def _answer(request: Request, receiver: HandlerSource, app: Flask, config: ReceiverConfig) -> _Answer:
     if request.method != "POST":
         return _error(
-            405, "method_not_allowed",
+            405,
+            "method_not_allowed",
             f"{request.method} is not allowed: Moltin delivers webhooks with POST",
             Allow="POST",
         )
@@ -116,8 +127,10 @@ def _answer(request: Request, receiver: HandlerSource, app: Flask, config: Recei
         presented = request.headers.get(SECRET_HEADER)
         if not config.verifier.verify(presented):
             signals.send_isolated(
-                signals.verification_failed, app,
-                reason="missing" if presented is None else "mismatch", receiver=receiver,
+                signals.verification_failed,
+                app,
+                reason="missing" if presented is None else "mismatch",
+                receiver=receiver,
             )
             return _error(401, "unauthorized", f"the {SECRET_HEADER} header is missing or wrong")
 
@@ -135,8 +148,12 @@ def _answer(request: Request, receiver: HandlerSource, app: Flask, config: Recei
         return _error(400, "bad_request", exc.reason)
 
     if event.irregular:
-        logger.warning("event %s (%s): unexpected shape of %s; kept as sent in event.raw", event.id,
-                       event.trigger, ", ".join(event.irregular))
+        logger.warning(
+            "event %s (%s): unexpected shape of %s; kept as sent in event.raw",
+            event.id,
+            event.trigger,
+            ", ".join(event.irregular),
+        )
     signals.send_isolated(signals.event_received, app, event=event, receiver=receiver)
     handlers = receiver.handlers_for(event.trigger, app)
     if not handlers:
@@ -150,8 +167,9 @@ def _answer(request: Request, receiver: HandlerSource, app: Flask, config: Recei
             error = "the backlog is full"
         else:
             error = f"the {'event store' if isinstance(exc, StoreUnavailable) else 'task queue'} is unavailable"
-        return _Answer(503, {"id": event.id, "status": "unavailable", "error": error}, status="unavailable",
-                       event=event)
+        return _Answer(
+            503, {"id": event.id, "status": "unavailable", "error": error}, status="unavailable", event=event
+        )
     return _done(outcome.code, outcome.status, event)
 
 

@@ -4,6 +4,7 @@ Every exception carries the data a caller needs to react (a reason, a limit, a
 store name) as attributes, and none of them ever holds a secret or a request
 body.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -102,8 +103,7 @@ class MoltinAPIError(WebhookReceiverError):
     :param errors: upstream's ``errors`` list, as sent.
     """
 
-    def __init__(self, message: str, *, status: int | None = None,
-                 errors: Sequence[dict[str, Any]] = ()) -> None:
+    def __init__(self, message: str, *, status: int | None = None, errors: Sequence[dict[str, Any]] = ()) -> None:
         super().__init__(message)
         #: The HTTP status, or ``None``.
         self.status = status

@@ -14,6 +14,7 @@ The body echoes the integration's ``configuration.secret_key``. Every value
 under a key named in :data:`SECRET_FIELDS` is replaced by :data:`REDACTED`
 before anything else sees the body, including inside the ``resources`` string.
 """
+
 from __future__ import annotations
 
 import json
@@ -160,9 +161,7 @@ class Event:
         except RecursionError:
             raise InvalidEvent("the body is nested too deeply") from None
         if not isinstance(decoded, dict):
-            raise InvalidEvent(
-                f"the body must be a JSON object, not {_json_type(decoded)}"
-            )
+            raise InvalidEvent(f"the body must be a JSON object, not {_json_type(decoded)}")
         return cls._build(decoded, trigger)
 
     @classmethod

@@ -7,6 +7,7 @@ which matters on every request. It is stricter: it reads only UTF-8, refuses
 endpoint accepts, and the error it gives, are those of the standard library;
 a value it cannot write is written by :mod:`json`.
 """
+
 from __future__ import annotations
 
 import json

@@ -4,6 +4,7 @@ Each handler has a name, stable across processes and restarts, under which its
 outcome is recorded: a redelivery skips the handlers that already succeeded for
 that event. The name defaults to ``module.qualname`` of the function.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -88,8 +89,9 @@ class HandlerRegistry:
     def __len__(self) -> int:
         return len(self._handlers)
 
-    def add(self, fn: EventHandler, patterns: Sequence[str], *, name: str | None = None,
-            latest_only: bool = False) -> Handler:
+    def add(
+        self, fn: EventHandler, patterns: Sequence[str], *, name: str | None = None, latest_only: bool = False
+    ) -> Handler:
         """Register *fn* for *patterns*.
 
         :param fn: called as ``fn(event)``.
@@ -107,13 +109,13 @@ class HandlerRegistry:
         _check_signature(fn)
         if not patterns:
             raise ValueError("give at least one event name, such as 'order.paid', or '*'")
-        handler = Handler(name=name or callable_name(fn), fn=fn, patterns=tuple(dict.fromkeys(patterns)),
-                          latest_only=latest_only)
+        handler = Handler(
+            name=name or callable_name(fn), fn=fn, patterns=tuple(dict.fromkeys(patterns)), latest_only=latest_only
+        )
         with self._lock:
             if any(h.name == handler.name for h in self._handlers):
                 raise ValueError(
-                    f"a handler named {handler.name!r} is already registered; pass"
-                    " name='...' to tell the two apart"
+                    f"a handler named {handler.name!r} is already registered; pass name='...' to tell the two apart"
                 )
             self._handlers.append(handler)
             self._by_trigger = {}
@@ -126,9 +128,7 @@ class HandlerRegistry:
         """
         found = self._by_trigger.get(trigger)
         if found is None:
-            found = tuple(
-                h for h in self._handlers if any(matches(p, trigger) for p in h.patterns)
-            )
+            found = tuple(h for h in self._handlers if any(matches(p, trigger) for p in h.patterns))
             if len(self._by_trigger) < 4096:
                 self._by_trigger[trigger] = found
         return found

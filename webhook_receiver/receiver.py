@@ -1,4 +1,5 @@
 """The Flask extension: :class:`WebhookReceiver`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -155,13 +156,13 @@ class WebhookReceiver:
             if app.extensions.get(RECEIVERS_KEY, {}).get(self.name) is self:
                 raise RuntimeError(
                     f"webhook receiver {self.name!r} is already set up on this app: call init_app once per"
-                    " app (with an app factory, once per app the factory makes)")
+                    " app (with an app factory, once per app the factory makes)"
+                )
             raise RuntimeError(
                 f"another webhook receiver named {self.name!r} is already set up on this app; give the"
                 " second one a name of its own: WebhookReceiver(name='...')"
             )
-        config = read_config(app, name=self.name, url=self._url, secret_key=self._secret_key,
-                             celery=celery)
+        config = read_config(app, name=self.name, url=self._url, secret_key=self._secret_key, celery=celery)
         config.dispatcher.bind(app, self, config.store)
         configs[self.name] = config
         app.extensions.setdefault(RECEIVERS_KEY, {})[self.name] = self
@@ -192,8 +193,7 @@ class WebhookReceiver:
             config: ReceiverConfig = app.extensions[EXTENSION_KEY][self.name]
         except KeyError:
             raise RuntimeError(
-                f"webhook receiver {self.name!r} is not set up on this app: call"
-                " receiver.init_app(app) first"
+                f"webhook receiver {self.name!r} is not set up on this app: call receiver.init_app(app) first"
             ) from None
         return config
 
@@ -226,7 +226,8 @@ class WebhookReceiver:
         config = self.get_config(app)
         if config.verifier is not None:
             app.extensions[EXTENSION_KEY][self.name] = dataclasses.replace(
-                config, verifier=config.verifier.also_accepting(secret))
+                config, verifier=config.verifier.also_accepting(secret)
+            )
 
     # -- handlers -------------------------------------------------------------
 

@@ -16,6 +16,7 @@ Each trigger also has a signal of its own, per :class:`WebhookReceiver`:
 ``receiver.signal("order.paid")``. Its receivers are event handlers and are
 called as ``fn(sender, event=event)``.
 """
+
 from __future__ import annotations
 
 from collections.abc import MutableSet

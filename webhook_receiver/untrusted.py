@@ -8,6 +8,7 @@ a string literal; the log filter of :func:`protect` does it to every string
 argument of a log record of the package, and to the traceback's text except
 its own line breaks.
 """
+
 from __future__ import annotations
 
 import logging

@@ -11,6 +11,7 @@ body), so the check is a comparison, made in constant time:
 * every configured secret is compared, even after a match, so the time does not
   tell which secret (or whether a rotated one) matched.
 """
+
 from __future__ import annotations
 
 import base64
@@ -67,9 +68,7 @@ class SecretVerifier:
         return clone
 
     def _digest(self, value: str) -> bytes:
-        return hashlib.blake2b(
-            value.encode("utf-8", "surrogateescape"), key=self._key, digest_size=32
-        ).digest()
+        return hashlib.blake2b(value.encode("utf-8", "surrogateescape"), key=self._key, digest_size=32).digest()
 
     def verify(self, candidate: str | None) -> bool:
         """Tell whether *candidate* is one of the accepted secrets.
@@ -102,7 +101,4 @@ def derive_secrets(secret_keys: Iterable[str | bytes], *, salt: str) -> list[str
     if not keys:
         return []
     signer = Signer(keys, salt=f"webhook_receiver.{salt}", key_derivation="hmac", digest_method=hashlib.sha256)
-    return [
-        base64.urlsafe_b64encode(signer.derive_key(key)).rstrip(b"=").decode("ascii")
-        for key in keys
-    ]
+    return [base64.urlsafe_b64encode(signer.derive_key(key)).rstrip(b"=").decode("ascii") for key in keys]

@@ -4,6 +4,7 @@ Everything that talks like upstream (the emulator, ``flask webhooks send``,
 the console script, :mod:`webhook_receiver.testing`) builds on this module;
 the receiver reads the same headers.
 """
+
 from __future__ import annotations
 
 import json
@@ -99,25 +100,81 @@ def _samples(resource_id: str) -> dict[str, dict[str, Any]]:
     """Resources as upstream sends them, for entities beyond orders and products."""
     now = "2026-11-29T10:00:00Z"
     return {
-        "customer": {"type": "customer", "id": resource_id, "name": "Ron Swanson",
-                     "email": "ron@swanson.example", "password": False},
-        "cart": {"type": "cart", "id": resource_id, "name": "Cart", "description": "",
-                 "meta": {"display_price": {"with_tax": _price(3500)}, "timestamps": {"updated_at": now}}},
-        "file": {"type": "file", "id": resource_id, "file_name": "lagavulin.jpg", "mime_type": "image/jpeg",
-                 "file_size": 48213, "public": True, "link": {"href": f"https://files.example/{resource_id}.jpg"}},
-        "transaction": {"type": "transaction", "id": resource_id, "reference": "ch_1ABC", "gateway": "stripe",
-                        "amount": 4200, "currency": "USD", "transaction_type": "purchase", "status": "complete"},
-        "stock-transaction": {"type": "stock-transaction", "id": resource_id, "action": "increment",
-                              "product_id": str(uuid.uuid4()), "quantity": 5},
-        "currency": {"type": "currency", "id": resource_id, "code": "EUR", "exchange_rate": 0.92,
-                     "format": "€{price}", "default": False, "enabled": True},
-        "address": {"type": "address", "id": resource_id, "first_name": "Ron", "last_name": "Swanson",
-                    "line_1": "1 Sun Street", "city": "Pawnee", "postcode": "46001", "country": "US"},
-        "integration": {"type": "integration", "id": resource_id, "integration_type": "webhook",
-                        "name": "Order shipping notification", "enabled": True, "observes": ["order.fulfilled"],
-                        "configuration": {"url": "https://shop.example/hooks", "secret_key": "shown-redacted"}},
-        "account": {"type": "account", "id": resource_id, "name": "Pawnee Parks", "legal_name": "Pawnee Parks Dept",
-                    "meta": {"timestamps": {"created_at": now}}},
+        "customer": {
+            "type": "customer",
+            "id": resource_id,
+            "name": "Ron Swanson",
+            "email": "ron@swanson.example",
+            "password": False,
+        },
+        "cart": {
+            "type": "cart",
+            "id": resource_id,
+            "name": "Cart",
+            "description": "",
+            "meta": {"display_price": {"with_tax": _price(3500)}, "timestamps": {"updated_at": now}},
+        },
+        "file": {
+            "type": "file",
+            "id": resource_id,
+            "file_name": "lagavulin.jpg",
+            "mime_type": "image/jpeg",
+            "file_size": 48213,
+            "public": True,
+            "link": {"href": f"https://files.example/{resource_id}.jpg"},
+        },
+        "transaction": {
+            "type": "transaction",
+            "id": resource_id,
+            "reference": "ch_1ABC",
+            "gateway": "stripe",
+            "amount": 4200,
+            "currency": "USD",
+            "transaction_type": "purchase",
+            "status": "complete",
+        },
+        "stock-transaction": {
+            "type": "stock-transaction",
+            "id": resource_id,
+            "action": "increment",
+            "product_id": str(uuid.uuid4()),
+            "quantity": 5,
+        },
+        "currency": {
+            "type": "currency",
+            "id": resource_id,
+            "code": "EUR",
+            "exchange_rate": 0.92,
+            "format": "€{price}",
+            "default": False,
+            "enabled": True,
+        },
+        "address": {
+            "type": "address",
+            "id": resource_id,
+            "first_name": "Ron",
+            "last_name": "Swanson",
+            "line_1": "1 Sun Street",
+            "city": "Pawnee",
+            "postcode": "46001",
+            "country": "US",
+        },
+        "integration": {
+            "type": "integration",
+            "id": resource_id,
+            "integration_type": "webhook",
+            "name": "Order shipping notification",
+            "enabled": True,
+            "observes": ["order.fulfilled"],
+            "configuration": {"url": "https://shop.example/hooks", "secret_key": "shown-redacted"},
+        },
+        "account": {
+            "type": "account",
+            "id": resource_id,
+            "name": "Pawnee Parks",
+            "legal_name": "Pawnee Parks Dept",
+            "meta": {"timestamps": {"created_at": now}},
+        },
     }
 
 
@@ -200,8 +257,9 @@ def make_event(
     return body
 
 
-def signed(event: Mapping[str, Any], *, secret: str | None, url: str,
-           trigger: str | None = None) -> tuple[bytes, dict[str, str]]:
+def signed(
+    event: Mapping[str, Any], *, secret: str | None, url: str, trigger: str | None = None
+) -> tuple[bytes, dict[str, str]]:
     """The body and headers of a delivery of *event*, as upstream sends it.
 
     :param event: a body from :func:`make_event`.
@@ -212,16 +270,16 @@ def signed(event: Mapping[str, Any], *, secret: str | None, url: str,
     """
     body = dict(event)
     body["configuration"] = {"url": url}
-    headers = {TRIGGER_HEADER: trigger or str(event.get("triggered_by", "")),
-               "Content-Type": "application/json"}
+    headers = {TRIGGER_HEADER: trigger or str(event.get("triggered_by", "")), "Content-Type": "application/json"}
     if secret is not None:
         body["configuration"]["secret_key"] = secret
         headers[SECRET_HEADER] = secret
     return json.dumps(body).encode(), headers
 
 
-def post(url: str, event: Mapping[str, Any], *, secret: str | None, trigger: str | None = None,
-         timeout: float = 15.0) -> Any:
+def post(
+    url: str, event: Mapping[str, Any], *, secret: str | None, trigger: str | None = None, timeout: float = 15.0
+) -> Any:
     """POST a delivery of *event* to *url*, never following a redirect.
 
     A redirect would carry the secret to wherever it points; the caller sees

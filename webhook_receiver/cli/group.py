@@ -7,6 +7,7 @@ the older ``MOLTIN_CLIENT_ID``, ``MOLTIN_CLIENT_SECRET`` and
 the ``EPCC_`` name before the ``MOLTIN_`` one. Every failure is one line on
 stderr and a non-zero exit, never a traceback.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,7 +46,8 @@ def api_client() -> MoltinClient:
     if not client_id or not client_secret:
         raise click.ClickException(
             "set EPCC_CLIENT_ID and EPCC_CLIENT_SECRET (in the app config or the environment), and"
-            f" EPCC_API_BASE_URL unless the store is at {DEFAULT_BASE_URL}")
+            f" EPCC_API_BASE_URL unless the store is at {DEFAULT_BASE_URL}"
+        )
     try:
         base_url = check_base_url(setting("EPCC_API_BASE_URL", "MOLTIN_API_URL") or DEFAULT_BASE_URL)
     except ValueError as exc:
@@ -86,5 +88,6 @@ def one_line_errors(fn: F) -> F:
 
 json_option = click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
 
-receiver_option = click.option("--receiver", "receiver_name", metavar="NAME",
-                               help="Which receiver, when the app has several.")
+receiver_option = click.option(
+    "--receiver", "receiver_name", metavar="NAME", help="Which receiver, when the app has several."
+)

@@ -1,4 +1,5 @@
 """``flask webhooks`` commands for the local loop: send, tunnel."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,7 @@ from .group import (
 @click.option("--attempt", default=1, show_default=True, type=click.IntRange(min=1), help="The attempt to claim.")
 @receiver_option
 @one_line_errors
-def send_command(trigger: str, url: str | None, data_file: str | None, attempt: int,
-                 receiver_name: str | None) -> None:
+def send_command(trigger: str, url: str | None, data_file: str | None, attempt: int, receiver_name: str | None) -> None:
     """Send a sample TRIGGER event with the app's secret and print the answer."""
     from ..local.console import deliver_to_url, read_data, report
     from ..wire import make_event, signed
@@ -61,7 +61,8 @@ def _default_provider(public_url: str | None) -> str:
         return "cloudflared"
     raise click.ClickException(
         "no tunnel provider: pip install 'webhook_receiver[tunnel]' (ngrok), put cloudflared on the"
-        " PATH, or give --public-url of a tunnel you run")
+        " PATH, or give --public-url of a tunnel you run"
+    )
 
 
 def _exit_with_parent() -> None:
@@ -85,16 +86,20 @@ def _start_background_workers(app: Any) -> None:
 
 
 @webhooks_cli.command("tunnel")
-@click.option("--provider", type=click.Choice(["ngrok", "cloudflared", "url", "loopback"]),
-              help="ngrok (pyngrok), cloudflared, url (with --public-url) or loopback (local tests).")
+@click.option(
+    "--provider",
+    type=click.Choice(["ngrok", "cloudflared", "url", "loopback"]),
+    help="ngrok (pyngrok), cloudflared, url (with --public-url) or loopback (local tests).",
+)
 @click.option("--public-url", help="The public URL of a tunnel you run yourself.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True)
 @click.option("--reload/--no-reload", default=False, show_default=True, help="Restart the app when code changes.")
 @receiver_option
 @one_line_errors
-def tunnel_command(provider: str | None, public_url: str | None, host: str, port: int, reload: bool,
-                   receiver_name: str | None) -> None:
+def tunnel_command(
+    provider: str | None, public_url: str | None, host: str, port: int, reload: bool, receiver_name: str | None
+) -> None:
     """Serve the app through a public URL, with a temporary integration upstream.
 
     Opens the tunnel, registers an integration observing the app's events
@@ -136,8 +141,9 @@ def tunnel_command(provider: str | None, public_url: str | None, host: str, port
         result = sync_integration(client, receiver, url, name=name, secret_key=secret)
         integration_ids = [str(i.get("id")) for i in result.integrations if i]
         click.echo(f"Public URL: {url}")
-        click.echo(f"Temporary integration {name!r} ({', '.join(integration_ids)}) observes:"
-                   f" {', '.join(receiver.observes())}")
+        click.echo(
+            f"Temporary integration {name!r} ({', '.join(integration_ids)}) observes: {', '.join(receiver.observes())}"
+        )
         click.echo("Deliveries from the store now reach this app. Ctrl-C stops and deletes the integration.")
         if not reload:
             _start_background_workers(app)

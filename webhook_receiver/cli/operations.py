@@ -1,4 +1,5 @@
 """``flask webhooks`` commands on the event store: events, show, replay, prune."""
+
 from __future__ import annotations
 
 import json
@@ -37,20 +38,33 @@ def _when(epoch: float) -> str:
 @json_option
 @receiver_option
 @one_line_errors
-def events_command(status: str | None, trigger: str | None, since: str | None, limit: int, as_json: bool,
-                   receiver_name: str | None) -> None:
+def events_command(
+    status: str | None, trigger: str | None, since: str | None, limit: int, as_json: bool, receiver_name: str | None
+) -> None:
     """List stored events, newest first."""
     store = receiver_named(receiver_name).get_store()
-    found = store.events(status=EventStatus(status) if status else None, trigger=trigger,
-                         since=time.time() - _duration(since) if since else None, limit=limit)
+    found = store.events(
+        status=EventStatus(status) if status else None,
+        trigger=trigger,
+        since=time.time() - _duration(since) if since else None,
+        limit=limit,
+    )
     if as_json:
         click.echo(json.dumps([_summary(stored) for stored in found], indent=2))
         return
     if not found:
         say("no events")
         return
-    rows = [(_when(s.received_at), printable(s.id), printable(s.trigger), s.status.value,
-             f"{sum(o.ok for o in s.handlers.values())}/{len(s.handlers)}") for s in found]
+    rows = [
+        (
+            _when(s.received_at),
+            printable(s.id),
+            printable(s.trigger),
+            s.status.value,
+            f"{sum(o.ok for o in s.handlers.values())}/{len(s.handlers)}",
+        )
+        for s in found
+    ]
     header = ("received (UTC)", "id", "trigger", "status", "handlers ok")
     widths = [max(len(row[n]) for row in [header, *rows]) for n in range(len(header))]
     for row in [header, *rows]:
@@ -60,12 +74,25 @@ def events_command(status: str | None, trigger: str | None, since: str | None, l
 def _summary(stored: StoredEvent) -> dict[str, Any]:
     """A stored event as JSON, its body left out."""
     return {
-        "id": stored.id, "trigger": stored.trigger, "status": stored.status.value,
-        "received_at": stored.received_at, "updated_at": stored.updated_at, "attempts": stored.attempts,
-        "due_at": stored.due_at, "error": stored.error,
-        "handlers": {name: {"ok": o.ok, "error": o.error, "attempts": o.attempts, "skipped": o.skipped,
-                            "started_at": o.started_at, "finished_at": o.finished_at}
-                     for name, o in stored.handlers.items()},
+        "id": stored.id,
+        "trigger": stored.trigger,
+        "status": stored.status.value,
+        "received_at": stored.received_at,
+        "updated_at": stored.updated_at,
+        "attempts": stored.attempts,
+        "due_at": stored.due_at,
+        "error": stored.error,
+        "handlers": {
+            name: {
+                "ok": o.ok,
+                "error": o.error,
+                "attempts": o.attempts,
+                "skipped": o.skipped,
+                "started_at": o.started_at,
+                "finished_at": o.finished_at,
+            }
+            for name, o in stored.handlers.items()
+        },
     }
 
 
@@ -96,8 +123,12 @@ def show_command(event_id: str, as_json: bool, receiver_name: str | None) -> Non
 
 @webhooks_cli.command("replay")
 @click.argument("event_id", required=False)
-@click.option("--failed", "all_failed", is_flag=True,
-              help="Every failed event, and every event left pending or processing past its lease.")
+@click.option(
+    "--failed",
+    "all_failed",
+    is_flag=True,
+    help="Every failed event, and every event left pending or processing past its lease.",
+)
 @receiver_option
 @one_line_errors
 def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | None) -> None:
@@ -112,11 +143,16 @@ def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | 
     else:
         stale = time.time() - store.lease_seconds
         ids = [e.id for e in store.events(status=EventStatus.FAILED)]
-        ids += [e.id for status in (EventStatus.PENDING, EventStatus.PROCESSING)
-                for e in store.events(status=status) if e.updated_at < stale]
+        ids += [
+            e.id
+            for status in (EventStatus.PENDING, EventStatus.PROCESSING)
+            for e in store.events(status=status)
+            if e.updated_at < stale
+        ]
     counts: dict[str, int] = {}
-    with click.progressbar(ids, label=f"replaying {len(ids)} event{'s' if len(ids) != 1 else ''}",
-                           show_pos=True) as bar:
+    with click.progressbar(
+        ids, label=f"replaying {len(ids)} event{'s' if len(ids) != 1 else ''}", show_pos=True
+    ) as bar:
         for one in bar:
             result = process_stored(app, receiver, store, one)
             counts[result.state] = counts.get(result.state, 0) + 1
@@ -133,15 +169,22 @@ def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | 
 
 
 @webhooks_cli.command("prune")
-@click.option("--older-than", "older_than", required=True,
-              help="Such as 30d: forget processed events received longer ago than that.")
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    help="Such as 30d: forget processed events received longer ago than that.",
+)
 @click.option("--include-failed", is_flag=True, help="Forget failed events too (never replayed: check them first).")
 @click.option("--dry-run", is_flag=True, help="Say how many would be forgotten; forget nothing.")
 @receiver_option
 @one_line_errors
 def prune_command(older_than: str, include_failed: bool, dry_run: bool, receiver_name: str | None) -> None:
     """Forget processed events received before a given age (failed ones with --include-failed; pending never)."""
-    count = receiver_named(receiver_name).get_store().prune(time.time() - _duration(older_than),
-                                                             include_failed=include_failed, dry_run=dry_run)
+    count = (
+        receiver_named(receiver_name)
+        .get_store()
+        .prune(time.time() - _duration(older_than), include_failed=include_failed, dry_run=dry_run)
+    )
     plural = "s" if count != 1 else ""
     say(f"would prune {count} event{plural}" if dry_run else f"pruned {count} event{plural}")

@@ -1,4 +1,5 @@
 """``flask webhooks`` commands that talk to upstream: sync, list, delete, logs; and routes, secret."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ def sync_command(url: str, name: str | None, dry_run: bool, disabled: bool, rece
     from ..upstream.sync import sync_integration
 
     receiver = receiver_named(receiver_name)
-    result = sync_integration(api_client(), receiver, url, name=name, secret_key=receiver.secret_key(),
-                              enabled=not disabled, dry_run=dry_run)
+    result = sync_integration(
+        api_client(), receiver, url, name=name, secret_key=receiver.secret_key(), enabled=not disabled, dry_run=dry_run
+    )
     for line in result.lines():
         say(line)
 
@@ -62,8 +64,10 @@ def list_command(as_json: bool) -> None:
 
 @webhooks_cli.command("delete")
 @click.argument("integration_id", required=False)
-@click.option("--name", help="Delete the integration with this name instead, with the rest of its sync group"
-                             " (NAME-2, NAME-3, ...).")
+@click.option(
+    "--name",
+    help="Delete the integration with this name instead, with the rest of its sync group (NAME-2, NAME-3, ...).",
+)
 @one_line_errors
 def delete_command(integration_id: str | None, name: str | None) -> None:
     """Delete an integration, by ID or by --name (a sync group whole)."""
@@ -97,8 +101,9 @@ def delete_command(integration_id: str | None, name: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 @receiver_option
 @one_line_errors
-def logs_command(integration_id: str | None, failed: bool, limit: int, as_json: bool,
-                 receiver_name: str | None) -> None:
+def logs_command(
+    integration_id: str | None, failed: bool, limit: int, as_json: bool, receiver_name: str | None
+) -> None:
     """Show delivery attempts, newest first, with the event each delivered and its status here.
 
     Upstream's log holds the answer the receiver gave, which names the event;
@@ -108,7 +113,7 @@ def logs_command(integration_id: str | None, failed: bool, limit: int, as_json: 
     logs = client.integration_logs(integration_id)
     if failed:
         logs = [log for log in logs if not log.get("succeeded")]
-    logs = sorted(logs, key=_created_at, reverse=True)[:max(limit, 0)]
+    logs = sorted(logs, key=_created_at, reverse=True)[: max(limit, 0)]
     names = {str(i.get("id")): str(i.get("name")) for i in client.list_integrations()}
     store = receiver_named(receiver_name).get_store()
     rows = [_log_row(log, names, store) for log in logs]
@@ -120,9 +125,11 @@ def logs_command(integration_id: str | None, failed: bool, limit: int, as_json: 
     for row in rows:
         outcome = "ok    " if row["succeeded"] else "FAILED"
         http = row["status_code"] if row["status_code"] is not None else "-"
-        line = (f"{row['created_at']}  {outcome}  attempt {row['attempt']}  http {http}"
-                f"  {row['trigger'] or '?'}  {row['event_id'] or '?'}  {row['integration']!r}"
-                f"  here: {row['stored_status'] or 'not stored'}  {row['error_detail'] or ''}")
+        line = (
+            f"{row['created_at']}  {outcome}  attempt {row['attempt']}  http {http}"
+            f"  {row['trigger'] or '?'}  {row['event_id'] or '?'}  {row['integration']!r}"
+            f"  here: {row['stored_status'] or 'not stored'}  {row['error_detail'] or ''}"
+        )
         say(line.rstrip())
 
 
@@ -165,8 +172,11 @@ def routes_command(as_json: bool, receiver_name: str | None) -> None:
     observes = receiver.observes()
     if as_json:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        click.echo(json.dumps({trigger: [h.name for h in receiver.handlers_for(trigger, app)]
-                               for trigger in observes}, indent=2))
+        click.echo(
+            json.dumps(
+                {trigger: [h.name for h in receiver.handlers_for(trigger, app)] for trigger in observes}, indent=2
+            )
+        )
         return
     if not observes:
         say("no handlers")

@@ -1,4 +1,5 @@
 """Who runs the handlers and when: inline, in a thread pool, or in Celery workers."""
+
 from .base import Dispatcher, Outcome, RetryPolicy
 from .inline import InlineDispatcher
 from .queue import QueueDispatcher

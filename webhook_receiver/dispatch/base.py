@@ -1,4 +1,5 @@
 """Who runs the handlers and when: the dispatcher interface and the retry rules."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -63,8 +64,10 @@ class Dispatcher(ABC):
             or receiver.
         """
         if self.app is not None and (self.app is not app or self.receiver is not receiver):
-            raise RuntimeError(f"this {type(self).__name__} is already bound to another app or receiver;"
-                               " give each app a dispatcher of its own")
+            raise RuntimeError(
+                f"this {type(self).__name__} is already bound to another app or receiver;"
+                " give each app a dispatcher of its own"
+            )
         self.app, self.receiver, self.store = app, receiver, store
 
     def _bound(self) -> tuple[Any, HandlerSource, EventStore]:

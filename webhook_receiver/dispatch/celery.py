@@ -1,4 +1,5 @@
 """Background dispatch through Celery: workers on any machine pull due events (extra ``[celery]``)."""
+
 from __future__ import annotations
 
 from typing import Any

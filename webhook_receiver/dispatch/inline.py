@@ -1,4 +1,5 @@
 """Inline dispatch: the handlers run in the request, and the answer reflects them."""
+
 from __future__ import annotations
 
 from typing import Sequence

@@ -1,4 +1,5 @@
 """Keeping leases alive: one heartbeat thread per process renews the claims of running handlers."""
+
 from __future__ import annotations
 
 import os
@@ -83,8 +84,9 @@ class Heartbeat:
             return
         if not kept:
             claim.lost = True
-            logger.warning("event %s: the lease was taken over by another worker; this one stops"
-                           " recording for it", claim.event_id)
+            logger.warning(
+                "event %s: the lease was taken over by another worker; this one stops recording for it", claim.event_id
+            )
             with self._lock:
                 self._claims.pop(key, None)
             return

@@ -5,6 +5,7 @@ nothing about the event lives only in process memory. Workers pull due events
 from the store. A monitor thread per process measures the backlog once per
 poll interval, for backpressure, and lets subclasses act on it.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -71,8 +72,14 @@ class QueueDispatcher(Dispatcher):
         store; a quarter of the lease (at most 1 s) by default.
     """
 
-    def __init__(self, *, policy: RetryPolicy | None = None, max_backlog: int = DEFAULT_MAX_BACKLOG,
-                 grace: float = 10.0, poll_interval: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        policy: RetryPolicy | None = None,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+        grace: float = 10.0,
+        poll_interval: float | None = None,
+    ) -> None:
         super().__init__()
         self.policy = policy or RetryPolicy()
         self.max_backlog = max_backlog
@@ -194,8 +201,9 @@ class QueueDispatcher(Dispatcher):
         timer.cancel()
         running = sum(t.is_alive() for t in self._threads)
         if running:
-            logger.warning("stopping with %d handler run(s) unfinished; they run again once their"
-                           " lease runs out", running)
+            logger.warning(
+                "stopping with %d handler run(s) unfinished; they run again once their lease runs out", running
+            )
         self._pid = 0
 
     def _wake_all(self) -> None:

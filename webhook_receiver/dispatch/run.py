@@ -6,6 +6,7 @@ background run of an event taken from the queue: rebuild, run, and finish
 with the next due time or for good. :func:`process_stored` runs a stored
 event here and now (``flask webhooks replay``).
 """
+
 from __future__ import annotations
 
 import threading
@@ -25,8 +26,16 @@ from .lease import HEARTBEAT
 if TYPE_CHECKING:
     from .base import RetryPolicy
 
-__all__ = ["HandlersRun", "RunState", "describe", "finish_durably", "process_stored", "run_claimed",
-           "run_handlers", "run_now"]
+__all__ = [
+    "HandlersRun",
+    "RunState",
+    "describe",
+    "finish_durably",
+    "process_stored",
+    "run_claimed",
+    "run_handlers",
+    "run_now",
+]
 
 
 #: The longest error text kept for a failed handler.
@@ -47,8 +56,9 @@ class HandlersRun:
     lost: bool = False
 
 
-def run_handlers(sender: Any, event: Event, handlers: Sequence[Handler], store: EventStore, claim: Claim, *,
-                 receiver: HandlerSource) -> HandlersRun:
+def run_handlers(
+    sender: Any, event: Event, handlers: Sequence[Handler], store: EventStore, claim: Claim, *, receiver: HandlerSource
+) -> HandlersRun:
     """Run each handler that has not yet succeeded for *event*, keeping the lease alive.
 
     Each outcome is written (fenced by the claim) before the next handler
@@ -87,10 +97,17 @@ def run_handlers(sender: Any, event: Event, handlers: Sequence[Handler], store: 
             except Exception as exc:
                 failed.append(handler.name)
                 previous = Run(handler.name, False, describe(exc), started, time.time())
-                logger.error("handler %s failed on event %s (%s, attempt %d)", handler.name, event.id,
-                             event.trigger, event.attempt, exc_info=True)
-                signals.send_isolated(signals.handler_failed, sender, event=event, handler=handler.name,
-                                      exception=exc, receiver=receiver)
+                logger.error(
+                    "handler %s failed on event %s (%s, attempt %d)",
+                    handler.name,
+                    event.id,
+                    event.trigger,
+                    event.attempt,
+                    exc_info=True,
+                )
+                signals.send_isolated(
+                    signals.handler_failed, sender, event=event, handler=handler.name, exception=exc, receiver=receiver
+                )
             else:
                 previous = Run(handler.name, True, None, started, time.time())
                 if mark is not None:
@@ -125,8 +142,11 @@ def _older_than_handled(store: EventStore, handler: Handler, mark: tuple[str, st
 
 def _lost(event: Event, claim: Claim, failed: list[str]) -> HandlersRun:
     claim.lost = True
-    logger.warning("event %s (%s): the lease was taken over by another worker; this run stops and"
-                   " records nothing more", event.id, event.trigger)
+    logger.warning(
+        "event %s (%s): the lease was taken over by another worker; this run stops and records nothing more",
+        event.id,
+        event.trigger,
+    )
     return HandlersRun(failed, None, lost=True)
 
 
@@ -141,8 +161,7 @@ def describe(exc: BaseException) -> str:
     return text
 
 
-def finish_durably(store: EventStore, claim: Claim, *, stopping: threading.Event | None = None,
-                   **kwargs: Any) -> bool:
+def finish_durably(store: EventStore, claim: Claim, *, stopping: threading.Event | None = None, **kwargs: Any) -> bool:
     """:meth:`EventStore.finish`, tried again while the store cannot answer.
 
     What the handlers did must not be lost to a store that is briefly locked
@@ -157,18 +176,25 @@ def finish_durably(store: EventStore, claim: Claim, *, stopping: threading.Event
             taken = store.finish(claim, **kwargs)
         except StoreUnavailable as exc:
             if stopping is not None and stopping.is_set():
-                logger.error("event %s: giving up writing its outcome at shutdown (%s); it runs again"
-                             " once its lease runs out", claim.event_id, exc)
+                logger.error(
+                    "event %s: giving up writing its outcome at shutdown (%s); it runs again once its lease runs out",
+                    claim.event_id,
+                    exc,
+                )
                 return False
-            logger.warning("event %s: cannot write its outcome yet (%s); trying again in %.2f s",
-                           claim.event_id, exc, pause)
+            logger.warning(
+                "event %s: cannot write its outcome yet (%s); trying again in %.2f s", claim.event_id, exc, pause
+            )
             time.sleep(pause)
             pause = min(pause * 2, 2.0)
             continue
         if not taken:
             claim.lost = True
-            logger.warning("event %s: the lease was taken over by another worker before this run"
-                           " finished; its outcome is not recorded", claim.event_id)
+            logger.warning(
+                "event %s: the lease was taken over by another worker before this run"
+                " finished; its outcome is not recorded",
+                claim.event_id,
+            )
         return taken
 
 
@@ -176,8 +202,15 @@ def finish_durably(store: EventStore, claim: Claim, *, stopping: threading.Event
 RunState = str
 
 
-def run_claimed(app: Any, receiver: HandlerSource, store: EventStore, claim: Claim, policy: RetryPolicy, *,
-                stopping: threading.Event | None = None) -> tuple[RunState, float | None]:
+def run_claimed(
+    app: Any,
+    receiver: HandlerSource,
+    store: EventStore,
+    claim: Claim,
+    policy: RetryPolicy,
+    *,
+    stopping: threading.Event | None = None,
+) -> tuple[RunState, float | None]:
     """One background run of an event taken with :meth:`EventStore.claim_due`, in an app context.
 
     A body that cannot be rebuilt marks the event failed with the reason. A
@@ -196,8 +229,15 @@ def run_claimed(app: Any, receiver: HandlerSource, store: EventStore, claim: Cla
         if finish_durably(store, claim, ok=False, error=reason, stopping=stopping):
             logger.error("event %s (%s) failed without running: %s", claim.event_id, claim.trigger, reason)
             stub = Event(id=claim.event_id, trigger=claim.trigger or "unknown.unknown")
-            signals.send_isolated(signals.event_failed, app, event=stub, failed=[], attempts=claim.attempt,
-                                  error=reason, receiver=receiver)
+            signals.send_isolated(
+                signals.event_failed,
+                app,
+                event=stub,
+                failed=[],
+                attempts=claim.attempt,
+                error=reason,
+                receiver=receiver,
+            )
             return "unreadable", None
         return "lost", None
 
@@ -217,21 +257,48 @@ def run_claimed(app: Any, receiver: HandlerSource, store: EventStore, claim: Cla
         return "lost", None
     failing = ", ".join(result.failed)
     if delay is None:
-        logger.error("event %s (%s) failed for good after %d runs; handlers failing: %s."
-                     " `flask webhooks replay %s` runs them again", event.id, event.trigger, claim.attempt,
-                     failing, event.id)
-        signals.send_isolated(signals.event_failed, app, event=event, failed=result.failed,
-                              attempts=claim.attempt, error=None, receiver=receiver)
+        logger.error(
+            "event %s (%s) failed for good after %d runs; handlers failing: %s."
+            " `flask webhooks replay %s` runs them again",
+            event.id,
+            event.trigger,
+            claim.attempt,
+            failing,
+            event.id,
+        )
+        signals.send_isolated(
+            signals.event_failed,
+            app,
+            event=event,
+            failed=result.failed,
+            attempts=claim.attempt,
+            error=None,
+            receiver=receiver,
+        )
         return "failed", None
-    logger.warning("event %s (%s): %s failed on run %d; due again in %.1f s", event.id, event.trigger,
-                   failing, claim.attempt, delay)
-    signals.send_isolated(signals.event_retrying, app, event=event, failed=result.failed,
-                          attempt=claim.attempt, delay=delay, receiver=receiver)
+    logger.warning(
+        "event %s (%s): %s failed on run %d; due again in %.1f s",
+        event.id,
+        event.trigger,
+        failing,
+        claim.attempt,
+        delay,
+    )
+    signals.send_isolated(
+        signals.event_retrying,
+        app,
+        event=event,
+        failed=result.failed,
+        attempt=claim.attempt,
+        delay=delay,
+        receiver=receiver,
+    )
     return "retrying", delay
 
 
-def run_now(sender: Any, receiver: HandlerSource, store: EventStore, event: Event,
-            handlers: Sequence[Handler] | None = None) -> tuple[RunState, list[str]]:
+def run_now(
+    sender: Any, receiver: HandlerSource, store: EventStore, event: Event, handlers: Sequence[Handler] | None = None
+) -> tuple[RunState, list[str]]:
     """Claim *event*, run here and now the handlers that have not succeeded yet, and finish the claim.
 
     What inline dispatch does in the request, and ``flask webhooks replay``
@@ -254,8 +321,11 @@ def run_now(sender: Any, receiver: HandlerSource, store: EventStore, event: Even
     if result.lost:
         return "busy", result.failed
     if not store.finish(claim, ok=not result.failed, last=result.last):
-        logger.warning("event %s: the lease was taken over by another worker before this run finished;"
-                       " its outcome is not recorded", event.id)
+        logger.warning(
+            "event %s: the lease was taken over by another worker before this run finished;"
+            " its outcome is not recorded",
+            event.id,
+        )
         return "busy", result.failed
     if result.failed:
         return "failed", result.failed
@@ -275,8 +345,9 @@ class ProcessResult:
 
     __slots__ = ("state", "event", "failed", "error")
 
-    def __init__(self, state: str, event: Event | None = None, failed: Sequence[str] = (),
-                 error: str | None = None) -> None:
+    def __init__(
+        self, state: str, event: Event | None = None, failed: Sequence[str] = (), error: str | None = None
+    ) -> None:
         self.state = state
         self.event = event
         self.failed = list(failed)

@@ -1,4 +1,5 @@
 """Background dispatch in a pool of threads of the web process, pulling due events from the store."""
+
 from __future__ import annotations
 
 import threading
@@ -89,8 +90,7 @@ class ThreadDispatcher(QueueDispatcher):
                 with app.app_context():
                     _, delay = run_claimed(app, receiver, store, claim, self.policy, stopping=stopping)
             except Exception:  # noqa: BLE001 - the event is durable; its lease runs out and it runs again
-                logger.exception("event %s: the worker failed; it runs again once its lease runs out",
-                                 claim.event_id)
+                logger.exception("event %s: the worker failed; it runs again once its lease runs out", claim.event_id)
                 continue
             if delay is not None:
                 with self._ready:

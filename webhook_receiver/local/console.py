@@ -1,4 +1,5 @@
 """The ``webhook-receiver`` console script: what needs no Flask app."""
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,14 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, help="Port to listen on.")
 @click.option("--client-id", help="The client id the token endpoint accepts (default: a fresh one).")
-@click.option("--client-secret", envvar="EMULATOR_CLIENT_SECRET",
-              help="The client secret it accepts (default: a fresh one; or set EMULATOR_CLIENT_SECRET).")
-@click.option("--retry-delays", default="1,2,4,8", show_default=True,
-              help="Seconds before each delivery retry, comma-separated.")
+@click.option(
+    "--client-secret",
+    envvar="EMULATOR_CLIENT_SECRET",
+    help="The client secret it accepts (default: a fresh one; or set EMULATOR_CLIENT_SECRET).",
+)
+@click.option(
+    "--retry-delays", default="1,2,4,8", show_default=True, help="Seconds before each delivery retry, comma-separated."
+)
 def emulate(host: str, port: int, client_id: str | None, client_secret: str | None, retry_delays: str) -> None:
     """Run a local stand-in for the Moltin API that really delivers webhooks.
 
@@ -37,14 +42,18 @@ def emulate(host: str, port: int, client_id: str | None, client_secret: str | No
     try:
         delays = [float(d) for d in retry_delays.split(",") if d.strip()]
     except ValueError:
-        raise click.BadParameter("use numbers separated by commas, such as 1,2,4",
-                                 param_hint="--retry-delays") from None
+        raise click.BadParameter(
+            "use numbers separated by commas, such as 1,2,4", param_hint="--retry-delays"
+        ) from None
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    emulator = Emulator(client_id=client_id, client_secret=client_secret, host=host, port=port,
-                        retry_delays=delays, quiet=False)
+    emulator = Emulator(
+        client_id=client_id, client_secret=client_secret, host=host, port=port, retry_delays=delays, quiet=False
+    )
     click.echo(f"Moltin emulator on http://{host}:{port}  (Ctrl-C to stop). Its credentials, for this run:")
-    click.echo(f"  export EPCC_API_BASE_URL=http://{host}:{port} EPCC_CLIENT_ID={emulator.client_id}"
-               f" EPCC_CLIENT_SECRET={emulator.client_secret}")
+    click.echo(
+        f"  export EPCC_API_BASE_URL=http://{host}:{port} EPCC_CLIENT_ID={emulator.client_id}"
+        f" EPCC_CLIENT_SECRET={emulator.client_secret}"
+    )
     try:
         emulator.serve_forever()
     except OSError as exc:
@@ -81,9 +90,12 @@ def deliver_to_url(url: str, body: dict[str, Any], secret: str | None) -> None:
         raise click.ClickException(f"cannot deliver to {url}: {type(exc).__name__}") from None
     if answer.is_redirect or 300 <= answer.status_code < 400:
         location = answer.headers.get("Location", "(no Location)")
-        raise click.ClickException(printable(
-            f"{url} answered {answer.status_code}, a redirect to {location}: not followed, since it would carry"
-            " the secret there; deliver to the final URL"))
+        raise click.ClickException(
+            printable(
+                f"{url} answered {answer.status_code}, a redirect to {location}: not followed, since it would carry"
+                " the secret there; deliver to the final URL"
+            )
+        )
     report(answer.status_code, answer.text)
 
 
@@ -94,17 +106,23 @@ def report(status: int, body: str) -> None:
         raise SystemExit(1)
 
 
-data_option = click.option("--data", "data_file", metavar="FILE",
-                           help="A JSON file with the resource (default: a realistic sample).")
-attempt_option = click.option("--attempt", default=1, show_default=True, type=click.IntRange(min=1),
-                              help="The delivery attempt to claim.")
+data_option = click.option(
+    "--data", "data_file", metavar="FILE", help="A JSON file with the resource (default: a realistic sample)."
+)
+attempt_option = click.option(
+    "--attempt", default=1, show_default=True, type=click.IntRange(min=1), help="The delivery attempt to claim."
+)
 
 
 @main.command("send")
 @click.argument("trigger")
 @click.option("--to", "url", required=True, help="The receiver's full URL.")
-@click.option("--secret", envvar="WEBHOOK_RECEIVER_SECRET_KEY", required=True,
-              help="The secret to send (or set WEBHOOK_RECEIVER_SECRET_KEY, which keeps it out of shell history).")
+@click.option(
+    "--secret",
+    envvar="WEBHOOK_RECEIVER_SECRET_KEY",
+    required=True,
+    help="The secret to send (or set WEBHOOK_RECEIVER_SECRET_KEY, which keeps it out of shell history).",
+)
 @data_option
 @attempt_option
 def send(trigger: str, url: str, secret: str, data_file: str | None, attempt: int) -> None:

@@ -16,6 +16,7 @@ The plugin imports nothing of the library until a test asks for one of its
 fixtures, so a test run that uses none of them does not pay for Flask apps,
 the emulator or the stores.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Iterator

@@ -5,6 +5,7 @@ Providers: ``ngrok`` (through pyngrok, extra ``[tunnel]``), ``cloudflared``
 have, from any tunnel you run yourself) and ``loopback`` (no tunnel at all:
 ``http://127.0.0.1:<port>``, for tests against the local emulator).
 """
+
 from __future__ import annotations
 
 import re
@@ -62,8 +63,11 @@ class _Cloudflared:
         binary = shutil.which("cloudflared")
         if binary is None:
             raise TunnelError("the cloudflared provider needs the cloudflared binary on the PATH")
-        self._proc = subprocess.Popen([binary, "tunnel", "--no-autoupdate", "--url", f"http://127.0.0.1:{port}"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._proc = subprocess.Popen(
+            [binary, "tunnel", "--no-autoupdate", "--url", f"http://127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         found: list[str] = []
 
         def scan() -> None:

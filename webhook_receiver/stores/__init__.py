@@ -1,4 +1,5 @@
 """Event stores: the inbox that makes every handler run once per event."""
+
 from .base import (
     Claim,
     ClaimState,

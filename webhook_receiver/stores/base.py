@@ -24,6 +24,7 @@ taken the event over. :meth:`EventStore.renew` extends a lease while a handler
 runs. Stores raise :class:`~webhook_receiver.errors.StoreUnavailable` when they
 cannot answer; the receiver then answers ``503`` and upstream retries.
 """
+
 from __future__ import annotations
 
 import enum
@@ -130,9 +131,17 @@ class Claim:
 
     __slots__ = ("event_id", "state", "token", "attempt", "outcomes", "trigger", "raw", "lost")
 
-    def __init__(self, event_id: str, state: ClaimState, token: str = "", *, attempt: int = 0,
-                 outcomes: dict[str, HandlerOutcome] | None = None, trigger: str = "",
-                 raw: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        event_id: str,
+        state: ClaimState,
+        token: str = "",
+        *,
+        attempt: int = 0,
+        outcomes: dict[str, HandlerOutcome] | None = None,
+        trigger: str = "",
+        raw: Mapping[str, Any] | None = None,
+    ) -> None:
         self.event_id = event_id
         self.state = state
         self.token = token
@@ -153,9 +162,15 @@ class Claim:
         outcomes = dict(self.outcomes)
         if run is not None:
             previous = outcomes.get(run.name)
-            outcomes[run.name] = HandlerOutcome(run.name, run.ok, run.error,
-                                                (previous.attempts if previous else 0) + 1,
-                                                run.started_at, run.finished_at, run.skipped)
+            outcomes[run.name] = HandlerOutcome(
+                run.name,
+                run.ok,
+                run.error,
+                (previous.attempts if previous else 0) + 1,
+                run.started_at,
+                run.finished_at,
+                run.skipped,
+            )
         return outcomes
 
     def __repr__(self) -> str:  # never the body
@@ -205,8 +220,12 @@ def finished_status(ok: bool, retry_at: float | None) -> EventStatus:
 
 def dump_outcomes(outcomes: Mapping[str, HandlerOutcome]) -> str:
     """Outcomes as the JSON text stores keep."""
-    return fastjson.dumps({name: [o.ok, o.error, o.attempts, o.started_at, o.finished_at]
-                           + ([o.skipped] if o.skipped else []) for name, o in outcomes.items()})
+    return fastjson.dumps(
+        {
+            name: [o.ok, o.error, o.attempts, o.started_at, o.finished_at] + ([o.skipped] if o.skipped else [])
+            for name, o in outcomes.items()
+        }
+    )
 
 
 def load_raw(text: str | bytes) -> Any:
@@ -221,9 +240,18 @@ def load_outcomes(text: str | bytes | None) -> dict[str, HandlerOutcome]:
     """The outcomes kept by :func:`dump_outcomes`."""
     if not text:
         return {}
-    return {name: HandlerOutcome(name, bool(fields[0]), fields[1], int(fields[2]), float(fields[3]),
-                                 float(fields[4]), fields[5] if len(fields) > 5 else None)
-            for name, fields in fastjson.loads(text).items()}
+    return {
+        name: HandlerOutcome(
+            name,
+            bool(fields[0]),
+            fields[1],
+            int(fields[2]),
+            float(fields[3]),
+            float(fields[4]),
+            fields[5] if len(fields) > 5 else None,
+        )
+        for name, fields in fastjson.loads(text).items()
+    }
 
 
 class EventStore(ABC):
@@ -309,8 +337,15 @@ class EventStore(ABC):
         """
 
     @abstractmethod
-    def finish(self, claim: Claim, *, ok: bool, last: Run | None = None, retry_at: float | None = None,
-               error: str | None = None) -> bool:
+    def finish(
+        self,
+        claim: Claim,
+        *,
+        ok: bool,
+        last: Run | None = None,
+        retry_at: float | None = None,
+        error: str | None = None,
+    ) -> bool:
         """End the run: write *last*, the event's status, and end the lease.
 
         The status is ``processed`` when *ok*; else ``pending`` and due at
@@ -350,8 +385,14 @@ class EventStore(ABC):
         """
 
     @abstractmethod
-    def events(self, *, status: EventStatus | None = None, trigger: str | None = None,
-               since: float | None = None, limit: int | None = None) -> list[StoredEvent]:
+    def events(
+        self,
+        *,
+        status: EventStatus | None = None,
+        trigger: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[StoredEvent]:
         """Stored events, newest first, filtered.
 
         :param status: only events with this status.

@@ -12,6 +12,7 @@ with the machine.
 Due times (retries) and the times shown to people stay on the wall clock: a
 step moves a retry earlier or later, never runs an event twice at once.
 """
+
 from __future__ import annotations
 
 import time

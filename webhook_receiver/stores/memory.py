@@ -1,4 +1,5 @@
 """An in-process store: for tests, demos and single-process apps that may forget on restart."""
+
 from __future__ import annotations
 
 import heapq
@@ -88,14 +89,27 @@ class MemoryStore(EventStore):
         stored.due_at = None
         stored.attempts += 1
         stored.updated_at = now
-        return Claim(stored.id, ClaimState.CLAIMED, token, attempt=stored.attempts,
-                     outcomes=dict(stored.handlers), trigger=stored.trigger, raw=stored.raw)
+        return Claim(
+            stored.id,
+            ClaimState.CLAIMED,
+            token,
+            attempt=stored.attempts,
+            outcomes=dict(stored.handlers),
+            trigger=stored.trigger,
+            raw=stored.raw,
+        )
 
     def _insert(self, event: Event, now: float) -> StoredEvent:
         """Store a new event, making room first."""
         self._evict()
-        stored = StoredEvent(id=event.id, trigger=event.trigger, status=EventStatus.PENDING,
-                             raw=event.raw, received_at=now, updated_at=now)
+        stored = StoredEvent(
+            id=event.id,
+            trigger=event.trigger,
+            status=EventStatus.PENDING,
+            raw=event.raw,
+            received_at=now,
+            updated_at=now,
+        )
         self._events[event.id] = stored
         return stored
 
@@ -160,11 +174,15 @@ class MemoryStore(EventStore):
     def count_due(self) -> int:
         now = time.time()
         with self._lock:
-            due = sum(1 for e in self._events.values() if e.status is EventStatus.PENDING
-                      and e.due_at is not None and e.due_at <= now)
+            due = sum(
+                1
+                for e in self._events.values()
+                if e.status is EventStatus.PENDING and e.due_at is not None and e.due_at <= now
+            )
             held_now = time.monotonic()
-            expired = sum(1 for i, (_, expires) in self._leases.items()
-                          if expires <= held_now and i in self._background)
+            expired = sum(
+                1 for i, (_, expires) in self._leases.items() if expires <= held_now and i in self._background
+            )
         return due + expired
 
     def renew(self, claim: Claim) -> bool:
@@ -186,8 +204,15 @@ class MemoryStore(EventStore):
             stored.updated_at = run.finished_at
             return True
 
-    def finish(self, claim: Claim, *, ok: bool, last: Run | None = None, retry_at: float | None = None,
-               error: str | None = None) -> bool:
+    def finish(
+        self,
+        claim: Claim,
+        *,
+        ok: bool,
+        last: Run | None = None,
+        retry_at: float | None = None,
+        error: str | None = None,
+    ) -> bool:
         now = time.time()
         with self._lock:
             stored = self._holds(claim)
@@ -217,12 +242,20 @@ class MemoryStore(EventStore):
             stored = self._events.get(event_id)
             return None if stored is None else replace(stored, handlers=dict(stored.handlers))
 
-    def events(self, *, status: EventStatus | None = None, trigger: str | None = None,
-               since: float | None = None, limit: int | None = None) -> list[StoredEvent]:
+    def events(
+        self,
+        *,
+        status: EventStatus | None = None,
+        trigger: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[StoredEvent]:
         with self._lock:
             found = [
-                replace(e, handlers=dict(e.handlers)) for e in reversed(self._events.values())
-                if (status is None or e.status is status) and (trigger is None or e.trigger == trigger)
+                replace(e, handlers=dict(e.handlers))
+                for e in reversed(self._events.values())
+                if (status is None or e.status is status)
+                and (trigger is None or e.trigger == trigger)
                 and (since is None or e.received_at >= since)
             ]
         return found[:limit] if limit is not None else found

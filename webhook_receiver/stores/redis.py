@@ -15,6 +15,7 @@ answered no 2xx, and upstream's retry takes its event over)
 s) and ``<prefix>:watermarks`` (a hash of the newest ``updated_at`` per
 handler and resource, for ``latest_only`` handlers). The two sorted sets find due events and expired leases in O(log n).
 """
+
 from __future__ import annotations
 
 import secrets
@@ -48,7 +49,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 # KEYS: event, queue, leases, events; ARGV: id, token, lease ms, trigger, raw
-_CLAIM = _NOW + """
+_CLAIM = (
+    _NOW
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'processed' then return {'done'} end
 if status == 'processing' then
@@ -70,9 +73,12 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('HGET', KEYS[1], 'background') == '1' then redis.call('ZADD', KEYS[3], expires, ARGV[1]) end
 return {'claimed', attempts, redis.call('HGET', KEYS[1], 'outcomes') or ''}
 """
+)
 
 # KEYS: queue, leases; ARGV: token, lease ms, event key prefix
-_CLAIM_DUE = _NOW + """
+_CLAIM_DUE = (
+    _NOW
+    + """
 for _ = 1, 20 do
   local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
   if #ids == 0 then ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1) end
@@ -94,9 +100,12 @@ for _ = 1, 20 do
 end
 return false
 """
+)
 
 # KEYS: event, queue, events; ARGV: id, trigger, raw
-_ACCEPT = _NOW + """
+_ACCEPT = (
+    _NOW
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   redis.call('HSET', KEYS[1], 'trigger', ARGV[2], 'status', 'pending', 'raw', ARGV[3], 'attempts', 0,
@@ -111,20 +120,27 @@ if status == 'failed' then
 end
 return status
 """
+)
 
 # KEYS: queue, leases
-_COUNT_DUE = _NOW + """
+_COUNT_DUE = (
+    _NOW
+    + """
 return redis.call('ZCOUNT', KEYS[1], '-inf', now) + redis.call('ZCOUNT', KEYS[2], '-inf', now)
 """
+)
 
 # KEYS: event, leases; ARGV: id, token, lease ms
-_RENEW = _NOW + """
+_RENEW = (
+    _NOW
+    + """
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return 0 end
 local expires = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'lease_expires', expires)
 if redis.call('HGET', KEYS[1], 'background') == '1' then redis.call('ZADD', KEYS[2], expires, ARGV[1]) end
 return 1
 """
+)
 
 # KEYS: event; ARGV: token, outcomes, updated_at
 _RECORD = """
@@ -134,7 +150,9 @@ return 1
 """
 
 # KEYS: event, queue, leases; ARGV: id, token, status, outcomes, error, retry delay ms ('' for none)
-_FINISH = _NOW + """
+_FINISH = (
+    _NOW
+    + """
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'outcomes', ARGV[4], 'updated_at', now / 1000)
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[5]) else redis.call('HDEL', KEYS[1], 'error') end
@@ -149,6 +167,7 @@ else
 end
 return 1
 """
+)
 
 # KEYS: watermarks; ARGV: field, updated_at
 _RAISE_WATERMARK = """
@@ -176,10 +195,11 @@ def hide_password(url: str) -> str:
             netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
         query = "&".join(
             f"{name}=***" if name.lower() in ("password", "pass", "pwd") else f"{name}={value}" if value else name
-            for name, value in ((pair.split("=", 1) + [""])[:2] for pair in parts.query.split("&") if pair))
+            for name, value in ((pair.split("=", 1) + [""])[:2] for pair in parts.query.split("&") if pair)
+        )
         hidden = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
         if url.startswith(f"{parts.scheme}://") and not hidden.startswith(f"{parts.scheme}://"):
-            hidden = f"{parts.scheme}://{hidden[len(parts.scheme) + 1:]}"  # unix:///path keeps its slashes
+            hidden = f"{parts.scheme}://{hidden[len(parts.scheme) + 1 :]}"  # unix:///path keeps its slashes
         return hidden
     except ValueError:
         return "redis://***"
@@ -189,9 +209,7 @@ def _import_redis() -> Any:
     try:
         import redis
     except ImportError:
-        raise RuntimeError(
-            "the Redis store needs the redis package: pip install 'webhook_receiver[redis]'"
-        ) from None
+        raise RuntimeError("the Redis store needs the redis package: pip install 'webhook_receiver[redis]'") from None
     return redis
 
 
@@ -206,8 +224,9 @@ class RedisStore(EventStore):
 
     name = "redis"
 
-    def __init__(self, url: str, *, prefix: str = "webhook_receiver", lease_seconds: float = 60.0,
-                 timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "webhook_receiver", lease_seconds: float = 60.0, timeout: float = 5.0
+    ) -> None:
         super().__init__(lease_seconds=lease_seconds)
         redis = _import_redis()
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
@@ -256,29 +275,48 @@ class RedisStore(EventStore):
         answer = self._call(
             self._claim_script,
             keys=[self._key("event", event.id), self._queue_key, self._leases_key, self._events_key],
-            args=[event.id, token, self._lease_ms, event.trigger, fastjson.dumps_bytes(event.raw)])
+            args=[event.id, token, self._lease_ms, event.trigger, fastjson.dumps_bytes(event.raw)],
+        )
         state = answer[0].decode()
         if state == "done":
             return Claim(event.id, ClaimState.DONE)
         if state == "busy":
             return Claim(event.id, ClaimState.BUSY)
-        return Claim(event.id, ClaimState.CLAIMED, token, attempt=int(answer[1]),
-                     outcomes=load_outcomes(answer[2]), trigger=event.trigger)
+        return Claim(
+            event.id,
+            ClaimState.CLAIMED,
+            token,
+            attempt=int(answer[1]),
+            outcomes=load_outcomes(answer[2]),
+            trigger=event.trigger,
+        )
 
     def claim_due(self) -> Claim | None:
         token = secrets.token_hex(16)
-        answer = self._call(self._claim_due_script, keys=[self._queue_key, self._leases_key],
-                            args=[token, self._lease_ms, f"{self.prefix}:event:"])
+        answer = self._call(
+            self._claim_due_script,
+            keys=[self._queue_key, self._leases_key],
+            args=[token, self._lease_ms, f"{self.prefix}:event:"],
+        )
         if not answer:
             return None
         event_id, attempts, trigger, raw, outcomes = answer
-        return Claim(event_id.decode(), ClaimState.CLAIMED, token, attempt=int(attempts),
-                     outcomes=load_outcomes(outcomes), trigger=trigger.decode(), raw=load_raw(raw))
+        return Claim(
+            event_id.decode(),
+            ClaimState.CLAIMED,
+            token,
+            attempt=int(attempts),
+            outcomes=load_outcomes(outcomes),
+            trigger=trigger.decode(),
+            raw=load_raw(raw),
+        )
 
     def accept(self, event: Event) -> EventStatus | None:
-        answer = self._call(self._accept_script,
-                            keys=[self._key("event", event.id), self._queue_key, self._events_key],
-                            args=[event.id, event.trigger, fastjson.dumps_bytes(event.raw)])
+        answer = self._call(
+            self._accept_script,
+            keys=[self._key("event", event.id), self._queue_key, self._events_key],
+            args=[event.id, event.trigger, fastjson.dumps_bytes(event.raw)],
+        )
         return None if answer is None else EventStatus(answer.decode())
 
     def count_due(self) -> int:
@@ -287,28 +325,48 @@ class RedisStore(EventStore):
     # -- writes under a claim (fenced) --------------------------------------------
 
     def renew(self, claim: Claim) -> bool:
-        return bool(self._call(self._renew_script, keys=[self._key("event", claim.event_id), self._leases_key],
-                               args=[claim.event_id, claim.token, self._lease_ms]))
+        return bool(
+            self._call(
+                self._renew_script,
+                keys=[self._key("event", claim.event_id), self._leases_key],
+                args=[claim.event_id, claim.token, self._lease_ms],
+            )
+        )
 
     def record(self, claim: Claim, run: Run) -> bool:
         outcomes = claim.with_run(run)
-        written = bool(self._call(self._record_script, keys=[self._key("event", claim.event_id)],
-                                  args=[claim.token, dump_outcomes(outcomes), run.finished_at]))
+        written = bool(
+            self._call(
+                self._record_script,
+                keys=[self._key("event", claim.event_id)],
+                args=[claim.token, dump_outcomes(outcomes), run.finished_at],
+            )
+        )
         if written:
             claim.outcomes = outcomes
         return written
 
-    def finish(self, claim: Claim, *, ok: bool, last: Run | None = None, retry_at: float | None = None,
-               error: str | None = None) -> bool:
+    def finish(
+        self,
+        claim: Claim,
+        *,
+        ok: bool,
+        last: Run | None = None,
+        retry_at: float | None = None,
+        error: str | None = None,
+    ) -> bool:
         outcomes = claim.with_run(last)
         status = finished_status(ok, retry_at)
         delay = ""  # a retry is sent as a delay: the script adds it to the server's clock
         if status is EventStatus.PENDING and retry_at is not None:
             delay = str(max(0, int((retry_at - time.time()) * 1000)))
-        written = bool(self._call(
-            self._finish_script,
-            keys=[self._key("event", claim.event_id), self._queue_key, self._leases_key],
-            args=[claim.event_id, claim.token, status.value, dump_outcomes(outcomes), error or "", delay]))
+        written = bool(
+            self._call(
+                self._finish_script,
+                keys=[self._key("event", claim.event_id), self._queue_key, self._leases_key],
+                args=[claim.event_id, claim.token, status.value, dump_outcomes(outcomes), error or "", delay],
+            )
+        )
         if written:
             claim.outcomes = outcomes
         return written
@@ -320,13 +378,17 @@ class RedisStore(EventStore):
         return fastjson.dumps([handler, resource_type, resource_id])
 
     def watermark(self, handler: str, resource_type: str, resource_id: str) -> float | None:
-        held = self._call(self.client.hget, self._key("watermarks"),
-                          self._watermark_field(handler, resource_type, resource_id))
+        held = self._call(
+            self.client.hget, self._key("watermarks"), self._watermark_field(handler, resource_type, resource_id)
+        )
         return None if held is None else float(held)
 
     def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> None:
-        self._call(self._raise_watermark_script, keys=[self._key("watermarks")],
-                   args=[self._watermark_field(handler, resource_type, resource_id), repr(updated_at)])
+        self._call(
+            self._raise_watermark_script,
+            keys=[self._key("watermarks")],
+            args=[self._watermark_field(handler, resource_type, resource_id), repr(updated_at)],
+        )
 
     # -- reading and housekeeping -------------------------------------------------------
 
@@ -341,13 +403,23 @@ class RedisStore(EventStore):
             pipe.hgetall(self._key("event", event_id))
         return list(zip(ids, self._call(pipe.execute)))
 
-    def events(self, *, status: EventStatus | None = None, trigger: str | None = None,
-               since: float | None = None, limit: int | None = None) -> list[StoredEvent]:
-        ids = [i.decode() for i in self._call(self.client.zrevrangebyscore, self._events_key, "+inf",
-                                              since if since is not None else "-inf")]
+    def events(
+        self,
+        *,
+        status: EventStatus | None = None,
+        trigger: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[StoredEvent]:
+        ids = [
+            i.decode()
+            for i in self._call(
+                self.client.zrevrangebyscore, self._events_key, "+inf", since if since is not None else "-inf"
+            )
+        ]
         found: list[StoredEvent] = []
         for start in range(0, len(ids), _BATCH):
-            for event_id, fields in self._read(ids[start:start + _BATCH]):
+            for event_id, fields in self._read(ids[start : start + _BATCH]):
                 if not fields:
                     continue
                 stored = _stored(event_id, fields)
@@ -362,7 +434,7 @@ class RedisStore(EventStore):
         ids = [i.decode() for i in self._call(self.client.zrangebyscore, self._events_key, "-inf", f"({before}")]
         pruned = 0
         for start in range(0, len(ids), _BATCH):
-            batch = ids[start:start + _BATCH]
+            batch = ids[start : start + _BATCH]
             pipe = self.client.pipeline(transaction=False)
             for event_id in batch:
                 pipe.hget(self._key("event", event_id), "status")

@@ -12,6 +12,7 @@ from a package, with an entry point in the ``webhook_receiver.stores`` group
 A scheme with a driver (``postgresql+psycopg``) finds the factory of the
 whole scheme first, then of the part before ``+``.
 """
+
 from __future__ import annotations
 
 import os
@@ -101,8 +102,10 @@ def open_store(url: str, settings: StoreSettings) -> EventStore:
     if factory is None:
         known = ", ".join(f"{name}://" for name in schemes())
         shown = f"{scheme}://..." if sep else "a value without a scheme"
-        raise RuntimeError(f"WEBHOOK_RECEIVER_STORE: no store is registered for {shown} (known: {known});"
-                           " give a URL of one of those or an EventStore instance")
+        raise RuntimeError(
+            f"WEBHOOK_RECEIVER_STORE: no store is registered for {shown} (known: {known});"
+            " give a URL of one of those or an EventStore instance"
+        )
     try:
         return factory(url, settings)
     except ValueError as exc:
@@ -123,7 +126,7 @@ def _sqlite(url: str, settings: StoreSettings) -> EventStore:
 
     if not url.startswith("sqlite:///"):
         raise ValueError("a SQLite store is sqlite:///relative/path or sqlite:////absolute/path")
-    path = url[len("sqlite:///"):]
+    path = url[len("sqlite:///") :]
     if not path:
         raise ValueError("a SQLite store needs a file: sqlite:///events.sqlite3")
     if not os.path.isabs(path):

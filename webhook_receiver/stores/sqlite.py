@@ -5,6 +5,7 @@ transaction, which SQLite serialises with a file lock. Leases are wall-clock
 times, so a worker on the same machine that died mid-handler is taken over
 once its lease runs out.
 """
+
 from __future__ import annotations
 
 import os
@@ -87,8 +88,9 @@ class SQLiteStore(EventStore):
     name = "sqlite"
     reach = "machine"
 
-    def __init__(self, path: str, *, lease_seconds: float = 60.0, timeout: float = 5.0,
-                 clock: LeaseClock | None = None) -> None:
+    def __init__(
+        self, path: str, *, lease_seconds: float = 60.0, timeout: float = 5.0, clock: LeaseClock | None = None
+    ) -> None:
         super().__init__(lease_seconds=lease_seconds)
         self.path = path
         self.timeout = timeout
@@ -156,8 +158,11 @@ class SQLiteStore(EventStore):
     def _expire_other_boots(self, conn: sqlite3.Connection) -> None:
         """Leases taken in an earlier boot have run out: their holders died with the machine."""
         if self.clock.boot is not None:
-            conn.execute(f"UPDATE {_TABLE} SET lease_expires = 0 WHERE lease_expires IS NOT NULL"
-                         " AND (lease_boot IS NULL OR lease_boot != ?)", (self.clock.boot,))
+            conn.execute(
+                f"UPDATE {_TABLE} SET lease_expires = 0 WHERE lease_expires IS NOT NULL"
+                " AND (lease_boot IS NULL OR lease_boot != ?)",
+                (self.clock.boot,),
+            )
 
     @contextmanager
     def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
@@ -202,7 +207,8 @@ class SQLiteStore(EventStore):
 
     _INSERT_CLAIMED = (
         f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, attempts, received_at, updated_at, lease_token,"
-        " lease_expires, lease_boot) VALUES (?, ?, 'processing', ?, 1, ?, ?, ?, ?, ?)")
+        " lease_expires, lease_boot) VALUES (?, ?, 'processing', ?, 1, ?, ?, ?, ?, ?)"
+    )
 
     def claim(self, event: Event) -> Claim:
         now = self.clock.wall()
@@ -214,28 +220,40 @@ class SQLiteStore(EventStore):
         if inserted:
             return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
         with self._transaction() as conn:
-            row = conn.execute(f"SELECT status, lease_expires, outcomes, attempts FROM {_TABLE} WHERE id = ?",
-                               (event.id,)).fetchone()
+            row = conn.execute(
+                f"SELECT status, lease_expires, outcomes, attempts FROM {_TABLE} WHERE id = ?", (event.id,)
+            ).fetchone()
             if row is None:  # pruned in between: store it again
                 conn.execute(self._INSERT_CLAIMED, new_row)
                 return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
             status, lease_expires, outcomes, attempts = row
             if status == EventStatus.PROCESSED.value:
                 return Claim(event.id, ClaimState.DONE)
-            if status == EventStatus.PROCESSING.value and lease_expires is not None \
-                    and lease_expires > self.clock.lease():
+            if (
+                status == EventStatus.PROCESSING.value
+                and lease_expires is not None
+                and lease_expires > self.clock.lease()
+            ):
                 return Claim(event.id, ClaimState.BUSY)
             self._take(conn, event.id, token, expires, now, boot)
-            return Claim(event.id, ClaimState.CLAIMED, token, attempt=attempts + 1,
-                         outcomes=load_outcomes(outcomes), trigger=event.trigger)
+            return Claim(
+                event.id,
+                ClaimState.CLAIMED,
+                token,
+                attempt=attempts + 1,
+                outcomes=load_outcomes(outcomes),
+                trigger=event.trigger,
+            )
 
     @staticmethod
-    def _take(conn: sqlite3.Connection, event_id: str, token: str, expires: float, now: float,
-              boot: str | None) -> None:
+    def _take(
+        conn: sqlite3.Connection, event_id: str, token: str, expires: float, now: float, boot: str | None
+    ) -> None:
         conn.execute(
             f"UPDATE {_TABLE} SET status = 'processing', due_at = NULL, lease_token = ?, lease_expires = ?,"
             " lease_boot = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?",
-            (token, expires, boot, now, event_id))
+            (token, expires, boot, now, event_id),
+        )
 
     _DUE = f"SELECT id FROM {_TABLE} WHERE due_at <= ? ORDER BY due_at LIMIT 1"
     _EXPIRED = f"SELECT id FROM {_TABLE} WHERE background = 1 AND lease_expires <= ? ORDER BY lease_expires LIMIT 1"
@@ -243,8 +261,10 @@ class SQLiteStore(EventStore):
     def claim_due(self) -> Claim | None:
         now, held_now = self.clock.wall(), self.clock.lease()
         with self._autocommit() as conn:  # a read first: idle workers take no write lock
-            if conn.execute(self._DUE, (now,)).fetchone() is None and \
-                    conn.execute(self._EXPIRED, (held_now,)).fetchone() is None:
+            if (
+                conn.execute(self._DUE, (now,)).fetchone() is None
+                and conn.execute(self._EXPIRED, (held_now,)).fetchone() is None
+            ):
                 return None
         token, expires = self._new_token()
         with self._transaction() as conn:
@@ -254,9 +274,17 @@ class SQLiteStore(EventStore):
             event_id = row[0]
             self._take(conn, event_id, token, expires, now, self.clock.boot)
             trigger, raw, outcomes, attempts = conn.execute(
-                f"SELECT trigger_name, raw, outcomes, attempts FROM {_TABLE} WHERE id = ?", (event_id,)).fetchone()
-        return Claim(event_id, ClaimState.CLAIMED, token, attempt=attempts, outcomes=load_outcomes(outcomes),
-                     trigger=trigger, raw=load_raw(raw))
+                f"SELECT trigger_name, raw, outcomes, attempts FROM {_TABLE} WHERE id = ?", (event_id,)
+            ).fetchone()
+        return Claim(
+            event_id,
+            ClaimState.CLAIMED,
+            token,
+            attempt=attempts,
+            outcomes=load_outcomes(outcomes),
+            trigger=trigger,
+            raw=load_raw(raw),
+        )
 
     def accept(self, event: Event) -> EventStatus | None:
         now = self.clock.wall()
@@ -273,72 +301,109 @@ class SQLiteStore(EventStore):
             if row is None:
                 return self.accept(event)
             if row[0] == EventStatus.FAILED.value:
-                conn.execute(f"UPDATE {_TABLE} SET status = 'pending', due_at = ?, background = 1, updated_at = ?"
-                             " WHERE id = ?",
-                             (now, now, event.id))
+                conn.execute(
+                    f"UPDATE {_TABLE} SET status = 'pending', due_at = ?, background = 1, updated_at = ? WHERE id = ?",
+                    (now, now, event.id),
+                )
             return EventStatus(row[0])
 
     def count_due(self) -> int:
         now, held_now = self.clock.wall(), self.clock.lease()
         with self._autocommit() as conn:
             due = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE due_at <= ?", (now,)).fetchone()[0]
-            expired = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE background = 1 AND lease_expires <= ?",
-                                   (held_now,)).fetchone()[0]
+            expired = conn.execute(
+                f"SELECT count(*) FROM {_TABLE} WHERE background = 1 AND lease_expires <= ?", (held_now,)
+            ).fetchone()[0]
         return int(due) + int(expired)
 
     def renew(self, claim: Claim) -> bool:
         with self._autocommit() as conn:
-            return conn.execute(
-                f"UPDATE {_TABLE} SET lease_expires = ? WHERE id = ? AND lease_token = ?",
-                (self.clock.lease() + self.lease_seconds, claim.event_id, claim.token)).rowcount == 1
+            return (
+                conn.execute(
+                    f"UPDATE {_TABLE} SET lease_expires = ? WHERE id = ? AND lease_token = ?",
+                    (self.clock.lease() + self.lease_seconds, claim.event_id, claim.token),
+                ).rowcount
+                == 1
+            )
 
     def record(self, claim: Claim, run: Run) -> bool:
         outcomes = claim.with_run(run)
         with self._autocommit() as conn:
-            written = conn.execute(
-                f"UPDATE {_TABLE} SET outcomes = ?, updated_at = ? WHERE id = ? AND lease_token = ?",
-                (dump_outcomes(outcomes), run.finished_at, claim.event_id, claim.token)).rowcount == 1
+            written = (
+                conn.execute(
+                    f"UPDATE {_TABLE} SET outcomes = ?, updated_at = ? WHERE id = ? AND lease_token = ?",
+                    (dump_outcomes(outcomes), run.finished_at, claim.event_id, claim.token),
+                ).rowcount
+                == 1
+            )
         if written:
             claim.outcomes = outcomes
         return written
 
-    def finish(self, claim: Claim, *, ok: bool, last: Run | None = None, retry_at: float | None = None,
-               error: str | None = None) -> bool:
+    def finish(
+        self,
+        claim: Claim,
+        *,
+        ok: bool,
+        last: Run | None = None,
+        retry_at: float | None = None,
+        error: str | None = None,
+    ) -> bool:
         outcomes = claim.with_run(last)
         status = finished_status(ok, retry_at)
         due_at = retry_at if status is EventStatus.PENDING else None
         with self._autocommit() as conn:  # one statement: the outcomes, the status, the lease
-            written = conn.execute(
-                f"UPDATE {_TABLE} SET status = ?, outcomes = ?, error = ?, due_at = ?, lease_token = NULL,"
-                " lease_expires = NULL, updated_at = ? WHERE id = ? AND lease_token = ?",
-                (status.value, dump_outcomes(outcomes), error, due_at, self.clock.wall(), claim.event_id,
-                 claim.token),
-            ).rowcount == 1
+            written = (
+                conn.execute(
+                    f"UPDATE {_TABLE} SET status = ?, outcomes = ?, error = ?, due_at = ?, lease_token = NULL,"
+                    " lease_expires = NULL, updated_at = ? WHERE id = ? AND lease_token = ?",
+                    (
+                        status.value,
+                        dump_outcomes(outcomes),
+                        error,
+                        due_at,
+                        self.clock.wall(),
+                        claim.event_id,
+                        claim.token,
+                    ),
+                ).rowcount
+                == 1
+            )
         if written:
             claim.outcomes = outcomes
         return written
 
     def watermark(self, handler: str, resource_type: str, resource_id: str) -> float | None:
         with self._autocommit() as conn:
-            row = conn.execute("SELECT updated_at FROM webhook_receiver_watermarks WHERE handler = ? AND"
-                               " resource_type = ? AND resource_id = ?",
-                               (handler, resource_type, resource_id)).fetchone()
+            row = conn.execute(
+                "SELECT updated_at FROM webhook_receiver_watermarks WHERE handler = ? AND"
+                " resource_type = ? AND resource_id = ?",
+                (handler, resource_type, resource_id),
+            ).fetchone()
         return None if row is None else float(row[0])
 
     def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> None:
         with self._autocommit() as conn:
-            conn.execute("INSERT INTO webhook_receiver_watermarks (handler, resource_type, resource_id, updated_at)"
-                         " VALUES (?, ?, ?, ?) ON CONFLICT (handler, resource_type, resource_id) DO UPDATE"
-                         " SET updated_at = max(updated_at, excluded.updated_at)",
-                         (handler, resource_type, resource_id, updated_at))
+            conn.execute(
+                "INSERT INTO webhook_receiver_watermarks (handler, resource_type, resource_id, updated_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (handler, resource_type, resource_id) DO UPDATE"
+                " SET updated_at = max(updated_at, excluded.updated_at)",
+                (handler, resource_type, resource_id, updated_at),
+            )
 
     def get(self, event_id: str) -> StoredEvent | None:
         with self._autocommit() as conn:
             row = conn.execute(f"SELECT {_COLUMNS} FROM {_TABLE} WHERE id = ?", (event_id,)).fetchone()
         return None if row is None else _stored(row)
 
-    def events(self, *, status: EventStatus | None = None, trigger: str | None = None,
-               since: float | None = None, limit: int | None = None) -> list[StoredEvent]:
+    def events(
+        self,
+        *,
+        status: EventStatus | None = None,
+        trigger: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[StoredEvent]:
         where, params = [], []  # type: tuple[list[str], list[Any]]
         if status is not None:
             where.append("status = ?")
@@ -385,5 +450,15 @@ def _create_private(path: str) -> None:
 
 def _stored(row: tuple[Any, ...]) -> StoredEvent:
     event_id, trigger, status, raw, outcomes, received_at, updated_at, attempts, due_at, error = row
-    return StoredEvent(event_id, trigger, EventStatus(status), load_raw(raw), load_outcomes(outcomes),
-                       received_at, updated_at, attempts, due_at, error)
+    return StoredEvent(
+        event_id,
+        trigger,
+        EventStatus(status),
+        load_raw(raw),
+        load_outcomes(outcomes),
+        received_at,
+        updated_at,
+        attempts,
+        due_at,
+        error,
+    )

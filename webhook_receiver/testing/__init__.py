@@ -11,6 +11,7 @@
 :mod:`webhook_receiver.testing.store_contract` holds the tests every event
 store passes, for a store of your own to run too.
 """
+
 from ..wire import make_event, sample_resource
 from .client import WebhookClient, deliver
 

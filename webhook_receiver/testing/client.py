@@ -1,4 +1,5 @@
 """Signed deliveries in tests: to a Flask test client or a URL."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Union
@@ -57,8 +58,14 @@ class WebhookClient:
         self.app = app
         self.client = app.test_client()
 
-    def send(self, event: str | Mapping[str, Any], data: Mapping[str, Any] | None = None, *,
-             secret: str | None = None, **kwargs: Any) -> Any:
+    def send(
+        self,
+        event: str | Mapping[str, Any],
+        data: Mapping[str, Any] | None = None,
+        *,
+        secret: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Deliver *event* (a trigger name or a body) and return the test response.
 
         :param event: ``"order.paid"`` for a sample event, or a body from

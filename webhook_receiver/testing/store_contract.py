@@ -25,6 +25,7 @@ Every test runs against real time (leases of a fraction of a second run out
 while the test sleeps), so a store whose clock is another server's is tested
 with it. Needs pytest.
 """
+
 from __future__ import annotations
 
 import json
@@ -78,7 +79,10 @@ class StoreContract:
         assert stored.raw["configuration"]["secret_key"] == "[redacted]"
         assert "the-secret" not in json.dumps(stored.raw)
         assert (stored.handlers["b"].ok, stored.handlers["b"].error, stored.handlers["b"].attempts) == (
-            False, "ValueError: no", 1)
+            False,
+            "ValueError: no",
+            1,
+        )
 
         second = store.claim(event())
         assert second.state is ClaimState.CLAIMED and second.succeeded == frozenset({"a"})

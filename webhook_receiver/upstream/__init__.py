@@ -1,6 +1,14 @@
 """The upstream side: the Elastic Path (Moltin) API client and the sync of integrations."""
+
 from .client import DEFAULT_BASE_URL, MoltinClient, check_base_url
 from .sync import IntegrationChange, SyncResult, group_members, sync_integration
 
-__all__ = ["DEFAULT_BASE_URL", "IntegrationChange", "MoltinClient", "SyncResult", "check_base_url",
-           "group_members", "sync_integration"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "IntegrationChange",
+    "MoltinClient",
+    "SyncResult",
+    "check_base_url",
+    "group_members",
+    "sync_integration",
+]

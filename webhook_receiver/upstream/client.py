@@ -12,6 +12,7 @@ before they expire; a 401 re-authenticates once and repeats the call. 429 and
 ``Retry-After``. Every call has a timeout. Failures raise
 :class:`MoltinAPIError`, which never holds the client secret or the token.
 """
+
 from __future__ import annotations
 
 import random
@@ -25,8 +26,14 @@ import requests
 from ..errors import MoltinAPIError, MoltinConnectionError
 from ..untrusted import logger
 
-__all__ = ["DEFAULT_BASE_URL", "DEPRECATED_HOST", "MoltinAPIError", "MoltinClient", "MoltinConnectionError",
-           "check_base_url"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEPRECATED_HOST",
+    "MoltinAPIError",
+    "MoltinClient",
+    "MoltinConnectionError",
+    "check_base_url",
+]
 
 #: The default host: Elastic Path's EU region (``https://useast.api.elasticpath.com`` is the US one).
 DEFAULT_BASE_URL = "https://euwest.api.elasticpath.com"
@@ -46,9 +53,14 @@ def check_base_url(url: str) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ValueError(f"the API host must be a URL such as {DEFAULT_BASE_URL}, not {url[:60]!r}")
     if parsed.hostname == DEPRECATED_HOST:
-        logger.warning("%s is deprecated and leads to Elastic Path's EU region: use %s (or"
-                       " https://useast.api.elasticpath.com for a US store)", DEPRECATED_HOST, DEFAULT_BASE_URL)
+        logger.warning(
+            "%s is deprecated and leads to Elastic Path's EU region: use %s (or"
+            " https://useast.api.elasticpath.com for a US store)",
+            DEPRECATED_HOST,
+            DEFAULT_BASE_URL,
+        )
     return url.strip().rstrip("/")
+
 
 _RETRIED = frozenset({429, 502, 503, 504})
 _TOKEN_MARGIN = 60.0
@@ -69,9 +81,18 @@ class MoltinClient:
     :param max_backoff: the longest pause, ``Retry-After`` included.
     """
 
-    def __init__(self, client_id: str, client_secret: str, *, base_url: str = DEFAULT_BASE_URL,
-                 timeout: float = 10.0, session: requests.Session | None = None,
-                 max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 30.0) -> None:
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float = 10.0,
+        session: requests.Session | None = None,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
         if not client_id or not client_secret:
             raise ValueError("client_id and client_secret are both needed")
         self.client_id = client_id
@@ -99,9 +120,16 @@ class MoltinClient:
         """One integration. :raises MoltinAPIError: 404 if there is none."""
         return self._data("GET", f"/v2/integrations/{integration_id}")
 
-    def create_integration(self, *, name: str, url: str, observes: Sequence[str],
-                           secret_key: str | None = None, description: str = "",
-                           enabled: bool = True) -> dict[str, Any]:
+    def create_integration(
+        self,
+        *,
+        name: str,
+        url: str,
+        observes: Sequence[str],
+        secret_key: str | None = None,
+        description: str = "",
+        enabled: bool = True,
+    ) -> dict[str, Any]:
         """Create a webhook integration.
 
         :param name: its name.
@@ -127,8 +155,7 @@ class MoltinClient:
 
     def update_integration(self, integration_id: str, **fields: Any) -> dict[str, Any]:
         """Change some fields of an integration (``name``, ``observes``, ``configuration``, ...)."""
-        return self._data("PUT", f"/v2/integrations/{integration_id}",
-                          json={"data": {"type": "integration", **fields}})
+        return self._data("PUT", f"/v2/integrations/{integration_id}", json={"data": {"type": "integration", **fields}})
 
     def delete_integration(self, integration_id: str) -> None:
         """Delete an integration. :raises MoltinAPIError: 404 if there is none."""
@@ -149,8 +176,7 @@ class MoltinClient:
 
     # -- transport --------------------------------------------------------------
 
-    def request(self, method: str, path: str, *, json: Any = None,
-                params: dict[str, Any] | None = None) -> Any:
+    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
         """Call the API with a token, retrying as described in the module docs.
 
         :returns: the decoded JSON answer, or ``None`` for an empty one.
@@ -160,8 +186,9 @@ class MoltinClient:
         reauthenticated = False
         attempt = 0
         while True:
-            response = self._send(method, path, json=json, params=params,
-                                  headers={"Authorization": f"Bearer {self._access_token()}"})
+            response = self._send(
+                method, path, json=json, params=params, headers={"Authorization": f"Bearer {self._access_token()}"}
+            )
             if response.status_code == 401 and not reauthenticated:
                 reauthenticated = True
                 self._forget_token()
@@ -209,8 +236,7 @@ class MoltinClient:
         try:
             return self.session.request(method, url, timeout=self.timeout, **kwargs)
         except requests.Timeout:
-            raise MoltinConnectionError(
-                f"{method} {url}: no answer within {self.timeout:g} seconds") from None
+            raise MoltinConnectionError(f"{method} {url}: no answer within {self.timeout:g} seconds") from None
         except requests.ConnectionError as exc:
             reason = "the connection was reset" if "reset" in str(exc).lower() else "cannot connect"
             raise MoltinConnectionError(f"{method} {url}: {reason} (is the host right?)") from None
@@ -221,7 +247,7 @@ class MoltinClient:
         retry_after = response.headers.get("Retry-After", "")
         if retry_after.isdigit():
             return min(float(retry_after), self.max_backoff)
-        pause: float = self.backoff * 2.0 ** attempt
+        pause: float = self.backoff * 2.0**attempt
         return min(pause + random.uniform(0, pause / 4), self.max_backoff)
 
     def _decode(self, method: str, path: str, response: requests.Response) -> Any:
@@ -236,7 +262,9 @@ class MoltinClient:
             kind = response.headers.get("Content-Type", "no content type").split(";")[0]
             raise MoltinAPIError(
                 f"{method} {path}: answered {status} with a body that is not JSON ({kind});"
-                " is EPCC_API_BASE_URL the API host?", status=status) from None
+                " is EPCC_API_BASE_URL the API host?",
+                status=status,
+            ) from None
         if status < 400:
             return body
         errors = body.get("errors") if isinstance(body, dict) else None
@@ -258,8 +286,7 @@ class MoltinClient:
 
     def _authenticate(self) -> None:
         path = "/oauth/access_token"
-        form = {"grant_type": "client_credentials", "client_id": self.client_id,
-                "client_secret": self._client_secret}
+        form = {"grant_type": "client_credentials", "client_id": self.client_id, "client_secret": self._client_secret}
         attempt = 0
         while True:
             response = self._send("POST", path, data=form)
@@ -272,12 +299,14 @@ class MoltinClient:
             raise MoltinAPIError(
                 f"authentication failed ({response.status_code}): check the client id and client"
                 " secret (EPCC_CLIENT_ID, EPCC_CLIENT_SECRET) and the host (EPCC_API_BASE_URL)",
-                status=response.status_code)
+                status=response.status_code,
+            )
         body = self._decode("POST", path, response)
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
-            raise MoltinAPIError("POST /oauth/access_token: the answer has no access_token",
-                                 status=response.status_code)
+            raise MoltinAPIError(
+                "POST /oauth/access_token: the answer has no access_token", status=response.status_code
+            )
         expires = body.get("expires")
         expires_in = body.get("expires_in")
         if isinstance(expires, (int, float)):
@@ -300,6 +329,9 @@ def _describe(method: str, path: str, status: int, errors: list[dict[str, Any]])
             text += f" ({pointer})"
         parts.append(text)
     what = "; ".join(parts) or "no error details"
-    hint = {401: " (check the credentials)", 404: " (no such integration?)",
-            429: " (rate limited; try again later)"}.get(status, "")
+    hint = {
+        401: " (check the credentials)",
+        404: " (no such integration?)",
+        429: " (rate limited; try again later)",
+    }.get(status, "")
     return f"{method} {path}: {status} {what}{hint}"

@@ -9,6 +9,7 @@ there is room and creates members for the rest, removes events no handler
 covers, and deletes its own members that become empty. Writes that free room
 go first. A second run makes no write call, and it never creates a duplicate.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,16 @@ from ..events import REDACTED, redact
 from ..receiver import WebhookReceiver
 from .client import MoltinClient
 
-__all__ = ["MAX_EVENTS_PER_INTEGRATION", "MAX_INTEGRATIONS", "IntegrationChange", "SyncError", "SyncResult",
-           "default_integration_name", "group_members", "sync_integration"]
+__all__ = [
+    "MAX_EVENTS_PER_INTEGRATION",
+    "MAX_INTEGRATIONS",
+    "IntegrationChange",
+    "SyncError",
+    "SyncResult",
+    "default_integration_name",
+    "group_members",
+    "sync_integration",
+]
 
 #: Upstream's quota of events one integration observes.
 MAX_EVENTS_PER_INTEGRATION = 5
@@ -176,13 +185,17 @@ def sync_integration(
         raise SyncError(f"receiver {receiver.name!r} has no handlers: there is nothing to observe")
     unknown = unknown_events(observes)
     if unknown:
-        raise SyncError(f"upstream refuses events it does not know: {', '.join(unknown)}; rename or remove"
-                        " those handlers (custom API events are named '<slug>_ext.created')")
+        raise SyncError(
+            f"upstream refuses events it does not know: {', '.join(unknown)}; rename or remove"
+            " those handlers (custom API events are named '<slug>_ext.created')"
+        )
     name = name or default_integration_name(receiver)
     if secret_key is None:
         secret_key = receiver.secret_key()
-    description = (f"{MANAGED_MARK}: `flask webhooks sync` keeps it in step with"
-                   f" the app's handlers (secret {secret_fingerprint(secret_key)}).")
+    description = (
+        f"{MANAGED_MARK}: `flask webhooks sync` keeps it in step with"
+        f" the app's handlers (secret {secret_fingerprint(secret_key)})."
+    )
 
     integrations = client.list_integrations()
     webhooks = [i for i in integrations if i.get("integration_type") == "webhook"]
@@ -197,26 +210,37 @@ def sync_integration(
 
     plan = _plan(members, observes)
     creations = sum(1 for current, _ in plan if current is None)
-    if creations and len(integrations) + creations - sum(1 for c, e in plan if c is not None and not e) \
-            > MAX_INTEGRATIONS:
-        raise SyncError(f"the store would need {creations} more integration(s), past upstream's quota of"
-                        f" {MAX_INTEGRATIONS}; delete some (`flask webhooks list` shows them)")
+    if (
+        creations
+        and len(integrations) + creations - sum(1 for c, e in plan if c is not None and not e) > MAX_INTEGRATIONS
+    ):
+        raise SyncError(
+            f"the store would need {creations} more integration(s), past upstream's quota of"
+            f" {MAX_INTEGRATIONS}; delete some (`flask webhooks list` shows them)"
+        )
 
     names = _names(plan, name)
     steps: dict[int, IntegrationChange] = {}
     ordered = sorted(range(len(plan)), key=lambda n: _write_order(plan[n], observes))
     for n in ordered:
         current, events = plan[n]
-        desired = {"name": names[n], "description": description, "enabled": enabled, "observes": events,
-                   "configuration": {"url": url, "secret_key": secret_key}}
+        desired = {
+            "name": names[n],
+            "description": description,
+            "enabled": enabled,
+            "observes": events,
+            "configuration": {"url": url, "secret_key": secret_key},
+        }
         steps[n] = _apply(client, current, desired, dry_run)
     return SyncResult([steps[n] for n in range(len(plan))], dry_run)
 
 
 def _ambiguous(matches: list[dict[str, Any]], how: str) -> None:
     ids = ", ".join(str(i.get("id")) for i in matches)
-    raise SyncError(f"{len(matches)} webhook integrations are {how} ({ids}); delete the extra ones"
-                    " (`flask webhooks delete ID`) and sync again")
+    raise SyncError(
+        f"{len(matches)} webhook integrations are {how} ({ids}); delete the extra ones"
+        " (`flask webhooks delete ID`) and sync again"
+    )
 
 
 def _plan(members: list[dict[str, Any]], observes: list[str]) -> list[tuple[dict[str, Any] | None, list[str]]]:
@@ -253,8 +277,11 @@ def _names(plan: list[tuple[dict[str, Any] | None, list[str]]], name: str) -> li
         held = str((current or {}).get("name") or "")
         names.append(held if current is not None and (not events or group.match(held)) else None)
     used = set(names)
-    free = (candidate for candidate in (name if n == 1 else f"{name}-{n}" for n in range(1, 10_000))
-            if candidate not in used)
+    free = (
+        candidate
+        for candidate in (name if n == 1 else f"{name}-{n}" for n in range(1, 10_000))
+        if candidate not in used
+    )
     return [given if given is not None else next(free) for given in names]
 
 
@@ -268,25 +295,36 @@ def _write_order(step: tuple[dict[str, Any] | None, list[str]], observes: list[s
     return 1
 
 
-def _apply(client: MoltinClient, current: dict[str, Any] | None, desired: dict[str, Any],
-           dry_run: bool) -> IntegrationChange:
+def _apply(
+    client: MoltinClient, current: dict[str, Any] | None, desired: dict[str, Any], dry_run: bool
+) -> IntegrationChange:
     name, events, configuration = desired["name"], desired["observes"], desired["configuration"]
     if current is None:
         changes: dict[str, tuple[Any, Any]] = {
-            key: (None, value) for key, value in desired.items() if key != "configuration"}
+            key: (None, value) for key, value in desired.items() if key != "configuration"
+        }
         changes["url"] = (None, configuration["url"])
         changes["secret_key"] = (None, REDACTED)
         created = None
         if not dry_run:
             created = client.create_integration(
-                name=name, url=configuration["url"], observes=events, secret_key=configuration["secret_key"],
-                description=desired["description"], enabled=desired["enabled"])
+                name=name,
+                url=configuration["url"],
+                observes=events,
+                secret_key=configuration["secret_key"],
+                description=desired["description"],
+                enabled=desired["enabled"],
+            )
         return IntegrationChange("created", name, _redacted(created), changes)
     if not events:
         if not dry_run:
             client.delete_integration(str(current["id"]))
-        return IntegrationChange("deleted", str(current.get("name")), _redacted(current),
-                                 {"observes": (sorted(current.get("observes") or []), [])})
+        return IntegrationChange(
+            "deleted",
+            str(current.get("name")),
+            _redacted(current),
+            {"observes": (sorted(current.get("observes") or []), [])},
+        )
 
     changes = {}
     update: dict[str, Any] = {}

@@ -3,6 +3,7 @@
 Envelopes, status codes and ``errors`` bodies follow upstream's; the official
 JS SDK (``@moltin/sdk``) is the judge of fidelity (``tests/test_emulator_sdk.py``).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,9 @@ _TITLES = {
 
 
 class _Refusal(Exception):
-    def __init__(self, status: int, detail: str | None = None, pointer: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, detail: str | None = None, pointer: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
@@ -79,11 +81,10 @@ def _page(items: list[dict[str, Any]], path: str, page_size: int) -> Response:
         "prev": base + str(max(0, offset - limit)) if offset > 0 else None,
     }
     meta = {
-        "page": {"limit": limit, "offset": offset, "current": offset // limit + 1,
-                 "total": max(1, -(-total // limit))},
+        "page": {"limit": limit, "offset": offset, "current": offset // limit + 1, "total": max(1, -(-total // limit))},
         "results": {"total": total},
     }
-    return _json({"data": items[offset:offset + limit], "links": links, "meta": meta})
+    return _json({"data": items[offset : offset + limit], "links": links, "meta": meta})
 
 
 def _body() -> dict[str, Any]:
@@ -115,8 +116,7 @@ def _validate(fields: dict[str, Any], *, partial: bool) -> dict[str, Any]:
     if "enabled" in clean and not isinstance(clean["enabled"], bool):
         raise _Refusal(422, "enabled must be a boolean", "data.enabled")
     if "integration_type" in clean and clean["integration_type"] not in INTEGRATION_TYPES:
-        raise _Refusal(422, "integration_type must be one of " + ", ".join(INTEGRATION_TYPES),
-                       "data.integration_type")
+        raise _Refusal(422, "integration_type must be one of " + ", ".join(INTEGRATION_TYPES), "data.integration_type")
     if "observes" in clean:
         observes = clean["observes"]
         if not isinstance(observes, list) or not observes or not all(isinstance(o, str) and o for o in observes):
@@ -127,7 +127,8 @@ def _validate(fields: dict[str, Any], *, partial: bool) -> dict[str, Any]:
             raise _Refusal(422, "configuration must be an object", "data.configuration")
         url = configuration.get("url")
         if clean.get("integration_type", "webhook") == "webhook" and (
-                not isinstance(url, str) or not url.startswith(("http://", "https://"))):
+            not isinstance(url, str) or not url.startswith(("http://", "https://"))
+        ):
             raise _Refusal(422, "configuration.url must be an http(s) URL", "data.configuration.url")
         if "secret_key" in configuration and not isinstance(configuration["secret_key"], str):
             raise _Refusal(422, "configuration.secret_key must be a string", "data.configuration.secret_key")
@@ -138,8 +139,11 @@ def _check_observes(record: dict[str, Any]) -> None:
     """Upstream's rules on ``observes``: five events at most, each one it knows."""
     observes = record.get("observes") or ()
     if len(observes) > MAX_EVENTS_PER_INTEGRATION:
-        raise _Refusal(422, f"only {MAX_EVENTS_PER_INTEGRATION} events can be added to an integration,"
-                            f" not {len(observes)}", "data.observes")
+        raise _Refusal(
+            422,
+            f"only {MAX_EVENTS_PER_INTEGRATION} events can be added to an integration, not {len(observes)}",
+            "data.observes",
+        )
     for trigger in observes:
         if not is_known(trigger):
             raise _Refusal(422, f"{trigger} is not an observable event", "data.observes")
@@ -193,13 +197,15 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
         if grant == "client_credentials" and form.get("client_secret") != state.client_secret:
             raise _Refusal(401, "invalid client_id or client_secret")
         token = state.issue_token(implicit=grant == "implicit")
-        return _json({
-            "identifier": grant,
-            "token_type": "Bearer",
-            "access_token": token.value,
-            "expires": int(token.expires),
-            "expires_in": round(token.expires - time.time()),
-        })
+        return _json(
+            {
+                "identifier": grant,
+                "token_type": "Bearer",
+                "access_token": token.value,
+                "expires": int(token.expires),
+                "expires_in": round(token.expires - time.time()),
+            }
+        )
 
     def integration_or_404(integration_id: str) -> dict[str, Any]:
         with state.lock:
@@ -256,8 +262,11 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
     def integration_logs(integration_id: str) -> Response:
         integration_or_404(integration_id)
         with state.lock:
-            logs = [log for log in reversed(state.logs)
-                    if log["relationships"]["integration"]["data"]["id"] == integration_id]
+            logs = [
+                log
+                for log in reversed(state.logs)
+                if log["relationships"]["integration"]["data"]["id"] == integration_id
+            ]
         return _page(logs, f"/v2/integrations/{integration_id}/logs", state.page_size)
 
     @app.get("/v2/integrations/<integration_id>/jobs")
@@ -273,8 +282,7 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
         with state.lock:
             if not any(job["id"] == job_id for job in state.jobs.get(integration_id, [])):
                 raise _Refusal(404, f"job {job_id} not found")
-            logs = [log for log in reversed(state.logs)
-                    if log["relationships"]["job"]["data"]["id"] == job_id]
+            logs = [log for log in reversed(state.logs) if log["relationships"]["job"]["data"]["id"] == job_id]
         return _page(logs, f"/v2/integrations/{integration_id}/jobs/{job_id}/logs", state.page_size)
 
     @app.post("/emulator/fire")
@@ -292,4 +300,3 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
         return _json({"data": {"event_id": fired.event_id, "deliveries": len(fired.jobs)}}, 202)
 
     return app
-

@@ -1,4 +1,5 @@
 """Delivering fired events to webhook integrations, with upstream's retries."""
+
 from __future__ import annotations
 
 import copy
@@ -52,8 +53,9 @@ class Firer:
         10 seconds).
     """
 
-    def __init__(self, state: EmulatorState, *, retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, state: EmulatorState, *, retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS, timeout: float = 10.0
+    ) -> None:
         self.state = state
         self.retry_delays = tuple(retry_delays)
         self.timeout = timeout
@@ -62,8 +64,7 @@ class Firer:
         self._closing = threading.Event()
         self._session = requests.Session()
 
-    def fire(self, trigger: str, data: Mapping[str, Any] | None = None, *,
-             event_id: str | None = None) -> Fired:
+    def fire(self, trigger: str, data: Mapping[str, Any] | None = None, *, event_id: str | None = None) -> Fired:
         """Deliver *trigger* with *data* (a realistic sample when ``None``).
 
         :returns: the event id and the jobs started; delivery goes on in the
@@ -79,8 +80,10 @@ class Firer:
             with self._idle:
                 self._pending += 1
             threading.Thread(
-                target=self._deliver, args=(copy.deepcopy(integration), job["id"], body),
-                name=f"emulator-delivery-{job['id'][:8]}", daemon=True,
+                target=self._deliver,
+                args=(copy.deepcopy(integration), job["id"], body),
+                name=f"emulator-delivery-{job['id'][:8]}",
+                daemon=True,
             ).start()
         return fired
 
@@ -116,11 +119,16 @@ class Firer:
                 self._pending -= 1
                 self._idle.notify_all()
 
-    def _attempt(self, integration: dict[str, Any], configuration: Mapping[str, Any], job_id: str,
-                 body: dict[str, Any], attempt: int) -> bool:
+    def _attempt(
+        self,
+        integration: dict[str, Any],
+        configuration: Mapping[str, Any],
+        job_id: str,
+        body: dict[str, Any],
+        attempt: int,
+    ) -> bool:
         delivery = dict(body, attempt=attempt)
-        delivery["integration"] = {k: integration.get(k) for k in
-                                   ("id", "integration_type", "name", "description")}
+        delivery["integration"] = {k: integration.get(k) for k in ("id", "integration_type", "name", "description")}
         delivery["configuration"] = dict(configuration)
         headers = {TRIGGER_HEADER: body["triggered_by"], "Content-Type": "application/json"}
         if configuration.get("secret_key"):
@@ -130,12 +138,15 @@ class Firer:
         text = ""
         error: str | None = None
         try:
-            response = self._session.post(configuration["url"], json=delivery, headers=headers,
-                                          timeout=self.timeout, allow_redirects=False)
+            response = self._session.post(
+                configuration["url"], json=delivery, headers=headers, timeout=self.timeout, allow_redirects=False
+            )
             status, text = response.status_code, response.text[:1000]
             if 300 <= status < 400:
-                error = (f"the endpoint answered {status}, a redirect to"
-                         f" {response.headers.get('Location', '(no Location)')}: not followed")
+                error = (
+                    f"the endpoint answered {status}, a redirect to"
+                    f" {response.headers.get('Location', '(no Location)')}: not followed"
+                )
             elif not 200 <= status < 300:
                 error = f"the endpoint answered {status}"
         except requests.Timeout:
@@ -144,21 +155,31 @@ class Firer:
             error = f"could not deliver: {type(exc).__name__}"
         succeeded = error is None
         log_id = str(uuid.uuid4())
-        self.state.add_log({
-            "id": log_id,
-            "type": "integration-log",
-            "succeeded": succeeded,
-            "attempt": attempt,
-            "processing_time": round(time.monotonic() - started, 3),
-            "body": text,
-            "status_code": status,
-            "error_detail": error,
-            "relationships": {
-                "integration": {"data": {"type": "integration", "id": integration["id"]}},
-                "job": {"data": {"type": "integration-job", "id": job_id}},
+        self.state.add_log(
+            {
+                "id": log_id,
+                "type": "integration-log",
+                "succeeded": succeeded,
+                "attempt": attempt,
+                "processing_time": round(time.monotonic() - started, 3),
+                "body": text,
+                "status_code": status,
+                "error_detail": error,
+                "relationships": {
+                    "integration": {"data": {"type": "integration", "id": integration["id"]}},
+                    "job": {"data": {"type": "integration-job", "id": job_id}},
+                },
+                "meta": {"timestamps": {"created_at": now_iso()}},
             },
-            "meta": {"timestamps": {"created_at": now_iso()}},
-        }, trigger=body["triggered_by"], event_id=body["id"])
-        logger.info("delivered %s %s to integration %s, attempt %d: %s", body["triggered_by"],
-                    body["id"], integration["id"], attempt, "ok" if succeeded else error)
+            trigger=body["triggered_by"],
+            event_id=body["id"],
+        )
+        logger.info(
+            "delivered %s %s to integration %s, attempt %d: %s",
+            body["triggered_by"],
+            body["id"],
+            integration["id"],
+            attempt,
+            "ok" if succeeded else error,
+        )
         return succeeded

@@ -1,4 +1,5 @@
 """Running the Moltin stand-in on a real port of 127.0.0.1."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -57,10 +58,18 @@ class Emulator:
         store that serves fewer than ``page[limit]`` does (25 by default).
     """
 
-    def __init__(self, *, client_id: str | None = None, client_secret: str | None = None,
-                 host: str = "127.0.0.1", port: int = 0,
-                 retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS, timeout: float = 10.0,
-                 quiet: bool = True, page_size: int = 25) -> None:
+    def __init__(
+        self,
+        *,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        timeout: float = 10.0,
+        quiet: bool = True,
+        page_size: int = 25,
+    ) -> None:
         #: The credentials its token endpoint accepts: fresh ones unless given.
         self.client_id = client_id or f"emulator-{secrets.token_hex(4)}"
         self.client_secret = client_secret or secrets.token_urlsafe(24)
@@ -89,25 +98,25 @@ class Emulator:
                 "the Moltin emulator listens on %s, not a loopback address: anyone who reaches this"
                 " machine can fire events (POST /emulator/fire has no authentication) and, with the"
                 " client credentials, read the integrations' secrets. Use 127.0.0.1 unless you mean it.",
-                self._host)
+                self._host,
+            )
 
     def start(self) -> Emulator:
         """Start serving in a background thread; returns itself."""
         if self._server is None:
             self._warn_when_exposed()
-            self._server = make_server(self._host, self._port, self.app, threaded=True,
-                                       request_handler=self._handler)
+            self._server = make_server(self._host, self._port, self.app, threaded=True, request_handler=self._handler)
             server = self._server
-            self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05),
-                                            name="moltin-emulator", daemon=True)
+            self._thread = threading.Thread(
+                target=lambda: server.serve_forever(poll_interval=0.05), name="moltin-emulator", daemon=True
+            )
             self._thread.start()
         return self
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until interrupted."""
         self._warn_when_exposed()
-        self._server = make_server(self._host, self._port, self.app, threaded=True,
-                                       request_handler=self._handler)
+        self._server = make_server(self._host, self._port, self.app, threaded=True, request_handler=self._handler)
         try:
             self._server.serve_forever()
         finally:
@@ -124,8 +133,7 @@ class Emulator:
             self._server = None
             self._thread = None
 
-    def fire(self, trigger: str, data: Mapping[str, Any] | None = None, *,
-             event_id: str | None = None) -> Fired:
+    def fire(self, trigger: str, data: Mapping[str, Any] | None = None, *, event_id: str | None = None) -> Fired:
         """Deliver an event to every enabled webhook integration observing it.
 
         See :meth:`~webhook_receiver.emulator.firing.Firer.fire`.
@@ -149,6 +157,7 @@ class Emulator:
     def __enter__(self) -> Emulator:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -1,4 +1,5 @@
 """What the Moltin stand-in remembers: credentials, tokens, integrations, jobs and logs."""
+
 from __future__ import annotations
 
 import secrets
@@ -99,9 +100,9 @@ class EmulatorState:
         """The webhook integrations observing *trigger* (enabled or not)."""
         with self.lock:
             return [
-                i for i in self.integrations.values()
-                if i["id"] != exclude and i.get("integration_type") == "webhook"
-                and trigger in i.get("observes", ())
+                i
+                for i in self.integrations.values()
+                if i["id"] != exclude and i.get("integration_type") == "webhook" and trigger in i.get("observes", ())
             ]
 
     def add_job(self, integration_id: str) -> dict[str, Any]:
