@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from webhook_receiver import Event, InvalidEvent
 from webhook_receiver.catalogue import OBSERVABLE_EVENTS
@@ -199,3 +201,60 @@ def test_secret_field_names_match_in_any_case(key: str) -> None:
         for secret in ("echoed-secret-1", "queue-secret-2", "string-secret-3"):
             assert secret not in text and secret not in json.dumps(event.resources)
         assert event.raw["payload"]["data"]["configuration"][key] == REDACTED
+
+
+_WORDS = [
+    "secret_key",
+    "Secret_Key",
+    "SECRET_KEY",
+    "password",
+    "PassWord",
+    "client_secret",
+    "aws_secret_access_key",
+    "secret",
+    "name",
+    "id",
+    "data",
+    "my-secret-1",
+    "passwords",
+    "é",
+    "key",
+]
+_json_leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.sampled_from(_WORDS), st.text(max_size=8))
+_json_values = st.recursive(
+    _json_leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(_WORDS) | st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    extra=st.dictionaries(st.sampled_from(_WORDS), _json_values, max_size=3),
+    echo=st.sampled_from(_WORDS),
+    resources=st.one_of(st.none(), _json_values),
+    as_string=st.booleans(),
+    ensure_ascii=st.booleans(),
+)
+@settings(max_examples=400, deadline=None)
+def test_the_fast_redaction_agrees_with_the_thorough_one(
+    extra: dict[str, Any], echo: str, resources: Any, as_string: bool, ensure_ascii: bool
+) -> None:
+    """Whatever the body holds (secret names in keys, in values, in the resources string, in the echoed
+    secret itself, in any case, escaped or not), what the receiver keeps is the body redacted key by key."""
+    body: dict[str, Any] = {
+        **extra,
+        "id": "e-1",
+        "triggered_by": "order.paid",
+        "configuration": {"url": "u", "secret_key": echo},
+    }
+    if resources is not None:
+        body["resources"] = json.dumps({"data": resources}) if as_string else {"data": resources}
+    event = Event.from_json(json.dumps(body, ensure_ascii=ensure_ascii).encode(), trigger="order.paid")
+    expected, _ = redact(body)
+    if isinstance(body.get("resources"), str):
+        assert json.loads(event.raw["resources"]) == redact(json.loads(body["resources"]))[0]
+        expected["resources"] = event.raw["resources"]
+    assert event.raw == expected
+    assert json.loads(event.raw_json) == event.raw, "what stores keep is the redacted body"

@@ -104,6 +104,22 @@ class Event:
     #: as sent, in :attr:`raw` and in their attribute, rather than refused,
     #: because a refusal makes upstream retry until it gives up.
     irregular: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    #: :attr:`raw` as JSON, when the parser already has it (see :attr:`raw_json`).
+    _raw_json: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def raw_json(self) -> bytes:
+        """:attr:`raw` as UTF-8 JSON, as stores keep it.
+
+        For a body whose only secret was the ``configuration`` echo, this is
+        the body as sent with the echoed secret's text replaced, so that
+        storing an event does not encode it again; otherwise :attr:`raw`
+        encoded.
+        """
+        if self._raw_json is None:
+            object.__setattr__(self, "_raw_json", fastjson.dumps_bytes(self.raw))
+        assert self._raw_json is not None
+        return self._raw_json
 
     @property
     def is_deleted(self) -> bool:
@@ -153,7 +169,7 @@ class Event:
         :raises InvalidEvent: if the body is not a Moltin event.
         """
         try:
-            decoded = _loads_redacted(body)
+            decoded, clean, as_json = _loads_redacted(body)
         except UnicodeDecodeError:
             raise InvalidEvent("the body is not UTF-8 text") from None
         except ValueError as exc:
@@ -162,7 +178,8 @@ class Event:
             raise InvalidEvent("the body is nested too deeply") from None
         if not isinstance(decoded, dict):
             raise InvalidEvent(f"the body must be a JSON object, not {_json_type(decoded)}")
-        return cls._build(decoded, trigger)
+        # A scan of the whole body covers the resources string inside it: its keys are there too, escaped.
+        return cls._build(decoded, trigger, resources_clean=clean, raw_json=as_json)
 
     @classmethod
     def from_dict(cls, body: Mapping[str, Any], *, trigger: str | None = None) -> Event:
@@ -195,8 +212,15 @@ class Event:
         return cls._build(dict(raw), None)
 
     @classmethod
-    def _build(cls, raw: dict[str, Any], trigger: str | None) -> Event:
-        """Check the fields of a redacted body, which becomes :attr:`raw`."""
+    def _build(
+        cls, raw: dict[str, Any], trigger: str | None, *, resources_clean: bool = False, raw_json: bytes | None = None
+    ) -> Event:
+        """Check the fields of a redacted body, which becomes :attr:`raw`.
+
+        :param resources_clean: the ``resources`` string is known to hold no
+            secret field (a scan of the body it came in found none).
+        :param raw_json: *raw* as JSON, when known.
+        """
         event_id = _required_str(raw, "id")
         if len(event_id) > MAX_ID_LENGTH:
             raise InvalidEvent(f"id is longer than {MAX_ID_LENGTH} characters", field="id")
@@ -212,7 +236,7 @@ class Event:
                 field="triggered_by",
             )
         irregular: list[str] = []
-        resources = _resources(raw, irregular)
+        resources = _resources(raw, irregular, clean=resources_clean)
         payload = _as_sent(raw, "payload", dict, irregular)
         integration = _as_sent(raw, "integration", dict, irregular)
         if isinstance(payload, dict):
@@ -224,7 +248,7 @@ class Event:
         if source is not None:
             data = source["data"] if "data" in source else source
             included = source.get("included")
-        return cls(
+        event = cls(
             id=event_id,
             trigger=triggered_by,
             attempt=_attempt(raw, irregular),
@@ -238,10 +262,15 @@ class Event:
             raw=raw,
             irregular=tuple(irregular),
         )
+        object.__setattr__(event, "_raw_json", raw_json)
+        return event
 
 
-def _resources(raw: dict[str, Any], irregular: list[str]) -> Any:
+def _resources(raw: dict[str, Any], irregular: list[str], *, clean: bool = False) -> Any:
     """Decode ``resources``; redact inside it and keep the redacted string in *raw*.
+
+    With *clean*, the string is known to hold no secret field and is decoded
+    without a scan of its own.
 
     What is not a JSON string of an object is kept as sent (or as decoded)
     and noted in *irregular*; a string that does not decode and may hold a
@@ -253,7 +282,7 @@ def _resources(raw: dict[str, Any], irregular: list[str]) -> Any:
     if not isinstance(value, str):
         irregular.append("resources")
         return value
-    secretive = _secret_scan(value) != _NO_SECRET
+    secretive = not clean and _stems(value) != 0
     try:
         decoded = json.loads(value, object_hook=_redact_object) if secretive else fastjson.loads(value)
     except (ValueError, RecursionError):
@@ -285,57 +314,100 @@ def _redact_object(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-#: What :func:`_secret_scan` finds: no secret field, only the ``configuration`` echo, or maybe anything.
-_NO_SECRET, _ECHO_ONLY, _ANY_SECRET = 0, 1, 2
-_KEY_ENDS_TEXT = tuple(f'{name}"' for name in sorted(SECRET_FIELDS))
-_KEY_ENDS = tuple(name.encode() for name in _KEY_ENDS_TEXT)
+#: Every name in :data:`SECRET_FIELDS` holds one of these.
+_STEMS = ("secret", "password")
+_BYTE_STEMS = (b"secret", b"password")
+assert all(any(stem in name for stem in _STEMS) for name in SECRET_FIELDS)
+#: A ``\\u`` escape, with which a key may be spelled (a search for a literal, faster than ``in`` here).
+_ESCAPE_BYTES = re.compile(rb"\\u")
+_ESCAPE_TEXT = re.compile(r"\\u")
 
 
-def _secret_scan(text: str | bytes) -> int:
-    """Where a secret field may be in *text*, found with a few substring searches.
+def _stems(text: str | bytes) -> int | None:
+    """How often the stems of the secret field names occur in *text*, in any case; ``None`` when it cannot tell.
 
-    The body is lower-cased once and each secret field name is counted where
-    a key ends (followed by ``"``); a ``\\u`` escape (a key may be spelled
-    with them) or a zero byte (UTF-16/32) means anything is possible. A body
-    whose only such key is one ``"secret_key"``, so spelled, is the usual one:
-    only the ``configuration`` echo to redact.
+    They are counted wherever they are: in a key, in a value, or in a JSON
+    string inside a value (the keys of the ``resources`` string are in the
+    body, escaped). Escaped text can spell a stem that no search finds.
     """
     if isinstance(text, bytes):
+        if _ESCAPE_BYTES.search(text) or b"\x00" in text:  # a zero byte: UTF-16/32 text
+            return None
         lowered = text.lower()
-        keys = sum(lowered.count(name) for name in _KEY_ENDS)
-        escaped = b"\\u" in text or b"\x00" in text
-        exact_echo = b'"secret_key"' in text
-    else:
-        lowered_text = text.lower()
-        keys = sum(lowered_text.count(name) for name in _KEY_ENDS_TEXT)
-        escaped = "\\u" in text
-        exact_echo = '"secret_key"' in text
-    if not keys and not escaped:
-        return _NO_SECRET
-    if keys == 1 and exact_echo and not escaped:
-        return _ECHO_ONLY
-    return _ANY_SECRET
+        return lowered.count(_BYTE_STEMS[0]) + lowered.count(_BYTE_STEMS[1])
+    if _ESCAPE_TEXT.search(text):
+        return None
+    lowered_text = text.lower()
+    return lowered_text.count(_STEMS[0]) + lowered_text.count(_STEMS[1])
 
 
-def _loads_redacted(text: str | bytes) -> Any:
-    """Decode JSON, redacting every secret field.
+def _redact_echo(decoded: Any) -> tuple[int, Any]:
+    """Redact the ``configuration.secret_key`` echo, so spelled, in place.
+
+    :returns: the stems its key and value hold, and the value it had.
+    """
+    configuration = decoded.get("configuration") if isinstance(decoded, dict) else None
+    if not isinstance(configuration, dict) or "secret_key" not in configuration:
+        return 0, None
+    value = configuration["secret_key"]
+    if value is None:
+        return 1, None
+    configuration["secret_key"] = REDACTED
+    return (1 + (_stems(value) or 0) if isinstance(value, str) else 1), value
+
+
+_ECHO_KEY = b'"secret_key"'
+_REDACTED_JSON = fastjson.dumps_bytes(REDACTED)
+_BLANKS = b" \t\r\n"
+
+
+def _splice_echo(text: bytes, secret: Any) -> bytes | None:
+    """*text* with the echoed *secret* replaced by :data:`REDACTED`, or ``None`` when it is not spelled as expected.
+
+    Called only when the echo's key is the one ``"secret_key"`` in *text* and
+    no escape sequence is in it: the secret is then the value right after
+    that key, spelled as :mod:`orjson` would spell it, or the caller encodes
+    the redacted body instead.
+    """
+    end = len(text)
+    i = text.find(_ECHO_KEY) + len(_ECHO_KEY)
+    while i < end and text[i] in _BLANKS:
+        i += 1
+    if i >= end or text[i] != 0x3A:  # ':'
+        return None
+    i += 1
+    while i < end and text[i] in _BLANKS:
+        i += 1
+    spelled = fastjson.dumps_bytes(secret)
+    if not text.startswith(spelled, i):
+        return None
+    return text[:i] + _REDACTED_JSON + text[i + len(spelled) :]
+
+
+def _loads_redacted(text: str | bytes) -> tuple[Any, bool, bytes | None]:
+    """Decode JSON, redacting every secret field; and whether the text held none but the echo.
 
     The thorough path redacts each object as the parser builds it (a Python
-    call per object). :func:`_secret_scan` lets most bodies skip it: those
-    that name no secret field, and those whose only secret field is the
-    ``configuration`` echo, which is then redacted in place.
+    call per object). A count of the secret names' stems (:func:`_stems`)
+    lets most bodies skip it: those that hold none, and those whose only
+    ones are in the ``configuration`` echo (its key and the secret itself),
+    which is then redacted in place. A stem anywhere else, in a key or a
+    value, sends the text to the thorough path.
+
+    :returns: the redacted value; ``True`` when no secret field was found
+        beyond the echo, in the text or in any JSON string inside it; and
+        the redacted value as JSON bytes when they come cheaply from *text*.
     """
-    scan = _secret_scan(text)
-    if scan == _NO_SECRET:
-        return fastjson.loads(text)
-    if scan == _ECHO_ONLY:
+    stems = _stems(text)
+    if stems is not None:
         decoded = fastjson.loads(text)
-        configuration = decoded.get("configuration") if isinstance(decoded, dict) else None
-        if isinstance(configuration, dict) and "secret_key" in configuration:
-            if configuration["secret_key"] is not None:
-                configuration["secret_key"] = REDACTED
-            return decoded
-    return json.loads(text, object_hook=_redact_object)
+        if stems == 0:
+            return decoded, True, text if isinstance(text, bytes) else None
+        echo_stems, secret = _redact_echo(decoded)
+        if echo_stems == stems:
+            as_json = _splice_echo(text, secret) if isinstance(text, bytes) and isinstance(secret, str) else None
+            return decoded, True, as_json
+    return json.loads(text, object_hook=_redact_object), False, None
 
 
 def _required_str(raw: Mapping[str, Any], name: str) -> str:

@@ -20,6 +20,7 @@ from .base import (
     Run,
     StoredEvent,
     finished_status,
+    load_raw,
     prunable,
 )
 
@@ -30,7 +31,9 @@ class MemoryStore(EventStore):
     """Keeps events in a dict guarded by a lock; the queue and the leases are heaps.
 
     Idempotency holds within one process only, and only for the last
-    *max_events* finished events: older ones are forgotten first. When every
+    *max_events* finished events: older ones are forgotten first. Bodies are
+    kept as JSON bytes, so that thousands of kept events do not make each of
+    the interpreter's garbage collections walk their every object. When every
     slot holds an unfinished event, a new one is refused
     (:class:`~webhook_receiver.errors.StoreUnavailable`, so upstream retries).
 
@@ -47,7 +50,8 @@ class MemoryStore(EventStore):
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
         self.max_events = max_events
-        self._events: OrderedDict[str, StoredEvent] = OrderedDict()
+        self._events: OrderedDict[str, StoredEvent] = OrderedDict()  # raw left empty: see _bodies
+        self._bodies: dict[str, bytes] = {}
         self._leases: dict[str, tuple[str, float]] = {}
         self._queue: list[tuple[float, int, str]] = []  # (due_at, seq, id); stale entries skipped
         self._lease_heap: list[tuple[float, int, str, str]] = []  # (expires, seq, id, token)
@@ -83,7 +87,7 @@ class MemoryStore(EventStore):
         stored.due_at = due_at
         heapq.heappush(self._queue, (due_at, next(self._seq), stored.id))
 
-    def _take(self, stored: StoredEvent, now: float) -> Claim:
+    def _take(self, stored: StoredEvent, now: float, *, with_body: bool = False) -> Claim:
         token = self._lease(stored.id)
         stored.status = EventStatus.PROCESSING
         stored.due_at = None
@@ -96,7 +100,7 @@ class MemoryStore(EventStore):
             attempt=stored.attempts,
             outcomes=dict(stored.handlers),
             trigger=stored.trigger,
-            raw=stored.raw,
+            raw=load_raw(self._bodies[stored.id]) if with_body else None,  # claim() has the event
         )
 
     def _insert(self, event: Event, now: float) -> StoredEvent:
@@ -106,11 +110,12 @@ class MemoryStore(EventStore):
             id=event.id,
             trigger=event.trigger,
             status=EventStatus.PENDING,
-            raw=event.raw,
+            raw={},
             received_at=now,
             updated_at=now,
         )
         self._events[event.id] = stored
+        self._bodies[event.id] = event.raw_json
         return stored
 
     def _evict(self) -> None:
@@ -121,7 +126,12 @@ class MemoryStore(EventStore):
             if oldest is None:
                 raise StoreUnavailable(self.name, f"all {self.max_events} slots hold unfinished events")
             del self._events[oldest]
+            del self._bodies[oldest]
             self._background.discard(oldest)
+
+    def _copy(self, stored: StoredEvent) -> StoredEvent:
+        """What a reader gets: a copy, with the body."""
+        return replace(stored, raw=load_raw(self._bodies[stored.id]), handlers=dict(stored.handlers))
 
     def _live_lease(self, event_id: str) -> bool:
         lease = self._leases.get(event_id)
@@ -148,14 +158,14 @@ class MemoryStore(EventStore):
                 due_at, _, event_id = heapq.heappop(self._queue)
                 stored = self._events.get(event_id)
                 if stored is not None and stored.status is EventStatus.PENDING and stored.due_at == due_at:
-                    return self._take(stored, now)
+                    return self._take(stored, now, with_body=True)
             held_now = time.monotonic()
             while self._lease_heap and self._lease_heap[0][0] <= held_now:
                 _, _, event_id, token = heapq.heappop(self._lease_heap)
                 stored = self._events.get(event_id)
                 lease = self._leases.get(event_id)
                 if stored is not None and lease is not None and lease[0] == token and lease[1] <= held_now:
-                    return self._take(stored, now)
+                    return self._take(stored, now, with_body=True)
         return None
 
     def accept(self, event: Event) -> EventStatus | None:
@@ -240,7 +250,7 @@ class MemoryStore(EventStore):
     def get(self, event_id: str) -> StoredEvent | None:
         with self._lock:
             stored = self._events.get(event_id)
-            return None if stored is None else replace(stored, handlers=dict(stored.handlers))
+            return None if stored is None else self._copy(stored)
 
     def events(
         self,
@@ -252,7 +262,7 @@ class MemoryStore(EventStore):
     ) -> list[StoredEvent]:
         with self._lock:
             found = [
-                replace(e, handlers=dict(e.handlers))
+                self._copy(e)
                 for e in reversed(self._events.values())
                 if (status is None or e.status is status)
                 and (trigger is None or e.trigger == trigger)
@@ -268,5 +278,6 @@ class MemoryStore(EventStore):
                 return len(old)
             for event_id in old:
                 del self._events[event_id]
+                del self._bodies[event_id]
                 self._background.discard(event_id)
         return len(old)

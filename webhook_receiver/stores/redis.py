@@ -275,7 +275,7 @@ class RedisStore(EventStore):
         answer = self._call(
             self._claim_script,
             keys=[self._key("event", event.id), self._queue_key, self._leases_key, self._events_key],
-            args=[event.id, token, self._lease_ms, event.trigger, fastjson.dumps_bytes(event.raw)],
+            args=[event.id, token, self._lease_ms, event.trigger, event.raw_json],
         )
         state = answer[0].decode()
         if state == "done":
@@ -315,7 +315,7 @@ class RedisStore(EventStore):
         answer = self._call(
             self._accept_script,
             keys=[self._key("event", event.id), self._queue_key, self._events_key],
-            args=[event.id, event.trigger, fastjson.dumps_bytes(event.raw)],
+            args=[event.id, event.trigger, event.raw_json],
         )
         return None if answer is None else EventStatus(answer.decode())
 

@@ -16,7 +16,6 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from .. import fastjson
 from ..errors import StoreUnavailable
 from ..events import Event
 from .base import (
@@ -214,7 +213,7 @@ class SQLiteStore(EventStore):
         now = self.clock.wall()
         token, expires = self._new_token()
         boot = self.clock.boot
-        new_row = (event.id, event.trigger, fastjson.dumps(event.raw), now, now, token, expires, boot)
+        new_row = (event.id, event.trigger, event.raw_json.decode(), now, now, token, expires, boot)
         with self._autocommit() as conn:  # the common case, a new event, is one statement
             inserted = conn.execute(self._INSERT_CLAIMED + " ON CONFLICT (id) DO NOTHING", new_row).rowcount
         if inserted:
@@ -292,7 +291,7 @@ class SQLiteStore(EventStore):
             inserted = conn.execute(
                 f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, received_at, updated_at, due_at, background)"
                 " VALUES (?, ?, 'pending', ?, ?, ?, ?, 1) ON CONFLICT (id) DO NOTHING",
-                (event.id, event.trigger, fastjson.dumps(event.raw), now, now, now),
+                (event.id, event.trigger, event.raw_json.decode(), now, now, now),
             ).rowcount
         if inserted:
             return None
