@@ -138,3 +138,44 @@ def redis_prefix() -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+POSTGRES_URL = os.environ.get("WEBHOOK_RECEIVER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MARIADB_URL = os.environ.get("WEBHOOK_RECEIVER_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
+DATABASES = {"postgresql": POSTGRES_URL, "mariadb": MARIADB_URL}
+
+
+def require_database(url: str) -> None:
+    """Skip when the database is not reachable, unless CI=true, where that is a failure."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.SQLAlchemyError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the database at {url} is not reachable: {type(exc).__name__}")
+        pytest.skip(f"the database at {url} is not reachable")
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def table_prefix() -> str:
+    """A table-name prefix of this test's own."""
+    return f"whr_{uuid.uuid4().hex[:10]}_"
+
+
+def drop_tables(url: str, prefix: str) -> None:
+    """Drop every table whose name starts with *prefix*."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        names = [name for name in sa.inspect(engine).get_table_names() if name.startswith(prefix)]
+        with engine.begin() as conn:
+            for name in names:
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+    finally:
+        engine.dispose()

@@ -16,7 +16,7 @@ from webhook_receiver.stores.sqlite import SQLiteStore
 from webhook_receiver.testing import make_event
 from webhook_receiver.testing.store_contract import StoreContract, contract_event
 
-from .conftest import REDIS_URL
+from .conftest import MARIADB_URL, POSTGRES_URL, REDIS_URL, drop_tables, require_database
 
 
 def closing(build: Callable[[float], EventStore]) -> Iterator[Callable[[float], EventStore]]:
@@ -42,6 +42,35 @@ class TestSQLiteStore(StoreContract):
     @pytest.fixture
     def make_store(self, tmp_path: Path) -> Iterator[Callable[[float], EventStore]]:
         yield from closing(lambda lease: SQLiteStore(str(tmp_path / "events.sqlite3"), lease_seconds=lease))
+
+
+class TestSQLAlchemyStoreOnSQLite(StoreContract):
+    @pytest.fixture
+    def make_store(self, tmp_path: Path) -> Iterator[Callable[[float], EventStore]]:
+        from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore
+
+        url = f"sqlite+pysqlite:///{tmp_path / 'events.sqlite3'}"
+        yield from closing(lambda lease: SQLAlchemyStore(url, lease_seconds=lease))
+
+
+class TestSQLAlchemyStoreOnPostgreSQL(StoreContract):
+    @pytest.fixture
+    def make_store(self, table_prefix: str) -> Iterator[Callable[[float], EventStore]]:
+        from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore
+
+        require_database(POSTGRES_URL)
+        yield from closing(lambda lease: SQLAlchemyStore(POSTGRES_URL, prefix=table_prefix, lease_seconds=lease))
+        drop_tables(POSTGRES_URL, table_prefix)
+
+
+class TestSQLAlchemyStoreOnMariaDB(StoreContract):
+    @pytest.fixture
+    def make_store(self, table_prefix: str) -> Iterator[Callable[[float], EventStore]]:
+        from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore
+
+        require_database(MARIADB_URL)
+        yield from closing(lambda lease: SQLAlchemyStore(MARIADB_URL, prefix=table_prefix, lease_seconds=lease))
+        drop_tables(MARIADB_URL, table_prefix)
 
 
 class TestRedisStore(StoreContract):

@@ -45,6 +45,8 @@ class Handler:
         :meth:`WebhookReceiver.on`, called as ``fn(event)``.
     :param latest_only: skip an event whose resource is older than one this
         handler already handled (see :attr:`Event.updated_at`).
+    :param transactional: its writes to the store's database commit in one
+        transaction with its outcome (a store with ``transactional`` set).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Handler:
     patterns: tuple[str, ...] = ()
     via_signal: bool = False
     latest_only: bool = False
+    transactional: bool = False
 
     def __call__(self, sender: Any, event: Event) -> Any:
         """Run the handler for *event*; *sender* is the Flask app."""
@@ -90,7 +93,13 @@ class HandlerRegistry:
         return len(self._handlers)
 
     def add(
-        self, fn: EventHandler, patterns: Sequence[str], *, name: str | None = None, latest_only: bool = False
+        self,
+        fn: EventHandler,
+        patterns: Sequence[str],
+        *,
+        name: str | None = None,
+        latest_only: bool = False,
+        transactional: bool = False,
     ) -> Handler:
         """Register *fn* for *patterns*.
 
@@ -100,6 +109,7 @@ class HandlerRegistry:
         :param name: the name to record outcomes under; ``module.qualname``
             of *fn* when not given.
         :param latest_only: see :attr:`Handler.latest_only`.
+        :param transactional: see :attr:`Handler.transactional`.
         :raises TypeError: if *fn* is not callable.
         :raises ValueError: if no pattern is given or another handler already
             has this name.
@@ -110,7 +120,11 @@ class HandlerRegistry:
         if not patterns:
             raise ValueError("give at least one event name, such as 'order.paid', or '*'")
         handler = Handler(
-            name=name or callable_name(fn), fn=fn, patterns=tuple(dict.fromkeys(patterns)), latest_only=latest_only
+            name=name or callable_name(fn),
+            fn=fn,
+            patterns=tuple(dict.fromkeys(patterns)),
+            latest_only=latest_only,
+            transactional=transactional,
         )
         with self._lock:
             if any(h.name == handler.name for h in self._handlers):

@@ -163,6 +163,13 @@ class WebhookReceiver:
                 " second one a name of its own: WebhookReceiver(name='...')"
             )
         config = read_config(app, name=self.name, url=self._url, secret_key=self._secret_key, celery=celery)
+        transactional = [h.name for h in self._handlers if h.transactional]
+        if transactional and not config.store.transactional:
+            raise RuntimeError(
+                f"handlers {', '.join(transactional)} are transactional, and the {config.store.name} store cannot"
+                " commit a handler's writes with its outcome: use SQLAlchemyStore(db) (extra [sqlalchemy]) or"
+                " drop transactional=True"
+            )
         config.dispatcher.bind(app, self, config.store)
         configs[self.name] = config
         app.extensions.setdefault(RECEIVERS_KEY, {})[self.name] = self
@@ -231,7 +238,9 @@ class WebhookReceiver:
 
     # -- handlers -------------------------------------------------------------
 
-    def on(self, *events: str, name: str | None = None, latest_only: bool = False) -> Callable[[F], F]:
+    def on(
+        self, *events: str, name: str | None = None, latest_only: bool = False, transactional: bool = False
+    ) -> Callable[[F], F]:
         """Register the decorated function as a handler of *events*.
 
         ::
@@ -256,6 +265,15 @@ class WebhookReceiver:
             by :attr:`Event.updated_at`, than one this handler already
             handled. The skip is recorded as the handler's outcome, with the
             reason; events without a timestamp always run.
+        :param transactional: exactly once in effect: the handler writes to
+            the store's database (``db.session`` with
+            ``SQLAlchemyStore(db)``, or ``store.session``) without
+            committing, and the receiver commits those writes and the
+            handler's outcome in one transaction, after checking under a row
+            lock that its lease on the event is still current; a stale lease
+            or an exception rolls the writes back. Needs a store that can
+            (:class:`~webhook_receiver.stores.sqlalchemy.SQLAlchemyStore`):
+            ``init_app`` refuses any other.
         :raises ValueError: if no event is given, one is malformed, or the
             name is taken.
         """
@@ -265,7 +283,7 @@ class WebhookReceiver:
             check_pattern(pattern)
 
         def decorator(fn: F) -> F:
-            self._handlers.add(fn, events, name=name, latest_only=latest_only)
+            self._handlers.add(fn, events, name=name, latest_only=latest_only, transactional=transactional)
             return fn
 
         return decorator

@@ -49,11 +49,14 @@ class HandlersRun:
     :param failed: the names of the handlers that raised.
     :param last: the last handler run, not yet written (it goes with ``finish``).
     :param lost: the lease was taken over: nothing more may be written.
+    :param finished: the last handler was transactional and its transaction
+        also marked the event processed: there is nothing left to finish.
     """
 
     failed: list[str]
     last: Run | None
     lost: bool = False
+    finished: bool = False
 
 
 def run_handlers(
@@ -77,13 +80,12 @@ def run_handlers(
     """
     failed: list[str] = []
     previous: Run | None = None
-    succeeded = claim.succeeded
+    pending = [handler for handler in handlers if handler.name not in claim.succeeded]
     with HEARTBEAT.keep(store, claim):
-        for handler in handlers:
-            if handler.name in succeeded:
-                continue
+        for position, handler in enumerate(pending, 1):
             if previous is not None and (claim.lost or not store.record(claim, previous)):
                 return _lost(event, claim, failed)
+            previous = None
             started = time.time()
             mark = _watermark_key(handler, event)
             if mark is not None:
@@ -92,22 +94,24 @@ def run_handlers(
                     previous = Run(handler.name, True, None, started, time.time(), skip)
                     logger.info("handler %s skipped event %s (%s): %s", handler.name, event.id, event.trigger, skip)
                     continue
+            if handler.transactional:
+                last = position == len(pending) and not failed
+                outcome = _run_in_transaction(sender, event, handler, store, claim, started, last, receiver)
+                if outcome is None:
+                    return _lost(event, claim, failed)
+                if not outcome.ok:
+                    failed.append(handler.name)
+                    previous = outcome  # recorded in a transaction of its own, as any failure
+                elif mark is not None:
+                    store.raise_watermark(handler.name, mark[0], mark[1], mark[2])
+                if last and outcome.ok:
+                    return HandlersRun(failed, None, finished=True)
+                continue
             try:
                 handler(sender, event)
             except Exception as exc:
                 failed.append(handler.name)
-                previous = Run(handler.name, False, describe(exc), started, time.time())
-                logger.error(
-                    "handler %s failed on event %s (%s, attempt %d)",
-                    handler.name,
-                    event.id,
-                    event.trigger,
-                    event.attempt,
-                    exc_info=True,
-                )
-                signals.send_isolated(
-                    signals.handler_failed, sender, event=event, handler=handler.name, exception=exc, receiver=receiver
-                )
+                previous = _failed(sender, event, handler, exc, started, receiver)
             else:
                 previous = Run(handler.name, True, None, started, time.time())
                 if mark is not None:
@@ -115,6 +119,56 @@ def run_handlers(
     if claim.lost:
         return _lost(event, claim, failed)
     return HandlersRun(failed, previous)
+
+
+def _failed(
+    sender: Any, event: Event, handler: Handler, exc: Exception, started: float, receiver: HandlerSource
+) -> Run:
+    """Log and signal a handler that raised; its run, to record."""
+    logger.error(
+        "handler %s failed on event %s (%s, attempt %d)",
+        handler.name,
+        event.id,
+        event.trigger,
+        event.attempt,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    signals.send_isolated(
+        signals.handler_failed, sender, event=event, handler=handler.name, exception=exc, receiver=receiver
+    )
+    return Run(handler.name, False, describe(exc), started, time.time())
+
+
+def _run_in_transaction(
+    sender: Any,
+    event: Event,
+    handler: Handler,
+    store: EventStore,
+    claim: Claim,
+    started: float,
+    last: bool,
+    receiver: HandlerSource,
+) -> Run | None:
+    """Run a transactional handler: its writes and its outcome commit together, or not at all.
+
+    :returns: the run (a success is already written; a failure is for the
+        caller to record), or ``None`` when the lease was found taken over
+        (everything rolled back).
+    :raises StoreUnavailable: if the transaction cannot be opened or committed.
+    """
+    transaction = store.begin_handler(claim)
+    try:
+        handler(sender, event)
+    except Exception as exc:
+        transaction.rollback()
+        return _failed(sender, event, handler, exc, started, receiver)
+    except BaseException:
+        transaction.rollback()
+        raise
+    run = Run(handler.name, True, None, started, time.time())
+    if not transaction.commit(claim, run, finish=last):
+        return None
+    return run
 
 
 def _watermark_key(handler: Handler, event: Event) -> tuple[str, str, float] | None:
@@ -246,7 +300,7 @@ def run_claimed(
     if result.lost:
         return "lost", None
     if not result.failed:
-        if not finish_durably(store, claim, ok=True, last=result.last, stopping=stopping):
+        if not result.finished and not finish_durably(store, claim, ok=True, last=result.last, stopping=stopping):
             return "lost", None
         signals.send_isolated(signals.event_handled, app, event=event, receiver=receiver)
         return "processed", None
@@ -320,7 +374,7 @@ def run_now(
     result = run_handlers(sender, event, handlers, store, claim, receiver=receiver)
     if result.lost:
         return "busy", result.failed
-    if not store.finish(claim, ok=not result.failed, last=result.last):
+    if not result.finished and not store.finish(claim, ok=not result.failed, last=result.last):
         logger.warning(
             "event %s: the lease was taken over by another worker before this run finished;"
             " its outcome is not recorded",

@@ -41,6 +41,7 @@ __all__ = [
     "EventStatus",
     "EventStore",
     "HandlerOutcome",
+    "HandlerTransaction",
     "Run",
     "StoredEvent",
     "dump_outcomes",
@@ -254,6 +255,25 @@ def load_outcomes(text: str | bytes | None) -> dict[str, HandlerOutcome]:
     }
 
 
+class HandlerTransaction(ABC):
+    """The transaction of one transactional handler: its writes and its outcome commit together."""
+
+    @abstractmethod
+    def commit(self, claim: Claim, run: Run, *, finish: bool) -> bool:
+        """Check under a row lock that *claim* still holds its lease, write *run*, and commit.
+
+        :param finish: also mark the event processed and end the lease (the
+            handler was the last to run and every handler has succeeded).
+        :returns: ``False`` when the lease was taken over: everything, the
+            handler's writes included, is rolled back.
+        :raises StoreUnavailable: if the database cannot take it (rolled back).
+        """
+
+    @abstractmethod
+    def rollback(self) -> None:
+        """Undo the handler's writes (it raised)."""
+
+
 class EventStore(ABC):
     """Where events, their queue and handler outcomes are kept; see the module docs for the protocol.
 
@@ -268,6 +288,9 @@ class EventStore(ABC):
     #: Who can reach the events: ``"process"`` (Celery dispatch refuses the
     #: store), ``"machine"`` (it warns) or ``"network"``.
     reach: str = "network"
+    #: Whether :meth:`begin_handler` works: handlers registered with
+    #: ``transactional=True`` need it.
+    transactional: bool = False
 
     def __init__(self, *, lease_seconds: float = 60.0) -> None:
         if lease_seconds <= 0:
@@ -413,6 +436,13 @@ class EventStore(ABC):
         :returns: how many were (or would be) forgotten.
         :raises StoreUnavailable: if the store cannot answer.
         """
+
+    def begin_handler(self, claim: Claim) -> HandlerTransaction:
+        """Open the transaction a transactional handler writes in (stores with :attr:`transactional`).
+
+        :raises NotImplementedError: if the store cannot.
+        """
+        raise NotImplementedError(f"the {self.name} store cannot run transactional handlers")
 
     @property
     def location(self) -> str:

@@ -1,8 +1,10 @@
 """From a ``WEBHOOK_RECEIVER_STORE`` URL to a store: a registry of factories by URL scheme.
 
 The built-in schemes are ``memory``, ``sqlite``, ``redis``, ``rediss`` and
-``unix``. A store of your own joins them with :func:`register_store`, or,
-from a package, with an entry point in the ``webhook_receiver.stores`` group
+``unix``, and the SQLAlchemy URLs ``postgresql``, ``mysql``, ``mariadb`` and
+``sqlite+pysqlite`` (each with any driver: ``postgresql+psycopg``). A store
+of your own joins them with :func:`register_store`, or, from a package, with
+an entry point in the ``webhook_receiver.stores`` group
 (the name is the scheme, the object the factory)::
 
     [options.entry_points]
@@ -144,7 +146,27 @@ def _redis(url: str, settings: StoreSettings) -> EventStore:
     return RedisStore(url, prefix=prefix, lease_seconds=settings.lease_seconds)
 
 
+def _sqlalchemy(url: str, settings: StoreSettings) -> EventStore:
+    """A database URL for SQLAlchemy; a relative SQLite path is in the instance folder, as with Flask-SQLAlchemy."""
+    try:
+        from .sqlalchemy import SQLAlchemyStore
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
+
+    scheme, _, rest = url.partition("://")
+    if scheme.startswith("sqlite") and rest.startswith("/") and not rest.startswith("//"):
+        path = rest[1:]
+        if path and not os.path.isabs(path):
+            os.makedirs(settings.instance_path, mode=0o700, exist_ok=True)
+            url = f"{scheme}:///{os.path.join(settings.instance_path, path)}"
+    prefix = settings.config.get("WEBHOOK_RECEIVER_TABLE_PREFIX") or "webhook_receiver_"
+    return SQLAlchemyStore(url, prefix=prefix, lease_seconds=settings.lease_seconds)
+
+
 register_store("memory", _memory)
 register_store("sqlite", _sqlite)
 for _scheme in ("redis", "rediss", "unix"):
     register_store(_scheme, _redis)
+# SQLAlchemy URLs (extra [sqlalchemy]); plain sqlite:/// stays the built-in SQLite store.
+for _scheme in ("postgresql", "mysql", "mariadb", "sqlite+pysqlite"):
+    register_store(_scheme, _sqlalchemy)
