@@ -58,7 +58,9 @@ class Processes:
         self.procs.append(proc)
         return proc
 
-    def gunicorn(self, log: Path, workers: int = 2, timeout: int = 60, graceful: int = 1) -> str:
+    def gunicorn(
+        self, log: Path, workers: int = 2, timeout: int = 60, graceful: int = 1, app: str = "tests.service_app:app"
+    ) -> str:
         port = free_port()
         self.start(
             [
@@ -73,21 +75,21 @@ class Processes:
                 str(timeout),
                 "--graceful-timeout",
                 str(graceful),
-                "tests.service_app:app",
+                app,
             ],
             log,
         )
         wait_for(lambda: port_open(port), 30, f"gunicorn on port {port} ({log})")
         return f"http://127.0.0.1:{port}/webhooks/moltin"
 
-    def celery_worker(self, log: Path, queue: str) -> subprocess.Popen[bytes]:
+    def celery_worker(self, log: Path, queue: str, app: str = "tests.service_app:celery") -> subprocess.Popen[bytes]:
         proc = self.start(
             [
                 sys.executable,
                 "-m",
                 "celery",
                 "-A",
-                "tests.service_app:celery",
+                app,
                 "worker",
                 "-Q",
                 queue,
@@ -111,6 +113,11 @@ class Processes:
         proc = self.start([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], log)
         wait_for(lambda: port_open(port), 15, f"redis-server on port {port}")
         return proc
+
+    def run(self, code: str) -> None:
+        """Run Python *code* in a child with the processes' environment; fail with its output if it fails."""
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=self.env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
 
     def stop(self, proc: subprocess.Popen[bytes]) -> None:
         if proc.poll() is None:

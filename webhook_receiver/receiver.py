@@ -170,6 +170,7 @@ class WebhookReceiver:
                 " commit a handler's writes with its outcome: use SQLAlchemyStore(db) (extra [sqlalchemy]) or"
                 " drop transactional=True"
             )
+        config.store.bind(app)
         config.dispatcher.bind(app, self, config.store)
         configs[self.name] = config
         app.extensions.setdefault(RECEIVERS_KEY, {})[self.name] = self

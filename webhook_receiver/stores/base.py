@@ -437,6 +437,9 @@ class EventStore(ABC):
         :raises StoreUnavailable: if the store cannot answer.
         """
 
+    def bind(self, app: Any) -> None:
+        """Serve *app* (``init_app`` calls it): a store may need the app to find its database."""
+
     def begin_handler(self, claim: Claim) -> HandlerTransaction:
         """Open the transaction a transactional handler writes in (stores with :attr:`transactional`).
 

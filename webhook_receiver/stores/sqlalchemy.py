@@ -179,7 +179,7 @@ class SQLAlchemyStore(EventStore):
                 _begin_immediate(self._own_engine)
         elif isinstance(target, sa.Engine):
             self._own_engine = target
-        elif hasattr(target, "engine") and hasattr(target, "session"):
+        elif hasattr(type(target), "engine") and hasattr(target, "session"):  # Flask-SQLAlchemy; no app needed
             self._db = target
         else:
             raise TypeError("SQLAlchemyStore takes a Flask-SQLAlchemy db, an Engine or a database URL")
@@ -191,6 +191,8 @@ class SQLAlchemyStore(EventStore):
         self._watermarks = self.metadata.tables[f"{prefix}watermarks"]
         self._ready: set[int] = set()
         self._ready_lock = threading.Lock()
+        self._apps: list[Any] = []
+        self._app_engine: Engine | None = None
 
     def __repr__(self) -> str:
         return f"<SQLAlchemyStore {self.location} prefix={self.prefix!r} lease_seconds={self.lease_seconds}>"
@@ -215,14 +217,36 @@ class SQLAlchemyStore(EventStore):
 
     @property
     def engine(self) -> Engine:
-        """The engine in use: the store's own, or the current app's ``db.engine``.
+        """The engine in use: the store's own, or ``db.engine`` of the current app.
 
-        :raises RuntimeError: for a ``db`` store outside an app context.
+        Outside an app context (background workers, the monitor), a ``db``
+        store uses the engine of the one app it serves.
+
+        :raises RuntimeError: for a ``db`` store outside an app context that
+            serves no app, or several.
         """
         if self._own_engine is not None:
             return self._own_engine
-        engine: Engine = self._db.engine
-        return engine
+        from flask import has_app_context
+
+        if has_app_context():
+            engine: Engine = self._db.engine
+            return engine
+        if self._app_engine is None:
+            if len(self._apps) != 1:
+                raise RuntimeError(
+                    "outside an app context, a SQLAlchemyStore(db) finds its engine through the one app it serves"
+                    f" ({len(self._apps)} here): push an app context"
+                )
+            with self._apps[0].app_context():
+                self._app_engine = self._db.engine
+        return self._app_engine
+
+    def bind(self, app: Any) -> None:
+        """Serve *app*: with a Flask-SQLAlchemy ``db``, its engine is used outside app contexts too."""
+        if app not in self._apps:
+            self._apps.append(app)
+            self._app_engine = None
 
     @property
     def session(self) -> Session:
