@@ -2,13 +2,15 @@
 
 ``receiver_app``: the webhook receiver with one trivial handler. ``bare_app``:
 a plain Flask endpoint that only parses the same JSON body and answers in the
-same shape: the floor of any receiver. ``floor_sqlite_app`` and
-``floor_redis_app``: the floor of a *durable* exactly-once receiver, a plain
-Flask endpoint doing only what any such receiver must (parse; claim the id
-with the body in one write; run the handler; mark it processed in a second
-write), with SQLite (WAL, ``synchronous=NORMAL``, ``INSERT .. ON CONFLICT DO
-NOTHING`` then ``UPDATE``, each its own transaction) or Redis (``SET NX`` with
-the body, then ``SET`` the status). They check no secret and keep no outcome.
+same shape: the floor of any receiver. ``floor_sqlite_app``,
+``floor_redis_app`` and ``floor_postgresql_app``: the floor of a *durable*
+exactly-once receiver, a plain Flask endpoint doing only what any such
+receiver must (parse; claim the id with the body in one write; run the
+handler; mark it processed in a second write), with SQLite (WAL,
+``synchronous=NORMAL``, ``INSERT .. ON CONFLICT DO NOTHING`` then ``UPDATE``,
+each its own transaction), Redis (``SET NX`` with the body, then ``SET`` the
+status) or PostgreSQL (the same two statements as SQLite, each its own
+transaction in autocommit, over psycopg 3 and a ``psycopg_pool`` pool). They check no secret and keep no outcome.
 
 The receiver is configured from the environment, so that one benchmark run
 can compare stores and dispatch modes: ``BENCH_STORE`` (``memory://`` by
@@ -16,7 +18,9 @@ default), ``BENCH_DISPATCH`` (``inline``), ``BENCH_INSTANCE`` (the instance
 folder), ``BENCH_PREFIX`` (Redis keys), ``BENCH_EFFECTS`` (a file the handler
 appends each event id to), ``BENCH_SLEEP`` (seconds the handler sleeps),
 ``BENCH_BROKER`` and ``BENCH_QUEUE`` (Celery), ``BENCH_THREADS``,
-``BENCH_MAX_BACKLOG`` and ``BENCH_LEASE`` (thread dispatch and leases).
+``BENCH_MAX_BACKLOG`` and ``BENCH_LEASE`` (thread dispatch and leases),
+``BENCH_TABLE_PREFIX`` and ``BENCH_PG_DSN`` (PostgreSQL tables and the floor's
+server).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ receiver_app.config.update(
     WEBHOOK_RECEIVER_THREADS=int(os.environ.get("BENCH_THREADS", "8")),
     WEBHOOK_RECEIVER_MAX_BACKLOG=int(os.environ.get("BENCH_MAX_BACKLOG", "10000")),
     WEBHOOK_RECEIVER_LEASE_SECONDS=float(os.environ.get("BENCH_LEASE", "60")),
+    WEBHOOK_RECEIVER_TABLE_PREFIX=os.environ.get("BENCH_TABLE_PREFIX", "whr_bench_"),
 )
 celery: Any = None
 if receiver_app.config["WEBHOOK_RECEIVER_DISPATCH"] == "celery":
@@ -138,6 +143,51 @@ def floor_redis() -> Any:
         return {"id": body["id"], "status": "duplicate"}
     handle_floor(body)
     _floor_redis.set(f"{prefix}:status:{body['id']}", "processed")
+    return {"id": body["id"], "status": "processed"}
+
+
+floor_postgresql_app = Flask("bench_floor_postgresql")
+_floor_pool: Any = None
+
+
+def _floor_pg() -> Any:
+    """A psycopg 3 pool and the floor's table (one pool per worker process)."""
+    global _floor_pool
+    if _floor_pool is None:
+        from psycopg_pool import ConnectionPool
+
+        dsn = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+        # Autocommit: each statement is its own transaction without BEGIN and COMMIT round trips, as the receiver
+        # does for its one-statement writes.
+        _floor_pool = ConnectionPool(dsn, min_size=1, max_size=4, open=True, kwargs={"autocommit": True})
+        with _floor_pool.connection() as conn:
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {_floor_table()} (id TEXT PRIMARY KEY, body TEXT NOT NULL,"
+                " status TEXT NOT NULL)"
+            )
+    return _floor_pool
+
+
+def _floor_table() -> str:
+    return os.environ.get("BENCH_TABLE_PREFIX", "whr_bench_") + "floor"
+
+
+@floor_postgresql_app.post("/webhooks/moltin")
+def floor_postgresql() -> Any:
+    raw = request.get_data(as_text=True)
+    body = request.get_json(force=True)
+    pool = _floor_pg()
+    with pool.connection() as conn:
+        claimed = conn.execute(
+            f"INSERT INTO {_floor_table()} (id, body, status) VALUES (%s, %s, 'processing')"
+            " ON CONFLICT (id) DO NOTHING",
+            (body["id"], raw),
+        ).rowcount
+    if not claimed:
+        return {"id": body["id"], "status": "duplicate"}
+    handle_floor(body)
+    with pool.connection() as conn:
+        conn.execute(f"UPDATE {_floor_table()} SET status = 'processed' WHERE id = %s", (body["id"],))
     return {"id": body["id"], "status": "processed"}
 
 

@@ -79,15 +79,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--store", choices=["memory", "sqlite", "redis"], default="memory")
+    parser.add_argument("--store", choices=["memory", "sqlite", "redis", "postgresql"], default="memory")
     parser.add_argument("--floor", choices=["bare", "durable"], default="bare")
     parser.add_argument("--body", choices=["typical", "small"], default="typical")
     parser.add_argument("--profile", action="store_true", help="Profile the receiver and print where time goes.")
     args = parser.parse_args()
     instance = tempfile.mkdtemp(prefix="whr-inprocess-")
     os.environ.update(
-        BENCH_STORE={"memory": "memory://", "sqlite": "", "redis": "redis://127.0.0.1:6379/13"}[args.store],
+        BENCH_STORE={
+            "memory": "memory://",
+            "sqlite": "",
+            "redis": "redis://127.0.0.1:6379/13",
+            "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        }[args.store],
         BENCH_PREFIX=f"whr-inprocess-{os.getpid()}",
+        BENCH_TABLE_PREFIX=f"whr_inprocess_{os.getpid()}_",
         BENCH_INSTANCE=instance,
         BENCH_MAX_BACKLOG="10000000",
     )
@@ -120,6 +126,10 @@ def main() -> int:
     if profile:
         stats = pstats.Stats(profile)
         stats.sort_stats("tottime").print_stats(25)
+    if args.store == "postgresql":
+        apps.receiver.get_store(apps.receiver_app).metadata.drop_all(apps.receiver.get_store(apps.receiver_app).engine)  # type: ignore[attr-defined]
+        with apps._floor_pg().connection() as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {apps._floor_table()}")
     return 0
 
 

@@ -10,10 +10,12 @@ Run it by hand from the repository root::
     python bench/throughput.py --rounds 5 --seconds 10
     python bench/throughput.py --store sqlite --floor durable --rounds 5 --seconds 10
     python bench/throughput.py --store redis --floor durable --rounds 5 --seconds 10
+    python bench/throughput.py --store postgresql --floor durable --rounds 5 --seconds 10
     python bench/throughput.py --store sqlite --dispatch thread --handler-sleep 1 --rounds 3 --seconds 10
 
 ``--store`` picks the receiver's store (``memory``, ``sqlite`` in a fresh
-instance folder, ``redis`` at 127.0.0.1:6379/13 under a fresh prefix);
+instance folder, ``redis`` at 127.0.0.1:6379/13 under a fresh prefix, ``postgresql``: the
+``SQLAlchemyStore`` on the machine's PostgreSQL under a fresh table prefix);
 ``--dispatch`` and ``--handler-sleep`` set the dispatch mode and how long the
 handler takes. ``--floor`` picks what the receiver is compared with:
 ``bare`` (a Flask endpoint that only parses the body) or ``durable`` (the
@@ -193,14 +195,14 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--store", choices=["memory", "sqlite", "redis"], default="memory")
+    parser.add_argument("--store", choices=["memory", "sqlite", "redis", "postgresql"], default="memory")
     parser.add_argument("--dispatch", choices=["inline", "thread"], default="inline")
     parser.add_argument("--handler-sleep", type=float, default=0.0)
     parser.add_argument("--floor", choices=["bare", "durable"], default="bare")
     parser.add_argument("--body", choices=["typical", "small"], default="typical")
     args = parser.parse_args()
     if args.floor == "durable" and args.store == "memory":
-        parser.error("--floor durable needs --store sqlite or --store redis")
+        parser.error("--floor durable needs --store sqlite, redis or postgresql")
     if not shutil.which("wrk"):
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
@@ -214,7 +216,13 @@ def main() -> int:
     )
     instance = tempfile.mkdtemp(prefix="whr-bench-")
     receiver_env = {
-        "BENCH_STORE": {"memory": "memory://", "sqlite": "", "redis": "redis://127.0.0.1:6379/13"}[args.store],
+        "BENCH_STORE": {
+            "memory": "memory://",
+            "sqlite": "",
+            "redis": "redis://127.0.0.1:6379/13",
+            "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        }[args.store],
+        "BENCH_TABLE_PREFIX": f"whr_bench_{os.getpid()}_",
         "BENCH_PREFIX": f"whr-bench-{os.getpid()}",
         "BENCH_INSTANCE": instance,
         "BENCH_DISPATCH": args.dispatch,
@@ -222,6 +230,22 @@ def main() -> int:
         "BENCH_MAX_BACKLOG": "10000000",
     }
 
+    if args.store == "postgresql":  # the floor's table, made once rather than by each worker at once
+        subprocess.run(
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-qc",
+                f"CREATE TABLE {receiver_env['BENCH_TABLE_PREFIX']}floor"
+                " (id TEXT PRIMARY KEY, body TEXT NOT NULL, status TEXT NOT NULL)",
+            ],
+            check=True,
+        )
     results: dict[str, list[dict[str, Any]]] = {"receiver_app": [], floor: []}
     procs = {}
     ports = {}
@@ -255,6 +279,14 @@ def main() -> int:
                 proc.kill()
                 proc.wait()
         shutil.rmtree(instance, ignore_errors=True)
+        if args.store == "postgresql":
+            drop = "; ".join(
+                f"DROP TABLE IF EXISTS {receiver_env['BENCH_TABLE_PREFIX']}{name}"
+                for name in ("events", "watermarks", "floor")
+            )
+            subprocess.run(
+                ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", drop], capture_output=True
+            )
         if args.store == "redis":
             subprocess.run(
                 ["redis-cli", "-n", "13", "--scan", "--pattern", receiver_env["BENCH_PREFIX"] + ":*"],

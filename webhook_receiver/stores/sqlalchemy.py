@@ -102,8 +102,20 @@ def build_metadata(prefix: str = DEFAULT_PREFIX) -> sa.MetaData:
         sa.Column("lease_token", sa.String(64)),
         sa.Column("lease_expires", sa.Float(53)),
         sa.Column("background", sa.Boolean, nullable=False, default=False),
-        sa.Index(f"{prefix}events_due", "due_at"),
-        sa.Index(f"{prefix}events_lease", "lease_expires"),
+        # Partial where the database has them (PostgreSQL, SQLite): an event handled in the request never
+        # enters the queue's two indexes, so the hot path writes to the primary key and one index only.
+        sa.Index(
+            f"{prefix}events_due",
+            "due_at",
+            postgresql_where=sa.text("due_at IS NOT NULL"),
+            sqlite_where=sa.text("due_at IS NOT NULL"),
+        ),
+        sa.Index(
+            f"{prefix}events_lease",
+            "lease_expires",
+            postgresql_where=sa.text("background"),
+            sqlite_where=sa.text("background = 1"),
+        ),
         sa.Index(f"{prefix}events_received", "received_at"),
     )
     sa.Table(
@@ -139,7 +151,8 @@ def _begin_immediate(engine: Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":  # one statement: atomic alone
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class SQLAlchemyStore(EventStore):
@@ -172,11 +185,14 @@ class SQLAlchemyStore(EventStore):
         super().__init__(lease_seconds=lease_seconds)
         self._db: Any = None
         self._own_engine: Engine | None = None
+        self._autocommit: Engine | None = None  # for one-statement writes, on an engine the store made
         if isinstance(target, (str, sa.URL)):
-            options = {"pool_pre_ping": True, **(engine_options or {})}
+            options = {"pool_reset_on_return": None, **(engine_options or {})}  # every transaction is ended
             self._own_engine = sa.create_engine(target, **options)
             if self._own_engine.dialect.name == "sqlite":
                 _begin_immediate(self._own_engine)
+            else:  # connections that stay in autocommit: no switching back and forth at each checkout
+                self._autocommit = sa.create_engine(target, **{**options, "isolation_level": "AUTOCOMMIT"})
         elif isinstance(target, sa.Engine):
             self._own_engine = target
         elif hasattr(type(target), "engine") and hasattr(target, "session"):  # Flask-SQLAlchemy; no app needed
@@ -193,6 +209,10 @@ class SQLAlchemyStore(EventStore):
         self._ready_lock = threading.Lock()
         self._apps: list[Any] = []
         self._app_engine: Engine | None = None
+        self._built: dict[str, _Statements] = {}
+        self._compiled: dict[int, Any] = {}
+        #: The hot path's writes go straight to the driver (see _driver_execute).
+        self._direct = self._autocommit is not None and self._autocommit.dialect.paramstyle == "pyformat"
 
     def __repr__(self) -> str:
         return f"<SQLAlchemyStore {self.location} prefix={self.prefix!r} lease_seconds={self.lease_seconds}>"
@@ -272,19 +292,34 @@ class SQLAlchemyStore(EventStore):
             return
         with self._ready_lock:
             if id(engine) not in self._ready:
-                try:
-                    self.metadata.create_all(engine, checkfirst=True)
-                except sa_exc.SQLAlchemyError as exc:
-                    raise _unavailable(exc) from None
+                for attempt in range(1, _ATTEMPTS + 1):
+                    try:
+                        self.metadata.create_all(engine, checkfirst=True)
+                        break
+                    except sa_exc.SQLAlchemyError as exc:
+                        # Another process (a gunicorn worker starting beside this one) may be creating them.
+                        if attempt == _ATTEMPTS:
+                            raise _unavailable(exc) from None
+                        time.sleep(0.2 * attempt)
                 self._ready.add(id(engine))
 
-    def _run(self, work: Callable[[Connection, Any], T]) -> T:
-        """Run *work(connection, now)* in one transaction, tried again when chosen as a deadlock victim."""
+    def _run(self, work: Callable[[Connection, Any], T], *, single: bool = False) -> T:
+        """Run *work(connection, now)* in one transaction, tried again when chosen as a deadlock victim.
+
+        :param single: *work* is one statement, atomic on its own: it runs in
+            autocommit, without the round trips of ``BEGIN`` and ``COMMIT``.
+        """
         engine = self.engine
         self._set_up(engine)
         now = _server_now(engine.dialect.name)
         for attempt in range(1, _ATTEMPTS + 1):
             try:
+                if single and self._autocommit is not None:
+                    with self._autocommit.connect() as conn:
+                        return work(conn, now)
+                if single:
+                    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                        return work(conn, now)
                 with engine.begin() as conn:
                     return work(conn, now)
             except sa_exc.DBAPIError as exc:
@@ -294,63 +329,96 @@ class SQLAlchemyStore(EventStore):
                 raise _unavailable(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _driver_execute(self, statement: Any, params: dict[str, Any]) -> bool:
+        """One autocommit statement straight through the driver, compiled once: whether it wrote a row.
+
+        The hot path's two writes skip SQLAlchemy's execution machinery
+        (some 60 us a statement); only on an engine the store made, whose
+        driver takes named parameters (psycopg, PyMySQL).
+        """
+        assert self._autocommit is not None
+        compiled = self._compiled.get(id(statement))
+        if compiled is None:
+            compiled = self._compiled[id(statement)] = statement.compile(dialect=self._autocommit.dialect)
+        connection = self._autocommit.raw_connection()
+        try:
+            cursor: Any = connection.cursor()
+            try:
+                cursor.execute(str(compiled), compiled.construct_params(params))
+                if cursor.description is not None:  # RETURNING: a row when it inserted
+                    return cursor.fetchone() is not None
+                return bool(cursor.rowcount == 1)
+            finally:
+                cursor.close()
+        finally:
+            connection.close()
+
+    def _direct_write(self, statement: Any, params: dict[str, Any]) -> bool:
+        self._set_up(self.engine)
+        assert self._autocommit is not None
+        attempt = 1
+        while True:
+            try:
+                return self._driver_execute(statement, params)
+            except self._autocommit.dialect.loaded_dbapi.Error as exc:
+                if attempt == _ATTEMPTS or not _retryable_driver(exc):
+                    raise _unavailable(exc) from None
+            attempt += 1
+
+    def _statements(self, dialect: str) -> _Statements:
+        """The statements of the hot path, built once per dialect (SQLAlchemy then only binds them)."""
+        found = self._built.get(dialect)
+        if found is None:
+            found = self._built[dialect] = _Statements(self._events, dialect, self.lease_seconds)
+        return found
+
     def close(self) -> None:
-        if self._own_engine is not None:
-            self._own_engine.dispose()
+        for engine in (self._own_engine, self._autocommit):
+            if engine is not None:
+                engine.dispose()
 
     # -- taking events ---------------------------------------------------------------
 
-    def _insert_new(self, conn: Connection, values: dict[str, Any]) -> bool:
-        """Insert a row unless its id is taken; whether it was inserted."""
-        events = self._events
-        dialect = conn.dialect.name
-        if dialect in ("postgresql", "sqlite"):
-            insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            statement = insert(events).values(**values).on_conflict_do_nothing(index_elements=["id"])
-            return conn.execute(statement.returning(events.c.id)).first() is not None
-        if dialect in ("mysql", "mariadb"):
-            ignore = sa.insert(events).values(**values).prefix_with("IGNORE")
-            return bool(conn.execute(ignore.execution_options(preserve_rowcount=True)).rowcount == 1)
-        if conn.execute(sa.select(events.c.id).where(events.c.id == values["id"])).first() is not None:
-            return False
-        conn.execute(sa.insert(events).values(**values))
-        return True
+    def _insert_new(self, statement: Any, params: dict[str, Any]) -> bool | None:
+        """Insert a row unless its id is taken, in one statement: whether it was inserted (``None``: cannot tell)."""
+        if statement is None:
+            return None
+        if self._direct:
+            return self._direct_write(statement, params)
+
+        def work(conn: Connection, now: Any) -> bool:
+            result = conn.execute(statement, params)
+            if result.returns_rows:
+                return result.first() is not None
+            return bool(result.rowcount == 1)
+
+        return self._run(work, single=True)
 
     def claim(self, event: Event) -> Claim:
         token = secrets.token_hex(16)
         events = self._events
         raw = event.raw_json.decode()
+        wall = time.time()
+        params = {"p_id": event.id, "p_trigger": event.trigger, "p_raw": raw, "p_wall": wall, "p_token": token}
+        statements = self._statements(self.engine.dialect.name)
+        if self._insert_new(statements.insert_claimed, params):  # the usual case: a new event, one statement
+            return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
 
         def work(conn: Connection, now: Any) -> Claim:
-            wall = time.time()
-            new = {
-                "id": event.id,
-                "trigger_name": event.trigger,
-                "status": EventStatus.PROCESSING.value,
-                "raw": raw,
-                "attempts": 1,
-                "received_at": wall,
-                "updated_at": wall,
-                "lease_token": token,
-                "lease_expires": now + self.lease_seconds,
-                "background": False,
-            }
-            if self._insert_new(conn, new):
-                return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
             row = conn.execute(
                 sa.select(events.c.status, events.c.lease_expires > now, events.c.outcomes, events.c.attempts)
                 .where(events.c.id == event.id)
                 .with_for_update()
             ).first()
-            if row is None:  # pruned in between
-                conn.execute(sa.insert(events).values(**new))
+            if row is None:  # new, on a database without a one-statement insert, or pruned in between
+                conn.execute(statements.insert_claimed_plain, params)
                 return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
             status, live, outcomes, attempts = row
             if status == EventStatus.PROCESSED.value:
                 return Claim(event.id, ClaimState.DONE)
             if status == EventStatus.PROCESSING.value and live:
                 return Claim(event.id, ClaimState.BUSY)
-            self._take(conn, now, event.id, token, wall)
+            self._take(conn, now, event.id, token, time.time())
             return Claim(
                 event.id,
                 ClaimState.CLAIMED,
@@ -394,7 +462,7 @@ class SQLAlchemyStore(EventStore):
                 ).first()
                 or conn.execute(
                     sa.select(*columns)
-                    .where(events.c.background.is_(True), events.c.lease_expires <= now)
+                    .where(events.c.background, events.c.lease_expires <= now)
                     .order_by(events.c.lease_expires)
                     .limit(1)
                     .with_for_update(skip_locked=True)
@@ -418,26 +486,16 @@ class SQLAlchemyStore(EventStore):
 
     def accept(self, event: Event) -> EventStatus | None:
         events = self._events
-        raw = event.raw_json.decode()
+        wall = time.time()
+        params = {"p_id": event.id, "p_trigger": event.trigger, "p_raw": event.raw_json.decode(), "p_wall": wall}
+        statements = self._statements(self.engine.dialect.name)
+        if self._insert_new(statements.insert_pending, params):
+            return None
 
         def work(conn: Connection, now: Any) -> EventStatus | None:
-            wall = time.time()
-            new = {
-                "id": event.id,
-                "trigger_name": event.trigger,
-                "status": EventStatus.PENDING.value,
-                "raw": raw,
-                "attempts": 0,
-                "received_at": wall,
-                "updated_at": wall,
-                "due_at": wall,
-                "background": True,
-            }
-            if self._insert_new(conn, new):
-                return None
             row = conn.execute(sa.select(events.c.status).where(events.c.id == event.id).with_for_update()).first()
             if row is None:
-                conn.execute(sa.insert(events).values(**new))
+                conn.execute(statements.insert_pending_plain, params)
                 return None
             if row[0] == EventStatus.FAILED.value:
                 conn.execute(
@@ -455,7 +513,7 @@ class SQLAlchemyStore(EventStore):
         def work(conn: Connection, now: Any) -> int:
             due = conn.execute(sa.select(sa.func.count()).where(events.c.due_at <= time.time())).scalar_one()
             expired = conn.execute(
-                sa.select(sa.func.count()).where(events.c.background.is_(True), events.c.lease_expires <= now)
+                sa.select(sa.func.count()).where(events.c.background, events.c.lease_expires <= now)
             ).scalar_one()
             return int(due) + int(expired)
 
@@ -467,17 +525,21 @@ class SQLAlchemyStore(EventStore):
         events = self._events
         return sa.update(events).where(events.c.id == claim.event_id, events.c.lease_token == claim.token)
 
+    def _write_fenced(self, statement: Any, claim: Claim, params: dict[str, Any]) -> bool:
+        params = {**params, "p_event_id": claim.event_id, "p_old_token": claim.token}
+        if self._direct:
+            return self._direct_write(statement, params)
+        return self._run(lambda conn, now: conn.execute(statement, params).rowcount == 1, single=True)
+
     def renew(self, claim: Claim) -> bool:
-        return self._run(
-            lambda conn, now: (
-                conn.execute(self._fenced(claim).values(lease_expires=now + self.lease_seconds)).rowcount == 1
-            )
-        )
+        return self._write_fenced(self._statements(self.engine.dialect.name).renew, claim, {})
 
     def record(self, claim: Claim, run: Run) -> bool:
         outcomes = claim.with_run(run)
-        statement = self._fenced(claim).values(outcomes=dump_outcomes(outcomes), updated_at=run.finished_at)
-        written = self._run(lambda conn, now: conn.execute(statement).rowcount == 1)
+        statement = self._statements(self.engine.dialect.name).record
+        written = self._write_fenced(
+            statement, claim, {"p_outcomes": dump_outcomes(outcomes), "p_wall": run.finished_at}
+        )
         if written:
             claim.outcomes = outcomes
         return written
@@ -508,8 +570,14 @@ class SQLAlchemyStore(EventStore):
         error: str | None = None,
     ) -> bool:
         values, outcomes = self._finish_values(claim, ok, last, retry_at, error)
-        statement = self._fenced(claim).values(**values)
-        written = self._run(lambda conn, now: conn.execute(statement).rowcount == 1)
+        params = {
+            "p_status": values["status"],
+            "p_outcomes": values["outcomes"],
+            "p_error": values["error"],
+            "p_due_at": values["due_at"],
+            "p_wall": values["updated_at"],
+        }
+        written = self._write_fenced(self._statements(self.engine.dialect.name).finish, claim, params)
         if written:
             claim.outcomes = outcomes
         return written
@@ -632,6 +700,64 @@ class SQLAlchemyStore(EventStore):
         return self._run(work)
 
 
+class _Statements:
+    """The hot path's statements for one dialect, with named parameters (``p_*``)."""
+
+    def __init__(self, events: sa.Table, dialect: str, lease_seconds: float) -> None:
+        p = sa.bindparam
+        now = _server_now(dialect)
+        common: dict[str, Any] = {
+            "id": p("p_id"),
+            "trigger_name": p("p_trigger"),
+            "raw": p("p_raw"),
+            "received_at": p("p_wall"),
+            "updated_at": p("p_wall"),
+        }
+        claimed = {
+            **common,
+            "status": EventStatus.PROCESSING.value,
+            "attempts": 1,
+            "lease_token": p("p_token"),
+            "lease_expires": now + lease_seconds,
+            "background": False,
+        }
+        pending = {
+            **common,
+            "status": EventStatus.PENDING.value,
+            "attempts": 0,
+            "due_at": p("p_wall"),
+            "background": True,
+        }
+        #: Plain inserts, for a transaction that found no row.
+        self.insert_claimed_plain = sa.insert(events).values(**claimed)
+        self.insert_pending_plain = sa.insert(events).values(**pending)
+        #: One-statement inserts that do nothing when the id is taken (``None`` where the dialect has none).
+        self.insert_claimed: Any = self._insert_unless_taken(events, dialect, claimed)
+        self.insert_pending: Any = self._insert_unless_taken(events, dialect, pending)
+        fenced = sa.update(events).where(events.c.id == p("p_event_id"), events.c.lease_token == p("p_old_token"))
+        self.renew = fenced.values(lease_expires=now + lease_seconds)
+        self.record = fenced.values(outcomes=p("p_outcomes"), updated_at=p("p_wall"))
+        self.finish = fenced.values(
+            status=p("p_status"),
+            outcomes=p("p_outcomes"),
+            error=p("p_error"),
+            due_at=p("p_due_at"),
+            lease_token=None,
+            lease_expires=None,
+            updated_at=p("p_wall"),
+        )
+
+    @staticmethod
+    def _insert_unless_taken(events: sa.Table, dialect: str, values: dict[str, Any]) -> Any:
+        if dialect in ("postgresql", "sqlite"):
+            insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            return insert(events).values(**values).on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)
+        if dialect in ("mysql", "mariadb"):
+            ignore = sa.insert(events).values(**values).prefix_with("IGNORE")
+            return ignore.execution_options(preserve_rowcount=True)
+        return None
+
+
 class _HandlerTransaction(HandlerTransaction):
     """A transactional handler's session: its writes, then the fenced outcome, committed once."""
 
@@ -693,14 +819,16 @@ class _HandlerTransaction(HandlerTransaction):
 
 
 def _retryable(exc: sa_exc.DBAPIError) -> bool:
-    """A deadlock victim or a serialization failure: the transaction may simply be run again."""
-    if exc.connection_invalidated:
+    """A deadlock victim, a serialization failure or a lost connection: the transaction may be run again."""
+    return bool(exc.connection_invalidated) or _retryable_driver(exc.orig)
+
+
+def _retryable_driver(orig: BaseException | None) -> bool:
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code in ("40001", "40P01") or (isinstance(code, str) and code.startswith("08")):  # 08: connection errors
         return True
-    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    if code in ("40001", "40P01"):
-        return True
-    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
-    return bool(args) and args[0] in (1213, 1205)  # MySQL: deadlock, lock wait timeout
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] in (1213, 1205, 2006, 2013)  # MySQL: deadlock, lock wait, gone away, lost
 
 
 def _unavailable(exc: BaseException) -> StoreUnavailable:
