@@ -15,6 +15,9 @@ from webhook_receiver.testing import make_event
 
 from .conftest import SECRET, new_app
 
+#: The store an app gets when it sets none and is not TESTING (conftest apps are).
+SQLITE_DEFAULT = "sqlite:///webhook_receiver-moltin.sqlite3"
+
 
 def wait_status(receiver: WebhookReceiver, app: Flask, event_id: str, status: EventStatus) -> None:
     deadline = time.monotonic() + 10
@@ -121,7 +124,7 @@ def test_celery_broker_down_answers_503_and_keeps_the_event(receiver: WebhookRec
     receiver.on("order.paid")(lambda e: None)
     celery = Celery("down", broker="redis://127.0.0.1:1/0")
     celery.conf.broker_connection_timeout = 1
-    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=SQLITE_DEFAULT)
     receiver.init_app(app, celery=celery)
     from webhook_receiver.testing import deliver
 
@@ -143,7 +146,7 @@ def test_celery_needs_an_app_and_a_shared_store(
     memory_app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE="memory://")
     with pytest.raises(RuntimeError, match="cannot see the memory store"):
         WebhookReceiver().init_app(memory_app, celery=Celery("x"))
-    sqlite_app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
+    sqlite_app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=SQLITE_DEFAULT)
     with caplog.at_level(logging.WARNING, logger="webhook_receiver"):
         WebhookReceiver().init_app(sqlite_app, celery=Celery("y"))
     assert "only workers on this machine can reach" in caplog.text

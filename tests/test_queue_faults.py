@@ -254,7 +254,11 @@ def test_a_deeply_nested_body_runs_and_an_unreadable_stored_body_fails_alone(tmp
     receiver = WebhookReceiver(secret_key=SECRET)
     seen: list[str] = []
     receiver.on("order.paid")(lambda event: seen.append(event.id))
-    app = new_app(WEBHOOK_RECEIVER_DISPATCH="thread", WEBHOOK_RECEIVER_THREADS=1)
+    app = new_app(
+        WEBHOOK_RECEIVER_DISPATCH="thread",
+        WEBHOOK_RECEIVER_THREADS=1,
+        WEBHOOK_RECEIVER_STORE="sqlite:///webhook_receiver-moltin.sqlite3",
+    )
     failures: list[dict[str, Any]] = []
     signals.event_failed.connect(lambda sender, **kw: failures.append(kw), app, weak=False)
     receiver.init_app(app)

@@ -204,11 +204,16 @@ def _verifier(app: Flask, name: str, secret_key: str | Sequence[str] | None) -> 
 
 
 def _store(app: Flask, name: str, value: Any, lease: float) -> EventStore:
-    """The store ``WEBHOOK_RECEIVER_STORE`` names (see :mod:`.stores.registry`); a SQLite file by default."""
+    """The store ``WEBHOOK_RECEIVER_STORE`` names (see :mod:`.stores.registry`).
+
+    Unset, it is a SQLite file in the instance folder; in an app with
+    ``TESTING`` set, a memory store of the app's own, so that tests never
+    share events with each other or with the developer's store.
+    """
     if isinstance(value, EventStore):
         return value
     if value is None:
-        value = f"sqlite:///webhook_receiver-{name}.sqlite3"
+        value = "memory://" if app.testing else f"sqlite:///webhook_receiver-{name}.sqlite3"
     if not isinstance(value, str):
         raise RuntimeError("WEBHOOK_RECEIVER_STORE must be a URL string or an EventStore instance")
     return open_store(value, StoreSettings(name, lease, app.instance_path, app.config))

@@ -111,7 +111,8 @@ class WebhookReceiver:
             The largest body accepted, in bytes; 1 MiB by default.
         ``WEBHOOK_RECEIVER_STORE``
             Where events and handler outcomes are kept: a SQLite file in the
-            instance folder by default; ``"sqlite:///path"`` (relative to the
+            instance folder by default (a memory store of the app's own when
+            ``TESTING`` is set); ``"sqlite:///path"`` (relative to the
             instance folder) or ``"sqlite:////absolute/path"``,
             ``"redis://host:port/db"`` (extra ``[redis]``), ``"memory://"``, or
             an :class:`~webhook_receiver.stores.EventStore`.
