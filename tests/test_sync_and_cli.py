@@ -248,6 +248,28 @@ def test_cli_sync_list_logs_delete(cli_app: Flask, moltin: Emulator) -> None:
     assert missing.exit_code == 1 and "no integration is named 'nope'" in missing.output
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "give the endpoint's public URL, such as --url https://shop.example.com/webhooks/moltin"),
+        (["--url", "https://shop.example/hooks"], "mounted at /webhooks/moltin, but --url ends in '/hooks'"),
+        (["--url", "https://shop.example"], "Give https://shop.example/webhooks/moltin, or add --force"),
+        (["--url", "shop.example/webhooks/moltin"], "--url must be an http(s) URL with a host"),
+    ],
+)
+def test_cli_sync_refuses_a_url_upstream_could_not_deliver_to(
+    cli_app: Flask, moltin: Emulator, args: list[str], message: str
+) -> None:
+    refused = cli_app.test_cli_runner().invoke(webhooks_cli, ["sync", *args])
+    assert refused.exit_code == 2 and message in refused.output, refused.output
+    assert moltin.state.integrations == {}, "nothing is written"
+
+
+def test_cli_sync_force_takes_a_path_a_proxy_rewrites(cli_app: Flask, moltin: Emulator) -> None:
+    forced = cli_app.test_cli_runner().invoke(webhooks_cli, ["sync", "--url", "https://shop.example/hooks", "--force"])
+    assert forced.exit_code == 0 and forced.output.startswith("created integration"), forced.output
+
+
 def test_cli_list_and_delete_understand_the_group(make_app: Callable[..., Flask], moltin: Emulator) -> None:
     receiver = many(WebhookReceiver(secret_key=SECRET), "order.*")
     app = new_app(

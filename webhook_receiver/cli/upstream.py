@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 from flask import current_app
@@ -24,22 +25,47 @@ from .group import (
 
 
 @webhooks_cli.command("sync")
-@click.option("--url", required=True, help="The public URL of the webhook endpoint.")
+@click.option("--url", help="The public URL of the endpoint, ending in the receiver's path (/webhooks/moltin).")
 @click.option("--name", help="The integration's name (default: webhook_receiver-<receiver>).")
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @click.option("--disabled", is_flag=True, help="Create or leave the integration disabled.")
+@click.option("--force", is_flag=True, help="Register a URL whose path is not the receiver's (a proxy rewrites it).")
 @receiver_option
 @one_line_errors
-def sync_command(url: str, name: str | None, dry_run: bool, disabled: bool, receiver_name: str | None) -> None:
+def sync_command(
+    url: str | None, name: str | None, dry_run: bool, disabled: bool, force: bool, receiver_name: str | None
+) -> None:
     """Create or update the integration so that it matches the app's handlers."""
     from ..upstream.sync import sync_integration
 
     receiver = receiver_named(receiver_name)
+    check_url(url, receiver.get_config().url, force=force)
+    assert url is not None
     result = sync_integration(
         api_client(), receiver, url, name=name, secret_key=receiver.secret_key(), enabled=not disabled, dry_run=dry_run
     )
     for line in result.lines():
         say(line)
+
+
+def check_url(url: str | None, mount: str, *, force: bool) -> None:
+    """Refuse a URL upstream could not deliver to this receiver at, saying the one to give.
+
+    :param mount: the receiver's path on the app, such as ``/webhooks/moltin``.
+    :param force: accept any path (a proxy in front of the app rewrites it).
+    """
+    example = f"--url https://shop.example.com{mount}"
+    if not url:
+        raise click.UsageError(f"give the endpoint's public URL, such as {example}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.UsageError(f"--url must be an http(s) URL with a host, such as {example}, not {url!r}")
+    if not force and parts.path.rstrip("/") != mount.rstrip("/"):
+        raise click.UsageError(
+            f"the receiver is mounted at {mount}, but --url ends in {parts.path or '/'!r}: upstream would deliver"
+            f" where nothing listens. Give {parts.scheme}://{parts.netloc}{mount}, or add --force if a proxy"
+            " rewrites the path"
+        )
 
 
 @webhooks_cli.command("list")
