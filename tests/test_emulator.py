@@ -191,6 +191,67 @@ def test_fire_gives_up_after_the_retries(moltin: Emulator, moltin_client: Moltin
     logs = moltin_client.integration_logs(integration["id"])
     assert [log["attempt"] for log in logs] == [4, 3, 2, 1]
     assert all(not log["succeeded"] and log["error_detail"] for log in logs)
+    assert logs[0]["error_detail"] == (
+        "could not deliver to http://127.0.0.1:9/none: connection refused; is your app running on 127.0.0.1:9?"
+    )
+
+
+def test_fire_says_why_nothing_was_delivered(moltin: Emulator, moltin_client: MoltinClient) -> None:
+    fire = f"{moltin.url}/emulator/fire"
+    nobody = requests.post(fire, json={"trigger": "order.paid"}, timeout=5).json()["data"]
+    assert nobody["deliveries"] == 0 and nobody["reason"].startswith("no webhook integration observes order.paid")
+    moltin_client.create_integration(name="off", url="http://127.0.0.1:9/x", observes=["order.paid"], enabled=False)
+    disabled = requests.post(fire, json={"trigger": "order.paid"}, timeout=5).json()["data"]
+    assert disabled["reason"] == "every integration observing order.paid is disabled"
+    refused = requests.post(fire, json={"trigger": "order paid!"}, timeout=5)
+    assert refused.status_code == 422 and "'order paid!' is not an event name" in refused.text
+
+
+def test_emulate_checks_its_port_before_its_banner_and_prints_a_line_to_paste() -> None:
+    import shlex
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run(
+            [sys.executable, "-m", "webhook_receiver.local.console", "emulate", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert busy.returncode == 1 and "Moltin emulator on" not in busy.stdout
+    assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr and "try --port 0" in busy.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "webhook_receiver.local.console", "emulate", "--port", "0", "--client-secret", "a b'c"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        line = proc.stdout.readline().strip()
+        assert line.startswith("export ")
+        pasted = dict(word.split("=", 1) for word in shlex.split(line)[1:])
+        assert pasted["EPCC_CLIENT_SECRET"] == "a b'c" and pasted["EPCC_API_BASE_URL"].startswith("http://127.0.0.1:")
+        token = requests.post(
+            pasted["EPCC_API_BASE_URL"] + "/oauth/access_token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": pasted["EPCC_CLIENT_ID"],
+                "client_secret": pasted["EPCC_CLIENT_SECRET"],
+            },
+            timeout=5,
+        )
+        assert token.status_code == 200
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=10)
+    assert "POST /oauth/access_token" not in output, "no access log unless --access-log"
 
 
 def test_fire_over_http(

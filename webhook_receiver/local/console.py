@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from typing import Any
 
 import click
@@ -23,7 +24,7 @@ def main() -> None:
 
 @main.command("emulate")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8765, show_default=True, help="Port to listen on.")
+@click.option("--port", default=8765, show_default=True, help="Port to listen on; 0 picks a free one.")
 @click.option("--client-id", help="The client id the token endpoint accepts (default: a fresh one).")
 @click.option(
     "--client-secret",
@@ -33,11 +34,14 @@ def main() -> None:
 @click.option(
     "--retry-delays", default="1,2,4,8", show_default=True, help="Seconds before each delivery retry, comma-separated."
 )
-def emulate(host: str, port: int, client_id: str | None, client_secret: str | None, retry_delays: str) -> None:
+@click.option("--access-log", is_flag=True, help="Log every request it serves, as werkzeug does.")
+def emulate(
+    host: str, port: int, client_id: str | None, client_secret: str | None, retry_delays: str, access_log: bool
+) -> None:
     """Run a local stand-in for the Moltin API that really delivers webhooks.
 
-    Point EPCC_API_BASE_URL at it, sync an integration, then fire events with
-    POST /emulator/fire {"trigger": "order.paid"}.
+    Point EPCC_API_BASE_URL at it (the export line it prints), sync an
+    integration, then fire events with POST /emulator/fire {"trigger": "order.paid"}.
     """
     try:
         delays = [float(d) for d in retry_delays.split(",") if d.strip()]
@@ -47,19 +51,24 @@ def emulate(host: str, port: int, client_id: str | None, client_secret: str | No
         ) from None
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     emulator = Emulator(
-        client_id=client_id, client_secret=client_secret, host=host, port=port, retry_delays=delays, quiet=False
-    )
-    click.echo(f"Moltin emulator on http://{host}:{port}  (Ctrl-C to stop). Its credentials, for this run:")
-    click.echo(
-        f"  export EPCC_API_BASE_URL=http://{host}:{port} EPCC_CLIENT_ID={emulator.client_id}"
-        f" EPCC_CLIENT_SECRET={emulator.client_secret}"
+        client_id=client_id,
+        client_secret=client_secret,
+        host=host,
+        port=port,
+        retry_delays=delays,
+        quiet=not access_log,
     )
     try:
-        emulator.serve_forever()
+        emulator.bind()
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    except KeyboardInterrupt:
-        click.echo("stopped")
+        hint = "; try --port 0 for a free one" if port else ""
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
+    click.echo(f"Moltin emulator on {emulator.url} (Ctrl-C to stop). Its credentials for this run, to paste:")
+    click.echo(
+        f"export EPCC_API_BASE_URL={shlex.quote(emulator.url)} EPCC_CLIENT_ID={shlex.quote(emulator.client_id)}"
+        f" EPCC_CLIENT_SECRET={shlex.quote(emulator.client_secret)}"
+    )
+    emulator.serve_forever()
 
 
 def read_data(path: str | None) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, request
 
-from ...catalogue import is_known
+from ...catalogue import is_event_name, is_known
 from .state import MAX_EVENTS_PER_INTEGRATION, MAX_INTEGRATIONS, EmulatorState, now_iso
 
 if TYPE_CHECKING:
@@ -296,7 +296,18 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
         data = body.get("data")
         if data is not None and not isinstance(data, dict):
             raise _Refusal(422, "data must be an object", "data")
-        fired = firer.fire(body["trigger"], data)
-        return _json({"data": {"event_id": fired.event_id, "deliveries": len(fired.jobs)}}, 202)
+        trigger = body["trigger"]
+        if not is_event_name(trigger):
+            raise _Refusal(422, f"{trigger!r} is not an event name, such as order.paid", "trigger")
+        fired = firer.fire(trigger, data)
+        answer: dict[str, Any] = {"event_id": fired.event_id, "deliveries": len(fired.jobs)}
+        if not fired.jobs:  # say why, rather than leave the caller waiting for a delivery
+            if state.observers(trigger):
+                answer["reason"] = f"every integration observing {trigger} is disabled"
+            else:
+                answer["reason"] = (
+                    f"no webhook integration observes {trigger}: `flask webhooks sync` registers one for your handlers"
+                )
+        return _json({"data": answer}, 202)
 
     return app

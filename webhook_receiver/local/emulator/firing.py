@@ -9,6 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
+from urllib.parse import urlsplit
 
 import requests
 
@@ -16,12 +17,23 @@ from ...untrusted import protect
 from ...wire import SECRET_HEADER, TRIGGER_HEADER, make_event
 from .state import EmulatorState, now_iso
 
-__all__ = ["Fired", "Firer"]
+__all__ = ["Fired", "Firer", "unreachable"]
 
 logger = protect(logging.getLogger("webhook_receiver.emulator"))
 
 #: The pauses before each retry, in seconds; upstream's are longer.
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+
+
+def unreachable(url: str, exc: requests.RequestException) -> str:
+    """Why *url* could not be reached, and the likely cause, in one line."""
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    if isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower():
+        return f"could not deliver to {url}: connection refused; is your app running on {where}?"
+    if isinstance(exc, requests.ConnectionError):
+        return f"could not deliver to {url}: {type(exc).__name__}; is {parts.hostname} reachable from here?"
+    return f"could not deliver to {url}: {type(exc).__name__}"
 
 
 @dataclass
@@ -152,7 +164,7 @@ class Firer:
         except requests.Timeout:
             error = f"no answer within {self.timeout:g} seconds"
         except requests.RequestException as exc:
-            error = f"could not deliver: {type(exc).__name__}"
+            error = unreachable(configuration["url"], exc)
         succeeded = error is None
         log_id = str(uuid.uuid4())
         self.state.add_log(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import socket
 import threading
 from types import TracebackType
 from typing import Any, Mapping, Sequence
@@ -113,10 +114,22 @@ class Emulator:
             self._thread.start()
         return self
 
+    def bind(self) -> Emulator:
+        """Take the port now, so that a port in use is known before anything is printed.
+
+        :raises OSError: if the address cannot be listened on.
+        """
+        if self._server is None:
+            self._warn_when_exposed()
+            if self._port:  # werkzeug exits the process on a port in use: find out first, and raise
+                socket.create_server((self._host.strip("[]"), self._port)).close()
+            self._server = make_server(self._host, self._port, self.app, threaded=True, request_handler=self._handler)
+        return self
+
     def serve_forever(self) -> None:
-        """Serve in the calling thread until interrupted."""
-        self._warn_when_exposed()
-        self._server = make_server(self._host, self._port, self.app, threaded=True, request_handler=self._handler)
+        """Serve in the calling thread until interrupted (binding first, unless :meth:`bind` did)."""
+        self.bind()
+        assert self._server is not None
         try:
             self._server.serve_forever()
         finally:
