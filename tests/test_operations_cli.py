@@ -1,4 +1,4 @@
-"""flask webhooks events / show / replay / prune, on the default SQLite store."""
+"""flask webhooks events / show / replay / prune / listen, on the store a TESTING app gets."""
 
 from __future__ import annotations
 
@@ -117,3 +117,37 @@ def test_untrusted_text_reaches_no_terminal_or_log_raw(app: Flask, receiver: Web
         assert not any(ch in output for ch in "\x1b\x07\r"), output
     assert "old\\x1b]0;pwned\\x07" in listed
     assert "boom\\r\\n2026-11-30 INFO forged line\\x1b[2J" in shown, shown.splitlines()[2]
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_listen_shows_deliveries_as_they_land(shop: tuple[Flask, dict[str, bool]], send: Any, as_json: bool) -> None:
+    import threading
+
+    app, _ = shop
+
+    def upstream() -> None:
+        time.sleep(0.3)
+        send(make_event("order.paid", event_id="live-paid", attempt=2))
+        send(make_event("product.deleted", event_id="live-gone"))
+
+    before = make_event("product.deleted", event_id="before")
+    send(before)  # received before listen started: not shown
+    sender = threading.Thread(target=upstream)
+    sender.start()
+    args = ["listen", "--interval", "0.05", "--limit", "2", *(["--json"] if as_json else [])]
+    result = app.test_cli_runner().invoke(webhooks_cli, args)
+    sender.join()
+    assert result.exit_code == 0, result.output
+    if as_json:
+        changes = [json.loads(line) for line in result.output.splitlines()]
+        assert [(c["id"], c["answer"], c["attempt"]) for c in changes] == [
+            ("live-paid", "500 failed", 2),
+            ("live-gone", "200 processed", 1),
+        ]
+        return
+    banner, paid, gone = result.output.splitlines()
+    assert banner.startswith("listening for deliveries to memory store")
+    assert paid.startswith("--> order.paid live-paid attempt 2  <-- 500 failed ")
+    assert "ledger ok, warehouse failed (ConnectionError: warehouse API down)" in paid
+    assert gone.startswith("--> product.deleted live-gone attempt 1  <-- 200 processed ") and "warehouse ok" in gone
+    assert "before" not in result.output
