@@ -400,3 +400,24 @@ def test_observes_ignores_nothing_handled(receiver: WebhookReceiver) -> None:
     seen: list[Event] = []
     receiver.on("integration.*")(lambda e: seen.append(e))
     assert receiver.observes() == ["integration.created", "integration.deleted", "integration.updated"]
+
+
+def test_every_command_and_option_says_what_it_does_in_plain_text() -> None:
+    """``--help`` of every command of both groups: each option has help text, none shows raw reST."""
+    import re
+
+    import click
+
+    from webhook_receiver.local.console import main
+
+    for group in (webhooks_cli, main):
+        assert group.help
+        for name, command in group.commands.items():
+            assert command.help, name
+            for param in command.params:
+                if isinstance(param, click.Option) and not param.hidden:
+                    assert param.help, f"{group.name} {name} {param.opts}"
+            text = command.get_help(click.Context(command, info_name=name))
+            assert not re.search(r"``|:(func|class|meth|data|attr|mod):`", text), f"reST in {name} --help"
+    listed = " ".join(sorted(webhooks_cli.commands))
+    assert all(word in (webhooks_cli.help or "") for word in listed.split()), "the group's help names every command"

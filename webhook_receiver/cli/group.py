@@ -27,7 +27,14 @@ __all__ = ["webhooks_cli"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-webhooks_cli = AppGroup("webhooks", help="Moltin webhooks: register the integration, inspect it, list routes.")
+webhooks_cli = AppGroup(
+    "webhooks",
+    help=(
+        "Elastic Path (Moltin) webhooks: sync the integrations with your handlers (sync, list, delete, logs),"
+        " watch and operate the event store (listen, events, show, replay, prune), try things locally"
+        " (send, tunnel), and see routes and the secret."
+    ),
+)
 
 
 def setting(*names: str) -> str | None:

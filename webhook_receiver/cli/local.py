@@ -92,8 +92,8 @@ def _start_background_workers(app: Any) -> None:
     help="ngrok (pyngrok), cloudflared, url (with --public-url) or loopback (local tests).",
 )
 @click.option("--public-url", help="The public URL of a tunnel you run yourself.")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where the app listens, behind the tunnel.")
+@click.option("--port", default=5000, show_default=True, help="The app's port, which the tunnel forwards to.")
 @click.option("--reload/--no-reload", default=False, show_default=True, help="Restart the app when code changes.")
 @receiver_option
 @one_line_errors
