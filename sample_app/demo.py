@@ -58,8 +58,12 @@ class _Activity:
         self.seen = len(entries)
 
 
-def _show_fired(moltin: Emulator, label: str, fired: Fired) -> None:
-    print(f"-> {fired.trigger:<16} ({label})")
+def _announce(trigger: str, label: str) -> None:
+    """The event's header, printed before it is fired, so that the log lines it causes follow it."""
+    print(f"-> {trigger:<16} ({label})", flush=True)
+
+
+def _show_fired(moltin: Emulator, fired: Fired) -> None:
     for log in moltin.logs():
         if moltin.delivered(log)[1] == fired.event_id and log["relationships"]["job"]["data"]["id"] in fired.jobs:
             answer = log["status_code"] if log["status_code"] is not None else log["error_detail"]
@@ -91,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     brief.setFormatter(_Brief("      log: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[brief])
     logging.getLogger("webhook_receiver").setLevel(logging.INFO)
-    for quiet in ("werkzeug", "webhook_receiver.local.emulator"):
+    for quiet in ("werkzeug", "webhook_receiver.emulator"):
         logging.getLogger(quiet).setLevel(logging.ERROR)
 
     secret = secrets.token_urlsafe(32)
@@ -141,20 +145,23 @@ def _run(args: Any, app: Any, url: str, moltin: Emulator, secret: str, secret_fi
     ]
     fired_paid: Fired | None = None
     for label, trigger, data, _ in steps:
+        _announce(trigger, label)
         fired = moltin.fire(trigger, data)
         fired_paid = fired_paid or fired
         moltin.wait_idle(30)
-        _show_fired(moltin, label, fired)
+        _show_fired(moltin, fired)
         activity.show()
 
     assert fired_paid is not None
+    _announce("order.paid", "upstream delivers the paid order again")
     again = moltin.fire("order.paid", order, event_id=fired_paid.event_id)
     moltin.wait_idle(30)
-    _show_fired(moltin, "upstream delivers the paid order again", again)
+    _show_fired(moltin, again)
     activity.show()
 
+    _announce("order.paid", "a forged delivery, wrong secret")
     forged = deliver(url, make_event("order.paid"), secret="not-the-secret")
-    print(f"-> order.paid       (a forged delivery, wrong secret)\n   <- {forged.status_code} {forged.json()['error']}")
+    print(f"   <- {forged.status_code} {forged.json()['error']}")
     activity.show()
 
     print(f"\nActivity log: {app.config['SAMPLE_ACTIVITY_FILE']}\nOutbox:       {app.config['SAMPLE_OUTBOX']}")

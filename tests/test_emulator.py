@@ -305,7 +305,7 @@ def test_fresh_credentials_and_a_warning_off_loopback(caplog: pytest.LogCaptureF
     assert first.client_id != second.client_id and first.client_secret != second.client_secret
     assert len(first.client_secret) >= 24
     assert Emulator(client_id="given", client_secret="also-given").client_secret == "also-given"
-    with caplog.at_level("WARNING", logger="webhook_receiver.local.emulator"):
+    with caplog.at_level("WARNING", logger="webhook_receiver.emulator"):
         with Emulator(host="127.0.0.1"):
             pass
         assert caplog.records == []
