@@ -1,4 +1,4 @@
-"""Every row of the HTTP contract in the README, through Flask's test client."""
+"""Every row of the HTTP contract (docs/http.rst), through Flask's test client."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The README's "A local Moltin" walkthrough, run as written, so that it cannot drift from the code."""
+"""The "A local Moltin" walkthrough (docs/elasticpath.rst), run as written, so that it cannot drift from the code."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def walkthrough() -> list[str]:
-    """The lines of the code block that follows the README's "The whole round trip" paragraph."""
-    text = (ROOT / "README.rst").read_text()
+    """The lines of the code block that follows the "The whole round trip" paragraph."""
+    text = (ROOT / "docs" / "elasticpath.rst").read_text()
     block = text[text.index("The whole round trip") :]
     block = block[block.index("::\n\n") + 4 :]
     lines = []

@@ -1,6 +1,6 @@
 """The HTTP side of a delivery: from the raw request to the answer upstream acts on.
 
-The steps, in order, each with its own answer (the README's "HTTP contract"):
+The steps, in order, each with its own answer (docs/http.rst, the HTTP contract):
 
 1. ``POST`` only (405);
 2. the declared length against the limit (413), before anything is read;
