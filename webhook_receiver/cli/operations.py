@@ -206,6 +206,7 @@ _ANSWERS = {
     "--interval", default=0.5, show_default=True, type=click.FloatRange(min=0.05), help="Seconds between looks."
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many lines.")
+@click.option("--seconds", type=click.FloatRange(min=0), help="Stop after this many seconds.")
 @json_option
 @receiver_option
 @one_line_errors
@@ -214,6 +215,7 @@ def listen_command(
     status: str | None,
     interval: float,
     limit: int | None,
+    seconds: float | None,
     as_json: bool,
     receiver_name: str | None,
 ) -> None:
@@ -230,7 +232,7 @@ def listen_command(
     if not as_json:
         say(f"listening for deliveries to {store.name} store ({store.location}); Ctrl-C stops")
     try:
-        while limit is None or lines < limit:
+        while (limit is None or lines < limit) and (seconds is None or time.time() < started + seconds):
             for stored in reversed(store.events(since=started, trigger=trigger, limit=500)):
                 state = (stored.status.value, sum(o.attempts for o in stored.handlers.values()))
                 if shown.get(stored.id) == state or (status and stored.status.value != status):
