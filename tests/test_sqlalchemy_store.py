@@ -201,6 +201,11 @@ def test_transactional_handlers_need_a_store_that_can(tmp_path: Any) -> None:
     app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=MemoryStore())
     with pytest.raises(RuntimeError, match=r"handlers ship are transactional, and the memory store cannot"):
         receiver.init_app(app)
+    later = WebhookReceiver()
+    later.init_app(new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET))  # a TESTING app: a memory store
+    with pytest.raises(RuntimeError, match=r"handlers late are transactional, and the memory store cannot"):
+        later.on("order.paid", transactional=True, name="late")(lambda event: None)
+    assert later.handlers == [], "nothing was registered"
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "mariadb"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import weakref
 from typing import Any, Callable, Sequence, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app
@@ -12,7 +13,7 @@ from flask.blueprints import BlueprintSetupState
 from .catalogue import check_pattern, expand, is_event_name
 from .config import ReceiverConfig, read_config
 from .delivery import receive
-from .handlers import EventHandler, Handler, HandlerRegistry, signal_handlers
+from .handlers import EventHandler, Handler, HandlerRegistry, callable_name, signal_handlers
 from .signals import TriggerSignal
 from .stores.base import EventStore
 
@@ -73,6 +74,7 @@ class WebhookReceiver:
         self._handlers = HandlerRegistry()
         self._signals: dict[str, TriggerSignal] = {}
         self._signals_lock = threading.Lock()
+        self._stores: weakref.WeakSet[EventStore] = weakref.WeakSet()  # of the apps set up, for on() to check
 
         #: The blueprint holding the endpoint. :meth:`init_app` mounts it; it
         #: can also be mounted by hand, with a ``url_prefix`` of your choice.
@@ -164,13 +166,8 @@ class WebhookReceiver:
                 " second one a name of its own: WebhookReceiver(name='...')"
             )
         config = read_config(app, name=self.name, url=self._url, secret_key=self._secret_key, celery=celery)
-        transactional = [h.name for h in self._handlers if h.transactional]
-        if transactional and not config.store.transactional:
-            raise RuntimeError(
-                f"handlers {', '.join(transactional)} are transactional, and the {config.store.name} store cannot"
-                " commit a handler's writes with its outcome: use SQLAlchemyStore(db) (extra [sqlalchemy]) or"
-                " drop transactional=True"
-            )
+        _check_transactional([h.name for h in self._handlers if h.transactional], config.store)
+        self._stores.add(config.store)
         config.store.bind(app)
         config.dispatcher.bind(app, self, config.store)
         configs[self.name] = config
@@ -285,6 +282,9 @@ class WebhookReceiver:
             check_pattern(pattern)
 
         def decorator(fn: F) -> F:
+            if transactional:  # registered after init_app: the stores already chosen must be able to
+                for store in list(self._stores):
+                    _check_transactional([name or callable_name(fn)], store)
             self._handlers.add(fn, events, name=name, latest_only=latest_only, transactional=transactional)
             return fn
 
@@ -345,3 +345,13 @@ class WebhookReceiver:
     def handlers(self) -> list[Handler]:
         """The handlers registered with :meth:`on`, in registration order."""
         return list(self._handlers)
+
+
+def _check_transactional(names: list[str], store: EventStore) -> None:
+    """Refuse transactional handlers with a store that cannot commit their writes with their outcome."""
+    if names and not store.transactional:
+        raise RuntimeError(
+            f"handlers {', '.join(names)} are transactional, and the {store.name} store cannot commit a"
+            " handler's writes with its outcome: use SQLAlchemyStore(db) (extra [sqlalchemy]) or drop"
+            " transactional=True"
+        )

@@ -156,7 +156,10 @@ def _run_in_transaction(
         (everything rolled back).
     :raises StoreUnavailable: if the transaction cannot be opened or committed.
     """
-    transaction = store.begin_handler(claim)
+    try:
+        transaction = store.begin_handler(claim)
+    except NotImplementedError as exc:  # init_app and on() refuse this; a store swapped since would get here
+        return _failed(sender, event, handler, exc, started, receiver)
     try:
         handler(sender, event)
     except Exception as exc:
