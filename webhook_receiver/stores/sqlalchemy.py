@@ -521,12 +521,13 @@ class SQLAlchemyStore(EventStore):
 
     # -- writes under a claim (fenced) ------------------------------------------------
 
-    def _fenced(self, claim: Claim) -> Any:
-        events = self._events
-        return sa.update(events).where(events.c.id == claim.event_id, events.c.lease_token == claim.token)
+    @staticmethod
+    def _fence(claim: Claim) -> dict[str, Any]:
+        """The parameters that fence a write by the claim's token (``p_event_id``, ``p_old_token``)."""
+        return {"p_event_id": claim.event_id, "p_old_token": claim.token}
 
     def _write_fenced(self, statement: Any, claim: Claim, params: dict[str, Any]) -> bool:
-        params = {**params, "p_event_id": claim.event_id, "p_old_token": claim.token}
+        params = {**params, **self._fence(claim)}
         if self._direct:
             return self._direct_write(statement, params)
         return self._run(lambda conn, now: conn.execute(statement, params).rowcount == 1, single=True)
@@ -534,31 +535,34 @@ class SQLAlchemyStore(EventStore):
     def renew(self, claim: Claim) -> bool:
         return self._write_fenced(self._statements(self.engine.dialect.name).renew, claim, {})
 
-    def record(self, claim: Claim, run: Run) -> bool:
+    @staticmethod
+    def _record_params(claim: Claim, run: Run) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The parameters of the ``record`` statement, and the outcomes they write."""
         outcomes = claim.with_run(run)
-        statement = self._statements(self.engine.dialect.name).record
-        written = self._write_fenced(
-            statement, claim, {"p_outcomes": dump_outcomes(outcomes), "p_wall": run.finished_at}
-        )
+        return {"p_outcomes": dump_outcomes(outcomes), "p_wall": run.finished_at}, outcomes
+
+    @staticmethod
+    def _finish_params(
+        claim: Claim, ok: bool, last: Run | None, retry_at: float | None, error: str | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The parameters of the ``finish`` statement, and the outcomes they write."""
+        outcomes = claim.with_run(last)
+        status = finished_status(ok, retry_at)
+        params = {
+            "p_status": status.value,
+            "p_outcomes": dump_outcomes(outcomes),
+            "p_error": error,
+            "p_due_at": retry_at if status is EventStatus.PENDING else None,
+            "p_wall": time.time(),
+        }
+        return params, outcomes
+
+    def record(self, claim: Claim, run: Run) -> bool:
+        params, outcomes = self._record_params(claim, run)
+        written = self._write_fenced(self._statements(self.engine.dialect.name).record, claim, params)
         if written:
             claim.outcomes = outcomes
         return written
-
-    def _finish_values(
-        self, claim: Claim, ok: bool, last: Run | None, retry_at: float | None, error: str | None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        outcomes = claim.with_run(last)
-        status = finished_status(ok, retry_at)
-        values = {
-            "status": status.value,
-            "outcomes": dump_outcomes(outcomes),
-            "error": error,
-            "due_at": retry_at if status is EventStatus.PENDING else None,
-            "lease_token": None,
-            "lease_expires": None,
-            "updated_at": time.time(),
-        }
-        return values, outcomes
 
     def finish(
         self,
@@ -569,14 +573,7 @@ class SQLAlchemyStore(EventStore):
         retry_at: float | None = None,
         error: str | None = None,
     ) -> bool:
-        values, outcomes = self._finish_values(claim, ok, last, retry_at, error)
-        params = {
-            "p_status": values["status"],
-            "p_outcomes": values["outcomes"],
-            "p_error": values["error"],
-            "p_due_at": values["due_at"],
-            "p_wall": values["updated_at"],
-        }
+        params, outcomes = self._finish_params(claim, ok, last, retry_at, error)
         written = self._write_fenced(self._statements(self.engine.dialect.name).finish, claim, params)
         if written:
             claim.outcomes = outcomes
@@ -802,12 +799,13 @@ class _HandlerTransaction(HandlerTransaction):
             if held != claim.token:
                 self.session.rollback()
                 return False
+            statements = store._statements(self.session.get_bind().dialect.name)
             if finish:
-                values, outcomes = store._finish_values(claim, True, run, None, None)
+                params, outcomes = store._finish_params(claim, True, run, None, None)
             else:
-                outcomes = claim.with_run(run)
-                values = {"outcomes": dump_outcomes(outcomes), "updated_at": run.finished_at}
-            self.session.execute(store._fenced(claim).values(**values))
+                params, outcomes = store._record_params(claim, run)
+            statement = statements.finish if finish else statements.record
+            self.session.execute(statement, {**params, **store._fence(claim)})
             self.session.commit()
         except sa_exc.SQLAlchemyError as exc:
             self.session.rollback()
