@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.apps import SECRET  # noqa: E402
-from bench.throughput import free_port, wait_port  # noqa: E402
+from bench.throughput import free_port, start_gunicorn  # noqa: E402
 from webhook_receiver.testing import make_event  # noqa: E402
 
 
@@ -143,25 +143,9 @@ def main() -> int:
     try:
         for _ in range(instances):
             port = free_port()
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "-w",
-                    str(workers),
-                    "-b",
-                    f"127.0.0.1:{port}",
-                    "--log-level",
-                    "warning",
-                    "bench.apps:receiver_app",
-                ],
-                cwd=ROOT,
-                env=env,
-            )
+            proc = start_gunicorn("receiver_app", port, workers, env)
             procs.append(proc)
             gunicorns.append(proc)
-            wait_port(port)
             urls.append(f"http://127.0.0.1:{port}/webhooks/moltin")
 
         template = make_event("order.paid", event_id="EVENT_ID")
