@@ -100,6 +100,20 @@ def moltin_client(moltin: Emulator) -> MoltinClient:
     return MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url, backoff=0.01)
 
 
+def add_integrations(moltin: Emulator, count: int, name: str, url: str = "http://x/") -> None:
+    """Put *count* webhook integrations straight into the emulator's state: ``<name>-<n>`` at ``<url><n>``."""
+    for n in range(count):
+        moltin.state.new_integration(
+            {
+                "name": f"{name}-{n}",
+                "integration_type": "webhook",
+                "observes": [f"custom{n}.created"],
+                "configuration": {"url": f"{url}{n}"},
+            },
+            moltin.url,
+        )
+
+
 REDIS_URL = os.environ.get("WEBHOOK_RECEIVER_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 

@@ -12,6 +12,8 @@ import pytest
 from webhook_receiver.local.emulator import Emulator
 from webhook_receiver.upstream.client import MoltinAPIError, MoltinClient, MoltinConnectionError
 
+from .conftest import add_integrations
+
 
 def make(client: MoltinClient, n: int = 0, **fields: object) -> dict:
     return client.create_integration(
@@ -37,16 +39,7 @@ def test_crud(moltin_client: MoltinClient) -> None:
 
 
 def test_list_follows_every_page(moltin_client: MoltinClient, moltin: Emulator) -> None:
-    for n in range(23):
-        moltin.state.new_integration(
-            {
-                "name": f"bulk-{n}",
-                "integration_type": "webhook",
-                "observes": [f"custom{n}.created"],
-                "configuration": {"url": "http://x"},
-            },
-            moltin.url,
-        )
+    add_integrations(moltin, 23, "bulk")
     import webhook_receiver.upstream.client as module
 
     original = module._PAGE_LIMIT
@@ -63,32 +56,14 @@ def test_a_store_serving_fewer_per_page_than_asked_is_read_to_the_end(page_size:
     """The client asks for 100 a page; the store serves fewer: a short page is not the last one."""
     with Emulator(page_size=page_size) as moltin:
         client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url, backoff=0.01)
-        for n in range(60):
-            moltin.state.new_integration(
-                {
-                    "name": f"bulk-{n}",
-                    "integration_type": "webhook",
-                    "observes": [f"custom{n}.created"],
-                    "configuration": {"url": "http://x"},
-                },
-                moltin.url,
-            )
+        add_integrations(moltin, 60, "bulk")
         assert [i["name"] for i in client.list_integrations()] == [f"bulk-{n}" for n in range(60)]
 
 
 def test_without_a_total_the_client_follows_links_next(moltin_client: MoltinClient, moltin: Emulator) -> None:
     import webhook_receiver.local.emulator.api as api
 
-    for n in range(30):
-        moltin.state.new_integration(
-            {
-                "name": f"n-{n}",
-                "integration_type": "webhook",
-                "observes": [f"c{n}.created"],
-                "configuration": {"url": "http://x"},
-            },
-            moltin.url,
-        )
+    add_integrations(moltin, 30, "n")
     original = api._json
 
     def no_total(body: Any, status: int = 200, headers: Any = None) -> Any:

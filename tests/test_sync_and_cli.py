@@ -14,7 +14,7 @@ from webhook_receiver.local.emulator import Emulator
 from webhook_receiver.upstream.client import MoltinClient
 from webhook_receiver.upstream.sync import SyncError, default_integration_name, sync_integration
 
-from .conftest import SECRET, new_app
+from .conftest import SECRET, add_integrations, new_app
 
 URL = "https://shop.example/webhooks/moltin"
 
@@ -91,16 +91,7 @@ def test_sync_finds_its_integration_past_a_short_first_page(routed: WebhookRecei
     created again."""
     with Emulator(page_size=25) as moltin:
         client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url, backoff=0.01)
-        for n in range(30):
-            moltin.state.new_integration(
-                {
-                    "name": f"other-{n}",
-                    "integration_type": "webhook",
-                    "observes": [f"custom{n}.created"],
-                    "configuration": {"url": f"https://other.example/{n}"},
-                },
-                moltin.url,
-            )
+        add_integrations(moltin, 30, "other", url="https://other.example/")
         assert sync_integration(client, routed, URL, secret_key=SECRET).action == "created"
         routed.on("customer.created", name="welcome")(lambda e: None)
         assert sync_integration(client, routed, URL, secret_key=SECRET).action == "updated"
