@@ -27,7 +27,10 @@ cannot answer; the receiver then answers ``503`` and upstream retries.
 
 from __future__ import annotations
 
+import copy
 import enum
+import os
+import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple
@@ -36,6 +39,7 @@ from .. import fastjson
 from ..events import Event
 
 __all__ = [
+    "DEFAULT_RECEIVER",
     "Claim",
     "ClaimState",
     "EventStatus",
@@ -50,6 +54,10 @@ __all__ = [
     "load_outcomes",
     "load_raw",
 ]
+
+
+#: The name of a receiver built without one (``WebhookReceiver()``): the receiver stores serve by default.
+DEFAULT_RECEIVER = "moltin"
 
 
 class ClaimState(str, enum.Enum):
@@ -291,11 +299,46 @@ class EventStore(ABC):
     #: Whether :meth:`begin_handler` works: handlers registered with
     #: ``transactional=True`` need it.
     transactional: bool = False
+    #: The receiver whose events this store object reads and writes; see :meth:`for_receiver`.
+    receiver: str = DEFAULT_RECEIVER
 
     def __init__(self, *, lease_seconds: float = 60.0) -> None:
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
         self.lease_seconds = lease_seconds
+        _LIVE_STORES.add(self)
+
+    # -- several receivers, several processes ------------------------------------------
+
+    def for_receiver(self, receiver: str) -> EventStore:
+        """This store's storage as the receiver named *receiver* sees it.
+
+        Several receivers (of one app or of several) may share one store, as
+        one URL or one instance: each sees only its own events, its own queue
+        and its own watermarks, so that one receiver never runs, lists or
+        prunes another's events. ``init_app`` calls this with the receiver's
+        name. The store returned shares this one's connections; it is *self*
+        when *receiver* is already this store's.
+
+        The default makes a shallow copy with :attr:`receiver` set; a store
+        whose storage is not keyed by :attr:`receiver` overrides it.
+        """
+        if receiver == self.receiver:
+            return self
+        other = copy.copy(self)
+        other.receiver = receiver
+        _LIVE_STORES.add(other)
+        return other
+
+    def after_fork(self) -> None:
+        """Drop what the parent process held: connections, pools, locks, threads' state.
+
+        Called in every child process that ``os.fork`` makes while this store
+        exists (``gunicorn --preload`` builds the app, and so its stores, in the
+        master, then forks the workers): a connection or a lock shared with the
+        parent would mix the two processes' traffic or deadlock. The store must
+        be usable in the child afterwards, opening what it needs again.
+        """
 
     # -- taking events -------------------------------------------------------------
 
@@ -313,8 +356,9 @@ class EventStore(ABC):
     def claim_due(self) -> Claim | None:
         """Take the event due the longest (or whose lease ran out longest ago), if any.
 
-        Only events that came through the queue (:meth:`accept`) are taken
-        over when their lease runs out: an event claimed in a request
+        Only events that came through the queue (:meth:`accept`, including a
+        redelivery accepted while a request held the event) are taken over
+        when their lease runs out: an event only ever claimed in a request
         (:meth:`claim`) answered upstream no 2xx, and upstream's retry takes
         it over.
 
@@ -328,7 +372,10 @@ class EventStore(ABC):
         """Make *event* durable, pending and due now, for a background dispatcher.
 
         A failed event is made due again (an upstream redelivery buys one more
-        run); any other stored event is left as it is.
+        run). An event held by a claim taken with :meth:`claim` (a request
+        that may have died) joins the queue: once its lease runs out,
+        :meth:`claim_due` takes it over, as it does any accepted event, so
+        the 202 this answers is kept. Any other stored event is left as it is.
 
         :returns: ``None`` when the event is new, else the status it had.
         :raises StoreUnavailable: if the store cannot take it.
@@ -392,9 +439,17 @@ class EventStore(ABC):
         """
 
     @abstractmethod
-    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> None:
-        """Keep *updated_at* as the resource's watermark for *handler*, unless a newer one is kept.
+    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> bool:
+        """Keep *updated_at* as the resource's watermark for *handler*, unless a newer one is kept: atomically.
 
+        This is a compare-and-set: of two callers racing with an older and a
+        newer time, the older one is told ``False`` whichever writes first, so
+        that the check before a ``latest_only`` handler runs and the mark it
+        leaves are one step.
+
+        :returns: ``True`` when the watermark is now *updated_at* (it was
+            unset, older or the same), ``False`` when a newer one is kept
+            (nothing written).
         :raises StoreUnavailable: if the store cannot take it.
         """
 
@@ -457,3 +512,16 @@ class EventStore(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} lease_seconds={self.lease_seconds}>"
+
+
+#: Every store object alive in this process, told by :func:`_reset_after_fork` that it is in a child.
+_LIVE_STORES: weakref.WeakSet[EventStore] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for store in list(_LIVE_STORES):
+        store.after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_reset_after_fork)

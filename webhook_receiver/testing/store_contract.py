@@ -29,6 +29,7 @@ with it. Needs pytest.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from typing import Callable
@@ -209,12 +210,115 @@ class StoreContract:
 
     def test_watermarks_only_go_up(self, store: EventStore) -> None:
         assert store.watermark("h", "order", "o-1") is None
-        store.raise_watermark("h", "order", "o-1", 200.5)
-        store.raise_watermark("h", "order", "o-1", 100.0)
+        assert store.raise_watermark("h", "order", "o-1", 200.5) is True
+        assert store.raise_watermark("h", "order", "o-1", 100.0) is False, "an older time is refused"
         assert store.watermark("h", "order", "o-1") == 200.5
-        store.raise_watermark("h", "order", "o-1", 300.25)
+        assert store.raise_watermark("h", "order", "o-1", 200.5) is True, "the same time again (a retry) is taken"
+        assert store.raise_watermark("h", "order", "o-1", 300.25) is True
         assert store.watermark("h", "order", "o-1") == 300.25
         assert store.watermark("other", "order", "o-1") is None and store.watermark("h", "order", "o-2") is None
+
+    def test_a_watermark_is_a_compare_and_set_among_threads(self, store: EventStore) -> None:
+        # 8 threads race to mark one new resource with 8 times: exactly the ones
+        # that were newest when they wrote are told True, the newest always.
+        times = [100.0 + n for n in range(8)]
+        told: dict[float, bool] = {}
+        start = threading.Barrier(8)
+
+        def mark(at: float) -> None:
+            start.wait()
+            told[at] = store.raise_watermark("h", "product", "p-race", at)
+
+        threads = [threading.Thread(target=mark, args=(at,)) for at in times]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert store.watermark("h", "product", "p-race") == max(times)
+        assert told[max(times)] is True
+        assert len(told) == 8
+
+    def test_receivers_sharing_a_store_keep_their_events_apart(self, store: EventStore) -> None:
+        shop, outlet = store.for_receiver("shop"), store.for_receiver("outlet")
+        assert shop.for_receiver("shop") is shop and (shop.receiver, outlet.receiver) == ("shop", "outlet")
+        # one id at both: each receiver claims and finishes its own
+        mine, theirs = shop.claim(event("same")), outlet.claim(event("same"))
+        assert mine.state is ClaimState.CLAIMED and theirs.state is ClaimState.CLAIMED
+        assert shop.finish(mine, ok=True)
+        assert outlet.claim(event("same")).state is ClaimState.BUSY, "outlet's own claim still holds"
+        assert outlet.finish(theirs, ok=False)
+        shop_copy, outlet_copy = shop.get("same"), outlet.get("same")
+        assert shop_copy is not None and shop_copy.status is EventStatus.PROCESSED
+        assert outlet_copy is not None and outlet_copy.status is EventStatus.FAILED
+        # each has its own queue
+        assert shop.accept(event("queued")) is None
+        assert outlet.count_due() == 0 and outlet.claim_due() is None
+        assert outlet.get("queued") is None and [e.id for e in outlet.events()] == ["same"]
+        assert shop.count_due() == 1
+        taken = shop.claim_due()
+        assert taken is not None and taken.event_id == "queued" and shop.finish(taken, ok=True)
+        # and its own watermarks and housekeeping
+        assert shop.raise_watermark("h", "order", "o-1", 500.0)
+        assert outlet.watermark("h", "order", "o-1") is None
+        assert outlet.raise_watermark("h", "order", "o-1", 100.0)
+        assert outlet.prune(time.time() + 1, include_failed=True) == 1
+        assert outlet.get("same") is None
+        assert [e.id for e in shop.events()] == ["queued", "same"]
+
+    def test_a_request_s_claim_redelivered_to_the_queue_is_taken_over_once_its_lease_runs_out(
+        self, make_store: MakeStore
+    ) -> None:
+        # A rolling deploy: a request (inline dispatch) claims the event and dies
+        # mid-handler; upstream's retry reaches a background instance, which
+        # answers 202: the queue must run the event once the dead lease runs out.
+        store = make_store(0.4)
+        dead = store.claim(event("rolled"))
+        assert dead.state is ClaimState.CLAIMED
+        assert store.accept(event("rolled")) is EventStatus.PROCESSING
+        assert store.claim_due() is None, "the request's lease is still live"
+        time.sleep(0.5)
+        store.lease_seconds = 30.0
+        assert store.count_due() == 1
+        taken = store.claim_due()
+        assert taken is not None and taken.event_id == "rolled" and taken.raw is not None
+        assert taken.trigger == "order.paid"
+        assert not store.finish(dead, ok=True), "the dead request's write is fenced off"
+        assert store.finish(taken, ok=True)
+        assert store.claim_due() is None and store.count_due() == 0
+        stored = store.get("rolled")
+        assert stored is not None and stored.status is EventStatus.PROCESSED
+
+    def test_a_store_works_in_a_forked_child(self, store: EventStore) -> None:
+        # gunicorn --preload: the store is built (and used) in the master, then forked.
+        first = store.claim(event("parent"))
+        assert store.finish(first, ok=True)
+        assert store.get("parent") is not None
+        pid = os.fork()
+        if pid == 0:  # the child: everything through the store, then a plain exit code
+            code = 1
+            try:
+                claim = store.claim(event("child"))
+                stored = store.get("parent")
+                if claim.state is ClaimState.CLAIMED and store.finish(claim, ok=True) and stored is not None:
+                    code = 0
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError("the forked child hung using the store")
+        assert os.waitstatus_to_exitcode(status) == 0, "the store failed in the forked child"
+        again = store.claim(event("after"))
+        assert again.state is ClaimState.CLAIMED and store.finish(again, ok=True), "the parent's store still works"
+        if store.reach != "process":
+            child = store.get("child")
+            assert child is not None and child.status is EventStatus.PROCESSED
 
     def test_a_claim_is_exclusive_among_threads(self, store: EventStore) -> None:
         states: list[ClaimState] = []
