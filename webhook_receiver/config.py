@@ -13,6 +13,8 @@ from .dispatch.inline import InlineDispatcher
 from .dispatch.queue import DEFAULT_MAX_BACKLOG
 from .dispatch.thread import ThreadDispatcher
 from .errors import WeakSecretWarning
+from .redact import hide_passwords
+from .settings import RECEIVERS, ReceiverSettings, check_keys, flag, number
 from .stores.base import EventStore
 from .stores.registry import StoreSettings, open_store
 from .untrusted import logger
@@ -33,7 +35,8 @@ class ReceiverConfig:
     :param verifier: checks the secret header; ``None`` only when the app
         opted out with ``WEBHOOK_RECEIVER_ALLOW_NO_SECRET``.
     :param max_content_length: the largest body accepted, in bytes.
-    :param store: where events and handler outcomes are kept.
+    :param store: where events and handler outcomes are kept, as this
+        receiver sees it (:meth:`~webhook_receiver.stores.EventStore.for_receiver`).
     :param dispatcher: who runs the handlers and when.
     """
 
@@ -44,11 +47,19 @@ class ReceiverConfig:
     dispatcher: Dispatcher
 
     def __repr__(self) -> str:
-        return (
+        return hide_passwords(
             f"<ReceiverConfig url={self.url!r} verifier={self.verifier!r}"
             f" max_content_length={self.max_content_length} store={self.store!r}"
             f" dispatcher={self.dispatcher!r}>"
         )
+
+
+#: The defaults of the number keys.
+DEFAULT_LEASE_SECONDS = 60.0
+DEFAULT_THREADS = 4
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_RETRY_BACKOFF = 2.0
+DEFAULT_GRACE_SECONDS = 10.0
 
 
 def read_config(
@@ -58,87 +69,52 @@ def read_config(
     url: str | None,
     secret_key: str | Sequence[str] | None,
     celery: Any = None,
+    first: bool = True,
 ) -> ReceiverConfig:
-    """Read and check the ``WEBHOOK_RECEIVER_*`` keys of *app*.
+    """Read and check the settings of the receiver named *name* on *app*; ``app.config`` is left as it is.
 
-    Arguments given to the receiver's constructor win over the config keys.
+    Each setting is, by precedence: the receiver's constructor argument
+    (``url``, ``secret_key``); its entry of ``WEBHOOK_RECEIVERS``
+    (``app.config["WEBHOOK_RECEIVERS"]["outlet"]["URL"]``); the app-wide
+    ``WEBHOOK_RECEIVER_*`` key; the default, computed for this receiver
+    (``/webhooks/<name>``). Unknown keys are warned about
+    (:func:`~webhook_receiver.settings.check_keys`).
 
     :param app: the app being set up.
     :param name: the receiver's name, the salt of derived secrets.
     :param url: the constructor's ``url``, or ``None``.
     :param secret_key: the constructor's ``secret_key``, or ``None``.
     :param celery: the Celery app given to ``init_app``, or ``None``.
+    :param first: this is the app's first receiver: warn about unknown
+        app-wide keys (later receivers warn about their own entry only).
     :raises RuntimeError: if no secret can be found and the app did not opt
         out, or a key has a value of the wrong kind.
     """
-    config = app.config
-    config.setdefault("WEBHOOK_RECEIVER_SECRET_KEY", None)
-    config.setdefault("WEBHOOK_RECEIVER_ALLOW_NO_SECRET", False)
-    config.setdefault("WEBHOOK_RECEIVER_URL", f"/webhooks/{name}")
-    config.setdefault("WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH)
-    config.setdefault("WEBHOOK_RECEIVER_STORE", None)
-    config.setdefault("WEBHOOK_RECEIVER_REDIS_PREFIX", f"webhook_receiver:{name}")
-    config.setdefault("WEBHOOK_RECEIVER_LEASE_SECONDS", 60.0)
-    config.setdefault("WEBHOOK_RECEIVER_DISPATCH", "celery" if celery is not None else "inline")
-    config.setdefault("WEBHOOK_RECEIVER_THREADS", 4)
-    config.setdefault("WEBHOOK_RECEIVER_MAX_ATTEMPTS", 5)
-    config.setdefault("WEBHOOK_RECEIVER_RETRY_BACKOFF", 2.0)
-    config.setdefault("WEBHOOK_RECEIVER_MAX_BACKLOG", DEFAULT_MAX_BACKLOG)
-    config.setdefault("WEBHOOK_RECEIVER_GRACE_SECONDS", 10.0)
+    check_keys(app.config, name, app_wide=first)
+    settings = ReceiverSettings(app.config, name)
 
-    mount = url if url is not None else config["WEBHOOK_RECEIVER_URL"]
+    mount = url if url is not None else settings.get("WEBHOOK_RECEIVER_URL", f"/webhooks/{name}")
     if not isinstance(mount, str) or not mount.startswith("/"):
-        raise RuntimeError(f"WEBHOOK_RECEIVER_URL must be a path starting with '/', such as '/webhooks/{name}'")
+        where = "the url argument" if url is not None else settings.where("WEBHOOK_RECEIVER_URL")
+        raise RuntimeError(f"{where} must be a path starting with '/', such as '/webhooks/{name}'")
 
-    limit = config["WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH"]
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise RuntimeError("WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH must be a positive number of bytes")
-
-    lease = _number(config, "WEBHOOK_RECEIVER_LEASE_SECONDS")
-    store = _store(app, name, config["WEBHOOK_RECEIVER_STORE"], lease)
+    limit = number(settings, "WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH, integer=True)
+    lease = number(settings, "WEBHOOK_RECEIVER_LEASE_SECONDS", DEFAULT_LEASE_SECONDS)
+    store = _store(app, name, settings, lease)
     return ReceiverConfig(
         url=mount.rstrip("/") or "/",
-        verifier=_verifier(app, name, secret_key),
+        verifier=_verifier(app, name, settings, secret_key),
         max_content_length=limit,
         store=store,
-        dispatcher=_dispatcher(app, store, celery),
+        dispatcher=_dispatcher(app, settings, store, celery),
     )
 
-
-def _number(config: Any, key: str, *, integer: bool = False) -> Any:
-    value = config[key]
-    kinds = (int,) if integer else (int, float)
-    if not isinstance(value, kinds) or isinstance(value, bool) or value <= 0:
-        raise RuntimeError(f"{key} must be a positive {'whole ' if integer else ''}number")
-    return value
-
-
-#: The spellings a boolean setting may have when it is a string (an environment variable), any case.
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off"})
 
 #: How to make a good secret, for messages.
 _HOW_TO_MAKE_ONE = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 #: Shorter secrets get a warning.
 MIN_SECRET_LENGTH = 16
-
-
-def flag(config: Any, key: str) -> bool:
-    """A boolean setting: a real boolean, or a string spelled ``true/false/1/0/yes/no/on/off``.
-
-    :raises RuntimeError: for anything else (``"flase"``, ``2``, ``None``), naming
-        the key and the value's type, never the value.
-    """
-    value = config[key]
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise RuntimeError(
-        f"{key} must be True or False (or a string such as 'true' or 'false'),"
-        f" not a value of type {type(value).__name__}"
-    )
 
 
 def _secrets(value: Any, source: str) -> list[str] | None:
@@ -178,16 +154,19 @@ def _secrets(value: Any, source: str) -> list[str] | None:
     return list(value)
 
 
-def _verifier(app: Flask, name: str, secret_key: str | Sequence[str] | None) -> SecretVerifier | None:
+def _verifier(
+    app: Flask, name: str, settings: ReceiverSettings, secret_key: str | Sequence[str] | None
+) -> SecretVerifier | None:
     secrets = _secrets(secret_key, "the secret_key argument")
     if secrets is None:
-        secrets = _secrets(app.config["WEBHOOK_RECEIVER_SECRET_KEY"], "WEBHOOK_RECEIVER_SECRET_KEY")
+        key = "WEBHOOK_RECEIVER_SECRET_KEY"
+        secrets = _secrets(settings.get(key), settings.where(key))
     if secrets is None and app.config.get("SECRET_KEY"):
         fallbacks = list(app.config.get("SECRET_KEY_FALLBACKS") or ())
         secrets = derive_secrets([*fallbacks, app.config["SECRET_KEY"]], salt=name)
     if secrets:
         return SecretVerifier(secrets)
-    if flag(app.config, "WEBHOOK_RECEIVER_ALLOW_NO_SECRET"):
+    if flag(settings, "WEBHOOK_RECEIVER_ALLOW_NO_SECRET"):
         logger.warning(
             "webhook receiver %r accepts deliveries WITHOUT checking a secret"
             " (WEBHOOK_RECEIVER_ALLOW_NO_SECRET is set): anyone who finds the URL"
@@ -196,42 +175,65 @@ def _verifier(app: Flask, name: str, secret_key: str | Sequence[str] | None) -> 
         )
         return None
     raise RuntimeError(
-        f"webhook receiver {name!r} has no secret to check deliveries against. Set"
-        " WEBHOOK_RECEIVER_SECRET_KEY to the secret_key registered with Moltin, or set"
-        " Flask's SECRET_KEY to have one derived (receiver.secret_key(app) tells its value),"
-        " or, for local experiments only, set WEBHOOK_RECEIVER_ALLOW_NO_SECRET = True."
+        f"webhook receiver {name!r} has no secret to check deliveries against. Put the secret_key"
+        f' registered with Elastic Path in app.config["WEBHOOK_RECEIVER_SECRET_KEY"] (or, for this'
+        f' receiver only, app.config["{RECEIVERS}"][{name!r}]["SECRET_KEY"]), before init_app;'
+        " from an environment variable, export FLASK_WEBHOOK_RECEIVER_SECRET_KEY=... and call"
+        " app.config.from_prefixed_env() before init_app (a bare WEBHOOK_RECEIVER_SECRET_KEY"
+        " variable is not read). Or set Flask's SECRET_KEY to have one derived"
+        " (flask webhooks secret, or receiver.secret_key(app), tells its value), or, for local experiments only, set"
+        " WEBHOOK_RECEIVER_ALLOW_NO_SECRET = True."
     )
 
 
-def _store(app: Flask, name: str, value: Any, lease: float) -> EventStore:
-    """The store ``WEBHOOK_RECEIVER_STORE`` names (see :mod:`.stores.registry`).
+def _store(app: Flask, name: str, settings: ReceiverSettings, lease: float) -> EventStore:
+    """The store ``WEBHOOK_RECEIVER_STORE`` names (see :mod:`.stores.registry`), as receiver *name* sees it.
 
     Unset, it is a SQLite file in the instance folder; in an app with
     ``TESTING`` set, a memory store of the app's own, so that tests never
-    share events with each other or with the developer's store.
+    share events with each other or with the developer's store. A store
+    instance keeps its own lease: a ``WEBHOOK_RECEIVER_LEASE_SECONDS`` set to
+    another value is refused rather than ignored.
     """
+    key = "WEBHOOK_RECEIVER_STORE"
+    value = settings.get(key)
     if isinstance(value, EventStore):
-        return value
+        lease_key = "WEBHOOK_RECEIVER_LEASE_SECONDS"
+        if lease_key in settings and lease != value.lease_seconds:
+            raise RuntimeError(
+                f"{settings.where(lease_key)} is {lease:g} and the store given as {settings.where(key)} keeps"
+                f" its own lease of {value.lease_seconds:g} seconds: a store instance is built with its"
+                f" lease, so pass lease_seconds={lease:g} to the store's constructor"
+                f" ({type(value).__name__}(..., lease_seconds={lease:g})) and drop {settings.where(lease_key)}"
+            )
+        return value.for_receiver(name)
     if value is None:
         value = "memory://" if app.testing else f"sqlite:///webhook_receiver-{name}.sqlite3"
     if not isinstance(value, str):
-        raise RuntimeError("WEBHOOK_RECEIVER_STORE must be a URL string or an EventStore instance")
-    return open_store(value, StoreSettings(name, lease, app.instance_path, app.config))
+        raise RuntimeError(
+            f"{settings.where(key)} must be a URL string or an EventStore instance,"
+            f" not a value of type {type(value).__name__}"
+        )
+    store = open_store(value, StoreSettings(name, lease, app.instance_path, settings), key=settings.where(key))
+    return store.for_receiver(name)
 
 
-def _dispatcher(app: Flask, store: EventStore, celery: Any) -> Dispatcher:
-    config = app.config
-    mode = config["WEBHOOK_RECEIVER_DISPATCH"]
+def _dispatcher(app: Flask, settings: ReceiverSettings, store: EventStore, celery: Any) -> Dispatcher:
+    key = "WEBHOOK_RECEIVER_DISPATCH"
+    mode = settings.get(key, "celery" if celery is not None else "inline")
     if isinstance(mode, Dispatcher):
         return mode
-    queue_options = {
+
+    # Checked whatever the mode, so that a malformed value is never silent.
+    options: dict[str, Any] = {
         "policy": RetryPolicy(
-            max_attempts=_number(config, "WEBHOOK_RECEIVER_MAX_ATTEMPTS", integer=True),
-            backoff=_number(config, "WEBHOOK_RECEIVER_RETRY_BACKOFF"),
+            max_attempts=number(settings, "WEBHOOK_RECEIVER_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, integer=True),
+            backoff=number(settings, "WEBHOOK_RECEIVER_RETRY_BACKOFF", DEFAULT_RETRY_BACKOFF),
         ),
-        "max_backlog": _number(config, "WEBHOOK_RECEIVER_MAX_BACKLOG", integer=True),
-        "grace": _number(config, "WEBHOOK_RECEIVER_GRACE_SECONDS"),
+        "max_backlog": number(settings, "WEBHOOK_RECEIVER_MAX_BACKLOG", DEFAULT_MAX_BACKLOG, integer=True),
+        "grace": number(settings, "WEBHOOK_RECEIVER_GRACE_SECONDS", DEFAULT_GRACE_SECONDS),
     }
+    threads = number(settings, "WEBHOOK_RECEIVER_THREADS", DEFAULT_THREADS, integer=True)
     if mode == "inline":
         return InlineDispatcher()
     if mode == "thread":
@@ -241,12 +243,12 @@ def _dispatcher(app: Flask, store: EventStore, celery: Any) -> Dispatcher:
                 " process stops; use the default SQLite store or Redis",
                 store.name,
             )
-        return ThreadDispatcher(threads=_number(config, "WEBHOOK_RECEIVER_THREADS", integer=True), **queue_options)
+        return ThreadDispatcher(threads=threads, **options)
     if mode == "celery":
         celery = celery if celery is not None else app.extensions.get("celery")
         if celery is None:
             raise RuntimeError(
-                "WEBHOOK_RECEIVER_DISPATCH = 'celery' needs a Celery app: receiver.init_app(app,"
+                f"{settings.where(key)} = 'celery' needs a Celery app: receiver.init_app(app,"
                 " celery=celery_app), or app.extensions['celery'] as in Flask's Celery pattern"
             )
         if store.reach == "process":
@@ -259,9 +261,9 @@ def _dispatcher(app: Flask, store: EventStore, celery: Any) -> Dispatcher:
                 "Celery dispatch with the %s store: only workers on this machine can reach %s;"
                 " use WEBHOOK_RECEIVER_STORE = 'redis://...' for workers on other machines",
                 store.name,
-                store.location,
+                hide_passwords(str(store.location)),
             )
         from .dispatch.celery import CeleryDispatcher
 
-        return CeleryDispatcher(celery, **queue_options)
-    raise RuntimeError("WEBHOOK_RECEIVER_DISPATCH must be 'inline', 'thread', 'celery' or a Dispatcher instance")
+        return CeleryDispatcher(celery, **options)
+    raise RuntimeError(f"{settings.where(key)} must be 'inline', 'thread', 'celery' or a Dispatcher instance")

@@ -92,12 +92,26 @@ class WebhookReceiver:
     def init_app(self, app: Flask, *, celery: Any = None) -> None:
         """Set up *app*: read the configuration and mount the endpoint.
 
-        Configuration keys (arguments given to the constructor win):
+        Each key below is read, by precedence, from the constructor's
+        argument (``url``, ``secret_key``), then this receiver's entry of
+        ``WEBHOOK_RECEIVERS`` (the key without its ``WEBHOOK_RECEIVER_``
+        prefix: ``app.config["WEBHOOK_RECEIVERS"] = {"outlet": {"URL":
+        "/hooks/outlet"}}``), then the app-wide key, then the default, which
+        is this receiver's own (``/webhooks/<name>``). Nothing is written into
+        ``app.config``, so that two receivers of one app never inherit each
+        other's defaults. A ``WEBHOOK_RECEIVER_*`` key (or entry key) that is
+        not one of these is an
+        :class:`~webhook_receiver.settings.UnknownSettingWarning` naming the
+        nearest known key. Number keys take numbers or strings of them
+        (``"8"``, ``"2.5"``: environment variables); NaN and infinity are
+        refused. The keys:
 
         ``WEBHOOK_RECEIVER_SECRET_KEY``
             The secret Moltin sends in ``X-MOLTIN-SECRET-KEY``, or a list of
             them, oldest to newest: any is accepted, so a secret can be
-            rotated without dropping a delivery.
+            rotated without dropping a delivery. An ``app.config`` key: from
+            the environment, export ``FLASK_WEBHOOK_RECEIVER_SECRET_KEY`` and
+            call ``app.config.from_prefixed_env()`` before this method.
         ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS`` (Flask's own)
             Used when ``WEBHOOK_RECEIVER_SECRET_KEY`` is unset: the webhook
             secret is derived from them, salted with the receiver's name.
@@ -117,8 +131,9 @@ class WebhookReceiver:
             ``TESTING`` is set); ``"sqlite:///path"`` (relative to the
             instance folder) or ``"sqlite:////absolute/path"``,
             ``"redis://host:port/db"`` (extra ``[redis]``), ``"memory://"``, or
-            an :class:`~webhook_receiver.stores.EventStore`.
-
+            an :class:`~webhook_receiver.stores.EventStore`. Receivers may
+            share one: each sees only its own events
+            (:meth:`~webhook_receiver.stores.EventStore.for_receiver`).
         ``WEBHOOK_RECEIVER_DISPATCH``
             Who runs the handlers: ``"inline"`` (the default; in the request,
             the answer reflects them), ``"thread"`` (202 once the event is
@@ -139,21 +154,27 @@ class WebhookReceiver:
         ``WEBHOOK_RECEIVER_LEASE_SECONDS``
             How long a claim on an event is exclusive (60), renewed every
             third of it while a handler runs; a worker that died mid-handler
-            blocks the event no longer than that.
+            blocks the event no longer than that. A store instance keeps the
+            lease it was built with: this key set to another value beside one
+            is refused (pass ``lease_seconds`` to the store's constructor).
         ``WEBHOOK_RECEIVER_REDIS_PREFIX``
-            The key prefix of the Redis store (``webhook_receiver:<name>``).
+            The key prefix of a Redis store built from a URL
+            (``webhook_receiver:<name>``).
+        ``WEBHOOK_RECEIVER_TABLE_PREFIX``
+            The table-name prefix of a SQLAlchemy store built from a URL
+            (``webhook_receiver_``).
 
         :param app: the app to set up.
         :param celery: a Celery app, for ``celery`` dispatch; the task that
             runs the handlers is registered on it.
         :raises RuntimeError: if the app has no secret and did not opt out,
-            a key is malformed, or this receiver's name is already set up on
-            *app*.
+            a key is malformed, this receiver's name is already set up on
+            *app*, or another receiver of *app* is mounted at its URL.
         """
-        config = self._configure(app, celery=celery)
+        config = self._configure(app, celery=celery, mounting=True)
         app.register_blueprint(self.blueprint, url_prefix=config.url)
 
-    def _configure(self, app: Flask, *, celery: Any = None) -> ReceiverConfig:
+    def _configure(self, app: Flask, *, celery: Any = None, mounting: bool = False) -> ReceiverConfig:
         configs: dict[str, ReceiverConfig] = app.extensions.setdefault(EXTENSION_KEY, {})
         if self.name in configs:
             if app.extensions.get(RECEIVERS_KEY, {}).get(self.name) is self:
@@ -165,7 +186,19 @@ class WebhookReceiver:
                 f"another webhook receiver named {self.name!r} is already set up on this app; give the"
                 " second one a name of its own: WebhookReceiver(name='...')"
             )
-        config = read_config(app, name=self.name, url=self._url, secret_key=self._secret_key, celery=celery)
+        config = read_config(
+            app, name=self.name, url=self._url, secret_key=self._secret_key, celery=celery, first=not configs
+        )
+        if mounting:
+            for other, taken in configs.items():
+                if taken.url == config.url:
+                    raise RuntimeError(
+                        f"webhook receivers {other!r} and {self.name!r} would both be mounted at {config.url}:"
+                        f" give {self.name!r} a URL of its own, with"
+                        f' app.config["WEBHOOK_RECEIVERS"][{self.name!r}]["URL"] or'
+                        f" WebhookReceiver(name={self.name!r}, url=...) (an app-wide WEBHOOK_RECEIVER_URL"
+                        " is every receiver's)"
+                    )
         _check_transactional([h.name for h in self._handlers if h.transactional], config.store)
         self._stores.add(config.store)
         config.store.bind(app)

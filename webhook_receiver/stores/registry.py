@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable, Mapping
 
+from ..redact import hide_passwords
+from ..untrusted import printable
 from .base import EventStore
 
 __all__ = ["ENTRY_POINT_GROUP", "StoreFactory", "StoreSettings", "open_store", "register_store", "schemes"]
@@ -94,24 +96,37 @@ def _factory(scheme: str) -> StoreFactory | None:
     return factory or _entry_point(scheme) or _entry_point(scheme.partition("+")[0])
 
 
-def open_store(url: str, settings: StoreSettings) -> EventStore:
+#: Spellings people type for which no store is registered, and the URL to write instead.
+_HINTS = {
+    "postgres": "for PostgreSQL write postgresql+psycopg://user:password@host/db (postgres:// is an older"
+    " spelling, given by Heroku, that SQLAlchemy does not take)",
+    "pg": "for PostgreSQL write postgresql+psycopg://user:password@host/db",
+    "mongodb": "MongoDB is not a built-in store; register a factory of your own with register_store",
+    "file": "for a SQLite file write sqlite:///relative/path or sqlite:////absolute/path",
+}
+
+
+def open_store(url: str, settings: StoreSettings, *, key: str = "WEBHOOK_RECEIVER_STORE") -> EventStore:
     """The store *url* names.
 
-    :raises RuntimeError: if no factory knows the URL's scheme, or it refuses the URL.
+    :param key: the setting *url* came from, for messages.
+    :raises RuntimeError: if no factory knows the URL's scheme, or it refuses
+        the URL; the message never shows a password of the URL.
     """
     scheme, sep, _ = url.partition("://")
     factory = _factory(scheme.lower()) if sep else None
     if factory is None:
         known = ", ".join(f"{name}://" for name in schemes())
-        shown = f"{scheme}://..." if sep else "a value without a scheme"
+        shown = f"{printable(scheme)}://..." if sep else "a value without a scheme"
+        hint = _HINTS.get(scheme.lower().partition("+")[0]) if sep else None
         raise RuntimeError(
-            f"WEBHOOK_RECEIVER_STORE: no store is registered for {shown} (known: {known});"
-            " give a URL of one of those or an EventStore instance"
+            f"{key}: no store is registered for {shown} (known: {known});"
+            + (f" {hint}" if hint else " give a URL of one of those or an EventStore instance")
         )
     try:
         return factory(url, settings)
     except ValueError as exc:
-        raise RuntimeError(f"WEBHOOK_RECEIVER_STORE: {exc}") from None
+        raise RuntimeError(hide_passwords(f"{key}: {exc}", url)) from None
 
 
 def _memory(url: str, settings: StoreSettings) -> EventStore:

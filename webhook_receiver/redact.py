@@ -1,0 +1,56 @@
+"""Hiding the passwords of URLs in text bound for a message or a repr."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+__all__ = ["hide_passwords", "url_passwords"]
+
+#: The query parameters that carry a password in database and Redis URLs (any case).
+PASSWORD_PARAMETERS = ("password", "passwd", "pass", "pwd")
+
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s'\"<>]*):(?P<password>[^@\s'\"<>]*)@")
+_QUERY = re.compile(
+    r"(?P<head>[?&;](?:" + "|".join(PASSWORD_PARAMETERS) + r")=)(?P<password>[^&;#\s'\"<>]*)", re.IGNORECASE
+)
+
+
+def url_passwords(url: str) -> list[str]:
+    """Every password *url* carries, as written and decoded: ``user:pw@`` and ``?password=pw``.
+
+    :param url: any URL; one that does not parse yields nothing.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    found: list[str] = []
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        found.append(userinfo.split(":", 1)[1])
+    for pair in parts.query.split("&"):
+        name, _, value = pair.partition("=")
+        if name.lower() in PASSWORD_PARAMETERS and value:
+            found.append(value)
+    found += [value for name, value in parse_qsl(parts.query) if name.lower() in PASSWORD_PARAMETERS]
+    found += [unquote(value) for value in list(found)]
+    return sorted({value for value in found if value}, key=len, reverse=True)
+
+
+def hide_passwords(text: str, *urls: str) -> str:
+    """*text* with every URL password in it replaced by ``***``.
+
+    Hides ``scheme://user:pw@host`` and ``?password=pw`` (``passwd``,
+    ``pass``, ``pwd``, any case) wherever they appear, and, for each of
+    *urls*, its passwords wherever they appear alone (a driver's error
+    message may quote one without the URL around it).
+
+    :param text: a message or a repr.
+    :param urls: URLs whose passwords must not show, in any form.
+    """
+    for url in urls:
+        for password in url_passwords(url):
+            text = text.replace(password, "***")
+    text = _USERINFO.sub(lambda m: f"{m['head']}:***@", text)
+    return _QUERY.sub(lambda m: f"{m['head']}***", text)
