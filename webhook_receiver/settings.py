@@ -16,7 +16,9 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import sys
 import warnings
+from types import FrameType
 from typing import Any, Iterator, Mapping
 
 __all__ = [
@@ -131,8 +133,20 @@ class ReceiverSettings(Mapping[str, Any]):
 
 
 def _nearest(name: str, known: list[str]) -> str | None:
+    """The known name closest to *name*: one that starts with the other first (``LEASE``), else by difflib."""
+    starting = [k for k in known if name and (k.startswith(name) or name.startswith(k))]
+    if starting:
+        return max(starting, key=lambda k: (difflib.SequenceMatcher(None, name, k).ratio(), -len(k)))
     found = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     return found[0] if found else None
+
+
+def _short(key: str) -> str:
+    """*key* without its prefix (``WEBHOOK_RECEIVER_``, or ``WEBHOOK_RECEIVERS_`` as typed by mistake)."""
+    for prefix in (RECEIVERS + "_", PREFIX):
+        if key.startswith(prefix):
+            return key[len(prefix) :]
+    return ""
 
 
 def check_keys(config: Mapping[str, Any], receiver: str, *, app_wide: bool = True) -> None:
@@ -148,13 +162,13 @@ def check_keys(config: Mapping[str, Any], receiver: str, *, app_wide: bool = Tru
     :param app_wide: look at the app-wide keys too (``init_app`` does for
         the first receiver of an app only, so that each is told once).
     """
-    full = [PREFIX + name for name in KEYS]
     for key in config if app_wide else ():
         if not isinstance(key, str) or not key.startswith(PREFIX.rstrip("_")) or key == RECEIVERS:
             continue
         if key.startswith(PREFIX) and key[len(PREFIX) :] in KEYS:
             continue
-        nearest = _nearest(key, [*full, RECEIVERS])
+        short = _nearest(_short(key), list(KEYS))
+        nearest = PREFIX + short if short else RECEIVERS if key.rstrip("_") == PREFIX.rstrip("_") else None
         _warn(f"{key} is not a setting of webhook_receiver", nearest)
     entries = config.get(RECEIVERS)
     if not isinstance(entries, Mapping):
@@ -181,8 +195,21 @@ def check_keys(config: Mapping[str, Any], receiver: str, *, app_wide: bool = Tru
 
 
 def _warn(message: str, nearest: str | None) -> None:
-    hint = f"; did you mean {nearest}?" if nearest else ""
-    warnings.warn(f"{message}{hint} It is ignored.", UnknownSettingWarning, stacklevel=6)
+    hint = f"; did you mean {nearest}?" if nearest else "."
+    warnings.warn(f"{message}{hint} It is ignored.", UnknownSettingWarning, stacklevel=_callers_level())
+
+
+def _callers_level() -> int:
+    """The ``stacklevel`` of the first frame outside this package and Flask: the app's ``init_app`` call."""
+    level, frame = 1, sys._getframe(1)  # level 1 is _warn, which calls warnings.warn
+    while frame.f_back is not None and _module(frame).split(".")[0] in ("webhook_receiver", "flask"):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _module(frame: FrameType) -> str:
+    return str(frame.f_globals.get("__name__", ""))
 
 
 #: The spellings a boolean setting may have when it is a string (an environment variable), any case.
