@@ -97,6 +97,7 @@ def test_an_entry_named_close_to_the_receiver_warns() -> None:
         " did you mean 'outlet'? It is ignored."
     ]
     assert init("shop", WEBHOOK_RECEIVERS={"outlet": {"URL": "/hooks/outlet"}}) == [], "another receiver's entry"
+    assert init("shop", WEBHOOK_RECEIVERS={"shop-eu": {"URL": "/hooks/eu"}}) == [], "a receiver named alike"
 
 
 def test_two_receivers_are_told_of_an_app_wide_key_once() -> None:

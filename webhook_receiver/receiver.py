@@ -51,11 +51,13 @@ class WebhookReceiver:
 
     :param app: an app to set up at once, as with :meth:`init_app`.
     :param name: tells several receivers of one app apart; it names the
-        blueprint (``webhook_receiver_<name>``), salts derived secrets and is
-        the default URL's last part.
-    :param url: where to mount the endpoint; wins over ``WEBHOOK_RECEIVER_URL``.
+        blueprint (``webhook_receiver_<name>``), salts derived secrets, is
+        the default URL's last part and the key of the receiver's own
+        settings in ``WEBHOOK_RECEIVERS``.
+    :param url: where to mount the endpoint; wins over the receiver's
+        ``WEBHOOK_RECEIVERS`` entry and ``WEBHOOK_RECEIVER_URL``.
     :param secret_key: the accepted secret, or a list of them oldest to
-        newest; wins over ``WEBHOOK_RECEIVER_SECRET_KEY``.
+        newest; wins over the receiver's entry and ``WEBHOOK_RECEIVER_SECRET_KEY``.
     """
 
     def __init__(

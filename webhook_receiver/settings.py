@@ -134,7 +134,7 @@ class ReceiverSettings(Mapping[str, Any]):
 
 def _nearest(name: str, known: list[str]) -> str | None:
     """The known name closest to *name*: one that starts with the other first (``LEASE``), else by difflib."""
-    starting = [k for k in known if name and (k.startswith(name) or name.startswith(k))]
+    starting = [k for k in known if len(name) >= 3 and (k.startswith(name) or name.startswith(k))]
     if starting:
         return max(starting, key=lambda k: (difflib.SequenceMatcher(None, name, k).ratio(), -len(k)))
     found = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
@@ -186,8 +186,9 @@ def check_keys(config: Mapping[str, Any], receiver: str, *, app_wide: bool = Tru
             _warn(f"{where} is not a setting of webhook_receiver", repr(nearest) if nearest else None)
     elif receiver not in entries:
         names = [name for name in entries if isinstance(name, str)]
-        nearest = _nearest(receiver, names)
-        if nearest is not None:
+        close = difflib.get_close_matches(receiver, names, n=1, cutoff=0.8)  # "outlt", not "shop-eu" for "shop"
+        if close:
+            nearest = close[0]
             _warn(
                 f"{RECEIVERS} has an entry {nearest!r} and none for the receiver {receiver!r} being set up",
                 repr(receiver),

@@ -41,7 +41,10 @@ class StoreSettings:
     :param receiver: the receiver's name (Redis keys are prefixed with it).
     :param lease_seconds: ``WEBHOOK_RECEIVER_LEASE_SECONDS``.
     :param instance_path: the app's instance folder, where relative files go.
-    :param config: the app's configuration, for keys of the store's own.
+    :param config: the app's configuration as the receiver sees it (its
+        ``WEBHOOK_RECEIVERS`` entry over the app-wide keys: ``config[
+        "WEBHOOK_RECEIVER_REDIS_PREFIX"]`` is the receiver's own), for keys of
+        the store's own.
     """
 
     receiver: str
