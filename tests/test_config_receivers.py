@@ -254,3 +254,19 @@ def test_a_store_instance_shared_by_two_receivers_is_seen_through_for_receiver()
 def test_a_malformed_entry_is_refused_naming_where_it_is(value: Any, message: str) -> None:
     with pytest.raises(RuntimeError, match=message):
         WebhookReceiver(new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVERS=value), name="outlet")
+
+
+def test_an_entry_from_the_environment_with_flask_s_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As docs/configuration.rst says: FLASK_WEBHOOK_RECEIVERS__outlet__URL, read by from_prefixed_env."""
+    monkeypatch.setenv("FLASK_WEBHOOK_RECEIVERS__outlet__URL", "/hooks/outlet")
+    monkeypatch.setenv("FLASK_WEBHOOK_RECEIVERS__outlet__THREADS", "2")
+    monkeypatch.setenv("FLASK_WEBHOOK_RECEIVER_SECRET_KEY", SECRET)
+    app = new_app(WEBHOOK_RECEIVER_DISPATCH="thread")
+    app.config.from_prefixed_env()
+    outlet = WebhookReceiver(app, name="outlet")
+    config = outlet.get_config(app)
+    try:
+        assert config.url == "/hooks/outlet" and isinstance(config.dispatcher, ThreadDispatcher)
+        assert config.dispatcher.threads == 2
+    finally:
+        config.dispatcher.close()
