@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 __all__ = ["hide_passwords", "url_passwords"]
 
@@ -33,7 +33,6 @@ def url_passwords(url: str) -> list[str]:
         name, _, value = pair.partition("=")
         if name.lower() in PASSWORD_PARAMETERS and value:
             found.append(value)
-    found += [value for name, value in parse_qsl(parts.query) if name.lower() in PASSWORD_PARAMETERS]
     found += [unquote(value) for value in list(found)]
     return sorted({value for value in found if value}, key=len, reverse=True)
 
