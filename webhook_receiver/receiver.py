@@ -262,8 +262,11 @@ class WebhookReceiver:
         :param latest_only: upstream delivers out of order: skip an event
             whose resource (``event.data``, by ``type`` and ``id``) is older,
             by :attr:`Event.updated_at`, than one this handler already
-            handled. The skip is recorded as the handler's outcome, with the
-            reason; events without a timestamp always run.
+            took. The resource's watermark is taken before the handler runs,
+            in one compare-and-set; an older event already running when a
+            newer one arrives still runs (see the handlers page of the docs).
+            The skip is recorded as the handler's outcome, with the reason;
+            events without a timestamp always run.
         :param transactional: exactly once in effect: the handler writes to
             the store's database (``db.session`` with
             ``SQLAlchemyStore(db)``, or ``store.session``) without

@@ -220,40 +220,22 @@ def _take_watermark(store: EventStore, handler: Handler, mark: tuple[str, str, f
     The take is the store's compare-and-set, so that of an older and a newer
     event racing, the older one is refused whichever asks first; a retry of
     the same event passes (its time equals the mark).
+
+    A store written before :meth:`~EventStore.raise_watermark` answered
+    (it returns ``None``) raised the mark if it was older, atomically;
+    reading it back then tells the same: the older of two events is refused
+    unless its mark was taken before the newer one arrived.
     """
     resource_type, resource_id, updated_at = mark
     taken: bool | None = store.raise_watermark(handler.name, resource_type, resource_id, updated_at)
-    if taken is None:  # a store written before raise_watermark answered
-        taken = _taken_check_then_act(store, handler, mark)
     if taken:
         return None
     held = store.watermark(handler.name, resource_type, resource_id)
+    if taken is None and (held is None or updated_at >= held):  # a store from before: the mark read back is ours
+        return None
     newest = "a newer time" if held is None else datetime.fromtimestamp(held, timezone.utc).isoformat()
     newest = newest.replace("+00:00", "Z")
     return f"{resource_type} {resource_id} was already handled as of {newest}, newer than this event"
-
-
-#: The store classes already warned about for a ``raise_watermark`` that is not a compare-and-set.
-_WARNED_NOT_CAS: set[type] = set()
-
-
-def _taken_check_then_act(store: EventStore, handler: Handler, mark: tuple[str, str, float]) -> bool:
-    """The watermark's take for a store whose :meth:`~EventStore.raise_watermark` returns nothing.
-
-    Such a store (written against the interface before it answered) raised
-    the mark if it was older; reading it back tells whether this event's time
-    is the newest. Two events racing may both pass: a warning says so, once.
-    """
-    if type(store) not in _WARNED_NOT_CAS:
-        _WARNED_NOT_CAS.add(type(store))
-        logger.warning(
-            "the %s store's raise_watermark returns nothing: it is not a compare-and-set, so two"
-            " concurrent events of one resource may both run a latest_only handler; make it return"
-            " whether the mark was taken",
-            store.name,
-        )
-    held = store.watermark(handler.name, mark[0], mark[1])
-    return held is None or mark[2] >= held
 
 
 def _lost(event: Event, claim: Claim, failed: list[str]) -> HandlersRun:
