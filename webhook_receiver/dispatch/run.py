@@ -45,6 +45,10 @@ T = TypeVar("T")
 #: The longest error text kept for a failed handler.
 MAX_ERROR_LENGTH = 500
 
+#: Seconds a write the store cannot take is tried again in the request (inline dispatch, ``replay``):
+#: about upstream's timeout, and never past the lease, within which no one else runs the event.
+REQUEST_PATIENCE = 10.0
+
 
 @dataclass
 class HandlersRun:
@@ -455,7 +459,7 @@ def run_now(
         return "busy", []
     if handlers is None:
         handlers = receiver.handlers_for(event.trigger, sender)
-    patience = store.lease_seconds  # within the lease, no one else runs the event: its outcome is still ours to write
+    patience = min(REQUEST_PATIENCE, store.lease_seconds)
     result = run_handlers(sender, event, handlers, store, claim, receiver=receiver, patience=patience)
     if result.lost:
         return "busy", result.failed
