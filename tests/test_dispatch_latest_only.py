@@ -173,3 +173,25 @@ def test_the_window_left_an_older_event_already_running_when_the_newer_one_arriv
     # the next older event is skipped again: the window is only the one already running
     assert deliver(serve, update("oldest", "2026-11-30T09:00:00Z"), secret=SECRET).status_code == 200
     assert mirror.runs == ["older", "newer"]
+
+
+def test_a_failed_newer_event_keeps_its_mark_and_its_retry_passes(
+    receiver: WebhookReceiver, serve: str, store: EventStore
+) -> None:
+    runs: list[str] = []
+    failing = ["newer"]
+
+    @receiver.on("order.updated", latest_only=True, name="mirror")
+    def handle(event: Event) -> None:
+        runs.append(event.id)
+        if event.id in failing:
+            failing.remove(event.id)
+            raise RuntimeError("the mirror is down")
+
+    assert deliver(serve, update("newer", NEWER), secret=SECRET).status_code == 500
+    assert deliver(serve, update("older", OLDER), secret=SECRET).status_code == 200, "skipped, not run"
+    retry = deliver(serve, update("newer", NEWER), secret=SECRET)  # upstream's retry of the failed one
+    assert (retry.status_code, retry.json()["status"]) == (200, "processed")
+    assert runs == ["newer", "newer"], "the older event stayed skipped; the retry passed as equal"
+    stored = store.get("newer")
+    assert stored is not None and stored.handlers["mirror"].ok and stored.handlers["mirror"].attempts == 2
