@@ -4,7 +4,8 @@ The first of two handlers (``charge``) has run; its outcome must be written
 before the second starts. While another process holds ``BEGIN EXCLUSIVE`` on
 the file for longer than the store waits, that write is refused; it is tried
 again until it is taken, so ``charge`` runs once and its record says one
-attempt, in the request (inline) and in a worker thread.
+attempt, in the request (inline) and in a worker thread. The same holds for
+the watermark a ``latest_only`` handler takes before it runs.
 """
 
 from __future__ import annotations
@@ -144,3 +145,61 @@ def test_an_outcome_before_the_last_handler_survives_sqlite_locked_by_another_pr
     assert stored is not None and stored.status is EventStatus.PROCESSED
     assert stored.handlers["charge"].ok and stored.handlers["charge"].attempts == 1, "the record says one attempt"
     assert stored.handlers["email"].ok and stored.attempts == 1
+
+
+class LocksAtFirstWatermark(SQLiteStore):
+    """A SQLite store whose file another process locks just as the first watermark is written."""
+
+    def __init__(self, path: Path, **kwargs: Any) -> None:
+        super().__init__(str(path), **kwargs)
+        self.file = path
+        self.holders: list[LockHolder] = []
+        self.watcher: ReleaseOnRefusal | None = None
+
+    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> Any:
+        if not self.holders and self.watcher is not None:
+            self.watcher.holder = LockHolder(self.file)
+            self.holders.append(self.watcher.holder)
+        return super().raise_watermark(handler, resource_type, resource_id, updated_at)
+
+
+@pytest.mark.parametrize("dispatch", ["inline", "thread"])
+def test_a_latest_only_watermark_survives_sqlite_locked_by_another_process(
+    receiver: WebhookReceiver, tmp_path: Path, apps: list[Flask], dispatch: str
+) -> None:
+    event_id = f"mark-{dispatch}"
+    store = LocksAtFirstWatermark(tmp_path / "events.sqlite3", lease_seconds=10, timeout=0.2)
+    store.watcher = watcher = ReleaseOnRefusal(event_id)
+    mirrored: list[str] = []
+    receiver.on("order.updated", name="mirror", latest_only=True)(lambda event: mirrored.append(event.id))
+    config: dict[str, Any] = {"WEBHOOK_RECEIVER_STORE": store, "WEBHOOK_RECEIVER_DISPATCH": dispatch}
+    if dispatch == "thread":
+        config.update(WEBHOOK_RECEIVER_THREADS=1)
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, **config)
+    receiver.init_app(app)
+    apps.append(app)
+    data = {"type": "order", "id": "o-1", "meta": {"timestamps": {"updated_at": "2026-11-30T10:00:05Z"}}}
+
+    logger = logging.getLogger("webhook_receiver")
+    logger.addHandler(watcher)
+    try:
+        answer = deliver(app.test_client(), make_event("order.updated", data, event_id=event_id), secret=SECRET)
+        if dispatch == "inline":
+            assert (answer.status_code, answer.get_json()["status"]) == (200, "processed")
+        else:
+            assert answer.status_code == 202
+            deadline = time.monotonic() + 30
+            while (stored := store.get(event_id)) is None or stored.status is not EventStatus.PROCESSED:
+                assert time.monotonic() < deadline, f"{event_id} is {stored.status if stored else None}"
+                time.sleep(0.02)
+    finally:
+        logger.removeHandler(watcher)
+        for holder in store.holders:
+            holder.release()
+
+    assert store.holders and watcher.refusals, "the watermark's first write was refused under the other process's lock"
+    assert mirrored == [event_id], "the handler ran once"
+    assert any("cannot write the watermark of mirror yet" in line for line in watcher.refusals)
+    assert store.watermark("mirror", "order", "o-1") is not None
+    stored = store.get(event_id)
+    assert stored is not None and stored.handlers["mirror"].attempts == 1
