@@ -193,3 +193,49 @@ def drop_tables(url: str, prefix: str) -> None:
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
     finally:
         engine.dispose()
+
+
+# -- the fast subset: `python -m pytest -m "not slow"` ------------------------------------------------------------
+
+#: Files whose every test starts real processes (gunicorn, Celery, redis-server, node, Sphinx, mypy, ruff)
+#: or kills some, or runs for seconds.
+SLOW_FILES = frozenset(
+    {
+        "test_docs.py",
+        "test_emulator_sdk.py",
+        "test_end_to_end.py",
+        "test_exactly_once.py",
+        "test_faults.py",
+        "test_fuzz_server.py",
+        "test_package.py",
+        "test_queue_faults.py",
+        "test_readme_walkthrough.py",
+    }
+)
+
+#: Single tests of other files that take more than about 2 s (by ``--durations``), by file and name.
+SLOW_TESTS = frozenset(
+    {
+        ("test_architecture.py", "test_the_pytest_plugin_loads_nothing_until_a_fixture_is_used"),  # a pytest process
+        ("test_background.py", "test_celery_broker_down_answers_503_and_keeps_the_event"),  # Celery's connect timeout
+        ("test_events.py", "test_the_fast_redaction_agrees_with_the_thorough_one"),  # many generated bodies
+        ("test_fuzz.py", "test_no_5xx_and_no_unverified_handler_call"),
+        ("test_operations_cli.py", "test_listen_shows_deliveries_as_they_land"),
+        ("test_pytest_plugin.py", "test_testing_apps_get_a_store_of_their_own_so_a_fixed_id_passes_every_time"),
+        ("test_sample_app.py", "test_demo_runs_end_to_end"),
+        ("test_stores.py", "test_sqlite_claims_are_exclusive_across_processes"),  # processes
+        ("test_emulator.py", "test_a_slow_endpoint_times_out_and_is_retried"),
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``slow`` the tests that start real processes or take seconds; ``-m "not slow"`` leaves them out."""
+    for item in items:
+        name = getattr(item, "originalname", item.name)
+        if (
+            item.path.name in SLOW_FILES
+            or (item.path.name, name) in SLOW_TESTS
+            or "processes" in getattr(item, "fixturenames", ())
+        ):
+            item.add_marker(pytest.mark.slow)

@@ -276,7 +276,7 @@ class FailsOnRecordStore(MemoryStore):
 
 
 def test_store_failing_mid_event_answers_503(make_app: Callable[..., Flask], calls: list[Any]) -> None:
-    store = FailsOnRecordStore()
+    store = FailsOnRecordStore(lease_seconds=0.5)  # the write is tried again for as long as the lease lasts
     client = make_app(WEBHOOK_RECEIVER_STORE=store).test_client()
     response = client.post(
         URL,

@@ -3,6 +3,10 @@
 Each handler has a name, stable across processes and restarts, under which its
 outcome is recorded: a redelivery skips the handlers that already succeeded for
 that event. The name defaults to ``module.qualname`` of the function.
+
+An ``async def`` handler runs as Flask runs an async view: through the app's
+``async_to_sync`` (asgiref, Flask's ``async`` extra), to its end, while the
+dispatching thread waits; its exception is a failure like any other.
 """
 
 from __future__ import annotations
@@ -10,14 +14,17 @@ from __future__ import annotations
 import inspect
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Protocol, Sequence
 
 from blinker import Signal
 
 from .catalogue import matches
 from .events import Event
 
-__all__ = ["Handler", "HandlerRegistry", "HandlerSource", "callable_name"]
+__all__ = ["ASYNC_EXTRA", "Handler", "HandlerRegistry", "HandlerSource", "callable_name", "is_async_callable"]
+
+#: What to install for ``async def`` handlers.
+ASYNC_EXTRA = 'pip install "webhook_receiver[async]" (Flask\'s "async" extra: asgiref)'
 
 #: A handler registered with :meth:`WebhookReceiver.on`: called as ``fn(event)``.
 EventHandler = Callable[[Event], Any]
@@ -47,6 +54,8 @@ class Handler:
         handler already handled (see :attr:`Event.updated_at`).
     :param transactional: its writes to the store's database commit in one
         transaction with its outcome (a store with ``transactional`` set).
+    :param is_async: calling *fn* makes a coroutine (``async def``): it is
+        run to its end through the app's ``async_to_sync``.
     """
 
     name: str
@@ -55,12 +64,65 @@ class Handler:
     via_signal: bool = False
     latest_only: bool = False
     transactional: bool = False
+    is_async: bool = False
 
     def __call__(self, sender: Any, event: Event) -> Any:
-        """Run the handler for *event*; *sender* is the Flask app."""
-        if self.via_signal:
-            return self.fn(sender, event=event)
-        return self.fn(event)
+        """Run the handler for *event* to its end; *sender* is the Flask app.
+
+        An ``async def`` handler, or a plain one that returns an awaitable
+        (a decorator that hid the ``async``), is awaited through the app's
+        ``async_to_sync``, so that no coroutine counts as run without
+        having run.
+
+        :raises RuntimeError: for a coroutine, when asgiref is not installed.
+        """
+        fn = _to_sync(sender, self.fn, self.name) if self.is_async else self.fn
+        result = fn(sender, event=event) if self.via_signal else fn(event)
+        if inspect.isawaitable(result):
+            result = _to_sync(sender, _awaited, self.name, result)(result)
+        return result
+
+
+def is_async_callable(fn: Callable[..., Any]) -> bool:
+    """Whether calling *fn* makes a coroutine.
+
+    True for an ``async def`` function or method, a partial of one, and an
+    object whose ``__call__`` is one.
+    """
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def asgiref_installed() -> bool:
+    """Whether asgiref, which runs coroutines from sync code, can be imported."""
+    try:
+        import asgiref.sync  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _to_sync(sender: Any, fn: Callable[..., Any], name: str, pending: Any = None) -> Callable[..., Any]:
+    """*fn*, a coroutine function, as a plain function that runs it to its end: the app's ``async_to_sync``.
+
+    :param pending: an awaitable already made, closed when it cannot be run.
+    :raises RuntimeError: when asgiref is not installed, naming the extra.
+    """
+    if not asgiref_installed():
+        close = getattr(pending, "close", None)
+        if callable(close):  # no "coroutine was never awaited" on top of the error
+            close()
+        what = "returned an awaitable" if pending is not None else "is a coroutine function (async def)"
+        raise RuntimeError(f"handler {name} {what}, which cannot run without asgiref: {ASYNC_EXTRA}")
+    app_to_sync = getattr(sender, "async_to_sync", None)  # a Flask app's, which an app may override
+    if callable(app_to_sync):
+        return app_to_sync(fn)  # type: ignore[no-any-return]
+    from asgiref.sync import async_to_sync
+
+    return async_to_sync(fn)
 
 
 class HandlerSource(Protocol):
@@ -117,6 +179,12 @@ class HandlerRegistry:
         if not callable(fn):
             raise TypeError(f"a handler must be callable, not {type(fn).__name__}")
         _check_signature(fn)
+        is_async = is_async_callable(fn)
+        if is_async and not asgiref_installed():
+            raise TypeError(
+                f"handler {callable_name(fn)} is a coroutine function (async def): running it needs asgiref,"
+                f" {ASYNC_EXTRA}; or make it a plain def"
+            )
         if not patterns:
             raise ValueError("give at least one event name, such as 'order.paid', or '*'")
         handler = Handler(
@@ -125,6 +193,7 @@ class HandlerRegistry:
             patterns=tuple(dict.fromkeys(patterns)),
             latest_only=latest_only,
             transactional=transactional,
+            is_async=is_async,
         )
         with self._lock:
             if any(h.name == handler.name for h in self._handlers):
@@ -190,5 +259,5 @@ def signal_handlers(signal: Signal, sender: Any, taken: Sequence[Handler]) -> li
             count += 1
             name = f"{base}#{count}"
         names.add(name)
-        found.append(Handler(name=name, fn=fn, via_signal=True))
+        found.append(Handler(name=name, fn=fn, via_signal=True, is_async=is_async_callable(fn)))
     return found

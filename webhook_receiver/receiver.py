@@ -286,7 +286,9 @@ class WebhookReceiver:
         Handlers run in registration order, each in its own error handling;
         one that raises does not stop the others, and on a redelivery only
         the handlers that failed run again. The function is returned
-        unchanged, so decorators can be stacked.
+        unchanged, so decorators can be stacked. An ``async def`` function
+        runs to its end through the app's ``async_to_sync``, as an async
+        view does (extra ``[async]``).
 
         :param events: exact names (``order.paid``) or wildcards (``order.*``,
             ``*.deleted``, ``*``). A name not in the catalogue is accepted
@@ -297,8 +299,11 @@ class WebhookReceiver:
         :param latest_only: upstream delivers out of order: skip an event
             whose resource (``event.data``, by ``type`` and ``id``) is older,
             by :attr:`Event.updated_at`, than one this handler already
-            handled. The skip is recorded as the handler's outcome, with the
-            reason; events without a timestamp always run.
+            took. The resource's watermark is taken before the handler runs,
+            in one compare-and-set; an older event already running when a
+            newer one arrives still runs (see the handlers page of the docs).
+            The skip is recorded as the handler's outcome, with the reason;
+            events without a timestamp always run.
         :param transactional: exactly once in effect: the handler writes to
             the store's database (``db.session`` with
             ``SQLAlchemyStore(db)``, or ``store.session``) without
@@ -310,6 +315,8 @@ class WebhookReceiver:
             ``init_app`` refuses any other.
         :raises ValueError: if no event is given, one is malformed, or the
             name is taken.
+        :raises TypeError: if the function cannot take the event, or is
+            ``async def`` and asgiref (extra ``[async]``) is not installed.
         """
         if not events:
             raise ValueError("give at least one event name, such as 'order.paid', or '*'")
@@ -330,7 +337,8 @@ class WebhookReceiver:
 
         Its receivers are handlers too: called as ``fn(sender, event=event)``
         with the app as sender, after the :meth:`on` handlers, each in its own
-        error handling and with its outcome recorded. Connect functions
+        error handling and with its outcome recorded; an ``async def``
+        receiver runs as an :meth:`on` handler does. Connect functions
         defined inside another function with ``weak=False``.
 
         :param trigger: an exact event name, such as ``"order.paid"``.

@@ -13,7 +13,8 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from .. import signals
 from ..errors import StoreUnavailable
@@ -35,11 +36,18 @@ __all__ = [
     "run_claimed",
     "run_handlers",
     "run_now",
+    "write_durably",
 ]
+
+T = TypeVar("T")
 
 
 #: The longest error text kept for a failed handler.
 MAX_ERROR_LENGTH = 500
+
+#: Seconds a write the store cannot take is tried again in the request (inline dispatch, ``replay``):
+#: about upstream's timeout, and never past the lease, within which no one else runs the event.
+REQUEST_PATIENCE = 10.0
 
 
 @dataclass
@@ -60,15 +68,30 @@ class HandlersRun:
 
 
 def run_handlers(
-    sender: Any, event: Event, handlers: Sequence[Handler], store: EventStore, claim: Claim, *, receiver: HandlerSource
+    sender: Any,
+    event: Event,
+    handlers: Sequence[Handler],
+    store: EventStore,
+    claim: Claim,
+    *,
+    receiver: HandlerSource,
+    stopping: threading.Event | None = None,
+    patience: float | None = None,
 ) -> HandlersRun:
     """Run each handler that has not yet succeeded for *event*, keeping the lease alive.
 
     Each outcome is written (fenced by the claim) before the next handler
-    starts; the last one is left for the caller's ``finish``. A handler that
-    raises is logged and reported through
+    starts; the last one is left for the caller's ``finish``. A write the
+    store cannot take yet is tried again (:func:`write_durably`), so that a
+    handler that ran is never run again for want of its record. A handler
+    that raises is logged and reported through
     :data:`~webhook_receiver.signals.handler_failed`; the others still run.
     Once the lease is found taken over, no further handler starts.
+
+    A ``latest_only`` handler first takes the resource's watermark with
+    :meth:`EventStore.raise_watermark`, a compare-and-set: refused (a newer
+    event of the resource came first), the handler is skipped, the reason
+    recorded as its outcome.
 
     :param sender: the Flask app, passed to signal receivers.
     :param event: the event.
@@ -76,20 +99,31 @@ def run_handlers(
     :param store: the store holding *claim*.
     :param claim: a ``CLAIMED`` claim on *event*.
     :param receiver: the receiver, passed to lifecycle signals.
-    :raises StoreUnavailable: if an outcome cannot be written.
+    :param stopping: set when the process stops: a write still refused then
+        is given up (background dispatch).
+    :param patience: give up a write still refused after this many seconds
+        (dispatch in the request); ``None``: until *stopping*.
+    :raises StoreUnavailable: if an outcome cannot be written before
+        *stopping* or *patience* says to give up.
     """
     failed: list[str] = []
     previous: Run | None = None
     pending = [handler for handler in handlers if handler.name not in claim.succeeded]
+
+    def durably(write: Callable[[], T], what: str) -> T:
+        return write_durably(write, event_id=event.id, what=what, stopping=stopping, patience=patience)
+
     with HEARTBEAT.keep(store, claim):
         for position, handler in enumerate(pending, 1):
-            if previous is not None and (claim.lost or not store.record(claim, previous)):
-                return _lost(event, claim, failed)
+            if previous is not None:
+                recorded = durably(partial(store.record, claim, previous), f"the outcome of {previous.name}")
+                if claim.lost or not recorded:
+                    return _lost(event, claim, failed)
             previous = None
             started = time.time()
             mark = _watermark_key(handler, event)
             if mark is not None:
-                skip = _older_than_handled(store, handler, mark)
+                skip = durably(partial(_take_watermark, store, handler, mark), f"the watermark of {handler.name}")
                 if skip is not None:
                     previous = Run(handler.name, True, None, started, time.time(), skip)
                     logger.info("handler %s skipped event %s (%s): %s", handler.name, event.id, event.trigger, skip)
@@ -102,8 +136,6 @@ def run_handlers(
                 if not outcome.ok:
                     failed.append(handler.name)
                     previous = outcome  # recorded in a transaction of its own, as any failure
-                elif mark is not None:
-                    store.raise_watermark(handler.name, mark[0], mark[1], mark[2])
                 if last and outcome.ok:
                     return HandlersRun(failed, None, finished=True)
                 continue
@@ -114,8 +146,6 @@ def run_handlers(
                 previous = _failed(sender, event, handler, exc, started, receiver)
             else:
                 previous = Run(handler.name, True, None, started, time.time())
-                if mark is not None:
-                    store.raise_watermark(handler.name, mark[0], mark[1], mark[2])
     if claim.lost:
         return _lost(event, claim, failed)
     return HandlersRun(failed, previous)
@@ -188,13 +218,28 @@ def _watermark_key(handler: Handler, event: Event) -> tuple[str, str, float] | N
     return resource_type, resource_id, updated_at.timestamp()
 
 
-def _older_than_handled(store: EventStore, handler: Handler, mark: tuple[str, str, float]) -> str | None:
-    """Why the handler skips this event, or ``None`` when it runs."""
-    held = store.watermark(handler.name, mark[0], mark[1])
-    if held is None or mark[2] >= held:
+def _take_watermark(store: EventStore, handler: Handler, mark: tuple[str, str, float]) -> str | None:
+    """Take the resource's watermark for *handler* before it runs: why it skips this event, or ``None``.
+
+    The take is the store's compare-and-set, so that of an older and a newer
+    event racing, the older one is refused whichever asks first; a retry of
+    the same event passes (its time equals the mark).
+
+    A store written before :meth:`~EventStore.raise_watermark` answered
+    (it returns ``None``) raised the mark if it was older, atomically;
+    reading it back then tells the same: the older of two events is refused
+    unless its mark was taken before the newer one arrived.
+    """
+    resource_type, resource_id, updated_at = mark
+    taken: bool | None = store.raise_watermark(handler.name, resource_type, resource_id, updated_at)
+    if taken:
         return None
-    newest = datetime.fromtimestamp(held, timezone.utc).isoformat().replace("+00:00", "Z")
-    return f"{mark[0]} {mark[1]} was already handled as of {newest}, newer than this event"
+    held = store.watermark(handler.name, resource_type, resource_id)
+    if taken is None and (held is None or updated_at >= held):  # a store from before: the mark read back is ours
+        return None
+    newest = "a newer time" if held is None else datetime.fromtimestamp(held, timezone.utc).isoformat()
+    newest = newest.replace("+00:00", "Z")
+    return f"{resource_type} {resource_id} was already handled as of {newest}, newer than this event"
 
 
 def _lost(event: Event, claim: Claim, failed: list[str]) -> HandlersRun:
@@ -218,41 +263,81 @@ def describe(exc: BaseException) -> str:
     return text
 
 
-def finish_durably(store: EventStore, claim: Claim, *, stopping: threading.Event | None = None, **kwargs: Any) -> bool:
-    """:meth:`EventStore.finish`, tried again while the store cannot answer.
+def write_durably(
+    write: Callable[[], T],
+    *,
+    event_id: str,
+    what: str,
+    stopping: threading.Event | None = None,
+    patience: float | None = None,
+) -> T:
+    """``write()``, called again while the store cannot answer (:class:`StoreUnavailable`).
 
     What the handlers did must not be lost to a store that is briefly locked
-    or down: the write is tried again, with backoff up to 2 s, until it is
-    taken or refused (the lease was taken over), or *stopping* is set.
+    or down: the write is tried again, with backoff up to 2 s, until the
+    store answers (taken or refused: the caller reads the answer), or
+    *stopping* is set, or *patience* seconds have passed since the first
+    refusal.
 
-    :returns: whether the write was taken.
+    :param write: one store write; it must be safe to repeat (every write
+        under a claim is: fenced, and idempotent for the same run).
+    :param event_id: the event, for the log.
+    :param what: what is written, for the log.
+    :param stopping: set when the process stops (background dispatch).
+    :param patience: how long to keep trying, in seconds (dispatch in the
+        request: within the claim's lease, no one else runs the event);
+        ``None``: until the store answers or *stopping* is set.
+    :returns: what *write* returned.
+    :raises StoreUnavailable: the last refusal, once *stopping* is set or
+        *patience* has run out.
     """
     pause = 0.05
+    give_up_at = None if patience is None else time.monotonic() + patience
     while True:
         try:
-            taken = store.finish(claim, **kwargs)
+            return write()
         except StoreUnavailable as exc:
             if stopping is not None and stopping.is_set():
                 logger.error(
-                    "event %s: giving up writing its outcome at shutdown (%s); it runs again once its lease runs out",
-                    claim.event_id,
+                    "event %s: giving up writing %s at shutdown (%s); it runs again once its lease runs out",
+                    event_id,
+                    what,
                     exc,
                 )
-                return False
-            logger.warning(
-                "event %s: cannot write its outcome yet (%s); trying again in %.2f s", claim.event_id, exc, pause
-            )
-            time.sleep(pause)
+                raise
+            if give_up_at is not None and time.monotonic() + pause > give_up_at:
+                logger.error("event %s: giving up writing %s after %.1f s (%s)", event_id, what, patience, exc)
+                raise
+            logger.warning("event %s: cannot write %s yet (%s); trying again in %.2f s", event_id, what, exc, pause)
+            if stopping is not None:
+                stopping.wait(pause)
+            else:
+                time.sleep(pause)
             pause = min(pause * 2, 2.0)
-            continue
-        if not taken:
-            claim.lost = True
-            logger.warning(
-                "event %s: the lease was taken over by another worker before this run"
-                " finished; its outcome is not recorded",
-                claim.event_id,
-            )
-        return taken
+
+
+def finish_durably(store: EventStore, claim: Claim, *, stopping: threading.Event | None = None, **kwargs: Any) -> bool:
+    """:meth:`EventStore.finish`, tried again while the store cannot answer (:func:`write_durably`).
+
+    :param stopping: set when the process stops: the write is given up.
+    :param kwargs: the arguments of :meth:`EventStore.finish`.
+    :returns: whether the write was taken (``False``: the lease was taken
+        over, or the process stops).
+    """
+    try:
+        taken = write_durably(
+            lambda: store.finish(claim, **kwargs), event_id=claim.event_id, what="its outcome", stopping=stopping
+        )
+    except StoreUnavailable:  # only once stopping
+        return False
+    if not taken:
+        claim.lost = True
+        logger.warning(
+            "event %s: the lease was taken over by another worker before this run finished;"
+            " its outcome is not recorded",
+            claim.event_id,
+        )
+    return taken
 
 
 #: The states :func:`run_claimed` reports.
@@ -299,7 +384,7 @@ def run_claimed(
         return "lost", None
 
     handlers = receiver.handlers_for(event.trigger, app)
-    result = run_handlers(app, event, handlers, store, claim, receiver=receiver)
+    result = run_handlers(app, event, handlers, store, claim, receiver=receiver, stopping=stopping)
     if result.lost:
         return "lost", None
     if not result.failed:
@@ -374,10 +459,17 @@ def run_now(
         return "busy", []
     if handlers is None:
         handlers = receiver.handlers_for(event.trigger, sender)
-    result = run_handlers(sender, event, handlers, store, claim, receiver=receiver)
+    patience = min(REQUEST_PATIENCE, store.lease_seconds)
+    result = run_handlers(sender, event, handlers, store, claim, receiver=receiver, patience=patience)
     if result.lost:
         return "busy", result.failed
-    if not result.finished and not store.finish(claim, ok=not result.failed, last=result.last):
+    last = result.last
+    if not result.finished and not write_durably(
+        lambda: store.finish(claim, ok=not result.failed, last=last),
+        event_id=event.id,
+        what="its outcome",
+        patience=patience,
+    ):
         logger.warning(
             "event %s: the lease was taken over by another worker before this run finished;"
             " its outcome is not recorded",
