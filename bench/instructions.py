@@ -1,0 +1,183 @@
+"""Instructions per delivery under callgrind: the receiver against its floor, a figure noise does not move.
+
+Wall-clock ratios on a shared 2-core machine wobble by 10 % from one run to the
+next; the number of instructions a delivery costs does not. Each app runs in a
+process of its own under ``valgrind --tool=callgrind`` with collection off;
+after ``--warmup`` deliveries (imports, the first connection, caches) each of
+the ``--requests`` measured deliveries is made inside a call of
+``functools.reduce``, a C function the apps never call, named to callgrind with
+``--toggle-collect``, so that exactly the WSGI calls are counted (and the few
+hundred instructions of the lambda around each). Every delivery has a fresh
+id, as in ``inprocess.py`` and ``throughput.py``.
+
+For Redis the server's side is shown too: the microseconds Redis says it spent
+in commands (``INFO commandstats``) per delivery, before and after, since a
+design that moves work into a Lua script is not free.
+
+Run it from the repository root (Valgrind from Debian: ``apt-get install
+valgrind``)::
+
+    python bench/instructions.py                      # memory, sqlite, redis, postgresql
+    python bench/instructions.py --store sqlite --requests 500
+
+Use it before and after a change to the hot path (``docs/development.rst``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+#: The store URL each choice runs with, and the floor it is compared to.
+STORES = {
+    "memory": ("memory://", "bare_app"),
+    "sqlite": ("", "floor_sqlite_app"),
+    "redis": ("redis://127.0.0.1:6379/13", "floor_redis_app"),
+    "postgresql": ("postgresql+psycopg://postgres@127.0.0.1:5432/test", "floor_postgresql_app"),
+}
+
+
+def child(app_name: str, warmup: int, requests: int) -> int:
+    """Inside valgrind: deliver *warmup* bodies uncounted, then *requests* counted ones."""
+    from bench import apps
+    from bench.inprocess import environ_for
+    from bench.throughput import delivery_body
+
+    app = getattr(apps, app_name)
+    if app_name == "receiver_app" and os.environ.get("BENCH_STORE") == "memory://":
+        apps.receiver.get_store(app).max_events = (warmup + requests) * 2  # type: ignore[attr-defined]
+    template = json.dumps(delivery_body("typical"))
+    prefix = f"ins-{os.getpid()}-{app_name}"
+    bodies = [template.replace("EVENT_ID", f"{prefix}-{n}").encode() for n in range(warmup + requests)]
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+        statuses.append(status)
+
+    def deliver(body: bytes) -> None:
+        for _chunk in app(environ_for(body, apps.SECRET), start_response):
+            pass
+
+    for body in bodies[:warmup]:
+        deliver(body)
+    for body in bodies[warmup:]:
+        functools.reduce(lambda _acc, _item, body=body: deliver(body), (0,), None)  # type: ignore[misc]
+    bad = [s for s in statuses if not s.startswith("2")]
+    if bad:
+        print(f"non-2xx answers: {bad[:3]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def redis_command_usec(url: str) -> float:
+    """The microseconds Redis has spent in commands since its start (``INFO commandstats``)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return float(sum(entry["usec"] for entry in stats.values()))
+
+
+def count(app_name: str, store_url: str, warmup: int, requests: int, env: dict[str, str]) -> int:
+    """Instructions per delivery of *app_name*, measured in a valgrind child."""
+    out = tempfile.NamedTemporaryFile(prefix="whr-callgrind-", suffix=".out", delete=False)
+    out.close()
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--collect-atstart=no",
+        "--toggle-collect=functools_reduce",
+        f"--callgrind-out-file={out.name}",
+        sys.executable,
+        __file__,
+        "--child",
+        app_name,
+        "--warmup",
+        str(warmup),
+        "--requests",
+        str(requests),
+    ]
+    try:
+        done = subprocess.run(command, env={**os.environ, **env, "BENCH_STORE": store_url}, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{app_name} failed under valgrind:\n{done.stderr[-2000:]}")
+        match = re.search(r"^summary:\s+(\d+)", Path(out.name).read_text(), re.MULTILINE)
+        if match is None:
+            raise SystemExit(f"no summary in callgrind's output for {app_name}")
+        return int(match.group(1)) // requests
+    finally:
+        os.unlink(out.name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", choices=[*STORES, "all"], default="all")
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.warmup, args.requests)
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed: apt-get install valgrind")
+    chosen = list(STORES) if args.store == "all" else [args.store]
+    instance = tempfile.mkdtemp(prefix="whr-instructions-")
+    env = {
+        "BENCH_PREFIX": f"whr-instructions-{os.getpid()}",
+        "BENCH_TABLE_PREFIX": f"whr_instructions_{os.getpid()}_",
+        "BENCH_INSTANCE": instance,
+        "BENCH_MAX_BACKLOG": "10000000",
+    }
+    print(f"{args.warmup} warm-up and {args.requests} counted deliveries per app; instructions per delivery")
+    print(f"{'store':<11} {'receiver':>10} {'floor':>10} {'floor/receiver':>15}  floor app")
+    for store in chosen:
+        url, floor = STORES[store]
+        before = redis_command_usec(url) if store == "redis" else 0.0
+        receiver = count("receiver_app", url, args.warmup, args.requests, env)
+        middle = redis_command_usec(url) if store == "redis" else 0.0
+        floor_count = count(floor, url, args.warmup, args.requests, env)
+        after = redis_command_usec(url) if store == "redis" else 0.0
+        print(f"{store:<11} {receiver:>10,} {floor_count:>10,} {floor_count / receiver:>15.3f}  {floor}")
+        if store == "redis":
+            total = args.warmup + args.requests
+            print(
+                f"{'':<11} server: receiver {(middle - before) / total:.1f} us, floor"
+                f" {(after - middle) / total:.1f} us of command time per delivery (INFO commandstats)"
+            )
+    if "postgresql" in chosen:
+        drop_postgresql_tables(env["BENCH_TABLE_PREFIX"])
+    shutil.rmtree(instance, ignore_errors=True)
+    return 0
+
+
+def drop_postgresql_tables(prefix: str) -> None:
+    """Drop the tables the PostgreSQL runs made."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(STORES["postgresql"][0])
+    try:
+        names = [name for name in sa.inspect(engine).get_table_names() if name.startswith(prefix)]
+        with engine.begin() as conn:
+            for name in names:
+                conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}"'))
+    finally:
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
