@@ -113,7 +113,9 @@ def count(app_name: str, store_url: str, warmup: int, requests: int, env: dict[s
         str(requests),
     ]
     try:
-        done = subprocess.run(command, env={**os.environ, **env, "BENCH_STORE": store_url}, capture_output=True, text=True)
+        done = subprocess.run(
+            command, env={**os.environ, **env, "BENCH_STORE": store_url}, capture_output=True, text=True
+        )
         if done.returncode != 0:
             raise SystemExit(f"{app_name} failed under valgrind:\n{done.stderr[-2000:]}")
         match = re.search(r"^summary:\s+(\d+)", Path(out.name).read_text(), re.MULTILINE)
