@@ -21,11 +21,17 @@ disagree share them safely. Due events are taken with ``FOR UPDATE SKIP
 LOCKED`` where the database has it (PostgreSQL, MariaDB 10.6+, MySQL 8); a
 SQLite engine the store makes takes its write lock when a transaction
 begins (``BEGIN IMMEDIATE``).
+
+Every row carries the name of the receiver it belongs to: receivers sharing
+one store (see :meth:`~webhook_receiver.stores.EventStore.for_receiver`)
+never see each other's events or watermarks.
 """
 
 from __future__ import annotations
 
 import contextvars
+import importlib.util
+import os
 import secrets
 import threading
 import time
@@ -35,10 +41,12 @@ from ..errors import StoreUnavailable
 from ..events import Event
 from ..untrusted import logger
 from .base import (
+    DEFAULT_RECEIVER,
     Claim,
     ClaimState,
     EventStatus,
     EventStore,
+    HandlerOutcome,
     HandlerTransaction,
     Run,
     StoredEvent,
@@ -62,17 +70,46 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["DEFAULT_PREFIX", "SQLAlchemyStore", "build_metadata"]
+__all__ = ["DEFAULT_PREFIX", "SQLAlchemyStore", "build_metadata", "database_url"]
 
 #: The prefix of the store's table names.
 DEFAULT_PREFIX = "webhook_receiver_"
 
 T = TypeVar("T")
 
-_ATTEMPTS = 3  # a transaction chosen as a deadlock victim is tried again this many times in all
+_ATTEMPTS = 5  # a deadlock victim or a lost connection is tried again, this many times in all
+_POISON_ROWS = 20  # damaged rows claim_due marks failed in one call before it gives up for now
 _current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "webhook_receiver_session", default=None
 )
+_PASSWORD_KEYS = ("password", "passwd")  # what psycopg and PyMySQL take as a password in a URL's query
+
+
+class _Utf8Bytes(sa.types.TypeDecorator[str]):
+    """Text kept as its UTF-8 bytes (MariaDB / MySQL keys): compared byte for byte, case, accents, spaces and all."""
+
+    impl = mysql.VARBINARY
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return value.encode() if isinstance(value, str) else value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return bytes(value).decode() if isinstance(value, (bytes, bytearray, memoryview)) else value
+
+
+def _key_text(length: int) -> Any:
+    """A key column of *length* characters: ``VARCHAR`` (binary comparison already), ``VARBINARY`` on MySQL."""
+    return sa.String(length).with_variant(_Utf8Bytes(length * 4), "mysql", "mariadb")
+
+
+#: MariaDB / MySQL tables in utf8mb4, whatever the database's default: bodies kept byte for byte.
+_MYSQL_TABLE: dict[str, Any] = {
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+    "mariadb_charset": "utf8mb4",
+    "mariadb_collate": "utf8mb4_bin",
+}
 
 
 def build_metadata(prefix: str = DEFAULT_PREFIX) -> sa.MetaData:
@@ -80,16 +117,18 @@ def build_metadata(prefix: str = DEFAULT_PREFIX) -> sa.MetaData:
 
     For Alembic / Flask-Migrate, add it to ``target_metadata`` (or use a
     store's :attr:`SQLAlchemyStore.metadata`) and create the store with
-    ``create_tables=False``.
+    ``create_tables=False``. Both tables are keyed by the receiver's name
+    first (column ``receiver``), so that receivers can share them.
 
-    :param prefix: put before each table and index name.
+    :param prefix: put before each table, key and index name.
     """
     metadata = sa.MetaData()
     long_text = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
     sa.Table(
         f"{prefix}events",
         metadata,
-        sa.Column("id", sa.String(200), primary_key=True),
+        sa.Column("receiver", _key_text(100), nullable=False, server_default=DEFAULT_RECEIVER),
+        sa.Column("id", _key_text(200), nullable=False),
         sa.Column("trigger_name", sa.String(200), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("raw", long_text, nullable=False),
@@ -102,31 +141,94 @@ def build_metadata(prefix: str = DEFAULT_PREFIX) -> sa.MetaData:
         sa.Column("lease_token", sa.String(64)),
         sa.Column("lease_expires", sa.Float(53)),
         sa.Column("background", sa.Boolean, nullable=False, default=False),
+        sa.PrimaryKeyConstraint("receiver", "id", name=f"{prefix}events_key"),
         # Partial where the database has them (PostgreSQL, SQLite): an event handled in the request never
         # enters the queue's two indexes, so the hot path writes to the primary key and one index only.
         sa.Index(
             f"{prefix}events_due",
+            "receiver",
             "due_at",
             postgresql_where=sa.text("due_at IS NOT NULL"),
             sqlite_where=sa.text("due_at IS NOT NULL"),
         ),
         sa.Index(
             f"{prefix}events_lease",
+            "receiver",
             "lease_expires",
             postgresql_where=sa.text("background"),
             sqlite_where=sa.text("background = 1"),
         ),
-        sa.Index(f"{prefix}events_received", "received_at"),
+        sa.Index(f"{prefix}events_received", "receiver", "received_at"),
+        **_MYSQL_TABLE,
     )
     sa.Table(
         f"{prefix}watermarks",
         metadata,
-        sa.Column("handler", sa.String(255), primary_key=True),
-        sa.Column("resource_type", sa.String(100), primary_key=True),
-        sa.Column("resource_id", sa.String(255), primary_key=True),
+        sa.Column("receiver", _key_text(100), nullable=False, server_default=DEFAULT_RECEIVER),
+        sa.Column("handler", _key_text(255), nullable=False),
+        sa.Column("resource_type", _key_text(100), nullable=False),
+        sa.Column("resource_id", _key_text(255), nullable=False),
         sa.Column("updated_at", sa.Float(53), nullable=False),
+        sa.PrimaryKeyConstraint("receiver", "handler", "resource_type", "resource_id", name=f"{prefix}watermarks_key"),
+        **_MYSQL_TABLE,
     )
     return metadata
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def database_url(url: str | sa.URL) -> sa.URL:
+    """*url* as the store opens it: the installed driver chosen, a password in the query moved into the URL.
+
+    ``postgres://`` (Heroku's form) and ``postgresql://`` use psycopg (or
+    psycopg2, if that is the one installed); ``mysql://`` and ``mariadb://``
+    use PyMySQL (or mysqlclient). A ``?password=`` is moved to the URL's
+    password, which SQLAlchemy never shows. MariaDB / MySQL connections are
+    made in ``utf8mb4``.
+
+    :raises ValueError: for a URL that does not parse, a missing driver (the
+        message names the URL to use) or a MySQL charset other than utf8mb4.
+    """
+    if isinstance(url, str):
+        scheme, sep, rest = url.partition("://")
+        if sep and scheme.lower().partition("+")[0] == "postgres":  # Heroku's DATABASE_URL
+            url = f"postgresql{scheme[len('postgres') :]}://{rest}"
+        try:
+            parsed = sa.make_url(url)
+        except sa_exc.ArgumentError:
+            raise ValueError("the database URL does not parse (dialect+driver://user@host/database)") from None
+    else:
+        parsed = url
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "postgresql" and not driver:
+        driver = next((d for d, module in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")) if _installed(module)), "")
+        if not driver:
+            raise ValueError(
+                "no PostgreSQL driver is installed: pip install 'webhook_receiver[sqlalchemy]' (psycopg),"
+                " and use postgresql+psycopg://user@host/database"
+            )
+    elif backend in ("mysql", "mariadb") and not driver:
+        driver = next((d for d, module in (("pymysql", "pymysql"), ("mysqldb", "MySQLdb")) if _installed(module)), "")
+        if not driver:
+            raise ValueError(
+                f"no MySQL driver is installed: pip install 'webhook_receiver[sqlalchemy]' (PyMySQL),"
+                f" and use {backend}+pymysql://user@host/database"
+            )
+    if driver:
+        parsed = parsed.set(drivername=f"{backend}+{driver}")
+    query = dict(parsed.query)
+    for key in [key for key in query if key.lower() in _PASSWORD_KEYS]:
+        value = query.pop(key)
+        parsed = parsed.set(password=value[-1] if isinstance(value, tuple) else value)
+    if backend in ("mysql", "mariadb"):
+        charset = query.setdefault("charset", "utf8mb4")
+        if charset != "utf8mb4":
+            raise ValueError(
+                f"charset={charset} would change the bodies of events; leave it out (the store uses utf8mb4)"
+            )
+    return parsed.set(query=query)
 
 
 def _server_now(dialect: str) -> Any:
@@ -155,6 +257,15 @@ def _begin_immediate(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class _Shared:
+    """What a store and its copies for other receivers share: set-up state, and the process it belongs to."""
+
+    def __init__(self) -> None:
+        self.ready: set[int] = set()
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+
+
 class SQLAlchemyStore(EventStore):
     """Events, their queue and handler outcomes in tables of a SQLAlchemy database.
 
@@ -162,12 +273,14 @@ class SQLAlchemyStore(EventStore):
         is used, so the store can be built before the app, as ``db`` is), an
         :class:`~sqlalchemy.engine.Engine`, or a database URL
         (``postgresql+psycopg://...``, ``mysql+pymysql://...``,
-        ``sqlite:////path``) for an engine of the store's own.
+        ``sqlite:////path``; see :func:`database_url`) for an engine of the
+        store's own.
     :param prefix: put before the table and index names.
     :param create_tables: create the tables on first use if they are missing;
         ``False`` when migrations create them (see :attr:`metadata`).
     :param lease_seconds: see :class:`~webhook_receiver.stores.EventStore`.
     :param engine_options: passed to :func:`~sqlalchemy.create_engine` with a URL.
+    :raises ValueError: for a URL the store cannot use (see :func:`database_url`).
     """
 
     name = "sqlalchemy"
@@ -186,13 +299,16 @@ class SQLAlchemyStore(EventStore):
         self._db: Any = None
         self._own_engine: Engine | None = None
         self._autocommit: Engine | None = None  # for one-statement writes, on an engine the store made
+        self._secret: str | None = None  # the URL's password, scrubbed from every message
         if isinstance(target, (str, sa.URL)):
+            url = database_url(target)
+            self._secret = url.password if isinstance(url.password, str) and url.password else None
             options = {"pool_reset_on_return": None, **(engine_options or {})}  # every transaction is ended
-            self._own_engine = sa.create_engine(target, **options)
+            self._own_engine = sa.create_engine(url, **options)
             if self._own_engine.dialect.name == "sqlite":
                 _begin_immediate(self._own_engine)
             else:  # connections that stay in autocommit: no switching back and forth at each checkout
-                self._autocommit = sa.create_engine(target, **{**options, "isolation_level": "AUTOCOMMIT"})
+                self._autocommit = sa.create_engine(url, **{**options, "isolation_level": "AUTOCOMMIT"})
         elif isinstance(target, sa.Engine):
             self._own_engine = target
         elif hasattr(type(target), "engine") and hasattr(target, "session"):  # Flask-SQLAlchemy; no app needed
@@ -205,8 +321,7 @@ class SQLAlchemyStore(EventStore):
         self.metadata = build_metadata(prefix)
         self._events = self.metadata.tables[f"{prefix}events"]
         self._watermarks = self.metadata.tables[f"{prefix}watermarks"]
-        self._ready: set[int] = set()
-        self._ready_lock = threading.Lock()
+        self._shared = _Shared()
         self._apps: list[Any] = []
         self._app_engine: Engine | None = None
         self._built: dict[str, _Statements] = {}
@@ -215,7 +330,10 @@ class SQLAlchemyStore(EventStore):
         self._direct = self._autocommit is not None and self._autocommit.dialect.paramstyle == "pyformat"
 
     def __repr__(self) -> str:
-        return f"<SQLAlchemyStore {self.location} prefix={self.prefix!r} lease_seconds={self.lease_seconds}>"
+        return (
+            f"<SQLAlchemyStore {self.location} prefix={self.prefix!r} receiver={self.receiver!r}"
+            f" lease_seconds={self.lease_seconds}>"
+        )
 
     @property
     def reach(self) -> str:  # type: ignore[override]
@@ -227,11 +345,51 @@ class SQLAlchemyStore(EventStore):
 
     @property
     def location(self) -> str:
-        """The database URL, with any password hidden."""
+        """The database URL, with any password hidden (in the URL or its query)."""
         try:
-            return self.engine.url.render_as_string(hide_password=True)
+            url = self.engine.url
         except RuntimeError:
             return "the Flask-SQLAlchemy db of the current app"
+        query = {key: ("***" if key.lower() in _PASSWORD_KEYS else value) for key, value in url.query.items()}
+        return self._scrub(url.set(query=query).render_as_string(hide_password=True))
+
+    def _scrub(self, text: str) -> str:
+        """*text* with the URL's password, wherever it appears, as ``***``."""
+        return text.replace(self._secret, "***") if self._secret else text
+
+    # -- several receivers, several processes ------------------------------------------
+
+    def for_receiver(self, receiver: str) -> EventStore:
+        """This store's tables as the receiver named *receiver* sees them: its own rows only.
+
+        The store returned shares this one's engines, prepared statements and
+        set-up state.
+        """
+        if not receiver or len(receiver) > 100:
+            raise ValueError("a receiver's name for the SQLAlchemy store has 1 to 100 characters")
+        return super().for_receiver(receiver)
+
+    def after_fork(self) -> None:
+        """In a forked child: leave the parent's pooled connections to it, and start with fresh locks.
+
+        ``engine.dispose(close=False)``, as SQLAlchemy documents for a fork:
+        the child opens connections of its own and never closes (or uses) the
+        parent's.
+        """
+        shared = self._shared
+        if shared.pid != os.getpid():
+            shared.pid = os.getpid()
+            shared.lock = threading.Lock()
+        engines = {id(e): e for e in (self._own_engine, self._autocommit, self._app_engine) if e is not None}
+        for engine in engines.values():
+            engine.dispose(close=False)
+        for app in self._apps:
+            try:
+                with app.app_context():
+                    for engine in self._db.engines.values():
+                        engine.dispose(close=False)
+            except Exception:  # noqa: BLE001 - an app this store no longer reaches has nothing to drop
+                logger.debug("after fork: the engines of %s could not be reset", app, exc_info=True)
 
     # -- engines and transactions -------------------------------------------------------
 
@@ -288,20 +446,63 @@ class SQLAlchemyStore(EventStore):
         return current
 
     def _set_up(self, engine: Engine) -> None:
-        if not self.create_tables or id(engine) in self._ready:
+        """Once per engine: create the tables (unless told not to) and check that they are this version's."""
+        shared = self._shared
+        if id(engine) in shared.ready:
             return
-        with self._ready_lock:
-            if id(engine) not in self._ready:
-                for attempt in range(1, _ATTEMPTS + 1):
-                    try:
+        with shared.lock:
+            if id(engine) in shared.ready:
+                return
+            for attempt in range(1, _ATTEMPTS + 1):
+                try:
+                    if self.create_tables:
                         self.metadata.create_all(engine, checkfirst=True)
-                        break
-                    except sa_exc.SQLAlchemyError as exc:
-                        # Another process (a gunicorn worker starting beside this one) may be creating them.
-                        if attempt == _ATTEMPTS:
-                            raise _unavailable(exc) from None
-                        time.sleep(0.2 * attempt)
-                self._ready.add(id(engine))
+                    if not self._check_tables(engine):
+                        return  # no tables yet (migrations make them): every query says so, until they exist
+                    break
+                except sa_exc.SQLAlchemyError as exc:
+                    # Another process (a gunicorn worker starting beside this one) may be creating them.
+                    if attempt == _ATTEMPTS:
+                        raise self._unavailable(exc) from None
+                    time.sleep(0.2 * attempt)
+            shared.ready.add(id(engine))
+
+    def _check_tables(self, engine: Engine) -> bool:
+        """Whether the tables exist; refuse tables of an earlier version, naming the SQL that upgrades them.
+
+        :raises RuntimeError: for tables without the ``receiver`` column, or
+            (MariaDB / MySQL) bodies kept in a character set other than utf8mb4.
+        """
+        inspector = sa.inspect(engine)
+        names = set(inspector.get_table_names())
+        if self._events.name not in names or self._watermarks.name not in names:
+            return False
+        tables = (self._events, self._watermarks)
+        old = [t for t in tables if "receiver" not in {c["name"] for c in inspector.get_columns(t.name)}]
+        if old:
+            statements = _upgrade_statements(engine, inspector, old)
+            raise RuntimeError(
+                f"the tables {', '.join(t.name for t in old)} were made by an earlier version of webhook_receiver,"
+                " without the receiver column that keeps receivers apart. Stop the app and run, in one"
+                " maintenance window:\n\n" + ";\n".join(statements) + ";\n\n(then drop the *_before_receivers"
+                " tables once you have checked the copies; see docs/stores.rst, 'Upgrading the tables')"
+            )
+        if engine.dialect.name in ("mysql", "mariadb"):
+            with engine.connect() as conn:
+                charset = conn.execute(
+                    sa.text(
+                        "SELECT CHARACTER_SET_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()"
+                        " AND TABLE_NAME = :table AND COLUMN_NAME = 'raw'"
+                    ),
+                    {"table": self._events.name},
+                ).scalar_one_or_none()
+            if charset is not None and charset != "utf8mb4":
+                raise RuntimeError(
+                    f"the table {self._events.name} keeps bodies in {charset}, which changes some of them"
+                    f" (an emoji becomes '?'): run ALTER TABLE {self._events.name} CONVERT TO CHARACTER SET"
+                    " utf8mb4 COLLATE utf8mb4_bin"
+                )
+        return True
 
     def _run(self, work: Callable[[Connection, Any], T], *, single: bool = False) -> T:
         """Run *work(connection, now)* in one transaction, tried again when chosen as a deadlock victim.
@@ -324,34 +525,50 @@ class SQLAlchemyStore(EventStore):
                     return work(conn, now)
             except sa_exc.DBAPIError as exc:
                 if attempt == _ATTEMPTS or not _retryable(exc):
-                    raise _unavailable(exc) from None
+                    raise self._unavailable(exc) from None
+                time.sleep(0.01 * attempt)
             except sa_exc.SQLAlchemyError as exc:
-                raise _unavailable(exc) from None
+                raise self._unavailable(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _driver_execute(self, statement: Any, params: dict[str, Any]) -> bool:
         """One autocommit statement straight through the driver, compiled once: whether it wrote a row.
 
-        The hot path's two writes skip SQLAlchemy's execution machinery
-        (some 60 us a statement); only on an engine the store made, whose
-        driver takes named parameters (psycopg, PyMySQL).
+        The hot path's writes skip SQLAlchemy's execution machinery (some 60
+        us a statement); only on an engine the store made, whose driver takes
+        named parameters (psycopg, PyMySQL). A connection that fails in any
+        way but a clean database error is never handed back to the pool; one
+        that was lost makes the pool drop its idle ones too (the database
+        restarted, or a proxy between dropped them all).
         """
-        assert self._autocommit is not None
+        engine = self._autocommit
+        assert engine is not None
         compiled = self._compiled.get(id(statement))
         if compiled is None:
-            compiled = self._compiled[id(statement)] = statement.compile(dialect=self._autocommit.dialect)
-        connection = self._autocommit.raw_connection()
+            compiled = self._compiled[id(statement)] = statement.compile(dialect=engine.dialect)
+        connection = engine.raw_connection()
         try:
             cursor: Any = connection.cursor()
             try:
                 cursor.execute(str(compiled), compiled.construct_params(params))
                 if cursor.description is not None:  # RETURNING: a row when it inserted
-                    return cursor.fetchone() is not None
-                return bool(cursor.rowcount == 1)
+                    written = cursor.fetchone() is not None
+                else:
+                    written = bool(cursor.rowcount == 1)
             finally:
                 cursor.close()
-        finally:
+        except BaseException as exc:
+            lost = not isinstance(exc, engine.dialect.loaded_dbapi.Error) or _lost_connection(
+                engine, exc, connection.dbapi_connection
+            )
+            if lost:
+                connection.invalidate(exc if isinstance(exc, Exception) else None)
+                if isinstance(exc, Exception):
+                    engine.dispose()  # the idle ones are most likely dead too: new ones at the next checkout
             connection.close()
+            raise
+        connection.close()
+        return written
 
     def _direct_write(self, statement: Any, params: dict[str, Any]) -> bool:
         self._set_up(self.engine)
@@ -362,27 +579,12 @@ class SQLAlchemyStore(EventStore):
                 return self._driver_execute(statement, params)
             except self._autocommit.dialect.loaded_dbapi.Error as exc:
                 if attempt == _ATTEMPTS or not _retryable_driver(exc):
-                    raise _unavailable(exc) from None
+                    raise self._unavailable(exc) from None
+                time.sleep(0.01 * attempt)
             attempt += 1
 
-    def _statements(self, dialect: str) -> _Statements:
-        """The statements of the hot path, built once per dialect (SQLAlchemy then only binds them)."""
-        found = self._built.get(dialect)
-        if found is None:
-            found = self._built[dialect] = _Statements(self._events, dialect, self.lease_seconds)
-        return found
-
-    def close(self) -> None:
-        for engine in (self._own_engine, self._autocommit):
-            if engine is not None:
-                engine.dispose()
-
-    # -- taking events ---------------------------------------------------------------
-
-    def _insert_new(self, statement: Any, params: dict[str, Any]) -> bool | None:
-        """Insert a row unless its id is taken, in one statement: whether it was inserted (``None``: cannot tell)."""
-        if statement is None:
-            return None
+    def _write_one(self, statement: Any, params: dict[str, Any]) -> bool:
+        """One statement in autocommit (a fenced update, or an insert unless taken): whether it wrote a row."""
         if self._direct:
             return self._direct_write(statement, params)
 
@@ -394,47 +596,110 @@ class SQLAlchemyStore(EventStore):
 
         return self._run(work, single=True)
 
+    def _statements(self, dialect: str) -> _Statements:
+        """The statements of the hot path, built once per dialect (SQLAlchemy then only binds them)."""
+        found = self._built.get(dialect)
+        if found is None:
+            found = self._built[dialect] = _Statements(self._events, self._watermarks, dialect, self.lease_seconds)
+        return found
+
+    def close(self) -> None:
+        for engine in (self._own_engine, self._autocommit):
+            if engine is not None:
+                engine.dispose()
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        """The error to raise, naming the driver's error but never the statement's parameters nor the password."""
+        orig = getattr(exc, "orig", None) or exc
+        message = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+        return StoreUnavailable("sqlalchemy", self._scrub(f"{type(orig).__name__}: {message[:200]}"))
+
+    # -- taking events ---------------------------------------------------------------
+
+    def _key(self, event_id: str) -> tuple[Any, Any]:
+        events = self._events
+        return events.c.receiver == self.receiver, events.c.id == event_id
+
     def claim(self, event: Event) -> Claim:
         token = secrets.token_hex(16)
         events = self._events
         raw = event.raw_json.decode()
         wall = time.time()
-        params = {"p_id": event.id, "p_trigger": event.trigger, "p_raw": raw, "p_wall": wall, "p_token": token}
+        params = {
+            "p_receiver": self.receiver,
+            "p_id": event.id,
+            "p_trigger": event.trigger,
+            "p_raw": raw,
+            "p_wall": wall,
+            "p_token": token,
+        }
         statements = self._statements(self.engine.dialect.name)
-        if self._insert_new(statements.insert_claimed, params):  # the usual case: a new event, one statement
+        # the usual case: a new event, one statement
+        if statements.insert_claimed is not None and self._write_one(statements.insert_claimed, params):
             return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
 
-        def work(conn: Connection, now: Any) -> Claim:
+        def work(conn: Connection, now: Any) -> Claim | str:
             row = conn.execute(
                 sa.select(events.c.status, events.c.lease_expires > now, events.c.outcomes, events.c.attempts)
-                .where(events.c.id == event.id)
+                .where(*self._key(event.id))
                 .with_for_update()
             ).first()
             if row is None:  # new, on a database without a one-statement insert, or pruned in between
                 conn.execute(statements.insert_claimed_plain, params)
                 return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
-            status, live, outcomes, attempts = row
+            status, live, outcomes_text, attempts = row
             if status == EventStatus.PROCESSED.value:
                 return Claim(event.id, ClaimState.DONE)
             if status == EventStatus.PROCESSING.value and live:
                 return Claim(event.id, ClaimState.BUSY)
+            outcomes = self._outcomes_or_reason(outcomes_text)
+            if isinstance(outcomes, str):
+                self._mark_unreadable(conn, event.id, outcomes, time.time())
+                return outcomes
             self._take(conn, now, event.id, token, time.time())
             return Claim(
                 event.id,
                 ClaimState.CLAIMED,
                 token,
                 attempt=attempts + 1,
-                outcomes=load_outcomes(outcomes),
+                outcomes=outcomes,
                 trigger=event.trigger,
             )
 
-        return self._run(work)
+        found = self._run(work)
+        if isinstance(found, str):
+            raise StoreUnavailable("sqlalchemy", f"{found}; the event is marked failed with the reason")
+        return found
+
+    @staticmethod
+    def _outcomes_or_reason(text: Any) -> dict[str, HandlerOutcome] | str:
+        """The stored outcomes, or why they cannot be read (a damaged row must fail alone)."""
+        try:
+            return load_outcomes(text)
+        except Exception as exc:  # noqa: BLE001 - whatever the damage, it is this row's alone
+            return f"the stored handler outcomes cannot be read ({type(exc).__name__})"
+
+    def _mark_unreadable(self, conn: Connection, event_id: str, reason: str, wall: float) -> None:
+        events = self._events
+        conn.execute(
+            sa.update(events)
+            .where(*self._key(event_id))
+            .values(
+                status=EventStatus.FAILED.value,
+                error=reason,
+                due_at=None,
+                lease_token=None,
+                lease_expires=None,
+                updated_at=wall,
+            )
+        )
+        logger.error("event %s failed without running: %s", event_id, reason)
 
     def _take(self, conn: Connection, now: Any, event_id: str, token: str, wall: float) -> None:
         events = self._events
         conn.execute(
             sa.update(events)
-            .where(events.c.id == event_id)
+            .where(*self._key(event_id))
             .values(
                 status=EventStatus.PROCESSING.value,
                 due_at=None,
@@ -448,72 +713,93 @@ class SQLAlchemyStore(EventStore):
     def claim_due(self) -> Claim | None:
         events = self._events
         token = secrets.token_hex(16)
+        mine = events.c.receiver == self.receiver
 
         def work(conn: Connection, now: Any) -> Claim | None:
             wall = time.time()
             columns = (events.c.id, events.c.trigger_name, events.c.raw, events.c.outcomes, events.c.attempts)
-            row = (
-                conn.execute(
-                    sa.select(*columns)
-                    .where(events.c.due_at <= wall)
-                    .order_by(events.c.due_at)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                ).first()
-                or conn.execute(
-                    sa.select(*columns)
-                    .where(events.c.background, events.c.lease_expires <= now)
-                    .order_by(events.c.lease_expires)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                ).first()
-            )
-            if row is None:
-                return None
-            event_id, trigger, raw, outcomes, attempts = row
-            self._take(conn, now, event_id, token, wall)
-            return Claim(
-                event_id,
-                ClaimState.CLAIMED,
-                token,
-                attempt=attempts + 1,
-                outcomes=load_outcomes(outcomes),
-                trigger=trigger,
-                raw=load_raw(raw),
-            )
+            for _ in range(_POISON_ROWS):
+                row = (
+                    conn.execute(
+                        sa.select(*columns)
+                        .where(mine, events.c.due_at <= wall)
+                        .order_by(events.c.due_at)
+                        .limit(1)
+                        .with_for_update(skip_locked=True)
+                    ).first()
+                    or conn.execute(
+                        sa.select(*columns)
+                        .where(mine, events.c.background, events.c.lease_expires <= now)
+                        .order_by(events.c.lease_expires)
+                        .limit(1)
+                        .with_for_update(skip_locked=True)
+                    ).first()
+                )
+                if row is None:
+                    return None
+                event_id, trigger, raw, outcomes_text, attempts = row
+                outcomes = self._outcomes_or_reason(outcomes_text)
+                if isinstance(outcomes, str):  # failed alone, in this transaction; then the next due event
+                    self._mark_unreadable(conn, event_id, outcomes, wall)
+                    continue
+                self._take(conn, now, event_id, token, wall)
+                return Claim(
+                    event_id,
+                    ClaimState.CLAIMED,
+                    token,
+                    attempt=attempts + 1,
+                    outcomes=outcomes,
+                    trigger=trigger,
+                    raw=load_raw(raw),
+                )
+            return None
 
         return self._run(work)
 
     def accept(self, event: Event) -> EventStatus | None:
         events = self._events
         wall = time.time()
-        params = {"p_id": event.id, "p_trigger": event.trigger, "p_raw": event.raw_json.decode(), "p_wall": wall}
+        params = {
+            "p_receiver": self.receiver,
+            "p_id": event.id,
+            "p_trigger": event.trigger,
+            "p_raw": event.raw_json.decode(),
+            "p_wall": wall,
+        }
         statements = self._statements(self.engine.dialect.name)
-        if self._insert_new(statements.insert_pending, params):
+        if statements.insert_pending is not None and self._write_one(statements.insert_pending, params):
             return None
 
         def work(conn: Connection, now: Any) -> EventStatus | None:
-            row = conn.execute(sa.select(events.c.status).where(events.c.id == event.id).with_for_update()).first()
+            row = conn.execute(
+                sa.select(events.c.status, events.c.background).where(*self._key(event.id)).with_for_update()
+            ).first()
             if row is None:
                 conn.execute(statements.insert_pending_plain, params)
                 return None
-            if row[0] == EventStatus.FAILED.value:
+            status, background = row
+            if status == EventStatus.FAILED.value:
                 conn.execute(
                     sa.update(events)
-                    .where(events.c.id == event.id)
+                    .where(*self._key(event.id))
                     .values(status=EventStatus.PENDING.value, due_at=wall, background=True, updated_at=wall)
                 )
-            return EventStatus(row[0])
+            elif status == EventStatus.PROCESSING.value and not background:
+                # Held by a request (inline), which may have died: the queue takes it over once the lease
+                # runs out, so that the 202 this answers is kept.
+                conn.execute(sa.update(events).where(*self._key(event.id)).values(background=True))
+            return EventStatus(status)
 
         return self._run(work)
 
     def count_due(self) -> int:
         events = self._events
+        mine = events.c.receiver == self.receiver
 
         def work(conn: Connection, now: Any) -> int:
-            due = conn.execute(sa.select(sa.func.count()).where(events.c.due_at <= time.time())).scalar_one()
+            due = conn.execute(sa.select(sa.func.count()).where(mine, events.c.due_at <= time.time())).scalar_one()
             expired = conn.execute(
-                sa.select(sa.func.count()).where(events.c.background, events.c.lease_expires <= now)
+                sa.select(sa.func.count()).where(mine, events.c.background, events.c.lease_expires <= now)
             ).scalar_one()
             return int(due) + int(expired)
 
@@ -521,16 +807,12 @@ class SQLAlchemyStore(EventStore):
 
     # -- writes under a claim (fenced) ------------------------------------------------
 
-    @staticmethod
-    def _fence(claim: Claim) -> dict[str, Any]:
-        """The parameters that fence a write by the claim's token (``p_event_id``, ``p_old_token``)."""
-        return {"p_event_id": claim.event_id, "p_old_token": claim.token}
+    def _fence(self, claim: Claim) -> dict[str, Any]:
+        """The parameters that fence a write by the claim's token (``p_receiver``, ``p_event_id``, ``p_old_token``)."""
+        return {"p_receiver": self.receiver, "p_event_id": claim.event_id, "p_old_token": claim.token}
 
     def _write_fenced(self, statement: Any, claim: Claim, params: dict[str, Any]) -> bool:
-        params = {**params, **self._fence(claim)}
-        if self._direct:
-            return self._direct_write(statement, params)
-        return self._run(lambda conn, now: conn.execute(statement, params).rowcount == 1, single=True)
+        return self._write_one(statement, {**params, **self._fence(claim)})
 
     def renew(self, claim: Claim) -> bool:
         return self._write_fenced(self._statements(self.engine.dialect.name).renew, claim, {})
@@ -597,6 +879,7 @@ class SQLAlchemyStore(EventStore):
         value = self._run(
             lambda conn, now: conn.execute(
                 sa.select(marks.c.updated_at).where(
+                    marks.c.receiver == self.receiver,
                     marks.c.handler == handler,
                     marks.c.resource_type == resource_type,
                     marks.c.resource_id == resource_id,
@@ -605,26 +888,32 @@ class SQLAlchemyStore(EventStore):
         )
         return None if value is None else float(value)
 
-    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> None:
-        marks = self._watermarks
-        key = (marks.c.handler == handler, marks.c.resource_type == resource_type, marks.c.resource_id == resource_id)
-        raise_it = sa.update(marks).where(*key, marks.c.updated_at < updated_at).values(updated_at=updated_at)
+    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> bool:
+        """A compare-and-set in two one-statement writes, neither of which can deadlock with another caller's.
 
-        def work(conn: Connection, now: Any) -> None:
-            if conn.execute(sa.select(marks.c.updated_at).where(*key).with_for_update()).first() is not None:
-                conn.execute(raise_it)
-                return
+        The first mark of a resource is an insert that does nothing when the
+        row exists; otherwise an update that writes only where the kept time
+        is not newer. Each is atomic on its own, so of two racing callers the
+        older one is told ``False`` whichever writes first.
+        """
+        params = {
+            "p_receiver": self.receiver,
+            "p_handler": handler,
+            "p_type": resource_type,
+            "p_resource": resource_id,
+            "p_at": float(updated_at),
+        }
+        statements = self._statements(self.engine.dialect.name)
+        if statements.insert_mark is not None:
+            if self._write_one(statements.insert_mark, params):
+                return True
+        else:  # a database without a one-statement insert unless taken: an insert that may collide
             try:
-                with conn.begin_nested():  # a concurrent first mark: take the row it wrote
-                    conn.execute(
-                        sa.insert(marks).values(
-                            handler=handler, resource_type=resource_type, resource_id=resource_id, updated_at=updated_at
-                        )
-                    )
-            except sa_exc.IntegrityError:
-                conn.execute(raise_it)
-
-        self._run(work)
+                self._run(lambda conn, now: conn.execute(statements.insert_mark_plain, params))
+                return True
+            except StoreUnavailable:
+                pass  # taken (or truly unavailable: the update below says which)
+        return self._write_one(statements.raise_mark, params)
 
     # -- reading and housekeeping -----------------------------------------------------------
 
@@ -642,13 +931,16 @@ class SQLAlchemyStore(EventStore):
     )
 
     def _stored(self, row: Any) -> StoredEvent:
-        event_id, trigger, status, raw, outcomes, received_at, updated_at, attempts, due_at, error = row
+        event_id, trigger, status, raw, outcomes_text, received_at, updated_at, attempts, due_at, error = row
+        outcomes = self._outcomes_or_reason(outcomes_text)
+        if isinstance(outcomes, str):  # shown as it is: a damaged row is reported, never raised on
+            error, outcomes = error or outcomes, {}
         return StoredEvent(
             id=event_id,
             trigger=trigger,
             status=EventStatus(status),
             raw=load_raw(raw),
-            handlers=load_outcomes(outcomes),
+            handlers=outcomes,
             received_at=float(received_at),
             updated_at=float(updated_at),
             attempts=int(attempts),
@@ -659,7 +951,7 @@ class SQLAlchemyStore(EventStore):
     def get(self, event_id: str) -> StoredEvent | None:
         events = self._events
         columns = [events.c[name] for name in self._COLUMNS]
-        row = self._run(lambda conn, now: conn.execute(sa.select(*columns).where(events.c.id == event_id)).first())
+        row = self._run(lambda conn, now: conn.execute(sa.select(*columns).where(*self._key(event_id))).first())
         return None if row is None else self._stored(row)
 
     def events(
@@ -671,7 +963,7 @@ class SQLAlchemyStore(EventStore):
         limit: int | None = None,
     ) -> list[StoredEvent]:
         events = self._events
-        query = sa.select(*[events.c[name] for name in self._COLUMNS])
+        query = sa.select(*[events.c[name] for name in self._COLUMNS]).where(events.c.receiver == self.receiver)
         if status is not None:
             query = query.where(events.c.status == status.value)
         if trigger is not None:
@@ -687,7 +979,7 @@ class SQLAlchemyStore(EventStore):
     def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:
         events = self._events
         statuses = [status.value for status in prunable(include_failed)]
-        where = (events.c.received_at < before, events.c.status.in_(statuses))
+        where = (events.c.receiver == self.receiver, events.c.received_at < before, events.c.status.in_(statuses))
 
         def work(conn: Connection, now: Any) -> int:
             if dry_run:
@@ -697,13 +989,48 @@ class SQLAlchemyStore(EventStore):
         return self._run(work)
 
 
+def _upgrade_statements(engine: Engine, inspector: Any, tables: list[sa.Table]) -> list[str]:
+    """The SQL that brings *tables* of an earlier version to this one's layout, for this database.
+
+    Each old table is renamed ``<name>_before_receivers`` (its indexes dropped
+    first: their names are taken again), the new one created with its key and
+    indexes, and every row copied with the receiver ``moltin``.
+    """
+    dialect = engine.dialect
+    statements: list[str] = []
+    for table in tables:
+        before = f"{table.name}_before_receivers"
+        for index in inspector.get_indexes(table.name):
+            if index["name"]:
+                statements.append(_drop_index(dialect.name, index["name"], table.name))
+        statements.append(f"ALTER TABLE {table.name} RENAME TO {before}")
+        statements.append(str(sa.schema.CreateTable(table).compile(dialect=dialect)).strip())
+        statements.extend(str(sa.schema.CreateIndex(index).compile(dialect=dialect)) for index in table.indexes)
+        columns = [c.name for c in table.columns if c.name != "receiver"]
+        if dialect.name in ("mysql", "mariadb"):  # the old keys were text in the table's charset: as UTF-8 bytes
+            keys = {c.name for c in table.primary_key.columns}
+            selected = [f"CONVERT({c} USING utf8mb4)" if c in keys else c for c in columns]
+        else:
+            selected = columns
+        statements.append(
+            f"INSERT INTO {table.name} (receiver, {', '.join(columns)})"
+            f" SELECT '{DEFAULT_RECEIVER}', {', '.join(selected)} FROM {before}"
+        )
+    return statements
+
+
+def _drop_index(dialect: str, index: str, table: str) -> str:
+    return f"DROP INDEX {index} ON {table}" if dialect in ("mysql", "mariadb") else f"DROP INDEX {index}"
+
+
 class _Statements:
     """The hot path's statements for one dialect, with named parameters (``p_*``)."""
 
-    def __init__(self, events: sa.Table, dialect: str, lease_seconds: float) -> None:
+    def __init__(self, events: sa.Table, marks: sa.Table, dialect: str, lease_seconds: float) -> None:
         p = sa.bindparam
         now = _server_now(dialect)
         common: dict[str, Any] = {
+            "receiver": p("p_receiver"),
             "id": p("p_id"),
             "trigger_name": p("p_trigger"),
             "raw": p("p_raw"),
@@ -728,10 +1055,14 @@ class _Statements:
         #: Plain inserts, for a transaction that found no row.
         self.insert_claimed_plain = sa.insert(events).values(**claimed)
         self.insert_pending_plain = sa.insert(events).values(**pending)
-        #: One-statement inserts that do nothing when the id is taken (``None`` where the dialect has none).
-        self.insert_claimed: Any = self._insert_unless_taken(events, dialect, claimed)
-        self.insert_pending: Any = self._insert_unless_taken(events, dialect, pending)
-        fenced = sa.update(events).where(events.c.id == p("p_event_id"), events.c.lease_token == p("p_old_token"))
+        #: One-statement inserts that do nothing when the key is taken (``None`` where the dialect has none).
+        self.insert_claimed: Any = _insert_unless_taken(events, dialect, claimed)
+        self.insert_pending: Any = _insert_unless_taken(events, dialect, pending)
+        fenced = sa.update(events).where(
+            events.c.receiver == p("p_receiver"),
+            events.c.id == p("p_event_id"),
+            events.c.lease_token == p("p_old_token"),
+        )
         self.renew = fenced.values(lease_expires=now + lease_seconds)
         self.record = fenced.values(outcomes=p("p_outcomes"), updated_at=p("p_wall"))
         self.finish = fenced.values(
@@ -743,16 +1074,38 @@ class _Statements:
             lease_expires=None,
             updated_at=p("p_wall"),
         )
+        mark: dict[str, Any] = {
+            "receiver": p("p_receiver"),
+            "handler": p("p_handler"),
+            "resource_type": p("p_type"),
+            "resource_id": p("p_resource"),
+            "updated_at": p("p_at"),
+        }
+        self.insert_mark_plain = sa.insert(marks).values(**mark)
+        self.insert_mark: Any = _insert_unless_taken(marks, dialect, mark)
+        # Matched, not changed, rows count (MySQL: SQLAlchemy's FOUND_ROWS flag): the same time again is taken.
+        self.raise_mark = (
+            sa.update(marks)
+            .where(
+                marks.c.receiver == p("p_receiver"),
+                marks.c.handler == p("p_handler"),
+                marks.c.resource_type == p("p_type"),
+                marks.c.resource_id == p("p_resource"),
+                marks.c.updated_at <= p("p_at"),
+            )
+            .values(updated_at=p("p_at"))
+        )
 
-    @staticmethod
-    def _insert_unless_taken(events: sa.Table, dialect: str, values: dict[str, Any]) -> Any:
-        if dialect in ("postgresql", "sqlite"):
-            insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            return insert(events).values(**values).on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)
-        if dialect in ("mysql", "mariadb"):
-            ignore = sa.insert(events).values(**values).prefix_with("IGNORE")
-            return ignore.execution_options(preserve_rowcount=True)
-        return None
+
+def _insert_unless_taken(table: sa.Table, dialect: str, values: dict[str, Any]) -> Any:
+    keys = [c.name for c in table.primary_key.columns]
+    if dialect in ("postgresql", "sqlite"):
+        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        return insert(table).values(**values).on_conflict_do_nothing(index_elements=keys).returning(table.c[keys[-1]])
+    if dialect in ("mysql", "mariadb"):
+        ignore = sa.insert(table).values(**values).prefix_with("IGNORE")
+        return ignore.execution_options(preserve_rowcount=True)
+    return None
 
 
 class _HandlerTransaction(HandlerTransaction):
@@ -794,7 +1147,7 @@ class _HandlerTransaction(HandlerTransaction):
             )
         try:
             held = self.session.execute(
-                sa.select(events.c.lease_token).where(events.c.id == claim.event_id).with_for_update()
+                sa.select(events.c.lease_token).where(*store._key(claim.event_id)).with_for_update()
             ).scalar_one_or_none()
             if held != claim.token:
                 self.session.rollback()
@@ -809,11 +1162,17 @@ class _HandlerTransaction(HandlerTransaction):
             self.session.commit()
         except sa_exc.SQLAlchemyError as exc:
             self.session.rollback()
-            raise _unavailable(exc) from None
+            raise store._unavailable(exc) from None
         finally:
             self._close()
         claim.outcomes = outcomes
         return True
+
+
+#: PostgreSQL: serialization failure, deadlock; the server shutting the connection (admin, crash, cannot connect now).
+_RETRYABLE_SQLSTATES = ("40001", "40P01", "57P01", "57P02", "57P03")
+#: MySQL / MariaDB: deadlock, lock wait timeout, server gone away, connection lost, commands out of sync, killed.
+_RETRYABLE_MYSQL = (1213, 1205, 2006, 2013, 2014, 2055, 4031, 1927)
 
 
 def _retryable(exc: sa_exc.DBAPIError) -> bool:
@@ -823,14 +1182,27 @@ def _retryable(exc: sa_exc.DBAPIError) -> bool:
 
 def _retryable_driver(orig: BaseException | None) -> bool:
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if code in ("40001", "40P01") or (isinstance(code, str) and code.startswith("08")):  # 08: connection errors
+    if code in _RETRYABLE_SQLSTATES or (isinstance(code, str) and code.startswith("08")):  # 08: connection errors
+        return True
+    if any(cls.__name__ == "InterfaceError" for cls in type(orig).__mro__):  # the connection is closed
+        return True
+    if "connection is closed" in str(orig).lower() or "server closed the connection" in str(orig).lower():
         return True
     args: tuple[Any, ...] = getattr(orig, "args", ())
-    return bool(args) and args[0] in (1213, 1205, 2006, 2013)  # MySQL: deadlock, lock wait, gone away, lost
+    return bool(args) and args[0] in _RETRYABLE_MYSQL
 
 
-def _unavailable(exc: BaseException) -> StoreUnavailable:
-    """The error to raise, naming the driver's error but never the statement's parameters."""
-    orig = getattr(exc, "orig", None) or exc
-    message = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
-    return StoreUnavailable("sqlalchemy", f"{type(orig).__name__}: {message[:200]}")
+def _lost_connection(engine: Engine, exc: BaseException, dbapi_connection: Any) -> bool:
+    """Whether *exc* left the connection unusable (the dialect's own test, or an error that says so)."""
+    try:
+        if engine.dialect.is_disconnect(exc, dbapi_connection, None):  # type: ignore[arg-type]
+            return True
+    except Exception:  # noqa: BLE001 - a test that fails says nothing: assume the worst below
+        return True
+    code = getattr(exc, "sqlstate", None)
+    if isinstance(code, str) and (code.startswith("08") or code.startswith("57P")):
+        return True
+    if any(cls.__name__ == "InterfaceError" for cls in type(exc).__mro__):
+        return True
+    args: tuple[Any, ...] = getattr(exc, "args", ())
+    return bool(args) and args[0] in (2006, 2013, 2014, 2055, 4031, 1927)
