@@ -231,6 +231,23 @@ def database_url(url: str | sa.URL) -> sa.URL:
     return parsed.set(query=query)
 
 
+def _create_engine(url: sa.URL, options: dict[str, Any]) -> Engine:
+    """An engine for *url*; a driver that is not installed is refused with the URL of one that is.
+
+    :raises ValueError: if the URL's driver cannot be imported.
+    """
+    try:
+        return sa.create_engine(url, **options)
+    except ImportError as exc:
+        backend = url.get_backend_name()
+        alternatives = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
+        hint = alternatives.get(backend, f"{backend}+<driver>")
+        raise ValueError(
+            f"the {url.drivername} driver is not installed ({type(exc).__name__}: {exc}): install it, or use"
+            f" {hint}://... (pip install 'webhook_receiver[sqlalchemy]' installs psycopg and PyMySQL)"
+        ) from None
+
+
 def _server_now(dialect: str) -> Any:
     """The database server's clock, in epoch seconds, as an SQL expression."""
     if dialect == "postgresql":
@@ -304,11 +321,11 @@ class SQLAlchemyStore(EventStore):
             url = database_url(target)
             self._secret = url.password if isinstance(url.password, str) and url.password else None
             options = {"pool_reset_on_return": None, **(engine_options or {})}  # every transaction is ended
-            self._own_engine = sa.create_engine(url, **options)
+            self._own_engine = _create_engine(url, options)
             if self._own_engine.dialect.name == "sqlite":
                 _begin_immediate(self._own_engine)
             else:  # connections that stay in autocommit: no switching back and forth at each checkout
-                self._autocommit = sa.create_engine(url, **{**options, "isolation_level": "AUTOCOMMIT"})
+                self._autocommit = _create_engine(url, {**options, "isolation_level": "AUTOCOMMIT"})
         elif isinstance(target, sa.Engine):
             self._own_engine = target
         elif hasattr(type(target), "engine") and hasattr(target, "session"):  # Flask-SQLAlchemy; no app needed
