@@ -326,7 +326,7 @@ def test_a_database_password_shows_nowhere(url: str) -> None:
     assert "hunter2" not in str(raised.value) and "hunter2" not in repr(raised.value)
     app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=url)
     receiver = WebhookReceiver(app)
-    assert "hunter2" not in repr(receiver.get_store(app))
+    assert "hunter2" not in repr(receiver.get_store(app)) + repr(receiver.get_config(app))
     store.close()
 
 

@@ -74,6 +74,7 @@ __all__ = ["DEFAULT_PREFIX", "SQLAlchemyStore", "build_metadata", "database_url"
 T = TypeVar("T")
 
 _ATTEMPTS = 5  # a deadlock victim or a lost connection is tried again, this many times in all
+_SET_UP_ATTEMPTS = 3  # creating the tables, which another process may be doing at the same moment
 _POISON_ROWS = 20  # damaged rows claim_due marks failed in one call before it gives up for now
 _current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "webhook_receiver_session", default=None
@@ -302,7 +303,7 @@ class SQLAlchemyStore(EventStore):
         with shared.lock:
             if id(engine) in shared.ready:
                 return
-            for attempt in range(1, _ATTEMPTS + 1):
+            for attempt in range(1, _SET_UP_ATTEMPTS + 1):
                 try:
                     if self.create_tables:
                         self.metadata.create_all(engine, checkfirst=True)
@@ -311,7 +312,7 @@ class SQLAlchemyStore(EventStore):
                     break
                 except sa_exc.SQLAlchemyError as exc:
                     # Another process (a gunicorn worker starting beside this one) may be creating them.
-                    if attempt == _ATTEMPTS:
+                    if attempt == _SET_UP_ATTEMPTS:
                         raise self._unavailable(exc) from None
                     time.sleep(0.2 * attempt)
             shared.ready.add(id(engine))
