@@ -228,7 +228,19 @@ def test_the_store_recovers_after_its_connections_are_terminated_and_after_an_ou
         again += ids
     shop.wait_processed(again)
 
-    # 3. an outage, with events in flight (thread dispatch: handlers running while the database goes away)
+    # 3. a handler running while its connections are terminated: its outcome is written on a new one
+    answered: list[int] = []
+    sender = threading.Thread(target=lambda: answered.append(shop.send("held-kill", "order.fulfilled")))
+    sender.start()
+    wait_for(lambda: shop.started["held-kill"] == 1, 30, "the held handler to start")
+    assert terminate_own_connections(shop.kind, shop.direct_url, shop.proxy.upstream_ports()) >= 1
+    shop.gate.set()
+    sender.join(60)
+    assert answered == [shop.success], "inline: 200 once the outcome is written; thread: the 202 given before"
+    shop.wait_processed(["held-kill"])
+    shop.gate.clear()
+
+    # 4. an outage, with events in flight (thread dispatch: handlers running while the database goes away)
     in_flight = [f"in-flight-{n}" for n in range(2)] if shop.success == 202 else []
     for event_id in in_flight:
         assert shop.send(event_id, "order.fulfilled") == 202
@@ -242,7 +254,7 @@ def test_the_store_recovers_after_its_connections_are_terminated_and_after_an_ou
     answers = [shop.send(i) for i in after_outage]
     assert answers == [shop.success] * 4, f"the store did not recover by itself after the outage: {answers}"
     assert shop.send("during-outage") == shop.success, "upstream's retry of the refused delivery is taken"
-    everything = before + after_kill + again + in_flight + after_outage + ["during-outage"]
+    everything = before + after_kill + again + ["held-kill"] + in_flight + after_outage + ["during-outage"]
     shop.wait_processed(everything)
     assert {event_id: shop.ran[event_id] for event_id in everything} == dict.fromkeys(everything, 1), (
         "every event's handler ran exactly once"
