@@ -127,8 +127,8 @@ def terminate_own_connections(kind: str, url: str, ports: list[int]) -> int:
                 ).all()
                 return sum(1 for (done,) in ended if done)
             rows = conn.execute(sa.text("SELECT ID, HOST FROM information_schema.PROCESSLIST")).all()
-            ended_ports = {pid: host.rsplit(":", 1)[-1] for pid, host in rows if host and ":" in host}
-            mine = [pid for pid, port in ended_ports.items() if port.isdigit() and int(port) in ports]
+            client_ports = {pid: host.rsplit(":", 1)[-1] for pid, host in rows if host and ":" in host}
+            mine = [pid for pid, port in client_ports.items() if port.isdigit() and int(port) in ports]
             for pid in mine:
                 conn.execute(sa.text(f"KILL CONNECTION {int(pid)}"))
             return len(mine)

@@ -84,6 +84,14 @@ def test_build_metadata_keys_both_tables_by_receiver(table_prefix: str) -> None:
     assert all(index.columns.keys()[0] == "receiver" for index in events.indexes)
 
 
+def test_a_receiver_name_longer_than_its_column_is_refused(tmp_path: Any) -> None:
+    store = SQLAlchemyStore(f"sqlite+pysqlite:///{tmp_path / 'names.sqlite3'}")
+    assert store.for_receiver("r" * 100).receiver == "r" * 100
+    with pytest.raises(ValueError, match="1 to 100 characters"):
+        store.for_receiver("r" * 101)
+    store.close()
+
+
 def test_tables_of_the_earlier_layout_are_refused_with_the_sql_that_upgrades_them(
     database: str, table_prefix: str
 ) -> None:
