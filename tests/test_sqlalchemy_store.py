@@ -11,7 +11,7 @@ from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from webhook_receiver import Event, StoreUnavailable, WebhookReceiver
-from webhook_receiver.stores import EventStatus, MemoryStore
+from webhook_receiver.stores import ClaimState, EventStatus, MemoryStore
 from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore, build_metadata
 from webhook_receiver.testing import deliver, make_event
 
@@ -252,3 +252,42 @@ def test_a_password_in_the_url_shows_nowhere() -> None:
     with pytest.raises(StoreUnavailable) as raised:
         store.get("x")
     assert "hunter2" not in str(raised.value)
+
+
+def test_a_db_store_and_the_app_s_engine_work_in_a_forked_child(shop: Shop) -> None:
+    """``gunicorn --preload`` with Flask-SQLAlchemy: the child gets pools of its own, for the store and for ``db``."""
+    import os
+    import time
+
+    from webhook_receiver.testing.store_contract import contract_event
+
+    shop.start()
+    with shop.app.app_context():
+        claim = shop.store.claim(contract_event("parent"))
+        assert shop.store.finish(claim, ok=True)
+        parent_pool = shop.db.engine.pool
+        assert parent_pool.checkedin() >= 1, "the parent holds an idle connection the child must not use"
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            with shop.app.app_context():
+                fresh = shop.db.engine.pool is not parent_pool
+                child = shop.store.claim(contract_event("child"))
+                if fresh and child.state is ClaimState.CLAIMED and shop.store.finish(child, ok=True):
+                    code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while not (done := os.waitpid(pid, os.WNOHANG))[0]:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError("the forked child hung")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(done[1]) == 0, "the child used the parent's pool, or the store failed there"
+    with shop.app.app_context():
+        stored = shop.store.get("child")
+        assert stored is not None and stored.status is EventStatus.PROCESSED
+        again = shop.store.claim(contract_event("after"))
+        assert again.state is ClaimState.CLAIMED and shop.store.finish(again, ok=True)

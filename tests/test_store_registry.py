@@ -55,7 +55,7 @@ def test_a_scheme_registered_in_code_builds_the_store(tmp_path: Path, scratch_sc
     [
         (
             "nope://x",
-            "no store is registered for nope://... (known: mariadb://, memory://, mysql://, postgresql://, redis://",
+            "no store is registered for nope://... (known: mariadb://, memory://, mysql://, postgres://, postgresql://, redis://",
         ),
         ("events.sqlite3", "no store is registered for a value without a scheme"),
         ("memory://x", "the memory store takes no path or options"),

@@ -1,8 +1,9 @@
 """From a ``WEBHOOK_RECEIVER_STORE`` URL to a store: a registry of factories by URL scheme.
 
 The built-in schemes are ``memory``, ``sqlite``, ``redis``, ``rediss`` and
-``unix``, and the SQLAlchemy URLs ``postgresql``, ``mysql``, ``mariadb`` and
-``sqlite+pysqlite`` (each with any driver: ``postgresql+psycopg``). A store
+``unix``, and the SQLAlchemy URLs ``postgresql`` (or Heroku's ``postgres``),
+``mysql``, ``mariadb`` and ``sqlite+pysqlite`` (each with any driver:
+``postgresql+psycopg``; without one, the installed driver). A store
 of your own joins them with :func:`register_store`, or, from a package, with
 an entry point in the ``webhook_receiver.stores`` group
 (the name is the scheme, the object the factory)::
@@ -165,7 +166,13 @@ def _redis(url: str, settings: StoreSettings) -> EventStore:
 
 
 def _sqlalchemy(url: str, settings: StoreSettings) -> EventStore:
-    """A database URL for SQLAlchemy; a relative SQLite path is in the instance folder, as with Flask-SQLAlchemy."""
+    """A database URL for SQLAlchemy; a relative SQLite path is in the instance folder, as with Flask-SQLAlchemy.
+
+    ``postgres://`` (Heroku's form), ``postgresql://``, ``mysql://`` and
+    ``mariadb://`` get the installed driver (see
+    :func:`~webhook_receiver.stores.sqlalchemy.database_url`). The store is
+    the receiver's own view of its tables.
+    """
     try:
         from .sqlalchemy import SQLAlchemyStore
     except ImportError as exc:
@@ -178,7 +185,8 @@ def _sqlalchemy(url: str, settings: StoreSettings) -> EventStore:
             os.makedirs(settings.instance_path, mode=0o700, exist_ok=True)
             url = f"{scheme}:///{os.path.join(settings.instance_path, path)}"
     prefix = settings.config.get("WEBHOOK_RECEIVER_TABLE_PREFIX") or "webhook_receiver_"
-    return SQLAlchemyStore(url, prefix=prefix, lease_seconds=settings.lease_seconds)
+    store = SQLAlchemyStore(url, prefix=prefix, lease_seconds=settings.lease_seconds)
+    return store.for_receiver(settings.receiver)
 
 
 register_store("memory", _memory)
@@ -186,5 +194,5 @@ register_store("sqlite", _sqlite)
 for _scheme in ("redis", "rediss", "unix"):
     register_store(_scheme, _redis)
 # SQLAlchemy URLs (extra [sqlalchemy]); plain sqlite:/// stays the built-in SQLite store.
-for _scheme in ("postgresql", "mysql", "mariadb", "sqlite+pysqlite"):
+for _scheme in ("postgresql", "postgres", "mysql", "mariadb", "sqlite+pysqlite"):
     register_store(_scheme, _sqlalchemy)

@@ -21,11 +21,16 @@ disagree share them safely. Due events are taken with ``FOR UPDATE SKIP
 LOCKED`` where the database has it (PostgreSQL, MariaDB 10.6+, MySQL 8); a
 SQLite engine the store makes takes its write lock when a transaction
 begins (``BEGIN IMMEDIATE``).
+
+Every row carries the name of the receiver it belongs to: receivers sharing
+one store (see :meth:`~webhook_receiver.stores.EventStore.for_receiver`)
+never see each other's events or watermarks.
 """
 
 from __future__ import annotations
 
 import contextvars
+import os
 import secrets
 import threading
 import time
@@ -39,6 +44,7 @@ from .base import (
     ClaimState,
     EventStatus,
     EventStore,
+    HandlerOutcome,
     HandlerTransaction,
     Run,
     StoredEvent,
@@ -48,11 +54,12 @@ from .base import (
     load_raw,
     prunable,
 )
+from .sqlalchemy_schema import DEFAULT_PREFIX, PASSWORD_KEYS, build_metadata, check_tables, database_url, open_engine
 
 try:
     import sqlalchemy as sa
     from sqlalchemy import exc as sa_exc
-    from sqlalchemy.dialects import mysql, postgresql, sqlite
+    from sqlalchemy.dialects import postgresql, sqlite
     from sqlalchemy.orm import Session
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -62,71 +69,16 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["DEFAULT_PREFIX", "SQLAlchemyStore", "build_metadata"]
-
-#: The prefix of the store's table names.
-DEFAULT_PREFIX = "webhook_receiver_"
+__all__ = ["DEFAULT_PREFIX", "SQLAlchemyStore", "build_metadata", "database_url"]
 
 T = TypeVar("T")
 
-_ATTEMPTS = 3  # a transaction chosen as a deadlock victim is tried again this many times in all
+_ATTEMPTS = 5  # a deadlock victim or a lost connection is tried again, this many times in all
+_SET_UP_ATTEMPTS = 3  # creating the tables, which another process may be doing at the same moment
+_POISON_ROWS = 20  # damaged rows claim_due marks failed in one call before it gives up for now
 _current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "webhook_receiver_session", default=None
 )
-
-
-def build_metadata(prefix: str = DEFAULT_PREFIX) -> sa.MetaData:
-    """The store's tables, ``<prefix>events`` and ``<prefix>watermarks``, in a :class:`~sqlalchemy.MetaData`.
-
-    For Alembic / Flask-Migrate, add it to ``target_metadata`` (or use a
-    store's :attr:`SQLAlchemyStore.metadata`) and create the store with
-    ``create_tables=False``.
-
-    :param prefix: put before each table and index name.
-    """
-    metadata = sa.MetaData()
-    long_text = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
-    sa.Table(
-        f"{prefix}events",
-        metadata,
-        sa.Column("id", sa.String(200), primary_key=True),
-        sa.Column("trigger_name", sa.String(200), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("raw", long_text, nullable=False),
-        sa.Column("outcomes", long_text),
-        sa.Column("received_at", sa.Float(53), nullable=False),
-        sa.Column("updated_at", sa.Float(53), nullable=False),
-        sa.Column("attempts", sa.Integer, nullable=False, default=0),
-        sa.Column("due_at", sa.Float(53)),
-        sa.Column("error", sa.Text),
-        sa.Column("lease_token", sa.String(64)),
-        sa.Column("lease_expires", sa.Float(53)),
-        sa.Column("background", sa.Boolean, nullable=False, default=False),
-        # Partial where the database has them (PostgreSQL, SQLite): an event handled in the request never
-        # enters the queue's two indexes, so the hot path writes to the primary key and one index only.
-        sa.Index(
-            f"{prefix}events_due",
-            "due_at",
-            postgresql_where=sa.text("due_at IS NOT NULL"),
-            sqlite_where=sa.text("due_at IS NOT NULL"),
-        ),
-        sa.Index(
-            f"{prefix}events_lease",
-            "lease_expires",
-            postgresql_where=sa.text("background"),
-            sqlite_where=sa.text("background = 1"),
-        ),
-        sa.Index(f"{prefix}events_received", "received_at"),
-    )
-    sa.Table(
-        f"{prefix}watermarks",
-        metadata,
-        sa.Column("handler", sa.String(255), primary_key=True),
-        sa.Column("resource_type", sa.String(100), primary_key=True),
-        sa.Column("resource_id", sa.String(255), primary_key=True),
-        sa.Column("updated_at", sa.Float(53), nullable=False),
-    )
-    return metadata
 
 
 def _server_now(dialect: str) -> Any:
@@ -155,6 +107,15 @@ def _begin_immediate(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class _Shared:
+    """What a store and its copies for other receivers share: set-up state, and the process it belongs to."""
+
+    def __init__(self) -> None:
+        self.ready: set[int] = set()
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+
+
 class SQLAlchemyStore(EventStore):
     """Events, their queue and handler outcomes in tables of a SQLAlchemy database.
 
@@ -162,12 +123,14 @@ class SQLAlchemyStore(EventStore):
         is used, so the store can be built before the app, as ``db`` is), an
         :class:`~sqlalchemy.engine.Engine`, or a database URL
         (``postgresql+psycopg://...``, ``mysql+pymysql://...``,
-        ``sqlite:////path``) for an engine of the store's own.
+        ``sqlite:////path``; see :func:`database_url`) for an engine of the
+        store's own.
     :param prefix: put before the table and index names.
     :param create_tables: create the tables on first use if they are missing;
         ``False`` when migrations create them (see :attr:`metadata`).
     :param lease_seconds: see :class:`~webhook_receiver.stores.EventStore`.
     :param engine_options: passed to :func:`~sqlalchemy.create_engine` with a URL.
+    :raises ValueError: for a URL the store cannot use (see :func:`database_url`).
     """
 
     name = "sqlalchemy"
@@ -186,13 +149,16 @@ class SQLAlchemyStore(EventStore):
         self._db: Any = None
         self._own_engine: Engine | None = None
         self._autocommit: Engine | None = None  # for one-statement writes, on an engine the store made
+        self._secret: str | None = None  # the URL's password, scrubbed from every message
         if isinstance(target, (str, sa.URL)):
+            url = database_url(target)
+            self._secret = url.password if isinstance(url.password, str) and url.password else None
             options = {"pool_reset_on_return": None, **(engine_options or {})}  # every transaction is ended
-            self._own_engine = sa.create_engine(target, **options)
+            self._own_engine = open_engine(url, options)
             if self._own_engine.dialect.name == "sqlite":
                 _begin_immediate(self._own_engine)
             else:  # connections that stay in autocommit: no switching back and forth at each checkout
-                self._autocommit = sa.create_engine(target, **{**options, "isolation_level": "AUTOCOMMIT"})
+                self._autocommit = open_engine(url, {**options, "isolation_level": "AUTOCOMMIT"})
         elif isinstance(target, sa.Engine):
             self._own_engine = target
         elif hasattr(type(target), "engine") and hasattr(target, "session"):  # Flask-SQLAlchemy; no app needed
@@ -205,8 +171,7 @@ class SQLAlchemyStore(EventStore):
         self.metadata = build_metadata(prefix)
         self._events = self.metadata.tables[f"{prefix}events"]
         self._watermarks = self.metadata.tables[f"{prefix}watermarks"]
-        self._ready: set[int] = set()
-        self._ready_lock = threading.Lock()
+        self._shared = _Shared()
         self._apps: list[Any] = []
         self._app_engine: Engine | None = None
         self._built: dict[str, _Statements] = {}
@@ -215,7 +180,10 @@ class SQLAlchemyStore(EventStore):
         self._direct = self._autocommit is not None and self._autocommit.dialect.paramstyle == "pyformat"
 
     def __repr__(self) -> str:
-        return f"<SQLAlchemyStore {self.location} prefix={self.prefix!r} lease_seconds={self.lease_seconds}>"
+        return (
+            f"<SQLAlchemyStore {self.location} prefix={self.prefix!r} receiver={self.receiver!r}"
+            f" lease_seconds={self.lease_seconds}>"
+        )
 
     @property
     def reach(self) -> str:  # type: ignore[override]
@@ -227,11 +195,51 @@ class SQLAlchemyStore(EventStore):
 
     @property
     def location(self) -> str:
-        """The database URL, with any password hidden."""
+        """The database URL, with any password hidden (in the URL or its query)."""
         try:
-            return self.engine.url.render_as_string(hide_password=True)
+            url = self.engine.url
         except RuntimeError:
             return "the Flask-SQLAlchemy db of the current app"
+        query = {key: ("***" if key.lower() in PASSWORD_KEYS else value) for key, value in url.query.items()}
+        return self._scrub(url.set(query=query).render_as_string(hide_password=True))
+
+    def _scrub(self, text: str) -> str:
+        """*text* with the URL's password, wherever it appears, as ``***``."""
+        return text.replace(self._secret, "***") if self._secret else text
+
+    # -- several receivers, several processes ------------------------------------------
+
+    def for_receiver(self, receiver: str) -> EventStore:
+        """This store's tables as the receiver named *receiver* sees them: its own rows only.
+
+        The store returned shares this one's engines, prepared statements and
+        set-up state.
+        """
+        if not receiver or len(receiver) > 100:
+            raise ValueError("a receiver's name for the SQLAlchemy store has 1 to 100 characters")
+        return super().for_receiver(receiver)
+
+    def after_fork(self) -> None:
+        """In a forked child: leave the parent's pooled connections to it, and start with fresh locks.
+
+        ``engine.dispose(close=False)``, as SQLAlchemy documents for a fork:
+        the child opens connections of its own and never closes (or uses) the
+        parent's.
+        """
+        shared = self._shared
+        if shared.pid != os.getpid():
+            shared.pid = os.getpid()
+            shared.lock = threading.Lock()
+        engines = {id(e): e for e in (self._own_engine, self._autocommit, self._app_engine) if e is not None}
+        for engine in engines.values():
+            engine.dispose(close=False)
+        for app in self._apps:
+            try:
+                with app.app_context():
+                    for engine in self._db.engines.values():
+                        engine.dispose(close=False)
+            except Exception:  # noqa: BLE001 - an app this store no longer reaches has nothing to drop
+                logger.debug("after fork: the engines of %s could not be reset", app, exc_info=True)
 
     # -- engines and transactions -------------------------------------------------------
 
@@ -288,20 +296,26 @@ class SQLAlchemyStore(EventStore):
         return current
 
     def _set_up(self, engine: Engine) -> None:
-        if not self.create_tables or id(engine) in self._ready:
+        """Once per engine: create the tables (unless told not to) and check that they are this version's."""
+        shared = self._shared
+        if id(engine) in shared.ready:
             return
-        with self._ready_lock:
-            if id(engine) not in self._ready:
-                for attempt in range(1, _ATTEMPTS + 1):
-                    try:
+        with shared.lock:
+            if id(engine) in shared.ready:
+                return
+            for attempt in range(1, _SET_UP_ATTEMPTS + 1):
+                try:
+                    if self.create_tables:
                         self.metadata.create_all(engine, checkfirst=True)
-                        break
-                    except sa_exc.SQLAlchemyError as exc:
-                        # Another process (a gunicorn worker starting beside this one) may be creating them.
-                        if attempt == _ATTEMPTS:
-                            raise _unavailable(exc) from None
-                        time.sleep(0.2 * attempt)
-                self._ready.add(id(engine))
+                    if not check_tables(engine, self._events, self._watermarks):
+                        return  # no tables yet (migrations make them): every query says so, until they exist
+                    break
+                except sa_exc.SQLAlchemyError as exc:
+                    # Another process (a gunicorn worker starting beside this one) may be creating them.
+                    if attempt == _SET_UP_ATTEMPTS:
+                        raise self._unavailable(exc) from None
+                    time.sleep(0.2 * attempt)
+            shared.ready.add(id(engine))
 
     def _run(self, work: Callable[[Connection, Any], T], *, single: bool = False) -> T:
         """Run *work(connection, now)* in one transaction, tried again when chosen as a deadlock victim.
@@ -324,34 +338,51 @@ class SQLAlchemyStore(EventStore):
                     return work(conn, now)
             except sa_exc.DBAPIError as exc:
                 if attempt == _ATTEMPTS or not _retryable(exc):
-                    raise _unavailable(exc) from None
+                    raise self._unavailable(exc) from None
+                time.sleep(0.01 * attempt)
             except sa_exc.SQLAlchemyError as exc:
-                raise _unavailable(exc) from None
+                raise self._unavailable(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _driver_execute(self, statement: Any, params: dict[str, Any]) -> bool:
         """One autocommit statement straight through the driver, compiled once: whether it wrote a row.
 
-        The hot path's two writes skip SQLAlchemy's execution machinery
-        (some 60 us a statement); only on an engine the store made, whose
-        driver takes named parameters (psycopg, PyMySQL).
+        The hot path's writes skip SQLAlchemy's execution machinery (some 60
+        us a statement); only on an engine the store made, whose driver takes
+        named parameters (psycopg, PyMySQL). A connection that fails in any
+        way but a clean database error is never handed back to the pool; one
+        that was lost makes the pool drop its idle ones too (the database
+        restarted, or a proxy between dropped them all).
         """
-        assert self._autocommit is not None
+        engine = self._autocommit
+        assert engine is not None
         compiled = self._compiled.get(id(statement))
         if compiled is None:
-            compiled = self._compiled[id(statement)] = statement.compile(dialect=self._autocommit.dialect)
-        connection = self._autocommit.raw_connection()
+            compiled = self._compiled[id(statement)] = statement.compile(dialect=engine.dialect)
+        connection = engine.raw_connection()
         try:
             cursor: Any = connection.cursor()
             try:
                 cursor.execute(str(compiled), compiled.construct_params(params))
                 if cursor.description is not None:  # RETURNING: a row when it inserted
-                    return cursor.fetchone() is not None
-                return bool(cursor.rowcount == 1)
+                    written = cursor.fetchone() is not None
+                else:
+                    written = bool(cursor.rowcount == 1)
             finally:
                 cursor.close()
-        finally:
-            connection.close()
+        except BaseException as exc:
+            lost = not isinstance(exc, engine.dialect.loaded_dbapi.Error) or _lost_connection(
+                engine, exc, connection.dbapi_connection
+            )
+            if not lost:
+                connection.close()  # a clean error of the database: the connection is fine
+            else:
+                connection.invalidate(exc if isinstance(exc, Exception) else None)  # closed, never pooled again
+                if isinstance(exc, Exception):
+                    engine.dispose()  # the idle ones are most likely dead too: new ones at the next checkout
+            raise
+        connection.close()
+        return written
 
     def _direct_write(self, statement: Any, params: dict[str, Any]) -> bool:
         self._set_up(self.engine)
@@ -362,27 +393,12 @@ class SQLAlchemyStore(EventStore):
                 return self._driver_execute(statement, params)
             except self._autocommit.dialect.loaded_dbapi.Error as exc:
                 if attempt == _ATTEMPTS or not _retryable_driver(exc):
-                    raise _unavailable(exc) from None
+                    raise self._unavailable(exc) from None
+                time.sleep(0.01 * attempt)
             attempt += 1
 
-    def _statements(self, dialect: str) -> _Statements:
-        """The statements of the hot path, built once per dialect (SQLAlchemy then only binds them)."""
-        found = self._built.get(dialect)
-        if found is None:
-            found = self._built[dialect] = _Statements(self._events, dialect, self.lease_seconds)
-        return found
-
-    def close(self) -> None:
-        for engine in (self._own_engine, self._autocommit):
-            if engine is not None:
-                engine.dispose()
-
-    # -- taking events ---------------------------------------------------------------
-
-    def _insert_new(self, statement: Any, params: dict[str, Any]) -> bool | None:
-        """Insert a row unless its id is taken, in one statement: whether it was inserted (``None``: cannot tell)."""
-        if statement is None:
-            return None
+    def _write_one(self, statement: Any, params: dict[str, Any]) -> bool:
+        """One statement in autocommit (a fenced update, or an insert unless taken): whether it wrote a row."""
         if self._direct:
             return self._direct_write(statement, params)
 
@@ -394,47 +410,110 @@ class SQLAlchemyStore(EventStore):
 
         return self._run(work, single=True)
 
+    def _statements(self, dialect: str) -> _Statements:
+        """The statements of the hot path, built once per dialect (SQLAlchemy then only binds them)."""
+        found = self._built.get(dialect)
+        if found is None:
+            found = self._built[dialect] = _Statements(self._events, self._watermarks, dialect, self.lease_seconds)
+        return found
+
+    def close(self) -> None:
+        for engine in (self._own_engine, self._autocommit):
+            if engine is not None:
+                engine.dispose()
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        """The error to raise, naming the driver's error but never the statement's parameters nor the password."""
+        orig = getattr(exc, "orig", None) or exc
+        message = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
+        return StoreUnavailable("sqlalchemy", self._scrub(f"{type(orig).__name__}: {message[:200]}"))
+
+    # -- taking events ---------------------------------------------------------------
+
+    def _key(self, event_id: str) -> tuple[Any, Any]:
+        events = self._events
+        return events.c.receiver == self.receiver, events.c.id == event_id
+
     def claim(self, event: Event) -> Claim:
         token = secrets.token_hex(16)
         events = self._events
         raw = event.raw_json.decode()
         wall = time.time()
-        params = {"p_id": event.id, "p_trigger": event.trigger, "p_raw": raw, "p_wall": wall, "p_token": token}
+        params = {
+            "p_receiver": self.receiver,
+            "p_id": event.id,
+            "p_trigger": event.trigger,
+            "p_raw": raw,
+            "p_wall": wall,
+            "p_token": token,
+        }
         statements = self._statements(self.engine.dialect.name)
-        if self._insert_new(statements.insert_claimed, params):  # the usual case: a new event, one statement
+        # the usual case: a new event, one statement
+        if statements.insert_claimed is not None and self._write_one(statements.insert_claimed, params):
             return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
 
-        def work(conn: Connection, now: Any) -> Claim:
+        def work(conn: Connection, now: Any) -> Claim | str:
             row = conn.execute(
                 sa.select(events.c.status, events.c.lease_expires > now, events.c.outcomes, events.c.attempts)
-                .where(events.c.id == event.id)
+                .where(*self._key(event.id))
                 .with_for_update()
             ).first()
             if row is None:  # new, on a database without a one-statement insert, or pruned in between
                 conn.execute(statements.insert_claimed_plain, params)
                 return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
-            status, live, outcomes, attempts = row
+            status, live, outcomes_text, attempts = row
             if status == EventStatus.PROCESSED.value:
                 return Claim(event.id, ClaimState.DONE)
             if status == EventStatus.PROCESSING.value and live:
                 return Claim(event.id, ClaimState.BUSY)
+            outcomes = self._outcomes_or_reason(outcomes_text)
+            if isinstance(outcomes, str):
+                self._mark_unreadable(conn, event.id, outcomes, time.time())
+                return outcomes
             self._take(conn, now, event.id, token, time.time())
             return Claim(
                 event.id,
                 ClaimState.CLAIMED,
                 token,
                 attempt=attempts + 1,
-                outcomes=load_outcomes(outcomes),
+                outcomes=outcomes,
                 trigger=event.trigger,
             )
 
-        return self._run(work)
+        found = self._run(work)
+        if isinstance(found, str):
+            raise StoreUnavailable("sqlalchemy", f"{found}; the event is marked failed with the reason")
+        return found
+
+    @staticmethod
+    def _outcomes_or_reason(text: Any) -> dict[str, HandlerOutcome] | str:
+        """The stored outcomes, or why they cannot be read (a damaged row must fail alone)."""
+        try:
+            return load_outcomes(text)
+        except Exception as exc:  # noqa: BLE001 - whatever the damage, it is this row's alone
+            return f"the stored handler outcomes cannot be read ({type(exc).__name__})"
+
+    def _mark_unreadable(self, conn: Connection, event_id: str, reason: str, wall: float) -> None:
+        events = self._events
+        conn.execute(
+            sa.update(events)
+            .where(*self._key(event_id))
+            .values(
+                status=EventStatus.FAILED.value,
+                error=reason,
+                due_at=None,
+                lease_token=None,
+                lease_expires=None,
+                updated_at=wall,
+            )
+        )
+        logger.error("event %s failed without running: %s", event_id, reason)
 
     def _take(self, conn: Connection, now: Any, event_id: str, token: str, wall: float) -> None:
         events = self._events
         conn.execute(
             sa.update(events)
-            .where(events.c.id == event_id)
+            .where(*self._key(event_id))
             .values(
                 status=EventStatus.PROCESSING.value,
                 due_at=None,
@@ -448,72 +527,93 @@ class SQLAlchemyStore(EventStore):
     def claim_due(self) -> Claim | None:
         events = self._events
         token = secrets.token_hex(16)
+        mine = events.c.receiver == self.receiver
 
         def work(conn: Connection, now: Any) -> Claim | None:
             wall = time.time()
             columns = (events.c.id, events.c.trigger_name, events.c.raw, events.c.outcomes, events.c.attempts)
-            row = (
-                conn.execute(
-                    sa.select(*columns)
-                    .where(events.c.due_at <= wall)
-                    .order_by(events.c.due_at)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                ).first()
-                or conn.execute(
-                    sa.select(*columns)
-                    .where(events.c.background, events.c.lease_expires <= now)
-                    .order_by(events.c.lease_expires)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                ).first()
-            )
-            if row is None:
-                return None
-            event_id, trigger, raw, outcomes, attempts = row
-            self._take(conn, now, event_id, token, wall)
-            return Claim(
-                event_id,
-                ClaimState.CLAIMED,
-                token,
-                attempt=attempts + 1,
-                outcomes=load_outcomes(outcomes),
-                trigger=trigger,
-                raw=load_raw(raw),
-            )
+            for _ in range(_POISON_ROWS):
+                row = (
+                    conn.execute(
+                        sa.select(*columns)
+                        .where(mine, events.c.due_at <= wall)
+                        .order_by(events.c.due_at)
+                        .limit(1)
+                        .with_for_update(skip_locked=True)
+                    ).first()
+                    or conn.execute(
+                        sa.select(*columns)
+                        .where(mine, events.c.background, events.c.lease_expires <= now)
+                        .order_by(events.c.lease_expires)
+                        .limit(1)
+                        .with_for_update(skip_locked=True)
+                    ).first()
+                )
+                if row is None:
+                    return None
+                event_id, trigger, raw, outcomes_text, attempts = row
+                outcomes = self._outcomes_or_reason(outcomes_text)
+                if isinstance(outcomes, str):  # failed alone, in this transaction; then the next due event
+                    self._mark_unreadable(conn, event_id, outcomes, wall)
+                    continue
+                self._take(conn, now, event_id, token, wall)
+                return Claim(
+                    event_id,
+                    ClaimState.CLAIMED,
+                    token,
+                    attempt=attempts + 1,
+                    outcomes=outcomes,
+                    trigger=trigger,
+                    raw=load_raw(raw),
+                )
+            return None
 
         return self._run(work)
 
     def accept(self, event: Event) -> EventStatus | None:
         events = self._events
         wall = time.time()
-        params = {"p_id": event.id, "p_trigger": event.trigger, "p_raw": event.raw_json.decode(), "p_wall": wall}
+        params = {
+            "p_receiver": self.receiver,
+            "p_id": event.id,
+            "p_trigger": event.trigger,
+            "p_raw": event.raw_json.decode(),
+            "p_wall": wall,
+        }
         statements = self._statements(self.engine.dialect.name)
-        if self._insert_new(statements.insert_pending, params):
+        if statements.insert_pending is not None and self._write_one(statements.insert_pending, params):
             return None
 
         def work(conn: Connection, now: Any) -> EventStatus | None:
-            row = conn.execute(sa.select(events.c.status).where(events.c.id == event.id).with_for_update()).first()
+            row = conn.execute(
+                sa.select(events.c.status, events.c.background).where(*self._key(event.id)).with_for_update()
+            ).first()
             if row is None:
                 conn.execute(statements.insert_pending_plain, params)
                 return None
-            if row[0] == EventStatus.FAILED.value:
+            status, background = row
+            if status == EventStatus.FAILED.value:
                 conn.execute(
                     sa.update(events)
-                    .where(events.c.id == event.id)
+                    .where(*self._key(event.id))
                     .values(status=EventStatus.PENDING.value, due_at=wall, background=True, updated_at=wall)
                 )
-            return EventStatus(row[0])
+            elif status == EventStatus.PROCESSING.value and not background:
+                # Held by a request (inline), which may have died: the queue takes it over once the lease
+                # runs out, so that the 202 this answers is kept.
+                conn.execute(sa.update(events).where(*self._key(event.id)).values(background=True))
+            return EventStatus(status)
 
         return self._run(work)
 
     def count_due(self) -> int:
         events = self._events
+        mine = events.c.receiver == self.receiver
 
         def work(conn: Connection, now: Any) -> int:
-            due = conn.execute(sa.select(sa.func.count()).where(events.c.due_at <= time.time())).scalar_one()
+            due = conn.execute(sa.select(sa.func.count()).where(mine, events.c.due_at <= time.time())).scalar_one()
             expired = conn.execute(
-                sa.select(sa.func.count()).where(events.c.background, events.c.lease_expires <= now)
+                sa.select(sa.func.count()).where(mine, events.c.background, events.c.lease_expires <= now)
             ).scalar_one()
             return int(due) + int(expired)
 
@@ -521,16 +621,12 @@ class SQLAlchemyStore(EventStore):
 
     # -- writes under a claim (fenced) ------------------------------------------------
 
-    @staticmethod
-    def _fence(claim: Claim) -> dict[str, Any]:
-        """The parameters that fence a write by the claim's token (``p_event_id``, ``p_old_token``)."""
-        return {"p_event_id": claim.event_id, "p_old_token": claim.token}
+    def _fence(self, claim: Claim) -> dict[str, Any]:
+        """The parameters that fence a write by the claim's token (``p_receiver``, ``p_event_id``, ``p_old_token``)."""
+        return {"p_receiver": self.receiver, "p_event_id": claim.event_id, "p_old_token": claim.token}
 
     def _write_fenced(self, statement: Any, claim: Claim, params: dict[str, Any]) -> bool:
-        params = {**params, **self._fence(claim)}
-        if self._direct:
-            return self._direct_write(statement, params)
-        return self._run(lambda conn, now: conn.execute(statement, params).rowcount == 1, single=True)
+        return self._write_one(statement, {**params, **self._fence(claim)})
 
     def renew(self, claim: Claim) -> bool:
         return self._write_fenced(self._statements(self.engine.dialect.name).renew, claim, {})
@@ -597,6 +693,7 @@ class SQLAlchemyStore(EventStore):
         value = self._run(
             lambda conn, now: conn.execute(
                 sa.select(marks.c.updated_at).where(
+                    marks.c.receiver == self.receiver,
                     marks.c.handler == handler,
                     marks.c.resource_type == resource_type,
                     marks.c.resource_id == resource_id,
@@ -605,26 +702,32 @@ class SQLAlchemyStore(EventStore):
         )
         return None if value is None else float(value)
 
-    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> None:
-        marks = self._watermarks
-        key = (marks.c.handler == handler, marks.c.resource_type == resource_type, marks.c.resource_id == resource_id)
-        raise_it = sa.update(marks).where(*key, marks.c.updated_at < updated_at).values(updated_at=updated_at)
+    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> bool:
+        """A compare-and-set in two one-statement writes, neither of which can deadlock with another caller's.
 
-        def work(conn: Connection, now: Any) -> None:
-            if conn.execute(sa.select(marks.c.updated_at).where(*key).with_for_update()).first() is not None:
-                conn.execute(raise_it)
-                return
+        The first mark of a resource is an insert that does nothing when the
+        row exists; otherwise an update that writes only where the kept time
+        is not newer. Each is atomic on its own, so of two racing callers the
+        older one is told ``False`` whichever writes first.
+        """
+        params = {
+            "p_receiver": self.receiver,
+            "p_handler": handler,
+            "p_type": resource_type,
+            "p_resource": resource_id,
+            "p_at": float(updated_at),
+        }
+        statements = self._statements(self.engine.dialect.name)
+        if statements.insert_mark is not None:
+            if self._write_one(statements.insert_mark, params):
+                return True
+        else:  # a database without a one-statement insert unless taken: an insert that may collide
             try:
-                with conn.begin_nested():  # a concurrent first mark: take the row it wrote
-                    conn.execute(
-                        sa.insert(marks).values(
-                            handler=handler, resource_type=resource_type, resource_id=resource_id, updated_at=updated_at
-                        )
-                    )
-            except sa_exc.IntegrityError:
-                conn.execute(raise_it)
-
-        self._run(work)
+                self._run(lambda conn, now: conn.execute(statements.insert_mark_plain, params))
+                return True
+            except StoreUnavailable:
+                pass  # taken (or truly unavailable: the update below says which)
+        return self._write_one(statements.raise_mark, params)
 
     # -- reading and housekeeping -----------------------------------------------------------
 
@@ -642,13 +745,16 @@ class SQLAlchemyStore(EventStore):
     )
 
     def _stored(self, row: Any) -> StoredEvent:
-        event_id, trigger, status, raw, outcomes, received_at, updated_at, attempts, due_at, error = row
+        event_id, trigger, status, raw, outcomes_text, received_at, updated_at, attempts, due_at, error = row
+        outcomes = self._outcomes_or_reason(outcomes_text)
+        if isinstance(outcomes, str):  # shown as it is: a damaged row is reported, never raised on
+            error, outcomes = error or outcomes, {}
         return StoredEvent(
             id=event_id,
             trigger=trigger,
             status=EventStatus(status),
             raw=load_raw(raw),
-            handlers=load_outcomes(outcomes),
+            handlers=outcomes,
             received_at=float(received_at),
             updated_at=float(updated_at),
             attempts=int(attempts),
@@ -659,7 +765,7 @@ class SQLAlchemyStore(EventStore):
     def get(self, event_id: str) -> StoredEvent | None:
         events = self._events
         columns = [events.c[name] for name in self._COLUMNS]
-        row = self._run(lambda conn, now: conn.execute(sa.select(*columns).where(events.c.id == event_id)).first())
+        row = self._run(lambda conn, now: conn.execute(sa.select(*columns).where(*self._key(event_id))).first())
         return None if row is None else self._stored(row)
 
     def events(
@@ -671,7 +777,7 @@ class SQLAlchemyStore(EventStore):
         limit: int | None = None,
     ) -> list[StoredEvent]:
         events = self._events
-        query = sa.select(*[events.c[name] for name in self._COLUMNS])
+        query = sa.select(*[events.c[name] for name in self._COLUMNS]).where(events.c.receiver == self.receiver)
         if status is not None:
             query = query.where(events.c.status == status.value)
         if trigger is not None:
@@ -687,7 +793,7 @@ class SQLAlchemyStore(EventStore):
     def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:
         events = self._events
         statuses = [status.value for status in prunable(include_failed)]
-        where = (events.c.received_at < before, events.c.status.in_(statuses))
+        where = (events.c.receiver == self.receiver, events.c.received_at < before, events.c.status.in_(statuses))
 
         def work(conn: Connection, now: Any) -> int:
             if dry_run:
@@ -700,10 +806,11 @@ class SQLAlchemyStore(EventStore):
 class _Statements:
     """The hot path's statements for one dialect, with named parameters (``p_*``)."""
 
-    def __init__(self, events: sa.Table, dialect: str, lease_seconds: float) -> None:
+    def __init__(self, events: sa.Table, marks: sa.Table, dialect: str, lease_seconds: float) -> None:
         p = sa.bindparam
         now = _server_now(dialect)
         common: dict[str, Any] = {
+            "receiver": p("p_receiver"),
             "id": p("p_id"),
             "trigger_name": p("p_trigger"),
             "raw": p("p_raw"),
@@ -728,10 +835,14 @@ class _Statements:
         #: Plain inserts, for a transaction that found no row.
         self.insert_claimed_plain = sa.insert(events).values(**claimed)
         self.insert_pending_plain = sa.insert(events).values(**pending)
-        #: One-statement inserts that do nothing when the id is taken (``None`` where the dialect has none).
-        self.insert_claimed: Any = self._insert_unless_taken(events, dialect, claimed)
-        self.insert_pending: Any = self._insert_unless_taken(events, dialect, pending)
-        fenced = sa.update(events).where(events.c.id == p("p_event_id"), events.c.lease_token == p("p_old_token"))
+        #: One-statement inserts that do nothing when the key is taken (``None`` where the dialect has none).
+        self.insert_claimed: Any = _insert_unless_taken(events, dialect, claimed)
+        self.insert_pending: Any = _insert_unless_taken(events, dialect, pending)
+        fenced = sa.update(events).where(
+            events.c.receiver == p("p_receiver"),
+            events.c.id == p("p_event_id"),
+            events.c.lease_token == p("p_old_token"),
+        )
         self.renew = fenced.values(lease_expires=now + lease_seconds)
         self.record = fenced.values(outcomes=p("p_outcomes"), updated_at=p("p_wall"))
         self.finish = fenced.values(
@@ -743,16 +854,38 @@ class _Statements:
             lease_expires=None,
             updated_at=p("p_wall"),
         )
+        mark: dict[str, Any] = {
+            "receiver": p("p_receiver"),
+            "handler": p("p_handler"),
+            "resource_type": p("p_type"),
+            "resource_id": p("p_resource"),
+            "updated_at": p("p_at"),
+        }
+        self.insert_mark_plain = sa.insert(marks).values(**mark)
+        self.insert_mark: Any = _insert_unless_taken(marks, dialect, mark)
+        # Matched, not changed, rows count (MySQL: SQLAlchemy's FOUND_ROWS flag): the same time again is taken.
+        self.raise_mark = (
+            sa.update(marks)
+            .where(
+                marks.c.receiver == p("p_receiver"),
+                marks.c.handler == p("p_handler"),
+                marks.c.resource_type == p("p_type"),
+                marks.c.resource_id == p("p_resource"),
+                marks.c.updated_at <= p("p_at"),
+            )
+            .values(updated_at=p("p_at"))
+        )
 
-    @staticmethod
-    def _insert_unless_taken(events: sa.Table, dialect: str, values: dict[str, Any]) -> Any:
-        if dialect in ("postgresql", "sqlite"):
-            insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            return insert(events).values(**values).on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)
-        if dialect in ("mysql", "mariadb"):
-            ignore = sa.insert(events).values(**values).prefix_with("IGNORE")
-            return ignore.execution_options(preserve_rowcount=True)
-        return None
+
+def _insert_unless_taken(table: sa.Table, dialect: str, values: dict[str, Any]) -> Any:
+    keys = [c.name for c in table.primary_key.columns]
+    if dialect in ("postgresql", "sqlite"):
+        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        return insert(table).values(**values).on_conflict_do_nothing(index_elements=keys).returning(table.c[keys[-1]])
+    if dialect in ("mysql", "mariadb"):
+        ignore = sa.insert(table).values(**values).prefix_with("IGNORE")
+        return ignore.execution_options(preserve_rowcount=True)
+    return None
 
 
 class _HandlerTransaction(HandlerTransaction):
@@ -794,7 +927,7 @@ class _HandlerTransaction(HandlerTransaction):
             )
         try:
             held = self.session.execute(
-                sa.select(events.c.lease_token).where(events.c.id == claim.event_id).with_for_update()
+                sa.select(events.c.lease_token).where(*store._key(claim.event_id)).with_for_update()
             ).scalar_one_or_none()
             if held != claim.token:
                 self.session.rollback()
@@ -809,11 +942,17 @@ class _HandlerTransaction(HandlerTransaction):
             self.session.commit()
         except sa_exc.SQLAlchemyError as exc:
             self.session.rollback()
-            raise _unavailable(exc) from None
+            raise store._unavailable(exc) from None
         finally:
             self._close()
         claim.outcomes = outcomes
         return True
+
+
+#: PostgreSQL: serialization failure, deadlock; the server shutting the connection (admin, crash, cannot connect now).
+_RETRYABLE_SQLSTATES = ("40001", "40P01", "57P01", "57P02", "57P03")
+#: MySQL / MariaDB: deadlock, lock wait timeout, server gone away, connection lost, commands out of sync, killed.
+_RETRYABLE_MYSQL = (1213, 1205, 2006, 2013, 2014, 2055, 4031, 1927)
 
 
 def _retryable(exc: sa_exc.DBAPIError) -> bool:
@@ -823,14 +962,27 @@ def _retryable(exc: sa_exc.DBAPIError) -> bool:
 
 def _retryable_driver(orig: BaseException | None) -> bool:
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if code in ("40001", "40P01") or (isinstance(code, str) and code.startswith("08")):  # 08: connection errors
+    if code in _RETRYABLE_SQLSTATES or (isinstance(code, str) and code.startswith("08")):  # 08: connection errors
+        return True
+    if any(cls.__name__ == "InterfaceError" for cls in type(orig).__mro__):  # the connection is closed
+        return True
+    if "connection is closed" in str(orig).lower() or "server closed the connection" in str(orig).lower():
         return True
     args: tuple[Any, ...] = getattr(orig, "args", ())
-    return bool(args) and args[0] in (1213, 1205, 2006, 2013)  # MySQL: deadlock, lock wait, gone away, lost
+    return bool(args) and args[0] in _RETRYABLE_MYSQL
 
 
-def _unavailable(exc: BaseException) -> StoreUnavailable:
-    """The error to raise, naming the driver's error but never the statement's parameters."""
-    orig = getattr(exc, "orig", None) or exc
-    message = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
-    return StoreUnavailable("sqlalchemy", f"{type(orig).__name__}: {message[:200]}")
+def _lost_connection(engine: Engine, exc: BaseException, dbapi_connection: Any) -> bool:
+    """Whether *exc* left the connection unusable (the dialect's own test, or an error that says so)."""
+    try:
+        if engine.dialect.is_disconnect(exc, dbapi_connection, None):  # type: ignore[arg-type]
+            return True
+    except Exception:  # noqa: BLE001 - a test that fails says nothing: assume the worst below
+        return True
+    code = getattr(exc, "sqlstate", None)
+    if isinstance(code, str) and (code.startswith("08") or code.startswith("57P")):
+        return True
+    if any(cls.__name__ == "InterfaceError" for cls in type(exc).__mro__):
+        return True
+    args: tuple[Any, ...] = getattr(exc, "args", ())
+    return bool(args) and args[0] in (2006, 2013, 2014, 2055, 4031, 1927)

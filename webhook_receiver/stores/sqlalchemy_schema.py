@@ -1,0 +1,276 @@
+"""The SQLAlchemy store's tables and the database URLs it takes.
+
+The layout (:func:`build_metadata`), the check of tables an earlier version
+made (refused with the SQL that upgrades them), and the URLs people type
+(:func:`database_url`). Used by :mod:`webhook_receiver.stores.sqlalchemy`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
+from .base import DEFAULT_RECEIVER
+
+try:
+    import sqlalchemy as sa
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy.dialects import mysql
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "the SQLAlchemy store needs the [sqlalchemy] extra: pip install 'webhook_receiver[sqlalchemy]'"
+    ) from exc
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "PASSWORD_KEYS",
+    "build_metadata",
+    "check_tables",
+    "database_url",
+    "open_engine",
+    "upgrade_statements",
+]
+
+#: The prefix of the store's table names.
+DEFAULT_PREFIX = "webhook_receiver_"
+
+#: What psycopg and PyMySQL take as a password in a URL's query.
+PASSWORD_KEYS = ("password", "passwd")
+
+
+class _Utf8Bytes(sa.types.TypeDecorator[str]):
+    """Text kept as its UTF-8 bytes (MariaDB / MySQL keys): compared byte for byte, case, accents, spaces and all."""
+
+    impl = mysql.VARBINARY
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return value.encode() if isinstance(value, str) else value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return bytes(value).decode() if isinstance(value, (bytes, bytearray, memoryview)) else value
+
+
+def _key_text(length: int) -> Any:
+    """A key column of *length* characters: ``VARCHAR`` (binary comparison already), ``VARBINARY`` on MySQL."""
+    return sa.String(length).with_variant(_Utf8Bytes(length * 4), "mysql", "mariadb")
+
+
+#: MariaDB / MySQL tables in utf8mb4, whatever the database's default: bodies kept byte for byte.
+_MYSQL_TABLE: dict[str, Any] = {
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+    "mariadb_charset": "utf8mb4",
+    "mariadb_collate": "utf8mb4_bin",
+}
+
+
+def build_metadata(prefix: str = DEFAULT_PREFIX) -> sa.MetaData:
+    """The store's tables, ``<prefix>events`` and ``<prefix>watermarks``, in a :class:`~sqlalchemy.MetaData`.
+
+    For Alembic / Flask-Migrate, add it to ``target_metadata`` (or use a
+    store's :attr:`SQLAlchemyStore.metadata`) and create the store with
+    ``create_tables=False``. Both tables are keyed by the receiver's name
+    first (column ``receiver``), so that receivers can share them.
+
+    :param prefix: put before each table, key and index name.
+    """
+    metadata = sa.MetaData()
+    long_text = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+    sa.Table(
+        f"{prefix}events",
+        metadata,
+        sa.Column("receiver", _key_text(100), nullable=False, server_default=DEFAULT_RECEIVER),
+        sa.Column("id", _key_text(200), nullable=False),
+        sa.Column("trigger_name", sa.String(200), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("raw", long_text, nullable=False),
+        sa.Column("outcomes", long_text),
+        sa.Column("received_at", sa.Float(53), nullable=False),
+        sa.Column("updated_at", sa.Float(53), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, default=0),
+        sa.Column("due_at", sa.Float(53)),
+        sa.Column("error", sa.Text),
+        sa.Column("lease_token", sa.String(64)),
+        sa.Column("lease_expires", sa.Float(53)),
+        sa.Column("background", sa.Boolean, nullable=False, default=False),
+        sa.PrimaryKeyConstraint("receiver", "id", name=f"{prefix}events_key"),
+        # Partial where the database has them (PostgreSQL, SQLite): an event handled in the request never
+        # enters the queue's two indexes, so the hot path writes to the primary key and one index only.
+        sa.Index(
+            f"{prefix}events_due",
+            "receiver",
+            "due_at",
+            postgresql_where=sa.text("due_at IS NOT NULL"),
+            sqlite_where=sa.text("due_at IS NOT NULL"),
+        ),
+        sa.Index(
+            f"{prefix}events_lease",
+            "receiver",
+            "lease_expires",
+            postgresql_where=sa.text("background"),
+            sqlite_where=sa.text("background = 1"),
+        ),
+        sa.Index(f"{prefix}events_received", "receiver", "received_at"),
+        **_MYSQL_TABLE,
+    )
+    sa.Table(
+        f"{prefix}watermarks",
+        metadata,
+        sa.Column("receiver", _key_text(100), nullable=False, server_default=DEFAULT_RECEIVER),
+        sa.Column("handler", _key_text(255), nullable=False),
+        sa.Column("resource_type", _key_text(100), nullable=False),
+        sa.Column("resource_id", _key_text(255), nullable=False),
+        sa.Column("updated_at", sa.Float(53), nullable=False),
+        sa.PrimaryKeyConstraint("receiver", "handler", "resource_type", "resource_id", name=f"{prefix}watermarks_key"),
+        **_MYSQL_TABLE,
+    )
+    return metadata
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def database_url(url: str | sa.URL) -> sa.URL:
+    """*url* as the store opens it: the installed driver chosen, a password in the query moved into the URL.
+
+    ``postgres://`` (Heroku's form) and ``postgresql://`` use psycopg (or
+    psycopg2, if that is the one installed); ``mysql://`` and ``mariadb://``
+    use PyMySQL (or mysqlclient). A ``?password=`` is moved to the URL's
+    password, which SQLAlchemy never shows. MariaDB / MySQL connections are
+    made in ``utf8mb4``.
+
+    :raises ValueError: for a URL that does not parse, a missing driver (the
+        message names the URL to use) or a MySQL charset other than utf8mb4.
+    """
+    if isinstance(url, str):
+        scheme, sep, rest = url.partition("://")
+        if sep and scheme.lower().partition("+")[0] == "postgres":  # Heroku's DATABASE_URL
+            url = f"postgresql{scheme[len('postgres') :]}://{rest}"
+        try:
+            parsed = sa.make_url(url)
+        except sa_exc.ArgumentError:
+            raise ValueError("the database URL does not parse (dialect+driver://user@host/database)") from None
+    else:
+        parsed = url
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "postgresql" and not driver:
+        driver = next((d for d, module in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")) if _installed(module)), "")
+        if not driver:
+            raise ValueError(
+                "no PostgreSQL driver is installed: pip install 'webhook_receiver[sqlalchemy]' (psycopg),"
+                " and use postgresql+psycopg://user@host/database"
+            )
+    elif backend in ("mysql", "mariadb") and not driver:
+        driver = next((d for d, module in (("pymysql", "pymysql"), ("mysqldb", "MySQLdb")) if _installed(module)), "")
+        if not driver:
+            raise ValueError(
+                f"no MySQL driver is installed: pip install 'webhook_receiver[sqlalchemy]' (PyMySQL),"
+                f" and use {backend}+pymysql://user@host/database"
+            )
+    if driver:
+        parsed = parsed.set(drivername=f"{backend}+{driver}")
+    query = dict(parsed.query)
+    for key in [key for key in query if key.lower() in PASSWORD_KEYS]:
+        value = query.pop(key)
+        parsed = parsed.set(password=value[-1] if isinstance(value, tuple) else value)
+    if backend in ("mysql", "mariadb"):
+        charset = query.setdefault("charset", "utf8mb4")
+        if charset != "utf8mb4":
+            raise ValueError(
+                f"charset={charset} would change the bodies of events; leave it out (the store uses utf8mb4)"
+            )
+    return parsed.set(query=query)
+
+
+def open_engine(url: sa.URL, options: dict[str, Any]) -> Engine:
+    """An engine for *url*; a driver that is not installed is refused with the URL of one that is.
+
+    :raises ValueError: if the URL's driver cannot be imported.
+    """
+    try:
+        return sa.create_engine(url, **options)
+    except ImportError as exc:
+        backend = url.get_backend_name()
+        alternatives = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
+        hint = alternatives.get(backend, f"{backend}+<driver>")
+        raise ValueError(
+            f"the {url.drivername} driver is not installed ({type(exc).__name__}: {exc}): install it, or use"
+            f" {hint}://... (pip install 'webhook_receiver[sqlalchemy]' installs psycopg and PyMySQL)"
+        ) from None
+
+
+def check_tables(engine: Engine, events: sa.Table, marks: sa.Table) -> bool:
+    """Whether the tables exist; refuse tables of an earlier version, naming the SQL that upgrades them.
+
+    :raises RuntimeError: for tables without the ``receiver`` column, or
+        (MariaDB / MySQL) bodies kept in a character set other than utf8mb4.
+    """
+    inspector = sa.inspect(engine)
+    names = set(inspector.get_table_names())
+    if events.name not in names or marks.name not in names:
+        return False
+    tables = (events, marks)
+    old = [t for t in tables if "receiver" not in {c["name"] for c in inspector.get_columns(t.name)}]
+    if old:
+        statements = upgrade_statements(engine, inspector, old)
+        raise RuntimeError(
+            f"the tables {', '.join(t.name for t in old)} were made by an earlier version of webhook_receiver,"
+            " without the receiver column that keeps receivers apart. Stop the app and run, in one"
+            " maintenance window:\n\n" + ";\n".join(statements) + ";\n\n(then drop the *_before_receivers"
+            " tables once you have checked the copies; see docs/stores.rst, 'Upgrading the tables')"
+        )
+    if engine.dialect.name in ("mysql", "mariadb"):
+        with engine.connect() as conn:
+            charset = conn.execute(
+                sa.text(
+                    "SELECT CHARACTER_SET_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()"
+                    " AND TABLE_NAME = :table AND COLUMN_NAME = 'raw'"
+                ),
+                {"table": events.name},
+            ).scalar_one_or_none()
+        if charset is not None and charset != "utf8mb4":
+            raise RuntimeError(
+                f"the table {events.name} keeps bodies in {charset}, which changes some of them"
+                f" (an emoji becomes '?'): run ALTER TABLE {events.name} CONVERT TO CHARACTER SET"
+                " utf8mb4 COLLATE utf8mb4_bin"
+            )
+    return True
+
+
+def upgrade_statements(engine: Engine, inspector: Any, tables: list[sa.Table]) -> list[str]:
+    """The SQL that brings *tables* of an earlier version to this one's layout, for this database.
+
+    Each old table is renamed ``<name>_before_receivers`` (its indexes dropped
+    first: their names are taken again), the new one created with its key and
+    indexes, and every row copied with the receiver ``moltin``.
+    """
+    dialect = engine.dialect
+    statements: list[str] = []
+    for table in tables:
+        before = f"{table.name}_before_receivers"
+        for index in inspector.get_indexes(table.name):
+            if index["name"]:
+                statements.append(_drop_index(dialect.name, index["name"], table.name))
+        statements.append(f"ALTER TABLE {table.name} RENAME TO {before}")
+        statements.append(str(sa.schema.CreateTable(table).compile(dialect=dialect)).strip())
+        statements.extend(str(sa.schema.CreateIndex(index).compile(dialect=dialect)) for index in table.indexes)
+        columns = [c.name for c in table.columns if c.name != "receiver"]
+        if dialect.name in ("mysql", "mariadb"):  # the old keys were text in the table's charset: as UTF-8 bytes
+            keys = {c.name for c in table.primary_key.columns}
+            selected = [f"CONVERT({c} USING utf8mb4)" if c in keys else c for c in columns]
+        else:
+            selected = columns
+        statements.append(
+            f"INSERT INTO {table.name} (receiver, {', '.join(columns)})"
+            f" SELECT '{DEFAULT_RECEIVER}', {', '.join(selected)} FROM {before}"
+        )
+    return statements
+
+
+def _drop_index(dialect: str, index: str, table: str) -> str:
+    return f"DROP INDEX {index} ON {table}" if dialect in ("mysql", "mariadb") else f"DROP INDEX {index}"
