@@ -14,6 +14,7 @@ from .catalogue import check_pattern, expand, is_event_name
 from .config import ReceiverConfig, read_config
 from .delivery import receive
 from .handlers import EventHandler, Handler, HandlerRegistry, callable_name, signal_handlers
+from .inbox import mount_inbox
 from .signals import TriggerSignal
 from .stores.base import EventStore
 
@@ -142,6 +143,9 @@ class WebhookReceiver:
             blocks the event no longer than that.
         ``WEBHOOK_RECEIVER_REDIS_PREFIX``
             The key prefix of the Redis store (``webhook_receiver:<name>``).
+        ``WEBHOOK_RECEIVER_INBOX_URL`` and ``WEBHOOK_RECEIVER_INBOX_AUTH``
+            Mount the inbox page there, behind that access check (see
+            :doc:`/inbox`); off by default.
 
         :param app: the app to set up.
         :param celery: a Celery app, for ``celery`` dispatch; the task that
@@ -152,6 +156,7 @@ class WebhookReceiver:
         """
         config = self._configure(app, celery=celery)
         app.register_blueprint(self.blueprint, url_prefix=config.url)
+        mount_inbox(app, self)
 
     def _configure(self, app: Flask, *, celery: Any = None) -> ReceiverConfig:
         configs: dict[str, ReceiverConfig] = app.extensions.setdefault(EXTENSION_KEY, {})
