@@ -246,7 +246,8 @@ def events_page(
     common: dict[str, Any] = {"status": filters.status, "trigger": filters.exact_trigger, "since": filters.since}
     if takes_before(store):
         return _page_by_key(store, filters, common, before, limit, scan_limit)
-    batch_size = limit + 1 if before is None and not filters.applied_here else max(4 * (limit + 1), 256)
+    wide = before is not None or filters.applied_here
+    batch_size = min(max(4 * (limit + 1), 256), scan_limit) if wide else limit + 1
     while True:
         batch = store.events(**common, limit=batch_size)
         exhausted = len(batch) < batch_size
@@ -283,7 +284,7 @@ def _page_by_key(
     key = before
     if filters.until is not None and (key is None or Cursor(filters.until, "") < key):
         key = Cursor(filters.until, "")
-    batch_size = limit + 1 if not filters.applied_here else max(4 * (limit + 1), 256)
+    batch_size = min(max(4 * (limit + 1), 256), scan_limit) if filters.applied_here else limit + 1
     while True:
         batch = store.events(**common, limit=batch_size, before=None if key is None else (key.received_at, key.id))  # type: ignore[call-arg]
         scanned += len(batch)
