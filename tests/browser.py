@@ -12,8 +12,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 __all__ = ["CANDIDATES", "chromium_path", "install_chromium", "require_chromium"]
 
 #: Where Debian's package puts the browser, in the order they are tried; ``WEBHOOK_RECEIVER_CHROMIUM`` wins.
@@ -32,6 +30,10 @@ def chromium_path() -> str | None:
 
 def require_chromium() -> str:
     """The Chromium executable; skip without one (fail under ``CI=true``), and without Playwright."""
+    import pytest  # here: ``.ci/run`` runs this file with the system's Python, before the venv exists
+
+    if os.environ.get("CI") == "true":
+        import playwright.sync_api  # noqa: F401 - under CI, a missing Playwright is a failure too
     pytest.importorskip("playwright.sync_api", reason="Playwright for Python is in the [dev] extra")
     found = chromium_path()
     if found is None:
