@@ -254,11 +254,40 @@ def test_the_list_filters_by_status_trigger_wildcard_handler_and_id_prefix(demo:
     assert client.get(f"{INBOX}/", query_string={"since": "yesterday"}, headers=OPS).status_code == 400
 
 
-@pytest.mark.parametrize("filters", [Filters(), Filters(trigger="order.*"), Filters(status=EventStatus.PROCESSED)])
-def test_keyset_pages_hold_every_matching_event_once_newest_first(filters: Filters) -> None:
-    app, clock = make_inbox_app()
-    seed(app, clock, count=40)
+class KeyedStore(MemoryStore):
+    """A store whose ``events`` takes the ``before=(received_at, id)`` key the inbox proposes."""
+
+    def events(  # type: ignore[override]
+        self,
+        *,
+        status: EventStatus | None = None,
+        trigger: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+        before: tuple[float, str] | None = None,
+    ) -> list[Any]:
+        self.asked.append(before)
+        found = sorted(super().events(status=status, trigger=trigger, since=since), key=Cursor.of, reverse=True)
+        if before is not None:
+            found = [e for e in found if (e.received_at, e.id) < before]
+        return found[:limit] if limit is not None else found
+
+    asked: list[tuple[float, str] | None] = []
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["today's store API", "a store taking before"])
+@pytest.mark.parametrize(
+    "filters",
+    [Filters(), Filters(trigger="order.*"), Filters(status=EventStatus.PROCESSED), Filters(until=-20.0)],
+)
+def test_keyset_pages_hold_every_matching_event_once_newest_first(filters: Filters, keyed: bool) -> None:
+    app, clock = make_inbox_app(store=KeyedStore() if keyed else None)
+    for n in range(40):  # the memory store's clock is now: ids and times still order the same
+        send(app, clock, ["order.paid", "product.updated"][n % 2], f"evt-{n:04d}", ago=(40 - n) * 600)
     store = app.extensions["webhook_receiver"]["moltin"].store
+    KeyedStore.asked = []
+    if filters.until is not None:  # up to the 21st oldest event, left out
+        filters = Filters(until=sorted(e.received_at for e in store.events())[-int(filters.until)])
     every = [e for e in store.events() if filters.keeps(e) and (filters.status in (None, e.status))]
     seen: list[str] = []
     cursor: Cursor | None = None
@@ -270,6 +299,8 @@ def test_keyset_pages_hold_every_matching_event_once_newest_first(filters: Filte
             break
     assert seen == [e.id for e in sorted(every, key=Cursor.of, reverse=True)]
     assert len(seen) == len(set(seen)) > 7
+    if keyed:
+        assert any(KeyedStore.asked)  # the key went to the store
 
 
 def test_a_filter_applied_here_scans_at_most_the_scan_limit() -> None:
@@ -385,3 +416,19 @@ def test_mark_resolved_takes_a_failed_event_out_of_the_failed_view(caplog: pytes
     assert answer.status_code == 303 and answer.headers["Location"].endswith("done=resolved")
     assert "inbox: ops marked event fail-to-resolve resolved: done" in caplog.text
     assert "fail-to-resolve" not in client.get(f"{INBOX}/?status=failed", headers=OPS).text
+
+
+def test_the_wheel_ships_every_template_and_static_file() -> None:
+    import configparser
+    import fnmatch
+    from pathlib import Path
+
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).parent.parent / "setup.cfg")
+    patterns = [p.strip() for p in config["options.package_data"]["webhook_receiver.inbox"].split(",")]
+    package = Path(__file__).parent.parent / "webhook_receiver" / "inbox"
+    files = [
+        str(p.relative_to(package)) for d in ("templates", "static") for p in (package / d).rglob("*") if p.is_file()
+    ]
+    assert len(files) >= 9
+    assert [f for f in files if not any(fnmatch.fnmatch(f, pattern) for pattern in patterns)] == []
