@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import socket
 import time
 from typing import Any, Callable
 
@@ -432,3 +433,30 @@ def test_the_wheel_ships_every_template_and_static_file() -> None:
     ]
     assert len(files) >= 9
     assert [f for f in files if not any(fnmatch.fnmatch(f, pattern) for pattern in patterns)] == []
+
+
+def test_a_store_that_does_not_answer_gets_503_on_the_page(redis_prefix: str) -> None:
+    from webhook_receiver.stores.redis import RedisStore
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()  # nothing listens there any more: every command fails to connect
+    app, _ = make_inbox_app(store=RedisStore(f"redis://127.0.0.1:{port}/0", prefix=redis_prefix, timeout=0.5))
+    client = app.test_client()
+    for path in ["/", "/event?id=x", "/chart.svg"]:
+        answer = client.get(INBOX + path, headers=OPS)
+        assert answer.status_code == 503, path
+        assert "not answering" in answer.text and str(port) not in answer.text
+        assert answer.headers["Cache-Control"] == "no-store"
+
+
+def test_each_receiver_of_an_app_has_its_own_inbox() -> None:
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_INBOX_URL=INBOX, WEBHOOK_RECEIVER_INBOX_AUTH="none"
+    )
+    WebhookReceiver().init_app(app)
+    WebhookReceiver(name="billing").init_app(app)
+    client = app.test_client()
+    assert "receiver <code>moltin</code>" in client.get(f"{INBOX}/").text
+    assert "receiver <code>billing</code>" in client.get(f"{INBOX}/billing/").text

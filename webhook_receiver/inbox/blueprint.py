@@ -6,6 +6,7 @@ import secrets
 
 from flask import Blueprint, Flask
 
+from ..errors import StoreUnavailable
 from ..untrusted import logger
 from .access import InboxSettings, View, read_settings
 from .actions import InboxReceiver
@@ -43,6 +44,7 @@ def mount_inbox(app: Flask, receiver: InboxReceiver) -> str | None:
     )
     blueprint.before_request(views.before)
     blueprint.after_request(views.after)
+    blueprint.register_error_handler(StoreUnavailable, views.store_unavailable)
     _route(blueprint, settings, "/", "index", views.index, ["GET"])
     _route(blueprint, settings, "/event", "event", views.event, ["GET"])
     _route(blueprint, settings, "/chart.svg", "chart", views.chart, ["GET"])

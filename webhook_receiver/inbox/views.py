@@ -10,6 +10,7 @@ from flask import Flask, Response, abort, g, jsonify, redirect, render_template,
 from flask.typing import ResponseReturnValue
 
 from ..stores.base import EventStatus, StoredEvent
+from ..untrusted import logger
 from . import actions
 from .access import who
 from .chart import RANGES, count_hours, render_svg
@@ -81,6 +82,13 @@ class InboxViews:
         token = request.form.get(FIELD) or request.headers.get(HEADER)
         if not self.tokens.valid(token, request.cookies.get(COOKIE)):
             abort(400, description="the form's CSRF token is missing, wrong or expired: reload the page")
+
+    def store_unavailable(self, exc: Exception) -> ResponseReturnValue:
+        """A store that does not answer: ``503``, with the page saying so (and nothing of the store's address)."""
+        logger.error("inbox: the %s store did not answer: %s", self.receiver.get_store(self.app).name, exc)
+        return Response(
+            "The event store is not answering right now; try again in a moment.\n", status=503, mimetype="text/plain"
+        )
 
     def _context(self, **values: Any) -> dict[str, Any]:
         nonce = g.get("webhook_receiver_inbox_nonce") or ""
