@@ -6,6 +6,7 @@ import functools
 import logging
 import re
 import socket
+import threading
 import time
 from typing import Any, Callable
 
@@ -460,3 +461,29 @@ def test_each_receiver_of_an_app_has_its_own_inbox() -> None:
     client = app.test_client()
     assert "receiver <code>moltin</code>" in client.get(f"{INBOX}/").text
     assert "receiver <code>billing</code>" in client.get(f"{INBOX}/billing/").text
+
+
+def test_deliveries_go_on_while_the_list_is_read_without_pause(tmp_path: Any) -> None:
+    app, clock = make_inbox_app(str(tmp_path))
+    seed(app, clock, count=10)
+    stop = threading.Event()
+    reads: list[int] = []
+
+    def read() -> None:
+        client = app.test_client()
+        while not stop.is_set():
+            reads.append(client.get(f"{INBOX}/?fragment=rows", headers=OPS).status_code)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        codes = [send(app, clock, "order.created", f"evt-during-reads-{n}") for n in range(150)]
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert codes == [200] * 150
+    assert reads and set(reads) == {200}
+    store = app.extensions["webhook_receiver"]["moltin"].store
+    assert len([e for e in store.events(trigger="order.created") if e.id.startswith("evt-during-reads-")]) == 150
