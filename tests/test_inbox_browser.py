@@ -81,7 +81,7 @@ def test_filter_to_failed_open_an_event_replay_it_and_see_it_processed_without_a
     assert "ConnectionError: warehouse API timed out" in page.text_content(".handlers")
     page.evaluate("window.notReloaded = true")
     page.click("#replay")
-    page.wait_for_function("document.getElementById('status').textContent === 'processed'")
+    page.wait_for_function("() => document.getElementById('status').textContent === 'processed'")
     assert page.evaluate("window.notReloaded") is True
     assert "every handler has now succeeded" in page.text_content("#notice")
     assert app.extensions["webhook_receiver"]["moltin"].store.get("fail-0010-8c1f2a").status.value == "processed"
@@ -135,7 +135,7 @@ def test_hostile_text_shows_literally_and_runs_nothing(browser: Any, served: tup
     assert json.dumps(XSS) in page.locator("details.part", has_text="payload").last.text_content()
     assert page.locator("img").count() == 0 and page.locator("script").count() == 1
     page.click("#replay")  # the answer and the refreshed summary are inserted too
-    page.wait_for_function("document.getElementById('notice').textContent.length > 0")
+    page.wait_for_function("() => document.getElementById('notice').textContent.length > 0")
     assert page.locator("img").count() == 0 and page.locator("script").count() == 1
     page.goto(INBOX + "bulk?id=xss-")
     assert page.locator(".ids a").text_content() == event_id
@@ -169,6 +169,9 @@ def test_the_pages_fit_the_screen_and_the_keyboard_reaches_everything(
             break
     else:
         pytest.fail("Tab never reached the events' links")
+    focused = page.evaluate("document.activeElement.getAttribute('href')")
+    page.wait_for_function("() => document.getElementById('live-state').textContent.startsWith('Live: updated')")
+    assert page.evaluate("document.activeElement.getAttribute('href')") == focused  # live rows keep the focus
     page.keyboard.press("Enter")
     page.wait_for_url("**/event?id=**")
     watched.clean()

@@ -29,13 +29,24 @@
   var table = document.querySelector("table[data-live]");
   if (table) {
     var liveState = document.getElementById("live-state");
+    var lastHtml = null;
     var refreshRows = function () {
       if (document.hidden) { return; }
       fetchHtml(table.getAttribute("data-live")).then(function (html) {
+        if (liveState) { liveState.textContent = "Live: updated " + new Date().toLocaleTimeString() + "."; }
+        if (html === lastHtml) { return; }
+        lastHtml = html;
         var rows = parsed(html).querySelector("tbody");
         var current = table.querySelector("tbody");
-        if (rows && current) { current.replaceWith(rows); }
-        if (liveState) { liveState.textContent = "Live: updated " + new Date().toLocaleTimeString() + "."; }
+        if (!rows || !current) { return; }
+        // Keep the keyboard where it was: the focused link, found again by its address.
+        var focused = document.activeElement;
+        var href = focused && current.contains(focused) ? focused.getAttribute("href") : null;
+        current.replaceWith(rows);
+        if (href) {
+          var again = rows.querySelector('a[href="' + CSS.escape(href) + '"]');
+          if (again) { again.focus(); }
+        }
       }).catch(function () {
         if (liveState) { liveState.textContent = "Live updates paused: the server did not answer."; }
       });
