@@ -487,3 +487,42 @@ def test_deliveries_go_on_while_the_list_is_read_without_pause(tmp_path: Any) ->
     assert reads and set(reads) == {200}
     store = app.extensions["webhook_receiver"]["moltin"].store
     assert len([e for e in store.events(trigger="order.created") if e.id.startswith("evt-during-reads-")]) == 150
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis", "postgresql", "mariadb"])
+def test_the_inbox_works_with_every_store(kind: str, tmp_path: Any, request: pytest.FixtureRequest) -> None:
+    from .conftest import DATABASES, REDIS_URL, drop_tables, require_database
+
+    store: Any = None
+    if kind == "memory":
+        store = MemoryStore()
+    elif kind == "redis":
+        from webhook_receiver.stores.redis import RedisStore
+
+        store = RedisStore(REDIS_URL, prefix=request.getfixturevalue("redis_prefix"))
+    elif kind in DATABASES:
+        from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore
+
+        require_database(DATABASES[kind])
+        prefix = request.getfixturevalue("table_prefix")
+        store = SQLAlchemyStore(DATABASES[kind], prefix=prefix)
+        request.addfinalizer(lambda: (store.close(), drop_tables(DATABASES[kind], prefix)))
+    app, clock = make_inbox_app(str(tmp_path), store=store)
+    for n in range(12):
+        send(app, clock, ["order.paid", "product.updated"][n % 2], f"{'fail' if n in (3, 8) else 'evt'}-{n:02d}")
+    client = app.test_client()
+    token = token_of(client)
+    html = client.get(f"{INBOX}/", query_string={"status": "failed"}, headers=OPS).text
+    assert set(re.findall(r'data-id="([^"]+)"', html)) == {"fail-03", "fail-08"}
+    html = client.get(f"{INBOX}/", query_string={"trigger": "order.*"}, headers=OPS).text
+    assert set(re.findall(r'data-id="([^"]+)"', html)) == {
+        f"{'fail' if n == 8 else 'evt'}-{n:02d}" for n in range(0, 12, 2)
+    }
+    assert "warehouse API timed out" in client.get(f"{INBOX}/event?id=fail-03", headers=OPS).text
+    answer = client.post(
+        f"{INBOX}/actions/replay",
+        data={"csrf_token": token, "event_id": "fail-03"},
+        headers={**OPS, "Accept": "application/json"},
+    )
+    assert answer.json["status"] == "processed"
+    assert client.get(f"{INBOX}/chart.svg", headers=OPS).status_code == 200
