@@ -14,6 +14,7 @@ from .catalogue import check_pattern, expand, is_event_name
 from .config import ReceiverConfig, read_config
 from .delivery import receive
 from .handlers import EventHandler, Handler, HandlerRegistry, callable_name, signal_handlers
+from .inbox import mount_inbox
 from .signals import TriggerSignal
 from .stores.base import EventStore
 
@@ -165,6 +166,9 @@ class WebhookReceiver:
         ``WEBHOOK_RECEIVER_TABLE_PREFIX``
             The table-name prefix of a SQLAlchemy store built from a URL
             (``webhook_receiver_``).
+        ``WEBHOOK_RECEIVER_INBOX_URL`` and ``WEBHOOK_RECEIVER_INBOX_AUTH``
+            Mount the inbox page there, behind that access check (see
+            :doc:`/inbox`); off by default.
 
         :param app: the app to set up.
         :param celery: a Celery app, for ``celery`` dispatch; the task that
@@ -175,6 +179,7 @@ class WebhookReceiver:
         """
         config = self._configure(app, celery=celery, mounting=True)
         app.register_blueprint(self.blueprint, url_prefix=config.url)
+        mount_inbox(app, self)
 
     def _configure(self, app: Flask, *, celery: Any = None, mounting: bool = False) -> ReceiverConfig:
         configs: dict[str, ReceiverConfig] = app.extensions.setdefault(EXTENSION_KEY, {})

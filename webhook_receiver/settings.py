@@ -56,6 +56,8 @@ KEYS: Mapping[str, str] = {
     "RETRY_BACKOFF": "the first pause between runs in seconds, for background dispatch",
     "MAX_BACKLOG": "due events past which deliveries get 503, for background dispatch",
     "GRACE_SECONDS": "how long running handlers may finish when the process stops",
+    "INBOX_URL": "where the inbox page is mounted (off when unset)",
+    "INBOX_AUTH": "the inbox page's access check: a callable, a view decorator, or 'none' in DEBUG/TESTING",
 }
 
 
