@@ -37,6 +37,7 @@ __all__ = [
     "is_legacy",
     "matches",
     "unknown_events",
+    "unknown_trigger",
 ]
 
 _CRUD = ("created", "updated", "deleted")
@@ -150,6 +151,13 @@ def unknown_events(names: list[str]) -> list[str]:
             guess = closest(name)
             described.append(f"{name} (did you mean {guess}?)" if guess else name)
     return described
+
+
+def unknown_trigger(name: str) -> str:
+    """Why *name* cannot be sent or fired, in one sentence: "... is not an Elastic Path event: did you mean ...?"."""
+    guess = closest(name)
+    hint = f": did you mean {guess}?" if guess else " (custom API events are named '<slug>_ext.created')"
+    return f"{name!r} is not an Elastic Path event{hint}"
 
 
 def matches(pattern: str, trigger: str) -> bool:

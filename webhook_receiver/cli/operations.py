@@ -13,17 +13,17 @@ from flask import current_app
 from ..dispatch.run import process_stored
 from ..stores.base import EventStatus, StoredEvent
 from ..untrusted import printable
-from .group import json_option, one_line_errors, receiver_named, receiver_option, say, webhooks_cli
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _duration(text: str) -> float:
-    """``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` in seconds."""
-    number, unit = text[:-1], text[-1:].lower()
-    if unit not in _UNITS or not number.replace(".", "", 1).isdigit():
-        raise click.BadParameter(f"{text!r} is not a duration such as 30d, 12h or 90m")
-    return float(number) * _UNITS[unit]
+from .group import (
+    DURATION,
+    LIMIT,
+    FiniteFloat,
+    json_option,
+    one_line_errors,
+    receiver_named,
+    receiver_option,
+    say,
+    webhooks_cli,
+)
 
 
 def _when(epoch: float) -> str:
@@ -33,20 +33,20 @@ def _when(epoch: float) -> str:
 @webhooks_cli.command("events")
 @click.option("--status", type=click.Choice([s.value for s in EventStatus]), help="Only events with this status.")
 @click.option("--trigger", help="Only events with this trigger.")
-@click.option("--since", help="Only events received within this long, such as 2h or 7d.")
-@click.option("--limit", default=50, show_default=True, help="At most this many.")
+@click.option("--since", type=DURATION, help="Only events received within this long, such as 2h or 7d.")
+@click.option("--limit", type=LIMIT, default=50, show_default=True, help="At most this many.")
 @json_option
 @receiver_option
 @one_line_errors
 def events_command(
-    status: str | None, trigger: str | None, since: str | None, limit: int, as_json: bool, receiver_name: str | None
+    status: str | None, trigger: str | None, since: float | None, limit: int, as_json: bool, receiver_name: str | None
 ) -> None:
     """List stored events, newest first."""
     store = receiver_named(receiver_name).get_store()
     found = store.events(
         status=EventStatus(status) if status else None,
         trigger=trigger,
-        since=time.time() - _duration(since) if since else None,
+        since=time.time() - since if since is not None else None,
         limit=limit,
     )
     if as_json:
@@ -139,6 +139,8 @@ def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | 
     store = receiver.get_store()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if event_id:
+        if store.get(event_id) is None:
+            raise click.ClickException(printable(f"no stored event {event_id!r}"))
         ids = [event_id]
     else:
         stale = time.time() - store.lease_seconds
@@ -172,6 +174,7 @@ def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | 
 @click.option(
     "--older-than",
     "older_than",
+    type=DURATION,
     required=True,
     help="Such as 30d: forget processed events received longer ago than that.",
 )
@@ -179,12 +182,12 @@ def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | 
 @click.option("--dry-run", is_flag=True, help="Say how many would be forgotten; forget nothing.")
 @receiver_option
 @one_line_errors
-def prune_command(older_than: str, include_failed: bool, dry_run: bool, receiver_name: str | None) -> None:
+def prune_command(older_than: float, include_failed: bool, dry_run: bool, receiver_name: str | None) -> None:
     """Forget processed events received before a given age (failed ones with --include-failed; pending never)."""
     count = (
         receiver_named(receiver_name)
         .get_store()
-        .prune(time.time() - _duration(older_than), include_failed=include_failed, dry_run=dry_run)
+        .prune(time.time() - older_than, include_failed=include_failed, dry_run=dry_run)
     )
     plural = "s" if count != 1 else ""
     say(f"would prune {count} event{plural}" if dry_run else f"pruned {count} event{plural}")
@@ -203,10 +206,14 @@ _ANSWERS = {
 @click.option("--trigger", help="Only events with this trigger.")
 @click.option("--status", type=click.Choice([s.value for s in EventStatus]), help="Only changes to this status.")
 @click.option(
-    "--interval", default=0.5, show_default=True, type=click.FloatRange(min=0.05), help="Seconds between looks."
+    "--interval",
+    default=0.5,
+    show_default=True,
+    type=FiniteFloat(min=0.05, max=3600),
+    help="Seconds between looks (0.05 to 3600).",
 )
-@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many lines.")
-@click.option("--seconds", type=click.FloatRange(min=0), help="Stop after this many seconds.")
+@click.option("--limit", type=LIMIT, help="Stop after this many lines.")
+@click.option("--seconds", type=FiniteFloat(min=0), help="Stop after this many seconds.")
 @json_option
 @receiver_option
 @one_line_errors

@@ -14,6 +14,7 @@ from ..catalogue import is_known, is_legacy
 from ..events import redact
 from ..upstream.sync import MANAGED_MARK
 from .group import (
+    LIMIT,
     api_client,
     json_option,
     one_line_errors,
@@ -123,7 +124,7 @@ def delete_command(integration_id: str | None, name: str | None) -> None:
 @webhooks_cli.command("logs")
 @click.argument("integration_id", required=False)
 @click.option("--failed", is_flag=True, help="Only the deliveries that failed.")
-@click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
+@click.option("--limit", type=LIMIT, default=50, show_default=True, help="At most this many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 @receiver_option
 @one_line_errors
@@ -139,7 +140,7 @@ def logs_command(
     logs = client.integration_logs(integration_id)
     if failed:
         logs = [log for log in logs if not log.get("succeeded")]
-    logs = sorted(logs, key=_created_at, reverse=True)[: max(limit, 0)]
+    logs = sorted(logs, key=_created_at, reverse=True)[:limit]
     names = {str(i.get("id")): str(i.get("name")) for i in client.list_integrations()}
     store = receiver_named(receiver_name).get_store()
     rows = [_log_row(log, names, store) for log in logs]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, request
 
-from ...catalogue import is_event_name, is_known
+from ...catalogue import is_event_name, is_known, unknown_trigger
 from .state import MAX_EVENTS_PER_INTEGRATION, MAX_INTEGRATIONS, EmulatorState, now_iso
 
 if TYPE_CHECKING:
@@ -306,6 +306,8 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
         trigger = body["trigger"]
         if not is_event_name(trigger):
             raise _Refusal(422, f"{trigger!r} is not an event name, such as order.paid", "trigger")
+        if not is_known(trigger):  # upstream fires only the events it lists
+            raise _Refusal(422, unknown_trigger(trigger), "trigger")
         fired = firer.fire(trigger, data)
         answer: dict[str, Any] = {"event_id": fired.event_id, "deliveries": len(fired.jobs)}
         if not fired.jobs:  # say why, rather than leave the caller waiting for a delivery
