@@ -102,7 +102,7 @@ receiver_option = click.option(
 )
 
 
-class Duration(click.ParamType):
+class Duration(click.types.FloatParamType):
     """A duration such as ``30d``, ``12h``, ``90m``, ``45s`` or ``2w``, in seconds (ASCII digits, at most 100 years)."""
 
     name = "duration"

@@ -12,7 +12,7 @@ from flask import current_app
 
 from ..catalogue import is_known, is_legacy
 from ..events import redact
-from ..upstream.sync import MANAGED_MARK
+from ..upstream.sync import MANAGED_MARK, is_sync_lock
 from .group import (
     LIMIT,
     api_client,
@@ -36,7 +36,13 @@ from .group import (
 def sync_command(
     url: str | None, name: str | None, dry_run: bool, disabled: bool, force: bool, receiver_name: str | None
 ) -> None:
-    """Create or update the integration so that it matches the app's handlers."""
+    """Create or update the integration so that it matches the app's handlers.
+
+    Two syncs at once take turns: a sync that writes holds a lock upstream, a
+    disabled integration named NAME.sync-lock that it deletes when done (one
+    left by a sync that died is ignored after two minutes). A new member of
+    the group skips names other integrations already have.
+    """
     from ..upstream.sync import sync_integration
 
     receiver = receiver_named(receiver_name)
@@ -85,6 +91,8 @@ def list_command(as_json: bool) -> None:
         url = (i.get("configuration") or {}).get("url", "")
         managed = str(i.get("description") or "").startswith(MANAGED_MARK)
         group = f"  [sync group {re.sub(r'-[0-9]+$', '', str(i.get('name')))!r}]" if managed else ""
+        if is_sync_lock(i):
+            group = "  [the lock of a sync under way]"
         say(f"{i.get('id')}  {i.get('name')!r}  {i.get('integration_type')}  {state}  {url}{group}")
         say(f"    observes: {', '.join(i.get('observes') or []) or '(nothing)'}")
 

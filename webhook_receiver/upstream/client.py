@@ -215,7 +215,8 @@ class MoltinClient:
         asked, so a short page is not the last one. Without links, pages are
         asked by offset until ``meta.results.total`` or an empty page.
         """
-        target, params = path, {"page[limit]": _PAGE_LIMIT, "page[offset]": 0}
+        target = path
+        params: dict[str, Any] | None = {"page[limit]": _PAGE_LIMIT, "page[offset]": 0}
         offset = 0
         followed: set[str] = set()
         while True:
