@@ -16,7 +16,6 @@ from ..untrusted import printable
 from .group import (
     DURATION,
     LIMIT,
-    FiniteFloat,
     json_option,
     one_line_errors,
     receiver_named,
@@ -191,87 +190,3 @@ def prune_command(older_than: float, include_failed: bool, dry_run: bool, receiv
     )
     plural = "s" if count != 1 else ""
     say(f"would prune {count} event{plural}" if dry_run else f"pruned {count} event{plural}")
-
-
-#: What each status answered upstream, for ``listen``.
-_ANSWERS = {
-    EventStatus.PENDING: "202 accepted",
-    EventStatus.PROCESSING: "... running",
-    EventStatus.PROCESSED: "200 processed",
-    EventStatus.FAILED: "500 failed",
-}
-
-
-@webhooks_cli.command("listen")
-@click.option("--trigger", help="Only events with this trigger.")
-@click.option("--status", type=click.Choice([s.value for s in EventStatus]), help="Only changes to this status.")
-@click.option(
-    "--interval",
-    default=0.5,
-    show_default=True,
-    type=FiniteFloat(min=0.05, max=3600),
-    help="Seconds between looks (0.05 to 3600).",
-)
-@click.option("--limit", type=LIMIT, help="Stop after this many lines.")
-@click.option("--seconds", type=FiniteFloat(min=0), help="Stop after this many seconds.")
-@json_option
-@receiver_option
-@one_line_errors
-def listen_command(
-    trigger: str | None,
-    status: str | None,
-    interval: float,
-    limit: int | None,
-    seconds: float | None,
-    as_json: bool,
-    receiver_name: str | None,
-) -> None:
-    """Show deliveries as they land and what became of them, from any process sharing the store; Ctrl-C stops.
-
-    One line each time an event received since the command started changes:
-    the trigger, the id, upstream's attempt, the answer it got or will get,
-    how long it took, and each handler's outcome.
-    """
-    store = receiver_named(receiver_name).get_store()
-    started = time.time()
-    shown: dict[str, tuple[str, int]] = {}  # id -> (status, runs) last shown
-    lines = 0
-    if not as_json:
-        say(f"listening for deliveries to {store.name} store ({store.location}); Ctrl-C stops")
-    try:
-        while (limit is None or lines < limit) and (seconds is None or time.time() < started + seconds):
-            for stored in reversed(store.events(since=started, trigger=trigger, limit=500)):
-                state = (stored.status.value, sum(o.attempts for o in stored.handlers.values()))
-                if shown.get(stored.id) == state or (status and stored.status.value != status):
-                    continue
-                shown[stored.id] = state
-                click.echo(json.dumps(_change(stored)) if as_json else printable(_line(stored)))
-                lines += 1
-                if limit is not None and lines >= limit:
-                    return
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        pass
-
-
-def _change(stored: StoredEvent) -> dict[str, Any]:
-    attempt = stored.raw.get("attempt") if isinstance(stored.raw, dict) else None
-    return {**_summary(stored), "attempt": attempt, "answer": _ANSWERS[stored.status]}
-
-
-def _line(stored: StoredEvent) -> str:
-    change = _change(stored)
-    took = (stored.updated_at - stored.received_at) * 1000 if stored.status is not EventStatus.PENDING else None
-    outcomes = ", ".join(
-        f"{name.rpartition('.')[2]} {'ok' if o.ok else 'failed'}" + (f" ({o.error})" if o.error else "")
-        for name, o in stored.handlers.items()
-    )
-    parts = [
-        f"--> {stored.trigger} {stored.id} attempt {change['attempt'] or '?'}",
-        f"<-- {change['answer']}" + (f" {took:.1f} ms" if took is not None else ""),
-    ]
-    if outcomes:
-        parts.append(outcomes)
-    if stored.error:
-        parts.append(stored.error)
-    return "  ".join(parts)
