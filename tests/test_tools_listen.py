@@ -11,7 +11,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from flask import Flask
 
@@ -105,3 +105,45 @@ def test_a_burst_larger_than_any_window_is_shown_whole(tmp_path: Path) -> None:
     assert len(lines) == 1200, (len(lines), err[-2000:])
     assert {line.split()[2] for line in lines} == {f"burst-{n}" for n in range(1200)}
     assert listen.returncode == 0, err
+
+
+def test_an_event_below_the_horizon_is_followed_until_it_is_processed(
+    app: Flask, receiver: WebhookReceiver, send: Callable[..., Any], monkeypatch: Any
+) -> None:
+    """A failed event the horizon passed, run again by upstream's retry: its running and processed states are shown."""
+    import webhook_receiver.cli.listen as listen
+
+    monkeypatch.setattr(listen, "SLACK_SECONDS", 0.0)  # the horizon may move right up to the newest event
+    broken = {"on": True}
+    running, release = threading.Event(), threading.Event()
+
+    def charge(event: Any) -> None:
+        if event.id != "retried":
+            return
+        if broken["on"]:
+            raise ConnectionError("payments down")
+        running.set()
+        release.wait(30)
+
+    receiver.on("order.paid", name="charge")(charge)
+    watch = listen.StoreWatch(receiver.get_store(app), since=time.time() - 1)
+    send(make_event("order.paid", event_id="retried"))
+    time.sleep(0.01)
+    send(make_event("order.paid", event_id="later"))
+    assert [(c.event.id, c.event.status.value) for c in watch.look()] == [
+        ("retried", "failed"),
+        ("later", "processed"),
+    ]
+    assert watch.horizon > receiver.get_store(app).get("retried").received_at
+    broken["on"] = False
+    retry = threading.Thread(target=send, args=(make_event("order.paid", event_id="retried", attempt=2),))
+    retry.start()
+    assert running.wait(30)
+    assert [(c.event.id, c.event.status.value) for c in watch.look()] == [("retried", "processing")]
+    release.set()
+    retry.join()
+    changes = watch.look()
+    assert [(c.event.id, c.event.status.value, c.event.attempts, c.ran) for c in changes] == [
+        ("retried", "processed", 2, ("charge",))
+    ]
+    assert watch.look() == []

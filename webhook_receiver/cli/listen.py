@@ -73,9 +73,11 @@ class StoreWatch:
         self.store = store
         self.since = since
         self.trigger = trigger
-        #: Every event received before this is processed and shown, or failed and in :attr:`failed`.
+        #: Every event received before this is processed and shown, or in :attr:`followed`.
         self.horizon = since
-        self.failed: set[str] = set()
+        #: The events received before :attr:`horizon` that are not processed yet (failed ones, and those
+        #: a redelivery or a replay is running again): each look reads them by id.
+        self.followed: set[str] = set()
         self._seen: dict[str, tuple[_State, float]] = {}
 
     def look(self) -> list[Change]:
@@ -83,13 +85,13 @@ class StoreWatch:
         now = time.time()
         recent = self.store.events(since=self.horizon, trigger=self.trigger)
         found = {stored.id: stored for stored in recent}
-        if self.failed:  # failed events below the horizon run again on a redelivery or a replay
+        if self.followed:  # failed events below the horizon run again on a redelivery or a replay
             for stored in self.store.events(status=EventStatus.FAILED, since=self.since, trigger=self.trigger):
                 found.setdefault(stored.id, stored)
-            for gone in self.failed - found.keys():
-                again = self.store.get(gone)
+            for moved in self.followed - found.keys():
+                again = self.store.get(moved)
                 if again is not None:
-                    found[gone] = again
+                    found[moved] = again
         changes = []
         for stored in sorted(found.values(), key=lambda s: (s.updated_at, s.received_at, s.id)):
             state = _state(stored)
@@ -105,9 +107,11 @@ class StoreWatch:
         open_ = [s.received_at for s in recent if s.status in (EventStatus.PENDING, EventStatus.PROCESSING)]
         newest = max((s.received_at for s in recent), default=self.horizon)
         horizon = max(self.horizon, min(min(open_, default=newest), now - SLACK_SECONDS))
-        self.failed = {i for i, s in found.items() if s.status is EventStatus.FAILED and s.received_at < horizon}
+        self.followed = {
+            i for i, s in found.items() if s.status is not EventStatus.PROCESSED and s.received_at < horizon
+        }
         self.horizon = horizon
-        self._seen = {i: seen for i, seen in self._seen.items() if seen[1] >= horizon or i in self.failed}
+        self._seen = {i: seen for i, seen in self._seen.items() if seen[1] >= horizon or i in self.followed}
 
 
 def _ran(stored: StoredEvent, before: _State | None) -> tuple[str, ...]:
