@@ -205,3 +205,84 @@ def test_unreachable_host_is_a_connection_error() -> None:
 def test_needs_both_credentials() -> None:
     with pytest.raises(ValueError):
         MoltinClient("", "secret")
+
+
+def add_logs(moltin: Emulator, count: int) -> None:
+    """Put *count* delivery logs straight into the emulator's state, for one integration."""
+    add_integrations(moltin, 1, "logged")
+    integration = next(iter(moltin.state.integrations))
+    for n in range(count):
+        moltin.state.add_log(
+            {
+                "id": f"log-{n}",
+                "type": "integration-log",
+                "succeeded": True,
+                "attempt": 1,
+                "body": "",
+                "status_code": 200,
+                "error_detail": None,
+                "relationships": {
+                    "integration": {"data": {"type": "integration", "id": integration}},
+                    "job": {"data": {"type": "integration-job", "id": f"job-{n}"}},
+                },
+                "meta": {"timestamps": {"created_at": f"2026-01-01T00:00:{n:02d}.000Z"}},
+            },
+            trigger="order.paid",
+            event_id=f"event-{n}",
+        )
+
+
+def test_logs_page_with_links_only_as_the_2026_spec_has_it() -> None:
+    """The log endpoints answer links.first/next/prev and no totals; the client reads every page by links.next."""
+    import requests
+
+    with Emulator(page_size=4) as moltin:
+        add_logs(moltin, 11)
+        client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url)
+        token = client._access_token()
+        page = requests.get(f"{moltin.url}/v2/integrations/logs", headers={"Authorization": f"Bearer {token}"}).json()
+        assert "meta" not in page and sorted(page["links"]) == ["first", "next", "prev"]
+        assert page["links"]["prev"] is None and "page[offset]=4" in page["links"]["next"]
+        assert [log["id"] for log in client.integration_logs()] == [f"log-{n}" for n in reversed(range(11))]
+        listing = requests.get(f"{moltin.url}/v2/integrations", headers={"Authorization": f"Bearer {token}"}).json()
+        assert listing["meta"]["results"]["total"] == 1  # listing integrations keeps its totals
+
+
+def cursor_api(next_link: Any) -> Any:
+    """An API whose log pages follow a cursor in links.next (page[offset] means nothing to it)."""
+    from flask import Flask, request
+
+    api = Flask("cursor-api")
+    asked: list[str] = []
+    pages = {"": ["a", "b"], "c1": ["c", "d"], "c2": ["e"]}
+    following = {"": "c1", "c1": "c2", "c2": None}
+
+    @api.post("/oauth/access_token")
+    def token() -> Any:
+        return {"access_token": "t", "expires_in": 3600}
+
+    @api.get("/v2/integrations/logs")
+    def logs() -> Any:
+        cursor = request.args.get("cursor", "")
+        asked.append(request.query_string.decode())
+        if len(asked) > 6:  # a client that ignores the cursor would go round for ever
+            return {"data": [], "links": {"next": None}}
+        after = following[cursor]
+        return {"data": [{"id": i} for i in pages[cursor]], "links": {"next": next_link(request, after)}}
+
+    api.config["asked"] = asked
+    return api
+
+
+def test_the_client_follows_links_next_where_it_points(live_server: Any) -> None:
+    api = cursor_api(lambda request, after: f"{request.host_url}v2/integrations/logs?cursor={after}" if after else None)
+    client = MoltinClient("id", "secret", base_url=live_server(api))
+    assert [log["id"] for log in client.integration_logs()] == ["a", "b", "c", "d", "e"]
+    assert api.config["asked"][1:] == ["cursor=c1", "cursor=c2"]
+
+
+def test_a_links_next_to_another_host_is_not_followed_with_the_token(live_server: Any) -> None:
+    api = cursor_api(lambda request, after: f"http://elsewhere.invalid/v2/integrations/logs?cursor={after}")
+    client = MoltinClient("id", "secret", base_url=live_server(api))
+    with pytest.raises(MoltinAPIError, match="links.next points to http://elsewhere.invalid, not the API host"):
+        client.integration_logs()

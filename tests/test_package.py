@@ -104,3 +104,76 @@ def test_no_file_cites_anything_outside_the_repository() -> None:
         text = path.read_text(errors="replace")
         for outside in ("DESIGN.md", "../shared", "shared/upstream"):
             assert outside not in text, f"{name} cites {outside}"
+
+
+def test_the_sdist_ships_what_its_tests_need_and_they_collect(tmp_path: Path) -> None:
+    """python -m build --sdist, unpacked: conftest, data, JS check, sample app, docs; pytest collects every test.
+
+    ``--no-isolation`` builds with this environment's setuptools, so that the
+    test needs no network.
+    """
+    import shutil
+    import tarfile
+
+    # Build from a copy of the files git knows (tracked, or new and not ignored): a clean checkout, with no
+    # egg-info left by an earlier build (setuptools would take its file list from there).
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split()
+    source = tmp_path / "source"
+    for name in listed:
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    dist = tmp_path / "dist"
+    built = subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--skip-dependency-check", "--outdir", str(dist)],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    (archive,) = dist.glob("*.tar.gz")
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    (top,) = (tmp_path / "unpacked").iterdir()
+    shipped = {str(path.relative_to(top)) for path in top.rglob("*") if path.is_file()}
+    tracked = {name for name in listed if (ROOT / name).is_file()}
+    for needed in (
+        "tests/conftest.py",
+        "tests/data/epcc-observable-events.txt",
+        "tests/js/package.json",
+        "tests/js/sdk_check.js",
+        "sample_app/app.py",
+        "docs/conf.py",
+        "docs/index.rst",
+        "CHANGES.rst",
+        "LICENSE.rst",
+        "webhook_receiver/py.typed",
+    ):
+        assert needed in shipped, needed
+    missing = sorted(name for name in tracked - shipped if not name.startswith(".gitignore"))
+    assert missing == [], f"tracked files the sdist leaves out: {missing}"
+    assert not [name for name in shipped if "__pycache__" in name or name.endswith((".pyc", ".sqlite3"))]
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=top,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
+    summary = collected.stdout.strip().splitlines()[-1]
+    assert summary.split()[1:3] == ["tests", "collected"] and int(summary.split()[0]) > 500, summary
+
+
+def test_metadata_has_no_deprecated_license_classifier() -> None:
+    """``license = BSD-3-Clause`` (an SPDX expression) says it; the classifier beside it is deprecated."""
+    import configparser
+
+    metadata = configparser.ConfigParser()
+    metadata.read(ROOT / "setup.cfg")
+    assert metadata["metadata"]["license"] == "BSD-3-Clause"
+    assert "License ::" not in metadata["metadata"]["classifiers"]
+    assert "build" in metadata["options.extras_require"]["dev"]

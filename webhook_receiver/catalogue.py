@@ -6,7 +6,7 @@ table of the integrations API and the subscription events
 a test holds the two together). Around it:
 
 * **legacy** events, in no current list but still accepted upstream
-  (``product.created``, ``brand.*`` ...): exact names are accepted, wildcards
+  (``product.created``, ``brand.*``, ``subscription-plan.*`` ...): exact names are accepted, wildcards
   do not expand to them;
 * **custom API** events, ``<slug>.created|updated|deleted`` where the slug
   ends in ``_ext`` (``wishlist_ext.created``): accepted as they are.
@@ -37,6 +37,7 @@ __all__ = [
     "is_legacy",
     "matches",
     "unknown_events",
+    "unknown_trigger",
 ]
 
 _CRUD = ("created", "updated", "deleted")
@@ -75,15 +76,13 @@ _INTEGRATION_EVENTS = (
     ]
 )
 
-#: The subscription events.
+#: The subscription events (the 2026 spec: the offerings model, without the plans and products of old).
 _SUBSCRIPTION_EVENTS = (
     _expand(("subscription-invoice",), ("created", "deleted"))
     + _expand(
         (
             "subscription-job",
             "subscription-offering",
-            "subscription-plan",
-            "subscription-product",
             "subscription-schedule",
             "subscription-subscriber",
         ),
@@ -98,9 +97,11 @@ _SUBSCRIPTION_EVENTS = (
 #: Every event Elastic Path lists today, sorted: what wildcards expand to.
 OBSERVABLE_EVENTS: tuple[str, ...] = tuple(sorted(set(_INTEGRATION_EVENTS + _SUBSCRIPTION_EVENTS)))
 
-#: Events in no current list that upstream still accepts (Moltin's catalogue of old).
+#: Events in no current list that upstream still accepts: Moltin's catalogue of old, and the subscription
+#: plans and products the 2026 subscriptions spec replaced with offerings.
 LEGACY_EVENTS: frozenset[str] = frozenset(
-    ["product.created", "product.updated"] + _expand(("brand", "category", "collection"), _CRUD)
+    ["product.created", "product.updated"]
+    + _expand(("brand", "category", "collection", "subscription-plan", "subscription-product"), _CRUD)
 )
 
 _KNOWN = frozenset(OBSERVABLE_EVENTS) | LEGACY_EVENTS
@@ -150,6 +151,13 @@ def unknown_events(names: list[str]) -> list[str]:
             guess = closest(name)
             described.append(f"{name} (did you mean {guess}?)" if guess else name)
     return described
+
+
+def unknown_trigger(name: str) -> str:
+    """Why *name* cannot be sent or fired, in one sentence: "... is not an Elastic Path event: did you mean ...?"."""
+    guess = closest(name)
+    hint = f": did you mean {guess}?" if guess else " (custom API events are named '<slug>_ext.created')"
+    return f"{name!r} is not an Elastic Path event{hint}"
 
 
 def matches(pattern: str, trigger: str) -> bool:

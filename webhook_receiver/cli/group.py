@@ -11,7 +11,9 @@ stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import functools
+import math
 import os
+import re
 from typing import Any, Callable, TypeVar
 
 import click
@@ -23,7 +25,7 @@ from ..receiver import RECEIVERS_KEY, WebhookReceiver
 from ..untrusted import printable
 from ..upstream.client import DEFAULT_BASE_URL, MoltinClient, check_base_url
 
-__all__ = ["webhooks_cli"]
+__all__ = ["DURATION", "Duration", "FiniteFloat", "LIMIT", "webhooks_cli"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -98,3 +100,41 @@ json_option = click.option("--json", "as_json", is_flag=True, help="One JSON doc
 receiver_option = click.option(
     "--receiver", "receiver_name", metavar="NAME", help="Which receiver, when the app has several."
 )
+
+
+class Duration(click.types.FloatParamType):
+    """A duration such as ``30d``, ``12h``, ``90m``, ``45s`` or ``2w``, in seconds (ASCII digits, at most 100 years)."""
+
+    name = "duration"
+    _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    _SHAPE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdwSMHDW])\Z")
+    _LONGEST = 100 * 365 * 86400
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        found = self._SHAPE.match(str(value).strip())
+        if not found:
+            self.fail(f"{printable(str(value))!r} is not a duration such as 30d, 12h or 90m", param, ctx)
+        seconds = float(found.group(1)) * self._UNITS[found.group(2).lower()]
+        if seconds > self._LONGEST:
+            self.fail(f"{printable(str(value))!r} is longer than 100 years", param, ctx)
+        return seconds
+
+
+#: ``--since`` and ``--older-than``.
+DURATION = Duration()
+
+
+class FiniteFloat(click.FloatRange):
+    """A number in a range, never NaN nor infinite (click's ``FloatRange`` lets both through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{printable(str(value))!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+#: ``--limit``: stores take 64-bit limits at most, and a negative one is a mistake, not "no limit".
+LIMIT = click.IntRange(min=1, max=1_000_000)

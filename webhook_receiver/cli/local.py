@@ -28,11 +28,11 @@ from .group import (
 @one_line_errors
 def send_command(trigger: str, url: str | None, data_file: str | None, attempt: int, receiver_name: str | None) -> None:
     """Send a sample TRIGGER event with the app's secret and print the answer."""
-    from ..local.console import deliver_to_url, read_data, report
+    from ..local.console import check_trigger, deliver_to_url, read_data, report
     from ..wire import make_event, signed
 
     receiver = receiver_named(receiver_name)
-    body = make_event(trigger, read_data(data_file), attempt=attempt)
+    body = make_event(check_trigger(trigger), read_data(data_file), attempt=attempt)
     # An app that opted out of the secret (local experiments) is sent none.
     secret = receiver.secret_key() if receiver.get_config().verifier is not None else None
     if url:

@@ -13,17 +13,16 @@ from flask import current_app
 from ..dispatch.run import process_stored
 from ..stores.base import EventStatus, StoredEvent
 from ..untrusted import printable
-from .group import json_option, one_line_errors, receiver_named, receiver_option, say, webhooks_cli
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _duration(text: str) -> float:
-    """``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` in seconds."""
-    number, unit = text[:-1], text[-1:].lower()
-    if unit not in _UNITS or not number.replace(".", "", 1).isdigit():
-        raise click.BadParameter(f"{text!r} is not a duration such as 30d, 12h or 90m")
-    return float(number) * _UNITS[unit]
+from .group import (
+    DURATION,
+    LIMIT,
+    json_option,
+    one_line_errors,
+    receiver_named,
+    receiver_option,
+    say,
+    webhooks_cli,
+)
 
 
 def _when(epoch: float) -> str:
@@ -33,20 +32,20 @@ def _when(epoch: float) -> str:
 @webhooks_cli.command("events")
 @click.option("--status", type=click.Choice([s.value for s in EventStatus]), help="Only events with this status.")
 @click.option("--trigger", help="Only events with this trigger.")
-@click.option("--since", help="Only events received within this long, such as 2h or 7d.")
-@click.option("--limit", default=50, show_default=True, help="At most this many.")
+@click.option("--since", type=DURATION, help="Only events received within this long, such as 2h or 7d.")
+@click.option("--limit", type=LIMIT, default=50, show_default=True, help="At most this many.")
 @json_option
 @receiver_option
 @one_line_errors
 def events_command(
-    status: str | None, trigger: str | None, since: str | None, limit: int, as_json: bool, receiver_name: str | None
+    status: str | None, trigger: str | None, since: float | None, limit: int, as_json: bool, receiver_name: str | None
 ) -> None:
     """List stored events, newest first."""
     store = receiver_named(receiver_name).get_store()
     found = store.events(
         status=EventStatus(status) if status else None,
         trigger=trigger,
-        since=time.time() - _duration(since) if since else None,
+        since=time.time() - since if since is not None else None,
         limit=limit,
     )
     if as_json:
@@ -139,6 +138,8 @@ def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | 
     store = receiver.get_store()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if event_id:
+        if store.get(event_id) is None:
+            raise click.ClickException(printable(f"no stored event {event_id!r}"))
         ids = [event_id]
     else:
         stale = time.time() - store.lease_seconds
@@ -172,6 +173,7 @@ def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | 
 @click.option(
     "--older-than",
     "older_than",
+    type=DURATION,
     required=True,
     help="Such as 30d: forget processed events received longer ago than that.",
 )
@@ -179,92 +181,12 @@ def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | 
 @click.option("--dry-run", is_flag=True, help="Say how many would be forgotten; forget nothing.")
 @receiver_option
 @one_line_errors
-def prune_command(older_than: str, include_failed: bool, dry_run: bool, receiver_name: str | None) -> None:
+def prune_command(older_than: float, include_failed: bool, dry_run: bool, receiver_name: str | None) -> None:
     """Forget processed events received before a given age (failed ones with --include-failed; pending never)."""
     count = (
         receiver_named(receiver_name)
         .get_store()
-        .prune(time.time() - _duration(older_than), include_failed=include_failed, dry_run=dry_run)
+        .prune(time.time() - older_than, include_failed=include_failed, dry_run=dry_run)
     )
     plural = "s" if count != 1 else ""
     say(f"would prune {count} event{plural}" if dry_run else f"pruned {count} event{plural}")
-
-
-#: What each status answered upstream, for ``listen``.
-_ANSWERS = {
-    EventStatus.PENDING: "202 accepted",
-    EventStatus.PROCESSING: "... running",
-    EventStatus.PROCESSED: "200 processed",
-    EventStatus.FAILED: "500 failed",
-}
-
-
-@webhooks_cli.command("listen")
-@click.option("--trigger", help="Only events with this trigger.")
-@click.option("--status", type=click.Choice([s.value for s in EventStatus]), help="Only changes to this status.")
-@click.option(
-    "--interval", default=0.5, show_default=True, type=click.FloatRange(min=0.05), help="Seconds between looks."
-)
-@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many lines.")
-@click.option("--seconds", type=click.FloatRange(min=0), help="Stop after this many seconds.")
-@json_option
-@receiver_option
-@one_line_errors
-def listen_command(
-    trigger: str | None,
-    status: str | None,
-    interval: float,
-    limit: int | None,
-    seconds: float | None,
-    as_json: bool,
-    receiver_name: str | None,
-) -> None:
-    """Show deliveries as they land and what became of them, from any process sharing the store; Ctrl-C stops.
-
-    One line each time an event received since the command started changes:
-    the trigger, the id, upstream's attempt, the answer it got or will get,
-    how long it took, and each handler's outcome.
-    """
-    store = receiver_named(receiver_name).get_store()
-    started = time.time()
-    shown: dict[str, tuple[str, int]] = {}  # id -> (status, runs) last shown
-    lines = 0
-    if not as_json:
-        say(f"listening for deliveries to {store.name} store ({store.location}); Ctrl-C stops")
-    try:
-        while (limit is None or lines < limit) and (seconds is None or time.time() < started + seconds):
-            for stored in reversed(store.events(since=started, trigger=trigger, limit=500)):
-                state = (stored.status.value, sum(o.attempts for o in stored.handlers.values()))
-                if shown.get(stored.id) == state or (status and stored.status.value != status):
-                    continue
-                shown[stored.id] = state
-                click.echo(json.dumps(_change(stored)) if as_json else printable(_line(stored)))
-                lines += 1
-                if limit is not None and lines >= limit:
-                    return
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        pass
-
-
-def _change(stored: StoredEvent) -> dict[str, Any]:
-    attempt = stored.raw.get("attempt") if isinstance(stored.raw, dict) else None
-    return {**_summary(stored), "attempt": attempt, "answer": _ANSWERS[stored.status]}
-
-
-def _line(stored: StoredEvent) -> str:
-    change = _change(stored)
-    took = (stored.updated_at - stored.received_at) * 1000 if stored.status is not EventStatus.PENDING else None
-    outcomes = ", ".join(
-        f"{name.rpartition('.')[2]} {'ok' if o.ok else 'failed'}" + (f" ({o.error})" if o.error else "")
-        for name, o in stored.handlers.items()
-    )
-    parts = [
-        f"--> {stored.trigger} {stored.id} attempt {change['attempt'] or '?'}",
-        f"<-- {change['answer']}" + (f" {took:.1f} ms" if took is not None else ""),
-    ]
-    if outcomes:
-        parts.append(outcomes)
-    if stored.error:
-        parts.append(stored.error)
-    return "  ".join(parts)

@@ -12,8 +12,9 @@ from flask import current_app
 
 from ..catalogue import is_known, is_legacy
 from ..events import redact
-from ..upstream.sync import MANAGED_MARK
+from ..upstream.sync import MANAGED_MARK, is_sync_lock
 from .group import (
+    LIMIT,
     api_client,
     json_option,
     one_line_errors,
@@ -35,7 +36,13 @@ from .group import (
 def sync_command(
     url: str | None, name: str | None, dry_run: bool, disabled: bool, force: bool, receiver_name: str | None
 ) -> None:
-    """Create or update the integration so that it matches the app's handlers."""
+    """Create or update the integration so that it matches the app's handlers.
+
+    Two syncs at once take turns: a sync that writes holds a lock upstream, a
+    disabled integration named NAME.sync-lock that it deletes when done (one
+    left by a sync that died is ignored after two minutes). A new member of
+    the group skips names other integrations already have.
+    """
     from ..upstream.sync import sync_integration
 
     receiver = receiver_named(receiver_name)
@@ -84,6 +91,8 @@ def list_command(as_json: bool) -> None:
         url = (i.get("configuration") or {}).get("url", "")
         managed = str(i.get("description") or "").startswith(MANAGED_MARK)
         group = f"  [sync group {re.sub(r'-[0-9]+$', '', str(i.get('name')))!r}]" if managed else ""
+        if is_sync_lock(i):
+            group = "  [the lock of a sync under way]"
         say(f"{i.get('id')}  {i.get('name')!r}  {i.get('integration_type')}  {state}  {url}{group}")
         say(f"    observes: {', '.join(i.get('observes') or []) or '(nothing)'}")
 
@@ -123,7 +132,7 @@ def delete_command(integration_id: str | None, name: str | None) -> None:
 @webhooks_cli.command("logs")
 @click.argument("integration_id", required=False)
 @click.option("--failed", is_flag=True, help="Only the deliveries that failed.")
-@click.option("--limit", default=50, show_default=True, help="At most this many, newest first.")
+@click.option("--limit", type=LIMIT, default=50, show_default=True, help="At most this many, newest first.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 @receiver_option
 @one_line_errors
@@ -139,7 +148,7 @@ def logs_command(
     logs = client.integration_logs(integration_id)
     if failed:
         logs = [log for log in logs if not log.get("succeeded")]
-    logs = sorted(logs, key=_created_at, reverse=True)[: max(limit, 0)]
+    logs = sorted(logs, key=_created_at, reverse=True)[:limit]
     names = {str(i.get("id")): str(i.get("name")) for i in client.list_integrations()}
     store = receiver_named(receiver_name).get_store()
     rows = [_log_row(log, names, store) for log in logs]

@@ -10,10 +10,11 @@ from typing import Any
 import click
 
 from ..__about__ import __version__
+from ..catalogue import is_known, unknown_trigger
 from ..untrusted import printable
 from .emulator import Emulator
 
-__all__ = ["main"]
+__all__ = ["check_trigger", "main"]
 
 
 @click.group()
@@ -71,6 +72,16 @@ def emulate(
     emulator.serve_forever()
 
 
+def check_trigger(trigger: str) -> str:
+    """Refuse a trigger upstream does not know, with the closest one ("did you mean order.paid?").
+
+    :raises click.BadParameter: for an unknown name.
+    """
+    if not is_known(trigger):
+        raise click.BadParameter(printable(unknown_trigger(trigger)), param_hint="TRIGGER")
+    return trigger
+
+
 def read_data(path: str | None) -> dict[str, Any] | None:
     """The resource in a JSON file given to ``send --data``, or ``None``."""
     if path is None:
@@ -92,11 +103,14 @@ def deliver_to_url(url: str, body: dict[str, Any], secret: str | None) -> None:
     import requests
 
     from ..wire import post
+    from .emulator.firing import unreachable
 
     try:
         answer = post(url, body, secret=secret)
+    except requests.Timeout:
+        raise click.ClickException(printable(f"could not deliver to {url}: no answer in time")) from None
     except requests.RequestException as exc:
-        raise click.ClickException(f"cannot deliver to {url}: {type(exc).__name__}") from None
+        raise click.ClickException(printable(unreachable(url, exc))) from None
     if answer.is_redirect or 300 <= answer.status_code < 400:
         location = answer.headers.get("Location", "(no Location)")
         raise click.ClickException(
@@ -138,7 +152,7 @@ def send(trigger: str, url: str, secret: str, data_file: str | None, attempt: in
     """Send a sample TRIGGER event, as Moltin would, and print the answer."""
     from ..wire import make_event
 
-    deliver_to_url(url, make_event(trigger, read_data(data_file), attempt=attempt), secret)
+    deliver_to_url(url, make_event(check_trigger(trigger), read_data(data_file), attempt=attempt), secret)
 
 
 if __name__ == "__main__":

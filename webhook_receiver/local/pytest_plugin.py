@@ -8,6 +8,11 @@ Fixtures:
     A :class:`~webhook_receiver.testing.WebhookClient` delivering to your
     ``app`` fixture with the receiver's own secret:
     ``webhook_client.send("order.paid")`` or ``webhook_client.send(body)``.
+    Each test gets a memory store of its own, whatever the app's
+    configuration (:func:`~webhook_receiver.testing.own_stores`).
+``webhook_isolated_store``
+    ``True``: override it in your ``conftest.py`` to return ``False``, and
+    ``webhook_client`` leaves the app's own store in place.
 ``moltin_emulator``
     A running :class:`~webhook_receiver.local.emulator.Emulator` on a free
     port, retrying deliveries quickly; stopped after the test.
@@ -39,11 +44,21 @@ def webhook_event() -> Callable[..., dict[str, Any]]:
 
 
 @pytest.fixture
-def webhook_client(app: Flask) -> WebhookClient:
-    """Signed deliveries to the ``app`` fixture's receiver."""
-    from ..testing import WebhookClient
+def webhook_isolated_store() -> bool:
+    """Whether ``webhook_client`` gives each test a memory store of its own; override it to return ``False``."""
+    return True
 
-    return WebhookClient(app)
+
+@pytest.fixture
+def webhook_client(app: Flask, webhook_isolated_store: bool) -> Iterator[WebhookClient]:
+    """Signed deliveries to the ``app`` fixture's receiver, into a store of the test's own (see above)."""
+    from ..testing import WebhookClient, own_stores
+
+    if not webhook_isolated_store:
+        yield WebhookClient(app)
+        return
+    with own_stores(app):
+        yield WebhookClient(app)
 
 
 @pytest.fixture

@@ -14,5 +14,6 @@ store passes, for a store of your own to run too.
 
 from ..wire import make_event, sample_resource
 from .client import WebhookClient, deliver
+from .isolation import own_stores
 
-__all__ = ["WebhookClient", "deliver", "make_event", "sample_resource"]
+__all__ = ["WebhookClient", "deliver", "make_event", "own_stores", "sample_resource"]

@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from typing import Any, Iterator, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -207,15 +207,20 @@ class MoltinClient:
         return data
 
     def _pages(self, path: str) -> Iterator[dict[str, Any]]:
-        """Every item of a list endpoint.
+        """Every item of a list endpoint, following ``links.next``.
 
-        A store may serve fewer items per page than asked, so a short page
-        is not the last one: the end is where ``meta.results.total`` says,
-        else where ``links.next`` is null, else the first empty page.
+        The log endpoints (2026) page with ``links.first/next/prev`` only, no
+        totals: the next page is where ``links.next`` points, and a null
+        ``links.next`` is the end. A store may serve fewer items per page than
+        asked, so a short page is not the last one. Without links, pages are
+        asked by offset until ``meta.results.total`` or an empty page.
         """
+        target = path
+        params: dict[str, Any] | None = {"page[limit]": _PAGE_LIMIT, "page[offset]": 0}
         offset = 0
+        followed: set[str] = set()
         while True:
-            answer = self.request("GET", path, params={"page[limit]": _PAGE_LIMIT, "page[offset]": offset})
+            answer = self.request("GET", target, params=params)
             items = answer.get("data") if isinstance(answer, dict) else None
             if not isinstance(items, list):
                 raise MoltinAPIError(f"GET {path}: the answer has no data list")
@@ -225,11 +230,28 @@ class MoltinClient:
             links = answer.get("links")
             if not items:
                 return
-            if isinstance(total, int) and not isinstance(total, bool):
-                if offset >= total:
-                    return
-            elif isinstance(links, dict) and "next" in links and not links["next"]:
+            if isinstance(total, int) and not isinstance(total, bool) and offset >= total:
                 return
+            if isinstance(links, dict) and "next" in links:
+                if not links["next"]:
+                    return
+                target, params = self._next_page(path, links["next"]), None
+                if target in followed:
+                    raise MoltinAPIError(f"GET {path}: links.next leads back to a page already read")
+                followed.add(target)
+                continue
+            params = {"page[limit]": _PAGE_LIMIT, "page[offset]": offset}
+
+    def _next_page(self, path: str, link: Any) -> str:
+        """The path and query of a ``links.next`` URL, which must stay on the API host (the token goes with it)."""
+        base = urlsplit(self.base_url)
+        found = urlsplit(urljoin(f"{self.base_url}{path}", str(link)))
+        if (found.scheme, found.netloc) != (base.scheme, base.netloc) or not found.path.startswith(base.path):
+            raise MoltinAPIError(
+                f"GET {path}: links.next points to {found.scheme}://{found.netloc}, not the API host"
+                f" {base.scheme}://{base.netloc}; not followed"
+            )
+        return found.path[len(base.path) :] + (f"?{found.query}" if found.query else "")
 
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         url = self.base_url + path

@@ -8,17 +8,26 @@ event in the integration that already observes it, adds new events where
 there is room and creates members for the rest, removes events no handler
 covers, and deletes its own members that become empty. Writes that free room
 go first. A second run makes no write call, and it never creates a duplicate.
+
+Two syncs of one group at once (two deploys, two terminals) take turns: each
+holds an advisory lock upstream while it reads and writes, a disabled marker
+integration named ``<name>.sync-lock`` (see :func:`sync_lock`). A new member
+never takes a name another integration already has.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import random
 import re
+import secrets
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from ..catalogue import unknown_events
-from ..errors import SyncError
+from ..errors import MoltinAPIError, SyncError
 from ..events import REDACTED, redact
 from ..receiver import WebhookReceiver
 from .client import MoltinClient
@@ -26,12 +35,15 @@ from .client import MoltinClient
 __all__ = [
     "MAX_EVENTS_PER_INTEGRATION",
     "MAX_INTEGRATIONS",
+    "LOCK_MARK",
     "IntegrationChange",
     "SyncError",
     "SyncResult",
     "default_integration_name",
     "group_members",
+    "is_sync_lock",
     "sync_integration",
+    "sync_lock",
 ]
 
 #: Upstream's quota of events one integration observes.
@@ -40,6 +52,12 @@ MAX_EVENTS_PER_INTEGRATION = 5
 MAX_INTEGRATIONS = 100
 #: What the description of an integration sync manages starts with.
 MANAGED_MARK = "Managed by webhook_receiver"
+#: What the description of a sync's lock marker starts with.
+LOCK_MARK = "webhook_receiver sync lock"
+#: A lock marker older than this (seconds) is a sync that died: it is deleted.
+LOCK_STALE_SECONDS = 120.0
+#: How long a sync waits for another one of the same group to finish (seconds).
+LOCK_WAIT_SECONDS = 90.0
 
 
 @dataclass(frozen=True)
@@ -153,6 +171,92 @@ def group_members(integrations: list[dict[str, Any]], name: str) -> list[dict[st
     return [integration for _, integration in sorted(members, key=lambda m: m[0])]
 
 
+def is_sync_lock(integration: dict[str, Any], name: str | None = None) -> bool:
+    """Whether *integration* is the lock marker of a running sync (of the group *name*, when given)."""
+    if not str(integration.get("description") or "").startswith(LOCK_MARK):
+        return False
+    return name is None or integration.get("name") == f"{name}.sync-lock"
+
+
+def _lock_taken_at(integration: dict[str, Any]) -> float:
+    found = re.search(r"since ([0-9]+(?:\.[0-9]+)?)", str(integration.get("description") or ""))
+    return float(found.group(1)) if found else 0.0
+
+
+@contextlib.contextmanager
+def sync_lock(
+    client: MoltinClient, name: str, *, url: str, event: str, wait: float = LOCK_WAIT_SECONDS
+) -> Iterator[None]:
+    """Hold the advisory lock of the group *name* upstream, for one sync.
+
+    Upstream has no lock, so the marker is an integration: disabled (it
+    delivers nothing), named ``<name>.sync-lock``. A sync creates its marker,
+    then lists the integrations: alone, it holds the lock; else it deletes its
+    marker and tries again after a random pause, so that of two syncs that
+    meet, at most one goes on (each lists after its own create, so the later
+    one always sees the earlier marker). A marker older than
+    :data:`LOCK_STALE_SECONDS` is a sync that died, and is deleted. The marker
+    is deleted when the sync ends, whatever happened.
+
+    :param url: the URL the marker names (it never delivers).
+    :param event: an event upstream knows, which the marker observes (upstream
+        requires one).
+    :param wait: how long to wait for another sync, in seconds.
+    :raises SyncError: if another sync holds the lock for longer than *wait*.
+    """
+    token = secrets.token_hex(6)
+    deadline = time.monotonic() + wait
+    pause = 0.05
+    while True:
+        try:
+            mine = _create_marker(client, name, url, event, token)
+        except MoltinAPIError as exc:
+            if exc.status != 422:
+                raise
+            # The store is at upstream's quota: no sync can create anything, so none can
+            # create a duplicate either; the updates and deletions go on unlocked.
+            yield
+            return
+
+        others = [i for i in client.list_integrations() if is_sync_lock(i, name) and i.get("id") != mine.get("id")]
+        live = []
+        for other in others:
+            if time.time() - _lock_taken_at(other) > LOCK_STALE_SECONDS:
+                with contextlib.suppress(MoltinAPIError):
+                    client.delete_integration(str(other["id"]))
+            else:
+                live.append(other)
+        if not live:
+            break
+        client.delete_integration(str(mine["id"]))
+        if time.monotonic() >= deadline:
+            ids = ", ".join(str(i.get("id")) for i in live)
+            raise SyncError(
+                f"another sync of {name!r} is running (its lock is integration {ids}); try again when it is done,"
+                f" or delete the lock if no sync runs (`flask webhooks delete {live[0].get('id')}`)"
+            )
+        time.sleep(pause + random.uniform(0, pause))
+        pause = min(pause * 2, 1.0)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(MoltinAPIError):
+            client.delete_integration(str(mine["id"]))
+
+
+def _create_marker(client: MoltinClient, name: str, url: str, event: str, token: str) -> dict[str, Any]:
+    return client.create_integration(
+        name=f"{name}.sync-lock",
+        url=url,
+        observes=[event],
+        description=(
+            f"{LOCK_MARK} {token} since {time.time():.3f}: `flask webhooks sync` is changing the group"
+            f" {name!r} and deletes this when it is done (a marker older than a few minutes is left over)."
+        ),
+        enabled=False,
+    )
+
+
 def sync_integration(
     client: MoltinClient,
     receiver: WebhookReceiver,
@@ -197,7 +301,28 @@ def sync_integration(
         f" the app's handlers (secret {secret_fingerprint(secret_key)})."
     )
 
-    integrations = client.list_integrations()
+    planned = _sync(client, name, url, observes, description, secret_key, enabled, dry_run=True)
+    if dry_run:
+        return planned
+    if planned.action == "unchanged":  # nothing to write: no lock either
+        return SyncResult(planned.steps, dry_run=False)
+    with sync_lock(client, name, url=url, event=observes[0]):
+        # Read again under the lock: another sync may have written since.
+        return _sync(client, name, url, observes, description, secret_key, enabled, dry_run=False)
+
+
+def _sync(
+    client: MoltinClient,
+    name: str,
+    url: str,
+    observes: list[str],
+    description: str,
+    secret_key: str,
+    enabled: bool,
+    dry_run: bool,
+) -> SyncResult:
+    """One sync, under the group's lock unless *dry_run*: read what upstream has, then write the difference."""
+    integrations = [i for i in client.list_integrations() if not is_sync_lock(i)]
     webhooks = [i for i in integrations if i.get("integration_type") == "webhook"]
     members = group_members(webhooks, name)
     if sum(1 for m in members if m.get("name") == name) > 1:
@@ -219,7 +344,8 @@ def sync_integration(
             f" {MAX_INTEGRATIONS}; delete some (`flask webhooks list` shows them)"
         )
 
-    names = _names(plan, name)
+    taken = {str(i.get("name")) for i in integrations if i not in members}
+    names = _names(plan, name, taken)
     steps: dict[int, IntegrationChange] = {}
     ordered = sorted(range(len(plan)), key=lambda n: _write_order(plan[n], observes))
     for n in ordered:
@@ -269,14 +395,18 @@ def _plan(members: list[dict[str, Any]], observes: list[str]) -> list[tuple[dict
     return plan
 
 
-def _names(plan: list[tuple[dict[str, Any] | None, list[str]]], name: str) -> list[str]:
-    """The name of each planned member: a member keeps its group name; the others take the first free one."""
+def _names(plan: list[tuple[dict[str, Any] | None, list[str]]], name: str, taken: set[str]) -> list[str]:
+    """The name of each planned member: a member keeps its group name; the others take the first free one.
+
+    :param taken: the names of the integrations outside the group (a person's
+        ``<name>-2``): a new member never takes one of them.
+    """
     group = re.compile(re.escape(name) + r"(-([2-9]|[1-9][0-9]+))?\Z")
     names: list[str | None] = []
     for current, events in plan:
         held = str((current or {}).get("name") or "")
         names.append(held if current is not None and (not events or group.match(held)) else None)
-    used = set(names)
+    used = set(names) | taken
     free = (
         candidate
         for candidate in (name if n == 1 else f"{name}-{n}" for n in range(1, 10_000))

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, request
 
-from ...catalogue import is_event_name, is_known
+from ...catalogue import is_event_name, is_known, unknown_trigger
 from .state import MAX_EVENTS_PER_INTEGRATION, MAX_INTEGRATIONS, EmulatorState, now_iso
 
 if TYPE_CHECKING:
@@ -61,7 +61,13 @@ def _errors(refusal: _Refusal) -> Response:
     return _json({"errors": [error]}, refusal.status, refusal.headers)
 
 
-def _page(items: list[dict[str, Any]], path: str, page_size: int) -> Response:
+def _page(items: list[dict[str, Any]], path: str, page_size: int, *, totals: bool = True) -> Response:
+    """One page of *items*, as upstream serves it.
+
+    :param totals: listing integrations carries ``links.first/last/next/prev``
+        and ``meta`` (page and results totals); the log endpoints (2026) carry
+        ``links.first/next/prev`` only, so that a client follows ``links.next``.
+    """
     try:
         asked = int(request.args.get("page[limit]", page_size))
         offset = int(request.args.get("page[offset]", 0))
@@ -72,14 +78,15 @@ def _page(items: list[dict[str, Any]], path: str, page_size: int) -> Response:
     limit = min(asked, page_size)
     total = len(items)
     base = f"{request.host_url.rstrip('/')}{path}?page[limit]={limit}&page[offset]="
-    last = max(0, (total - 1) // limit * limit)
     links = {
-        "current": base + str(offset),
         "first": base + "0",
-        "last": base + str(last),
         "next": base + str(offset + limit) if offset + limit < total else None,
         "prev": base + str(max(0, offset - limit)) if offset > 0 else None,
     }
+    if not totals:
+        return _json({"data": items[offset : offset + limit], "links": links})
+    links["current"] = base + str(offset)
+    links["last"] = base + str(max(0, (total - 1) // limit * limit))
     meta = {
         "page": {"limit": limit, "offset": offset, "current": offset // limit + 1, "total": max(1, -(-total // limit))},
         "results": {"total": total},
@@ -256,7 +263,7 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
     def all_logs() -> Response:
         with state.lock:
             logs = list(reversed(state.logs))
-        return _page(logs, "/v2/integrations/logs", state.page_size)
+        return _page(logs, "/v2/integrations/logs", state.page_size, totals=False)
 
     @app.get("/v2/integrations/<integration_id>/logs")
     def integration_logs(integration_id: str) -> Response:
@@ -267,7 +274,7 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
                 for log in reversed(state.logs)
                 if log["relationships"]["integration"]["data"]["id"] == integration_id
             ]
-        return _page(logs, f"/v2/integrations/{integration_id}/logs", state.page_size)
+        return _page(logs, f"/v2/integrations/{integration_id}/logs", state.page_size, totals=False)
 
     @app.get("/v2/integrations/<integration_id>/jobs")
     def integration_jobs(integration_id: str) -> Response:
@@ -283,7 +290,7 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
             if not any(job["id"] == job_id for job in state.jobs.get(integration_id, [])):
                 raise _Refusal(404, f"job {job_id} not found")
             logs = [log for log in reversed(state.logs) if log["relationships"]["job"]["data"]["id"] == job_id]
-        return _page(logs, f"/v2/integrations/{integration_id}/jobs/{job_id}/logs", state.page_size)
+        return _page(logs, f"/v2/integrations/{integration_id}/jobs/{job_id}/logs", state.page_size, totals=False)
 
     @app.post("/emulator/fire")
     def fire() -> Response:
@@ -299,6 +306,8 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
         trigger = body["trigger"]
         if not is_event_name(trigger):
             raise _Refusal(422, f"{trigger!r} is not an event name, such as order.paid", "trigger")
+        if not is_known(trigger):  # upstream fires only the events it lists
+            raise _Refusal(422, unknown_trigger(trigger), "trigger")
         fired = firer.fire(trigger, data)
         answer: dict[str, Any] = {"event_id": fired.event_id, "deliveries": len(fired.jobs)}
         if not fired.jobs:  # say why, rather than leave the caller waiting for a delivery
