@@ -233,6 +233,10 @@ def hide_password(url: str) -> str:
         return "redis://***"
 
 
+#: The parents' clients, in a forked child: see :meth:`_Link.after_fork`.
+_INHERITED: list[Any] = []
+
+
 class _Link:
     """What the views of one store (:meth:`RedisStore.for_receiver`) share: the client and its scripts."""
 
@@ -255,8 +259,15 @@ class _Link:
         self.owner = register(_OWNER)
 
     def after_fork(self) -> None:
-        """In a forked child: a client of its own (idempotent, once per process)."""
+        """In a forked child: a client of its own (idempotent, once per process).
+
+        The parent's client is kept, never closed nor collected here: closing
+        it (or collecting it) resets its pool under the pool's lock, which a
+        thread of the parent may have held at fork time, and would wait for
+        it forever.
+        """
         if self.pid != os.getpid():
+            _INHERITED.append(self.client)
             self._connect()
 
 

@@ -96,11 +96,6 @@ _WATERMARKS = "webhook_receiver_watermarks"
 _COLUMNS = "id, trigger_name, status, raw, outcomes, received_at, updated_at, attempts, due_at, error"
 
 
-#: Parent processes' connections, kept alive (never closed) in a forked child: closing a
-#: connection runs SQLite's unlock and WAL clean-up, which is the parent's to do.
-_INHERITED: list[object] = []
-
-
 class _Link:
     """What the views of one store (:meth:`SQLiteStore.for_receiver`) share: connections and the set-up lock."""
 
@@ -114,12 +109,26 @@ class _Link:
         self.pid = os.getpid()
 
     def after_fork(self) -> None:
-        """In a forked child: new connections, a new lock (idempotent, once per process)."""
+        """In a forked child: new connections, a new lock (idempotent, once per process).
+
+        The connection the forking thread had is closed, never used: SQLite
+        keeps the locks of a process's connections in the process's memory,
+        which the child inherits, and only closing the connection there ends
+        a lock it held (CPython frees the other threads' connections itself).
+        Closing it touches nothing of the parent's: POSIX file locks are not
+        inherited, and the parent's own lock on the file keeps SQLite from
+        clearing the WAL.
+        """
         if self.pid != os.getpid():
-            _INHERITED.append(self.local)
+            inherited = getattr(self.local, "conn", None)
             self.local = threading.local()
             self.setup_lock = threading.Lock()
             self.pid = os.getpid()
+            if inherited is not None:
+                try:
+                    inherited.close()
+                except sqlite3.Error:
+                    pass
 
 
 class SQLiteStore(EventStore):
