@@ -161,6 +161,14 @@ def test_redis_a_single_receiver_s_keys_stay_where_they_were(redis_prefix: str) 
         f"{redis_prefix}:{name}" for name in ("event:done", "event:queued", "events", "queue", "watermarks")
     }, "the keys, as the version before named them"
 
+    # a tool that only looks, as the default receiver, before the app starts: it sees the
+    # keys as they are and takes nothing
+    looking = RedisStore(REDIS_URL, prefix=redis_prefix)
+    assert sorted(e.id for e in looking.events()) == ["done", "queued"] and looking.count_due() == 1
+    assert looking.get("done") is not None and looking.watermark("ship", "order", "o-1") == 100.5
+    assert looking.prune(time.time() + 60, dry_run=True) == 1
+    assert client.get(f"{redis_prefix}:owner") is None
+
     after = RedisStore(REDIS_URL, prefix=redis_prefix, receiver="shop")
     assert after.claim(event("done")).state is ClaimState.DONE
     queued = after.claim_due()

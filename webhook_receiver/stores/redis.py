@@ -16,8 +16,8 @@ s) and ``<root>:watermarks`` (a hash of the newest ``updated_at`` per
 handler and resource, for ``latest_only`` handlers). The two sorted sets find
 due events and expired leases in O(log n).
 
-Receivers sharing a prefix keep their keys apart: the first receiver to use
-a prefix owns it (``<prefix>:owner`` holds its name, set once) and its root
+Receivers sharing a prefix keep their keys apart: the first receiver to write
+under a prefix owns it (``<prefix>:owner`` holds its name, set once) and its root
 is the prefix itself, as before receivers were told apart, so that the keys
 of a single-receiver deployment stay its own after an upgrade; any other
 receiver's root is ``<prefix>:receiver:<name>`` (receiver names have no
@@ -198,9 +198,9 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
-# KEYS: owner; ARGV: receiver. The name of the receiver that owns the prefix, this one if none did.
+# KEYS: owner; ARGV: receiver, '1' to take the prefix if no receiver owns it. The owner's name, if any.
 _OWNER = """
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
+if ARGV[2] == '1' then redis.call('SET', KEYS[1], ARGV[1], 'NX') end
 return redis.call('GET', KEYS[1])
 """
 
@@ -340,16 +340,27 @@ class RedisStore(EventStore):
         """A new client (a new connection pool) in a forked child; the parent's sockets are left alone."""
         self._link.after_fork()
 
-    def _key(self, kind: str, event_id: str = "") -> str:
-        root = self._root or self._find_root()
+    def _key(self, kind: str, event_id: str = "", *, root: str | None = None) -> str:
+        root = root or self._root or self._find_root(take=True)
         return f"{root}:{kind}:{event_id}" if event_id else f"{root}:{kind}"
 
-    def _find_root(self) -> str:
-        owner = self._call(self._link.owner, keys=[f"{self.prefix}:owner"], args=[self.receiver])
+    def _find_root(self, *, take: bool) -> str:
+        """This receiver's root of keys; with *take*, this receiver owns the prefix if no receiver did.
+
+        Reads (listing, counting, pruning) do not take a prefix nobody owns:
+        they look at the keys right under it, an earlier version's, so that a
+        tool that only looks does not take them from the receiver they belong to.
+        """
+        owner = self._call(self._link.owner, keys=[f"{self.prefix}:owner"], args=[self.receiver, "1" if take else "0"])
+        if owner is None:
+            return self.prefix
         self._root = root = (
             self.prefix if owner.decode() == self.receiver else f"{self.prefix}:receiver:{self.receiver}"
         )
         return root
+
+    def _read_root(self) -> str:
+        return self._root or self._find_root(take=False)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -413,7 +424,10 @@ class RedisStore(EventStore):
         return None if answer is None else EventStatus(answer.decode())
 
     def count_due(self) -> int:
-        return int(self._call(self._link.count_due, keys=[self._key("queue"), self._key("leases")]))
+        root = self._read_root()
+        return int(
+            self._call(self._link.count_due, keys=[self._key("queue", root=root), self._key("leases", root=root)])
+        )
 
     # -- writes under a claim (fenced) --------------------------------------------
 
@@ -472,7 +486,9 @@ class RedisStore(EventStore):
 
     def watermark(self, handler: str, resource_type: str, resource_id: str) -> float | None:
         held = self._call(
-            self.client.hget, self._key("watermarks"), self._watermark_field(handler, resource_type, resource_id)
+            self.client.hget,
+            self._key("watermarks", root=self._read_root()),
+            self._watermark_field(handler, resource_type, resource_id),
         )
         return None if held is None else float(held)
 
@@ -487,14 +503,14 @@ class RedisStore(EventStore):
     # -- reading and housekeeping -------------------------------------------------------
 
     def get(self, event_id: str) -> StoredEvent | None:
-        fields = self._call(self.client.hgetall, self._key("event", event_id))
+        fields = self._call(self.client.hgetall, self._key("event", event_id, root=self._read_root()))
         return _stored(event_id, fields) if fields else None
 
-    def _read(self, ids: list[str]) -> list[tuple[str, dict[bytes, bytes]]]:
+    def _read(self, ids: list[str], root: str) -> list[tuple[str, dict[bytes, bytes]]]:
         """The hashes of *ids* (a batch), in one round trip."""
         pipe = self.client.pipeline(transaction=False)
         for event_id in ids:
-            pipe.hgetall(self._key("event", event_id))
+            pipe.hgetall(self._key("event", event_id, root=root))
         return list(zip(ids, self._call(pipe.execute)))
 
     def events(
@@ -505,15 +521,19 @@ class RedisStore(EventStore):
         since: float | None = None,
         limit: int | None = None,
     ) -> list[StoredEvent]:
+        root = self._read_root()
         ids = [
             i.decode()
             for i in self._call(
-                self.client.zrevrangebyscore, self._key("events"), "+inf", since if since is not None else "-inf"
+                self.client.zrevrangebyscore,
+                self._key("events", root=root),
+                "+inf",
+                since if since is not None else "-inf",
             )
         ]
         found: list[StoredEvent] = []
         for start in range(0, len(ids), _BATCH):
-            for event_id, fields in self._read(ids[start : start + _BATCH]):
+            for event_id, fields in self._read(ids[start : start + _BATCH], root):
                 if not fields:
                     continue
                 stored = _stored(event_id, fields)
@@ -525,13 +545,15 @@ class RedisStore(EventStore):
 
     def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:
         finished = {s.value.encode() for s in prunable(include_failed)}
-        ids = [i.decode() for i in self._call(self.client.zrangebyscore, self._key("events"), "-inf", f"({before}")]
+        root = self._read_root()
+        events_key = self._key("events", root=root)
+        ids = [i.decode() for i in self._call(self.client.zrangebyscore, events_key, "-inf", f"({before}")]
         pruned = 0
         for start in range(0, len(ids), _BATCH):
             batch = ids[start : start + _BATCH]
             pipe = self.client.pipeline(transaction=False)
             for event_id in batch:
-                pipe.hget(self._key("event", event_id), "status")
+                pipe.hget(self._key("event", event_id, root=root), "status")
             statuses = self._call(pipe.execute)
             old = [i for i, s in zip(batch, statuses) if s is None or s in finished]
             pruned += sum(1 for s in statuses if s is not None and s in finished)
@@ -540,8 +562,8 @@ class RedisStore(EventStore):
             pipe = self.client.pipeline(transaction=True)
             for event_id in old:
                 # a watch-free delete: only finished events, which no worker writes any more
-                pipe.delete(self._key("event", event_id))
-            pipe.zrem(self._key("events"), *old)
+                pipe.delete(self._key("event", event_id, root=root))
+            pipe.zrem(events_key, *old)
             self._call(pipe.execute)
         return pruned
 
