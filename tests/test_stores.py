@@ -133,9 +133,15 @@ def test_redis_passwords_are_hidden_in_every_form(redis_prefix: str, url: str) -
     from webhook_receiver import WebhookReceiver
 
     store = RedisStore(url, prefix=redis_prefix, timeout=0.5)
-    assert "hunter2" not in repr(store) + store.url and "***" in store.url
+    view = store.for_receiver("outlet")
+    assert "hunter2" not in repr(store) + store.url + store.location + repr(view) + view.location
+    assert "***" in store.url and "***" in store.location
+    assert "hunter2" not in repr(vars(store)), "the URL is kept in a closure, for a forked child's new client"
     with pytest.raises(StoreUnavailable) as info:
         store.claim(event())
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(StoreUnavailable) as info:
+        view.claim(event())
     assert "hunter2" not in str(info.value)
     app = Flask(__name__)
     app.config.update(WEBHOOK_RECEIVER_SECRET_KEY="a-long-enough-secret-1234", WEBHOOK_RECEIVER_STORE=url)

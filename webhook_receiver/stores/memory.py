@@ -13,6 +13,7 @@ from dataclasses import replace
 from ..errors import StoreUnavailable
 from ..events import Event
 from .base import (
+    DEFAULT_RECEIVER,
     Claim,
     ClaimState,
     EventStatus,
@@ -37,19 +38,31 @@ class MemoryStore(EventStore):
     slot holds an unfinished event, a new one is refused
     (:class:`~webhook_receiver.errors.StoreUnavailable`, so upstream retries).
 
+    Each receiver sharing the store (:meth:`for_receiver`) has state of its
+    own (events, queue, leases, watermarks, lock), and so its own
+    *max_events*. A forked child starts with the parent's state (the store is
+    per process) and new locks.
+
     :param lease_seconds: see :class:`~webhook_receiver.stores.EventStore`.
     :param max_events: how many events to remember.
+    :param receiver: the receiver this object keeps the events of.
     """
 
     name = "memory"
     durable = False
     reach = "process"
 
-    def __init__(self, *, lease_seconds: float = 60.0, max_events: int = 10_000) -> None:
+    def __init__(
+        self, *, lease_seconds: float = 60.0, max_events: int = 10_000, receiver: str = DEFAULT_RECEIVER
+    ) -> None:
         super().__init__(lease_seconds=lease_seconds)
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
         self.max_events = max_events
+        self.receiver = receiver
+        #: Every receiver's view of this store, by name, shared by the views.
+        self._views: dict[str, MemoryStore] = {receiver: self}
+        self._views_lock = threading.Lock()
         self._events: OrderedDict[str, StoredEvent] = OrderedDict()  # raw left empty: see _bodies
         self._bodies: dict[str, bytes] = {}
         self._leases: dict[str, tuple[str, float]] = {}
@@ -61,6 +74,27 @@ class MemoryStore(EventStore):
         self._lock = threading.Lock()
         self._token_prefix = f"{os.getpid()}-{id(self):x}-"
         self._tokens = itertools.count()
+
+    def __repr__(self) -> str:
+        return f"<MemoryStore receiver={self.receiver!r} lease_seconds={self.lease_seconds}>"
+
+    def for_receiver(self, receiver: str) -> MemoryStore:
+        """The store of *receiver*: state of its own, the same object each time it is asked for."""
+        with self._views_lock:
+            view = self._views.get(receiver)
+            if view is None:
+                view = MemoryStore(lease_seconds=self.lease_seconds, max_events=self.max_events, receiver=receiver)
+                view._views, view._views_lock = self._views, self._views_lock
+                self._views[receiver] = view
+            return view
+
+    def after_fork(self) -> None:
+        """New locks in a forked child (one a parent thread held at fork time would never be released)."""
+        self._lock = threading.Lock()
+        self._views_lock = threading.Lock()
+        for view in self._views.values():
+            view._views_lock = self._views_lock
+        self._token_prefix = f"{os.getpid()}-{id(self):x}-"
 
     # -- helpers; the caller holds the lock ------------------------------------------
 
@@ -179,6 +213,12 @@ class MemoryStore(EventStore):
             if status is EventStatus.FAILED:
                 self._enqueue(stored, now)
                 stored.updated_at = now
+            elif status is EventStatus.PROCESSING and event.id not in self._background:
+                # held by a request (claim): the queue takes it over if that lease runs out
+                self._background.add(event.id)
+                lease = self._leases.get(event.id)
+                if lease is not None:
+                    heapq.heappush(self._lease_heap, (lease[1], next(self._seq), event.id, lease[0]))
             return status
 
     def count_due(self) -> int:
@@ -241,11 +281,13 @@ class MemoryStore(EventStore):
         with self._lock:
             return self._watermarks.get((handler, resource_type, resource_id))
 
-    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> None:
+    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> bool:
         key = (handler, resource_type, resource_id)
         with self._lock:
-            if updated_at > self._watermarks.get(key, float("-inf")):
-                self._watermarks[key] = updated_at
+            if updated_at < self._watermarks.get(key, float("-inf")):
+                return False
+            self._watermarks[key] = updated_at
+            return True
 
     def get(self, event_id: str) -> StoredEvent | None:
         with self._lock:

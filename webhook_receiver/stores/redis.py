@@ -5,28 +5,44 @@ process that talks to the same Redis, and every time in it is the Redis
 server's clock (``TIME``): machines whose clocks disagree still agree on who
 holds a lease.
 
-Keys, under a prefix: ``<prefix>:event:<id>`` (a hash: trigger, status, raw,
+Keys, under a root: ``<root>:event:<id>`` (a hash: trigger, status, raw,
 outcomes, attempts, error, times, the lease's token and expiry),
-``<prefix>:queue`` (a sorted set of pending event ids by due time, in ms),
-``<prefix>:leases`` (a sorted set of held event ids by lease expiry, in ms;
+``<root>:queue`` (a sorted set of pending event ids by due time, in ms),
+``<root>:leases`` (a sorted set of held event ids by lease expiry, in ms;
 only events that came through the queue: a request that died mid-handler
 answered no 2xx, and upstream's retry takes its event over)
-``<prefix>:events`` (a sorted set of every event id by time received, in
-s) and ``<prefix>:watermarks`` (a hash of the newest ``updated_at`` per
-handler and resource, for ``latest_only`` handlers). The two sorted sets find due events and expired leases in O(log n).
+``<root>:events`` (a sorted set of every event id by time received, in
+s) and ``<root>:watermarks`` (a hash of the newest ``updated_at`` per
+handler and resource, for ``latest_only`` handlers). The two sorted sets find
+due events and expired leases in O(log n).
+
+Receivers sharing a prefix keep their keys apart: the first receiver to write
+under a prefix owns it (``<prefix>:owner`` holds its name, set once) and its root
+is the prefix itself, as before receivers were told apart, so that the keys
+of a single-receiver deployment stay its own after an upgrade; any other
+receiver's root is ``<prefix>:receiver:<name>`` (receiver names have no
+``:``, and no key of the owner's starts with ``<prefix>:receiver:``).
+
+Fork safety: the client (its connection pool) and the scripts are held by a
+:class:`_Link` that the views of one store share; in a forked child
+(``gunicorn --preload``) :meth:`RedisStore.after_fork` gives it a new client,
+so that the child never shares a socket with its parent nor waits on a pool
+lock that a parent thread held at fork time.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import fastjson
 from ..errors import StoreUnavailable
 from ..events import Event
 from .base import (
+    DEFAULT_RECEIVER,
     Claim,
     ClaimState,
     EventStatus,
@@ -102,7 +118,7 @@ return false
 """
 )
 
-# KEYS: event, queue, events; ARGV: id, trigger, raw
+# KEYS: event, queue, events, leases; ARGV: id, trigger, raw
 _ACCEPT = (
     _NOW
     + """
@@ -117,6 +133,11 @@ end
 if status == 'failed' then
   redis.call('HSET', KEYS[1], 'status', 'pending', 'due_at', now, 'updated_at', now / 1000, 'background', 1)
   redis.call('ZADD', KEYS[2], now, ARGV[1])
+elseif status == 'processing' and redis.call('HGET', KEYS[1], 'background') ~= '1' then
+  -- held by a request (claim): the queue takes it over if that lease runs out
+  redis.call('HSET', KEYS[1], 'background', 1)
+  local held = redis.call('HGET', KEYS[1], 'lease_expires')
+  if held then redis.call('ZADD', KEYS[4], held, ARGV[1]) end
 end
 return status
 """
@@ -169,11 +190,18 @@ return 1
 """
 )
 
-# KEYS: watermarks; ARGV: field, updated_at
+# KEYS: watermarks; ARGV: field, updated_at. A compare-and-set: 0 (nothing written) when a newer one is kept.
 _RAISE_WATERMARK = """
 local held = redis.call('HGET', KEYS[1], ARGV[1])
-if not held or tonumber(held) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+if held and tonumber(held) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
+"""
+
+# KEYS: owner; ARGV: receiver, '1' to take the prefix if no receiver owns it. The owner's name, if any.
+_OWNER = """
+if ARGV[2] == '1' then redis.call('SET', KEYS[1], ARGV[1], 'NX') end
+return redis.call('GET', KEYS[1])
 """
 
 #: How many events one round trip reads when listing or pruning.
@@ -205,6 +233,44 @@ def hide_password(url: str) -> str:
         return "redis://***"
 
 
+#: The parents' clients, in a forked child: see :meth:`_Link.after_fork`.
+_INHERITED: list[Any] = []
+
+
+class _Link:
+    """What the views of one store (:meth:`RedisStore.for_receiver`) share: the client and its scripts."""
+
+    def __init__(self, open_client: Callable[[], Any]) -> None:
+        self._open_client = open_client  # a closure: the URL's password is in no repr
+        self._connect()
+
+    def _connect(self) -> None:
+        self.pid = os.getpid()
+        self.client = self._open_client()
+        register = self.client.register_script
+        self.claim = register(_CLAIM)
+        self.claim_due = register(_CLAIM_DUE)
+        self.accept = register(_ACCEPT)
+        self.count_due = register(_COUNT_DUE)
+        self.renew = register(_RENEW)
+        self.record = register(_RECORD)
+        self.finish = register(_FINISH)
+        self.raise_watermark = register(_RAISE_WATERMARK)
+        self.owner = register(_OWNER)
+
+    def after_fork(self) -> None:
+        """In a forked child: a client of its own (idempotent, once per process).
+
+        The parent's client is kept, never closed nor collected here: closing
+        it (or collecting it) resets its pool under the pool's lock, which a
+        thread of the parent may have held at fork time, and would wait for
+        it forever.
+        """
+        if self.pid != os.getpid():
+            _INHERITED.append(self.client)
+            self._connect()
+
+
 def _import_redis() -> Any:
     try:
         import redis
@@ -220,12 +286,21 @@ class RedisStore(EventStore):
     :param prefix: the prefix of every key.
     :param lease_seconds: see :class:`~webhook_receiver.stores.EventStore`.
     :param timeout: socket timeout in seconds.
+    :param receiver: the receiver this object reads and writes as; the
+        others sharing the prefix are reached with :meth:`for_receiver`
+        (see the module's docs for their keys).
     """
 
     name = "redis"
 
     def __init__(
-        self, url: str, *, prefix: str = "webhook_receiver", lease_seconds: float = 60.0, timeout: float = 5.0
+        self,
+        url: str,
+        *,
+        prefix: str = "webhook_receiver",
+        lease_seconds: float = 60.0,
+        timeout: float = 5.0,
+        receiver: str = DEFAULT_RECEIVER,
     ) -> None:
         super().__init__(lease_seconds=lease_seconds)
         redis = _import_redis()
@@ -233,30 +308,59 @@ class RedisStore(EventStore):
         #: The URL with any password hidden (``redis://:***@host``, ``?password=***``).
         self.url = hide_password(url)
         self.prefix = prefix
-        self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        register = self.client.register_script
-        self._claim_script = register(_CLAIM)
-        self._claim_due_script = register(_CLAIM_DUE)
-        self._accept_script = register(_ACCEPT)
-        self._count_due_script = register(_COUNT_DUE)
-        self._renew_script = register(_RENEW)
-        self._record_script = register(_RECORD)
-        self._finish_script = register(_FINISH)
-        self._raise_watermark_script = register(_RAISE_WATERMARK)
-        self._queue_key = self._key("queue")
-        self._leases_key = self._key("leases")
-        self._events_key = self._key("events")
+        self.receiver = receiver
+        self._link = _Link(lambda: redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout))
+        self._root: str | None = None  # this receiver's root of keys, found on first use
 
     def __repr__(self) -> str:
-        return f"<RedisStore {self.url!r} prefix={self.prefix!r} lease_seconds={self.lease_seconds}>"
+        return (
+            f"<RedisStore {self.url!r} prefix={self.prefix!r} receiver={self.receiver!r}"
+            f" lease_seconds={self.lease_seconds}>"
+        )
 
     @property
     def location(self) -> str:
         """The server's URL (with any password hidden) and the key prefix."""
         return f"{self.url} {self.prefix}:*"
 
-    def _key(self, kind: str, event_id: str = "") -> str:
-        return f"{self.prefix}:{kind}:{event_id}" if event_id else f"{self.prefix}:{kind}"
+    @property
+    def client(self) -> Any:
+        """The ``redis.Redis`` client of this process."""
+        return self._link.client
+
+    def for_receiver(self, receiver: str) -> RedisStore:
+        """The view of *receiver*: the same client, keys of its own (see the module's docs)."""
+        other = super().for_receiver(receiver)
+        assert isinstance(other, RedisStore)
+        if other is not self:
+            other._root = None  # found again, for the other receiver, on first use
+        return other
+
+    def after_fork(self) -> None:
+        """A new client (a new connection pool) in a forked child; the parent's sockets are left alone."""
+        self._link.after_fork()
+
+    def _key(self, kind: str, event_id: str = "", *, root: str | None = None) -> str:
+        root = root or self._root or self._find_root(take=True)
+        return f"{root}:{kind}:{event_id}" if event_id else f"{root}:{kind}"
+
+    def _find_root(self, *, take: bool) -> str:
+        """This receiver's root of keys; with *take*, this receiver owns the prefix if no receiver did.
+
+        Reads (listing, counting, pruning) do not take a prefix nobody owns:
+        they look at the keys right under it, an earlier version's, so that a
+        tool that only looks does not take them from the receiver they belong to.
+        """
+        owner = self._call(self._link.owner, keys=[f"{self.prefix}:owner"], args=[self.receiver, "1" if take else "0"])
+        if owner is None:
+            return self.prefix
+        self._root = root = (
+            self.prefix if owner.decode() == self.receiver else f"{self.prefix}:receiver:{self.receiver}"
+        )
+        return root
+
+    def _read_root(self) -> str:
+        return self._root or self._find_root(take=False)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -273,8 +377,8 @@ class RedisStore(EventStore):
     def claim(self, event: Event) -> Claim:
         token = secrets.token_hex(16)
         answer = self._call(
-            self._claim_script,
-            keys=[self._key("event", event.id), self._queue_key, self._leases_key, self._events_key],
+            self._link.claim,
+            keys=[self._key("event", event.id), self._key("queue"), self._key("leases"), self._key("events")],
             args=[event.id, token, self._lease_ms, event.trigger, event.raw_json],
         )
         state = answer[0].decode()
@@ -294,9 +398,9 @@ class RedisStore(EventStore):
     def claim_due(self) -> Claim | None:
         token = secrets.token_hex(16)
         answer = self._call(
-            self._claim_due_script,
-            keys=[self._queue_key, self._leases_key],
-            args=[token, self._lease_ms, f"{self.prefix}:event:"],
+            self._link.claim_due,
+            keys=[self._key("queue"), self._key("leases")],
+            args=[token, self._lease_ms, self._key("event") + ":"],
         )
         if not answer:
             return None
@@ -313,22 +417,25 @@ class RedisStore(EventStore):
 
     def accept(self, event: Event) -> EventStatus | None:
         answer = self._call(
-            self._accept_script,
-            keys=[self._key("event", event.id), self._queue_key, self._events_key],
+            self._link.accept,
+            keys=[self._key("event", event.id), self._key("queue"), self._key("events"), self._key("leases")],
             args=[event.id, event.trigger, event.raw_json],
         )
         return None if answer is None else EventStatus(answer.decode())
 
     def count_due(self) -> int:
-        return int(self._call(self._count_due_script, keys=[self._queue_key, self._leases_key]))
+        root = self._read_root()
+        return int(
+            self._call(self._link.count_due, keys=[self._key("queue", root=root), self._key("leases", root=root)])
+        )
 
     # -- writes under a claim (fenced) --------------------------------------------
 
     def renew(self, claim: Claim) -> bool:
         return bool(
             self._call(
-                self._renew_script,
-                keys=[self._key("event", claim.event_id), self._leases_key],
+                self._link.renew,
+                keys=[self._key("event", claim.event_id), self._key("leases")],
                 args=[claim.event_id, claim.token, self._lease_ms],
             )
         )
@@ -337,7 +444,7 @@ class RedisStore(EventStore):
         outcomes = claim.with_run(run)
         written = bool(
             self._call(
-                self._record_script,
+                self._link.record,
                 keys=[self._key("event", claim.event_id)],
                 args=[claim.token, dump_outcomes(outcomes), run.finished_at],
             )
@@ -362,8 +469,8 @@ class RedisStore(EventStore):
             delay = str(max(0, int((retry_at - time.time()) * 1000)))
         written = bool(
             self._call(
-                self._finish_script,
-                keys=[self._key("event", claim.event_id), self._queue_key, self._leases_key],
+                self._link.finish,
+                keys=[self._key("event", claim.event_id), self._key("queue"), self._key("leases")],
                 args=[claim.event_id, claim.token, status.value, dump_outcomes(outcomes), error or "", delay],
             )
         )
@@ -379,28 +486,31 @@ class RedisStore(EventStore):
 
     def watermark(self, handler: str, resource_type: str, resource_id: str) -> float | None:
         held = self._call(
-            self.client.hget, self._key("watermarks"), self._watermark_field(handler, resource_type, resource_id)
+            self.client.hget,
+            self._key("watermarks", root=self._read_root()),
+            self._watermark_field(handler, resource_type, resource_id),
         )
         return None if held is None else float(held)
 
-    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> None:
-        self._call(
-            self._raise_watermark_script,
+    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> bool:
+        written = self._call(
+            self._link.raise_watermark,
             keys=[self._key("watermarks")],
             args=[self._watermark_field(handler, resource_type, resource_id), repr(updated_at)],
         )
+        return bool(written == 1)
 
     # -- reading and housekeeping -------------------------------------------------------
 
     def get(self, event_id: str) -> StoredEvent | None:
-        fields = self._call(self.client.hgetall, self._key("event", event_id))
+        fields = self._call(self.client.hgetall, self._key("event", event_id, root=self._read_root()))
         return _stored(event_id, fields) if fields else None
 
-    def _read(self, ids: list[str]) -> list[tuple[str, dict[bytes, bytes]]]:
+    def _read(self, ids: list[str], root: str) -> list[tuple[str, dict[bytes, bytes]]]:
         """The hashes of *ids* (a batch), in one round trip."""
         pipe = self.client.pipeline(transaction=False)
         for event_id in ids:
-            pipe.hgetall(self._key("event", event_id))
+            pipe.hgetall(self._key("event", event_id, root=root))
         return list(zip(ids, self._call(pipe.execute)))
 
     def events(
@@ -411,15 +521,19 @@ class RedisStore(EventStore):
         since: float | None = None,
         limit: int | None = None,
     ) -> list[StoredEvent]:
+        root = self._read_root()
         ids = [
             i.decode()
             for i in self._call(
-                self.client.zrevrangebyscore, self._events_key, "+inf", since if since is not None else "-inf"
+                self.client.zrevrangebyscore,
+                self._key("events", root=root),
+                "+inf",
+                since if since is not None else "-inf",
             )
         ]
         found: list[StoredEvent] = []
         for start in range(0, len(ids), _BATCH):
-            for event_id, fields in self._read(ids[start : start + _BATCH]):
+            for event_id, fields in self._read(ids[start : start + _BATCH], root):
                 if not fields:
                     continue
                 stored = _stored(event_id, fields)
@@ -431,13 +545,15 @@ class RedisStore(EventStore):
 
     def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:
         finished = {s.value.encode() for s in prunable(include_failed)}
-        ids = [i.decode() for i in self._call(self.client.zrangebyscore, self._events_key, "-inf", f"({before}")]
+        root = self._read_root()
+        events_key = self._key("events", root=root)
+        ids = [i.decode() for i in self._call(self.client.zrangebyscore, events_key, "-inf", f"({before}")]
         pruned = 0
         for start in range(0, len(ids), _BATCH):
             batch = ids[start : start + _BATCH]
             pipe = self.client.pipeline(transaction=False)
             for event_id in batch:
-                pipe.hget(self._key("event", event_id), "status")
+                pipe.hget(self._key("event", event_id, root=root), "status")
             statuses = self._call(pipe.execute)
             old = [i for i, s in zip(batch, statuses) if s is None or s in finished]
             pruned += sum(1 for s in statuses if s is not None and s in finished)
@@ -446,8 +562,8 @@ class RedisStore(EventStore):
             pipe = self.client.pipeline(transaction=True)
             for event_id in old:
                 # a watch-free delete: only finished events, which no worker writes any more
-                pipe.delete(self._key("event", event_id))
-            pipe.zrem(self._events_key, *old)
+                pipe.delete(self._key("event", event_id, root=root))
+            pipe.zrem(events_key, *old)
             self._call(pipe.execute)
         return pruned
 

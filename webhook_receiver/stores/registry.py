@@ -39,7 +39,8 @@ ENTRY_POINT_GROUP = "webhook_receiver.stores"
 class StoreSettings:
     """What a store factory gets besides the URL.
 
-    :param receiver: the receiver's name (Redis keys are prefixed with it).
+    :param receiver: the receiver's name: the built-in stores are built as its
+        (their ``receiver``), and Redis keys are prefixed with it by default.
     :param lease_seconds: ``WEBHOOK_RECEIVER_LEASE_SECONDS``.
     :param instance_path: the app's instance folder, where relative files go.
     :param config: the app's configuration as the receiver sees it (its
@@ -138,7 +139,7 @@ def _memory(url: str, settings: StoreSettings) -> EventStore:
 
     if url != "memory://":
         raise ValueError("the memory store takes no path or options: memory://")
-    return MemoryStore(lease_seconds=settings.lease_seconds)
+    return MemoryStore(lease_seconds=settings.lease_seconds, receiver=settings.receiver)
 
 
 def _sqlite(url: str, settings: StoreSettings) -> EventStore:
@@ -155,14 +156,18 @@ def _sqlite(url: str, settings: StoreSettings) -> EventStore:
         # missing; an absolute path's folder is the deployment's to provide.
         path = os.path.join(settings.instance_path, path)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    return SQLiteStore(path, lease_seconds=settings.lease_seconds)
+    return SQLiteStore(path, lease_seconds=settings.lease_seconds, receiver=settings.receiver)
 
 
 def _redis(url: str, settings: StoreSettings) -> EventStore:
+    """Keys under ``WEBHOOK_RECEIVER_REDIS_PREFIX`` (``webhook_receiver:<receiver>`` by default).
+
+    Receivers that share a prefix keep their keys apart (see :mod:`.redis`).
+    """
     from .redis import RedisStore
 
     prefix = settings.config.get("WEBHOOK_RECEIVER_REDIS_PREFIX") or f"webhook_receiver:{settings.receiver}"
-    return RedisStore(url, prefix=prefix, lease_seconds=settings.lease_seconds)
+    return RedisStore(url, prefix=prefix, lease_seconds=settings.lease_seconds, receiver=settings.receiver)
 
 
 def _sqlalchemy(url: str, settings: StoreSettings) -> EventStore:

@@ -4,6 +4,18 @@ Claims are atomic across processes: each runs in a ``BEGIN IMMEDIATE``
 transaction, which SQLite serialises with a file lock. Leases are wall-clock
 times, so a worker on the same machine that died mid-handler is taken over
 once its lease runs out.
+
+Every row carries the receiver it belongs to (part of its key), so that
+receivers sharing one file keep their events, queues and watermarks apart. A
+file written before that column existed is migrated in place the first time
+it is opened: its rows are given to the receiver that opens it (see
+:func:`_migrate`).
+
+Fork safety: the connections (one per thread) and the set-up lock are held by
+a :class:`_Link` that the views of one store share; in a forked child
+(``gunicorn --preload``) :meth:`SQLiteStore.after_fork` gives it new ones, so
+that a connection the parent opened is never used in the child and a lock a
+parent thread held at fork time cannot block it.
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from typing import Any, Iterator
 from ..errors import StoreUnavailable
 from ..events import Event
 from .base import (
+    DEFAULT_RECEIVER,
     Claim,
     ClaimState,
     EventStatus,
@@ -35,16 +48,18 @@ from .clock import LeaseClock
 
 __all__ = ["SQLiteStore"]
 
-#: The table and its indexes. ``due_at`` is set only while an event waits in
-#: the queue, ``lease_expires`` only while a worker holds it: the two partial
-#: indexes find due events and expired leases without a scan. Only events
-#: that came through the queue (``background = 1``) are in the lease index:
-#: a request that died mid-handler (inline dispatch) answered no 2xx, and
+#: The tables. ``due_at`` is set only while an event waits in the queue,
+#: ``lease_expires`` only while a worker holds it: the two partial indexes find
+#: a receiver's due events and expired leases without a scan. Only events that
+#: came through the queue (``background = 1``) are in the lease index: a
+#: request that died mid-handler (inline dispatch) answered no 2xx, and
 #: upstream's retry takes its event over. Each index costs every write a page,
-#: so there are no others: listings go by ``rowid``.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS webhook_receiver_events (
-    id TEXT PRIMARY KEY,
+#: so there are no others: listings go by ``rowid``. The key is ``(id,
+#: receiver)``: a fenced write finds its row by the id's prefix of it.
+_EVENTS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    id TEXT NOT NULL,
+    receiver TEXT NOT NULL DEFAULT 'moltin',
     trigger_name TEXT NOT NULL,
     status TEXT NOT NULL,
     raw TEXT NOT NULL,
@@ -57,23 +72,63 @@ CREATE TABLE IF NOT EXISTS webhook_receiver_events (
     lease_token TEXT,
     lease_expires REAL,
     lease_boot TEXT,
-    background INTEGER
-);
-CREATE INDEX IF NOT EXISTS webhook_receiver_events_due ON webhook_receiver_events (due_at)
-    WHERE due_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS webhook_receiver_events_lease ON webhook_receiver_events (lease_expires)
-    WHERE background = 1 AND lease_expires IS NOT NULL;
-CREATE TABLE IF NOT EXISTS webhook_receiver_watermarks (
+    background INTEGER,
+    PRIMARY KEY (id, receiver)
+)"""
+_WATERMARKS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    receiver TEXT NOT NULL DEFAULT 'moltin',
     handler TEXT NOT NULL,
     resource_type TEXT NOT NULL,
     resource_id TEXT NOT NULL,
     updated_at REAL NOT NULL,
-    PRIMARY KEY (handler, resource_type, resource_id)
-);
-"""
+    PRIMARY KEY (receiver, handler, resource_type, resource_id)
+)"""
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS webhook_receiver_events_queue ON webhook_receiver_events (receiver, due_at)"
+    " WHERE due_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS webhook_receiver_events_leases ON webhook_receiver_events (receiver, lease_expires)"
+    " WHERE background = 1 AND lease_expires IS NOT NULL",
+)
 
 _TABLE = "webhook_receiver_events"
+_WATERMARKS = "webhook_receiver_watermarks"
 _COLUMNS = "id, trigger_name, status, raw, outcomes, received_at, updated_at, attempts, due_at, error"
+
+
+class _Link:
+    """What the views of one store (:meth:`SQLiteStore.for_receiver`) share: connections and the set-up lock."""
+
+    def __init__(self) -> None:
+        #: This process's connections, one per thread.
+        self.local = threading.local()
+        #: Held while a thread sets up a new connection (WAL mode, the schema).
+        self.setup_lock = threading.Lock()
+        #: Whether the schema is known to be in place (and migrated).
+        self.schema_ready = False
+        self.pid = os.getpid()
+
+    def after_fork(self) -> None:
+        """In a forked child: new connections, a new lock (idempotent, once per process).
+
+        The connection the forking thread had is closed, never used: SQLite
+        keeps the locks of a process's connections in the process's memory,
+        which the child inherits, and only closing the connection there ends
+        a lock it held (CPython frees the other threads' connections itself).
+        Closing it touches nothing of the parent's: POSIX file locks are not
+        inherited, and the parent's own lock on the file keeps SQLite from
+        clearing the WAL.
+        """
+        if self.pid != os.getpid():
+            inherited = getattr(self.local, "conn", None)
+            self.local = threading.local()
+            self.setup_lock = threading.Lock()
+            self.pid = os.getpid()
+            if inherited is not None:
+                try:
+                    inherited.close()
+                except sqlite3.Error:
+                    pass
 
 
 class SQLiteStore(EventStore):
@@ -82,46 +137,57 @@ class SQLiteStore(EventStore):
     :param path: the database file; its folder must exist.
     :param lease_seconds: see :class:`~webhook_receiver.stores.EventStore`.
     :param timeout: how long to wait for another process's lock, in seconds.
+    :param receiver: the receiver this object reads and writes as; the
+        others sharing the file are reached with :meth:`for_receiver`.
     """
 
     name = "sqlite"
     reach = "machine"
 
     def __init__(
-        self, path: str, *, lease_seconds: float = 60.0, timeout: float = 5.0, clock: LeaseClock | None = None
+        self,
+        path: str,
+        *,
+        lease_seconds: float = 60.0,
+        timeout: float = 5.0,
+        clock: LeaseClock | None = None,
+        receiver: str = DEFAULT_RECEIVER,
     ) -> None:
         super().__init__(lease_seconds=lease_seconds)
         self.path = path
         self.timeout = timeout
+        self.receiver = receiver
         #: Where times come from; leases are immune to clock steps and reboots (see :mod:`.clock`).
         self.clock = clock or LeaseClock()
-        self._local = threading.local()
-        self._setup_lock = threading.Lock()
-        self._schema_ready = False
+        self._link = _Link()
 
     def __repr__(self) -> str:
-        return f"<SQLiteStore {self.path!r} lease_seconds={self.lease_seconds}>"
+        return f"<SQLiteStore {self.path!r} receiver={self.receiver!r} lease_seconds={self.lease_seconds}>"
 
     @property
     def location(self) -> str:
         """The database file."""
         return self.path
 
+    def after_fork(self) -> None:
+        """New connections and locks in a forked child; the parent's are left alone."""
+        self._link.after_fork()
+
     # -- connections ---------------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+        link = self._link
+        conn: sqlite3.Connection | None = getattr(link.local, "conn", None)
+        if conn is None:
             _create_private(self.path)
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
             try:
-                with self._setup_lock:  # threads of one process set the file up one at a time
+                with link.setup_lock:  # threads of one process set the file up one at a time
                     self._set_up(conn)
             except BaseException:
                 conn.close()
                 raise
-            self._local.conn = conn
-            self._local.pid = os.getpid()
+            link.local.conn = conn
         return conn
 
     def _set_up(self, conn: sqlite3.Connection) -> None:
@@ -129,8 +195,8 @@ class SQLiteStore(EventStore):
 
         Switching to WAL takes a lock that SQLite's busy timeout does not
         always wait for, so a "locked" answer is retried until the timeout;
-        the schema is created in a ``BEGIN IMMEDIATE`` transaction, which
-        does wait.
+        the schema is created (or migrated) in a ``BEGIN IMMEDIATE``
+        transaction, which does wait.
         """
         deadline = time.monotonic() + self.timeout
         while True:
@@ -142,16 +208,19 @@ class SQLiteStore(EventStore):
                     raise
                 time.sleep(0.01)
         conn.execute("PRAGMA synchronous=NORMAL")
-        if not self._schema_ready:
+        if not self._link.schema_ready:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
+                _migrate(conn, self.receiver)
+                conn.execute(_EVENTS_TABLE.format(name=_TABLE))
+                conn.execute(_WATERMARKS_TABLE.format(name=_WATERMARKS))
+                for statement in _INDEXES:
                     conn.execute(statement)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-            self._schema_ready = True
+            self._link.schema_ready = True
             self._expire_other_boots(conn)
 
     def _expire_other_boots(self, conn: sqlite3.Connection) -> None:
@@ -179,8 +248,9 @@ class SQLiteStore(EventStore):
             raise StoreUnavailable(self.name, f"{type(exc).__name__}: {exc}") from None
 
     def _drop_connection(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
+        local = self._link.local
+        conn = getattr(local, "conn", None)
+        local.conn = None
         if conn is not None:
             try:
                 conn.close()
@@ -205,22 +275,23 @@ class SQLiteStore(EventStore):
         return secrets.token_hex(16), self.clock.lease() + self.lease_seconds
 
     _INSERT_CLAIMED = (
-        f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, attempts, received_at, updated_at, lease_token,"
-        " lease_expires, lease_boot) VALUES (?, ?, 'processing', ?, 1, ?, ?, ?, ?, ?)"
+        f"INSERT INTO {_TABLE} (id, receiver, trigger_name, status, raw, attempts, received_at, updated_at,"
+        " lease_token, lease_expires, lease_boot) VALUES (?, ?, ?, 'processing', ?, 1, ?, ?, ?, ?, ?)"
     )
 
     def claim(self, event: Event) -> Claim:
         now = self.clock.wall()
         token, expires = self._new_token()
         boot = self.clock.boot
-        new_row = (event.id, event.trigger, event.raw_json.decode(), now, now, token, expires, boot)
+        new_row = (event.id, self.receiver, event.trigger, event.raw_json.decode(), now, now, token, expires, boot)
         with self._autocommit() as conn:  # the common case, a new event, is one statement
-            inserted = conn.execute(self._INSERT_CLAIMED + " ON CONFLICT (id) DO NOTHING", new_row).rowcount
+            inserted = conn.execute(self._INSERT_CLAIMED + " ON CONFLICT (id, receiver) DO NOTHING", new_row).rowcount
         if inserted:
             return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
         with self._transaction() as conn:
             row = conn.execute(
-                f"SELECT status, lease_expires, outcomes, attempts FROM {_TABLE} WHERE id = ?", (event.id,)
+                f"SELECT status, lease_expires, outcomes, attempts FROM {_TABLE} WHERE id = ? AND receiver = ?",
+                (event.id, self.receiver),
             ).fetchone()
             if row is None:  # pruned in between: store it again
                 conn.execute(self._INSERT_CLAIMED, new_row)
@@ -244,36 +315,40 @@ class SQLiteStore(EventStore):
                 trigger=event.trigger,
             )
 
-    @staticmethod
     def _take(
-        conn: sqlite3.Connection, event_id: str, token: str, expires: float, now: float, boot: str | None
+        self, conn: sqlite3.Connection, event_id: str, token: str, expires: float, now: float, boot: str | None
     ) -> None:
         conn.execute(
             f"UPDATE {_TABLE} SET status = 'processing', due_at = NULL, lease_token = ?, lease_expires = ?,"
-            " lease_boot = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?",
-            (token, expires, boot, now, event_id),
+            " lease_boot = ?, attempts = attempts + 1, updated_at = ? WHERE id = ? AND receiver = ?",
+            (token, expires, boot, now, event_id, self.receiver),
         )
 
-    _DUE = f"SELECT id FROM {_TABLE} WHERE due_at <= ? ORDER BY due_at LIMIT 1"
-    _EXPIRED = f"SELECT id FROM {_TABLE} WHERE background = 1 AND lease_expires <= ? ORDER BY lease_expires LIMIT 1"
+    _DUE = f"SELECT id FROM {_TABLE} WHERE receiver = ? AND due_at <= ? ORDER BY due_at LIMIT 1"
+    _EXPIRED = (
+        f"SELECT id FROM {_TABLE} WHERE receiver = ? AND background = 1 AND lease_expires <= ?"
+        " ORDER BY lease_expires LIMIT 1"
+    )
 
     def claim_due(self) -> Claim | None:
         now, held_now = self.clock.wall(), self.clock.lease()
+        due, expired = (self.receiver, now), (self.receiver, held_now)
         with self._autocommit() as conn:  # a read first: idle workers take no write lock
             if (
-                conn.execute(self._DUE, (now,)).fetchone() is None
-                and conn.execute(self._EXPIRED, (held_now,)).fetchone() is None
+                conn.execute(self._DUE, due).fetchone() is None
+                and conn.execute(self._EXPIRED, expired).fetchone() is None
             ):
                 return None
         token, expires = self._new_token()
         with self._transaction() as conn:
-            row = conn.execute(self._DUE, (now,)).fetchone() or conn.execute(self._EXPIRED, (held_now,)).fetchone()
+            row = conn.execute(self._DUE, due).fetchone() or conn.execute(self._EXPIRED, expired).fetchone()
             if row is None:
                 return None  # another worker was quicker
             event_id = row[0]
             self._take(conn, event_id, token, expires, now, self.clock.boot)
             trigger, raw, outcomes, attempts = conn.execute(
-                f"SELECT trigger_name, raw, outcomes, attempts FROM {_TABLE} WHERE id = ?", (event_id,)
+                f"SELECT trigger_name, raw, outcomes, attempts FROM {_TABLE} WHERE id = ? AND receiver = ?",
+                (event_id, self.receiver),
             ).fetchone()
         return Claim(
             event_id,
@@ -287,31 +362,40 @@ class SQLiteStore(EventStore):
 
     def accept(self, event: Event) -> EventStatus | None:
         now = self.clock.wall()
+        key = (event.id, self.receiver)
         with self._autocommit() as conn:
             inserted = conn.execute(
-                f"INSERT INTO {_TABLE} (id, trigger_name, status, raw, received_at, updated_at, due_at, background)"
-                " VALUES (?, ?, 'pending', ?, ?, ?, ?, 1) ON CONFLICT (id) DO NOTHING",
-                (event.id, event.trigger, event.raw_json.decode(), now, now, now),
+                f"INSERT INTO {_TABLE} (id, receiver, trigger_name, status, raw, received_at, updated_at, due_at,"
+                " background) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, 1) ON CONFLICT (id, receiver) DO NOTHING",
+                (*key, event.trigger, event.raw_json.decode(), now, now, now),
             ).rowcount
         if inserted:
             return None
         with self._transaction() as conn:
-            row = conn.execute(f"SELECT status FROM {_TABLE} WHERE id = ?", (event.id,)).fetchone()
+            row = conn.execute(f"SELECT status, background FROM {_TABLE} WHERE id = ? AND receiver = ?", key).fetchone()
             if row is None:
                 return self.accept(event)
-            if row[0] == EventStatus.FAILED.value:
+            status, background = row
+            if status == EventStatus.FAILED.value:
                 conn.execute(
-                    f"UPDATE {_TABLE} SET status = 'pending', due_at = ?, background = 1, updated_at = ? WHERE id = ?",
-                    (now, now, event.id),
+                    f"UPDATE {_TABLE} SET status = 'pending', due_at = ?, background = 1, updated_at = ?"
+                    " WHERE id = ? AND receiver = ?",
+                    (now, now, *key),
                 )
-            return EventStatus(row[0])
+            elif status == EventStatus.PROCESSING.value and background != 1:
+                # held by a request (claim): the queue takes it over if that lease runs out
+                conn.execute(f"UPDATE {_TABLE} SET background = 1 WHERE id = ? AND receiver = ?", key)
+            return EventStatus(status)
 
     def count_due(self) -> int:
         now, held_now = self.clock.wall(), self.clock.lease()
         with self._autocommit() as conn:
-            due = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE due_at <= ?", (now,)).fetchone()[0]
+            due = conn.execute(
+                f"SELECT count(*) FROM {_TABLE} WHERE receiver = ? AND due_at <= ?", (self.receiver, now)
+            ).fetchone()[0]
             expired = conn.execute(
-                f"SELECT count(*) FROM {_TABLE} WHERE background = 1 AND lease_expires <= ?", (held_now,)
+                f"SELECT count(*) FROM {_TABLE} WHERE receiver = ? AND background = 1 AND lease_expires <= ?",
+                (self.receiver, held_now),
             ).fetchone()[0]
         return int(due) + int(expired)
 
@@ -319,8 +403,8 @@ class SQLiteStore(EventStore):
         with self._autocommit() as conn:
             return (
                 conn.execute(
-                    f"UPDATE {_TABLE} SET lease_expires = ? WHERE id = ? AND lease_token = ?",
-                    (self.clock.lease() + self.lease_seconds, claim.event_id, claim.token),
+                    f"UPDATE {_TABLE} SET lease_expires = ? WHERE id = ? AND receiver = ? AND lease_token = ?",
+                    (self.clock.lease() + self.lease_seconds, claim.event_id, self.receiver, claim.token),
                 ).rowcount
                 == 1
             )
@@ -330,8 +414,9 @@ class SQLiteStore(EventStore):
         with self._autocommit() as conn:
             written = (
                 conn.execute(
-                    f"UPDATE {_TABLE} SET outcomes = ?, updated_at = ? WHERE id = ? AND lease_token = ?",
-                    (dump_outcomes(outcomes), run.finished_at, claim.event_id, claim.token),
+                    f"UPDATE {_TABLE} SET outcomes = ?, updated_at = ? WHERE id = ? AND receiver = ?"
+                    " AND lease_token = ?",
+                    (dump_outcomes(outcomes), run.finished_at, claim.event_id, self.receiver, claim.token),
                 ).rowcount
                 == 1
             )
@@ -355,7 +440,7 @@ class SQLiteStore(EventStore):
             written = (
                 conn.execute(
                     f"UPDATE {_TABLE} SET status = ?, outcomes = ?, error = ?, due_at = ?, lease_token = NULL,"
-                    " lease_expires = NULL, updated_at = ? WHERE id = ? AND lease_token = ?",
+                    " lease_expires = NULL, updated_at = ? WHERE id = ? AND receiver = ? AND lease_token = ?",
                     (
                         status.value,
                         dump_outcomes(outcomes),
@@ -363,6 +448,7 @@ class SQLiteStore(EventStore):
                         due_at,
                         self.clock.wall(),
                         claim.event_id,
+                        self.receiver,
                         claim.token,
                     ),
                 ).rowcount
@@ -375,24 +461,31 @@ class SQLiteStore(EventStore):
     def watermark(self, handler: str, resource_type: str, resource_id: str) -> float | None:
         with self._autocommit() as conn:
             row = conn.execute(
-                "SELECT updated_at FROM webhook_receiver_watermarks WHERE handler = ? AND"
+                f"SELECT updated_at FROM {_WATERMARKS} WHERE receiver = ? AND handler = ? AND"
                 " resource_type = ? AND resource_id = ?",
-                (handler, resource_type, resource_id),
+                (self.receiver, handler, resource_type, resource_id),
             ).fetchone()
         return None if row is None else float(row[0])
 
-    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> None:
+    _RAISE_WATERMARK = (
+        f"INSERT INTO {_WATERMARKS} (receiver, handler, resource_type, resource_id, updated_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (receiver, handler, resource_type, resource_id) DO UPDATE"
+        f" SET updated_at = excluded.updated_at WHERE excluded.updated_at >= {_WATERMARKS}.updated_at"
+    )
+
+    def raise_watermark(self, handler: str, resource_type: str, resource_id: str, updated_at: float) -> bool:
+        # One statement, so one atomic compare-and-set: a newer mark already kept changes no row.
         with self._autocommit() as conn:
-            conn.execute(
-                "INSERT INTO webhook_receiver_watermarks (handler, resource_type, resource_id, updated_at)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (handler, resource_type, resource_id) DO UPDATE"
-                " SET updated_at = max(updated_at, excluded.updated_at)",
-                (handler, resource_type, resource_id, updated_at),
-            )
+            changed = conn.execute(
+                self._RAISE_WATERMARK, (self.receiver, handler, resource_type, resource_id, updated_at)
+            ).rowcount
+        return bool(changed == 1)
 
     def get(self, event_id: str) -> StoredEvent | None:
         with self._autocommit() as conn:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM {_TABLE} WHERE id = ?", (event_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM {_TABLE} WHERE id = ? AND receiver = ?", (event_id, self.receiver)
+            ).fetchone()
         return None if row is None else _stored(row)
 
     def events(
@@ -403,7 +496,7 @@ class SQLiteStore(EventStore):
         since: float | None = None,
         limit: int | None = None,
     ) -> list[StoredEvent]:
-        where, params = [], []  # type: tuple[list[str], list[Any]]
+        where, params = ["receiver = ?"], [self.receiver]  # type: tuple[list[str], list[Any]]
         if status is not None:
             where.append("status = ?")
             params.append(status.value)
@@ -413,10 +506,7 @@ class SQLiteStore(EventStore):
         if since is not None:
             where.append("received_at >= ?")
             params.append(since)
-        sql = f"SELECT {_COLUMNS} FROM {_TABLE}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY rowid DESC"
+        sql = f"SELECT {_COLUMNS} FROM {_TABLE} WHERE " + " AND ".join(where) + " ORDER BY rowid DESC"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
@@ -426,12 +516,44 @@ class SQLiteStore(EventStore):
 
     def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:
         statuses = [s.value for s in prunable(include_failed)]
-        where = f"received_at < ? AND status IN ({', '.join('?' for _ in statuses)})"
+        where = f"receiver = ? AND received_at < ? AND status IN ({', '.join('?' for _ in statuses)})"
+        params = (self.receiver, before, *statuses)
         with self._autocommit() as conn:
             if dry_run:
-                found = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE {where}", (before, *statuses)).fetchone()
+                found = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE {where}", params).fetchone()
                 return int(found[0])
-            return int(conn.execute(f"DELETE FROM {_TABLE} WHERE {where}", (before, *statuses)).rowcount)
+            return int(conn.execute(f"DELETE FROM {_TABLE} WHERE {where}", params).rowcount)
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def _migrate(conn: sqlite3.Connection, receiver: str) -> None:
+    """Give a file of the schema before receivers (no ``receiver`` column) the new one, in place.
+
+    Each table is rebuilt in the caller's transaction (SQLite cannot change
+    a key in place): a new table with the ``receiver`` column in its key,
+    the rows copied with their ``rowid`` (listings keep their order) and
+    given to *receiver* (the one opening the file: the file was one
+    receiver's before, such as the default ``webhook_receiver-<name>.sqlite3``),
+    the old table and its indexes dropped, the new one renamed. A file
+    already migrated, or new, is left alone.
+    """
+    for table, definition in ((_TABLE, _EVENTS_TABLE), (_WATERMARKS, _WATERMARKS_TABLE)):
+        old = _columns(conn, table)
+        if not old or "receiver" in old:
+            continue
+        staging = f"{table}_migrating"
+        conn.execute(f"DROP TABLE IF EXISTS {staging}")
+        conn.execute(definition.format(name=staging))
+        kept = ", ".join(c for c in _columns(conn, staging) if c in old)
+        rowid = "rowid, " if table == _TABLE else ""
+        conn.execute(
+            f"INSERT INTO {staging} ({rowid}receiver, {kept}) SELECT {rowid}?, {kept} FROM {table}", (receiver,)
+        )
+        conn.execute(f"DROP TABLE {table}")
+        conn.execute(f"ALTER TABLE {staging} RENAME TO {table}")
 
 
 def _create_private(path: str) -> None:
