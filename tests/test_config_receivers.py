@@ -26,14 +26,6 @@ OLD, NEW = "outlet-old-secret-1a2b3c4d5e", "outlet-new-secret-6f7a8b9c0d"
 #: The store URL the docs' example gives app-wide.
 DOCS_STORE = '"sqlite:///webhooks.sqlite3"'
 
-#: What the docs' example needs from the stores themselves (keeping each receiver's events apart in one
-#: SQLite file, or under one Redis prefix): the stores' side of issue 17 item 3. Strict, so that the
-#: marks fail (XPASS) once the stores do it, and are removed then.
-NEEDS_STORES_APART = pytest.mark.xfail(
-    strict=True, reason="the stores' side of issue 17 item 3: receivers sharing one store keep their events apart"
-)
-
-
 def docs_example() -> str:
     """The code block of the "Several receivers" section of docs/handlers.rst."""
     text = (ROOT / "docs" / "handlers.rst").read_text()
@@ -169,7 +161,6 @@ def test_the_docs_example_with_redis_and_a_prefix_per_receiver(tmp_path: Path, r
         close(app)
 
 
-@NEEDS_STORES_APART
 def test_the_docs_example_as_written_one_sqlite_file_for_both(tmp_path: Path) -> None:
     shop, outlet, app = run_docs_example(tmp_path, {})
     try:
@@ -178,7 +169,6 @@ def test_the_docs_example_as_written_one_sqlite_file_for_both(tmp_path: Path) ->
         close(app)
 
 
-@NEEDS_STORES_APART
 def test_the_docs_example_with_one_redis_prefix_for_both(tmp_path: Path, redis_prefix: str) -> None:
     shop, outlet, app = run_docs_example(
         tmp_path, {DOCS_STORE: f'"{REDIS_URL}"'}, WEBHOOK_RECEIVER_REDIS_PREFIX=redis_prefix
