@@ -37,6 +37,7 @@ __all__ = [
     "includes_elided",
     "is_cloudevent",
     "read_fields",
+    "transport_of",
 ]
 
 #: The CloudEvents version upstream sends.
@@ -80,6 +81,14 @@ def includes_elided(included: Any) -> bool:
         return False
     meta = included.get("meta")
     return isinstance(meta, Mapping) and meta.get("includes_elided") is True
+
+
+def transport_of(raw: Mapping[str, Any]) -> str:
+    """How a stored body came in: ``"webhook"``, or the transport a consumer noted in ``receivedvia``."""
+    if not isinstance(raw, Mapping) or not is_cloudevent(raw):
+        return "webhook"
+    via = raw.get(TRANSPORT_ATTRIBUTE)
+    return via if isinstance(via, str) and via else "queue"
 
 
 def read_fields(raw: Mapping[str, Any], transport: str) -> CloudEventFields:
