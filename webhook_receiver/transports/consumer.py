@@ -172,8 +172,10 @@ class Consumer:
     :param dispatcher: the receiver's dispatcher on *app*.
     :param transport: where messages come from.
     :param max_message_bytes: a larger message is poison.
-    :param concurrency: messages handled at once (and the prefetch the
-        transport asks the broker for).
+    :param concurrency: messages handled at once (worker threads).
+    :param prefetch: messages taken from the queue and not yet finished, at
+        most (those beyond *concurrency* wait for a worker, kept from other
+        consumers meanwhile); four times *concurrency* by default.
     :param grace: seconds running handlers get to finish at :meth:`stop`.
     :param retry_backoff: seconds before a message whose event could not be
         made durable or done is delivered again, doubled per failure of the same
@@ -189,6 +191,7 @@ class Consumer:
         *,
         max_message_bytes: int = 1024 * 1024,
         concurrency: int = 4,
+        prefetch: int | None = None,
         grace: float = 10.0,
         retry_backoff: float = 1.0,
         max_backoff: float = 60.0,
@@ -201,6 +204,7 @@ class Consumer:
         self.transport = transport
         self.max_message_bytes = max_message_bytes
         self.concurrency = concurrency
+        self.prefetch = max(prefetch or 4 * concurrency, concurrency)
         self.grace = grace
         self.retry_backoff = retry_backoff
         self.max_backoff = max_backoff
@@ -210,7 +214,7 @@ class Consumer:
         self._lock = threading.Lock()
         self._in_flight: dict[int, Message] = {}
         self._failures: dict[str, int] = {}  # message or event id -> failures seen here
-        self._slots = threading.Semaphore(concurrency)
+        self._slots = threading.Semaphore(self.prefetch)
         self._pause_until = 0.0
         self._outage = 0.0
 
@@ -275,7 +279,7 @@ class Consumer:
             if not self._slots.acquire(timeout=0.5):
                 continue
             free = 1
-            while free < self.concurrency and self._slots.acquire(blocking=False):
+            while free < self.prefetch and self._slots.acquire(blocking=False):
                 free += 1
             try:
                 messages = self.transport.receive(free, 0.5)
@@ -340,7 +344,13 @@ class Consumer:
 
     def _handle_and_free(self, message: Message) -> None:
         try:
-            self.handle(message)
+            if self._stopping.is_set():  # taken, not started: another consumer may have it at once
+                try:
+                    self.transport.release(message)
+                except Exception:  # noqa: BLE001 - unacknowledged either way: the queue delivers it again
+                    pass
+            else:
+                self.handle(message)
         finally:
             with self._lock:
                 self._in_flight.pop(id(message), None)

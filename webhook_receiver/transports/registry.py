@@ -8,7 +8,13 @@ from urllib.parse import urlsplit
 from ..handlers import HandlerSource
 from .consumer import Consumer, Transport
 
-__all__ = ["build_consumer", "open_transport"]
+__all__ = ["build_consumer", "default_prefetch", "open_transport"]
+
+
+def default_prefetch(concurrency: int) -> int:
+    """The prefetch for *concurrency*: more messages than the handlers take at once, so that the next one is
+    there when a handler finishes (a round trip per message otherwise; SQS receives 10 at a time), and bounded."""
+    return concurrency * 4
 
 
 def _scheme(url: str) -> str:
@@ -63,6 +69,7 @@ def build_consumer(
     urls: Sequence[str],
     *,
     concurrency: int = 4,
+    prefetch: int | None = None,
     grace: float | None = None,
     region: str | None = None,
     endpoint_url: str | None = None,
@@ -77,7 +84,11 @@ def build_consumer(
     """
     if transport is None:
         transport = open_transport(
-            urls, prefetch=concurrency, region=region, endpoint_url=endpoint_url, environ=environ
+            urls,
+            prefetch=prefetch or default_prefetch(concurrency),
+            region=region,
+            endpoint_url=endpoint_url,
+            environ=environ,
         )
     return Consumer(
         receiver,
@@ -86,5 +97,6 @@ def build_consumer(
         transport,
         max_message_bytes=config.max_content_length,
         concurrency=concurrency,
+        prefetch=prefetch or default_prefetch(concurrency),
         grace=float(getattr(config.dispatcher, "grace", 10.0) if grace is None else grace),
     )
