@@ -37,7 +37,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from ..dispatch.base import Dispatcher
-from ..errors import BacklogFull, BrokerUnavailable, InvalidEvent, StoreUnavailable, WebhookReceiverError
+from ..errors import BacklogFull, BrokerUnavailable, InvalidEvent, StoreUnavailable, TransportUnavailable
 from ..events import Event
 from ..handlers import HandlerSource
 from ..intake import hand_over
@@ -63,13 +63,6 @@ def mask_url(url: str) -> str:
     host = parts.netloc.rpartition("@")[2]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
-
-
-class TransportUnavailable(WebhookReceiverError):
-    """The broker or queue cannot be reached, or the connection to it was lost.
-
-    Its message never holds a credential.
-    """
 
 
 @dataclass(eq=False)
@@ -208,6 +201,7 @@ class Consumer:
         self.grace = grace
         self.retry_backoff = retry_backoff
         self.max_backoff = max_backoff
+        #: What this consumer did since it started.
         self.stats = ConsumerStats()
         self._stopping = threading.Event()
         self._closed = threading.Event()
