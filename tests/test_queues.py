@@ -253,7 +253,7 @@ def test_sqs_keeps_a_long_handlers_message_from_a_competing_consumer(moto_endpoi
 
     app = make_app(receiver, tmp_path)
     sqs.publish([cloudevent("slow-1")])
-    first = receiver.consumer(app, f"{sqs.url}?wait=1")
+    first = receiver.consumer(app, f"{sqs.url}?wait=1", concurrency=1, prefetch=1)  # takes nothing while it runs
     second = receiver.consumer(app, f"{sqs.url}?wait=1")
     thread = threading.Thread(target=consume, args=(first, lambda stats: stats.acked >= 1), daemon=True)
     thread.start()
@@ -462,3 +462,28 @@ def test_stomp_credentials_are_never_shown(
         with pytest.raises(ValueError) as error:
             StompTransport([bad])
         assert password not in str(error.value)
+
+
+def test_sqs_credentials_are_never_shown(moto_endpoint: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from .queues import AWS_ENV
+
+    secret = AWS_ENV["AWS_SECRET_ACCESS_KEY"]
+    sqs = Sqs(moto_endpoint)
+    receiver = WebhookReceiver()
+    receiver.on("order.paid")(lambda event: None)
+    app = make_app(receiver, tmp_path)
+    sqs.publish([cloudevent("sqs-cred-1"), b"poison"])
+    with caplog.at_level(logging.DEBUG):
+        consumer = receiver.consumer(app, f"{sqs.url}?wait=1")
+        consume(consumer, lambda stats: stats.acked >= 1 and stats.poison >= 1)
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        from webhook_receiver.transports.sqs import SqsTransport
+
+        away = SqsTransport(f"http://127.0.0.1:{port}/123456789012/epcc-away")
+        with pytest.raises(TransportUnavailable) as unreachable:
+            away.connect()
+    assert "EndpointConnectionError" in str(unreachable.value)
+    for shown in (caplog.text, repr(consumer), repr(away), str(unreachable.value)):
+        assert secret not in shown
