@@ -74,8 +74,12 @@ def test_events_shows_how_each_event_came_in(rabbit: Rabbit, tmp_path: Path) -> 
     assert as_json["via-stomp"]["transport"] == "stomp" and as_json["via-webhook"]["transport"] == "webhook"
 
 
-def test_the_command_consumes_and_stops_on_sigterm(rabbit: Rabbit, tmp_path: Path) -> None:
-    """The real command in a process of its own: a message in, SIGTERM, a clean exit with a summary."""
+@pytest.mark.parametrize("dispatch", ["inline", "thread"])
+def test_the_command_consumes_and_stops_on_sigterm(rabbit: Rabbit, tmp_path: Path, dispatch: str) -> None:
+    """The real command in a process of its own: a message in, SIGTERM, a clean exit with a summary.
+
+    With background dispatch the command also runs its process's workers (``--work``), so the handler runs.
+    """
     app_file = tmp_path / "queue_app.py"
     app_file.write_text(
         "from flask import Flask\n"
@@ -83,6 +87,7 @@ def test_the_command_consumes_and_stops_on_sigterm(rabbit: Rabbit, tmp_path: Pat
         "receiver = WebhookReceiver(secret_key='s' * 32)\n"
         "receiver.on('order.paid')(lambda event: print('handled', event.id, event.transport, flush=True))\n"
         f"app = Flask(__name__, instance_path={str(tmp_path)!r})\n"
+        f"app.config['WEBHOOK_RECEIVER_DISPATCH'] = {dispatch!r}\n"
         "receiver.init_app(app)\n"
     )
     rabbit.publish([cloudevent("cli-1")])
@@ -97,7 +102,7 @@ def test_the_command_consumes_and_stops_on_sigterm(rabbit: Rabbit, tmp_path: Pat
     try:
         from .processes import wait_for
 
-        wait_for(lambda: b"status=processed" in log.read_bytes(), 60, f"the message handled\n{log.read_text()}")
+        wait_for(lambda: b"handled cli-1" in log.read_bytes(), 60, f"the message handled\n{log.read_text()}")
         proc.terminate()
         assert proc.wait(30) == 0, log.read_text()
     finally:
@@ -105,6 +110,6 @@ def test_the_command_consumes_and_stops_on_sigterm(rabbit: Rabbit, tmp_path: Pat
             proc.kill()
     text = log.read_text()
     assert "handled cli-1 stomp" in text
-    assert "stopped: 1 acknowledged (processed 1)" in text
+    assert f"stopped: 1 acknowledged ({'processed' if dispatch == 'inline' else 'accepted'} 1)" in text
     assert "guest:guest" not in text
     assert rabbit.count() == 0
