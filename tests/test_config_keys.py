@@ -17,7 +17,11 @@ from .conftest import SECRET, new_app
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Names with the prefix that are environment variables the package reads, never app.config keys.
-ENVIRONMENT_ONLY = {"WEBHOOK_RECEIVER_TUNNEL_SECRET"}
+ENVIRONMENT_ONLY = {
+    "WEBHOOK_RECEIVER_TUNNEL_SECRET",
+    "WEBHOOK_RECEIVER_STOMP_USERNAME",
+    "WEBHOOK_RECEIVER_STOMP_PASSWORD",
+}
 
 
 def init(name: str = "moltin", **config: Any) -> list[str]:

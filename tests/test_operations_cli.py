@@ -38,7 +38,7 @@ def test_events_show_replay_prune(shop: tuple[Flask, dict[str, bool]], send: Any
     listed = runner.invoke(webhooks_cli, ["events"])
     assert listed.exit_code == 0
     header, *lines = listed.output.splitlines()
-    assert header.split() == ["received", "(UTC)", "id", "trigger", "status", "handlers", "ok"]
+    assert header.split() == ["received", "(UTC)", "id", "trigger", "status", "via", "handlers", "ok"]
     assert len(lines) == 4 and "gone" in lines[0] and "processed" in lines[0]
     assert len({line.index("order.paid") for line in lines[1:]}) == 1, "aligned columns"
     failed = runner.invoke(webhooks_cli, ["events", "--status", "failed", "--trigger", "order.paid", "--since", "1h"])

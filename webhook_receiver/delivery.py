@@ -39,6 +39,7 @@ from .errors import (
 )
 from .events import Event
 from .handlers import HandlerSource
+from .intake import hand_over
 from .untrusted import logger
 from .wire import SECRET_HEADER, TRIGGER_HEADER
 
@@ -147,20 +148,8 @@ def _answer(request: Request, receiver: HandlerSource, app: Flask, config: Recei
     except InvalidEvent as exc:
         return _error(400, "bad_request", exc.reason)
 
-    if event.irregular:
-        logger.warning(
-            "event %s (%s): unexpected shape of %s; kept as sent in event.raw",
-            event.id,
-            event.trigger,
-            ", ".join(event.irregular),
-        )
-    signals.send_isolated(signals.event_received, app, event=event, receiver=receiver)
-    handlers = receiver.handlers_for(event.trigger, app)
-    if not handlers:
-        return _done(200, "ignored", event)
-
     try:
-        outcome = config.dispatcher.dispatch(event, handlers)
+        outcome = hand_over(event, receiver, app, config.dispatcher)
     except (StoreUnavailable, BrokerUnavailable, BacklogFull) as exc:
         logger.error("event %s not acknowledged: %s", event.id, exc)
         if isinstance(exc, BacklogFull):

@@ -91,6 +91,14 @@ class BacklogFull(WebhookReceiverError):
         self.limit = limit
 
 
+class TransportUnavailable(WebhookReceiverError):
+    """A queue consumer cannot reach its broker or queue, or lost the connection to it.
+
+    The consumer connects again with backoff; what it had not acknowledged
+    the queue delivers again. The message never holds a credential.
+    """
+
+
 class WeakSecretWarning(UserWarning):
     """A webhook secret is short enough to be guessed; ``init_app`` says how to make a good one."""
 

@@ -8,7 +8,10 @@ parse into the same :class:`Event`:
 * ``resources`` as a plain object ``{"id": .., "type": ..}`` (deleted events);
 * ``payload``, the newer object form of the same content;
 * the newest bodies, which may carry ``store_id`` / ``org_id`` and omit
-  ``attempt`` and ``resources``: only ``id`` and ``triggered_by`` are certain.
+  ``attempt`` and ``resources``: only ``id`` and ``triggered_by`` are certain;
+* the CloudEvents the queue integrations (``stomp``, ``aws_sqs``) send
+  (:meth:`Event.from_cloudevent`; their fields are read by
+  :mod:`webhook_receiver.cloudevents`).
 
 The body echoes the integration's ``configuration.secret_key``. Every value
 under a key named in :data:`SECRET_FIELDS` is replaced by :data:`REDACTED`
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from . import fastjson
+from . import cloudevents, fastjson
 from .catalogue import OBSERVABLE_EVENTS, is_event_name
 from .errors import InvalidEvent
 from .untrusted import UNSAFE
@@ -97,6 +100,10 @@ class Event:
     store_id: Any = None
     #: The organisation the store belongs to, when upstream says.
     org_id: Any = None
+    #: Where upstream says the event comes from: a CloudEvent's ``source``, else ``None``.
+    source: Any = None
+    #: How the event came in: ``"webhook"``, or the queue's transport (``"stomp"``, ``"sqs"``).
+    transport: str = "webhook"
     #: The whole body as a dict, with every secret redacted.
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     #: The fields whose shape was unexpected (``attempt``, ``resources``,
@@ -120,6 +127,16 @@ class Event:
             object.__setattr__(self, "_raw_json", fastjson.dumps_bytes(self.raw))
         assert self._raw_json is not None
         return self._raw_json
+
+    @property
+    def includes_elided(self) -> bool:
+        """Whether upstream left the included resources out of an oversized queue message.
+
+        SQS takes at most 256 KiB; upstream then sends ``"included": {"meta":
+        {"includes_elided": true}}`` instead, and a handler that needs them
+        fetches them from the API.
+        """
+        return cloudevents.includes_elided(self.included)
 
     @property
     def is_deleted(self) -> bool:
@@ -209,7 +226,76 @@ class Event:
         """
         if not isinstance(raw, Mapping):
             raise InvalidEvent(f"the stored body is {_json_type(raw)}, not an object")
+        if cloudevents.is_cloudevent(raw):
+            transport = raw.get(cloudevents.TRANSPORT_ATTRIBUTE)
+            return cls._build_cloudevent(dict(raw), transport if isinstance(transport, str) else None)
         return cls._build(dict(raw), None)
+
+    @classmethod
+    def from_cloudevent(
+        cls, body: bytes | str | Mapping[str, Any], *, transport: str | None = None, attempt: int = 1
+    ) -> Event:
+        """Build an event from an Elastic Path CloudEvent, as the queue integrations send.
+
+        The same event as a webhook's: :attr:`trigger` is the CloudEvent's
+        ``type``, :attr:`data` its ``data`` (the resource itself),
+        :attr:`included` its ``included``, :attr:`store_id` its ``storeid``,
+        :attr:`integration` ``{"id": integrationid, "integration_type": ...}``,
+        :attr:`source` its ``source``. Secrets are redacted as in a webhook's
+        body; unexpected fields are kept and listed in :attr:`irregular`.
+
+        :param body: the message body (UTF-8 JSON), or the decoded object.
+        :param transport: the transport it came through (``"stomp"``,
+            ``"sqs"``): :attr:`transport`, and kept in :attr:`raw` as the
+            extension attribute ``receivedvia`` so that stores show it.
+        :param attempt: how many times the queue delivered the message, when it says.
+        :raises InvalidEvent: if it is not an Elastic Path CloudEvent (not a
+            JSON object, no ``id`` or ``type``, or ``type`` is not an event name).
+        """
+        raw_json: bytes | None = None
+        if isinstance(body, Mapping):
+            try:
+                decoded: Any = redact(dict(body))[0]
+            except RecursionError:
+                raise InvalidEvent("the message is nested too deeply") from None
+        else:
+            try:
+                decoded, _, raw_json = _loads_redacted(body)
+            except UnicodeDecodeError:
+                raise InvalidEvent("the message is not UTF-8 text") from None
+            except ValueError as exc:
+                raise InvalidEvent(f"the message is not valid JSON ({_json_error(exc)})") from None
+            except RecursionError:
+                raise InvalidEvent("the message is nested too deeply") from None
+        if not isinstance(decoded, dict):
+            raise InvalidEvent(f"the message must be a JSON object, not {_json_type(decoded)}")
+        if transport is not None and decoded.get(cloudevents.TRANSPORT_ATTRIBUTE) != transport:
+            decoded[cloudevents.TRANSPORT_ATTRIBUTE] = transport
+            raw_json = None
+        return cls._build_cloudevent(decoded, transport, attempt=attempt, raw_json=raw_json)
+
+    @classmethod
+    def _build_cloudevent(
+        cls, raw: dict[str, Any], transport: str | None, *, attempt: int = 1, raw_json: bytes | None = None
+    ) -> Event:
+        """Check the fields of a redacted CloudEvent, which becomes :attr:`raw`."""
+        event_id = _checked_id(raw)
+        fields = cloudevents.read_fields(raw, transport or "")
+        event = cls(
+            id=event_id,
+            trigger=fields.trigger,
+            attempt=attempt if attempt >= 1 else 1,
+            integration=fields.integration,
+            data=fields.data,
+            included=fields.included,
+            store_id=fields.store_id,
+            source=fields.source,
+            transport=transport or "queue",
+            raw=raw,
+            irregular=fields.irregular,
+        )
+        object.__setattr__(event, "_raw_json", raw_json)
+        return event
 
     @classmethod
     def _build(
@@ -221,11 +307,7 @@ class Event:
             secret field (a scan of the body it came in found none).
         :param raw_json: *raw* as JSON, when known.
         """
-        event_id = _required_str(raw, "id")
-        if len(event_id) > MAX_ID_LENGTH:
-            raise InvalidEvent(f"id is longer than {MAX_ID_LENGTH} characters", field="id")
-        if UNSAFE.search(event_id):  # control characters forge log lines; no store encodes a surrogate
-            raise InvalidEvent("id holds a control character or an unpaired surrogate", field="id")
+        event_id = _checked_id(raw)
         triggered_by = _required_str(raw, "triggered_by")
         if not is_event_name(triggered_by):
             raise InvalidEvent("triggered_by is not an event name", field="triggered_by")
@@ -408,6 +490,16 @@ def _loads_redacted(text: str | bytes) -> tuple[Any, bool, bytes | None]:
             as_json = _splice_echo(text, secret) if isinstance(text, bytes) and isinstance(secret, str) else None
             return decoded, True, as_json
     return json.loads(text, object_hook=_redact_object), False, None
+
+
+def _checked_id(raw: Mapping[str, Any]) -> str:
+    """The body's ``id``: a non-empty string, not too long, that no log line or store trips on."""
+    event_id = _required_str(raw, "id")
+    if len(event_id) > MAX_ID_LENGTH:
+        raise InvalidEvent(f"id is longer than {MAX_ID_LENGTH} characters", field="id")
+    if UNSAFE.search(event_id):  # control characters forge log lines; no store encodes a surrogate
+        raise InvalidEvent("id holds a control character or an unpaired surrogate", field="id")
+    return event_id
 
 
 def _required_str(raw: Mapping[str, Any], name: str) -> str:

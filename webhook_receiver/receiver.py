@@ -243,6 +243,21 @@ class WebhookReceiver:
             ) from None
         return config
 
+    def consumer(self, app: Flask, *urls: str, **options: Any) -> Any:
+        """A :class:`~webhook_receiver.transports.Consumer` taking events from a queue into this receiver on *app*.
+
+        ``receiver.consumer(app, "stomp://user@host:61613/queue/epcc-orders").run()``;
+        see :doc:`/queues` for the URLs and the guarantees.
+
+        :param urls: one SQS queue, or a STOMP broker's addresses (several: failover).
+        :param options: ``concurrency``, ``grace``, ``region``, ``endpoint_url``,
+            ``environ`` or ``transport``, as
+            :func:`~webhook_receiver.transports.build_consumer` takes them.
+        """
+        from .transports.registry import build_consumer
+
+        return build_consumer(self, app, self.get_config(app), urls, **options)
+
     def get_store(self, app: Flask | None = None) -> EventStore:
         """The event store used on *app* (the current app by default)."""
         return self.get_config(app).store

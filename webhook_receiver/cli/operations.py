@@ -10,6 +10,7 @@ from typing import Any
 import click
 from flask import current_app
 
+from ..cloudevents import transport_of
 from ..dispatch.run import process_stored
 from ..stores.base import EventStatus, StoredEvent
 from ..untrusted import printable
@@ -60,11 +61,12 @@ def events_command(
             printable(s.id),
             printable(s.trigger),
             s.status.value,
+            printable(transport_of(s.raw)),
             f"{sum(o.ok for o in s.handlers.values())}/{len(s.handlers)}",
         )
         for s in found
     ]
-    header = ("received (UTC)", "id", "trigger", "status", "handlers ok")
+    header = ("received (UTC)", "id", "trigger", "status", "via", "handlers ok")
     widths = [max(len(row[n]) for row in [header, *rows]) for n in range(len(header))]
     for row in [header, *rows]:
         say("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -76,6 +78,7 @@ def _summary(stored: StoredEvent) -> dict[str, Any]:
         "id": stored.id,
         "trigger": stored.trigger,
         "status": stored.status.value,
+        "transport": transport_of(stored.raw),
         "received_at": stored.received_at,
         "updated_at": stored.updated_at,
         "attempts": stored.attempts,

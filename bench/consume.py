@@ -1,0 +1,201 @@
+"""Messages per second through ``consume`` against a bare consumer of the same queue, side by side in one run.
+
+STOMP (the machine's RabbitMQ, its STOMP plugin on 61613): the receiver's
+consumer (``receiver.consumer(app, url)``, inline dispatch into a SQLite store
+in a fresh folder, one no-op handler) against a bare stomp.py consumer that
+only parses each message (orjson) and acknowledges it, with the same
+subscription (``ack: client-individual``, the same prefetch). SQS (moto's
+threaded server on 127.0.0.1): the same consumer against a bare boto3 loop
+that receives up to 10 messages with long polling, parses each and deletes
+it. Each round publishes ``--messages`` fresh CloudEvents to a queue of its own
+and times each consumer from its start until every message is acknowledged;
+rounds alternate the two. The figure is the ratio of the medians.
+
+Run it by hand from the repository root::
+
+    python bench/consume.py --transport stomp --messages 5000 --rounds 3
+    python bench/consume.py --transport sqs --messages 1000 --rounds 3
+
+Needs ``pip install -e ".[dev]"`` (stomp.py, boto3, moto[server]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.queues import AWS_ENV, PASSWORD, STOMP_HOST, STOMP_PORT, USER, Rabbit, Sqs  # noqa: E402
+from webhook_receiver import WebhookReceiver  # noqa: E402
+from webhook_receiver.transports.registry import default_prefetch  # noqa: E402
+
+
+def bodies(count: int) -> list[bytes]:
+    return [
+        json.dumps(
+            {
+                "specversion": "1.0",
+                "id": f"bench-{uuid.uuid4().hex}",
+                "type": "order.paid",
+                "source": "https://epcc-integration.global.ssl.fastly.net",
+                "datacontenttype": "application/json",
+                "integrationid": "e17db0d8-467b-4bf3-9c26-3dfe8b96e9d7",
+                "storeid": "b33e328f-31a8-4d57-b0a3-ebf1039b3756",
+                "data": {"id": uuid.uuid4().hex, "type": "order", "status": "complete", "payment": "paid"},
+            }
+        ).encode()
+        for _ in range(count)
+    ]
+
+
+OPTIONS: dict[str, Any] = {}
+
+
+def receiver_consumer(url: str, count: int, concurrency: int) -> float:
+    """Seconds for ``receiver.consumer`` to acknowledge *count* messages."""
+    from flask import Flask
+
+    receiver = WebhookReceiver(secret_key="b" * 32)
+    receiver.on("order.paid")(lambda event: None)
+    app = Flask(__name__, instance_path=tempfile.mkdtemp(prefix="whr-bench-"))
+    app.config["WEBHOOK_RECEIVER_STORE"] = "sqlite:///events.sqlite3" if OPTIONS["store"] == "sqlite" else "memory://"
+    app.config["WEBHOOK_RECEIVER_DISPATCH"] = OPTIONS["dispatch"]
+    receiver.init_app(app)
+    if OPTIONS["dispatch"] == "thread":  # as consume --no-work: the handlers run in other processes
+        receiver.get_config(app).dispatcher.close()
+    consumer = receiver.consumer(app, url, concurrency=concurrency, prefetch=OPTIONS["prefetch"])
+    started = time.perf_counter()
+    consumer.run(until=lambda stats: stats.acked >= count)
+    elapsed = time.perf_counter() - started
+    assert consumer.stats.outcomes == {"processed" if OPTIONS["dispatch"] == "inline" else "accepted": count}
+    receiver.get_config(app).dispatcher.close()
+    return elapsed
+
+
+def bare_stomp(rabbit: Rabbit, count: int, prefetch: int) -> float:
+    """Seconds for a bare stomp.py consumer (parse, ack) to take *count* messages."""
+    import stomp
+
+    done = threading.Event()
+    taken = 0
+
+    class Listener(stomp.ConnectionListener):  # type: ignore[misc]
+        def on_message(self, frame: Any) -> None:
+            nonlocal taken
+            orjson.loads(frame.body)
+            connection.ack(frame.headers["ack"])
+            taken += 1
+            if taken >= count:
+                done.set()
+
+    started = time.perf_counter()
+    connection = stomp.Connection12([(STOMP_HOST, STOMP_PORT)], vhost="/", auto_decode=False, heartbeats=(10000, 10000))
+    connection.set_listener("bare", Listener())
+    connection.connect(USER, PASSWORD, wait=True)
+    connection.subscribe(
+        f"/queue/{rabbit.name}", id="bare", ack="client-individual", headers={"prefetch-count": str(prefetch)}
+    )
+    assert done.wait(600)
+    elapsed = time.perf_counter() - started
+    connection.disconnect()
+    return elapsed
+
+
+def bare_sqs(sqs: Sqs, count: int) -> float:
+    """Seconds for a bare boto3 loop (receive 10, parse, delete each) to take *count* messages."""
+    import boto3
+
+    client = boto3.client("sqs", endpoint_url=sqs.endpoint, region_name=AWS_ENV["AWS_DEFAULT_REGION"])
+    started = time.perf_counter()
+    taken = 0
+    while taken < count:
+        for message in client.receive_message(QueueUrl=sqs.url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages", []
+        ):
+            orjson.loads(message["Body"])
+            client.delete_message(QueueUrl=sqs.url, ReceiptHandle=message["ReceiptHandle"])
+            taken += 1
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--transport", choices=["stomp", "sqs"], default="stomp")
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=4, help="consume's --concurrency")
+    parser.add_argument("--prefetch", type=int, default=None, help="the prefetch of both (consume's default)")
+    parser.add_argument("--store", choices=["sqlite", "memory"], default="sqlite")
+    parser.add_argument(
+        "--dispatch",
+        choices=["inline", "thread"],
+        default="inline",
+        help="thread: acknowledged once stored pending, the handlers left to other processes (consume --no-work)",
+    )
+    args = parser.parse_args()
+    OPTIONS.update(store=args.store, dispatch=args.dispatch, prefetch=args.prefetch)
+    prefetch = args.prefetch or default_prefetch(args.concurrency)
+    logging.basicConfig(level=logging.WARNING)
+
+    results: dict[str, list[float]] = {"receiver": [], "bare": []}
+    server: Any = None
+    if args.transport == "sqs":
+        from moto.server import ThreadedMotoServer
+
+        os.environ.update(AWS_ENV)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+    try:
+        for round_ in range(args.rounds):
+            for which in ("bare", "receiver") if round_ % 2 == 0 else ("receiver", "bare"):
+                if args.transport == "stomp":
+                    rabbit = Rabbit()
+                    rabbit.declare()
+                    rabbit.publish(bodies(args.messages))
+                    try:
+                        if which == "bare":
+                            seconds = bare_stomp(rabbit, args.messages, prefetch)
+                        else:
+                            seconds = receiver_consumer(rabbit.url, args.messages, args.concurrency)
+                    finally:
+                        rabbit.delete()
+                else:
+                    sqs = Sqs(endpoint)
+                    sqs.publish(bodies(args.messages))
+                    if which == "bare":
+                        seconds = bare_sqs(sqs, args.messages)
+                    else:
+                        seconds = receiver_consumer(f"{sqs.url}?wait=1", args.messages, args.concurrency)
+                rate = args.messages / seconds
+                results[which].append(rate)
+                print(f"round {round_ + 1} {which:8s} {rate:8.0f} messages/s", flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+    receiver, bare = statistics.median(results["receiver"]), statistics.median(results["bare"])
+    print(
+        f"{args.transport}: consume {receiver:.0f}/s, bare {bare:.0f}/s, ratio {receiver / bare:.2f}"
+        f" (medians of {args.rounds} rounds of {args.messages} messages, concurrency {args.concurrency},"
+        f" prefetch {prefetch}, {args.store} store, {args.dispatch} dispatch)"
+    )
+
+
+if __name__ == "__main__":
+    main()

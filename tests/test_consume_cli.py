@@ -1,0 +1,115 @@
+"""``flask webhooks consume``: its help, its errors, and ``events`` showing how each event came in."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from webhook_receiver import WebhookReceiver
+from webhook_receiver.cli import webhooks_cli
+
+from .conftest import SECRET, new_app
+from .processes import ROOT
+from .queues import Rabbit, cloudevent, rabbit_fixture  # noqa: F401
+from .test_queues import consume
+
+PASSWORD = "cli-pw-never-shown-31f0"
+
+
+def test_help_names_the_urls_and_variables_and_never_a_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOK_RECEIVER_STOMP_PASSWORD", PASSWORD)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", PASSWORD)
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
+    WebhookReceiver().init_app(app)
+    shown = app.test_cli_runner().invoke(webhooks_cli, ["consume", "--help"])
+    assert shown.exit_code == 0, shown.output
+    for word in ("stomp://", "stomp+ssl://", "sqs://", "WEBHOOK_RECEIVER_STOMP_PASSWORD", "--endpoint-url", "SIGTERM"):
+        assert word in shown.output
+    assert PASSWORD not in shown.output
+    assert "consume" in app.test_cli_runner().invoke(webhooks_cli, ["--help"]).output
+
+
+@pytest.mark.parametrize(
+    "urls, message",
+    [
+        (["ftp://host/queue/x"], "a queue URL is stomp://"),
+        ([f"stomp://u:{PASSWORD}@host:99999999/queue/x"], "malformed"),
+        ([f"stomp://u:{PASSWORD}@host"], "no destination"),
+        ([f"https://u:{PASSWORD}@sqs.eu-west-1.amazonaws.com/1/epcc"], "takes no credentials"),
+        (["sqs://a", "sqs://b"], "one SQS queue per consumer"),
+        ([f"stomp://u:{PASSWORD}@host/queue/x", "sqs://a"], "one consumer takes one kind"),
+    ],
+)
+def test_a_bad_url_is_one_line_that_never_quotes_a_password(urls: list[str], message: str) -> None:
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
+    WebhookReceiver().init_app(app)
+    result = app.test_cli_runner().invoke(webhooks_cli, ["consume", *urls])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert PASSWORD not in result.output and "Traceback" not in result.output
+
+
+def test_events_shows_how_each_event_came_in(rabbit: Rabbit, tmp_path: Path) -> None:
+    receiver = WebhookReceiver()
+    receiver.on("order.paid")(lambda event: None)
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=f"sqlite:////{tmp_path}/events.sqlite3")
+    receiver.init_app(app)
+    rabbit.publish([cloudevent("via-stomp")])
+    consume(receiver.consumer(app, rabbit.url), lambda stats: stats.acked >= 1)
+    from webhook_receiver.testing import deliver, make_event
+
+    assert (
+        deliver(app.test_client(), make_event("order.paid", event_id="via-webhook"), secret=SECRET).status_code == 200
+    )
+    runner = app.test_cli_runner()
+    listed = runner.invoke(webhooks_cli, ["events"]).output
+    lines = {line.split()[2]: line for line in listed.splitlines()[1:]}
+    assert listed.splitlines()[0].split()[5] == "via"
+    assert lines["via-stomp"].split()[5] == "stomp" and lines["via-webhook"].split()[5] == "webhook"
+    as_json = {item["id"]: item for item in json.loads(runner.invoke(webhooks_cli, ["events", "--json"]).output)}
+    assert as_json["via-stomp"]["transport"] == "stomp" and as_json["via-webhook"]["transport"] == "webhook"
+
+
+@pytest.mark.parametrize("dispatch", ["inline", "thread"])
+def test_the_command_consumes_and_stops_on_sigterm(rabbit: Rabbit, tmp_path: Path, dispatch: str) -> None:
+    """The real command in a process of its own: a message in, SIGTERM, a clean exit with a summary.
+
+    With background dispatch the command also runs its process's workers (``--work``), so the handler runs.
+    """
+    app_file = tmp_path / "queue_app.py"
+    app_file.write_text(
+        "from flask import Flask\n"
+        "from webhook_receiver import WebhookReceiver\n"
+        "receiver = WebhookReceiver(secret_key='s' * 32)\n"
+        "receiver.on('order.paid')(lambda event: print('handled', event.id, event.transport, flush=True))\n"
+        f"app = Flask(__name__, instance_path={str(tmp_path)!r})\n"
+        f"app.config['WEBHOOK_RECEIVER_DISPATCH'] = {dispatch!r}\n"
+        "receiver.init_app(app)\n"
+    )
+    rabbit.publish([cloudevent("cli-1")])
+    log = tmp_path / "consume.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", str(app_file), "webhooks", "consume", rabbit.url],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        from .processes import wait_for
+
+        wait_for(lambda: b"handled cli-1" in log.read_bytes(), 60, f"the message handled\n{log.read_text()}")
+        proc.terminate()
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "handled cli-1 stomp" in text
+    assert f"stopped: 1 acknowledged ({'processed' if dispatch == 'inline' else 'accepted'} 1)" in text
+    assert "guest:guest" not in text
+    assert rabbit.count() == 0

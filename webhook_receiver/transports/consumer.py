@@ -1,0 +1,437 @@
+"""The loop every queue transport shares: take a message, make its event durable, and only then acknowledge it.
+
+A transport (:mod:`.stomp`, :mod:`.sqs`) knows how to connect, receive,
+acknowledge and give a message back; :class:`Consumer` decides what to do
+with each message, the same for every transport:
+
+* the body is parsed with :meth:`Event.from_cloudevent`; a message that is
+  not an Elastic Path CloudEvent (not JSON, no ``id`` or ``type``, larger than
+  the receiver's limit) is *poison*: logged, escaped and without its body, and
+  dead-lettered (the transport says how), and the loop goes on;
+* the event goes the HTTP endpoint's way from there
+  (:func:`~webhook_receiver.intake.hand_over`): the message is acknowledged
+  once the dispatcher says the event is durable (background dispatch:
+  ``accepted``, stored pending) or done (inline dispatch: ``processed``, its
+  outcome recorded), or was already (``duplicate``), or no handler takes it
+  (``ignored``);
+* a handler that failed, an event another worker holds (``in_progress``), a
+  store or task queue that cannot answer, or anything unexpected leave the
+  message unacknowledged: the transport gives it back to the queue after a
+  backoff, and a crash gives it back by itself (the broker redelivers what a
+  dead connection did not acknowledge; SQS, once the visibility timeout
+  runs out);
+* :meth:`Consumer.stop` (SIGTERM) stops taking messages, gives back those
+  not started, and lets running handlers finish for ``grace`` seconds;
+* a broker that goes away is reconnected to, with backoff, saying so.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+from ..dispatch.base import Dispatcher
+from ..errors import BacklogFull, BrokerUnavailable, InvalidEvent, StoreUnavailable, TransportUnavailable
+from ..events import Event
+from ..handlers import HandlerSource
+from ..intake import hand_over
+from ..untrusted import logger
+
+__all__ = ["Consumer", "ConsumerStats", "Message", "Transport", "TransportUnavailable", "mask_url"]
+
+#: What an acknowledged message's dispatch outcome may be.
+_DONE = frozenset({"accepted", "processed", "duplicate", "ignored"})
+
+#: What replaces a password in a URL shown anywhere.
+MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """*url* with the password of its user info replaced by ``***`` (and nothing else changed)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<an unreadable URL>"
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
+
+
+@dataclass(eq=False)
+class Message:
+    """One message as a transport received it.
+
+    :param body: the body's bytes.
+    :param message_id: the transport's id of the message, for logs.
+    :param attempt: how many times the queue delivered it, when it says (else 1).
+    :param handle: what the transport needs to acknowledge it.
+    """
+
+    body: bytes
+    message_id: str
+    attempt: int = 1
+    handle: Any = field(default=None, repr=False)
+
+
+class Transport(ABC):
+    """What a queue offers the consumer. Every method but :meth:`connect` and :meth:`receive` is best effort."""
+
+    #: The transport's name, as :attr:`Event.transport`: ``"stomp"``, ``"sqs"``.
+    name: str = ""
+    #: How often the consumer calls :meth:`keep_alive` for messages whose
+    #: handlers still run, or ``None`` when the transport needs no keep-alive.
+    keep_alive_interval: float | None = None
+
+    @property
+    @abstractmethod
+    def description(self) -> str:
+        """Where the transport consumes from, credentials masked, for log lines."""
+
+    @abstractmethod
+    def connect(self) -> None:
+        """Connect and start consuming.
+
+        :raises TransportUnavailable: if it cannot.
+        """
+
+    @abstractmethod
+    def receive(self, max_messages: int, timeout: float) -> list[Message]:
+        """Up to *max_messages* messages, waiting at most about *timeout* seconds for the first.
+
+        :raises TransportUnavailable: if the connection is lost.
+        """
+
+    @abstractmethod
+    def ack(self, message: Message) -> None:
+        """Acknowledge *message*: the queue forgets it."""
+
+    @abstractmethod
+    def retry(self, message: Message, delay: float) -> None:
+        """Give *message* back, to be delivered again in about *delay* seconds."""
+
+    @abstractmethod
+    def dead_letter(self, message: Message, reason: str) -> str:
+        """Send *message* to the dead-letter queue, or leave it for the queue's own dead-lettering.
+
+        :returns: what became of it, for the log line.
+        """
+
+    def release(self, message: Message) -> None:
+        """Give back a message taken but not started (shutdown): at once, for another consumer."""
+        self.retry(message, 0.0)
+
+    def keep_alive(self, messages: list[Message]) -> None:
+        """Tell the queue that *messages* are still being handled (see :attr:`keep_alive_interval`)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Disconnect; what is not acknowledged is the queue's again."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.description}>"
+
+
+@dataclass
+class ConsumerStats:
+    """What a consumer did since it started, by what became of each message."""
+
+    #: Acknowledged: durable or done (each outcome counted in :attr:`outcomes`).
+    acked: int = 0
+    #: Given back to the queue (a failed handler, a store outage, ...).
+    retried: int = 0
+    #: Dead-lettered as poison.
+    poison: int = 0
+    #: Acknowledged messages by dispatch outcome (``processed``, ``duplicate``, ...).
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class Consumer:
+    """Takes events from a queue into *receiver*'s handlers on *app*, with the HTTP endpoint's guarantees.
+
+    Build one with :meth:`WebhookReceiver.consumer <webhook_receiver.WebhookReceiver.consumer>`;
+    :meth:`run` blocks until :meth:`stop` (or SIGTERM / SIGINT, with
+    ``handle_signals``).
+
+    :param receiver: whose handlers run.
+    :param app: the app they run in (an app context is pushed for each message).
+    :param dispatcher: the receiver's dispatcher on *app*.
+    :param transport: where messages come from.
+    :param max_message_bytes: a larger message is poison.
+    :param concurrency: messages handled at once (worker threads).
+    :param prefetch: messages taken from the queue and not yet finished, at
+        most (those beyond *concurrency* wait for a worker, kept from other
+        consumers meanwhile); four times *concurrency* by default.
+    :param grace: seconds running handlers get to finish at :meth:`stop`.
+    :param retry_backoff: seconds before a message whose event could not be
+        made durable or done is delivered again, doubled per failure of the same
+        message up to *max_backoff*.
+    """
+
+    def __init__(
+        self,
+        receiver: HandlerSource,
+        app: Any,
+        dispatcher: Dispatcher,
+        transport: Transport,
+        *,
+        max_message_bytes: int = 1024 * 1024,
+        concurrency: int = 4,
+        prefetch: int | None = None,
+        grace: float = 10.0,
+        retry_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.receiver = receiver
+        self.app = app
+        self.dispatcher = dispatcher
+        self.transport = transport
+        self.max_message_bytes = max_message_bytes
+        self.concurrency = concurrency
+        self.prefetch = max(prefetch or 4 * concurrency, concurrency)
+        self.grace = grace
+        self.retry_backoff = retry_backoff
+        self.max_backoff = max_backoff
+        #: What this consumer did since it started.
+        self.stats = ConsumerStats()
+        self._stopping = threading.Event()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight: dict[int, Message] = {}
+        self._failures: dict[str, int] = {}  # message or event id -> failures seen here
+        self._slots = threading.Semaphore(self.prefetch)
+        self._pause_until = 0.0
+        self._outage = 0.0
+
+    def __repr__(self) -> str:
+        return f"<Consumer {self.transport.description} concurrency={self.concurrency}>"
+
+    # -- running ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop taking messages; :meth:`run` returns once running handlers finished or the grace ran out."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopping.is_set()
+
+    def run(self, *, handle_signals: bool = False, until: Callable[[ConsumerStats], bool] | None = None) -> None:
+        """Consume until :meth:`stop`.
+
+        :param handle_signals: SIGTERM and SIGINT call :meth:`stop` (main thread only).
+        :param until: stop once this returns true for :attr:`stats` (tests, benchmarks).
+        """
+        if handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: self.stop())
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="webhook-receiver-consumer")
+        keeper = threading.Thread(target=self._keep_alive_loop, name="webhook-receiver-keep-alive", daemon=True)
+        keeper.start()
+        try:
+            self._loop(pool, until)
+        finally:
+            self._stopping.set()
+            self._drain(pool)
+            self._closed.set()
+            self.transport.close()
+            logger.info("consumer of %s stopped: %s", self.transport.description, self._summary())
+
+    def _loop(self, pool: ThreadPoolExecutor, until: Callable[[ConsumerStats], bool] | None) -> None:
+        connected = False
+        pause = 0.5
+        while not self._stopping.is_set():
+            if until is not None and until(self.stats):
+                return
+            if not connected:
+                try:
+                    logger.info("connecting to %s", self.transport.description)
+                    self.transport.connect()
+                except TransportUnavailable as exc:
+                    logger.warning(
+                        "cannot consume from %s: %s; trying again in %.1f s", self.transport.description, exc, pause
+                    )
+                    self._stopping.wait(pause)
+                    pause = min(pause * 2, 30.0)
+                    continue
+                connected, pause = True, 0.5
+                logger.info("consuming from %s (%d at a time)", self.transport.description, self.concurrency)
+            wait = self._pause_until - time.monotonic()
+            if wait > 0:
+                self._stopping.wait(wait)
+                continue
+            if not self._slots.acquire(timeout=0.5):
+                continue
+            free = 1
+            while free < self.prefetch and self._slots.acquire(blocking=False):
+                free += 1
+            try:
+                messages = self.transport.receive(free, 0.5)
+            except TransportUnavailable as exc:
+                self._give_slots(free)
+                connected = False
+                logger.warning(
+                    "lost the connection to %s: %s; reconnecting (what was not acknowledged is delivered again)",
+                    self.transport.description,
+                    exc,
+                )
+                self.transport.close()
+                continue
+            self._give_slots(free - len(messages))
+            for message in messages:
+                if self._stopping.is_set():
+                    self._give_slots(1)
+                    self.transport.release(message)
+                    continue
+                with self._lock:
+                    self._in_flight[id(message)] = message
+                pool.submit(self._handle_and_free, message)
+
+    def _give_slots(self, count: int) -> None:
+        for _ in range(count):
+            self._slots.release()
+
+    def _drain(self, pool: ThreadPoolExecutor) -> None:
+        """Let running handlers finish within the grace period."""
+        deadline = time.monotonic() + self.grace
+        pool.shutdown(wait=False, cancel_futures=False)
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._in_flight:
+                    return
+            time.sleep(0.02)
+        with self._lock:
+            running = len(self._in_flight)
+        if running:
+            logger.warning(
+                "stopping with %d message(s) still being handled after %.1f s; the queue delivers them again",
+                running,
+                self.grace,
+            )
+
+    def _keep_alive_loop(self) -> None:
+        """Every :attr:`Transport.keep_alive_interval`, tell the queue which messages are still being handled."""
+        while not self._closed.wait(self.transport.keep_alive_interval or 0.5):
+            if self.transport.keep_alive_interval is None:
+                continue
+            with self._lock:
+                messages = list(self._in_flight.values())
+            if messages:
+                try:
+                    self.transport.keep_alive(messages)
+                except Exception as exc:  # noqa: BLE001 - the next beat tries again
+                    logger.warning(
+                        "cannot keep %d message(s) from other consumers: %s", len(messages), type(exc).__name__
+                    )
+
+    # -- one message -----------------------------------------------------------------------
+
+    def _handle_and_free(self, message: Message) -> None:
+        try:
+            if self._stopping.is_set():  # taken, not started: another consumer may have it at once
+                try:
+                    self.transport.release(message)
+                except Exception:  # noqa: BLE001 - unacknowledged either way: the queue delivers it again
+                    pass
+            else:
+                self.handle(message)
+        finally:
+            with self._lock:
+                self._in_flight.pop(id(message), None)
+            self._slots.release()
+
+    def handle(self, message: Message) -> str:
+        """Decide what becomes of one message, and tell the transport.
+
+        :returns: ``"acked"``, ``"retried"`` or ``"poison"``.
+        """
+        if len(message.body) > self.max_message_bytes:
+            return self._poison(message, f"it is larger than the limit of {self.max_message_bytes} bytes")
+        try:
+            event = Event.from_cloudevent(message.body, transport=self.transport.name, attempt=message.attempt)
+        except InvalidEvent as exc:
+            return self._poison(message, exc.reason)
+        key = event.id
+        try:
+            with self.app.app_context():
+                outcome = hand_over(event, self.receiver, self.app, self.dispatcher)
+        except (StoreUnavailable, BrokerUnavailable, BacklogFull) as exc:
+            self._outage_seen()
+            return self._retry(message, key, f"not acknowledged: {exc}", event)
+        except Exception as exc:  # noqa: BLE001 - the loop never dies of a message
+            logger.exception("event %s (%s): unexpected error; not acknowledged", event.id, event.trigger)
+            return self._retry(message, key, f"not acknowledged: {type(exc).__name__}", event)
+        self._outage = 0.0
+        if outcome.status not in _DONE:
+            reason = "another worker is handling it" if outcome.status == "in_progress" else "a handler failed"
+            return self._retry(message, key, f"{reason}; not acknowledged", event)
+        try:
+            self.transport.ack(message)
+        except Exception as exc:  # noqa: BLE001 - the queue delivers it again: then a duplicate
+            logger.warning("event %s: the acknowledgement was not taken (%s); it comes again as a duplicate", key, exc)
+        with self._lock:
+            self._failures.pop(key, None)
+            self.stats.acked += 1
+            self.stats.outcomes[outcome.status] = self.stats.outcomes.get(outcome.status, 0) + 1
+        logger.info(
+            "message event=%s trigger=%s transport=%s status=%s",
+            event.id,
+            event.trigger,
+            event.transport,
+            outcome.status,
+        )
+        return "acked"
+
+    def _outage_seen(self) -> None:
+        """The store or the task queue cannot answer: take no new message for a while (backoff to 5 s)."""
+        with self._lock:
+            self._outage = min(max(self._outage * 2, 0.1), 5.0)
+            self._pause_until = time.monotonic() + self._outage
+
+    def _retry(self, message: Message, key: str, why: str, event: Event) -> str:
+        with self._lock:
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            if len(self._failures) > 10_000:  # forget the oldest; a count only sets a backoff
+                self._failures.pop(next(iter(self._failures)))
+            self.stats.retried += 1
+        delay = min(self.retry_backoff * 2 ** (failures - 1), self.max_backoff)
+        logger.warning("event %s (%s): %s; delivered again in %.1f s", event.id, event.trigger, why, delay)
+        try:
+            self.transport.retry(message, delay)
+        except Exception as exc:  # noqa: BLE001 - unacknowledged either way
+            logger.warning("event %s: cannot give the message back (%s); the queue delivers it again", key, exc)
+        return "retried"
+
+    def _poison(self, message: Message, reason: str) -> str:
+        with self._lock:
+            self.stats.poison += 1
+        try:
+            done = self.transport.dead_letter(message, reason)
+        except Exception as exc:  # noqa: BLE001 - the loop never dies of a message
+            done = f"cannot dead-letter it ({type(exc).__name__}); the queue delivers it again"
+        logger.error(
+            "message %s (%d bytes) from %s is not an Elastic Path CloudEvent: %s; %s",
+            message.message_id,
+            len(message.body),
+            self.transport.description,
+            reason,
+            done,
+        )
+        return "poison"
+
+    def _summary(self) -> str:
+        outcomes = ", ".join(f"{name} {count}" for name, count in sorted(self.stats.outcomes.items())) or "none"
+        return (
+            f"{self.stats.acked} acknowledged ({outcomes}), {self.stats.retried} given back,"
+            f" {self.stats.poison} dead-lettered"
+        )

@@ -1,0 +1,219 @@
+"""SQS: the queue of Elastic Path's ``aws_sqs`` integrations, with boto3 (extra ``[sqs]``).
+
+URLs: the queue's own ``https://sqs.<region>.amazonaws.com/<account>/<name>``,
+or ``sqs://<name>`` (``sqs://<account>/<name>`` for another account's queue),
+looked up in the region. The region comes from ``region=`` in the query, the
+queue URL's host, or boto3's configuration (``AWS_DEFAULT_REGION``); the
+credentials from boto3's own chain (``AWS_ACCESS_KEY_ID`` /
+``AWS_SECRET_ACCESS_KEY``, a profile, an instance or pod role): they are never
+part of a URL, a log line or a repr. ``endpoint_url`` points at another SQS
+endpoint (a local one, a VPC endpoint); an ``http://`` queue URL of a host
+that is not AWS's is its own endpoint.
+
+Messages are taken with long polling (``wait=`` seconds, 5 by default, at
+most 20); while a handler runs, the visibility timeout of its message is
+extended every third of it, so that no other consumer takes it. A message
+given back is made visible again after the backoff. Poison is left for the
+queue's redrive policy, which moves it to the dead-letter queue after
+``maxReceiveCount`` receives; a queue without one is reported at start, and
+its poison comes back every :attr:`SqsTransport.poison_delay` seconds.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any, Mapping
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..untrusted import logger
+from .consumer import Message, Transport, TransportUnavailable
+
+__all__ = ["SqsTransport"]
+
+_AWS_HOST = re.compile(r"(?:sqs\.)?([a-z0-9-]+)\.(?:queue\.)?amazonaws\.com(?:\.cn)?\Z")
+_KNOWN = {"region", "wait"}
+#: The longest visibility timeout SQS takes (12 hours).
+MAX_VISIBILITY = 43_200
+
+
+def _boto3() -> Any:
+    try:
+        import boto3
+    except ImportError:
+        raise RuntimeError("consuming from SQS needs boto3: pip install 'webhook_receiver[sqs]'") from None
+    return boto3
+
+
+class SqsTransport(Transport):
+    """One SQS queue.
+
+    :param url: the queue URL or ``sqs://[account/]name``.
+    :param region: the AWS region, when neither the URL nor boto3's configuration says.
+    :param endpoint_url: another SQS endpoint.
+    :param client: a boto3 SQS client to use instead of building one.
+    :raises ValueError: if *url* is not an SQS queue URL.
+    """
+
+    name = "sqs"
+
+    def __init__(
+        self, url: str, *, region: str | None = None, endpoint_url: str | None = None, client: Any = None
+    ) -> None:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            raise ValueError("the SQS queue URL is malformed") from None
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "an SQS URL takes no credentials: boto3 reads them from AWS_ACCESS_KEY_ID and"
+                " AWS_SECRET_ACCESS_KEY, a profile or a role"
+            )
+        query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        unknown = sorted(set(query) - _KNOWN)
+        if unknown:
+            raise ValueError(f"an SQS URL has an unknown parameter {unknown[0]!r}: only region and wait are known")
+        self.queue_name = ""
+        self.account: str | None = None
+        self.queue_url: str | None = None
+        self.endpoint_url = endpoint_url
+        self.region = query.get("region") or region
+        if parts.scheme == "sqs":
+            path = [unquote(p) for p in (parts.netloc + parts.path).split("/") if p]
+            if len(path) not in (1, 2):
+                raise ValueError("an sqs:// URL is sqs://NAME or sqs://ACCOUNT/NAME")
+            self.account, self.queue_name = (path[0], path[1]) if len(path) == 2 else (None, path[0])
+        elif parts.scheme in ("https", "http") and parts.hostname:
+            segments = [p for p in parts.path.split("/") if p]
+            if len(segments) != 2:
+                raise ValueError("an SQS queue URL is https://sqs.REGION.amazonaws.com/ACCOUNT/NAME")
+            self.account, self.queue_name = segments
+            self.queue_url = f"{parts.scheme}://{parts.netloc}/{segments[0]}/{segments[1]}"
+            aws = _AWS_HOST.match(parts.hostname)
+            if aws is not None:
+                self.region = self.region or aws.group(1)
+            elif endpoint_url is None:
+                self.endpoint_url = f"{parts.scheme}://{parts.netloc}"
+        else:
+            raise ValueError("an SQS queue is https://sqs.REGION.amazonaws.com/ACCOUNT/NAME or sqs://NAME")
+        try:
+            self.wait_seconds = int(query.get("wait", "5"))
+        except ValueError:
+            raise ValueError("wait= in an SQS URL is whole seconds, 0 to 20") from None
+        if not 0 <= self.wait_seconds <= 20:
+            raise ValueError("wait= in an SQS URL is whole seconds, 0 to 20")
+        self._client = client
+        self._own_client = client is None
+        self.visibility_timeout = 30
+        self.redrive_policy: str | None = None
+        #: Seconds before poison comes back on a queue without a redrive policy.
+        self.poison_delay = 300
+        self.keep_alive_interval = None
+        self._lock = threading.Lock()
+
+    @property
+    def description(self) -> str:
+        where = self.queue_url or f"sqs://{self.account + '/' if self.account else ''}{self.queue_name}"
+        return where + (f" via {self.endpoint_url}" if self.endpoint_url and self.endpoint_url not in where else "")
+
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        import botocore.exceptions
+
+        return (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+
+    def _reason(self, exc: BaseException) -> str:
+        """What went wrong, without anything boto3 put in the message (it may quote a request)."""
+        response = getattr(exc, "response", None)
+        if isinstance(response, Mapping):
+            error = response.get("Error", {})
+            code = error.get("Code") if isinstance(error, Mapping) else None
+            if code:
+                return f"{type(exc).__name__} {code}"
+        return type(exc).__name__
+
+    def connect(self) -> None:
+        errors = self._errors()
+        try:
+            if self._client is None:
+                self._client = (
+                    _boto3().session.Session().client("sqs", region_name=self.region, endpoint_url=self.endpoint_url)
+                )
+            if self.queue_url is None:
+                kwargs: dict[str, Any] = {"QueueName": self.queue_name}
+                if self.account:
+                    kwargs["QueueOwnerAWSAccountId"] = self.account
+                self.queue_url = self._client.get_queue_url(**kwargs)["QueueUrl"]
+            attributes = self._client.get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
+            ).get("Attributes", {})
+        except errors as exc:
+            raise TransportUnavailable(f"cannot reach {self.description}: {self._reason(exc)}") from None
+        self.visibility_timeout = max(1, int(attributes.get("VisibilityTimeout", "30")))
+        self.keep_alive_interval = max(0.5, self.visibility_timeout / 3)
+        self.redrive_policy = attributes.get("RedrivePolicy")
+        if not self.redrive_policy:
+            logger.warning(
+                "the queue %s has no redrive policy: a poison message comes back every %d s until it expires;"
+                " give the queue a dead-letter queue (a RedrivePolicy with maxReceiveCount)",
+                self.description,
+                self.poison_delay,
+            )
+
+    def receive(self, max_messages: int, timeout: float) -> list[Message]:
+        try:
+            answer = self._client.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=max(1, min(max_messages, 10)),
+                WaitTimeSeconds=self.wait_seconds,
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            )
+        except self._errors() as exc:
+            raise TransportUnavailable(self._reason(exc)) from None
+        messages = []
+        for item in answer.get("Messages", []):
+            try:
+                attempt = int(item.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+            except ValueError:
+                attempt = 1
+            body = item.get("Body", "")
+            messages.append(
+                Message(
+                    body=body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body),
+                    message_id=str(item.get("MessageId", "?")),
+                    attempt=attempt,
+                    handle=item["ReceiptHandle"],
+                )
+            )
+        return messages
+
+    def ack(self, message: Message) -> None:
+        self._client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message.handle)
+
+    def retry(self, message: Message, delay: float) -> None:
+        self._client.change_message_visibility(
+            QueueUrl=self.queue_url, ReceiptHandle=message.handle, VisibilityTimeout=min(int(delay), MAX_VISIBILITY)
+        )
+
+    def dead_letter(self, message: Message, reason: str) -> str:
+        if self.redrive_policy:  # visible again at once: after maxReceiveCount receives, SQS moves it
+            self.retry(message, 0)
+            return (
+                f"left for the queue's redrive policy (receive {message.attempt}; it moves to the dead-letter"
+                " queue after maxReceiveCount)"
+            )
+        self.retry(message, self.poison_delay)
+        return f"the queue has no redrive policy, so it comes back in {self.poison_delay} s"
+
+    def keep_alive(self, messages: list[Message]) -> None:
+        for start in range(0, len(messages), 10):
+            batch = messages[start : start + 10]
+            self._client.change_message_visibility_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(n), "ReceiptHandle": m.handle, "VisibilityTimeout": self.visibility_timeout}
+                    for n, m in enumerate(batch)
+                ],
+            )
+
+    def close(self) -> None:
+        """Nothing to close: what was not deleted becomes visible again after its timeout."""
