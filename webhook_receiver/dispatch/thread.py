@@ -51,6 +51,12 @@ class ThreadDispatcher(QueueDispatcher):
             self._signalled = True
             self._ready.notify()
 
+    def due_at(self, when: float) -> None:
+        """Tell the idle workers that an event is due at *when* (epoch seconds), if that is before their next look."""
+        with self._ready:
+            self._next_due = min(self._next_due, when)
+            self._ready.notify()
+
     def _wake_all(self) -> None:
         with self._ready:
             self._signalled = True
