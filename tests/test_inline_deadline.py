@@ -32,6 +32,7 @@ from flask import Flask
 
 from webhook_receiver import Event, WebhookReceiver, signals
 from webhook_receiver.dispatch import InlineDispatcher
+from webhook_receiver.dispatch.inline import _Handoff
 from webhook_receiver.stores import EventStatus, EventStore
 from webhook_receiver.stores.redis import RedisStore
 from webhook_receiver.stores.sqlite import SQLiteStore
@@ -326,6 +327,41 @@ def test_handlers_ending_at_the_deadline_are_finished_once_by_either_side(tmp_pa
         close_dispatcher(app)
 
 
+def test_handlers_that_end_just_after_the_deadline_are_finished_by_the_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The result comes between the request's wait running out and its leaving: the request finishes, once."""
+    leave = _Handoff.leave
+
+    def leave_late(self: _Handoff) -> bool:
+        assert self.ran.wait(10), "the handlers never ended"
+        return leave(self)
+
+    monkeypatch.setattr(_Handoff, "leave", leave_late)
+    receiver = WebhookReceiver()
+    runs: list[str] = []
+
+    @receiver.on("order.paid")
+    def slow(event: Event) -> None:
+        runs.append(event.id)
+        time.sleep(0.2)
+
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVER_STORE=f"sqlite:///{tmp_path}/events.sqlite3",
+        WEBHOOK_RECEIVER_INLINE_DEADLINE=0.01,
+    )
+    receiver.init_app(app)
+    store = app.extensions["webhook_receiver"]["moltin"].store
+    try:
+        body = make_event("order.paid")
+        answer = deliver(app.test_client(), body, secret=SECRET)
+        assert (answer.status_code, answer.json) == (200, {"id": body["id"], "status": "processed"})
+        assert status_of(store, body["id"]) is EventStatus.PROCESSED and runs == [body["id"]]
+    finally:
+        close_dispatcher(app)
+
+
 def test_close_waits_for_a_run_answered_202_within_its_grace(tmp_path: Path) -> None:
     gate = Gate()
     app, store = gated_app(tmp_path, gate)
@@ -391,6 +427,22 @@ def test_behind_gunicorn_a_12_s_handler_is_answered_at_the_deadline_and_runs_onc
     assert len(effects(tmp_path, "start", body["id"])) == 1, "the redeliveries ran nothing"
     assert len(effects(tmp_path, "done", body["id"])) == 1
     assert deliver(url, body, secret=SERVICE_SECRET).json()["status"] == "duplicate"
+
+
+def test_sigterm_lets_a_run_answered_202_finish_within_the_grace(processes: Processes, tmp_path: Path) -> None:
+    processes.env.update(WHR_SLEEP="4", WHR_DEADLINE="1", WHR_GRACE="10")
+    url = processes.gunicorn(tmp_path / "gunicorn.log", workers=1, graceful=15)
+    body = make_event("order.paid", event_id=f"term-{uuid.uuid4().hex[:8]}")
+    assert deliver(url, body, secret=SERVICE_SECRET, timeout=30).status_code == 202
+    server = processes.procs[-1]
+    os.kill(server.pid, signal.SIGTERM)  # gunicorn's master: a graceful stop of its worker, as in a deploy
+    server.wait(30)
+    assert len(effects(tmp_path, "done", body["id"])) == 1, f"the handler finished\n{logs_text(tmp_path)}"
+    store = SQLiteStore(str(tmp_path / "webhook_receiver-moltin.sqlite3"))
+    try:
+        assert status_of(store, body["id"]) is EventStatus.PROCESSED
+    finally:
+        store.close()
 
 
 def sqlite_store(tmp_path: Path) -> Callable[[float], EventStore]:

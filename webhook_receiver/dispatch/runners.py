@@ -2,9 +2,9 @@
 
 A WSGI server answers when the app returns, so handlers that must be able to
 outlive their request cannot run in the request's own thread. :class:`Runners`
-keeps daemon threads for them, reused from one delivery to the next (a
-hand-off costs a few microseconds; starting a thread costs more), started
-again in a forked child, and joined for a grace period when the process stops.
+keeps daemon threads for them, reused from one delivery to the next (handing
+a job to a waiting thread is cheaper than starting one), started again in a
+forked child, and joined for a grace period when the process stops.
 """
 
 from __future__ import annotations
