@@ -158,6 +158,25 @@ def test_a_deadline_with_background_dispatch_is_said_to_be_ignored(
     assert "WEBHOOK_RECEIVER_INLINE_DEADLINE is ignored with thread dispatch" in caplog.text
 
 
+def test_a_dispatcher_instance_keeps_its_own_deadline_and_the_key_beside_it_is_said_to_be_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVER_STORE=f"sqlite:///{tmp_path}/e.sqlite3",
+        WEBHOOK_RECEIVER_DISPATCH=InlineDispatcher(deadline=3),
+        WEBHOOK_RECEIVER_INLINE_DEADLINE=5,
+    )
+    with caplog.at_level(logging.WARNING, logger="webhook_receiver"):
+        WebhookReceiver().init_app(app)
+    assert deadline_of(app) == 3.0
+    said = "WEBHOOK_RECEIVER_INLINE_DEADLINE is ignored: the dispatcher given as WEBHOOK_RECEIVER_DISPATCH"
+    assert said in caplog.text
+    for wrong in ("soon", 0, -2.0, float("inf"), True):
+        with pytest.raises(ValueError, match="deadline must be"):
+            InlineDispatcher(deadline=wrong)  # type: ignore[arg-type]
+
+
 # -- answering at the deadline (Flask's test client, a SQLite store) ----------------------------------------------
 
 
