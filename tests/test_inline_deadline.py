@@ -177,6 +177,33 @@ def test_a_dispatcher_instance_keeps_its_own_deadline_and_the_key_beside_it_is_s
             InlineDispatcher(deadline=wrong)  # type: ignore[arg-type]
 
 
+class CountingRedisStore(RedisStore):
+    """A Redis store that counts the takeover worker's looks."""
+
+    looks = 0
+
+    def claim_due(self) -> Any:
+        type(self).looks += 1
+        return super().claim_due()
+
+
+def test_the_takeover_worker_starts_with_a_served_app_and_says_once_that_the_store_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = CountingRedisStore("redis://127.0.0.1:1/0", prefix="nowhere", timeout=0.2, lease_seconds=0.4)
+    app = Flask(__name__)  # not TESTING: as served
+    app.config.update(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=store)
+    with caplog.at_level(logging.WARNING, logger="webhook_receiver"):
+        WebhookReceiver().init_app(app)
+        try:
+            wait_for(lambda: CountingRedisStore.looks >= 4, 30, "the takeover worker to look four times")
+        finally:
+            app.extensions["webhook_receiver"]["moltin"].dispatcher.close(1)
+    said = [r for r in caplog.records if "takeover worker cannot look" in r.getMessage()]
+    assert len(said) == 1, "once a minute, not at every look"
+    assert not [r for r in caplog.records if "cannot measure the backlog" in r.getMessage()]
+
+
 # -- answering at the deadline (Flask's test client, a SQLite store) ----------------------------------------------
 
 

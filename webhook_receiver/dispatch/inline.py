@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any, Sequence
 
 from .. import signals
+from ..errors import StoreUnavailable
 from ..events import Event
 from ..handlers import Handler, HandlerSource
 from ..stores.base import Claim, ClaimState, EventStore
@@ -321,12 +322,37 @@ class _Handoff:
 
 
 class _Takeover(ThreadDispatcher):
-    """The queue worker of an inline dispatcher: runs events answered 202 whose worker died, and their retries."""
+    """The queue worker of an inline dispatcher: runs events answered 202 whose worker died, and their retries.
+
+    It measures no backlog (no delivery waits on it), and says that the
+    store cannot be reached once a minute rather than at every try: it runs
+    in every process of an inline app, most of which never need it.
+    """
 
     name = "inline-takeover"
 
+    #: Seconds between two warnings that the store cannot be reached.
+    QUIET_SECONDS = 60.0
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._said_at = -math.inf
+
     def bind(self, app: Any, receiver: Any, store: Any) -> None:
         Dispatcher.bind(self, app, receiver, store)  # started by the inline dispatcher, not here
+
+    def _monitor(self) -> None:
+        """No backlog to measure."""
+
+    def _cannot_take(self, exc: StoreUnavailable, pause: float) -> None:
+        now = time.monotonic()
+        if now - self._said_at >= self.QUIET_SECONDS:
+            self._said_at = now
+            logger.warning(
+                "the takeover worker cannot look for events whose worker died: %s; it keeps trying"
+                " (said once a minute)",
+                exc,
+            )
 
 
 def _close_at_exit(ref: weakref.ref[InlineDispatcher]) -> None:
