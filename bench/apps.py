@@ -20,7 +20,7 @@ appends each event id to), ``BENCH_SLEEP`` (seconds the handler sleeps),
 ``BENCH_BROKER`` and ``BENCH_QUEUE`` (Celery), ``BENCH_THREADS``,
 ``BENCH_MAX_BACKLOG`` and ``BENCH_LEASE`` (thread dispatch and leases),
 ``BENCH_TABLE_PREFIX`` and ``BENCH_PG_DSN`` (PostgreSQL tables and the floor's
-server).
+server), ``BENCH_DEADLINE`` (the inline deadline; ``none`` turns it off).
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ receiver_app.config.update(
     WEBHOOK_RECEIVER_LEASE_SECONDS=float(os.environ.get("BENCH_LEASE", "60")),
     WEBHOOK_RECEIVER_TABLE_PREFIX=os.environ.get("BENCH_TABLE_PREFIX", "whr_bench_"),
 )
+if os.environ.get("BENCH_DEADLINE"):
+    receiver_app.config["WEBHOOK_RECEIVER_INLINE_DEADLINE"] = os.environ["BENCH_DEADLINE"]
 celery: Any = None
 if receiver_app.config["WEBHOOK_RECEIVER_DISPATCH"] == "celery":
     from celery import Celery

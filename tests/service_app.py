@@ -9,7 +9,8 @@ key prefix; ``WHR_DISPATCH`` dispatch mode; ``WHR_LEASE`` lease seconds;
 the file each handler run appends to; ``WHR_SLEEP`` seconds the handler
 sleeps; ``WHR_FAIL_ONCE`` makes the handler fail the first run of each event;
 ``WHR_THREADS`` and ``WHR_MAX_BACKLOG`` set the worker threads and the backlog
-limit of thread dispatch, ``WHR_GRACE`` its grace period at shutdown.
+limit of thread dispatch, ``WHR_GRACE`` its grace period at shutdown;
+``WHR_DEADLINE`` the inline deadline in seconds.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def create_app() -> Flask:
         WEBHOOK_RECEIVER_MAX_BACKLOG=int(os.environ.get("WHR_MAX_BACKLOG", "10000")),
         WEBHOOK_RECEIVER_GRACE_SECONDS=float(os.environ.get("WHR_GRACE", "10")),
     )
+    if os.environ.get("WHR_DEADLINE"):
+        app.config["WEBHOOK_RECEIVER_INLINE_DEADLINE"] = os.environ["WHR_DEADLINE"]
     celery = None
     if app.config["WEBHOOK_RECEIVER_DISPATCH"] == "celery":
         from celery import Celery

@@ -6,7 +6,9 @@ prefix of every table (the receiver's and the shop's); ``WHR_TRANSACTIONAL``
 ``1`` for a transactional handler, else one that commits its row itself;
 ``WHR_DISPATCH``, ``WHR_LEASE``, ``WHR_BROKER`` and ``WHR_QUEUE`` as in
 ``service_app``; ``WHR_STARTS`` a file each handler run appends the event id to
-when it starts.
+when it starts; ``WHR_SLEEP`` seconds the handler sleeps after its write (inside
+the transaction of a transactional handler); ``WHR_DEADLINE`` the inline
+deadline in seconds.
 
 The ``shipments`` table has no unique constraint: a second run of a handler
 leaves a second row, which is what the tests count.
@@ -58,6 +60,7 @@ def ship(event: Event) -> None:
     if not TRANSACTIONAL:
         db.session.commit()
     time.sleep(random.uniform(0.005, 0.03))  # the window a kill lands in: after the effect, before the outcome
+    time.sleep(float(os.environ.get("WHR_SLEEP", "0")))
 
 
 def create_app() -> Flask:
@@ -70,6 +73,8 @@ def create_app() -> Flask:
         WEBHOOK_RECEIVER_RETRY_BACKOFF=0.2,
         WEBHOOK_RECEIVER_MAX_ATTEMPTS=10,
     )
+    if os.environ.get("WHR_DEADLINE"):
+        app.config["WEBHOOK_RECEIVER_INLINE_DEADLINE"] = os.environ["WHR_DEADLINE"]
     db.init_app(app)
     celery: Any = None
     if app.config["WEBHOOK_RECEIVER_DISPATCH"] == "celery":
@@ -87,9 +92,19 @@ def create_app() -> Flask:
 
 
 def create_tables(app: Flask) -> None:
+    """The shop's tables and the receiver's; tried again when a worker thread of the app creates them meanwhile."""
+    import sqlalchemy as sa
+
     with app.app_context():
         db.create_all()
-        store.metadata.create_all(db.engine)
+        for attempt in range(5):
+            try:
+                store.metadata.create_all(db.engine)
+                return
+            except sa.exc.SQLAlchemyError:  # the store's takeover worker creates them on first use too
+                if attempt == 4:
+                    raise
+                time.sleep(0.2)
 
 
 app = create_app() if "WHR_DB" in os.environ else None

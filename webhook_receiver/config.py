@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from flask import Flask
 
 from .dispatch.base import Dispatcher, RetryPolicy
-from .dispatch.inline import InlineDispatcher
+from .dispatch.inline import AUTO, InlineDispatcher, not_durable_message
 from .dispatch.queue import DEFAULT_MAX_BACKLOG
 from .dispatch.thread import ThreadDispatcher
 from .errors import WeakSecretWarning
@@ -218,10 +218,41 @@ def _store(app: Flask, name: str, settings: ReceiverSettings, lease: float) -> E
     return store.for_receiver(name)
 
 
+DEADLINE_KEY = "WEBHOOK_RECEIVER_INLINE_DEADLINE"
+
+#: The spellings of "no deadline" as a string (an environment variable), any case.
+_NO_DEADLINE = frozenset({"none", "null", "off"})
+
+
+def _inline_deadline(settings: ReceiverSettings) -> float | str | None:
+    """``WEBHOOK_RECEIVER_INLINE_DEADLINE``: seconds, ``None`` (none), or :data:`AUTO` when unset.
+
+    Unset, the dispatcher decides: 8 s with a durable store, none with the
+    memory store. ``None`` and the strings ``"none"``, ``"null"`` and
+    ``"off"`` turn it off; anything else must be a positive, finite number
+    (or a string of one), as the other number keys.
+    """
+    if DEADLINE_KEY not in settings:
+        return AUTO
+    value = settings[DEADLINE_KEY]
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NO_DEADLINE):
+        return None
+    try:
+        return float(number(settings, DEADLINE_KEY, 0.0))
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc} (or None, for no deadline)") from None
+
+
 def _dispatcher(app: Flask, settings: ReceiverSettings, store: EventStore, celery: Any) -> Dispatcher:
     key = "WEBHOOK_RECEIVER_DISPATCH"
     mode = settings.get(key, "celery" if celery is not None else "inline")
     if isinstance(mode, Dispatcher):
+        if DEADLINE_KEY in settings:
+            logger.warning(
+                "%s is ignored: the dispatcher given as %s has its own (InlineDispatcher(deadline=...))",
+                settings.where(DEADLINE_KEY),
+                settings.where(key),
+            )
         return mode
 
     # Checked whatever the mode, so that a malformed value is never silent.
@@ -234,8 +265,17 @@ def _dispatcher(app: Flask, settings: ReceiverSettings, store: EventStore, celer
         "grace": number(settings, "WEBHOOK_RECEIVER_GRACE_SECONDS", DEFAULT_GRACE_SECONDS),
     }
     threads = number(settings, "WEBHOOK_RECEIVER_THREADS", DEFAULT_THREADS, integer=True)
+    deadline = _inline_deadline(settings)
     if mode == "inline":
-        return InlineDispatcher()
+        if deadline not in (None, AUTO) and not store.durable:
+            raise RuntimeError(not_durable_message(store, settings.where(DEADLINE_KEY)))
+        return InlineDispatcher(deadline=deadline, policy=options["policy"], grace=options["grace"])
+    if deadline not in (None, AUTO):
+        logger.warning(
+            "%s is ignored with %s dispatch, which answers 202 without waiting for the handlers",
+            settings.where(DEADLINE_KEY),
+            mode,
+        )
     if mode == "thread":
         if not store.durable:
             logger.warning(

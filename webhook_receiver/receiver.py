@@ -144,6 +144,11 @@ class WebhookReceiver:
             ``"celery"`` (202 once it is stored and a wake-up task enqueued;
             the default when *celery* is given), or a
             :class:`~webhook_receiver.dispatch.Dispatcher` instance.
+        ``WEBHOOK_RECEIVER_INLINE_DEADLINE``
+            Inline dispatch: seconds after which a delivery whose handlers
+            still run is answered 202 while they go on in the background
+            (8 with a durable store); ``None`` waits for them. Refused with
+            the memory store.
         ``WEBHOOK_RECEIVER_THREADS``, ``WEBHOOK_RECEIVER_MAX_ATTEMPTS``, ``WEBHOOK_RECEIVER_RETRY_BACKOFF``
             Background dispatch: the worker threads per process (4), the runs
             of an event before it is left failed (5), and the first pause

@@ -51,6 +51,7 @@ KEYS: Mapping[str, str] = {
     "TABLE_PREFIX": "the table-name prefix of a SQLAlchemy store built from a URL",
     "LEASE_SECONDS": "how long a claim on an event is exclusive",
     "DISPATCH": "who runs the handlers: inline, thread, celery or a Dispatcher",
+    "INLINE_DEADLINE": "seconds after which an inline delivery still running is answered 202, or None",
     "THREADS": "worker threads per process, for thread dispatch",
     "MAX_ATTEMPTS": "runs of an event before it is left failed, for background dispatch",
     "RETRY_BACKOFF": "the first pause between runs in seconds, for background dispatch",

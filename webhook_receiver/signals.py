@@ -28,6 +28,7 @@ from .handlers import callable_name
 from .untrusted import logger
 
 __all__ = [
+    "event_accepted",
     "event_failed",
     "event_handled",
     "event_received",
@@ -67,6 +68,14 @@ event_retrying: Signal = _signals.signal("event-retrying")
 #: (why the event failed without running its handlers, else ``None``),
 #: ``receiver``.
 event_failed: Signal = _signals.signal("event-failed")
+
+#: Inline dispatch: the handlers were still running at the deadline
+#: (``WEBHOOK_RECEIVER_INLINE_DEADLINE``); the event joined the queue, the
+#: delivery was answered 202, and the handlers go on in the background (their
+#: end is told by ``event_handled``, ``event_retrying`` or ``event_failed``).
+#: Sent by the request's thread. Arguments: ``event``, ``deadline`` (seconds),
+#: ``receiver``.
+event_accepted: Signal = _signals.signal("event-accepted")
 
 #: A delivery was refused for its secret. Arguments: ``reason`` (``"missing"``
 #: or ``"mismatch"``; never the secret), ``receiver``.

@@ -1,16 +1,48 @@
-"""Inline dispatch: the handlers run in the request, and the answer reflects them."""
+"""Inline dispatch: the handlers run while the request waits, and the answer reflects them.
+
+With a deadline (``WEBHOOK_RECEIVER_INLINE_DEADLINE``), the handlers run in a
+thread of the process (:class:`~.runners.Runners`) while the request waits for
+them. Done in time, the answer is theirs (200, 500), as without a deadline.
+Still running at the deadline, the event joins the store's queue
+(:meth:`~webhook_receiver.stores.EventStore.accept` on the event the request
+holds) and the request answers 202 ``accepted``: the thread goes on, its lease
+renewed by the heartbeat, and finishes the event as a background run would
+(a failure is retried by the queue). Should the process die first, a takeover
+worker of any process takes the event from the queue
+(:meth:`~webhook_receiver.stores.EventStore.claim_due`) once its lease runs
+out. The handlers are never interrupted.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import atexit
+import math
+import threading
+import time
+import weakref
+from functools import partial
+from typing import Any, Sequence
 
+from .. import signals
+from ..errors import StoreUnavailable
 from ..events import Event
-from ..handlers import Handler
-from .base import Dispatcher, Outcome
-from .run import run_now
+from ..handlers import Handler, HandlerSource
+from ..stores.base import Claim, ClaimState, EventStore
+from ..untrusted import logger
+from .base import Dispatcher, Outcome, RetryPolicy
+from .queue import loaded_by_flask_command
+from .run import REQUEST_PATIENCE, HandlersRun, finish_now, finish_run, run_handlers, run_now
+from .runners import Runners, context_without_flask
+from .thread import ThreadDispatcher
 
-__all__ = ["InlineDispatcher"]
+__all__ = ["AUTO", "DEFAULT_DEADLINE", "InlineDispatcher"]
 
+
+#: The default deadline in seconds, with a durable store: under upstream's timeout of about 10 s.
+DEFAULT_DEADLINE = 8.0
+
+#: ``InlineDispatcher(deadline=AUTO)``: :data:`DEFAULT_DEADLINE` with a durable store, none with another.
+AUTO = "auto"
 
 #: The answer for each state of :func:`~webhook_receiver.dispatch.run.run_now`.
 _OUTCOMES = {
@@ -19,18 +51,311 @@ _OUTCOMES = {
     "processed": Outcome(200, "processed"),
     "failed": Outcome(500, "failed"),
 }
+_ACCEPTED = Outcome(202, "accepted")
 
 
 class InlineDispatcher(Dispatcher):
-    """Runs the handlers in the request: 200 when they all succeeded, 500 when one failed.
+    """Runs the handlers while the request waits: 200 when they all succeeded, 500 when one failed.
 
     One store write claims the event, one finishes it (the last handler's
     outcome and the status together); a handler before the last adds one.
+
+    :param deadline: seconds after which a delivery whose handlers still run
+        is answered 202 and its handlers go on in the background (see the
+        module docs); ``None``: the answer always waits for the handlers.
+        :data:`AUTO`: :data:`DEFAULT_DEADLINE` with a durable store, ``None``
+        with another (the memory store), decided by :meth:`bind`.
+    :param policy: the retry rules of an event answered 202 whose handlers fail.
+    :param grace: seconds running handlers get to finish when the process stops.
+    :param poll_interval: how often the takeover worker looks for events whose
+        worker died; a quarter of the lease, at most 5 s, by default.
+    :raises ValueError: if *deadline* is not ``None``, :data:`AUTO` or a
+        positive, finite number.
     """
 
     name = "inline"
 
+    def __init__(
+        self,
+        *,
+        deadline: float | str | None = AUTO,
+        policy: RetryPolicy | None = None,
+        grace: float = 10.0,
+        poll_interval: float | None = None,
+    ) -> None:
+        super().__init__()
+        if deadline is not None and deadline != AUTO:
+            if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
+                raise ValueError(f"deadline must be a number of seconds, None or AUTO, not {type(deadline).__name__}")
+            if not math.isfinite(deadline) or deadline <= 0:
+                raise ValueError("deadline must be a positive, finite number of seconds, or None")
+        self._deadline_setting = deadline
+        #: The deadline in seconds, or ``None``; decided by :meth:`bind`.
+        self.deadline: float | None = None
+        self.policy = policy or RetryPolicy()
+        self.grace = grace
+        self._poll_interval = poll_interval
+        self._runners = Runners("inline")
+        self._stopping = threading.Event()
+        self._takeover: _Takeover | None = None
+        self._atexit = False
+
+    def __repr__(self) -> str:
+        return f"<InlineDispatcher deadline={self.deadline if self.app is not None else self._deadline_setting}>"
+
+    def bind(self, app: Any, receiver: HandlerSource, store: EventStore) -> None:
+        """Bind as :meth:`Dispatcher.bind` does, decide the deadline, and start the takeover worker.
+
+        The takeover worker starts here unless a ``flask`` command other than
+        ``run`` loads the app, or the app is ``TESTING`` (it then starts with
+        the first delivery answered at the deadline, so that test apps start
+        no threads of their own).
+
+        :raises RuntimeError: if a deadline is asked for with a store that is
+            not durable: its 202 would not outlive the process.
+        """
+        super().bind(app, receiver, store)
+        setting = self._deadline_setting
+        if setting == AUTO:
+            self.deadline = DEFAULT_DEADLINE if store.durable else None
+        elif setting is not None and not store.durable:
+            raise RuntimeError(not_durable_message(store, "InlineDispatcher(deadline=...)"))
+        else:
+            self.deadline = None if setting is None else float(setting)
+        if self.deadline is None:
+            return
+        poll = self._poll_interval if self._poll_interval is not None else min(5.0, store.lease_seconds / 4)
+        self._takeover = _Takeover(threads=1, policy=self.policy, grace=self.grace, poll_interval=poll)
+        self._takeover.bind(app, receiver, store)
+        if not app.testing and not loaded_by_flask_command():
+            self._takeover.start()
+
+    # -- answering ----------------------------------------------------------------------
+
     def dispatch(self, event: Event, handlers: Sequence[Handler] | None = None) -> Outcome:
         app, receiver, store = self._bound()
-        state, _ = run_now(app, receiver, store, event, handlers)
+        if self.deadline is None:
+            state, _ = run_now(app, receiver, store, event, handlers)
+            return _OUTCOMES[state]
+        return self._dispatch_by(time.monotonic() + self.deadline, app, receiver, store, event, handlers)
+
+    def _dispatch_by(
+        self,
+        deadline: float,
+        app: Any,
+        receiver: HandlerSource,
+        store: EventStore,
+        event: Event,
+        handlers: Sequence[Handler] | None,
+    ) -> Outcome:
+        """Claim *event*, run its handlers in a runner thread, and answer by *deadline* (monotonic)."""
+        if not self._atexit:
+            self._atexit = True
+            atexit.register(_close_at_exit, weakref.ref(self))
+        claim = store.claim(event)
+        if claim.state is ClaimState.DONE:
+            return _OUTCOMES["duplicate"]
+        if claim.state is ClaimState.BUSY:
+            return _OUTCOMES["busy"]
+        if handlers is None:
+            handlers = receiver.handlers_for(event.trigger, app)
+        handoff = _Handoff()
+        run = partial(self._run, app, receiver, store, event, handlers, claim, handoff)
+        self._runners.submit(partial(context_without_flask().run, run))
+        if handoff.ran.wait(max(0.0, deadline - time.monotonic())) or not handoff.leave():
+            return self._answer(app, receiver, store, event, claim, handoff)
+        try:
+            store.accept(event)  # the event joins the queue: a takeover worker runs it if this process dies
+        except BaseException:
+            handoff.decide(_ABANDONED)
+            logger.error(
+                "event %s (%s): its handlers still run after the deadline and it cannot be queued;"
+                " not acknowledged, upstream's retry finds it",
+                event.id,
+                event.trigger,
+            )
+            raise
+        handoff.decide(_ACCEPTED_STATE)
+        if self._takeover is not None:
+            self._takeover.start()  # once per process (a TESTING app's starts here); at once when it runs
+        logger.warning(
+            "event %s (%s): handlers still running at the deadline of %g s; answered 202, they go on in the background",
+            event.id,
+            event.trigger,
+            self.deadline,
+        )
+        signals.send_isolated(signals.event_accepted, app, event=event, deadline=self.deadline, receiver=receiver)
+        return _ACCEPTED
+
+    def _answer(
+        self, app: Any, receiver: HandlerSource, store: EventStore, event: Event, claim: Claim, handoff: _Handoff
+    ) -> Outcome:
+        """The handlers ended before the deadline: finish the claim here and answer as without one."""
+        if handoff.error is not None:
+            raise handoff.error
+        assert handoff.result is not None
+        state, _ = finish_now(app, receiver, store, event, claim, handoff.result, patience=_patience(store))
         return _OUTCOMES[state]
+
+    def _run(
+        self,
+        app: Any,
+        receiver: HandlerSource,
+        store: EventStore,
+        event: Event,
+        handlers: Sequence[Handler],
+        claim: Claim,
+        handoff: _Handoff,
+    ) -> None:
+        """In a runner thread: run the handlers; finish the event if the request answered 202 meanwhile."""
+        patience = _patience(store)
+        stopping = self._stopping
+        try:
+            with app.app_context():
+                result = run_handlers(
+                    app, event, handlers, store, claim, receiver=receiver, stopping=stopping, patience=patience
+                )
+                if handoff.ran_with(result, None):
+                    return  # the request finishes the event and answers
+                if handoff.wait_decision() == _ACCEPTED_STATE:
+                    _, delay = finish_run(app, receiver, store, event, claim, result, self.policy, stopping=stopping)
+                    if delay is not None and self._takeover is not None:
+                        self._takeover.due_at(time.time() + delay)
+                else:  # no 202 was given: finish as the request would have, for upstream's retry
+                    finish_now(app, receiver, store, event, claim, result, patience=patience)
+        except BaseException as exc:
+            if not handoff.ran.is_set() and handoff.ran_with(None, exc):
+                return  # the request raises it
+            logger.error(
+                "event %s (%s): its run in the background stopped (%s); it runs again once its lease runs out",
+                event.id,
+                event.trigger,
+                type(exc).__name__,
+            )
+
+    # -- stopping -----------------------------------------------------------------------
+
+    def close(self, grace: float | None = None) -> None:
+        """Give running handlers *grace* seconds (:attr:`grace`) to finish; stop the takeover worker.
+
+        A run answered 202 and not finished by then stays in the store, due
+        once its lease runs out, for the next worker.
+        """
+        grace = self.grace if grace is None else grace
+        until = time.monotonic() + grace
+        self._stopping.set()
+        takeover = self._takeover
+        unfinished = self._runners.join(grace)
+        if unfinished:
+            logger.warning(
+                "stopping with %d inline handler run(s) unfinished; those answered 202 run again once their"
+                " lease runs out",
+                unfinished,
+            )
+        if takeover is not None:
+            takeover.close(max(0.0, until - time.monotonic()))
+        self._stopping = threading.Event()
+
+
+def not_durable_message(store: EventStore, where: str) -> str:
+    """Why a deadline is refused with *store*, naming the setting (*where*)."""
+    return (
+        f"{where} asks for a 202 answer when handlers run late, and the {store.name} store keeps events in"
+        " this process only: a handler cut short by a restart would never run again. Use a durable store"
+        " (the default SQLite file, Redis, a database), or set the deadline to None to answer when the"
+        " handlers end"
+    )
+
+
+def _patience(store: EventStore) -> float:
+    return min(REQUEST_PATIENCE, store.lease_seconds)
+
+
+# The states of a hand-off, once the request has stopped waiting.
+_LEAVING = "leaving"  # the deadline passed: the request is queueing the event
+_ACCEPTED_STATE = "accepted"  # queued: the request answered 202, the runner finishes the event
+_ABANDONED = "abandoned"  # it could not be queued: no 2xx; the runner finishes as inline, for upstream's retry
+
+
+class _Handoff:
+    """Between a request and the runner thread of its handlers: who finishes the event.
+
+    The runner reports its result (:meth:`ran_with`); the request, at the
+    deadline, either finds it there or leaves (:meth:`leave`), under one lock,
+    so that exactly one of the two finishes the claim.
+    """
+
+    __slots__ = ("_lock", "ran", "_decided", "state", "result", "error")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.ran = threading.Event()
+        self._decided = threading.Event()
+        self.state: str | None = None
+        self.result: HandlersRun | None = None
+        self.error: BaseException | None = None
+
+    def ran_with(self, result: HandlersRun | None, error: BaseException | None) -> bool:
+        """Report the handlers' end; whether the request still waits (and so finishes the event)."""
+        with self._lock:
+            self.result, self.error = result, error
+            self.ran.set()
+            return self.state is None
+
+    def leave(self) -> bool:
+        """The request stops waiting, unless the result came meanwhile (``False``: it finishes the event)."""
+        with self._lock:
+            if self.ran.is_set():
+                return False
+            self.state = _LEAVING
+            return True
+
+    def decide(self, state: str) -> None:
+        """After :meth:`leave`: the event was queued (:data:`_ACCEPTED_STATE`) or not (:data:`_ABANDONED`)."""
+        self.state = state
+        self._decided.set()
+
+    def wait_decision(self) -> str | None:
+        """The request's decision, once it is made."""
+        self._decided.wait()
+        return self.state
+
+
+class _Takeover(ThreadDispatcher):
+    """The queue worker of an inline dispatcher: runs events answered 202 whose worker died, and their retries.
+
+    It measures no backlog (no delivery waits on it), and says that the
+    store cannot be reached once a minute rather than at every try: it runs
+    in every process of an inline app, most of which never need it.
+    """
+
+    name = "inline-takeover"
+
+    #: Seconds between two warnings that the store cannot be reached.
+    QUIET_SECONDS = 60.0
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._said_at = -math.inf
+
+    def bind(self, app: Any, receiver: Any, store: Any) -> None:
+        Dispatcher.bind(self, app, receiver, store)  # started by the inline dispatcher, not here
+
+    def _monitor(self) -> None:
+        """No backlog to measure."""
+
+    def _cannot_take(self, exc: StoreUnavailable, pause: float) -> None:
+        now = time.monotonic()
+        if now - self._said_at >= self.QUIET_SECONDS:
+            self._said_at = now
+            logger.warning(
+                "the takeover worker cannot look for events whose worker died: %s; it keeps trying"
+                " (said once a minute)",
+                exc,
+            )
+
+
+def _close_at_exit(ref: weakref.ref[InlineDispatcher]) -> None:
+    dispatcher = ref()
+    if dispatcher is not None:
+        dispatcher.close()

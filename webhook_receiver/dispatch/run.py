@@ -32,6 +32,8 @@ __all__ = [
     "RunState",
     "describe",
     "finish_durably",
+    "finish_now",
+    "finish_run",
     "process_stored",
     "run_claimed",
     "run_handlers",
@@ -385,6 +387,28 @@ def run_claimed(
 
     handlers = receiver.handlers_for(event.trigger, app)
     result = run_handlers(app, event, handlers, store, claim, receiver=receiver, stopping=stopping)
+    return finish_run(app, receiver, store, event, claim, result, policy, stopping=stopping)
+
+
+def finish_run(
+    app: Any,
+    receiver: HandlerSource,
+    store: EventStore,
+    event: Event,
+    claim: Claim,
+    result: HandlersRun,
+    policy: RetryPolicy,
+    *,
+    stopping: threading.Event | None = None,
+) -> tuple[RunState, float | None]:
+    """Finish a background run of *event* after :func:`run_handlers`: processed, due again, or failed for good.
+
+    The second half of :func:`run_claimed`, and what an inline run that
+    passed its deadline (answered 202) does when its handlers end.
+
+    :returns: as :func:`run_claimed`.
+    :raises StoreUnavailable: if an outcome cannot be written.
+    """
     if result.lost:
         return "lost", None
     if not result.failed:
@@ -461,6 +485,27 @@ def run_now(
         handlers = receiver.handlers_for(event.trigger, sender)
     patience = min(REQUEST_PATIENCE, store.lease_seconds)
     result = run_handlers(sender, event, handlers, store, claim, receiver=receiver, patience=patience)
+    return finish_now(sender, receiver, store, event, claim, result, patience=patience)
+
+
+def finish_now(
+    sender: Any,
+    receiver: HandlerSource,
+    store: EventStore,
+    event: Event,
+    claim: Claim,
+    result: HandlersRun,
+    *,
+    patience: float,
+) -> tuple[RunState, list[str]]:
+    """Finish an inline run of *event* after :func:`run_handlers`: the second half of :func:`run_now`.
+
+    A failed run is left ``failed``: upstream's retry (or ``replay``) runs it again.
+
+    :param patience: how long a write the store cannot take is tried again.
+    :returns: as :func:`run_now`.
+    :raises StoreUnavailable: if the outcome cannot be written within *patience*.
+    """
     if result.lost:
         return "busy", result.failed
     last = result.last

@@ -51,6 +51,16 @@ class ThreadDispatcher(QueueDispatcher):
             self._signalled = True
             self._ready.notify()
 
+    def _cannot_take(self, exc: StoreUnavailable, pause: float) -> None:
+        """Say that the store could not give a worker an event."""
+        logger.warning("a worker cannot take events: %s; trying again in %.2f s", exc, pause)
+
+    def due_at(self, when: float) -> None:
+        """Tell the idle workers that an event is due at *when* (epoch seconds), if that is before their next look."""
+        with self._ready:
+            self._next_due = min(self._next_due, when)
+            self._ready.notify()
+
     def _wake_all(self) -> None:
         with self._ready:
             self._signalled = True
@@ -74,7 +84,7 @@ class ThreadDispatcher(QueueDispatcher):
             try:
                 claim = store.claim_due()
             except StoreUnavailable as exc:
-                logger.warning("a worker cannot take events: %s; trying again in %.2f s", exc, pause)
+                self._cannot_take(exc, pause)
                 stopping.wait(pause)
                 pause = min(pause * 2, 2.0)
                 continue
