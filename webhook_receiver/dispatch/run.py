@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .. import signals
+from .. import instrumentation, signals
 from ..errors import StoreUnavailable
 from ..events import Event
 from ..handlers import Handler, HandlerSource
@@ -81,7 +81,8 @@ def run_handlers(
     failed: list[str] = []
     previous: Run | None = None
     pending = [handler for handler in handlers if handler.name not in claim.succeeded]
-    with HEARTBEAT.keep(store, claim):
+    pending = instrumentation.observed_handlers(sender, receiver.name, pending)
+    with HEARTBEAT.keep(store, claim), instrumentation.running(sender, receiver.name, event, claim):
         for position, handler in enumerate(pending, 1):
             if previous is not None and (claim.lost or not store.record(claim, previous)):
                 return _lost(event, claim, failed)
