@@ -1,4 +1,4 @@
-"""``flask webhooks health`` and the readiness endpoint: store up, store unreachable, backlog over its limit, workers stopped."""
+"""``flask webhooks health`` and the readiness endpoint: store up or down, backlog over its limit, workers stopped."""
 
 from __future__ import annotations
 
