@@ -35,6 +35,9 @@ __all__ = [
 #: The key of ``app.extensions`` holding the app's observers.
 OBSERVERS_KEY = "webhook_receiver.observers"
 
+#: The key of ``app.extensions`` holding the handlers as observed, by the id of the handler.
+_WRAPPED_KEY = "webhook_receiver.observed_handlers"
+
 _NOTHING: ContextManager[None] = contextlib.nullcontext()
 
 
@@ -106,7 +109,7 @@ def running(app: Any, receiver: str, event: Event, claim: Any) -> ContextManager
     found = observers(app)
     if not found:
         return _NOTHING
-    return _all(observer.running(receiver, event, claim) for observer in found)
+    return _Around(found, "running", (receiver, event, claim))
 
 
 def observed_handlers(app: Any, receiver: str, handlers: list[Handler]) -> list[Handler]:
@@ -114,7 +117,16 @@ def observed_handlers(app: Any, receiver: str, handlers: list[Handler]) -> list[
     found = observers(app)
     if not found or not handlers:
         return handlers
-    return [_observed(handler, receiver, found) for handler in handlers]
+    cache: dict[int, tuple[Handler, str, Handler]] = app.extensions.setdefault(_WRAPPED_KEY, {})
+    wrapped = []
+    for handler in handlers:
+        entry = cache.get(id(handler))
+        if entry is None or entry[0] is not handler or entry[1] != receiver:
+            if len(cache) >= 4096:  # handlers of trigger signals may come and go
+                cache.clear()
+            entry = cache[id(handler)] = (handler, receiver, _observed(handler, receiver, found))
+        wrapped.append(entry[2])
+    return wrapped
 
 
 def before_accept(app: Any, event: Event) -> Event:
@@ -133,7 +145,7 @@ class _ObservedHandler(Handler):
     watchers: Sequence[Observer] = ()
 
     def __call__(self, sender: Any, event: Event) -> Any:
-        with _all(observer.handler(self.receiver, event, self.name) for observer in self.watchers):
+        with _Around(self.watchers, "handler", (self.receiver, event, self.name)):
             return super().__call__(sender, event)
 
 
@@ -142,29 +154,38 @@ def _observed(handler: Handler, receiver: str, watchers: Sequence[Observer]) -> 
     return _ObservedHandler(**fields, receiver=receiver, watchers=watchers)
 
 
-@contextlib.contextmanager
-def _all(managers: Iterator[ContextManager[Any]]) -> Iterator[None]:
-    """Enter every manager; one that fails to enter or leave is logged and left out."""
-    with contextlib.ExitStack() as stack:
-        for manager in managers:
-            with _isolated():
-                stack.enter_context(_guarded(manager))
-        yield
+class _Around:
+    """Enters ``observer.<method>(*args)`` of each observer, and leaves them in reverse order.
 
+    An observer that fails to make, enter or leave its context manager is
+    logged and left out; the body's own exception passes through every one
+    of them unchanged (an observer cannot swallow a handler's failure).
+    """
 
-@contextlib.contextmanager
-def _guarded(manager: ContextManager[Any]) -> Iterator[None]:
-    """*manager*, whose own failure on leaving is logged; the body's exception passes through unchanged."""
-    manager.__enter__()
-    try:
-        yield
-    except BaseException as exc:
-        with _isolated():
-            manager.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    else:
-        with _isolated():
-            manager.__exit__(None, None, None)
+    __slots__ = ("watchers", "method", "args", "entered")
+
+    def __init__(self, watchers: Sequence[Observer], method: str, args: tuple[Any, ...]) -> None:
+        self.watchers = watchers
+        self.method = method
+        self.args = args
+        self.entered: list[ContextManager[Any]] = []
+
+    def __enter__(self) -> None:
+        for observer in self.watchers:
+            try:
+                manager = getattr(observer, self.method)(*self.args)
+                manager.__enter__()
+            except Exception:
+                logger.exception("an observer of deliveries failed; the delivery goes on")
+                continue
+            self.entered.append(manager)
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        for manager in reversed(self.entered):
+            try:
+                manager.__exit__(kind, exc, tb)
+            except Exception:
+                logger.exception("an observer of deliveries failed; the delivery goes on")
 
 
 @contextlib.contextmanager

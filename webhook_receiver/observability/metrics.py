@@ -52,6 +52,7 @@ METRICS_KEY = "webhook_receiver.metrics"
 _DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 8.0, 10.0, float("inf"))
 _HANDLER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, float("inf"))
 _CATALOGUE = frozenset(OBSERVABLE_EVENTS)
+_NOTHING = contextlib.nullcontext()
 
 
 def _prometheus() -> Any:
@@ -225,7 +226,7 @@ class MetricsObserver:
             self._child(("r", receiver, label), families.redeliveries, receiver, label).inc()
 
     def running(self, receiver: str, event: Event, claim: Any) -> Any:
-        return contextlib.nullcontext()
+        return _NOTHING
 
     def handler(self, receiver: str, event: Event, handler: str) -> Any:
         return _HandlerTimer(self, receiver, handler)
