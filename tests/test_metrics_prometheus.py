@@ -62,6 +62,10 @@ class Prometheus:
         )
         wait_for(lambda: port_open(port), 30, "Prometheus")
         self.url = f"http://127.0.0.1:{port}"
+        wait_for(self.ready, 60, "Prometheus to be ready")  # it answers 503 while its storage opens
+
+    def ready(self) -> bool:
+        return requests.get(f"{self.url}/-/ready", timeout=5).status_code == 200
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         answer = requests.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=5).json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -53,7 +54,15 @@ def read_backlog(store: EventStore) -> Backlog:
 
 
 class BacklogReader:
-    """:func:`read_backlog` of one store, kept for *interval* seconds; one caller reads while the others wait.
+    """:func:`read_backlog` of one store, read again at most once per *interval* seconds, off the caller's path.
+
+    The first :meth:`read` asks the store and waits for it (or, told not
+    to wait, starts a background read and finds nothing); later ones answer
+    with the backlog kept, and when it is older than the interval they start
+    one background read that replaces it once done. So a scrape never waits
+    on the store after the first, however slow the listings by status are on
+    a large store, and the store is asked at most once per interval by each
+    process.
 
     :param store: the store.
     :param interval: how long an answer is kept, in seconds.
@@ -64,14 +73,43 @@ class BacklogReader:
         self.interval = interval
         self._lock = threading.Lock()
         self._last: Backlog | None = None
+        self._error: Exception | None = None
+        self._refreshing = 0  # the pid of the process whose background read runs, else 0
 
-    def read(self) -> Backlog:
-        """The backlog, read again when the kept one is older than the interval.
+    def read(self, *, wait: bool = True) -> Backlog | None:
+        """The backlog kept, or read now when nothing is kept yet.
 
-        :raises StoreUnavailable: if the store cannot answer (nothing is kept then).
+        :param wait: when nothing is kept yet, wait for the store; with
+            ``False``, start a background read and return ``None``.
+        :raises StoreUnavailable: if the store cannot answer the first read,
+            or the last background read failed (it is tried again).
         """
         with self._lock:
-            last = self._last
-            if last is None or time.time() - last.read_at >= self.interval:
-                last = self._last = read_backlog(self.store)
-            return last
+            last, error = self._last, self._error
+            if last is None and error is None and wait:
+                try:
+                    last = self._last = read_backlog(self.store)
+                except Exception as exc:
+                    self._error = exc
+                    raise
+                return last
+            stale = (last is None or time.time() - last.read_at >= self.interval) and (
+                error is None or time.time() - getattr(error, "_at", 0.0) >= self.interval
+            )
+            if stale and self._refreshing != os.getpid():
+                self._refreshing = os.getpid()
+                threading.Thread(target=self._refresh, name="webhook-receiver-backlog", daemon=True).start()
+        if error is not None:
+            raise error
+        return last
+
+    def _refresh(self) -> None:
+        try:
+            backlog = read_backlog(self.store)
+        except Exception as exc:  # noqa: BLE001 - kept for the next read to raise
+            exc._at = time.time()  # type: ignore[attr-defined]
+            with self._lock:
+                self._error, self._refreshing = exc, 0
+            return
+        with self._lock:
+            self._last, self._error, self._refreshing = backlog, None, 0

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from ..catalogue import OBSERVABLE_EVENTS, is_known, is_legacy
 from ..events import Event
-from ..stores.base import EventStore
 from ..untrusted import logger
 from .backlog import BacklogReader
 
@@ -154,10 +153,10 @@ class StoreGauges:
         self._readers: dict[str, BacklogReader] = {}
         self._lock = threading.Lock()
 
-    def add(self, receiver: str, store: EventStore, interval: float) -> None:
-        """Read *receiver*'s backlog from *store* (replacing what an earlier app of the same receiver name set)."""
+    def add(self, receiver: str, reader: BacklogReader) -> None:
+        """Show *receiver*'s backlog as *reader* reads it (replacing what an earlier app of the same name set)."""
         with self._lock:
-            self._readers[receiver] = BacklogReader(store, interval)
+            self._readers[receiver] = reader
 
     def describe(self) -> list[Any]:
         """Nothing: the families are known only once read (prometheus_client then calls :meth:`collect`)."""
@@ -185,10 +184,12 @@ class StoreGauges:
             readers = sorted(self._readers.items())
         for name, reader in readers:
             try:
-                backlog = reader.read()
+                backlog = reader.read(wait=False)
             except Exception as exc:  # noqa: BLE001 - a scrape must answer, with the store marked down
                 logger.warning("metrics: cannot read the backlog of receiver %s: %s", name, type(exc).__name__)
                 up.add_metric([name], 0.0)
+                continue
+            if backlog is None:  # the first read runs in the background: no gauges until it is done
                 continue
             up.add_metric([name], 1.0)
             due.add_metric([name], float(backlog.due))

@@ -8,7 +8,9 @@ The keys (read here, each checked; a value of the wrong kind stops
     ``"/webhooks/metrics"``, or a ``prometheus_client.CollectorRegistry`` to
     add the metrics to (extra ``[metrics]``).
 ``WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS``
-    How long the backlog gauges read from the store are kept (5).
+    How long the backlog read from the store (the gauges, the age of the
+    oldest due event in the health checks) is kept before it is read again in
+    the background (5).
 ``WEBHOOK_RECEIVER_TRACING``
     ``None`` (the default: spans when ``opentelemetry-api`` is installed),
     ``True``, ``False``, or a ``TracerProvider`` (extra ``[otel]``).
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import instrumentation
+from .backlog import BacklogReader
 from .health import DEFAULT_MAX_AGE, HealthReport, check_health
 
 __all__ = ["KEYS", "ObservabilityState", "observe", "health_of"]
@@ -45,13 +48,13 @@ STATE_KEY = "webhook_receiver.observability"
 class ObservabilityState:
     """What this package set up on one app.
 
-    :param receivers: each receiver's store and dispatcher, by name.
+    :param receivers: each receiver's store, dispatcher and backlog reader, by name.
     :param metrics: the metrics observer, when metrics are on.
     :param max_age: ``WEBHOOK_RECEIVER_HEALTH_MAX_AGE``.
     :param cache_seconds: ``WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS``.
     """
 
-    receivers: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    receivers: dict[str, tuple[Any, Any, BacklogReader]] = field(default_factory=dict)
     metrics: Any = None
     max_age: float = DEFAULT_MAX_AGE
     cache_seconds: float = 5.0
@@ -88,9 +91,10 @@ def observe(app: Any, receiver: str, store: Any, dispatcher: Any) -> None:
     state: ObservabilityState | None = app.extensions.get(STATE_KEY)
     if state is None:
         state = _first(app)
-    state.receivers[receiver] = (store, dispatcher)
+    reader = BacklogReader(store, state.cache_seconds)
+    state.receivers[receiver] = (store, dispatcher, reader)
     if state.metrics is not None:
-        state.metrics.gauges.add(receiver, store, state.cache_seconds)
+        state.metrics.gauges.add(receiver, reader)
 
 
 def _first(app: Any) -> ObservabilityState:
@@ -127,9 +131,11 @@ def health_of(app: Any, receivers: list[str] | None = None, *, workers: bool = T
     report = HealthReport()
     if state is None:
         return report
-    for name, (store, dispatcher) in sorted(state.receivers.items()):
+    for name, (store, dispatcher, reader) in sorted(state.receivers.items()):
         if receivers is None or name in receivers:
-            report.checks[name] = check_health(store, dispatcher, max_age=state.max_age, workers=workers)
+            report.checks[name] = check_health(
+                store, dispatcher, max_age=state.max_age, workers=workers, backlog=reader
+            )
     return report
 
 
