@@ -28,7 +28,10 @@ resident memory of each receiver worker is printed at the start and the end.
 ``--observe`` runs the receiver three times instead, side by side: with
 metrics and tracing off, with metrics on (prometheus_client's multiprocess
 mode, as under gunicorn in production), and with tracing on (the
-OpenTelemetry SDK, batching to an exporter that drops every span).
+OpenTelemetry SDK, batching to an exporter that drops every span), and
+prints, besides the requests per second, the CPU time the gunicorn workers
+used per request (from ``/proc``), which other load on the machine disturbs
+less.
 
 Needs ``pip install -e ".[dev]"`` (gunicorn) and ``apt-get install wrk``.
 """
@@ -162,6 +165,15 @@ def rss_mib(master: int) -> str:
     return " + ".join(sizes) + " MiB"
 
 
+def cpu_seconds(master: int) -> float:
+    """The CPU time (user and system) the children of gunicorn's *master* used so far."""
+    total = 0
+    for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(port: int, script: str, seconds: int, connections: int, threads: int) -> dict[str, Any]:
     out = subprocess.run(
         [
@@ -292,7 +304,9 @@ def main() -> int:
                 for app in order:
                     script = os.path.join(tmp, f"{app}-{round_no}.lua")
                     Path(script).write_text(LUA % {"body": body, "run": f"r{round_no}{app}", "secret": SECRET})
+                    cpu = cpu_seconds(procs[app].pid)
                     result = run_wrk(ports[app], script, args.seconds, args.connections, args.threads)
+                    result["cpu_us"] = (cpu_seconds(procs[app].pid) - cpu) / (result["rps"] * args.seconds) * 1e6
                     results[app].append(result)
                     print(
                         f"round {round_no + 1} {app:<20} {result['rps']:9.1f} req/s  "
@@ -328,9 +342,14 @@ def main() -> int:
         base = statistics.median(r["rps"] for r in results["receiver_app"])
         failures = sum(r["non2xx"] for rs in results.values() for r in rs)
         print()
-        for label, runs in results.items():
+        base_cpu = statistics.median(r["cpu_us"] for r in results["receiver_app"])
+        for label, runs in results.items():  # CPU per request: less at the mercy of other load on the machine
             rps = statistics.median(r["rps"] for r in runs)
-            print(f"median {label:<20} {rps:9.1f} req/s, ratio to both off {rps / base:.3f}")
+            cpu = statistics.median(r["cpu_us"] for r in runs)
+            print(
+                f"median {label:<20} {rps:9.1f} req/s, ratio to both off {rps / base:.3f};"
+                f" workers' CPU {cpu:6.0f} us/request, ratio both off / this {base_cpu / cpu:.3f}"
+            )
         print(f"non-2xx answers: {failures}")
         return 0 if failures == 0 else 1
     receiver_rps = statistics.median(r["rps"] for r in results["receiver_app"])
