@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -34,6 +35,7 @@ from flask import Flask  # noqa: E402
 
 from webhook_receiver import Event, WebhookReceiver  # noqa: E402
 from webhook_receiver.observability.backlog import read_backlog  # noqa: E402
+from webhook_receiver.stores.base import EventStore  # noqa: E402
 from webhook_receiver.wire import make_event  # noqa: E402
 
 STORES = {
@@ -66,6 +68,31 @@ def main() -> int:
     )
     receiver.init_app(app)
     store = receiver.get_store(app)
+    try:
+        return measure(app, store, args)
+    finally:  # forget every event, pending ones too
+        store.prune(time.time() + 1, include_failed=True)
+        store.close()
+        if args.store == "redis":
+            import redis
+
+            client = redis.Redis.from_url(STORES["redis"])
+            for key in client.scan_iter(match=app.config["WEBHOOK_RECEIVER_REDIS_PREFIX"] + ":*", count=1000):
+                client.delete(key)
+        elif args.store == "postgresql":
+            import sqlalchemy
+
+            engine = sqlalchemy.create_engine(STORES["postgresql"])
+            with engine.begin() as conn:
+                for name in ("events", "watermarks"):
+                    conn.execute(
+                        sqlalchemy.text(f"DROP TABLE IF EXISTS {app.config['WEBHOOK_RECEIVER_TABLE_PREFIX']}{name}")
+                    )
+            engine.dispose()
+        shutil.rmtree(app.instance_path, ignore_errors=True)
+
+
+def measure(app: Flask, store: EventStore, args: argparse.Namespace) -> int:
     body = make_event("order.paid", form="payload")
     started = time.perf_counter()
     processed = args.events - args.failed - args.pending
@@ -97,16 +124,19 @@ def main() -> int:
         t = time.perf_counter()
         read_backlog(store)
         reads.append((time.perf_counter() - t) * 1000)
-    text = answer.get_data(as_text=True)
-    due = next(line for line in text.splitlines() if line.startswith("webhook_receiver_queue_due_events{"))
-    failed = next(line for line in text.splitlines() if line.startswith("webhook_receiver_failed_events{"))
-    print(f"{due}\n{failed}")
+    deadline = time.monotonic() + 120
+    while True:  # the gauges of the last background read
+        text = client.get("/metrics").get_data(as_text=True)
+        found = [line for line in text.splitlines() if line.startswith("webhook_receiver_") and "_events{" in line]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    print("\n".join(found) or "no backlog gauges yet")
     print(
         f"scrape: first (waits for the store) {first:.1f} ms; then median {statistics.median(times):.1f} ms,"
         f" max {max(times):.1f} ms over {args.scrapes} scrapes; the store read in the background:"
         f" median {statistics.median(reads):.1f} ms"
     )
-    store.prune(time.time() + 1, include_failed=True)
     return 0
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..stores.base import EventStore
-from .backlog import BacklogReader
+from .backlog import BacklogReader, read_backlog
 
 __all__ = ["Check", "HealthReport", "check_health", "HEALTHY", "DEGRADED", "DOWN"]
 
@@ -113,7 +113,7 @@ def check_health(
         else:
             checks.append(Check("backlog", HEALTHY, f"{due} events due" + (f" of {limit}" if limit else "")))
         try:
-            found = (backlog or BacklogReader(store, 0.0)).read(wait=True)
+            found = backlog.read(wait=True) if backlog is not None else read_backlog(store)
             assert found is not None
         except Exception as exc:  # noqa: BLE001 - the store answered the count: only these are unknown
             checks.append(Check("oldest_due", "skipped", f"cannot be read ({type(exc).__name__})"))
