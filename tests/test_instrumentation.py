@@ -73,3 +73,23 @@ def test_without_observers_the_handlers_are_the_registered_ones(receiver: Webhoo
     handlers = receiver.handlers_for("order.paid", app)
     assert instrumentation.observed_handlers(app, "moltin", handlers) is handlers
     assert instrumentation.running(app, "moltin", Event(id="x", trigger="order.paid"), None).__enter__() is None
+
+
+def test_a_failing_observer_before_accept_still_stores_the_event_as_sent(receiver: WebhookReceiver) -> None:
+    import threading
+
+    done = threading.Event()
+    receiver.on("order.paid", name="ship")(lambda event: done.set())
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_TRACING=False, WEBHOOK_RECEIVER_DISPATCH="thread"
+    )
+    receiver.init_app(app)
+    instrumentation.add_observer(app, Broken("exit"))
+    try:
+        answer = deliver(app.test_client(), make_event("order.paid", event_id="bg-1"), secret=SECRET)
+        assert answer.status_code == 202
+        assert done.wait(10)
+        stored = receiver.get_store(app).get("bg-1")
+        assert stored is not None and stored.raw["id"] == "bg-1"
+    finally:
+        receiver.get_config(app).dispatcher.close()
