@@ -20,7 +20,9 @@ appends each event id to), ``BENCH_SLEEP`` (seconds the handler sleeps),
 ``BENCH_BROKER`` and ``BENCH_QUEUE`` (Celery), ``BENCH_THREADS``,
 ``BENCH_MAX_BACKLOG`` and ``BENCH_LEASE`` (thread dispatch and leases),
 ``BENCH_TABLE_PREFIX`` and ``BENCH_PG_DSN`` (PostgreSQL tables and the floor's
-server), ``BENCH_DEADLINE`` (the inline deadline; ``none`` turns it off).
+server), ``BENCH_DEADLINE`` (the inline deadline; ``none`` turns it off),
+``BENCH_METRICS`` (the metrics endpoint's path: metrics on) and
+``BENCH_TRACING`` (``off``, or ``noop``: spans made and dropped by the SDK).
 """
 
 from __future__ import annotations
@@ -57,6 +59,25 @@ def handle(event: Event) -> None:
             os.close(fd)
 
 
+def _tracing(setting: str) -> Any:
+    """``BENCH_TRACING``: ``off``, ``noop`` (the OpenTelemetry SDK, batching to an exporter that drops
+    every span), or empty for the library's default."""
+    if setting == "off":
+        return False
+    if setting == "noop":
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+        class Drop(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Drop()))
+        return provider
+    return None
+
+
 receiver_app = Flask("bench_receiver", instance_path=os.environ.get("BENCH_INSTANCE") or tempfile.mkdtemp())
 receiver_app.config.update(
     WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
@@ -67,6 +88,8 @@ receiver_app.config.update(
     WEBHOOK_RECEIVER_MAX_BACKLOG=int(os.environ.get("BENCH_MAX_BACKLOG", "10000")),
     WEBHOOK_RECEIVER_LEASE_SECONDS=float(os.environ.get("BENCH_LEASE", "60")),
     WEBHOOK_RECEIVER_TABLE_PREFIX=os.environ.get("BENCH_TABLE_PREFIX", "whr_bench_"),
+    WEBHOOK_RECEIVER_METRICS=os.environ.get("BENCH_METRICS") or None,
+    WEBHOOK_RECEIVER_TRACING=_tracing(os.environ.get("BENCH_TRACING", "")),
 )
 if os.environ.get("BENCH_DEADLINE"):
     receiver_app.config["WEBHOOK_RECEIVER_INLINE_DEADLINE"] = os.environ["BENCH_DEADLINE"]

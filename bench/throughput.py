@@ -12,6 +12,7 @@ Run it by hand from the repository root::
     python bench/throughput.py --store redis --floor durable --rounds 5 --seconds 10
     python bench/throughput.py --store postgresql --floor durable --rounds 5 --seconds 10
     python bench/throughput.py --store sqlite --dispatch thread --handler-sleep 1 --rounds 3 --seconds 10
+    python bench/throughput.py --observe --store sqlite --rounds 5 --seconds 10
 
 ``--store`` picks the receiver's store (``memory``, ``sqlite`` in a fresh
 instance folder, ``redis`` at 127.0.0.1:6379/13 under a fresh prefix, ``postgresql``: the
@@ -24,6 +25,13 @@ floor of a durable exactly-once receiver on the same store: see
 both ``resources`` and ``payload``, as upstream's ``order.paid``) or
 ``small`` (about 0.9 kB, ``payload`` only). With background dispatch the
 resident memory of each receiver worker is printed at the start and the end.
+``--observe`` runs the receiver three times instead, side by side: with
+metrics and tracing off, with metrics on (prometheus_client's multiprocess
+mode, as under gunicorn in production), and with tracing on (the
+OpenTelemetry SDK, batching to an exporter that drops every span), and
+prints, besides the requests per second, the CPU time the gunicorn workers
+used per request (from ``/proc``), which other load on the machine disturbs
+less.
 
 Needs ``pip install -e ".[dev]"`` (gunicorn) and ``apt-get install wrk``.
 """
@@ -157,6 +165,15 @@ def rss_mib(master: int) -> str:
     return " + ".join(sizes) + " MiB"
 
 
+def cpu_seconds(master: int) -> float:
+    """The CPU time (user and system) the children of gunicorn's *master* used so far."""
+    total = 0
+    for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(port: int, script: str, seconds: int, connections: int, threads: int) -> dict[str, Any]:
     out = subprocess.run(
         [
@@ -200,6 +217,11 @@ def main() -> int:
     parser.add_argument("--handler-sleep", type=float, default=0.0)
     parser.add_argument("--floor", choices=["bare", "durable"], default="bare")
     parser.add_argument("--body", choices=["typical", "small"], default="typical")
+    parser.add_argument(
+        "--observe",
+        action="store_true",
+        help="compare the receiver with metrics on and with tracing on (no-op exporter) against it with both off",
+    )
     args = parser.parse_args()
     if args.floor == "durable" and args.store == "memory":
         parser.error("--floor durable needs --store sqlite, redis or postgresql")
@@ -246,13 +268,33 @@ def main() -> int:
             ],
             check=True,
         )
-    results: dict[str, list[dict[str, Any]]] = {"receiver_app": [], floor: []}
+    envs = {"receiver_app": receiver_env, floor: receiver_env}
+    if args.observe:  # the same receiver three times: both off, metrics on, tracing on
+        floor = "receiver_app"
+        metrics_dir = os.path.join(instance, "prometheus")
+        os.mkdir(metrics_dir)
+        envs = {
+            "receiver_app": {**receiver_env, "BENCH_TRACING": "off"},
+            "receiver_app+metrics": {
+                **receiver_env,
+                "BENCH_TRACING": "off",
+                "BENCH_METRICS": "/webhooks/metrics",
+                "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+            },
+            "receiver_app+tracing": {**receiver_env, "BENCH_TRACING": "noop"},
+        }
+        for n, label in enumerate(envs):
+            envs[label] = {**envs[label], "BENCH_PREFIX": f"whr-bench-{os.getpid()}-{n}"}
+            envs[label]["BENCH_TABLE_PREFIX"] = f"whr_bench_{os.getpid()}_{n}_"
+            envs[label]["BENCH_INSTANCE"] = os.path.join(instance, str(n))
+            os.mkdir(envs[label]["BENCH_INSTANCE"])
+    results: dict[str, list[dict[str, Any]]] = {label: [] for label in envs}
     procs = {}
     ports = {}
     try:
         for app in results:
             ports[app] = free_port()
-            procs[app] = start_gunicorn(app, ports[app], args.workers, receiver_env)
+            procs[app] = start_gunicorn(app.split("+")[0], ports[app], args.workers, envs[app])
         time.sleep(1)
         if args.dispatch != "inline":
             print(f"receiver workers' RSS at start: {rss_mib(procs['receiver_app'].pid)}")
@@ -262,10 +304,12 @@ def main() -> int:
                 for app in order:
                     script = os.path.join(tmp, f"{app}-{round_no}.lua")
                     Path(script).write_text(LUA % {"body": body, "run": f"r{round_no}{app}", "secret": SECRET})
+                    cpu = cpu_seconds(procs[app].pid)
                     result = run_wrk(ports[app], script, args.seconds, args.connections, args.threads)
+                    result["cpu_us"] = (cpu_seconds(procs[app].pid) - cpu) / (result["rps"] * args.seconds) * 1e6
                     results[app].append(result)
                     print(
-                        f"round {round_no + 1} {app:<13} {result['rps']:9.1f} req/s  "
+                        f"round {round_no + 1} {app:<20} {result['rps']:9.1f} req/s  "
                         f"p50 {result['p50']:>8}  p99 {result['p99']:>8}  non-2xx {result['non2xx']}"
                     )
         if args.dispatch != "inline":
@@ -294,6 +338,20 @@ def main() -> int:
             )
             subprocess.run(["redis-cli", "-n", "13", "FLUSHDB"], capture_output=True)
 
+    if args.observe:
+        base = statistics.median(r["rps"] for r in results["receiver_app"])
+        failures = sum(r["non2xx"] for rs in results.values() for r in rs)
+        print()
+        base_cpu = statistics.median(r["cpu_us"] for r in results["receiver_app"])
+        for label, runs in results.items():  # CPU per request: less at the mercy of other load on the machine
+            rps = statistics.median(r["rps"] for r in runs)
+            cpu = statistics.median(r["cpu_us"] for r in runs)
+            print(
+                f"median {label:<20} {rps:9.1f} req/s, ratio to both off {rps / base:.3f};"
+                f" workers' CPU {cpu:6.0f} us/request, ratio both off / this {base_cpu / cpu:.3f}"
+            )
+        print(f"non-2xx answers: {failures}")
+        return 0 if failures == 0 else 1
     receiver_rps = statistics.median(r["rps"] for r in results["receiver_app"])
     floor_rps = statistics.median(r["rps"] for r in results[floor])
     failures = sum(r["non2xx"] for rs in results.values() for r in rs)

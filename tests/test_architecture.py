@@ -124,6 +124,11 @@ def test_no_part_imports_itself_back() -> None:
         ("webhook_receiver.testing", ["cli", "local"]),
         ("webhook_receiver.local", ["cli"]),
         ("webhook_receiver.wire", ["receiver", "delivery", "testing", "local"]),
+        (
+            "webhook_receiver.instrumentation",
+            ["stores", "dispatch", "delivery", "receiver", "config", "cli", "local", "upstream", "observability"],
+        ),
+        ("webhook_receiver.observability", ["dispatch", "delivery", "receiver", "config", "cli", "local", "upstream"]),
     ],
 )
 def test_lower_layers_do_not_know_higher_ones(layer: str, below: list[str]) -> None:

@@ -27,7 +27,7 @@ from flask import Flask, Request, Response, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
-from . import fastjson, signals
+from . import fastjson, instrumentation, signals
 from .catalogue import is_event_name
 from .config import ReceiverConfig
 from .errors import (
@@ -96,6 +96,9 @@ def receive(receiver: HandlerSource, app: Flask, config: ReceiverConfig) -> Resp
         status=answer.code,
         mimetype="application/json",
         headers=answer.headers,
+    )
+    instrumentation.answered(
+        app, receiver.name, answer.status, answer.code, answer.event, req.headers.get(TRIGGER_HEADER), started
     )
     if logger.isEnabledFor(logging.INFO):
         event = answer.event

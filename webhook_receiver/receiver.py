@@ -15,6 +15,7 @@ from .config import ReceiverConfig, read_config
 from .delivery import receive
 from .handlers import EventHandler, Handler, HandlerRegistry, callable_name, signal_handlers
 from .inbox import mount_inbox
+from .observability.setup import observe
 from .signals import TriggerSignal
 from .stores.base import EventStore
 
@@ -217,6 +218,7 @@ class WebhookReceiver:
         config.dispatcher.bind(app, self, config.store)
         configs[self.name] = config
         app.extensions.setdefault(RECEIVERS_KEY, {})[self.name] = self
+        observe(app, self.name, config.store, config.dispatcher)
         return config
 
     def _setup_blueprint(self, state: BlueprintSetupState) -> None:

@@ -57,6 +57,11 @@ KEYS: Mapping[str, str] = {
     "RETRY_BACKOFF": "the first pause between runs in seconds, for background dispatch",
     "MAX_BACKLOG": "due events past which deliveries get 503, for background dispatch",
     "GRACE_SECONDS": "how long running handlers may finish when the process stops",
+    "METRICS": "where the Prometheus metrics are served (a path) or the CollectorRegistry they join",
+    "METRICS_CACHE_SECONDS": "how often the store-read gauges (backlog, oldest due, failed) are read again",
+    "TRACING": "OpenTelemetry spans: None (on when opentelemetry-api is installed), False, or a TracerProvider",
+    "HEALTH_URL": "where the readiness endpoint is mounted (off when unset)",
+    "HEALTH_MAX_AGE": "the age in seconds of the oldest due event past which health is degraded",
     "INBOX_URL": "where the inbox page is mounted (off when unset)",
     "INBOX_AUTH": "the inbox page's access check: a callable, a view decorator, or 'none' in DEBUG/TESTING",
 }

@@ -14,6 +14,7 @@ import threading
 import weakref
 from typing import Any, Sequence
 
+from .. import instrumentation
 from ..errors import BacklogFull, StoreUnavailable
 from ..events import Event
 from ..handlers import Handler
@@ -116,7 +117,7 @@ class QueueDispatcher(Dispatcher):
         _, _, store = self._bound()
         if self.backlog >= self.max_backlog:
             raise BacklogFull(self.max_backlog)
-        if store.accept(event) is EventStatus.PROCESSED:
+        if store.accept(instrumentation.before_accept(self.app, event)) is EventStatus.PROCESSED:
             return _DUPLICATE
         self._accepted += 1
         self.wake(event.id)

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
-from .. import signals
+from .. import instrumentation, signals
 from ..errors import StoreUnavailable
 from ..events import Event
 from ..handlers import Handler, HandlerSource
@@ -115,7 +115,8 @@ def run_handlers(
     def durably(write: Callable[[], T], what: str) -> T:
         return write_durably(write, event_id=event.id, what=what, stopping=stopping, patience=patience)
 
-    with HEARTBEAT.keep(store, claim):
+    pending = instrumentation.observed_handlers(sender, receiver.name, pending)
+    with HEARTBEAT.keep(store, claim), instrumentation.running(sender, receiver.name, event, claim):
         for position, handler in enumerate(pending, 1):
             if previous is not None:
                 recorded = durably(partial(store.record, claim, previous), f"the outcome of {previous.name}")

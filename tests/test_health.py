@@ -1,0 +1,152 @@
+"""``flask webhooks health`` and the readiness endpoint: store up or down, backlog over its limit, workers stopped."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, Iterator
+
+import pytest
+from flask import Flask
+
+from webhook_receiver import Event, WebhookReceiver
+from webhook_receiver.cli import webhooks_cli
+from webhook_receiver.testing import deliver, make_event
+
+from .conftest import SECRET, new_app, require_redis
+from .processes import free_port, wait_for
+
+HEALTH_URL = "/webhooks/health"
+
+
+def health_cli(app: Flask, *args: str) -> Any:
+    return app.test_cli_runner().invoke(webhooks_cli, ["health", *args])
+
+
+def test_store_up_is_healthy_in_the_command_and_the_endpoint(receiver: WebhookReceiver) -> None:
+    receiver.on("order.paid")(lambda event: None)
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=None, WEBHOOK_RECEIVER_HEALTH_URL=HEALTH_URL
+    )
+    app.config["TESTING"] = False  # the default SQLite store in the instance folder
+    receiver.init_app(app)
+    assert deliver(app.test_client(), make_event("order.paid"), secret=SECRET).status_code == 200
+
+    result = health_cli(app)
+    assert result.exit_code == 0, result.output
+    assert "status: healthy" in result.output and "sqlite store answers" in result.output
+    report = json.loads(health_cli(app, "--json").output)
+    assert report["status"] == "healthy"
+    assert report["receivers"]["moltin"]["store"]["status"] == "healthy"
+    assert report["receivers"]["moltin"]["workers"]["status"] == "skipped"  # the command runs no workers
+
+    answer = app.test_client().get(HEALTH_URL)
+    assert answer.status_code == 200 and answer.json["status"] == "healthy"
+    assert answer.headers["Cache-Control"] == "no-store"
+
+
+def test_store_unreachable_is_down_without_its_credentials(receiver: WebhookReceiver) -> None:
+    require_redis()  # the redis client library, and a server to tell a closed port from
+    receiver.on("order.paid")(lambda event: None)
+    closed = free_port()  # nothing listens there
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVER_STORE=f"redis://:store-password-8d1f@127.0.0.1:{closed}/0",
+        WEBHOOK_RECEIVER_HEALTH_URL=HEALTH_URL,
+    )
+    receiver.init_app(app)
+
+    result = health_cli(app)
+    assert result.exit_code == 2, result.output
+    assert "store" in result.output and "down" in result.output
+    as_json = health_cli(app, "--json")
+    assert as_json.exit_code == 2
+    assert json.loads(as_json.output)["receivers"]["moltin"]["store"]["status"] == "down"
+
+    answer = app.test_client().get(HEALTH_URL)
+    assert answer.status_code == 503 and answer.json["status"] == "down"
+    for text in (result.output, as_json.output, answer.get_data(as_text=True)):
+        assert "store-password-8d1f" not in text and SECRET not in text
+
+
+@pytest.fixture
+def gated() -> Iterator[threading.Event]:
+    gate = threading.Event()
+    yield gate
+    gate.set()
+
+
+def test_backlog_over_its_limit_is_degraded(receiver: WebhookReceiver, gated: threading.Event) -> None:
+    started = threading.Event()
+
+    @receiver.on("order.paid")
+    def wait(event: Event) -> None:
+        started.set()
+        gated.wait(30)
+
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVER_DISPATCH="thread",
+        WEBHOOK_RECEIVER_THREADS=1,
+        WEBHOOK_RECEIVER_MAX_BACKLOG=3,
+        WEBHOOK_RECEIVER_HEALTH_URL=HEALTH_URL,
+        WEBHOOK_RECEIVER_HEALTH_MAX_AGE=3600,
+    )
+    receiver.init_app(app)
+    client = app.test_client()
+    try:
+        assert deliver(client, make_event("order.paid"), secret=SECRET).status_code == 202
+        assert started.wait(10)  # the one worker holds it; the next ones wait in the store
+        store = receiver.get_store(app)
+
+        def backlog_full() -> bool:  # 503 once the dispatcher counts 3 waiting; the store has the last word
+            if store.count_due() >= 3:
+                return True
+            assert deliver(client, make_event("order.paid"), secret=SECRET).status_code in (202, 503)
+            return False
+
+        wait_for(backlog_full, 30, "3 events due")
+        assert health_cli(app).exit_code == 1
+
+        report = json.loads(health_cli(app, "--json").output)
+        assert report["status"] == "degraded"
+        assert report["receivers"]["moltin"]["backlog"] == {
+            "status": "degraded",
+            "detail": "3 events due, the limit is 3",
+        }
+        assert deliver(client, make_event("order.paid"), secret=SECRET).status_code == 503
+        assert report["receivers"]["moltin"]["oldest_due"]["status"] == "healthy"
+        answer = client.get(HEALTH_URL)  # still ready: the process answers, upstream retries the 503s
+        assert answer.status_code == 200 and answer.json["status"] == "degraded"
+        assert answer.json["receivers"]["moltin"]["workers"]["status"] == "healthy"
+
+        app.extensions["webhook_receiver.observability"].max_age = 0.000001
+        aged = json.loads(health_cli(app, "--json").output)
+        assert aged["receivers"]["moltin"]["oldest_due"]["status"] == "degraded"
+    finally:
+        gated.set()
+        receiver.get_config(app).dispatcher.close()
+
+
+def test_workers_stopped_is_down_at_the_endpoint(receiver: WebhookReceiver) -> None:
+    receiver.on("order.paid")(lambda event: None)
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_DISPATCH="thread", WEBHOOK_RECEIVER_HEALTH_URL=HEALTH_URL
+    )
+    receiver.init_app(app)
+    client = app.test_client()
+    assert client.get(HEALTH_URL).json["receivers"]["moltin"]["workers"]["status"] == "healthy"
+
+    receiver.get_config(app).dispatcher.close()
+    answer = client.get(HEALTH_URL)
+    assert answer.status_code == 503
+    assert answer.json["status"] == "down"
+    assert answer.json["receivers"]["moltin"]["workers"]["status"] == "down"
+    assert answer.json["receivers"]["moltin"]["store"]["status"] == "healthy"
+
+
+def test_a_wrong_health_setting_stops_init_app(receiver: WebhookReceiver) -> None:
+    for key, value in [("WEBHOOK_RECEIVER_HEALTH_URL", "health"), ("WEBHOOK_RECEIVER_HEALTH_MAX_AGE", -1)]:
+        app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, **{key: value})
+        with pytest.raises(RuntimeError, match=key):
+            WebhookReceiver().init_app(app)

@@ -1,0 +1,196 @@
+"""Where metrics and traces look in: the few points of delivery and dispatch that an observer hears of.
+
+The core calls these functions at three points: when a delivery is answered
+(:func:`answered`), around the run of an event's handlers (:func:`running`)
+and around each handler (through :func:`observed_handlers`), and before a
+background dispatcher makes an event durable (:func:`before_accept`). Each
+app has its own observers (:func:`add_observer`; the
+:mod:`webhook_receiver.observability` package adds them at ``init_app``);
+with none, each point costs one dictionary look-up.
+
+This module knows no metrics or tracing library: observers bring them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from typing import Any, ContextManager, Iterator, Protocol, Sequence
+
+from .events import Event
+from .handlers import Handler
+from .untrusted import logger
+
+__all__ = [
+    "Observer",
+    "add_observer",
+    "answered",
+    "before_accept",
+    "observed_handlers",
+    "observers",
+    "running",
+]
+
+#: The key of ``app.extensions`` holding the app's observers.
+OBSERVERS_KEY = "webhook_receiver.observers"
+
+#: The key of ``app.extensions`` holding the handlers as observed, by the id of the handler.
+_WRAPPED_KEY = "webhook_receiver.observed_handlers"
+
+_NOTHING: ContextManager[None] = contextlib.nullcontext()
+
+
+class Observer(Protocol):
+    """What an observer of deliveries and handler runs implements; every method is called in its own error handling."""
+
+    def answered(
+        self, receiver: str, status: str, code: int, event: Event | None, trigger: str | None, seconds: float
+    ) -> None:
+        """A delivery was answered with *code* and the status word *status*, *seconds* after it came in."""
+
+    def running(self, receiver: str, event: Event, claim: Any) -> ContextManager[Any]:
+        """Around one run of the handlers of *event* under *claim* (a :class:`~webhook_receiver.stores.base.Claim`)."""
+
+    def handler(self, receiver: str, event: Event, handler: str) -> ContextManager[Any]:
+        """Around one call of the handler named *handler*; an exception raised by it passes through."""
+
+    def before_accept(self, event: Event) -> Event:
+        """The event a background dispatcher stores: *event*, or a copy carrying what the observer needs later."""
+
+
+def add_observer(app: Any, observer: Observer) -> None:
+    """Let *observer* hear of *app*'s deliveries and handler runs.
+
+    :param app: the Flask app.
+    :param observer: the observer.
+    """
+    app.extensions.setdefault(OBSERVERS_KEY, []).append(observer)
+
+
+def observers(app: Any) -> Sequence[Observer]:
+    """The observers of *app* (the sender of signals), in the order they were added."""
+    extensions = getattr(app, "extensions", None)
+    if not extensions:
+        return ()
+    found: Sequence[Observer] = extensions.get(OBSERVERS_KEY, ())
+    return found
+
+
+def answered(
+    app: Any,
+    receiver: str,
+    status: str,
+    code: int,
+    event: Event | None,
+    trigger: str | None,
+    started: float,
+) -> None:
+    """Tell *app*'s observers that a delivery was answered.
+
+    :param receiver: the receiver's name.
+    :param status: the status word of the answer (``processed``, ``unauthorized``, ...).
+    :param code: the HTTP status code.
+    :param event: the event, when the body was one.
+    :param trigger: the trigger header as sent (untrusted), or ``None``.
+    :param started: when the delivery came in, by :func:`time.perf_counter`.
+    """
+    found = observers(app)
+    if not found:
+        return
+    seconds = time.perf_counter() - started
+    for observer in found:
+        with _isolated():
+            observer.answered(receiver, status, code, event, trigger, seconds)
+
+
+def running(app: Any, receiver: str, event: Event, claim: Any) -> ContextManager[Any]:
+    """A context manager around one run of *event*'s handlers under *claim*, for *app*'s observers."""
+    found = observers(app)
+    if not found:
+        return _NOTHING
+    return _Around(found, "running", (receiver, event, claim))
+
+
+def observed_handlers(app: Any, receiver: str, handlers: list[Handler]) -> list[Handler]:
+    """*handlers*, each calling *app*'s observers around itself (the same list when there are none)."""
+    found = observers(app)
+    if not found or not handlers:
+        return handlers
+    cache: dict[int, tuple[Handler, str, Handler]] = app.extensions.setdefault(_WRAPPED_KEY, {})
+    wrapped = []
+    for handler in handlers:
+        entry = cache.get(id(handler))
+        if entry is None or entry[0] is not handler or entry[1] != receiver:
+            if len(cache) >= 4096:  # handlers of trigger signals may come and go
+                cache.clear()
+            entry = cache[id(handler)] = (handler, receiver, _observed(handler, receiver, found))
+        wrapped.append(entry[2])
+    return wrapped
+
+
+def before_accept(app: Any, event: Event) -> Event:
+    """The event a background dispatcher of *app* stores, as its observers make it."""
+    for observer in observers(app):
+        with _isolated():
+            event = observer.before_accept(event)
+    return event
+
+
+@dataclasses.dataclass(frozen=True)
+class _ObservedHandler(Handler):
+    """A handler whose calls its observers see."""
+
+    receiver: str = ""
+    watchers: Sequence[Observer] = ()
+
+    def __call__(self, sender: Any, event: Event) -> Any:
+        with _Around(self.watchers, "handler", (self.receiver, event, self.name)):
+            return super().__call__(sender, event)
+
+
+def _observed(handler: Handler, receiver: str, watchers: Sequence[Observer]) -> Handler:
+    fields = {field.name: getattr(handler, field.name) for field in dataclasses.fields(Handler) if field.init}
+    return _ObservedHandler(**fields, receiver=receiver, watchers=watchers)
+
+
+class _Around:
+    """Enters ``observer.<method>(*args)`` of each observer, and leaves them in reverse order.
+
+    An observer that fails to make, enter or leave its context manager is
+    logged and left out; the body's own exception passes through every one
+    of them unchanged (an observer cannot swallow a handler's failure).
+    """
+
+    __slots__ = ("watchers", "method", "args", "entered")
+
+    def __init__(self, watchers: Sequence[Observer], method: str, args: tuple[Any, ...]) -> None:
+        self.watchers = watchers
+        self.method = method
+        self.args = args
+        self.entered: list[ContextManager[Any]] = []
+
+    def __enter__(self) -> None:
+        for observer in self.watchers:
+            try:
+                manager = getattr(observer, self.method)(*self.args)
+                manager.__enter__()
+            except Exception:
+                logger.exception("an observer of deliveries failed; the delivery goes on")
+                continue
+            self.entered.append(manager)
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        for manager in reversed(self.entered):
+            try:
+                manager.__exit__(kind, exc, tb)
+            except Exception:
+                logger.exception("an observer of deliveries failed; the delivery goes on")
+
+
+@contextlib.contextmanager
+def _isolated() -> Iterator[None]:
+    try:
+        yield
+    except Exception:
+        logger.exception("an observer of deliveries failed; the delivery goes on")

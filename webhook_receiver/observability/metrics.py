@@ -1,0 +1,309 @@
+"""Prometheus metrics of deliveries, handler runs and the backlog (extra ``[metrics]``: ``prometheus_client``).
+
+Opt-in with ``WEBHOOK_RECEIVER_METRICS``: a path (``"/webhooks/metrics"``)
+mounts an endpoint there, with no authentication, so it exists only where
+the app names it; a :class:`prometheus_client.CollectorRegistry` adds the
+metrics to one the app exposes itself (behind its own access rules).
+
+Counters and histograms are counted as deliveries are answered and handlers
+run; the backlog gauges are read from the store when scraped, at most once
+per ``WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS`` (5) per process. Under
+gunicorn with several workers, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty
+folder before the server starts: every worker writes its counts there and
+any worker's endpoint answers with the sum.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any, Iterator
+
+from ..catalogue import OBSERVABLE_EVENTS, is_known, is_legacy
+from ..events import Event
+from ..untrusted import logger
+from .backlog import BacklogReader
+
+if TYPE_CHECKING:
+    from flask import Flask, Response
+
+__all__ = ["METRIC_NAMES", "MetricsObserver", "metrics_observer"]
+
+#: Every metric this module exposes, without the ``_total`` / ``_bucket`` suffixes.
+METRIC_NAMES = (
+    "webhook_receiver_deliveries",
+    "webhook_receiver_delivery_duration_seconds",
+    "webhook_receiver_handler_runs",
+    "webhook_receiver_handler_duration_seconds",
+    "webhook_receiver_redeliveries",
+    "webhook_receiver_queue_due_events",
+    "webhook_receiver_queue_oldest_due_age_seconds",
+    "webhook_receiver_failed_events",
+    "webhook_receiver_store_up",
+)
+
+#: The key of ``app.extensions`` holding the app's metrics observer.
+METRICS_KEY = "webhook_receiver.metrics"
+
+_DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 8.0, 10.0, float("inf"))
+_HANDLER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, float("inf"))
+_CATALOGUE = frozenset(OBSERVABLE_EVENTS)
+_NOTHING = contextlib.nullcontext()
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client
+    except ImportError:
+        raise RuntimeError(
+            "WEBHOOK_RECEIVER_METRICS needs prometheus_client: pip install 'webhook_receiver[metrics]'"
+        ) from None
+    return prometheus_client
+
+
+def multiprocess() -> bool:
+    """Whether prometheus_client counts across processes (``PROMETHEUS_MULTIPROC_DIR`` is set)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir"))
+
+
+class _Families:
+    """The counters and histograms, created once per registry (``None``: multiprocess files only)."""
+
+    def __init__(self, registry: Any) -> None:
+        prom = _prometheus()
+        self.deliveries = prom.Counter(
+            "webhook_receiver_deliveries",
+            "Deliveries answered, by the answer's status word.",
+            ["receiver", "trigger", "status"],
+            registry=registry,
+        )
+        self.delivery_duration = prom.Histogram(
+            "webhook_receiver_delivery_duration_seconds",
+            "How long the answer to a delivery took.",
+            ["receiver", "status"],
+            buckets=_DELIVERY_BUCKETS,
+            registry=registry,
+        )
+        self.handler_runs = prom.Counter(
+            "webhook_receiver_handler_runs",
+            "Handler runs, by outcome (ok, failed).",
+            ["receiver", "handler", "outcome"],
+            registry=registry,
+        )
+        self.handler_duration = prom.Histogram(
+            "webhook_receiver_handler_duration_seconds",
+            "How long a handler ran.",
+            ["receiver", "handler"],
+            buckets=_HANDLER_BUCKETS,
+            registry=registry,
+        )
+        self.redeliveries = prom.Counter(
+            "webhook_receiver_redeliveries",
+            "Deliveries upstream sent again (its attempt above 1).",
+            ["receiver", "trigger"],
+            registry=registry,
+        )
+
+
+_FAMILIES_LOCK = threading.Lock()
+_FAMILIES: weakref.WeakKeyDictionary[Any, _Families] = weakref.WeakKeyDictionary()
+_SHARED: dict[str, _Families] = {}
+_PRIVATE: dict[str, Any] = {}
+_GAUGES: weakref.WeakKeyDictionary[Any, StoreGauges] = weakref.WeakKeyDictionary()
+
+
+def _families_for(registry: Any) -> _Families:
+    """The families registered in *registry*, created the first time (``None``: unregistered, multiprocess)."""
+    with _FAMILIES_LOCK:
+        if registry is None:
+            if "multiprocess" not in _SHARED:
+                _SHARED["multiprocess"] = _Families(None)
+            return _SHARED["multiprocess"]
+        found = _FAMILIES.get(registry)
+        if found is None:
+            found = _FAMILIES[registry] = _Families(registry)
+        return found
+
+
+def _gauges_for(registry: Any) -> StoreGauges:
+    """The one store collector of *registry*, registered in it the first time."""
+    with _FAMILIES_LOCK:
+        found = _GAUGES.get(registry)
+        if found is None:
+            found = _GAUGES[registry] = StoreGauges()
+            registry.register(found)
+        return found
+
+
+def _private_registry() -> Any:
+    """The registry the endpoint serves in a single process: one per process, for every app in it."""
+    with _FAMILIES_LOCK:
+        if "registry" not in _PRIVATE:
+            _PRIVATE["registry"] = _prometheus().CollectorRegistry(auto_describe=True)
+        return _PRIVATE["registry"]
+
+
+class StoreGauges:
+    """A collector reading each receiver's backlog from its store at scrape time (at most once per interval)."""
+
+    def __init__(self) -> None:
+        self._readers: dict[str, BacklogReader] = {}
+        self._lock = threading.Lock()
+
+    def add(self, receiver: str, reader: BacklogReader) -> None:
+        """Show *receiver*'s backlog as *reader* reads it (replacing what an earlier app of the same name set)."""
+        with self._lock:
+            self._readers[receiver] = reader
+
+    def describe(self) -> list[Any]:
+        """Nothing: the families are known only once read (prometheus_client then calls :meth:`collect`)."""
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        """The gauges of every receiver."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        due = GaugeMetricFamily(
+            "webhook_receiver_queue_due_events", "Events due now and not yet taken by a worker.", labels=["receiver"]
+        )
+        age = GaugeMetricFamily(
+            "webhook_receiver_queue_oldest_due_age_seconds",
+            "Seconds since the oldest due event fell due (0 when none is due).",
+            labels=["receiver"],
+        )
+        failed = GaugeMetricFamily(
+            "webhook_receiver_failed_events", "Events left failed, for flask webhooks replay.", labels=["receiver"]
+        )
+        up = GaugeMetricFamily(
+            "webhook_receiver_store_up", "1 when the event store answered the last read, else 0.", labels=["receiver"]
+        )
+        with self._lock:
+            readers = sorted(self._readers.items())
+        for name, reader in readers:
+            try:
+                backlog = reader.read(wait=False)
+            except Exception as exc:  # noqa: BLE001 - a scrape must answer, with the store marked down
+                logger.warning("metrics: cannot read the backlog of receiver %s: %s", name, type(exc).__name__)
+                up.add_metric([name], 0.0)
+                continue
+            if backlog is None:  # the first read runs in the background: no gauges until it is done
+                continue
+            up.add_metric([name], 1.0)
+            due.add_metric([name], float(backlog.due))
+            age.add_metric([name], float(backlog.oldest_due_age or 0.0))
+            failed.add_metric([name], float(backlog.failed))
+        yield from (due, age, failed, up)
+
+
+class MetricsObserver:
+    """Counts one app's deliveries and handler runs (an :class:`~webhook_receiver.instrumentation.Observer`).
+
+    :param families: the metric objects counted into.
+    :param gauges: the collector of the registry the metrics are exposed in.
+    """
+
+    def __init__(self, families: _Families, gauges: StoreGauges) -> None:
+        self.families = families
+        self.gauges = gauges
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, key: tuple[Any, ...], metric: Any, *labels: str) -> Any:
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def answered(
+        self, receiver: str, status: str, code: int, event: Event | None, trigger: str | None, seconds: float
+    ) -> None:
+        label = trigger_label(event, trigger)
+        families = self.families
+        self._child(("d", receiver, label, status), families.deliveries, receiver, label, status).inc()
+        self._child(("t", receiver, status), families.delivery_duration, receiver, status).observe(seconds)
+        if event is not None and event.attempt > 1:
+            self._child(("r", receiver, label), families.redeliveries, receiver, label).inc()
+
+    def running(self, receiver: str, event: Event, claim: Any) -> Any:
+        return _NOTHING
+
+    def handler(self, receiver: str, event: Event, handler: str) -> Any:
+        return _HandlerTimer(self, receiver, handler)
+
+    def before_accept(self, event: Event) -> Event:
+        return event
+
+
+class _HandlerTimer:
+    """Times one handler call and counts its outcome."""
+
+    __slots__ = ("observer", "receiver", "handler", "started")
+
+    def __init__(self, observer: MetricsObserver, receiver: str, handler: str) -> None:
+        self.observer = observer
+        self.receiver = receiver
+        self.handler = handler
+        self.started = 0.0
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        seconds = time.perf_counter() - self.started
+        observer, families = self.observer, self.observer.families
+        outcome = "ok" if kind is None else "failed"
+        receiver, handler = self.receiver, self.handler
+        observer._child(("h", receiver, handler, outcome), families.handler_runs, receiver, handler, outcome).inc()
+        observer._child(("hd", receiver, handler), families.handler_duration, receiver, handler).observe(seconds)
+
+
+def trigger_label(event: Event | None, header: str | None) -> str:
+    """The trigger as a bounded label: a catalogue name, else ``other``.
+
+    A verified event's trigger counts when the catalogue knows it (custom
+    ``*_ext`` names included); the header of a delivery that was refused
+    counts only when it is a catalogue name, so that unauthenticated
+    requests cannot make new series.
+    """
+    if event is not None:
+        return event.trigger if is_known(event.trigger) else "other"
+    if header is not None and (header in _CATALOGUE or is_legacy(header)):
+        return header
+    return "other"
+
+
+def metrics_observer(app: Flask, setting: Any, interval: float) -> MetricsObserver:
+    """Set up metrics on *app* as ``WEBHOOK_RECEIVER_METRICS`` (*setting*) says: an endpoint path or a registry.
+
+    :raises RuntimeError: if *setting* is neither, or prometheus_client is missing.
+    """
+    prom = _prometheus()
+    if isinstance(setting, prom.CollectorRegistry):
+        return MetricsObserver(_families_for(None if multiprocess() else setting), _gauges_for(setting))
+    if not isinstance(setting, str) or not setting.startswith("/"):
+        raise RuntimeError(
+            "WEBHOOK_RECEIVER_METRICS is an endpoint path such as '/webhooks/metrics' or a"
+            f" prometheus_client CollectorRegistry, not {type(setting).__name__} {setting!r}"[:300]
+        )
+    if multiprocess():
+        families = _families_for(None)
+        registry = prom.CollectorRegistry()
+        from prometheus_client import multiprocess as mp
+
+        mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = _private_registry()
+        families = _families_for(registry)
+    observer = MetricsObserver(families, _gauges_for(registry))
+
+    from flask import request
+    from prometheus_client.exposition import choose_encoder
+
+    def metrics_view() -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return app.response_class(encoder(registry), content_type=content_type)
+
+    app.add_url_rule(setting, endpoint="webhook_receiver_metrics", view_func=metrics_view, methods=["GET"])
+    return observer

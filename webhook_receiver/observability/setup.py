@@ -1,0 +1,152 @@
+"""Setting up metrics, traces and the readiness endpoint on an app: the one call ``init_app`` makes.
+
+The keys (read here, each checked; a value of the wrong kind stops
+``init_app`` with a message):
+
+``WEBHOOK_RECEIVER_METRICS``
+    ``None`` (the default: no metrics), an endpoint path such as
+    ``"/webhooks/metrics"``, or a ``prometheus_client.CollectorRegistry`` to
+    add the metrics to (extra ``[metrics]``).
+``WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS``
+    How long the backlog read from the store (the gauges, the age of the
+    oldest due event in the health checks) is kept before it is read again in
+    the background (5).
+``WEBHOOK_RECEIVER_TRACING``
+    ``None`` (the default: spans when ``opentelemetry-api`` is installed),
+    ``True``, ``False``, or a ``TracerProvider`` (extra ``[otel]``).
+``WEBHOOK_RECEIVER_HEALTH_URL``
+    ``None`` (the default: no endpoint) or a path for the readiness endpoint.
+``WEBHOOK_RECEIVER_HEALTH_MAX_AGE``
+    Seconds the oldest due event may wait before the health is degraded (300).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import instrumentation
+from .backlog import BacklogReader
+from .health import DEFAULT_MAX_AGE, HealthReport, check_health
+
+__all__ = ["KEYS", "ObservabilityState", "observe", "health_of"]
+
+#: The configuration keys this package reads.
+KEYS = (
+    "WEBHOOK_RECEIVER_METRICS",
+    "WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS",
+    "WEBHOOK_RECEIVER_TRACING",
+    "WEBHOOK_RECEIVER_HEALTH_URL",
+    "WEBHOOK_RECEIVER_HEALTH_MAX_AGE",
+)
+
+#: The key of ``app.extensions`` holding an :class:`ObservabilityState`.
+STATE_KEY = "webhook_receiver.observability"
+
+
+@dataclass
+class ObservabilityState:
+    """What this package set up on one app.
+
+    :param receivers: each receiver's store, dispatcher and backlog reader, by name.
+    :param metrics: the metrics observer, when metrics are on.
+    :param max_age: ``WEBHOOK_RECEIVER_HEALTH_MAX_AGE``.
+    :param cache_seconds: ``WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS``.
+    """
+
+    receivers: dict[str, tuple[Any, Any, BacklogReader]] = field(default_factory=dict)
+    metrics: Any = None
+    max_age: float = DEFAULT_MAX_AGE
+    cache_seconds: float = 5.0
+
+
+def _seconds(config: Any, key: str, default: float) -> float:
+    value = config.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise RuntimeError(f"{key} is a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _path(config: Any, key: str) -> str | None:
+    value = config.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise RuntimeError(f"{key} is a path such as '/webhooks/health', not {type(value).__name__}")
+    return value
+
+
+def observe(app: Any, receiver: str, store: Any, dispatcher: Any) -> None:
+    """Set up what the app's keys ask for, once per app, and watch *receiver*'s store.
+
+    :param app: the Flask app.
+    :param receiver: the receiver's name.
+    :param store: its store.
+    :param dispatcher: its dispatcher.
+    :raises RuntimeError: if a key has a value of the wrong kind, or names an
+        extra that is not installed.
+    """
+    state: ObservabilityState | None = app.extensions.get(STATE_KEY)
+    if state is None:
+        state = _first(app)
+    reader = BacklogReader(store, state.cache_seconds)
+    state.receivers[receiver] = (store, dispatcher, reader)
+    if state.metrics is not None:
+        state.metrics.gauges.add(receiver, reader)
+
+
+def _first(app: Any) -> ObservabilityState:
+    config = app.config
+    state = ObservabilityState(
+        max_age=_seconds(config, "WEBHOOK_RECEIVER_HEALTH_MAX_AGE", DEFAULT_MAX_AGE),
+        cache_seconds=_seconds(config, "WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS", 5.0),
+    )
+    metrics = config.get("WEBHOOK_RECEIVER_METRICS")
+    health_url = _path(config, "WEBHOOK_RECEIVER_HEALTH_URL")
+    from .tracing import tracing_observer
+
+    tracing = tracing_observer(config.get("WEBHOOK_RECEIVER_TRACING"))
+    if metrics is not None and metrics is not False:
+        from .metrics import metrics_observer
+
+        state.metrics = metrics_observer(app, metrics, state.cache_seconds)
+        instrumentation.add_observer(app, state.metrics)
+    if tracing is not None:
+        instrumentation.add_observer(app, tracing)
+    if health_url is not None:
+        _health_endpoint(app, health_url)
+    app.extensions[STATE_KEY] = state
+    return state
+
+
+def health_of(app: Any, receivers: list[str] | None = None, *, workers: bool = True) -> HealthReport:
+    """The health of *app*'s receivers (all of them by default).
+
+    :param receivers: the names of the receivers to check.
+    :param workers: check the workers of this process.
+    """
+    state: ObservabilityState | None = app.extensions.get(STATE_KEY)
+    report = HealthReport()
+    if state is None:
+        return report
+    for name, (store, dispatcher, reader) in sorted(state.receivers.items()):
+        if receivers is None or name in receivers:
+            report.checks[name] = check_health(
+                store, dispatcher, max_age=state.max_age, workers=workers, backlog=reader
+            )
+    return report
+
+
+def _health_endpoint(app: Any, path: str) -> None:
+    from flask import jsonify
+
+    def readiness() -> Any:
+        report = health_of(app)
+        response = jsonify(report.to_dict())
+        response.status_code = 503 if report.exit_code == 2 else 200
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    app.add_url_rule(path, endpoint="webhook_receiver_health", view_func=readiness, methods=["GET"])
