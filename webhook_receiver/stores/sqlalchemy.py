@@ -30,6 +30,7 @@ never see each other's events or watermarks.
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import os
 import secrets
 import threading
@@ -688,8 +689,18 @@ class SQLAlchemyStore(EventStore):
 
     # -- the out-of-order guard ------------------------------------------------------------
 
+    def _mark_key(self, handler: str, resource_type: str, resource_id: str) -> tuple[str, str, str]:
+        """The watermark's key as its columns can hold it (see :func:`_fit`)."""
+        columns = self._watermarks.c
+        return (
+            _fit(handler, getattr(columns.handler.type, "length", None)),
+            _fit(resource_type, getattr(columns.resource_type.type, "length", None)),
+            _fit(resource_id, getattr(columns.resource_id.type, "length", None)),
+        )
+
     def watermark(self, handler: str, resource_type: str, resource_id: str) -> float | None:
         marks = self._watermarks
+        handler, resource_type, resource_id = self._mark_key(handler, resource_type, resource_id)
         value = self._run(
             lambda conn, now: conn.execute(
                 sa.select(marks.c.updated_at).where(
@@ -708,8 +719,11 @@ class SQLAlchemyStore(EventStore):
         The first mark of a resource is an insert that does nothing when the
         row exists; otherwise an update that writes only where the kept time
         is not newer. Each is atomic on its own, so of two racing callers the
-        older one is told ``False`` whichever writes first.
+        older one is told ``False`` whichever writes first. A key longer than
+        its column (``data.id`` is upstream's, of any length) is kept as its
+        digest, never cut: MariaDB's ``INSERT IGNORE`` would cut it silently.
         """
+        handler, resource_type, resource_id = self._mark_key(handler, resource_type, resource_id)
         params = {
             "p_receiver": self.receiver,
             "p_handler": handler,
@@ -801,6 +815,23 @@ class SQLAlchemyStore(EventStore):
             return int(conn.execute(sa.delete(events).where(*where)).rowcount)
 
         return self._run(work)
+
+
+#: What a watermark key kept as its digest starts with; a key sent with this start is kept as its digest too.
+_DIGEST = "#sha256:"
+
+
+def _fit(text: str, length: int | None) -> str:
+    """*text* as a key column of *length* characters holds it: itself, or its digest when it cannot be kept as it is.
+
+    A text longer than the column, holding a NUL (which PostgreSQL's text
+    cannot), or starting with :data:`_DIGEST` (so that no text sent as it is
+    can equal another's digest) becomes ``#sha256:<hex>``, 72 characters:
+    distinct texts keep distinct keys, where cutting them would merge them.
+    """
+    if (length is None or len(text) <= length) and "\x00" not in text and not text.startswith(_DIGEST):
+        return text
+    return _DIGEST + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class _Statements:
