@@ -246,7 +246,8 @@ def number(settings: Mapping[str, Any], key: str, default: float, *, integer: bo
 
     ``"8"`` is 8 and ``"2.5"`` is 2.5, as boolean keys take ``"true"``; NaN
     and infinity are refused in either form (a lease or backoff of NaN would
-    never run an event again).
+    never run an event again), and so is a whole number too large for a
+    float (``from_prefixed_env`` reads 400 digits as an :class:`int`).
 
     :param integer: the key takes whole numbers only (``THREADS``), of type
         :class:`int` or a string of digits.
@@ -273,9 +274,20 @@ def number(settings: Mapping[str, Any], key: str, default: float, *, integer: bo
         raise RuntimeError(f"{_where(settings, key)} must be {kind}, not a value of type {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
         raise RuntimeError(f"{_where(settings, key)} must be {kind}, and finite: NaN and infinity are not")
+    if not integer and isinstance(value, int) and not math.isfinite(_as_float(value)):
+        # seconds end up in float arithmetic: an int past a float's range would fail every delivery instead
+        raise RuntimeError(f"{_where(settings, key)} must be {kind}, and finite: this one is too large for a float")
     if value <= 0:
         raise RuntimeError(f"{_where(settings, key)} must be {kind}; it is zero or less")
     return value
+
+
+def _as_float(value: int) -> float:
+    """*value* as a float; infinity when it is past a float's range."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _where(settings: Mapping[str, Any], key: str) -> str:
