@@ -1,0 +1,86 @@
+"""Review of issue 17: settings that were accepted and then broke every delivery, or were ignored."""
+
+from __future__ import annotations
+
+import pytest
+
+from webhook_receiver import Event, WebhookReceiver
+from webhook_receiver.testing import deliver, make_event
+
+from .conftest import SECRET, new_app
+
+#: A number as ``from_prefixed_env`` reads an environment variable of 401 digits: a Python int no float holds.
+HUGE = "1" + "0" * 400
+
+
+@pytest.mark.parametrize("key", ["LEASE_SECONDS", "RETRY_BACKOFF", "GRACE_SECONDS"])
+@pytest.mark.parametrize("store", ["memory://", "sqlite:///events.sqlite3"])
+def test_a_number_too_large_for_a_float_is_refused_at_init_app(
+    monkeypatch: pytest.MonkeyPatch, key: str, store: str
+) -> None:
+    # Before: accepted, then every delivery answered 500 (OverflowError: int too large to convert to
+    # float) on the memory and SQLite stores, 503 (bigint out of range) on PostgreSQL.
+    monkeypatch.setenv(f"FLASK_WEBHOOK_RECEIVER_{key}", HUGE)
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=store, WEBHOOK_RECEIVER_DISPATCH="inline")
+    app.config.from_prefixed_env()
+    assert isinstance(app.config[f"WEBHOOK_RECEIVER_{key}"], int)
+    with pytest.raises(RuntimeError, match=f"WEBHOOK_RECEIVER_{key} must be a positive number") as raised:
+        WebhookReceiver().init_app(app)
+    assert HUGE not in str(raised.value)
+
+
+def test_a_large_but_finite_lease_still_runs_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASK_WEBHOOK_RECEIVER_LEASE_SECONDS", "1" + "0" * 12)  # an int a float holds
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE="sqlite:///events.sqlite3")
+    app.config.from_prefixed_env()
+    receiver = WebhookReceiver()
+    ran: list[str] = []
+    receiver.on("order.paid")(lambda event: ran.append(event.id))
+    receiver.init_app(app)
+    response = deliver(app.test_client(), make_event("order.paid", event_id="ev-big-lease"), secret=SECRET)
+    assert response.status_code == 200
+    assert ran == ["ev-big-lease"]
+
+
+def test_two_receivers_mounted_by_hand_at_one_url_are_refused() -> None:
+    # Before: both rules were added at /hooks; Flask routed every delivery to the first receiver,
+    # whose handler ran on (and whose store marked processed) the second one's events.
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
+    shop, outlet = WebhookReceiver(name="shop"), WebhookReceiver(name="outlet")
+    ran: list[tuple[str, str]] = []
+
+    @shop.on("order.paid")
+    def ship(event: Event) -> None:
+        ran.append(("shop", event.id))
+
+    @outlet.on("order.paid")
+    def stock(event: Event) -> None:
+        ran.append(("outlet", event.id))
+
+    app.register_blueprint(shop.blueprint, url_prefix="/hooks")
+    with pytest.raises(RuntimeError, match=r"'shop' and 'outlet' would both be mounted at /hooks"):
+        app.register_blueprint(outlet.blueprint, url_prefix="/hooks/")
+    response = deliver(app.test_client(), make_event("order.paid", event_id="ev-1"), secret=SECRET, path="/hooks")
+    assert response.status_code == 200
+    assert ran == [("shop", "ev-1")]
+
+
+def test_a_receiver_mounted_by_hand_where_init_app_mounted_another_is_refused() -> None:
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
+    WebhookReceiver(name="shop").init_app(app)
+    outlet = WebhookReceiver(name="outlet")
+    with pytest.raises(RuntimeError, match=r"'shop' and 'outlet' would both be mounted at /webhooks/shop"):
+        app.register_blueprint(outlet.blueprint, url_prefix="/webhooks/shop")
+
+
+def test_one_receiver_may_be_mounted_by_hand_at_two_urls() -> None:
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
+    shop = WebhookReceiver(name="shop")
+    ran: list[str] = []
+    shop.on("order.paid")(lambda event: ran.append(event.id))
+    app.register_blueprint(shop.blueprint, url_prefix="/a")
+    app.register_blueprint(shop.blueprint, url_prefix="/b", name="shop_b")
+    client = app.test_client()
+    assert deliver(client, make_event("order.paid", event_id="ev-a"), secret=SECRET, path="/a").status_code == 200
+    assert deliver(client, make_event("order.paid", event_id="ev-b"), secret=SECRET, path="/b").status_code == 200
+    assert ran == ["ev-a", "ev-b"]
