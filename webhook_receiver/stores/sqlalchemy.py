@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..errors import StoreUnavailable
 from ..events import Event
+from ..redact import hide_passwords
 from ..untrusted import logger
 from .base import (
     Claim,
@@ -196,13 +197,13 @@ class SQLAlchemyStore(EventStore):
 
     @property
     def location(self) -> str:
-        """The database URL, with any password hidden (in the URL or its query)."""
+        """The database URL, with any password hidden (in the URL or its query, ``?pwd=`` and ``?pass=`` too)."""
         try:
             url = self.engine.url
         except RuntimeError:
             return "the Flask-SQLAlchemy db of the current app"
         query = {key: ("***" if key.lower() in PASSWORD_KEYS else value) for key, value in url.query.items()}
-        return self._scrub(url.set(query=query).render_as_string(hide_password=True))
+        return hide_passwords(self._scrub(url.set(query=query).render_as_string(hide_password=True)))
 
     def _scrub(self, text: str) -> str:
         """*text* with the URL's password, wherever it appears, as ``***``."""

@@ -145,7 +145,9 @@ def database_url(url: str | sa.URL) -> sa.URL:
     made in ``utf8mb4``.
 
     :raises ValueError: for a URL that does not parse, a missing driver (the
-        message names the URL to use) or a MySQL charset other than utf8mb4.
+        message names the URL to use), a MySQL charset other than utf8mb4, or
+        an unencoded ``@`` in the password (SQLAlchemy would take the rest of
+        the password for the host, and show it in every error).
     """
     if isinstance(url, str):
         scheme, sep, rest = url.partition("://")
@@ -158,6 +160,12 @@ def database_url(url: str | sa.URL) -> sa.URL:
     else:
         parsed = url
     backend, _, driver = parsed.drivername.partition("+")
+    if backend != "sqlite" and ("@" in (parsed.host or "") or "@" in (parsed.database or "")):
+        # SQLAlchemy ends the password at its first '@': the rest would be the host, shown in every message
+        raise ValueError(
+            "the database URL has an '@' after the one that ends the user name and password: write an '@'"
+            " inside the password (or user name) as %40 (urllib.parse.quote does it)"
+        )
     if backend == "postgresql" and not driver:
         driver = next((d for d, module in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")) if _installed(module)), "")
         if not driver:
