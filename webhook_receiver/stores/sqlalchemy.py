@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from ..errors import StoreUnavailable
 from ..events import Event
 from ..redact import hide_passwords
-from ..untrusted import logger
+from ..untrusted import logger, printable
 from .base import (
     Claim,
     ClaimState,
@@ -78,6 +78,7 @@ T = TypeVar("T")
 _ATTEMPTS = 5  # a deadlock victim or a lost connection is tried again, this many times in all
 _SET_UP_ATTEMPTS = 3  # creating the tables, which another process may be doing at the same moment
 _POISON_ROWS = 20  # damaged rows claim_due marks failed in one call before it gives up for now
+_STATUSES = frozenset(status.value for status in EventStatus)  # a row of another status is damaged
 _current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "webhook_receiver_session", default=None
 )
@@ -594,6 +595,8 @@ class SQLAlchemyStore(EventStore):
                 conn.execute(statements.insert_pending_plain, params)
                 return None
             status, background = row
+            if status not in _STATUSES:  # damaged, or a newer version's: queued again as a failed event is
+                status = EventStatus.FAILED.value
             if status == EventStatus.FAILED.value:
                 conn.execute(
                     sa.update(events)
@@ -764,6 +767,11 @@ class SQLAlchemyStore(EventStore):
         outcomes = self._outcomes_or_reason(outcomes_text)
         if isinstance(outcomes, str):  # shown as it is: a damaged row is reported, never raised on
             error, outcomes = error or outcomes, {}
+        if status not in _STATUSES:
+            error = f"the stored status {printable(str(status))} is not known to this version" + (
+                f"; {error}" if error else ""
+            )
+            status = EventStatus.FAILED.value
         return StoredEvent(
             id=event_id,
             trigger=trigger,
