@@ -84,3 +84,19 @@ def test_one_receiver_may_be_mounted_by_hand_at_two_urls() -> None:
     assert deliver(client, make_event("order.paid", event_id="ev-a"), secret=SECRET, path="/a").status_code == 200
     assert deliver(client, make_event("order.paid", event_id="ev-b"), secret=SECRET, path="/b").status_code == 200
     assert ran == ["ev-a", "ev-b"]
+
+
+@pytest.mark.parametrize("url", ["/webhooks/<tenant>", "/hooks?x=1", "/hooks#frag", "/hooks/\x1b[2J"])
+@pytest.mark.parametrize("where", ["app-wide", "entry", "argument"])
+def test_a_mount_url_no_delivery_can_reach_is_refused_at_init_app(url: str, where: str) -> None:
+    # Before: accepted; '/webhooks/<tenant>' made every delivery a 500 (TypeError: _view() got an
+    # unexpected keyword argument 'tenant'), '/hooks?x=1' and '/hooks#frag' every delivery a 404.
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
+    if where == "app-wide":
+        app.config["WEBHOOK_RECEIVER_URL"] = url
+    elif where == "entry":
+        app.config["WEBHOOK_RECEIVERS"] = {"moltin": {"URL": url}}
+    receiver = WebhookReceiver(url=url if where == "argument" else None)
+    with pytest.raises(RuntimeError, match="must be a plain path") as refused:
+        receiver.init_app(app)
+    assert "\x1b" not in str(refused.value)
