@@ -216,8 +216,11 @@ def check_tables(engine: Engine, events: sa.Table, marks: sa.Table) -> bool:
     """Whether the tables exist; refuse tables of an earlier version, naming the SQL that upgrades them.
 
     :raises RuntimeError: for tables without the ``receiver`` column, or
-        (MariaDB / MySQL) bodies kept in a character set other than utf8mb4.
+        (MariaDB / MySQL) bodies kept, or connections made, in a character
+        set other than utf8mb4.
     """
+    if engine.dialect.name in ("mysql", "mariadb"):
+        _check_connection_charset(engine)
     inspector = sa.inspect(engine)
     names = set(inspector.get_table_names())
     if events.name not in names or marks.name not in names:
@@ -248,6 +251,23 @@ def check_tables(engine: Engine, events: sa.Table, marks: sa.Table) -> bool:
                 " utf8mb4 COLLATE utf8mb4_bin"
             )
     return True
+
+
+def _check_connection_charset(engine: Engine) -> None:
+    """Refuse MariaDB / MySQL connections not in utf8mb4, which change bodies (an emoji becomes ``?``).
+
+    A store on a URL of its own always gets utf8mb4 (:func:`database_url`);
+    an :class:`~sqlalchemy.engine.Engine` or Flask-SQLAlchemy ``db`` brings
+    the app's connections, whose URL may say ``?charset=utf8`` (utf8mb3).
+    """
+    with engine.connect() as conn:
+        charset = conn.execute(sa.text("SELECT @@character_set_client")).scalar_one_or_none()
+    if charset is not None and charset != "utf8mb4":
+        raise RuntimeError(
+            f"the database connections are in {charset}, which changes some bodies (an emoji becomes '?'):"
+            " make them utf8mb4, with ?charset=utf8mb4 in the database URL (SQLALCHEMY_DATABASE_URI"
+            " for Flask-SQLAlchemy)"
+        )
 
 
 def upgrade_statements(engine: Engine, inspector: Any, tables: list[sa.Table]) -> list[str]:
