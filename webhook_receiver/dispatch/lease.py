@@ -98,6 +98,10 @@ class Heartbeat:
             self._reschedule(key, retry)
             return
         if not kept:
+            with self._lock:
+                running = self._claims.get(key, (None, None))[1] is claim
+            if not running:  # the run ended while this renewal was on its way: its finish took the lease
+                return
             claim.lost = True
             logger.warning(
                 "event %s: the lease was taken over by another worker; this one stops recording for it", claim.event_id
