@@ -496,11 +496,13 @@ class SQLAlchemyStore(EventStore):
         except Exception as exc:  # noqa: BLE001 - whatever the damage, it is this row's alone
             return f"the stored handler outcomes cannot be read ({type(exc).__name__})"
 
-    def _mark_unreadable(self, conn: Connection, event_id: str, reason: str, wall: float) -> None:
+    def _mark_unreadable(
+        self, conn: Connection, event_id: str, reason: str, wall: float, *, where: tuple[Any, ...] = ()
+    ) -> None:
         events = self._events
         conn.execute(
             sa.update(events)
-            .where(*self._key(event_id))
+            .where(*(where or self._key(event_id)))
             .values(
                 status=EventStatus.FAILED.value,
                 error=reason,
@@ -531,10 +533,13 @@ class SQLAlchemyStore(EventStore):
         events = self._events
         token = secrets.token_hex(16)
         mine = events.c.receiver == self.receiver
+        # MariaDB / MySQL ids are bytes: read as they are, so that a row whose id is not UTF-8 fails alone
+        binary_ids = self.engine.dialect.name in ("mysql", "mariadb")
+        id_column = sa.type_coerce(events.c.id, sa.LargeBinary()) if binary_ids else events.c.id
 
         def work(conn: Connection, now: Any) -> Claim | None:
             wall = time.time()
-            columns = (events.c.id, events.c.trigger_name, events.c.raw, events.c.outcomes, events.c.attempts)
+            columns = (id_column, events.c.trigger_name, events.c.raw, events.c.outcomes, events.c.attempts)
             for _ in range(_POISON_ROWS):
                 row = (
                     conn.execute(
@@ -555,6 +560,14 @@ class SQLAlchemyStore(EventStore):
                 if row is None:
                     return None
                 event_id, trigger, raw, outcomes_text, attempts = row
+                if isinstance(event_id, (bytes, bytearray, memoryview)):
+                    try:
+                        event_id = bytes(event_id).decode()
+                    except UnicodeDecodeError:  # damaged by hand or by another program: failed alone
+                        where = (mine, id_column == bytes(event_id))
+                        shown = bytes(event_id).decode(errors="replace")
+                        self._mark_unreadable(conn, shown, "the stored id is not UTF-8", wall, where=where)
+                        continue
                 outcomes = self._outcomes_or_reason(outcomes_text)
                 if isinstance(outcomes, str):  # failed alone, in this transaction; then the next due event
                     self._mark_unreadable(conn, event_id, outcomes, wall)

@@ -51,7 +51,8 @@ class _Utf8Bytes(sa.types.TypeDecorator[str]):
         return value.encode() if isinstance(value, str) else value
 
     def process_result_value(self, value: Any, dialect: Any) -> Any:
-        return bytes(value).decode() if isinstance(value, (bytes, bytearray, memoryview)) else value
+        # A key that is not UTF-8 (a row damaged by hand) is shown with U+FFFD rather than failing every listing.
+        return bytes(value).decode(errors="replace") if isinstance(value, (bytes, bytearray, memoryview)) else value
 
 
 def _key_text(length: int) -> Any:
