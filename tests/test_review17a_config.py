@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from webhook_receiver import Event, WebhookReceiver
@@ -100,3 +102,14 @@ def test_a_mount_url_no_delivery_can_reach_is_refused_at_init_app(url: str, wher
     with pytest.raises(RuntimeError, match="must be a plain path") as refused:
         receiver.init_app(app)
     assert "\x1b" not in str(refused.value)
+
+
+@pytest.mark.parametrize("url", ["sqlite+pysqlite://", "sqlite+pysqlite:///:memory:"])
+def test_an_in_memory_sqlite_url_for_the_sqlalchemy_store_is_refused(url: str) -> None:
+    # Before: 'sqlite+pysqlite://' was accepted and gave each thread a database of its own (tables made
+    # in the first one only): with thread dispatch every delivery answered 503 for good, inline all but
+    # the first thread's; ':memory:' became a file named ':memory:' in the instance folder.
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=url)
+    with pytest.raises(RuntimeError, match="memory://"):
+        WebhookReceiver().init_app(app)
+    assert not any(name.startswith(":memory:") for name in os.listdir(app.instance_path))

@@ -155,6 +155,12 @@ class SQLAlchemyStore(EventStore):
         self._secret: str | None = None  # the URL's password, scrubbed from every message
         if isinstance(target, (str, sa.URL)):
             url = database_url(target)
+            if url.get_backend_name() == "sqlite" and (url.database or ":memory:") == ":memory:":
+                # SQLAlchemy gives each thread a connection, so each its own empty database
+                raise ValueError(
+                    "an in-memory SQLite database is one per connection, so each thread would see a store of"
+                    " its own: use memory:// for a memory store, or a SQLite file (sqlite+pysqlite:////path)"
+                )
             self._secret = url.password if isinstance(url.password, str) and url.password else None
             options = {"pool_reset_on_return": None, **(engine_options or {})}  # every transaction is ended
             self._own_engine = open_engine(url, options)
