@@ -71,3 +71,21 @@ def test_a_password_query_parameter_of_any_spelling_is_hidden_in_the_store_s_rep
     deliver(app.test_client(), make_event("order.paid"), secret=SECRET)  # the driver refuses the option: 503
     assert TAIL not in caplog.text
     store.close()
+
+
+@pytest.mark.parametrize(
+    "url, meant",
+    [
+        ("postgresql+psycopg_async://postgres@127.0.0.1:5432/test", "postgresql+psycopg://"),
+        ("mysql+aiomysql://root@127.0.0.1:3306/test", "mysql+pymysql://"),
+    ],
+)
+def test_an_asyncio_driver_is_refused_naming_the_synchronous_one(url: str, meant: str) -> None:
+    # Before: postgresql+psycopg_async was accepted, and every delivery failed (a bare ImportError for
+    # greenlet, a 500; with greenlet, 'greenlet_spawn has not been called', a 503 for good).
+    with pytest.raises(ValueError, match="asyncio") as raised:
+        SQLAlchemyStore(url)
+    assert meant in str(raised.value)
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=url)
+    with pytest.raises(RuntimeError, match="asyncio"):
+        WebhookReceiver().init_app(app)

@@ -197,16 +197,32 @@ def database_url(url: str | sa.URL) -> sa.URL:
 
 
 def open_engine(url: sa.URL, options: dict[str, Any]) -> Engine:
-    """An engine for *url*; a driver that is not installed is refused with the URL of one that is.
+    """An engine for *url*; a driver that is not installed, or an asyncio one, is refused with the URL of one to use.
 
-    :raises ValueError: if the URL's driver cannot be imported.
+    :raises ValueError: if the URL's driver cannot be imported, or is an
+        asyncio driver (``postgresql+psycopg_async``, ``+asyncpg``,
+        ``mysql+aiomysql``): the store's engine is called from plain threads.
     """
+    backend = url.get_backend_name()
+    alternatives = {
+        "postgresql": "postgresql+psycopg",
+        "mysql": "mysql+pymysql",
+        "mariadb": "mariadb+pymysql",
+        "sqlite": "sqlite+pysqlite",
+    }
+    hint = alternatives.get(backend, f"{backend}+<driver>")
+    try:
+        is_async = bool(getattr(url.get_dialect(), "is_async", False))
+    except (ImportError, sa_exc.NoSuchModuleError):
+        is_async = False  # create_engine below names what is missing
+    if is_async:  # built, it would fail every delivery: the store calls its engine from plain threads
+        raise ValueError(
+            f"the {url.drivername} driver is an asyncio one, and the store is synchronous: use {hint}://..."
+            " (the same database through a synchronous driver)"
+        )
     try:
         return sa.create_engine(url, **options)
     except ImportError as exc:
-        backend = url.get_backend_name()
-        alternatives = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
-        hint = alternatives.get(backend, f"{backend}+<driver>")
         raise ValueError(
             f"the {url.drivername} driver is not installed ({type(exc).__name__}: {exc}): install it, or use"
             f" {hint}://... (pip install 'webhook_receiver[sqlalchemy]' installs psycopg and PyMySQL)"
