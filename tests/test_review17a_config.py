@@ -7,9 +7,10 @@ import os
 import pytest
 
 from webhook_receiver import Event, WebhookReceiver
+from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore
 from webhook_receiver.testing import deliver, make_event
 
-from .conftest import SECRET, new_app
+from .conftest import MARIADB_URL, POSTGRES_URL, SECRET, new_app
 
 #: A number as ``from_prefixed_env`` reads an environment variable of 401 digits: a Python int no float holds.
 HUGE = "1" + "0" * 400
@@ -113,3 +114,16 @@ def test_an_in_memory_sqlite_url_for_the_sqlalchemy_store_is_refused(url: str) -
     with pytest.raises(RuntimeError, match="memory://"):
         WebhookReceiver().init_app(app)
     assert not any(name.startswith(":memory:") for name in os.listdir(app.instance_path))
+
+
+@pytest.mark.parametrize("url", [POSTGRES_URL, MARIADB_URL], ids=["postgresql", "mariadb"])
+def test_a_table_prefix_too_long_for_the_database_is_refused_at_init_app(url: str) -> None:
+    # Before: accepted; every delivery then answered 503 (IdentifierError on PostgreSQL, 1103
+    # 'Incorrect table name' on MariaDB).
+    prefix = "whr_" + "x" * 50 + "_"
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=url, WEBHOOK_RECEIVER_TABLE_PREFIX=prefix)
+    with pytest.raises(RuntimeError, match="prefix .* is too long .* use a prefix of at most"):
+        WebhookReceiver().init_app(app)
+    fits = "whr_" + "x" * 40 + "_"
+    store = SQLAlchemyStore(url, prefix=fits)  # 46 characters: its longest name, 61
+    store.close()

@@ -180,6 +180,8 @@ class SQLAlchemyStore(EventStore):
         self.metadata = build_metadata(prefix)
         self._events = self.metadata.tables[f"{prefix}events"]
         self._watermarks = self.metadata.tables[f"{prefix}watermarks"]
+        if self._own_engine is not None:
+            _check_name_lengths(self.metadata, prefix, self._own_engine)
         self._shared = _Shared()
         self._apps: list[Any] = []
         self._app_engine: Engine | None = None
@@ -843,6 +845,33 @@ class SQLAlchemyStore(EventStore):
             return int(conn.execute(sa.delete(events).where(*where)).rowcount)
 
         return self._run(work)
+
+
+def _check_name_lengths(metadata: sa.MetaData, prefix: str, engine: Engine) -> None:
+    """Refuse a *prefix* that makes a table, key or index name longer than the database takes.
+
+    Otherwise the store is built and every use fails (PostgreSQL takes 63
+    characters, MariaDB / MySQL 64).
+
+    :raises ValueError: naming the longest prefix that fits.
+    """
+    if engine.dialect.name == "sqlite":
+        return
+    # MariaDB / MySQL take 64 for tables and indexes (SQLAlchemy's 255 is for other names)
+    limit = 64 if engine.dialect.name in ("mysql", "mariadb") else engine.dialect.max_identifier_length
+    if not limit:
+        return
+    names = [table.name for table in metadata.tables.values()]
+    for table in metadata.tables.values():
+        names += [index.name for index in table.indexes if isinstance(index.name, str)]
+        names += [str(table.primary_key.name)] if table.primary_key.name else []
+    longest = max(names, key=len)
+    if len(longest) > limit:
+        raise ValueError(
+            f"the table prefix {prefix!r} is too long for {engine.dialect.name}: the name {longest} would have"
+            f" {len(longest)} characters, more than its {limit}; use a prefix of at most"
+            f" {limit - (len(longest) - len(prefix))} characters"
+        )
 
 
 #: What a watermark key kept as its digest starts with; a key sent with this start is kept as its digest too.
