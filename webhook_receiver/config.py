@@ -17,7 +17,7 @@ from .redact import hide_passwords
 from .settings import RECEIVERS, ReceiverSettings, check_keys, flag, number
 from .stores.base import EventStore
 from .stores.registry import StoreSettings, open_store
-from .untrusted import logger
+from .untrusted import UNSAFE, logger, printable
 from .verify import SecretVerifier, derive_secrets
 
 __all__ = ["DEFAULT_MAX_CONTENT_LENGTH", "ReceiverConfig", "read_config"]
@@ -94,9 +94,16 @@ def read_config(
     settings = ReceiverSettings(app.config, name)
 
     mount = url if url is not None else settings.get("WEBHOOK_RECEIVER_URL", f"/webhooks/{name}")
+    where = "the url argument" if url is not None else settings.where("WEBHOOK_RECEIVER_URL")
     if not isinstance(mount, str) or not mount.startswith("/"):
-        where = "the url argument" if url is not None else settings.where("WEBHOOK_RECEIVER_URL")
         raise RuntimeError(f"{where} must be a path starting with '/', such as '/webhooks/{name}'")
+    odd = sorted({char for char in mount if char in _NOT_IN_A_MOUNT or UNSAFE.match(char)})
+    if odd:
+        # '<x>' would be a werkzeug variable (every delivery a 500), '?' and '#' never reach a route (404)
+        raise RuntimeError(
+            f"{where} must be a plain path such as '/webhooks/{name}': it holds"
+            f" {', '.join(printable(repr(char)) for char in odd)}, which no delivery's path can match as it is"
+        )
 
     limit = number(settings, "WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH, integer=True)
     lease = number(settings, "WEBHOOK_RECEIVER_LEASE_SECONDS", DEFAULT_LEASE_SECONDS)
@@ -109,6 +116,9 @@ def read_config(
         dispatcher=_dispatcher(app, settings, store, celery),
     )
 
+
+#: Characters a mount URL cannot hold: a werkzeug variable's brackets, a query's and a fragment's start.
+_NOT_IN_A_MOUNT = frozenset("<>?#")
 
 #: How to make a good secret, for messages.
 _HOW_TO_MAKE_ONE = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"

@@ -21,7 +21,15 @@ from blinker import Signal
 from .catalogue import matches
 from .events import Event
 
-__all__ = ["ASYNC_EXTRA", "Handler", "HandlerRegistry", "HandlerSource", "callable_name", "is_async_callable"]
+__all__ = [
+    "ASYNC_EXTRA",
+    "Handler",
+    "HandlerRegistry",
+    "HandlerSource",
+    "callable_name",
+    "is_async_callable",
+    "is_generator_callable",
+]
 
 #: What to install for ``async def`` handlers.
 ASYNC_EXTRA = 'pip install "webhook_receiver[async]" (Flask\'s "async" extra: asgiref)'
@@ -75,12 +83,43 @@ class Handler:
         having run.
 
         :raises RuntimeError: for a coroutine, when asgiref is not installed.
+        :raises TypeError: when the call made a generator (a ``yield`` in the
+            handler, or a decorator that hid one): its body did not run.
         """
         fn = _to_sync(sender, self.fn, self.name) if self.is_async else self.fn
         result = fn(sender, event=event) if self.via_signal else fn(event)
+        if inspect.isgenerator(result) or inspect.isasyncgen(result):  # its body has not run, and will not
+            _discard(result)
+            raise TypeError(f"handler {self.name} {_GENERATOR}")
         if inspect.isawaitable(result):
             result = _to_sync(sender, _awaited, self.name, result)(result)
         return result
+
+
+#: Why a generator function is not a handler, for messages.
+_GENERATOR = (
+    "is a generator function (its body holds a yield): calling it runs none of its body, so the event"
+    " would count as handled without being handled; return instead of yielding"
+)
+
+
+def _discard(generator: Any) -> None:
+    """Close a generator made by mistake, sync or async, without a warning that it never ran."""
+    close = getattr(generator, "aclose", None) or getattr(generator, "close", None)
+    closing = close() if callable(close) else None
+    if inspect.iscoroutine(closing) or inspect.isawaitable(closing):
+        getattr(closing, "close", lambda: None)()
+
+
+def is_generator_callable(fn: Callable[..., Any]) -> bool:
+    """Whether calling *fn* makes a generator, sync or async, rather than running its body.
+
+    True for a generator function or an ``async def`` with a ``yield``, a
+    partial of one, and an object whose ``__call__`` is one.
+    """
+    call = type(fn).__call__
+    tests = (inspect.isgeneratorfunction, inspect.isasyncgenfunction)
+    return any(test(target) for target in (fn, call) for test in tests)
 
 
 def is_async_callable(fn: Callable[..., Any]) -> bool:
@@ -172,13 +211,15 @@ class HandlerRegistry:
             of *fn* when not given.
         :param latest_only: see :attr:`Handler.latest_only`.
         :param transactional: see :attr:`Handler.transactional`.
-        :raises TypeError: if *fn* is not callable.
+        :raises TypeError: if *fn* is not callable, or is a generator function.
         :raises ValueError: if no pattern is given or another handler already
             has this name.
         """
         if not callable(fn):
             raise TypeError(f"a handler must be callable, not {type(fn).__name__}")
         _check_signature(fn)
+        if is_generator_callable(fn):
+            raise TypeError(f"handler {callable_name(fn)} {_GENERATOR}")
         is_async = is_async_callable(fn)
         if is_async and not asgiref_installed():
             raise TypeError(

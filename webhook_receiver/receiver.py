@@ -27,6 +27,8 @@ F = TypeVar("F", bound=EventHandler)
 EXTENSION_KEY = "webhook_receiver"
 #: The key of ``app.extensions`` holding the receivers themselves by name.
 RECEIVERS_KEY = "webhook_receiver.receivers"
+#: The key of ``app.extensions`` holding the name of the receiver mounted at each URL.
+MOUNTS_KEY = "webhook_receiver.mounts"
 
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
@@ -225,6 +227,16 @@ class WebhookReceiver:
         """Add the endpoint when the blueprint is registered, by :meth:`init_app` or by hand."""
         app: Flask = state.app  # type: ignore[assignment]
         config = app.extensions.get(EXTENSION_KEY, {}).get(self.name) or self._configure(app)
+        # Checked where the rule is added: a blueprint mounted by hand has a url_prefix of its own.
+        mount = (state.url_prefix or config.url).rstrip("/") or "/"
+        mounts: dict[str, str] = app.extensions.setdefault(MOUNTS_KEY, {})
+        other = mounts.get(mount)
+        if other is not None and other != self.name:
+            raise RuntimeError(
+                f"webhook receivers {other!r} and {self.name!r} would both be mounted at {mount}, and every"
+                f" delivery would go to {other!r}: give {self.name!r} a URL of its own"
+            )
+        mounts[mount] = self.name
         state.add_url_rule(
             "" if state.url_prefix else config.url,
             endpoint="receive",

@@ -149,6 +149,17 @@ def _nearest(name: str, known: list[str]) -> str | None:
     return found[0] if found else None
 
 
+def _misspelled_prefix(key: str) -> str | None:
+    """The known key that *key*, which does not start with the prefix, is most likely a misspelling of.
+
+    ``WEBHOOK_RECIEVER_STORE``, ``WEBHOOKS_RECEIVER_STORE``, ``webhook_receiver_store``: close to a
+    whole known key, any case (a cutoff that leaves an app's own ``WEBHOOK_URL`` alone).
+    """
+    known = [PREFIX + name for name in KEYS] + [RECEIVERS]
+    found = difflib.get_close_matches(key.upper(), known, n=1, cutoff=0.85)
+    return found[0] if found else None
+
+
 def _short(key: str) -> str:
     """*key* without its prefix (``WEBHOOK_RECEIVER_``, or ``WEBHOOK_RECEIVERS_`` as typed by mistake)."""
     for prefix in (RECEIVERS + "_", PREFIX):
@@ -161,7 +172,8 @@ def check_keys(config: Mapping[str, Any], receiver: str, *, app_wide: bool = Tru
     """Warn about every key the receiver does not know, naming the nearest known one.
 
     Looks at every app-wide key starting with ``WEBHOOK_RECEIVER`` (so
-    ``WEBHOOK_RECEIVERS_URL`` too), at every key of the receiver's
+    ``WEBHOOK_RECEIVERS_URL`` too), at every other key close to a known one
+    (``WEBHOOK_RECIEVER_STORE``, a lower-case ``webhook_receiver_store``), at every key of the receiver's
     ``WEBHOOK_RECEIVERS`` entry, and, when the mapping has no entry for
     *receiver*, at an entry whose name is close to it (``"outlt"``).
 
@@ -171,7 +183,12 @@ def check_keys(config: Mapping[str, Any], receiver: str, *, app_wide: bool = Tru
         the first receiver of an app only, so that each is told once).
     """
     for key in config if app_wide else ():
-        if not isinstance(key, str) or not key.startswith(PREFIX.rstrip("_")) or key == RECEIVERS:
+        if not isinstance(key, str) or key == RECEIVERS:
+            continue
+        if not key.startswith(PREFIX.rstrip("_")):
+            meant = _misspelled_prefix(key)
+            if meant:
+                _warn(f"{key} is not a setting of webhook_receiver", meant)
             continue
         if key.startswith(PREFIX) and key[len(PREFIX) :] in KEYS:
             continue
@@ -254,7 +271,8 @@ def number(settings: Mapping[str, Any], key: str, default: float, *, integer: bo
 
     ``"8"`` is 8 and ``"2.5"`` is 2.5, as boolean keys take ``"true"``; NaN
     and infinity are refused in either form (a lease or backoff of NaN would
-    never run an event again).
+    never run an event again), and so is a whole number too large for a
+    float (``from_prefixed_env`` reads 400 digits as an :class:`int`).
 
     :param integer: the key takes whole numbers only (``THREADS``), of type
         :class:`int` or a string of digits.
@@ -281,9 +299,20 @@ def number(settings: Mapping[str, Any], key: str, default: float, *, integer: bo
         raise RuntimeError(f"{_where(settings, key)} must be {kind}, not a value of type {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
         raise RuntimeError(f"{_where(settings, key)} must be {kind}, and finite: NaN and infinity are not")
+    if not integer and isinstance(value, int) and not math.isfinite(_as_float(value)):
+        # seconds end up in float arithmetic: an int past a float's range would fail every delivery instead
+        raise RuntimeError(f"{_where(settings, key)} must be {kind}, and finite: this one is too large for a float")
     if value <= 0:
         raise RuntimeError(f"{_where(settings, key)} must be {kind}; it is zero or less")
     return value
+
+
+def _as_float(value: int) -> float:
+    """*value* as a float; infinity when it is past a float's range."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _where(settings: Mapping[str, Any], key: str) -> str:

@@ -24,12 +24,27 @@ class Heartbeat:
     :attr:`~webhook_receiver.stores.Claim.lost`; the worker then stops
     recording and running handlers for it. A store that cannot answer is
     tried again at the next beat. The thread starts on first use, again in a
-    forked child, and is a daemon: it never keeps a process alive.
+    forked child (which starts with a lock of its own and none of the
+    parent's claims), and is a daemon: it never keeps a process alive.
     """
 
     def __init__(self) -> None:
         self._claims: dict[int, tuple[EventStore, Claim, float]] = {}  # id(claim) -> (store, claim, next beat)
         self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._next = float("inf")
+        self._pid = 0
+
+    def after_fork(self) -> None:
+        """In a forked child: a lock of its own, and none of the parent's claims.
+
+        The lock may have been held at the fork (by the parent's heartbeat
+        thread, at a beat), and the claims are the parent's threads', which
+        do not exist here: renewed from the child, an event whose worker died
+        would stay leased for as long as the child lives.
+        """
+        self._lock = threading.Lock()
+        self._claims = {}
         self._wake = threading.Event()
         self._next = float("inf")
         self._pid = 0
@@ -83,6 +98,10 @@ class Heartbeat:
             self._reschedule(key, retry)
             return
         if not kept:
+            with self._lock:
+                running = self._claims.get(key, (None, None))[1] is claim
+            if not running:  # the run ended while this renewal was on its way: its finish took the lease
+                return
             claim.lost = True
             logger.warning(
                 "event %s: the lease was taken over by another worker; this one stops recording for it", claim.event_id
@@ -117,3 +136,6 @@ class _Kept:
 
 #: The process's heartbeat.
 HEARTBEAT = Heartbeat()
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=HEARTBEAT.after_fork)

@@ -186,7 +186,7 @@ def _sqlalchemy(url: str, settings: StoreSettings) -> EventStore:
     scheme, _, rest = url.partition("://")
     if scheme.startswith("sqlite") and rest.startswith("/") and not rest.startswith("//"):
         path = rest[1:]
-        if path and not os.path.isabs(path):
+        if path and not os.path.isabs(path) and path.partition("?")[0] != ":memory:":
             os.makedirs(settings.instance_path, mode=0o700, exist_ok=True)
             url = f"{scheme}:///{os.path.join(settings.instance_path, path)}"
     prefix = settings.config.get("WEBHOOK_RECEIVER_TABLE_PREFIX") or "webhook_receiver_"

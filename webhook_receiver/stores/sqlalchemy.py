@@ -30,6 +30,7 @@ never see each other's events or watermarks.
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import os
 import secrets
 import threading
@@ -38,7 +39,8 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..errors import StoreUnavailable
 from ..events import Event
-from ..untrusted import logger
+from ..redact import hide_passwords
+from ..untrusted import logger, printable
 from .base import (
     Claim,
     ClaimState,
@@ -76,6 +78,7 @@ T = TypeVar("T")
 _ATTEMPTS = 5  # a deadlock victim or a lost connection is tried again, this many times in all
 _SET_UP_ATTEMPTS = 3  # creating the tables, which another process may be doing at the same moment
 _POISON_ROWS = 20  # damaged rows claim_due marks failed in one call before it gives up for now
+_STATUSES = frozenset(status.value for status in EventStatus)  # a row of another status is damaged
 _current_session: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
     "webhook_receiver_session", default=None
 )
@@ -152,6 +155,12 @@ class SQLAlchemyStore(EventStore):
         self._secret: str | None = None  # the URL's password, scrubbed from every message
         if isinstance(target, (str, sa.URL)):
             url = database_url(target)
+            if url.get_backend_name() == "sqlite" and (url.database or ":memory:") == ":memory:":
+                # SQLAlchemy gives each thread a connection, so each its own empty database
+                raise ValueError(
+                    "an in-memory SQLite database is one per connection, so each thread would see a store of"
+                    " its own: use memory:// for a memory store, or a SQLite file (sqlite+pysqlite:////path)"
+                )
             self._secret = url.password if isinstance(url.password, str) and url.password else None
             options = {"pool_reset_on_return": None, **(engine_options or {})}  # every transaction is ended
             self._own_engine = open_engine(url, options)
@@ -171,6 +180,8 @@ class SQLAlchemyStore(EventStore):
         self.metadata = build_metadata(prefix)
         self._events = self.metadata.tables[f"{prefix}events"]
         self._watermarks = self.metadata.tables[f"{prefix}watermarks"]
+        if self._own_engine is not None:
+            _check_name_lengths(self.metadata, prefix, self._own_engine)
         self._shared = _Shared()
         self._apps: list[Any] = []
         self._app_engine: Engine | None = None
@@ -195,13 +206,13 @@ class SQLAlchemyStore(EventStore):
 
     @property
     def location(self) -> str:
-        """The database URL, with any password hidden (in the URL or its query)."""
+        """The database URL, with any password hidden (in the URL or its query, ``?pwd=`` and ``?pass=`` too)."""
         try:
             url = self.engine.url
         except RuntimeError:
             return "the Flask-SQLAlchemy db of the current app"
         query = {key: ("***" if key.lower() in PASSWORD_KEYS else value) for key, value in url.query.items()}
-        return self._scrub(url.set(query=query).render_as_string(hide_password=True))
+        return hide_passwords(self._scrub(url.set(query=query).render_as_string(hide_password=True)))
 
     def _scrub(self, text: str) -> str:
         """*text* with the URL's password, wherever it appears, as ``***``."""
@@ -493,11 +504,13 @@ class SQLAlchemyStore(EventStore):
         except Exception as exc:  # noqa: BLE001 - whatever the damage, it is this row's alone
             return f"the stored handler outcomes cannot be read ({type(exc).__name__})"
 
-    def _mark_unreadable(self, conn: Connection, event_id: str, reason: str, wall: float) -> None:
+    def _mark_unreadable(
+        self, conn: Connection, event_id: str, reason: str, wall: float, *, where: tuple[Any, ...] = ()
+    ) -> None:
         events = self._events
         conn.execute(
             sa.update(events)
-            .where(*self._key(event_id))
+            .where(*(where or self._key(event_id)))
             .values(
                 status=EventStatus.FAILED.value,
                 error=reason,
@@ -528,10 +541,13 @@ class SQLAlchemyStore(EventStore):
         events = self._events
         token = secrets.token_hex(16)
         mine = events.c.receiver == self.receiver
+        # MariaDB / MySQL ids are bytes: read as they are, so that a row whose id is not UTF-8 fails alone
+        binary_ids = self.engine.dialect.name in ("mysql", "mariadb")
+        id_column = sa.type_coerce(events.c.id, sa.LargeBinary()) if binary_ids else events.c.id
 
         def work(conn: Connection, now: Any) -> Claim | None:
             wall = time.time()
-            columns = (events.c.id, events.c.trigger_name, events.c.raw, events.c.outcomes, events.c.attempts)
+            columns = (id_column, events.c.trigger_name, events.c.raw, events.c.outcomes, events.c.attempts)
             for _ in range(_POISON_ROWS):
                 row = (
                     conn.execute(
@@ -552,6 +568,14 @@ class SQLAlchemyStore(EventStore):
                 if row is None:
                     return None
                 event_id, trigger, raw, outcomes_text, attempts = row
+                if isinstance(event_id, (bytes, bytearray, memoryview)):
+                    try:
+                        event_id = bytes(event_id).decode()
+                    except UnicodeDecodeError:  # damaged by hand or by another program: failed alone
+                        where = (mine, id_column == bytes(event_id))
+                        shown = bytes(event_id).decode(errors="replace")
+                        self._mark_unreadable(conn, shown, "the stored id is not UTF-8", wall, where=where)
+                        continue
                 outcomes = self._outcomes_or_reason(outcomes_text)
                 if isinstance(outcomes, str):  # failed alone, in this transaction; then the next due event
                     self._mark_unreadable(conn, event_id, outcomes, wall)
@@ -592,6 +616,8 @@ class SQLAlchemyStore(EventStore):
                 conn.execute(statements.insert_pending_plain, params)
                 return None
             status, background = row
+            if status not in _STATUSES:  # damaged, or a newer version's: queued again as a failed event is
+                status = EventStatus.FAILED.value
             if status == EventStatus.FAILED.value:
                 conn.execute(
                     sa.update(events)
@@ -688,8 +714,18 @@ class SQLAlchemyStore(EventStore):
 
     # -- the out-of-order guard ------------------------------------------------------------
 
+    def _mark_key(self, handler: str, resource_type: str, resource_id: str) -> tuple[str, str, str]:
+        """The watermark's key as its columns can hold it (see :func:`_fit`)."""
+        columns = self._watermarks.c
+        return (
+            _fit(handler, getattr(columns.handler.type, "length", None)),
+            _fit(resource_type, getattr(columns.resource_type.type, "length", None)),
+            _fit(resource_id, getattr(columns.resource_id.type, "length", None)),
+        )
+
     def watermark(self, handler: str, resource_type: str, resource_id: str) -> float | None:
         marks = self._watermarks
+        handler, resource_type, resource_id = self._mark_key(handler, resource_type, resource_id)
         value = self._run(
             lambda conn, now: conn.execute(
                 sa.select(marks.c.updated_at).where(
@@ -708,8 +744,11 @@ class SQLAlchemyStore(EventStore):
         The first mark of a resource is an insert that does nothing when the
         row exists; otherwise an update that writes only where the kept time
         is not newer. Each is atomic on its own, so of two racing callers the
-        older one is told ``False`` whichever writes first.
+        older one is told ``False`` whichever writes first. A key longer than
+        its column (``data.id`` is upstream's, of any length) is kept as its
+        digest, never cut: MariaDB's ``INSERT IGNORE`` would cut it silently.
         """
+        handler, resource_type, resource_id = self._mark_key(handler, resource_type, resource_id)
         params = {
             "p_receiver": self.receiver,
             "p_handler": handler,
@@ -749,6 +788,11 @@ class SQLAlchemyStore(EventStore):
         outcomes = self._outcomes_or_reason(outcomes_text)
         if isinstance(outcomes, str):  # shown as it is: a damaged row is reported, never raised on
             error, outcomes = error or outcomes, {}
+        if status not in _STATUSES:
+            error = f"the stored status {printable(str(status))} is not known to this version" + (
+                f"; {error}" if error else ""
+            )
+            status = EventStatus.FAILED.value
         return StoredEvent(
             id=event_id,
             trigger=trigger,
@@ -801,6 +845,50 @@ class SQLAlchemyStore(EventStore):
             return int(conn.execute(sa.delete(events).where(*where)).rowcount)
 
         return self._run(work)
+
+
+def _check_name_lengths(metadata: sa.MetaData, prefix: str, engine: Engine) -> None:
+    """Refuse a *prefix* that makes a table, key or index name longer than the database takes.
+
+    Otherwise the store is built and every use fails (PostgreSQL takes 63
+    characters, MariaDB / MySQL 64).
+
+    :raises ValueError: naming the longest prefix that fits.
+    """
+    if engine.dialect.name == "sqlite":
+        return
+    # MariaDB / MySQL take 64 for tables and indexes (SQLAlchemy's 255 is for other names)
+    limit = 64 if engine.dialect.name in ("mysql", "mariadb") else engine.dialect.max_identifier_length
+    if not limit:
+        return
+    names = [table.name for table in metadata.tables.values()]
+    for table in metadata.tables.values():
+        names += [index.name for index in table.indexes if isinstance(index.name, str)]
+        names += [str(table.primary_key.name)] if table.primary_key.name else []
+    longest = max(names, key=len)
+    if len(longest) > limit:
+        raise ValueError(
+            f"the table prefix {prefix!r} is too long for {engine.dialect.name}: the name {longest} would have"
+            f" {len(longest)} characters, more than its {limit}; use a prefix of at most"
+            f" {limit - (len(longest) - len(prefix))} characters"
+        )
+
+
+#: What a watermark key kept as its digest starts with; a key sent with this start is kept as its digest too.
+_DIGEST = "#sha256:"
+
+
+def _fit(text: str, length: int | None) -> str:
+    """*text* as a key column of *length* characters holds it: itself, or its digest when it cannot be kept as it is.
+
+    A text longer than the column, holding a NUL (which PostgreSQL's text
+    cannot), or starting with :data:`_DIGEST` (so that no text sent as it is
+    can equal another's digest) becomes ``#sha256:<hex>``, 72 characters:
+    distinct texts keep distinct keys, where cutting them would merge them.
+    """
+    if (length is None or len(text) <= length) and "\x00" not in text and not text.startswith(_DIGEST):
+        return text
+    return _DIGEST + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class _Statements:

@@ -51,7 +51,8 @@ class _Utf8Bytes(sa.types.TypeDecorator[str]):
         return value.encode() if isinstance(value, str) else value
 
     def process_result_value(self, value: Any, dialect: Any) -> Any:
-        return bytes(value).decode() if isinstance(value, (bytes, bytearray, memoryview)) else value
+        # A key that is not UTF-8 (a row damaged by hand) is shown with U+FFFD rather than failing every listing.
+        return bytes(value).decode(errors="replace") if isinstance(value, (bytes, bytearray, memoryview)) else value
 
 
 def _key_text(length: int) -> Any:
@@ -145,7 +146,9 @@ def database_url(url: str | sa.URL) -> sa.URL:
     made in ``utf8mb4``.
 
     :raises ValueError: for a URL that does not parse, a missing driver (the
-        message names the URL to use) or a MySQL charset other than utf8mb4.
+        message names the URL to use), a MySQL charset other than utf8mb4, or
+        an unencoded ``@`` in the password (SQLAlchemy would take the rest of
+        the password for the host, and show it in every error).
     """
     if isinstance(url, str):
         scheme, sep, rest = url.partition("://")
@@ -158,6 +161,12 @@ def database_url(url: str | sa.URL) -> sa.URL:
     else:
         parsed = url
     backend, _, driver = parsed.drivername.partition("+")
+    if backend != "sqlite" and ("@" in (parsed.host or "") or "@" in (parsed.database or "")):
+        # SQLAlchemy ends the password at its first '@': the rest would be the host, shown in every message
+        raise ValueError(
+            "the database URL has an '@' after the one that ends the user name and password: write an '@'"
+            " inside the password (or user name) as %40 (urllib.parse.quote does it)"
+        )
     if backend == "postgresql" and not driver:
         driver = next((d for d, module in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")) if _installed(module)), "")
         if not driver:
@@ -188,16 +197,32 @@ def database_url(url: str | sa.URL) -> sa.URL:
 
 
 def open_engine(url: sa.URL, options: dict[str, Any]) -> Engine:
-    """An engine for *url*; a driver that is not installed is refused with the URL of one that is.
+    """An engine for *url*; a driver that is not installed, or an asyncio one, is refused with the URL of one to use.
 
-    :raises ValueError: if the URL's driver cannot be imported.
+    :raises ValueError: if the URL's driver cannot be imported, or is an
+        asyncio driver (``postgresql+psycopg_async``, ``+asyncpg``,
+        ``mysql+aiomysql``): the store's engine is called from plain threads.
     """
+    backend = url.get_backend_name()
+    alternatives = {
+        "postgresql": "postgresql+psycopg",
+        "mysql": "mysql+pymysql",
+        "mariadb": "mariadb+pymysql",
+        "sqlite": "sqlite+pysqlite",
+    }
+    hint = alternatives.get(backend, f"{backend}+<driver>")
+    try:
+        is_async = bool(getattr(url.get_dialect(), "is_async", False))
+    except (ImportError, sa_exc.NoSuchModuleError):
+        is_async = False  # create_engine below names what is missing
+    if is_async:  # built, it would fail every delivery: the store calls its engine from plain threads
+        raise ValueError(
+            f"the {url.drivername} driver is an asyncio one, and the store is synchronous: use {hint}://..."
+            " (the same database through a synchronous driver)"
+        )
     try:
         return sa.create_engine(url, **options)
     except ImportError as exc:
-        backend = url.get_backend_name()
-        alternatives = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
-        hint = alternatives.get(backend, f"{backend}+<driver>")
         raise ValueError(
             f"the {url.drivername} driver is not installed ({type(exc).__name__}: {exc}): install it, or use"
             f" {hint}://... (pip install 'webhook_receiver[sqlalchemy]' installs psycopg and PyMySQL)"
@@ -208,8 +233,11 @@ def check_tables(engine: Engine, events: sa.Table, marks: sa.Table) -> bool:
     """Whether the tables exist; refuse tables of an earlier version, naming the SQL that upgrades them.
 
     :raises RuntimeError: for tables without the ``receiver`` column, or
-        (MariaDB / MySQL) bodies kept in a character set other than utf8mb4.
+        (MariaDB / MySQL) bodies kept, or connections made, in a character
+        set other than utf8mb4.
     """
+    if engine.dialect.name in ("mysql", "mariadb"):
+        _check_connection_charset(engine)
     inspector = sa.inspect(engine)
     names = set(inspector.get_table_names())
     if events.name not in names or marks.name not in names:
@@ -240,6 +268,23 @@ def check_tables(engine: Engine, events: sa.Table, marks: sa.Table) -> bool:
                 " utf8mb4 COLLATE utf8mb4_bin"
             )
     return True
+
+
+def _check_connection_charset(engine: Engine) -> None:
+    """Refuse MariaDB / MySQL connections not in utf8mb4, which change bodies (an emoji becomes ``?``).
+
+    A store on a URL of its own always gets utf8mb4 (:func:`database_url`);
+    an :class:`~sqlalchemy.engine.Engine` or Flask-SQLAlchemy ``db`` brings
+    the app's connections, whose URL may say ``?charset=utf8`` (utf8mb3).
+    """
+    with engine.connect() as conn:
+        charset = conn.execute(sa.text("SELECT @@character_set_client")).scalar_one_or_none()
+    if charset is not None and charset != "utf8mb4":
+        raise RuntimeError(
+            f"the database connections are in {charset}, which changes some bodies (an emoji becomes '?'):"
+            " make them utf8mb4, with ?charset=utf8mb4 in the database URL (SQLALCHEMY_DATABASE_URI"
+            " for Flask-SQLAlchemy)"
+        )
 
 
 def upgrade_statements(engine: Engine, inspector: Any, tables: list[sa.Table]) -> list[str]:
