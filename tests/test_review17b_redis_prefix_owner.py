@@ -60,7 +60,8 @@ def test_redis_a_second_receiver_writing_first_does_not_take_the_first_receiver_
 
     app, ran = _app(redis_prefix)
     with app.test_client() as http:
-        answer = deliver(http, make_event("order.paid", event_id="outlet-first"), secret=SECRET, path="/webhooks/outlet")
+        body = make_event("order.paid", event_id="outlet-first")
+        answer = deliver(http, body, secret=SECRET, path="/webhooks/outlet")
         assert answer.status_code == 200
     assert ran == [("outlet", "outlet-first")]
 
