@@ -26,6 +26,7 @@ OLD, NEW = "outlet-old-secret-1a2b3c4d5e", "outlet-new-secret-6f7a8b9c0d"
 #: The store URL the docs' example gives app-wide.
 DOCS_STORE = '"sqlite:///webhooks.sqlite3"'
 
+
 def docs_example() -> str:
     """The code block of the "Several receivers" section of docs/handlers.rst."""
     text = (ROOT / "docs" / "handlers.rst").read_text()
