@@ -217,6 +217,8 @@ class WebhookReceiver:
         _check_transactional([h.name for h in self._handlers if h.transactional], config.store)
         self._stores.add(config.store)
         config.store.bind(app)
+        if not configs:  # the app's first receiver: what an earlier version left unnamed is its own
+            config.store.adopt_earlier_data()
         config.dispatcher.bind(app, self, config.store)
         configs[self.name] = config
         app.extensions.setdefault(RECEIVERS_KEY, {})[self.name] = self

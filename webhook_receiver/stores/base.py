@@ -495,6 +495,16 @@ class EventStore(ABC):
     def bind(self, app: Any) -> None:
         """Serve *app* (``init_app`` calls it): a store may need the app to find its database."""
 
+    def adopt_earlier_data(self) -> None:
+        """Take what an earlier version left to no receiver, as this view's receiver (the app's first).
+
+        ``init_app`` calls it for the first receiver set up on an app, before
+        any other receiver of the app can write: an earlier version kept one
+        receiver's data where no receiver was named, and that receiver was
+        the app's first. Never raises: a store that cannot answer leaves it
+        to the first write.
+        """
+
     def begin_handler(self, claim: Claim) -> HandlerTransaction:
         """Open the transaction a transactional handler writes in (stores with :attr:`transactional`).
 

@@ -32,6 +32,7 @@ lock that a parent thread held at fork time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import time
@@ -358,6 +359,17 @@ class RedisStore(EventStore):
             self.prefix if owner.decode() == self.receiver else f"{self.prefix}:receiver:{self.receiver}"
         )
         return root
+
+    def adopt_earlier_data(self) -> None:
+        """Own the prefix if no receiver does: the keys right under it are the app's first receiver's.
+
+        Without this, the first receiver to write after the upgrade took the
+        prefix, and a delivery to a second receiver arriving first gave it
+        the first's history and its queued events.
+        """
+        if self._root is None:
+            with contextlib.suppress(StoreUnavailable):
+                self._find_root(take=True)
 
     def _read_root(self) -> str:
         return self._root or self._find_root(take=False)

@@ -15,7 +15,11 @@ Fork safety: the connections (one per thread) and the set-up lock are held by
 a :class:`_Link` that the views of one store share; in a forked child
 (``gunicorn --preload``) :meth:`SQLiteStore.after_fork` gives it new ones, so
 that a connection the parent opened is never used in the child and a lock a
-parent thread held at fork time cannot block it.
+parent thread held at fork time cannot block it. A fork waits until no
+thread of the process is inside a call to SQLite (:class:`_ForkGuard`):
+SQLite keeps the state of a process's connections and file locks in the
+process's memory, and a child forked while a thread wrote inherits that
+state half-changed (the child hung, or was refused the file for its whole busy timeout).
 """
 
 from __future__ import annotations
@@ -94,6 +98,78 @@ _INDEXES = (
 _TABLE = "webhook_receiver_events"
 _WATERMARKS = "webhook_receiver_watermarks"
 _COLUMNS = "id, trigger_name, status, raw, outcomes, received_at, updated_at, attempts, due_at, error"
+
+
+class _ForkGuard:
+    """Counts this process's threads inside a call to SQLite; ``os.fork`` waits until none is.
+
+    A fork is a snapshot of the process's memory, SQLite's own included: a
+    thread inside a write at that moment leaves the child SQLite's mutexes
+    held and its record of the file's locks half-changed, which no thread of
+    the child will set right. So every store call runs inside :meth:`call`,
+    and the fork (``gunicorn --preload`` making a worker, ``multiprocessing``)
+    waits for the calls in flight, at most about a store's ``timeout``, and
+    lets no new one start until it is done. A fork from inside a store call
+    (a thread forking from within its own call) does not wait for itself.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._state = threading.Condition(threading.Lock())
+        self._in_flight = 0
+        self._forking = False
+        self._held = False
+        self._depth = threading.local()
+
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        """Run the body as one store call, which a fork waits for."""
+        depth: int = getattr(self._depth, "n", 0)
+        if depth == 0:
+            with self._state:
+                while self._forking:
+                    self._state.wait()
+                self._in_flight += 1
+        self._depth.n = depth + 1
+        try:
+            yield
+        finally:
+            self._depth.n = depth
+            if depth == 0:
+                with self._state:
+                    self._in_flight -= 1
+                    if self._in_flight == 0:
+                        self._state.notify_all()
+
+    def before_fork(self) -> None:
+        if getattr(self._depth, "n", 0):
+            return  # forked from inside a store call: waiting for it would never end
+        self._state.acquire()
+        self._forking = True
+        while self._in_flight:
+            self._state.wait()
+        self._held = True  # the lock is held across the fork: no call starts meanwhile
+
+    def after_fork_in_parent(self) -> None:
+        if self._held:
+            self._held = False
+            self._forking = False
+            self._state.notify_all()
+            self._state.release()
+
+    def after_fork_in_child(self) -> None:
+        self._reset()  # the parent's threads are not in the child: nothing is in flight
+
+
+_FORK_GUARD = _ForkGuard()
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(
+        before=_FORK_GUARD.before_fork,
+        after_in_parent=_FORK_GUARD.after_fork_in_parent,
+        after_in_child=_FORK_GUARD.after_fork_in_child,
+    )
 
 
 class _Link:
@@ -234,18 +310,19 @@ class SQLiteStore(EventStore):
 
     @contextmanager
     def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        try:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        with _FORK_GUARD.call():
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._drop_connection()
-            raise StoreUnavailable(self.name, f"{type(exc).__name__}: {exc}") from None
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._drop_connection()
+                raise StoreUnavailable(self.name, f"{type(exc).__name__}: {exc}") from None
 
     def _drop_connection(self) -> None:
         local = self._link.local
@@ -258,16 +335,18 @@ class SQLiteStore(EventStore):
                 pass
 
     def close(self) -> None:
-        self._drop_connection()
+        with _FORK_GUARD.call():
+            self._drop_connection()
 
     @contextmanager
     def _autocommit(self) -> Iterator[sqlite3.Connection]:
         """A connection for one statement that is its own transaction."""
-        try:
-            yield self._connection()
-        except sqlite3.Error as exc:
-            self._drop_connection()
-            raise StoreUnavailable(self.name, f"{type(exc).__name__}: {exc}") from None
+        with _FORK_GUARD.call():
+            try:
+                yield self._connection()
+            except sqlite3.Error as exc:
+                self._drop_connection()
+                raise StoreUnavailable(self.name, f"{type(exc).__name__}: {exc}") from None
 
     # -- the protocol ------------------------------------------------------------------
 
