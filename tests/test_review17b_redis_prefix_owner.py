@@ -28,6 +28,7 @@ SECRET = "review17b-prefix-owner-secret-0123"
 def _app(prefix: str) -> tuple[Flask, list[tuple[str, str]]]:
     app = Flask(__name__)
     app.config.update(
+        TESTING=True,  # no takeover worker: the test itself takes shop's queued event
         WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
         WEBHOOK_RECEIVER_STORE=REDIS_URL,
         WEBHOOK_RECEIVER_REDIS_PREFIX=prefix,

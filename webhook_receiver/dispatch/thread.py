@@ -31,9 +31,16 @@ class ThreadDispatcher(QueueDispatcher):
 
     name = "thread"
 
+    #: How long a new worker waits, unless a delivery comes first, before it takes an event: handlers
+    #: registered just after ``init_app`` (``WebhookReceiver(app)``, then ``@receiver.on(...)`` at
+    #: import time) must be there before a due event left by a previous process runs, or it would
+    #: run with none and count as handled.
+    SETTLE_SECONDS = 1.0
+
     def __init__(self, *, threads: int = 4, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.threads = threads
+        self._settled = threading.Event()
         self._ready = threading.Condition()
         self._signalled = False
         self._next_due = float("inf")
@@ -43,10 +50,12 @@ class ThreadDispatcher(QueueDispatcher):
 
     def _start_workers(self) -> None:
         self._ready = threading.Condition()
+        self._settled = threading.Event()
         for n in range(self.threads):
             self._spawn(self._work, f"worker-{n + 1}")
 
     def wake(self, event_id: str | None) -> None:
+        self._settled.set()  # a delivery came: the app is serving, its handlers are registered
         with self._ready:
             self._signalled = True
             self._ready.notify()
@@ -80,6 +89,7 @@ class ThreadDispatcher(QueueDispatcher):
         app, receiver, store = self._bound()
         stopping = self._stopping
         pause = 0.05
+        self._settled.wait(self.SETTLE_SECONDS)
         while not stopping.is_set():
             try:
                 claim = store.claim_due()
