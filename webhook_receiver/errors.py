@@ -138,3 +138,11 @@ class UnknownTriggerWarning(UserWarning):
     events newer than this package. The warning only helps catch typos such as
     ``order.payed``.
     """
+
+
+class UnknownSettingWarning(UserWarning):
+    """A ``WEBHOOK_RECEIVER_*`` key (or a key of a ``WEBHOOK_RECEIVERS`` entry) the receiver does not know.
+
+    Most often a misspelling, which would otherwise leave the default in
+    place without a word; the message names the nearest known key.
+    """

@@ -107,7 +107,7 @@ class WebhookReceiver:
         ``app.config``, so that two receivers of one app never inherit each
         other's defaults. A ``WEBHOOK_RECEIVER_*`` key (or entry key) that is
         not one of these is an
-        :class:`~webhook_receiver.settings.UnknownSettingWarning` naming the
+        :class:`~webhook_receiver.errors.UnknownSettingWarning` naming the
         nearest known key. Number keys take numbers or strings of them
         (``"8"``, ``"2.5"``: environment variables); NaN and infinity are
         refused. The keys:

@@ -21,6 +21,8 @@ import warnings
 from types import FrameType
 from typing import Any, Iterator, Mapping
 
+from .errors import UnknownSettingWarning
+
 __all__ = [
     "KEYS",
     "PREFIX",
@@ -65,14 +67,6 @@ KEYS: Mapping[str, str] = {
     "INBOX_URL": "where the inbox page is mounted (off when unset)",
     "INBOX_AUTH": "the inbox page's access check: a callable, a view decorator, or 'none' in DEBUG/TESTING",
 }
-
-
-class UnknownSettingWarning(UserWarning):
-    """A ``WEBHOOK_RECEIVER_*`` key (or a key of a ``WEBHOOK_RECEIVERS`` entry) the receiver does not know.
-
-    Most often a misspelling, which would otherwise leave the default in
-    place without a word; the message names the nearest known key.
-    """
 
 
 class ReceiverSettings(Mapping[str, Any]):
