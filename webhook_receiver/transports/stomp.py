@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .consumer import MASK, Message, Transport, TransportUnavailable
 
-__all__ = ["PASSWORD_VARIABLE", "USERNAME_VARIABLE", "StompAddress", "StompTransport", "parse_url"]
+__all__ = ["PASSWORD_VARIABLE", "USERNAME_VARIABLE", "StompAddress", "StompTransport", "parse_url", "stomp_module"]
 
 #: The environment variables the credentials may come from.
 USERNAME_VARIABLE = "WEBHOOK_RECEIVER_STOMP_USERNAME"
@@ -54,7 +54,8 @@ class _MaskPasscode(logging.Filter):
         return True
 
 
-def _stomp() -> Any:
+def stomp_module() -> Any:
+    """stomp.py, its DEBUG lines' ``passcode`` masked; a :class:`RuntimeError` naming the extra when it is missing."""
     try:
         import stomp
     except ImportError:
@@ -63,6 +64,9 @@ def _stomp() -> Any:
     if not any(isinstance(f, _MaskPasscode) for f in stomp_logger.filters):
         stomp_logger.addFilter(_MaskPasscode())
     return stomp
+
+
+_stomp = stomp_module
 
 
 class _Handle:

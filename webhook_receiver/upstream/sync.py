@@ -348,9 +348,7 @@ def sync_integration(
         raise SyncError(f"the URL must start with http:// or https://, not {url[:40]!r}")
     if secret_key is None:
         secret_key = receiver.secret_key()
-    return sync_target(
-        client, receiver, webhook_target(url, secret_key), name=name, enabled=enabled, dry_run=dry_run
-    )
+    return sync_target(client, receiver, webhook_target(url, secret_key), name=name, enabled=enabled, dry_run=dry_run)
 
 
 def sync_target(

@@ -1,4 +1,4 @@
-"""The configurations of queue integrations, from the URLs a consumer reads: what ``sync --stomp`` and ``--sqs`` register.
+"""The configurations of queue integrations from the URLs a consumer reads: what ``sync --stomp``, ``--sqs`` register.
 
 A ``stomp`` integration takes ``username``, ``password``, ``destination`` and
 ``addresses`` (several: an active/standby pair); the STOMP URLs give them all,
