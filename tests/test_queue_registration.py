@@ -279,3 +279,57 @@ def test_sync_refuses_incomplete_queue_registrations_without_quoting_secrets(
         result = app.test_cli_runner().invoke(webhooks_cli, ["sync", *args])
         assert result.exit_code != 0 and message in result.output, result.output
         assert "u:p@" not in result.output and moltin.state.integrations == {}
+
+
+def test_queue_groups_follow_a_new_password_and_keep_apart_from_webhooks(
+    moltin: Emulator, receiver: WebhookReceiver
+) -> None:
+    from webhook_receiver.upstream.client import MoltinClient
+    from webhook_receiver.upstream.sync import sync_integration, sync_target
+    from webhook_receiver.upstream.targets import sqs_target, stomp_target
+
+    receiver.on("order.paid", "cart.updated")(lambda event: None)
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
+    receiver.init_app(app)
+    client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url, backoff=0.01)
+    with app.app_context():
+        sync_integration(client, receiver, "https://shop.example/webhooks/moltin")
+    first = stomp_target(["stomp+ssl://epcc:first-pw@b-1.mq.example:61614/queue/epcc-orders"])
+    assert sync_target(client, receiver, first).action == "created"
+    queue = sqs_target(
+        "https://sqs.eu-west-1.amazonaws.com/123456789012/epcc-orders", access_key_id="AKIA1", secret_access_key="s1"
+    )
+    assert queue.configuration["region"] == "eu-west-1"  # read from the queue's URL
+    assert sync_target(client, receiver, queue).action == "created"
+    kinds = sorted((i["name"], i["integration_type"]) for i in moltin.state.integrations.values())
+    assert kinds == [
+        ("webhook_receiver-moltin", "webhook"),
+        ("webhook_receiver-moltin-sqs", "aws_sqs"),
+        ("webhook_receiver-moltin-stomp", "stomp"),
+    ]
+
+    # Upstream hides the password: the fingerprint in the description tells that it changed.
+    stomp_id = next(i["id"] for i in moltin.state.integrations.values() if i["integration_type"] == "stomp")
+    del moltin.state.integrations[stomp_id]["configuration"]["password"]
+    second = stomp_target(["stomp+ssl://epcc:second-pw@b-1.mq.example:61614/queue/epcc-orders"])
+    changed = sync_target(client, receiver, second)
+    assert changed.action == "updated" and "description" in changed.changes
+    assert moltin.state.integrations[stomp_id]["configuration"]["password"] == "second-pw"
+    assert "second-pw" not in str(changed) + repr(second) and "first-pw" not in str(changed)
+    assert sync_target(client, receiver, second).action == "unchanged"
+    # A failover pair's second address joins the same integration.
+    pair = stomp_target([*second_urls()])
+    assert sync_target(client, receiver, pair).action == "updated"
+    assert moltin.state.integrations[stomp_id]["configuration"]["addresses"] == [
+        "stomp+ssl://b-1.mq.example:61614",
+        "stomp+ssl://b-2.mq.example:61614",
+    ]
+    with app.app_context():  # the webhook group is untouched by the queue groups
+        assert sync_integration(client, receiver, "https://shop.example/webhooks/moltin").action == "unchanged"
+
+
+def second_urls() -> list[str]:
+    return [
+        "stomp+ssl://epcc:second-pw@b-1.mq.example:61614/queue/epcc-orders",
+        "stomp+ssl://b-2.mq.example:61614",
+    ]
