@@ -333,3 +333,26 @@ def second_urls() -> list[str]:
         "stomp+ssl://epcc:second-pw@b-1.mq.example:61614/queue/epcc-orders",
         "stomp+ssl://b-2.mq.example:61614",
     ]
+
+
+def test_list_hides_a_password_someone_put_in_an_address(moltin: Emulator, tmp_path: Path) -> None:
+    receiver, _ = receiving()
+    app = make_app(receiver, tmp_path, moltin)
+    moltin.state.new_integration(
+        {
+            "name": "by-hand",
+            "integration_type": "stomp",
+            "observes": ["order.paid"],
+            "configuration": {
+                "username": "epcc",
+                "password": "hand-pw-1",
+                "destination": "/queue/epcc-orders",
+                "addresses": ["stomp+ssl://epcc:hand-pw-2@b-1.mq.example:61614"],
+            },
+        },
+        moltin.url,
+    )
+    runner = app.test_cli_runner()
+    listed = invoke(runner, "list") + invoke(runner, "list", "--json")
+    assert "/queue/epcc-orders on stomp+ssl://epcc:***@b-1.mq.example:61614" in listed
+    assert "hand-pw-1" not in listed and "hand-pw-2" not in listed

@@ -12,6 +12,7 @@ from flask import current_app
 
 from ..catalogue import is_known, is_legacy
 from ..events import REDACTED, redact
+from ..redact import hide_passwords
 from ..upstream.sync import MANAGED_MARK, is_sync_lock
 from .group import (
     LIMIT,
@@ -156,8 +157,10 @@ def _shown(integration: dict[str, Any]) -> Any:
     clean = redact(integration)[0]
     held = clean.get("configuration") if isinstance(clean, dict) else None
     if isinstance(held, dict) and "aws_access_key_id" in held:
-        clean = {**clean, "configuration": {**held, "aws_access_key_id": REDACTED}}
-    return clean
+        held = {**held, "aws_access_key_id": REDACTED}
+    if isinstance(held, dict) and isinstance(held.get("addresses"), list):
+        held = {**held, "addresses": [hide_passwords(str(a)) for a in held["addresses"]]}
+    return {**clean, "configuration": held} if isinstance(held, dict) else clean
 
 
 def _delivers_to(integration: dict[str, Any]) -> str:
@@ -168,8 +171,8 @@ def _delivers_to(integration: dict[str, Any]) -> str:
     if integration.get("integration_type") == "stomp":
         addresses = held.get("addresses") or []
         where = ", ".join(str(a) for a in addresses) if isinstance(addresses, list) else str(addresses)
-        return f"{held.get('destination', '?')} on {where or '?'}"
-    return str(held.get("url", ""))
+        return hide_passwords(f"{held.get('destination', '?')} on {where or '?'}")
+    return hide_passwords(str(held.get("url", "")))
 
 
 @webhooks_cli.command("delete")
