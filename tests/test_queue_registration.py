@@ -356,3 +356,16 @@ def test_list_hides_a_password_someone_put_in_an_address(moltin: Emulator, tmp_p
     listed = invoke(runner, "list") + invoke(runner, "list", "--json")
     assert "/queue/epcc-orders on stomp+ssl://epcc:***@b-1.mq.example:61614" in listed
     assert "hand-pw-1" not in listed and "hand-pw-2" not in listed
+
+
+def test_delete_by_name_takes_a_queue_group_whole(moltin: Emulator, tmp_path: Path) -> None:
+    receiver, _ = receiving()
+    app = make_app(receiver, tmp_path, moltin)
+    runner = app.test_cli_runner()
+    invoke(runner, "sync", "--url", "https://shop.example/webhooks/moltin")
+    created = invoke(runner, "sync", "--stomp", "stomp+ssl://epcc:pw-3@b-1.mq.example:61614/queue/epcc-orders")
+    assert created.count("created integration") == 2
+    deleted = invoke(runner, "delete", "--name", "webhook_receiver-moltin-stomp")
+    assert deleted.count("deleted integration") == 2, deleted
+    left = sorted((i["name"], i["integration_type"]) for i in moltin.state.integrations.values())
+    assert left == [("webhook_receiver-moltin", "webhook"), ("webhook_receiver-moltin-2", "webhook")]
