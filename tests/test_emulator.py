@@ -199,7 +199,7 @@ def test_fire_gives_up_after_the_retries(moltin: Emulator, moltin_client: Moltin
 def test_fire_says_why_nothing_was_delivered(moltin: Emulator, moltin_client: MoltinClient) -> None:
     fire = f"{moltin.url}/emulator/fire"
     nobody = requests.post(fire, json={"trigger": "order.paid"}, timeout=5).json()["data"]
-    assert nobody["deliveries"] == 0 and nobody["reason"].startswith("no webhook integration observes order.paid")
+    assert nobody["deliveries"] == 0 and nobody["reason"].startswith("no integration observes order.paid")
     moltin_client.create_integration(name="off", url="http://127.0.0.1:9/x", observes=["order.paid"], enabled=False)
     disabled = requests.post(fire, json={"trigger": "order.paid"}, timeout=5).json()["data"]
     assert disabled["reason"] == "every integration observing order.paid is disabled"

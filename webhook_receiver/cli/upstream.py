@@ -11,7 +11,8 @@ import click
 from flask import current_app
 
 from ..catalogue import is_known, is_legacy
-from ..events import redact
+from ..events import REDACTED, redact
+from ..redact import hide_passwords
 from ..upstream.sync import MANAGED_MARK, is_sync_lock
 from .group import (
     LIMIT,
@@ -21,36 +22,90 @@ from .group import (
     receiver_named,
     receiver_option,
     say,
+    setting,
     webhooks_cli,
 )
 
 
 @webhooks_cli.command("sync")
 @click.option("--url", help="The public URL of the endpoint, ending in the receiver's path (/webhooks/moltin).")
-@click.option("--name", help="The integration's name (default: webhook_receiver-<receiver>).")
+@click.option(
+    "--stomp",
+    "stomp_urls",
+    multiple=True,
+    metavar="URL",
+    help="Register stomp integrations instead, delivering to this broker: stomp+ssl://USER@HOST:61614/queue/NAME"
+    " (repeat for each address of an active/standby pair). The password comes from the URL or"
+    " WEBHOOK_RECEIVER_STOMP_PASSWORD.",
+)
+@click.option(
+    "--sqs",
+    "sqs_url",
+    metavar="QUEUE_URL",
+    help="Register aws_sqs integrations instead, delivering to this queue (https://sqs.REGION.amazonaws.com/"
+    "ACCOUNT/epcc-NAME), with the keys in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (app config or environment).",
+)
+@click.option("--region", help="The SQS queue's region, when its URL does not say.")
+@click.option("--name", help="The integration's name (default: webhook_receiver-<receiver>, with -stomp or -sqs).")
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @click.option("--disabled", is_flag=True, help="Create or leave the integration disabled.")
 @click.option("--force", is_flag=True, help="Register a URL whose path is not the receiver's (a proxy rewrites it).")
 @receiver_option
 @one_line_errors
 def sync_command(
-    url: str | None, name: str | None, dry_run: bool, disabled: bool, force: bool, receiver_name: str | None
+    url: str | None,
+    stomp_urls: tuple[str, ...],
+    sqs_url: str | None,
+    region: str | None,
+    name: str | None,
+    dry_run: bool,
+    disabled: bool,
+    force: bool,
+    receiver_name: str | None,
 ) -> None:
-    """Create or update the integration so that it matches the app's handlers.
+    """Create or update the integrations so that they match the app's handlers.
 
-    Two syncs at once take turns: a sync that writes holds a lock upstream, a
-    disabled integration named NAME.sync-lock that it deletes when done (one
-    left by a sync that died is ignored after two minutes). A new member of
-    the group skips names other integrations already have.
+    A webhook (--url), or a queue that `flask webhooks consume` reads: a STOMP
+    broker (--stomp) or an SQS queue (--sqs). Each kind is a group of its own,
+    five events per integration. Two syncs at once take turns: a sync that
+    writes holds a lock upstream, a disabled integration named NAME.sync-lock
+    that it deletes when done (one left by a sync that died is ignored after
+    two minutes). A new member of the group skips names other integrations
+    already have.
     """
-    from ..upstream.sync import sync_integration
+    from ..upstream.sync import sync_integration, sync_target
+    from ..upstream.targets import sqs_target, stomp_target
 
     receiver = receiver_named(receiver_name)
-    check_url(url, receiver.get_config().url, force=force)
-    assert url is not None
-    result = sync_integration(
-        api_client(), receiver, url, name=name, secret_key=receiver.secret_key(), enabled=not disabled, dry_run=dry_run
-    )
+    given = [flag for flag, value in (("--url", url), ("--stomp", stomp_urls), ("--sqs", sqs_url)) if value]
+    if len(given) > 1:
+        raise click.UsageError(f"give one of --url, --stomp, --sqs (not {' and '.join(given)}): one group per sync")
+    if region and not sqs_url:
+        raise click.UsageError("--region is the SQS queue's: give it with --sqs")
+    if stomp_urls or sqs_url:
+        if stomp_urls:
+            target = stomp_target(stomp_urls)
+        else:
+            assert sqs_url is not None
+            target = sqs_target(
+                sqs_url,
+                region=region,
+                access_key_id=setting("AWS_ACCESS_KEY_ID"),
+                secret_access_key=setting("AWS_SECRET_ACCESS_KEY"),
+            )
+        result = sync_target(api_client(), receiver, target, name=name, enabled=not disabled, dry_run=dry_run)
+    else:
+        check_url(url, receiver.get_config().url, force=force)
+        assert url is not None
+        result = sync_integration(
+            api_client(),
+            receiver,
+            url,
+            name=name,
+            secret_key=receiver.secret_key(),
+            enabled=not disabled,
+            dry_run=dry_run,
+        )
     for line in result.lines():
         say(line)
 
@@ -82,19 +137,42 @@ def list_command(as_json: bool) -> None:
     """List the store's integrations."""
     integrations = api_client().list_integrations()
     if as_json:
-        click.echo(json.dumps([redact(i)[0] for i in integrations], indent=2))
+        click.echo(json.dumps([_shown(i) for i in integrations], indent=2))
         return
     if not integrations:
         say("no integrations")
     for i in integrations:
         state = "enabled" if i.get("enabled") else "disabled"
-        url = (i.get("configuration") or {}).get("url", "")
+        url = _delivers_to(i)
         managed = str(i.get("description") or "").startswith(MANAGED_MARK)
         group = f"  [sync group {re.sub(r'-[0-9]+$', '', str(i.get('name')))!r}]" if managed else ""
         if is_sync_lock(i):
             group = "  [the lock of a sync under way]"
         say(f"{i.get('id')}  {i.get('name')!r}  {i.get('integration_type')}  {state}  {url}{group}")
         say(f"    observes: {', '.join(i.get('observes') or []) or '(nothing)'}")
+
+
+def _shown(integration: dict[str, Any]) -> Any:
+    """An integration for output: every secret redacted, an SQS integration's key id too."""
+    clean = redact(integration)[0]
+    held = clean.get("configuration") if isinstance(clean, dict) else None
+    if isinstance(held, dict) and "aws_access_key_id" in held:
+        held = {**held, "aws_access_key_id": REDACTED}
+    if isinstance(held, dict) and isinstance(held.get("addresses"), list):
+        held = {**held, "addresses": [hide_passwords(str(a)) for a in held["addresses"]]}
+    return {**clean, "configuration": held} if isinstance(held, dict) else clean
+
+
+def _delivers_to(integration: dict[str, Any]) -> str:
+    """Where an integration delivers: a webhook's or a queue's URL, a STOMP destination on its addresses."""
+    held = integration.get("configuration") or {}
+    if not isinstance(held, dict):
+        return ""
+    if integration.get("integration_type") == "stomp":
+        addresses = held.get("addresses") or []
+        where = ", ".join(str(a) for a in addresses) if isinstance(addresses, list) else str(addresses)
+        return hide_passwords(f"{held.get('destination', '?')} on {where or '?'}")
+    return hide_passwords(str(held.get("url", "")))
 
 
 @webhooks_cli.command("delete")
@@ -117,7 +195,9 @@ def delete_command(integration_id: str | None, name: str | None) -> None:
         return
     assert name is not None
     integrations = client.list_integrations()
-    members = group_members(integrations, name) or [i for i in integrations if i.get("name") == name]
+    kinds = {i.get("integration_type") for i in integrations if i.get("name") == name}
+    kind = str(kinds.pop()) if len(kinds) == 1 else "webhook"
+    members = group_members(integrations, name, kind) or [i for i in integrations if i.get("name") == name]
     named = [i for i in members if i.get("name") == name]
     if not members:
         raise click.ClickException(f"no integration is named {name!r}; `flask webhooks list` shows them")

@@ -36,10 +36,22 @@ def main() -> None:
     "--retry-delays", default="1,2,4,8", show_default=True, help="Seconds before each delivery retry, comma-separated."
 )
 @click.option("--access-log", is_flag=True, help="Log every request it serves, as werkzeug does.")
+@click.option(
+    "--sqs-endpoint",
+    "sqs_endpoint_url",
+    metavar="URL",
+    help="Deliver to aws_sqs integrations through this SQS endpoint (a local one) instead of AWS's.",
+)
 def emulate(
-    host: str, port: int, client_id: str | None, client_secret: str | None, retry_delays: str, access_log: bool
+    host: str,
+    port: int,
+    client_id: str | None,
+    client_secret: str | None,
+    retry_delays: str,
+    access_log: bool,
+    sqs_endpoint_url: str | None,
 ) -> None:
-    """Run a local stand-in for the Moltin API that really delivers webhooks.
+    """Run a local stand-in for the Moltin API that really delivers webhooks (and to STOMP and SQS queues).
 
     Point EPCC_API_BASE_URL at it (the export line it prints), sync an
     integration, then fire events with POST /emulator/fire {"trigger": "order.paid"}.
@@ -58,6 +70,7 @@ def emulate(
         port=port,
         retry_delays=delays,
         quiet=not access_log,
+        sqs_endpoint_url=sqs_endpoint_url,
     )
     try:
         emulator.bind()

@@ -139,6 +139,36 @@ class Transport(ABC):
         return f"<{type(self).__name__} {self.description}>"
 
 
+class _Slots:
+    """How many more messages the consumer may hold (its prefetch), taken all at once and given back in bulk.
+
+    A semaphore took them one by one: with messages arriving one at a time,
+    each turn of the loop acquired every free slot and released all but one,
+    some thirty lock operations a message.
+    """
+
+    __slots__ = ("_free", "_changed")
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._changed = threading.Condition(threading.Lock())
+
+    def take_all(self, timeout: float) -> int:
+        """Every free slot, waiting up to *timeout* seconds for one; 0 if none came."""
+        with self._changed:
+            if not self._free and not self._changed.wait_for(lambda: self._free > 0, timeout):
+                return 0
+            free, self._free = self._free, 0
+            return free
+
+    def give(self, count: int) -> None:
+        """Give *count* slots back."""
+        if count > 0:
+            with self._changed:
+                self._free += count
+                self._changed.notify()
+
+
 @dataclass
 class ConsumerStats:
     """What a consumer did since it started, by what became of each message."""
@@ -208,7 +238,7 @@ class Consumer:
         self._lock = threading.Lock()
         self._in_flight: dict[int, Message] = {}
         self._failures: dict[str, int] = {}  # message or event id -> failures seen here
-        self._slots = threading.Semaphore(self.prefetch)
+        self._slots = _Slots(self.prefetch)
         self._pause_until = 0.0
         self._outage = 0.0
 
@@ -270,11 +300,9 @@ class Consumer:
             if wait > 0:
                 self._stopping.wait(wait)
                 continue
-            if not self._slots.acquire(timeout=0.5):
+            free = self._slots.take_all(timeout=0.5)
+            if not free:
                 continue
-            free = 1
-            while free < self.prefetch and self._slots.acquire(blocking=False):
-                free += 1
             try:
                 messages = self.transport.receive(free, 0.5)
             except TransportUnavailable as exc:
@@ -298,8 +326,7 @@ class Consumer:
                 pool.submit(self._handle_and_free, message)
 
     def _give_slots(self, count: int) -> None:
-        for _ in range(count):
-            self._slots.release()
+        self._slots.give(count)
 
     def _drain(self, pool: ThreadPoolExecutor) -> None:
         """Let running handlers finish within the grace period."""
@@ -348,7 +375,7 @@ class Consumer:
         finally:
             with self._lock:
                 self._in_flight.pop(id(message), None)
-            self._slots.release()
+            self._slots.give(1)
 
     def handle(self, message: Message) -> str:
         """Decide what becomes of one message, and tell the transport.

@@ -22,12 +22,12 @@ import os
 import queue
 import re
 import threading
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .consumer import MASK, Message, Transport, TransportUnavailable
 
-__all__ = ["PASSWORD_VARIABLE", "USERNAME_VARIABLE", "StompTransport"]
+__all__ = ["PASSWORD_VARIABLE", "USERNAME_VARIABLE", "StompAddress", "StompTransport", "parse_url", "stomp_module"]
 
 #: The environment variables the credentials may come from.
 USERNAME_VARIABLE = "WEBHOOK_RECEIVER_STOMP_USERNAME"
@@ -54,7 +54,8 @@ class _MaskPasscode(logging.Filter):
         return True
 
 
-def _stomp() -> Any:
+def stomp_module() -> Any:
+    """stomp.py, its DEBUG lines' ``passcode`` masked; a :class:`RuntimeError` naming the extra when it is missing."""
     try:
         import stomp
     except ImportError:
@@ -63,6 +64,9 @@ def _stomp() -> Any:
     if not any(isinstance(f, _MaskPasscode) for f in stomp_logger.filters):
         stomp_logger.addFilter(_MaskPasscode())
     return stomp
+
+
+_stomp = stomp_module
 
 
 class _Handle:
@@ -277,6 +281,36 @@ class StompTransport(Transport):
                 connection.disconnect()
             except Exception:  # noqa: BLE001 - what it did not acknowledge is redelivered anyway
                 pass
+
+
+class StompAddress(NamedTuple):
+    """What a STOMP URL says (see :func:`parse_url`)."""
+
+    #: The broker's host.
+    host: str
+    #: Its port (61613, or 61614 with TLS, when the URL gives none).
+    port: int
+    #: Whether the URL is ``stomp+ssl://`` (or ``stomp+tls://``).
+    tls: bool
+    #: The destination (the URL's path), or ``""``.
+    destination: str
+    #: The user name, or ``None``.
+    username: str | None
+    #: The password, or ``None``; never shown.
+    password: str | None
+    #: The query's parameters (``vhost``).
+    query: dict[str, str]
+
+    def __repr__(self) -> str:
+        return f"StompAddress({self.host!r}, {self.port}, tls={self.tls}, destination={self.destination!r})"
+
+
+def parse_url(url: str) -> StompAddress:
+    """The parts of a STOMP URL, ``stomp://user:password@host:61613/queue/NAME``.
+
+    :raises ValueError: if it is not a STOMP URL; the message never quotes it.
+    """
+    return StompAddress(*_parse(url))
 
 
 def _parse(url: str) -> tuple[str, int, bool, str, str | None, str | None, dict[str, str]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -124,32 +124,42 @@ class MoltinClient:
         self,
         *,
         name: str,
-        url: str,
         observes: Sequence[str],
+        url: str | None = None,
         secret_key: str | None = None,
         description: str = "",
         enabled: bool = True,
+        integration_type: str = "webhook",
+        configuration: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Create a webhook integration.
+        """Create an integration: a webhook to *url*, or any type with its *configuration*.
 
         :param name: its name.
-        :param url: where to deliver.
         :param observes: the events it observes.
-        :param secret_key: sent back in ``X-MOLTIN-SECRET-KEY``.
+        :param url: a webhook's URL.
+        :param secret_key: a webhook's secret, sent back in ``X-MOLTIN-SECRET-KEY``.
         :param description: its description.
         :param enabled: whether it delivers.
+        :param integration_type: ``webhook``, ``stomp`` or ``aws_sqs``.
+        :param configuration: the whole configuration (instead of *url* and
+            *secret_key*), such as a ``stomp`` integration's ``username``,
+            ``password``, ``destination`` and ``addresses``.
+        :raises ValueError: if neither *url* nor *configuration* is given.
         """
-        configuration: dict[str, Any] = {"url": url}
-        if secret_key is not None:
-            configuration["secret_key"] = secret_key
+        if configuration is None:
+            if url is None:
+                raise ValueError("a webhook integration needs a url (or give its configuration)")
+            configuration = {"url": url}
+            if secret_key is not None:
+                configuration = {**configuration, "secret_key": secret_key}
         fields = {
             "type": "integration",
-            "integration_type": "webhook",
+            "integration_type": integration_type,
             "name": name,
             "description": description,
             "enabled": enabled,
             "observes": list(observes),
-            "configuration": configuration,
+            "configuration": dict(configuration),
         }
         return self._data("POST", "/v2/integrations", json={"data": fields})
 

@@ -36,14 +36,18 @@ __all__ = [
     "MAX_EVENTS_PER_INTEGRATION",
     "MAX_INTEGRATIONS",
     "LOCK_MARK",
+    "LOCK_URL",
     "IntegrationChange",
     "SyncError",
     "SyncResult",
     "default_integration_name",
     "group_members",
     "is_sync_lock",
+    "Target",
     "sync_integration",
     "sync_lock",
+    "sync_target",
+    "webhook_target",
 ]
 
 #: Upstream's quota of events one integration observes.
@@ -151,16 +155,21 @@ def secret_fingerprint(secret: str) -> str:
     return hashlib.blake2b(secret.encode("utf-8"), digest_size=4, person=b"whr-secret-fp").hexdigest()
 
 
-def group_members(integrations: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def group_members(
+    integrations: list[dict[str, Any]], name: str, integration_type: str | None = "webhook"
+) -> list[dict[str, Any]]:
     """The integrations of the group named *name*: ``<name>`` and ``<name>-N``, in order.
 
     ``<name>-N`` members count only when sync manages them (their description
     says so): an integration a person named ``shop-2`` is not taken.
+
+    :param integration_type: the type of the group's integrations (``webhook``,
+        ``stomp``, ``aws_sqs``); ``None`` takes any.
     """
     numbered = re.compile(re.escape(name) + r"-([2-9]|[1-9][0-9]+)\Z")
     members: list[tuple[int, dict[str, Any]]] = []
     for integration in integrations:
-        if integration.get("integration_type") != "webhook":
+        if integration_type is not None and integration.get("integration_type") != integration_type:
             continue
         own = str(integration.get("description") or "").startswith(MANAGED_MARK)
         found = numbered.match(str(integration.get("name") or ""))
@@ -257,6 +266,59 @@ def _create_marker(client: MoltinClient, name: str, url: str, event: str, token:
     )
 
 
+@dataclass(frozen=True, repr=False)
+class Target:
+    """Where a group of integrations delivers: its ``integration_type`` and ``configuration``.
+
+    :param integration_type: ``"webhook"``, ``"stomp"`` or ``"aws_sqs"``.
+    :param configuration: the ``configuration`` upstream takes for that type
+        (webhook: ``url``, ``secret_key``; stomp: ``username``, ``password``,
+        ``destination``, ``addresses``; aws_sqs: ``url``,
+        ``aws_access_key_id``, ``aws_secret_access_key``, ``region``).
+    :param secrets: the keys of *configuration* never shown (``"[redacted]"``
+        in every line and repr) and told apart by a fingerprint in the
+        description when upstream does not return them.
+    """
+
+    integration_type: str
+    configuration: dict[str, Any]
+    secrets: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        shown = {k: (REDACTED if k in self.secrets else v) for k, v in self.configuration.items()}
+        return f"Target({self.integration_type!r}, {shown!r})"
+
+    @property
+    def where(self) -> str:
+        """Where it delivers, for messages: the URL, or the destination and first address."""
+        if self.integration_type == "stomp":
+            addresses = self.configuration.get("addresses") or ["?"]
+            return f"{self.configuration.get('destination')} on {addresses[0]}"
+        return str(self.configuration.get("url"))
+
+    def delivers_there(self, integration: dict[str, Any]) -> bool:
+        """Whether *integration* (of this type) delivers where this target does."""
+        held = integration.get("configuration") or {}
+        if self.integration_type == "stomp":
+            return held.get("destination") == self.configuration.get("destination") and bool(
+                set(held.get("addresses") or []) & set(self.configuration.get("addresses") or [])
+            )
+        return bool(held.get("url") == self.configuration.get("url"))
+
+    def fingerprint(self) -> str:
+        """A one-way fingerprint of the secrets together (of ``secret_key`` alone, for a webhook)."""
+        return secret_fingerprint("\0".join(str(self.configuration.get(key) or "") for key in self.secrets))
+
+
+#: The URL a queue group's lock marker names; the marker is disabled and never delivers.
+LOCK_URL = "https://sync-lock.invalid/"
+
+
+def webhook_target(url: str, secret_key: str) -> Target:
+    """The target of a webhook group: *url*, with *secret_key* sent back in ``X-MOLTIN-SECRET-KEY``."""
+    return Target("webhook", {"url": url, "secret_key": secret_key}, ("secret_key",))
+
+
 def sync_integration(
     client: MoltinClient,
     receiver: WebhookReceiver,
@@ -284,6 +346,32 @@ def sync_integration(
     """
     if not url.startswith(("http://", "https://")):
         raise SyncError(f"the URL must start with http:// or https://, not {url[:40]!r}")
+    if secret_key is None:
+        secret_key = receiver.secret_key()
+    return sync_target(client, receiver, webhook_target(url, secret_key), name=name, enabled=enabled, dry_run=dry_run)
+
+
+def sync_target(
+    client: MoltinClient,
+    receiver: WebhookReceiver,
+    target: Target,
+    *,
+    name: str | None = None,
+    enabled: bool = True,
+    dry_run: bool = False,
+) -> SyncResult:
+    """Make the receiver's group of integrations of *target*'s type upstream match its handlers.
+
+    The same as :func:`sync_integration`, for any integration type: five
+    events per member, the group found by name (else by where it delivers),
+    the same lock. Queue groups (``stomp``, ``aws_sqs``) are named
+    ``<default name>-stomp`` and ``<default name>-sqs`` unless *name* is given.
+
+    :param target: the type and configuration (see :class:`Target`;
+        :mod:`webhook_receiver.upstream.targets` builds them from URLs).
+    :raises SyncError: as :func:`sync_integration`.
+    :raises MoltinAPIError: if upstream refuses a call.
+    """
     observes = receiver.observes()
     if not observes:
         raise SyncError(f"receiver {receiver.name!r} has no handlers: there is nothing to observe")
@@ -293,45 +381,46 @@ def sync_integration(
             f"upstream refuses events it does not know: {', '.join(unknown)}; rename or remove"
             " those handlers (custom API events are named '<slug>_ext.created')"
         )
-    name = name or default_integration_name(receiver)
-    if secret_key is None:
-        secret_key = receiver.secret_key()
+    if name is None:
+        suffix = {"webhook": "", "aws_sqs": "-sqs"}.get(target.integration_type, f"-{target.integration_type}")
+        name = default_integration_name(receiver) + suffix
     description = (
         f"{MANAGED_MARK}: `flask webhooks sync` keeps it in step with"
-        f" the app's handlers (secret {secret_fingerprint(secret_key)})."
+        f" the app's handlers (secret {target.fingerprint()})."
     )
 
-    planned = _sync(client, name, url, observes, description, secret_key, enabled, dry_run=True)
+    planned = _sync(client, name, target, observes, description, enabled, dry_run=True)
     if dry_run:
         return planned
     if planned.action == "unchanged":  # nothing to write: no lock either
         return SyncResult(planned.steps, dry_run=False)
-    with sync_lock(client, name, url=url, event=observes[0]):
+    lock_url = str(target.configuration["url"]) if target.integration_type == "webhook" else LOCK_URL
+    with sync_lock(client, name, url=lock_url, event=observes[0]):
         # Read again under the lock: another sync may have written since.
-        return _sync(client, name, url, observes, description, secret_key, enabled, dry_run=False)
+        return _sync(client, name, target, observes, description, enabled, dry_run=False)
 
 
 def _sync(
     client: MoltinClient,
     name: str,
-    url: str,
+    target: Target,
     observes: list[str],
     description: str,
-    secret_key: str,
     enabled: bool,
     dry_run: bool,
 ) -> SyncResult:
     """One sync, under the group's lock unless *dry_run*: read what upstream has, then write the difference."""
     integrations = [i for i in client.list_integrations() if not is_sync_lock(i)]
-    webhooks = [i for i in integrations if i.get("integration_type") == "webhook"]
-    members = group_members(webhooks, name)
+    kind = target.integration_type
+    same_type = [i for i in integrations if i.get("integration_type") == kind]
+    members = group_members(same_type, name, kind)
     if sum(1 for m in members if m.get("name") == name) > 1:
-        _ambiguous([m for m in members if m.get("name") == name], f"named {name!r}")
+        _ambiguous([m for m in members if m.get("name") == name], f"named {name!r}", kind)
     if not members:
-        by_url = [i for i in webhooks if (i.get("configuration") or {}).get("url") == url]
-        if len(by_url) > 1:
-            _ambiguous(by_url, f"delivering to {url}")
-        members = by_url
+        there = [i for i in same_type if target.delivers_there(i)]
+        if len(there) > 1:
+            _ambiguous(there, f"delivering to {target.where}", kind)
+        members = there
 
     plan = _plan(members, observes)
     creations = sum(1 for current, _ in plan if current is None)
@@ -355,16 +444,15 @@ def _sync(
             "description": description,
             "enabled": enabled,
             "observes": events,
-            "configuration": {"url": url, "secret_key": secret_key},
         }
-        steps[n] = _apply(client, current, desired, dry_run)
+        steps[n] = _apply(client, current, desired, target, dry_run)
     return SyncResult([steps[n] for n in range(len(plan))], dry_run)
 
 
-def _ambiguous(matches: list[dict[str, Any]], how: str) -> None:
+def _ambiguous(matches: list[dict[str, Any]], how: str, kind: str = "webhook") -> None:
     ids = ", ".join(str(i.get("id")) for i in matches)
     raise SyncError(
-        f"{len(matches)} webhook integrations are {how} ({ids}); delete the extra ones"
+        f"{len(matches)} {kind} integrations are {how} ({ids}); delete the extra ones"
         " (`flask webhooks delete ID`) and sync again"
     )
 
@@ -426,33 +514,36 @@ def _write_order(step: tuple[dict[str, Any] | None, list[str]], observes: list[s
 
 
 def _apply(
-    client: MoltinClient, current: dict[str, Any] | None, desired: dict[str, Any], dry_run: bool
+    client: MoltinClient,
+    current: dict[str, Any] | None,
+    desired: dict[str, Any],
+    target: Target,
+    dry_run: bool,
 ) -> IntegrationChange:
-    name, events, configuration = desired["name"], desired["observes"], desired["configuration"]
+    name, events, configuration = desired["name"], desired["observes"], target.configuration
+    secrets = target.secrets
     if current is None:
-        changes: dict[str, tuple[Any, Any]] = {
-            key: (None, value) for key, value in desired.items() if key != "configuration"
-        }
-        changes["url"] = (None, configuration["url"])
-        changes["secret_key"] = (None, REDACTED)
+        changes: dict[str, tuple[Any, Any]] = {key: (None, value) for key, value in desired.items()}
+        for key, value in configuration.items():
+            changes[key] = (None, REDACTED if key in secrets else value)
         created = None
         if not dry_run:
             created = client.create_integration(
                 name=name,
-                url=configuration["url"],
+                integration_type=target.integration_type,
+                configuration=configuration,
                 observes=events,
-                secret_key=configuration["secret_key"],
                 description=desired["description"],
                 enabled=desired["enabled"],
             )
-        return IntegrationChange("created", name, _redacted(created), changes)
+        return IntegrationChange("created", name, _redacted(created, secrets), changes)
     if not events:
         if not dry_run:
             client.delete_integration(str(current["id"]))
         return IntegrationChange(
             "deleted",
             str(current.get("name")),
-            _redacted(current),
+            _redacted(current, secrets),
             {"observes": (sorted(current.get("observes") or []), [])},
         )
 
@@ -466,23 +557,29 @@ def _apply(
         changes["observes"] = (sorted(current.get("observes") or []), events)
         update["observes"] = events
     held = current.get("configuration") or {}
-    if held.get("url") != configuration["url"]:
-        changes["url"] = (held.get("url"), configuration["url"])
+    for key, value in configuration.items():
+        if key not in secrets and held.get(key) != value:
+            changes[key] = (held.get(key), value)
+            update["configuration"] = configuration
+    changed_secrets = [key for key in secrets if key in held and held[key] != configuration.get(key)]
+    for key in changed_secrets:
+        changes[key] = (REDACTED, REDACTED)
         update["configuration"] = configuration
-    if "secret_key" in held and held["secret_key"] != configuration["secret_key"]:
-        changes["secret_key"] = (REDACTED, REDACTED)
-        update["configuration"] = configuration
-    elif "description" in update:
+    if not changed_secrets and "description" in update:
         # Upstream hides the secret: the fingerprint in the description tells.
         update["configuration"] = configuration
     if not update:
-        return IntegrationChange("unchanged", name, _redacted(current), {})
+        return IntegrationChange("unchanged", name, _redacted(current, secrets), {})
     result = {**current, **update} if dry_run else client.update_integration(current["id"], **update)
-    return IntegrationChange("updated", name, _redacted(result), changes)
+    return IntegrationChange("updated", name, _redacted(result, secrets), changes)
 
 
-def _redacted(integration: dict[str, Any] | None) -> dict[str, Any] | None:
+def _redacted(integration: dict[str, Any] | None, secrets: tuple[str, ...] = ()) -> dict[str, Any] | None:
     if integration is None:
         return None
     clean, _ = redact(integration)
-    return dict(clean)
+    clean = dict(clean)
+    held = clean.get("configuration")
+    if isinstance(held, dict):
+        clean["configuration"] = {k: (REDACTED if k in secrets else v) for k, v in held.items()}
+    return clean

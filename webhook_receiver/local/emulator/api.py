@@ -110,8 +110,11 @@ def _body() -> dict[str, Any]:
     return data
 
 
-def _validate(fields: dict[str, Any], *, partial: bool) -> dict[str, Any]:
-    """Check integration fields as upstream does; returns the writable ones."""
+def _validate(fields: dict[str, Any], *, partial: bool, integration_type: str = "webhook") -> dict[str, Any]:
+    """Check integration fields as upstream does; returns the writable ones.
+
+    :param integration_type: the type of the integration updated (a partial update may not repeat it).
+    """
     clean = {k: fields[k] for k in _WRITABLE if k in fields}
     if not partial:
         for name in ("name", "description", "integration_type", "observes", "configuration"):
@@ -133,13 +136,24 @@ def _validate(fields: dict[str, Any], *, partial: bool) -> dict[str, Any]:
         if not isinstance(configuration, dict):
             raise _Refusal(422, "configuration must be an object", "data.configuration")
         url = configuration.get("url")
-        if clean.get("integration_type", "webhook") == "webhook" and (
-            not isinstance(url, str) or not url.startswith(("http://", "https://"))
-        ):
+        kind = clean.get("integration_type", integration_type)
+        if kind in ("webhook", "aws_sqs") and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
             raise _Refusal(422, "configuration.url must be an http(s) URL", "data.configuration.url")
+        if kind == "stomp":
+            _check_stomp(configuration)
         if "secret_key" in configuration and not isinstance(configuration["secret_key"], str):
             raise _Refusal(422, "configuration.secret_key must be a string", "data.configuration.secret_key")
     return clean
+
+
+def _check_stomp(configuration: dict[str, Any]) -> None:
+    """A ``stomp`` configuration: a destination, a non-empty list of addresses, a user name and password."""
+    for name in ("destination", "username", "password"):
+        if not isinstance(configuration.get(name), str) or not configuration[name]:
+            raise _Refusal(422, f"configuration.{name} is required", f"data.configuration.{name}")
+    addresses = configuration.get("addresses")
+    if not isinstance(addresses, list) or not addresses or not all(isinstance(a, str) and a for a in addresses):
+        raise _Refusal(422, "configuration.addresses must be a non-empty array", "data.configuration.addresses")
 
 
 def _check_observes(record: dict[str, Any]) -> None:
@@ -245,7 +259,7 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
     def update_integration(integration_id: str) -> Response:
         with state.lock:
             record = integration_or_404(integration_id)
-            fields = _validate(_body(), partial=True)
+            fields = _validate(_body(), partial=True, integration_type=str(record.get("integration_type")))
             merged = {**record, **fields}
             _check_observes(merged)
             record.update(fields)
@@ -315,7 +329,7 @@ def create_api(state: EmulatorState, firer: Firer) -> Flask:
                 answer["reason"] = f"every integration observing {trigger} is disabled"
             else:
                 answer["reason"] = (
-                    f"no webhook integration observes {trigger}: `flask webhooks sync` registers one for your handlers"
+                    f"no integration observes {trigger}: `flask webhooks sync` registers one for your handlers"
                 )
         return _json({"data": answer}, 202)
 

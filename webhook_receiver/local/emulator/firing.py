@@ -1,8 +1,9 @@
-"""Delivering fired events to webhook integrations, with upstream's retries."""
+"""Delivering fired events to webhook and queue integrations, with upstream's retries."""
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import threading
 import time
@@ -15,7 +16,8 @@ import requests
 
 from ...untrusted import protect
 from ...wire import SECRET_HEADER, TRIGGER_HEADER, make_event
-from .state import EmulatorState, now_iso
+from .queues import SQS_MAX_BYTES, Sent, cloudevent, send_sqs, send_stomp
+from .state import QUEUE_TYPES, EmulatorState, now_iso
 
 __all__ = ["Fired", "Firer", "unreachable"]
 
@@ -51,24 +53,37 @@ class Fired:
 
 
 class Firer:
-    """Delivers events to every enabled webhook integration observing them.
+    """Delivers events to every enabled integration observing them.
 
-    Each delivery runs in a thread of its own: a POST with upstream's headers
-    and body, retried with ``attempt`` incremented after each non-2xx answer,
-    timeout or connection error, until it succeeds or the retries run out.
-    Every attempt is written to the integration logs.
+    Each delivery runs in a thread of its own: to a webhook, a POST with
+    upstream's headers and body, retried with ``attempt`` incremented after
+    each non-2xx answer, timeout or connection error, until it succeeds or the
+    retries run out; to a ``stomp`` or ``aws_sqs`` integration, the event as a
+    CloudEvent put on its broker's destination or its SQS queue (see
+    :mod:`~webhook_receiver.local.emulator.queues`), retried alike when the
+    queue cannot be reached or refuses it. Every attempt is written to the
+    integration logs.
 
     :param state: the stand-in's memory.
     :param retry_delays: the pause before each retry; its length is the
         number of retries.
     :param timeout: how long a delivery waits for an answer (upstream: about
         10 seconds).
+    :param sqs_endpoint_url: the SQS endpoint ``aws_sqs`` integrations are
+        delivered through (a local one such as moto's); AWS's for the
+        integration's region when ``None``.
     """
 
     def __init__(
-        self, state: EmulatorState, *, retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS, timeout: float = 10.0
+        self,
+        state: EmulatorState,
+        *,
+        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        timeout: float = 10.0,
+        sqs_endpoint_url: str | None = None,
     ) -> None:
         self.state = state
+        self.sqs_endpoint_url = sqs_endpoint_url
         self.retry_delays = tuple(retry_delays)
         self.timeout = timeout
         self._pending = 0
@@ -76,13 +91,25 @@ class Firer:
         self._closing = threading.Event()
         self._session = requests.Session()
 
-    def fire(self, trigger: str, data: Mapping[str, Any] | None = None, *, event_id: str | None = None) -> Fired:
+    def fire(
+        self,
+        trigger: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        event_id: str | None = None,
+        included: Any = None,
+    ) -> Fired:
         """Deliver *trigger* with *data* (a realistic sample when ``None``).
 
+        :param included: the related resources sent with *data* (as
+            ``included``), when given.
         :returns: the event id and the jobs started; delivery goes on in the
             background (see :meth:`wait_idle`).
         """
         body = make_event(trigger, data, event_id=event_id or str(uuid.uuid4()))
+        if included is not None and isinstance(body.get("payload"), dict) and "data" in body["payload"]:
+            body["payload"] = {**body["payload"], "included": included}
+            body["resources"] = json.dumps(body["payload"])
         fired = Fired(body["id"], trigger)
         for integration in self.state.observers(trigger):
             if not integration.get("enabled"):
@@ -139,6 +166,8 @@ class Firer:
         body: dict[str, Any],
         attempt: int,
     ) -> bool:
+        if integration.get("integration_type") in QUEUE_TYPES:
+            return self._enqueue(integration, configuration, job_id, body, attempt)
         delivery = dict(body, attempt=attempt)
         delivery["integration"] = {k: integration.get(k) for k in ("id", "integration_type", "name", "description")}
         delivery["configuration"] = dict(configuration)
@@ -165,6 +194,36 @@ class Firer:
             error = f"no answer within {self.timeout:g} seconds"
         except requests.RequestException as exc:
             error = unreachable(configuration["url"], exc)
+        return self._record(integration, job_id, body, attempt, started, Sent(status, text, error))
+
+    def _enqueue(
+        self,
+        integration: dict[str, Any],
+        configuration: Mapping[str, Any],
+        job_id: str,
+        body: dict[str, Any],
+        attempt: int,
+    ) -> bool:
+        """One attempt to put the event on a queue integration's queue, logged as a delivery."""
+        started = time.monotonic()
+        sqs = integration.get("integration_type") == "aws_sqs"
+        message = cloudevent(
+            body,
+            integration_id=str(integration["id"]),
+            store_id=self.state.store_id,
+            max_bytes=SQS_MAX_BYTES if sqs else None,
+        )
+        if sqs:
+            sent = send_sqs(configuration, message, endpoint_url=self.sqs_endpoint_url, timeout=self.timeout)
+        else:
+            sent = send_stomp(configuration, message, timeout=self.timeout)
+        return self._record(integration, job_id, body, attempt, started, sent)
+
+    def _record(
+        self, integration: dict[str, Any], job_id: str, body: dict[str, Any], attempt: int, started: float, sent: Sent
+    ) -> bool:
+        """Write one attempt to the logs, as upstream serves them, and log it; whether it succeeded."""
+        status, text, error = sent
         succeeded = error is None
         log_id = str(uuid.uuid4())
         self.state.add_log(

@@ -57,6 +57,8 @@ class Emulator:
     :param quiet: do not log each request it serves.
     :param page_size: the most items a list endpoint serves per page, as a
         store that serves fewer than ``page[limit]`` does (25 by default).
+    :param sqs_endpoint_url: the SQS endpoint ``aws_sqs`` integrations are
+        delivered through (moto's server in tests); AWS's when ``None``.
     """
 
     def __init__(
@@ -70,12 +72,13 @@ class Emulator:
         timeout: float = 10.0,
         quiet: bool = True,
         page_size: int = 25,
+        sqs_endpoint_url: str | None = None,
     ) -> None:
         #: The credentials its token endpoint accepts: fresh ones unless given.
         self.client_id = client_id or f"emulator-{secrets.token_hex(4)}"
         self.client_secret = client_secret or secrets.token_urlsafe(24)
         self.state = EmulatorState(self.client_id, self.client_secret, page_size=page_size)
-        self.firer = Firer(self.state, retry_delays=retry_delays, timeout=timeout)
+        self.firer = Firer(self.state, retry_delays=retry_delays, timeout=timeout, sqs_endpoint_url=sqs_endpoint_url)
         self.app = create_api(self.state, self.firer)
         self._host = host
         self._port = port
@@ -146,12 +149,14 @@ class Emulator:
             self._server = None
             self._thread = None
 
-    def fire(self, trigger: str, data: Mapping[str, Any] | None = None, *, event_id: str | None = None) -> Fired:
-        """Deliver an event to every enabled webhook integration observing it.
+    def fire(
+        self, trigger: str, data: Mapping[str, Any] | None = None, *, event_id: str | None = None, included: Any = None
+    ) -> Fired:
+        """Deliver an event to every enabled integration observing it (webhooks, STOMP and SQS queues).
 
         See :meth:`~webhook_receiver.emulator.firing.Firer.fire`.
         """
-        return self.firer.fire(trigger, data, event_id=event_id)
+        return self.firer.fire(trigger, data, event_id=event_id, included=included)
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until every delivery, retries included, has ended."""

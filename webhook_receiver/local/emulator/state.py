@@ -16,6 +16,8 @@ __all__ = ["EmulatorState", "Token", "now_iso"]
 MAX_INTEGRATIONS = 100
 MAX_EVENTS_PER_INTEGRATION = 5
 TOKEN_LIFETIME = 3600
+#: The integration types delivered to a queue rather than an endpoint.
+QUEUE_TYPES = ("stomp", "aws_sqs")
 
 
 def now_iso() -> str:
@@ -55,6 +57,8 @@ class EmulatorState:
     #: Status codes to answer on the next API calls, for fault tests: each
     #: entry is ``(status, retry_after)``.
     faults: list[tuple[int, int | None]] = field(default_factory=list)
+    #: The store's id, sent as ``storeid`` in queue messages.
+    store_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def __repr__(self) -> str:
@@ -97,12 +101,14 @@ class EmulatorState:
         return record
 
     def observers(self, trigger: str, *, exclude: str | None = None) -> list[dict[str, Any]]:
-        """The webhook integrations observing *trigger* (enabled or not)."""
+        """The integrations observing *trigger* (enabled or not): webhooks and queues (``stomp``, ``aws_sqs``)."""
         with self.lock:
             return [
                 i
                 for i in self.integrations.values()
-                if i["id"] != exclude and i.get("integration_type") == "webhook" and trigger in i.get("observes", ())
+                if i["id"] != exclude
+                and i.get("integration_type") in QUEUE_TYPES + ("webhook",)
+                and trigger in i.get("observes", ())
             ]
 
     def add_job(self, integration_id: str) -> dict[str, Any]:
