@@ -60,8 +60,10 @@ MANAGED_MARK = "Managed by webhook_receiver"
 LOCK_MARK = "webhook_receiver sync lock"
 #: A lock marker older than this (seconds) is a sync that died: it is deleted.
 LOCK_STALE_SECONDS = 120.0
-#: How long a sync waits for another one of the same group to finish (seconds).
-LOCK_WAIT_SECONDS = 90.0
+#: How long a sync waits for another one of the same group to finish (seconds): longer than
+#: :data:`LOCK_STALE_SECONDS`, so that the marker of a sync killed just before is outlived and
+#: deleted rather than waited for in vain.
+LOCK_WAIT_SECONDS = LOCK_STALE_SECONDS + 30.0
 
 
 @dataclass(frozen=True)
