@@ -6,7 +6,10 @@ prefix of every table (the receiver's and the shop's); ``WHR_TRANSACTIONAL``
 ``1`` for a transactional handler, else one that commits its row itself;
 ``WHR_DISPATCH``, ``WHR_LEASE``, ``WHR_BROKER`` and ``WHR_QUEUE`` as in
 ``service_app``; ``WHR_STARTS`` a file each handler run appends the event id to
-when it starts; ``WHR_SLEEP`` seconds the handler sleeps after its write (inside
+when it starts; ``WHR_RUNNING`` a file each handler run appends ``<pid> start
+<event id>`` to when it starts and ``<pid> end <event id>`` when its body ends
+(before its outcome is written), so that a test can tell whose handler is
+running; ``WHR_SLEEP`` seconds the handler sleeps after its write (inside
 the transaction of a transactional handler); ``WHR_DEADLINE`` the inline
 deadline in seconds.
 
@@ -42,14 +45,20 @@ class Shipment(db.Model):  # type: ignore[name-defined,misc]
     event_id = db.Column(db.String(200), nullable=False)
 
 
-def _started(event_id: str) -> None:
-    path = os.environ.get("WHR_STARTS")
+def _append(variable: str, line: str) -> None:
+    """Append *line* to the file named by the environment *variable*, if it is set, in one write."""
+    path = os.environ.get(variable)
     if path:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, (event_id + "\n").encode())
+            os.write(fd, (line + "\n").encode())
         finally:
             os.close(fd)
+
+
+def _started(event_id: str) -> None:
+    _append("WHR_STARTS", event_id)
+    _append("WHR_RUNNING", f"{os.getpid()} start {event_id}")
 
 
 @receiver.on("order.paid", transactional=TRANSACTIONAL, name="ship")
@@ -61,6 +70,7 @@ def ship(event: Event) -> None:
         db.session.commit()
     time.sleep(random.uniform(0.005, 0.03))  # the window a kill lands in: after the effect, before the outcome
     time.sleep(float(os.environ.get("WHR_SLEEP", "0")))
+    _append("WHR_RUNNING", f"{os.getpid()} end {event.id}")
 
 
 def create_app() -> Flask:
