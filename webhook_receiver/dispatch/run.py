@@ -108,7 +108,11 @@ def run_handlers(
     """
     failed: list[str] = []
     previous: Run | None = None
-    pending = [handler for handler in handlers if handler.name not in claim.succeeded]
+    if claim.outcomes:
+        succeeded = claim.succeeded
+        pending = [handler for handler in handlers if handler.name not in succeeded]
+    else:  # the first run: every handler
+        pending = list(handlers)
 
     def durably(write: Callable[[], T], what: str) -> T:
         return write_durably(write, event_id=event.id, what=what, stopping=stopping, patience=patience)
