@@ -12,7 +12,10 @@ id, as in ``inprocess.py`` and ``throughput.py``.
 
 For Redis the server's side is shown too: the microseconds Redis says it spent
 in commands (``INFO commandstats``) per delivery, before and after, since a
-design that moves work into a Lua script is not free.
+design that moves work into a Lua script is not free. The figure is taken on
+a ``redis-server`` of the benchmark's own, on a free port, when one is on the
+PATH (a shared server's statistics hold every other client's commands too);
+otherwise on the server at 127.0.0.1:6379.
 
 Run it from the repository root (Valgrind from Debian: ``apt-get install
 valgrind``)::
@@ -93,6 +96,34 @@ def redis_command_usec(url: str) -> float:
     return float(sum(entry["usec"] for entry in stats.values()))
 
 
+def private_redis() -> tuple[subprocess.Popen[bytes], str] | None:
+    """A ``redis-server`` of our own on a free port (no persistence), and its URL; ``None`` without one."""
+    if shutil.which("redis-server") is None:
+        return None
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    import redis
+
+    for _ in range(100):
+        try:
+            redis.Redis.from_url(url).ping()
+            return server, url
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    server.terminate()
+    return None
+
+
 def count(app_name: str, store_url: str, warmup: int, requests: int, env: dict[str, str]) -> int:
     """Instructions per delivery of *app_name*, measured in a valgrind child."""
     out = tempfile.NamedTemporaryFile(prefix="whr-callgrind-", suffix=".out", delete=False)
@@ -147,8 +178,11 @@ def main() -> int:
     }
     print(f"{args.warmup} warm-up and {args.requests} counted deliveries per app; instructions per delivery")
     print(f"{'store':<11} {'receiver':>10} {'floor':>10} {'floor/receiver':>15}  floor app")
+    own_redis = private_redis() if "redis" in chosen else None
     for store in chosen:
         url, floor = STORES[store]
+        if store == "redis" and own_redis is not None:
+            url = own_redis[1]
         before = redis_command_usec(url) if store == "redis" else 0.0
         receiver = count("receiver_app", url, args.warmup, args.requests, env)
         middle = redis_command_usec(url) if store == "redis" else 0.0
@@ -161,6 +195,9 @@ def main() -> int:
                 f"{'':<11} server: receiver {(middle - before) / total:.1f} us, floor"
                 f" {(after - middle) / total:.1f} us of command time per delivery (INFO commandstats)"
             )
+    if own_redis is not None:
+        own_redis[0].terminate()
+        own_redis[0].wait()
     if "postgresql" in chosen:
         drop_postgresql_tables(env["BENCH_TABLE_PREFIX"])
     shutil.rmtree(instance, ignore_errors=True)

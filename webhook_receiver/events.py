@@ -301,7 +301,7 @@ class _Deferred:
         return fields[self.name]
 
 
-Event.resources = _Deferred("resources", None)  # type: ignore[assignment]
+Event.resources = _Deferred("resources", None)
 Event.irregular = _Deferred("irregular", ())  # type: ignore[assignment]
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextvars
 import os
-import secrets
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
@@ -52,6 +51,7 @@ from .base import (
     finished_status,
     load_outcomes,
     load_raw,
+    new_token,
     prunable,
 )
 from .sqlalchemy_schema import DEFAULT_PREFIX, PASSWORD_KEYS, build_metadata, check_tables, database_url, open_engine
@@ -435,7 +435,7 @@ class SQLAlchemyStore(EventStore):
         return events.c.receiver == self.receiver, events.c.id == event_id
 
     def claim(self, event: Event) -> Claim:
-        token = secrets.token_hex(16)
+        token = new_token()
         events = self._events
         raw = event.raw_json.decode()
         wall = time.time()
@@ -526,7 +526,7 @@ class SQLAlchemyStore(EventStore):
 
     def claim_due(self) -> Claim | None:
         events = self._events
-        token = secrets.token_hex(16)
+        token = new_token()
         mine = events.c.receiver == self.receiver
 
         def work(conn: Connection, now: Any) -> Claim | None:
