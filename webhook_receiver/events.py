@@ -87,6 +87,9 @@ class Event:
     payload: Any = None
     #: The deprecated ``resources``, decoded from its JSON string, or ``None``
     #: (as sent, or as decoded, when it is not an object: see :attr:`irregular`).
+    #: When a ``payload`` object carries the data and the string holds no secret
+    #: field name, the string is decoded on first read of this attribute (or of
+    #: :attr:`irregular`), not while the request is answered.
     resources: Any = None
     #: The affected resource: the ``data`` object of a created or updated
     #: event, the ``{"id", "type"}`` object of a deleted one, or ``None``.
