@@ -356,14 +356,25 @@ class SQLAlchemyStore(EventStore):
         """
         engine = self._autocommit
         assert engine is not None
-        compiled = self._compiled.get(id(statement))
-        if compiled is None:
-            compiled = self._compiled[id(statement)] = statement.compile(dialect=engine.dialect)
+        found = self._compiled.get(id(statement))
+        if found is None:
+            compiled = statement.compile(dialect=engine.dialect)
+            bound = compiled.construct_params(params)
+            # The statement's own constants, bound once: each call then only merges its parameters in, when they
+            # all keep their names in the statement (else SQLAlchemy binds them each time).
+            constants = {k: v for k, v in bound.items() if k not in params} if params.keys() <= bound.keys() else None
+            found = self._compiled[id(statement)] = (str(compiled), compiled, constants, frozenset(params))
+        sql, compiled, constants, names = found
         connection = engine.raw_connection()
         try:
             cursor: Any = connection.cursor()
             try:
-                cursor.execute(str(compiled), compiled.construct_params(params))
+                cursor.execute(
+                    sql,
+                    {**constants, **params}
+                    if constants is not None and params.keys() == names
+                    else compiled.construct_params(params),
+                )
                 if cursor.description is not None:  # RETURNING: a row when it inserted
                     written = cursor.fetchone() is not None
                 else:
