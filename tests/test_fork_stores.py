@@ -176,6 +176,23 @@ def test_redis_the_child_opens_a_connection_of_its_own(redis_prefix: str) -> Non
     assert stored is not None and stored.status is EventStatus.PROCESSED
 
 
+def test_a_child_never_hands_out_its_parents_fencing_tokens(tmp_path: Path) -> None:
+    # Tokens are a per-process random prefix and a counter: a child that kept its parent's
+    # prefix would give a lease the very token the parent gives its next one.
+    from webhook_receiver.stores.base import new_token
+
+    parent_token = new_token()
+    parent_prefix = parent_token.rsplit("-", 1)[0]
+    store = SQLiteStore(str(tmp_path / "events.sqlite3"))
+
+    def child() -> bool:
+        claim = store.claim(contract_event("token-from-the-child"))
+        return not new_token().startswith(parent_prefix) and not claim.token.startswith(parent_prefix)
+
+    assert _in_child(child) == 0
+    assert new_token().startswith(parent_prefix), "the parent keeps its own prefix"
+
+
 def test_memory_a_lock_held_by_a_parent_thread_at_fork_time_does_not_block_the_child() -> None:
     store = MemoryStore()
     assert _round_trip(store, "parent")
