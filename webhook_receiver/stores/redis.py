@@ -263,6 +263,7 @@ class _Link:
         self.owner = register(_OWNER)
         exceptions = _import_redis().exceptions
         self.no_script, self.error = exceptions.NoScriptError, exceptions.RedisError
+        self.response_error = exceptions.ResponseError
 
     def after_fork(self) -> None:
         """In a forked child: a client of its own (idempotent, once per process).
@@ -318,10 +319,17 @@ class _Link:
         conn.send_packed_command(
             [b"".join((_MULTI, claim, _pack(_HSETNX, keys[0], _RAW, raw), _EXEC))], check_health=False
         )
-        conn.read_response()  # OK
-        conn.read_response()  # QUEUED
-        conn.read_response()  # QUEUED
-        answer = conn.read_response()
+        # Every reply is read, even after an error (an out-of-memory or read-only server refuses the queued
+        # commands and EXEC): one left unread would be taken for the answer to the next command.
+        refused: Exception | None = None
+        answer: Any = None
+        for _ in range(4):  # OK, QUEUED, QUEUED, the EXEC's answers
+            try:
+                answer = conn.read_response()
+            except self.response_error as exc:
+                refused = refused or exc
+        if refused is not None:
+            raise refused
         if answer is None:
             raise self.error("the claim's transaction was aborted")
         if isinstance(answer[0], Exception):
