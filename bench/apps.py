@@ -9,7 +9,8 @@ receiver must (parse; claim the id with the body in one write; run the
 handler; mark it processed in a second write), with SQLite (WAL,
 ``synchronous=NORMAL``, ``INSERT .. ON CONFLICT DO NOTHING`` then ``UPDATE``,
 each its own transaction), Redis (``SET NX`` with the body, then ``SET`` the
-status) or PostgreSQL (the same two statements as SQLite, each its own
+status, sent straight to a connection held per thread, as the receiver's
+store sends its claim and finish) or PostgreSQL (the same two statements as SQLite, each its own
 transaction in autocommit, over psycopg 3 and a ``psycopg_pool`` pool). They check no secret and keep no outcome.
 
 The receiver is configured from the environment, so that one benchmark run
@@ -151,23 +152,37 @@ def floor_sqlite() -> Any:
 
 
 floor_redis_app = Flask("bench_floor_redis")
-_floor_redis: Any = None
+_floor_redis_local = threading.local()
+
+
+def _floor_redis() -> Any:
+    """This thread's Redis connection: commands go straight to it, past redis-py's pool and retry layers.
+
+    The same path the receiver's store takes for its claim and finish, so that
+    the ratio compares the writes, not two ways of reaching Redis.
+    """
+    conn = getattr(_floor_redis_local, "conn", None)
+    if conn is None or getattr(_floor_redis_local, "pid", None) != os.getpid():
+        import redis
+
+        pool = redis.Redis.from_url(os.environ.get("BENCH_STORE") or "redis://127.0.0.1:6379/13").connection_pool
+        conn = _floor_redis_local.conn = pool.connection_class(**pool.connection_kwargs)
+        _floor_redis_local.pid = os.getpid()
+    return conn
 
 
 @floor_redis_app.post("/webhooks/moltin")
 def floor_redis() -> Any:
-    global _floor_redis
-    if _floor_redis is None:
-        import redis
-
-        _floor_redis = redis.Redis.from_url(os.environ.get("BENCH_STORE") or "redis://127.0.0.1:6379/13")
+    conn = _floor_redis()
     prefix = os.environ.get("BENCH_PREFIX", "whr-bench") + "-floor"
     raw = request.get_data()
     body = request.get_json(force=True)
-    if not _floor_redis.set(f"{prefix}:event:{body['id']}", raw, nx=True):
+    conn.send_command("SET", f"{prefix}:event:{body['id']}", raw, "NX")
+    if conn.read_response() is None:
         return {"id": body["id"], "status": "duplicate"}
     handle_floor(body)
-    _floor_redis.set(f"{prefix}:status:{body['id']}", "processed")
+    conn.send_command("SET", f"{prefix}:status:{body['id']}", "processed")
+    conn.read_response()
     return {"id": body["id"], "status": "processed"}
 
 

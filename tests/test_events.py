@@ -258,3 +258,19 @@ def test_the_fast_redaction_agrees_with_the_thorough_one(
         expected["resources"] = event.raw["resources"]
     assert event.raw == expected
     assert json.loads(event.raw_json) == event.raw, "what stores keep is the redacted body"
+
+
+def test_with_a_payload_a_clean_resources_string_is_decoded_only_when_read() -> None:
+    body = make_event("order.paid", ORDER, form="both", event_id="lazy")
+    event = Event.from_json(json.dumps(body).encode(), trigger="order.paid")
+    assert "resources" not in vars(event), "the resources string was decoded while the request was answered"
+    assert event.data == ORDER and event.raw["resources"] == body["resources"]
+    assert event.resources == {"data": ORDER} and event.irregular == ()
+    assert event == Event.from_dict(body)
+
+
+def test_with_a_payload_an_odd_resources_string_is_noted_when_read() -> None:
+    body = {"id": "odd", "triggered_by": "order.paid", "payload": {"data": ORDER}, "resources": "{oops"}
+    event = Event.from_json(json.dumps(body).encode())
+    assert event.data == ORDER
+    assert event.irregular == ("resources",) and event.resources == "{oops"

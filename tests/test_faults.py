@@ -160,3 +160,39 @@ def test_celery_retries_a_failing_handler(processes: Processes, tmp_path: Path, 
     wait_for(lambda: effects(tmp_path, body["id"]), 40, f"the retry to succeed\n{logs_text(tmp_path)}")
     assert len(effects(tmp_path, body["id"], "start")) == 2
     assert "due again in" in (tmp_path / "celery.log").read_text()
+
+
+def test_a_redis_server_refusing_the_claim_leaves_the_connection_in_step(processes: Processes, tmp_path: Path) -> None:
+    # A server out of memory refuses every queued command of the claim's MULTI and its EXEC:
+    # the store must read all four replies, or the next command on this thread's connection
+    # takes a stale one for its answer.
+    import redis
+
+    from webhook_receiver.errors import StoreUnavailable
+    from webhook_receiver.stores import ClaimState
+    from webhook_receiver.stores.redis import RedisStore
+
+    port = free_port()
+    processes.redis_server(port, tmp_path / "redis.log")
+    url = f"redis://127.0.0.1:{port}/0"
+    admin = redis.Redis.from_url(url)
+    store = RedisStore(url, prefix="whr-oom")
+    assert store.claim(make_event_object("warm")).state is ClaimState.CLAIMED  # the prefix is taken
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", "1")
+    with pytest.raises(StoreUnavailable, match="maxmemory"):
+        store.claim(make_event_object("refused"))
+    admin.config_set("maxmemory", "0")
+    claim = store.claim(make_event_object("after"))
+    assert claim.state is ClaimState.CLAIMED and claim.attempt == 1
+    assert store.finish(claim, ok=True)
+    stored = store.get("after")
+    assert stored is not None and stored.status.value == "processed" and stored.raw["id"] == "after"
+    assert store.get("refused") is None
+    admin.close()
+
+
+def make_event_object(event_id: str) -> Any:
+    from webhook_receiver import Event
+
+    return Event.from_dict(make_event("order.paid", event_id=event_id))

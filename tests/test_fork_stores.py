@@ -157,6 +157,42 @@ def test_redis_a_pool_lock_held_by_a_parent_thread_at_fork_time_does_not_block_t
     assert _round_trip(store, "parent-again"), "the parent's client still works"
 
 
+def test_redis_the_child_opens_a_connection_of_its_own(redis_prefix: str) -> None:
+    # The claim and the finish go to a connection held per thread: a child sharing its
+    # parent's would interleave their replies on one socket.
+    store = RedisStore(REDIS_URL, prefix=redis_prefix)
+    assert _round_trip(store, "parent")
+    parents = store._link.connection()
+    parent_socket = parents._sock
+    assert parent_socket is not None
+
+    def child() -> bool:
+        return store._link.connection() is not parents and _round_trip(store, "child")
+
+    assert _in_child(child) == 0
+    assert store._link.connection() is parents and parents._sock is parent_socket
+    assert _round_trip(store, "parent-again"), "the child's connection leaves the parent's working"
+    stored = store.get("child")
+    assert stored is not None and stored.status is EventStatus.PROCESSED
+
+
+def test_a_child_never_hands_out_its_parents_fencing_tokens(tmp_path: Path) -> None:
+    # Tokens are a per-process random prefix and a counter: a child that kept its parent's
+    # prefix would give a lease the very token the parent gives its next one.
+    from webhook_receiver.stores.base import new_token
+
+    parent_token = new_token()
+    parent_prefix = parent_token.rsplit("-", 1)[0]
+    store = SQLiteStore(str(tmp_path / "events.sqlite3"))
+
+    def child() -> bool:
+        claim = store.claim(contract_event("token-from-the-child"))
+        return not new_token().startswith(parent_prefix) and not claim.token.startswith(parent_prefix)
+
+    assert _in_child(child) == 0
+    assert new_token().startswith(parent_prefix), "the parent keeps its own prefix"
+
+
 def test_memory_a_lock_held_by_a_parent_thread_at_fork_time_does_not_block_the_child() -> None:
     store = MemoryStore()
     assert _round_trip(store, "parent")

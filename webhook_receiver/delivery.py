@@ -25,7 +25,7 @@ from typing import Any
 
 from flask import Flask, Request, Response, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
-from werkzeug.wsgi import get_input_stream
+from werkzeug.wsgi import get_content_length, get_input_stream
 
 from . import fastjson, instrumentation, signals
 from .catalogue import is_event_name
@@ -87,22 +87,22 @@ def receive(receiver: HandlerSource, app: Flask, config: ReceiverConfig) -> Resp
     started = time.perf_counter()
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
     try:
-        answer = _answer(req, receiver, app, config)
+        answer = _answer(req.environ, receiver, app, config)
     except Exception:  # the last resort: still JSON, never a traceback; upstream retries
         logger.exception("unexpected error while answering a delivery")
         answer = _error(500, "error", "an unexpected error occurred; it is logged")
     response = app.response_class(
-        fastjson.dumps(answer.body),
+        fastjson.dumps_bytes(answer.body),
         status=answer.code,
         mimetype="application/json",
         headers=answer.headers,
     )
     instrumentation.answered(
-        app, receiver.name, answer.status, answer.code, answer.event, req.headers.get(TRIGGER_HEADER), started
+        app, receiver.name, answer.status, answer.code, answer.event, req.environ.get(_TRIGGER_KEY), started
     )
     if logger.isEnabledFor(logging.INFO):
         event = answer.event
-        trigger = event.trigger if event else req.headers.get(TRIGGER_HEADER, "")
+        trigger = event.trigger if event else req.environ.get(_TRIGGER_KEY, "")
         logger.info(
             "delivery id=%s trigger=%s attempt=%s status=%s http=%d ms=%.1f",
             event.id if event else "-",
@@ -115,20 +115,27 @@ def receive(receiver: HandlerSource, app: Flask, config: ReceiverConfig) -> Resp
     return response
 
 
-def _answer(request: Request, receiver: HandlerSource, app: Flask, config: ReceiverConfig) -> _Answer:
-    if request.method != "POST":
+#: The WSGI environ keys of the two headers, read once per request straight from the environ.
+_SECRET_KEY = "HTTP_" + SECRET_HEADER.upper().replace("-", "_")
+_TRIGGER_KEY = "HTTP_" + TRIGGER_HEADER.upper().replace("-", "_")
+
+
+def _answer(environ: dict[str, Any], receiver: HandlerSource, app: Flask, config: ReceiverConfig) -> _Answer:
+    method = environ.get("REQUEST_METHOD", "GET")
+    if method != "POST":
         return _error(
             405,
             "method_not_allowed",
-            f"{request.method} is not allowed: Moltin delivers webhooks with POST",
+            f"{method} is not allowed: Moltin delivers webhooks with POST",
             Allow="POST",
         )
     limit = config.max_content_length
-    if request.content_length is not None and request.content_length > limit:
+    declared = get_content_length(environ)
+    if declared is not None and declared > limit:
         return _too_large(limit)
 
     if config.verifier is not None:
-        presented = request.headers.get(SECRET_HEADER)
+        presented = environ.get(_SECRET_KEY)
         if not config.verifier.verify(presented):
             signals.send_isolated(
                 signals.verification_failed,
@@ -138,14 +145,14 @@ def _answer(request: Request, receiver: HandlerSource, app: Flask, config: Recei
             )
             return _error(401, "unauthorized", f"the {SECRET_HEADER} header is missing or wrong")
 
-    trigger = request.headers.get(TRIGGER_HEADER)
+    trigger = environ.get(_TRIGGER_KEY)
     if not trigger:
         return _error(400, "bad_request", f"the {TRIGGER_HEADER} header is missing")
     if not is_event_name(trigger):
         return _error(400, "bad_request", f"the {TRIGGER_HEADER} header is not an event name")
 
     try:
-        event = Event.from_json(_read_body(request, limit), trigger=trigger)
+        event = Event.from_json(_read_body(environ, declared, limit), trigger=trigger)
     except PayloadTooLarge:
         return _too_large(limit)
     except InvalidEvent as exc:
@@ -169,25 +176,24 @@ def _too_large(limit: int) -> _Answer:
     return _error(413, "too_large", f"the body is larger than the limit of {limit} bytes")
 
 
-def _read_body(request: Request, limit: int) -> bytes:
+def _read_body(environ: dict[str, Any], declared: int | None, limit: int) -> bytes:
     """Read the body, refusing to hold more than *limit* bytes of it.
 
+    :param declared: the Content-Length, already checked against *limit*, or ``None``.
     :raises PayloadTooLarge: if the body is longer than *limit*.
     :raises InvalidEvent: if the client went away mid-body.
     """
+    if declared is not None:  # the usual case: one read of the declared length, no more
+        chunk: bytes = environ["wsgi.input"].read(declared)
+        if len(chunk) != declared:
+            raise InvalidEvent("the body ended before its declared length")
+        return chunk
     chunks: list[bytes] = []
     size = 0
     try:
-        # The WSGI input, bounded by Content-Length when there is one, with
-        # our limit rather than the app-wide MAX_CONTENT_LENGTH.
-        stream = get_input_stream(request.environ, max_content_length=limit)
-        declared = request.content_length
-        if declared is not None:  # the usual case: one read, bounded by Content-Length
-            chunk = stream.read(declared)
-            if len(chunk) == declared:
-                return chunk
-            chunks.append(chunk)
-            size = len(chunk)
+        # The WSGI input (chunked, or ended by the server), with our limit rather than the app-wide
+        # MAX_CONTENT_LENGTH.
+        stream = get_input_stream(environ, max_content_length=limit)
         while True:
             chunk = stream.read(min(_READ_CHUNK, limit + 1 - size))
             if not chunk:

@@ -90,6 +90,9 @@ class Event:
     payload: Any = None
     #: The deprecated ``resources``, decoded from its JSON string, or ``None``
     #: (as sent, or as decoded, when it is not an object: see :attr:`irregular`).
+    #: When a ``payload`` object carries the data and the string holds no secret
+    #: field name, the string is decoded on first read of this attribute (or of
+    #: :attr:`irregular`), not while the request is answered.
     resources: Any = None
     #: The affected resource: the ``data`` object of a created or updated
     #: event, the ``{"id", "type"}`` object of a deleted one, or ``None``.
@@ -318,7 +321,10 @@ class Event:
                 field="triggered_by",
             )
         irregular: list[str] = []
-        resources = _resources(raw, irregular, clean=resources_clean)
+        # With a payload, data comes from it: a resources string known to hold no secret field is decoded
+        # only when read (the body kept in raw is as sent either way).
+        deferred = resources_clean and isinstance(raw.get("resources"), str) and isinstance(raw.get("payload"), dict)
+        resources = None if deferred else _resources(raw, irregular, clean=resources_clean)
         payload = _as_sent(raw, "payload", dict, irregular)
         integration = _as_sent(raw, "integration", dict, irregular)
         if isinstance(payload, dict):
@@ -330,22 +336,58 @@ class Event:
         if source is not None:
             data = source["data"] if "data" in source else source
             included = source.get("included")
-        event = cls(
+        attempt = _attempt(raw, irregular)
+        store_id = _as_sent(raw, "store_id", str, irregular)
+        org_id = _as_sent(raw, "org_id", str, irregular)
+        # Built without the frozen dataclass's __init__ (one object.__setattr__ per field): the same fields,
+        # set at once.
+        event = object.__new__(cls)
+        fields = event.__dict__
+        fields.update(
             id=event_id,
             trigger=triggered_by,
-            attempt=_attempt(raw, irregular),
+            attempt=attempt,
             integration={} if integration is None else integration,
             payload=payload,
-            resources=resources,
             data=data,
             included=included,
-            store_id=_as_sent(raw, "store_id", str, irregular),
-            org_id=_as_sent(raw, "org_id", str, irregular),
+            store_id=store_id,
+            org_id=org_id,
             raw=raw,
-            irregular=tuple(irregular),
+            _raw_json=raw_json,
         )
-        object.__setattr__(event, "_raw_json", raw_json)
+        if deferred:
+            fields["_eager_irregular"] = tuple(irregular)
+        else:
+            fields["resources"] = resources
+            fields["irregular"] = tuple(irregular)
         return event
+
+
+class _Deferred:
+    """The default of :attr:`Event.resources` and :attr:`Event.irregular`, for an event whose resources string
+    is decoded on first read (a non-data descriptor: once set, the instance's own value is read)."""
+
+    def __init__(self, name: str, default: Any) -> None:
+        self.name = name
+        self.default = default
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self.default
+        fields = instance.__dict__
+        eager = fields.get("_eager_irregular")
+        if eager is None:  # built by __init__ without the field: its default
+            return self.default
+        irregular = list(eager)
+        fields["resources"] = _resources(dict(instance.raw), irregular, clean=True)
+        fields["irregular"] = tuple(irregular)
+        del fields["_eager_irregular"]
+        return fields[self.name]
+
+
+Event.resources = _Deferred("resources", None)
+Event.irregular = _Deferred("irregular", ())  # type: ignore[assignment]
 
 
 def _resources(raw: dict[str, Any], irregular: list[str], *, clean: bool = False) -> Any:

@@ -34,14 +34,16 @@ def hand_over(event: Event, receiver: HandlerSource, app: Any, dispatcher: Dispa
         :class:`~webhook_receiver.errors.BrokerUnavailable`,
         :class:`~webhook_receiver.errors.BacklogFull` from background dispatch).
     """
-    if event.irregular:
+    irregular = event.__dict__.get("irregular")  # None: the resources string is read later, and noted then
+    if irregular:
         logger.warning(
             "event %s (%s): unexpected shape of %s; kept as sent in event.raw",
             event.id,
             event.trigger,
-            ", ".join(event.irregular),
+            ", ".join(irregular),
         )
-    signals.send_isolated(signals.event_received, app, event=event, receiver=receiver)
+    if signals.event_received.receivers:
+        signals.send_isolated(signals.event_received, app, event=event, receiver=receiver)
     handlers = receiver.handlers_for(event.trigger, app)
     if not handlers:
         return IGNORED

@@ -110,7 +110,11 @@ def run_handlers(
     """
     failed: list[str] = []
     previous: Run | None = None
-    pending = [handler for handler in handlers if handler.name not in claim.succeeded]
+    if claim.outcomes:
+        succeeded = claim.succeeded
+        pending = [handler for handler in handlers if handler.name not in succeeded]
+    else:  # the first run: every handler
+        pending = list(handlers)
 
     def durably(write: Callable[[], T], what: str) -> T:
         return write_durably(write, event_id=event.id, what=what, stopping=stopping, patience=patience)
@@ -124,7 +128,7 @@ def run_handlers(
                     return _lost(event, claim, failed)
             previous = None
             started = time.time()
-            mark = _watermark_key(handler, event)
+            mark = _watermark_key(handler, event) if handler.latest_only else None
             if mark is not None:
                 skip = durably(partial(_take_watermark, store, handler, mark), f"the watermark of {handler.name}")
                 if skip is not None:
@@ -509,13 +513,7 @@ def finish_now(
     """
     if result.lost:
         return "busy", result.failed
-    last = result.last
-    if not result.finished and not write_durably(
-        lambda: store.finish(claim, ok=not result.failed, last=last),
-        event_id=event.id,
-        what="its outcome",
-        patience=patience,
-    ):
+    if not result.finished and not _finish_now(store, claim, not result.failed, result.last, event.id, patience):
         logger.warning(
             "event %s: the lease was taken over by another worker before this run finished;"
             " its outcome is not recorded",
@@ -526,6 +524,21 @@ def finish_now(
         return "failed", result.failed
     signals.send_isolated(signals.event_handled, sender, event=event, receiver=receiver)
     return "processed", []
+
+
+def _finish_now(store: EventStore, claim: Claim, ok: bool, last: Run | None, event_id: str, patience: float) -> bool:
+    """:meth:`EventStore.finish` in the request: once, and through :func:`write_durably` if the store refuses."""
+    started = time.monotonic()
+    try:
+        return store.finish(claim, ok=ok, last=last)
+    except StoreUnavailable as exc:
+        logger.warning("event %s: cannot write its outcome yet (%s); trying again", event_id, exc)
+    return write_durably(  # within the patience left: the first attempt counts
+        lambda: store.finish(claim, ok=ok, last=last),
+        event_id=event_id,
+        what="its outcome",
+        patience=max(0.0, patience - (time.monotonic() - started)),
+    )
 
 
 class ProcessResult:

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import copy
 import enum
+import itertools
 import os
+import secrets
 import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -53,6 +55,7 @@ __all__ = [
     "prunable",
     "load_outcomes",
     "load_raw",
+    "new_token",
 ]
 
 
@@ -171,15 +174,19 @@ class Claim:
         outcomes = dict(self.outcomes)
         if run is not None:
             previous = outcomes.get(run.name)
-            outcomes[run.name] = HandlerOutcome(
-                run.name,
-                run.ok,
-                run.error,
-                (previous.attempts if previous else 0) + 1,
-                run.started_at,
-                run.finished_at,
-                run.skipped,
+            # Built without the frozen dataclass's __init__ (one object.__setattr__ per field): every delivery
+            # makes one.
+            outcome = object.__new__(HandlerOutcome)
+            outcome.__dict__.update(
+                name=run.name,
+                ok=run.ok,
+                error=run.error,
+                attempts=(previous.attempts if previous else 0) + 1,
+                started_at=run.started_at,
+                finished_at=run.finished_at,
+                skipped=run.skipped,
             )
+            outcomes[run.name] = outcome
         return outcomes
 
     def __repr__(self) -> str:  # never the body
@@ -528,7 +535,30 @@ class EventStore(ABC):
 _LIVE_STORES: weakref.WeakSet[EventStore] = weakref.WeakSet()
 
 
+class _Tokens:
+    """Fencing tokens: a random prefix drawn once per process (again in a forked child) and a counter.
+
+    Unique across processes and machines as :func:`secrets.token_hex` is (the
+    prefix is 16 random bytes), without its system call on every claim.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = secrets.token_hex(16) + "-"
+        self.counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter)}"  # next() on a count is atomic under the GIL
+
+
+#: A new fencing token for a lease, unique across processes: ``new_token()``.
+new_token = _Tokens()
+
+
 def _reset_after_fork() -> None:
+    new_token.reset()  # a child must never hand out its parent's tokens
     for store in list(_LIVE_STORES):
         store.after_fork()
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
+import threading
 import time
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -54,6 +54,7 @@ from .base import (
     finished_status,
     load_outcomes,
     load_raw,
+    new_token,
     prunable,
 )
 
@@ -65,7 +66,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: event, queue, leases, events; ARGV: id, token, lease ms, trigger, raw
+# KEYS: event, queue, leases, events; ARGV: id, token, lease ms, trigger. The body is not an argument (Lua
+# would hash its every byte to intern it): a new event's comes with the HSETNX sent after the script in the same
+# MULTI (see RedisStore.claim), which writes it only when the hash has none.
 _CLAIM = (
     _NOW
     + """
@@ -77,7 +80,7 @@ if status == 'processing' then
 end
 local expires = now + tonumber(ARGV[3])
 if not status then
-  redis.call('HSET', KEYS[1], 'trigger', ARGV[4], 'status', 'processing', 'raw', ARGV[5], 'attempts', 1,
+  redis.call('HSET', KEYS[1], 'trigger', ARGV[4], 'status', 'processing', 'attempts', 1,
              'received_at', now / 1000, 'updated_at', now / 1000, 'token', ARGV[2], 'lease_expires', expires)
   redis.call('ZADD', KEYS[4], now / 1000, ARGV[1])
   return {'claimed', 1, ''}
@@ -248,8 +251,9 @@ class _Link:
     def _connect(self) -> None:
         self.pid = os.getpid()
         self.client = self._open_client()
+        #: This process's own connections for the hot path, one per thread (see :meth:`connection`).
+        self.local = threading.local()
         register = self.client.register_script
-        self.claim = register(_CLAIM)
         self.claim_due = register(_CLAIM_DUE)
         self.accept = register(_ACCEPT)
         self.count_due = register(_COUNT_DUE)
@@ -258,6 +262,9 @@ class _Link:
         self.finish = register(_FINISH)
         self.raise_watermark = register(_RAISE_WATERMARK)
         self.owner = register(_OWNER)
+        exceptions = _import_redis().exceptions
+        self.no_script, self.error = exceptions.NoScriptError, exceptions.RedisError
+        self.response_error = exceptions.ResponseError
 
     def after_fork(self) -> None:
         """In a forked child: a client of its own (idempotent, once per process).
@@ -269,7 +276,91 @@ class _Link:
         """
         if self.pid != os.getpid():
             _INHERITED.append(self.client)
+            _INHERITED.append(self.local)  # the forking thread's connection: the parent's socket, never used here
             self._connect()
+
+    def connection(self) -> Any:
+        """This thread's connection, held for the process's life (a new one in a forked child).
+
+        The hot path's commands go straight to it (``send_command`` and
+        ``read_response``), past the client's pool and retry layers; the
+        connection itself disconnects on any error and connects again on the
+        next command.
+        """
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            pool = self.client.connection_pool
+            conn = self.local.conn = pool.connection_class(**pool.connection_kwargs)
+        return conn
+
+    def evalsha(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
+        """Run a registered *script* on this thread's connection, loading it first if the server lost it."""
+        conn = self.connection()
+        conn.send_packed_command([_pack(_EVALSHA, script.sha, len(keys), *keys, *args)], check_health=False)
+        try:
+            return conn.read_response()
+        except self.no_script:
+            conn.send_command("SCRIPT", "LOAD", script.script)
+            conn.read_response()
+            conn.send_packed_command([_pack(_EVALSHA, script.sha, len(keys), *keys, *args)], check_health=False)
+            return conn.read_response()
+
+    def claim(self, keys: list[Any], args: list[Any], raw: bytes) -> Any:
+        """The claim script and the new event's body, in one transaction and one round trip.
+
+        ``MULTI``, ``EVAL`` of the claim, ``HSETNX`` of the body, ``EXEC``:
+        the body is written only when the event's hash has none (a new event),
+        atomically with the claim, and without passing through Lua. The
+        script is sent whole (``EVAL``, not ``EVALSHA``) so that a server
+        that lost its script cache cannot fail the claim while the
+        ``HSETNX`` succeeds.
+        """
+        conn = self.connection()
+        claim = _pack(_EVAL, _CLAIM_BYTES, len(keys), *keys, *args)
+        conn.send_packed_command(
+            [b"".join((_MULTI, claim, _pack(_HSETNX, keys[0], _RAW, raw), _EXEC))], check_health=False
+        )
+        # Every reply is read, even after an error (an out-of-memory or read-only server refuses the queued
+        # commands and EXEC): one left unread would be taken for the answer to the next command.
+        refused: Exception | None = None
+        answer: Any = None
+        for _ in range(4):  # OK, QUEUED, QUEUED, the EXEC's answers
+            try:
+                answer = conn.read_response()
+            except self.response_error as exc:
+                refused = refused or exc
+        if refused is not None:
+            raise refused
+        if answer is None:
+            raise self.error("the claim's transaction was aborted")
+        if isinstance(answer[0], Exception):
+            raise answer[0]
+        return answer[0]
+
+
+def _pack(*args: Any) -> bytes:
+    """One command in the Redis protocol, as one buffer (one ``sendall``).
+
+    Arguments are encoded as redis-py encodes them: text as UTF-8, numbers by
+    their ``repr``, bytes as they are.
+    """
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, (int, float)) and not isinstance(arg, bool):
+            data = repr(arg).encode()
+        else:
+            raise TypeError(f"cannot send a {type(arg).__name__} to Redis")
+        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+    return b"".join(parts)
+
+
+_EVAL, _EVALSHA, _HSETNX, _RAW = b"EVAL", b"EVALSHA", b"HSETNX", b"raw"
+_MULTI, _EXEC = _pack(b"MULTI"), _pack(b"EXEC")
+_CLAIM_BYTES = _CLAIM.encode()
 
 
 def _import_redis() -> Any:
@@ -378,7 +469,17 @@ class RedisStore(EventStore):
         try:
             return fn(*args, **kwargs)
         except self._errors as exc:
-            raise StoreUnavailable(self.name, type(exc).__name__ + ": " + str(exc).split(" (", 1)[0]) from None
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(self.name, type(exc).__name__ + ": " + str(exc).split(" (", 1)[0])
+
+    def _script(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
+        """A script on this thread's own connection (:meth:`_Link.evalsha`)."""
+        try:
+            return self._link.evalsha(script, keys, args)
+        except self._errors as exc:
+            raise self._unavailable(exc) from None
 
     @property
     def _lease_ms(self) -> int:
@@ -387,12 +488,16 @@ class RedisStore(EventStore):
     # -- taking events -------------------------------------------------------------
 
     def claim(self, event: Event) -> Claim:
-        token = secrets.token_hex(16)
-        answer = self._call(
-            self._link.claim,
-            keys=[self._key("event", event.id), self._key("queue"), self._key("leases"), self._key("events")],
-            args=[event.id, token, self._lease_ms, event.trigger, event.raw_json],
-        )
+        token = new_token()
+        root = self._root or self._find_root(take=True)
+        try:
+            answer = self._link.claim(
+                [f"{root}:event:{event.id}", f"{root}:queue", f"{root}:leases", f"{root}:events"],
+                [event.id, token, self._lease_ms, event.trigger],
+                event.raw_json,
+            )
+        except self._errors as exc:
+            raise self._unavailable(exc) from None
         state = answer[0].decode()
         if state == "done":
             return Claim(event.id, ClaimState.DONE)
@@ -408,7 +513,7 @@ class RedisStore(EventStore):
         )
 
     def claim_due(self) -> Claim | None:
-        token = secrets.token_hex(16)
+        token = new_token()
         answer = self._call(
             self._link.claim_due,
             keys=[self._key("queue"), self._key("leases")],
@@ -445,20 +550,20 @@ class RedisStore(EventStore):
 
     def renew(self, claim: Claim) -> bool:
         return bool(
-            self._call(
+            self._script(
                 self._link.renew,
-                keys=[self._key("event", claim.event_id), self._key("leases")],
-                args=[claim.event_id, claim.token, self._lease_ms],
+                [self._key("event", claim.event_id), self._key("leases")],
+                [claim.event_id, claim.token, self._lease_ms],
             )
         )
 
     def record(self, claim: Claim, run: Run) -> bool:
         outcomes = claim.with_run(run)
         written = bool(
-            self._call(
+            self._script(
                 self._link.record,
-                keys=[self._key("event", claim.event_id)],
-                args=[claim.token, dump_outcomes(outcomes), run.finished_at],
+                [self._key("event", claim.event_id)],
+                [claim.token, dump_outcomes(outcomes), run.finished_at],
             )
         )
         if written:
@@ -479,11 +584,12 @@ class RedisStore(EventStore):
         delay = ""  # a retry is sent as a delay: the script adds it to the server's clock
         if status is EventStatus.PENDING and retry_at is not None:
             delay = str(max(0, int((retry_at - time.time()) * 1000)))
+        root = self._root or self._find_root(take=True)
         written = bool(
-            self._call(
+            self._script(
                 self._link.finish,
-                keys=[self._key("event", claim.event_id), self._key("queue"), self._key("leases")],
-                args=[claim.event_id, claim.token, status.value, dump_outcomes(outcomes), error or "", delay],
+                [f"{root}:event:{claim.event_id}", f"{root}:queue", f"{root}:leases"],
+                [claim.event_id, claim.token, status.value, dump_outcomes(outcomes), error or "", delay],
             )
         )
         if written:

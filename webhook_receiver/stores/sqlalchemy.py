@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import os
-import secrets
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
@@ -54,6 +53,7 @@ from .base import (
     finished_status,
     load_outcomes,
     load_raw,
+    new_token,
     prunable,
 )
 from .sqlalchemy_schema import DEFAULT_PREFIX, PASSWORD_KEYS, build_metadata, check_tables, database_url, open_engine
@@ -367,14 +367,25 @@ class SQLAlchemyStore(EventStore):
         """
         engine = self._autocommit
         assert engine is not None
-        compiled = self._compiled.get(id(statement))
-        if compiled is None:
-            compiled = self._compiled[id(statement)] = statement.compile(dialect=engine.dialect)
+        found = self._compiled.get(id(statement))
+        if found is None:
+            compiled = statement.compile(dialect=engine.dialect)
+            bound = compiled.construct_params(params)
+            # The statement's own constants, bound once: each call then only merges its parameters in, when they
+            # all keep their names in the statement (else SQLAlchemy binds them each time).
+            constants = {k: v for k, v in bound.items() if k not in params} if params.keys() <= bound.keys() else None
+            found = self._compiled[id(statement)] = (str(compiled), compiled, constants, frozenset(params))
+        sql, compiled, constants, names = found
         connection = engine.raw_connection()
         try:
             cursor: Any = connection.cursor()
             try:
-                cursor.execute(str(compiled), compiled.construct_params(params))
+                cursor.execute(
+                    sql,
+                    {**constants, **params}
+                    if constants is not None and params.keys() == names
+                    else compiled.construct_params(params),
+                )
                 if cursor.description is not None:  # RETURNING: a row when it inserted
                     written = cursor.fetchone() is not None
                 else:
@@ -446,7 +457,7 @@ class SQLAlchemyStore(EventStore):
         return events.c.receiver == self.receiver, events.c.id == event_id
 
     def claim(self, event: Event) -> Claim:
-        token = secrets.token_hex(16)
+        token = new_token()
         events = self._events
         raw = event.raw_json.decode()
         wall = time.time()
@@ -539,7 +550,7 @@ class SQLAlchemyStore(EventStore):
 
     def claim_due(self) -> Claim | None:
         events = self._events
-        token = secrets.token_hex(16)
+        token = new_token()
         mine = events.c.receiver == self.receiver
         # MariaDB / MySQL ids are bytes: read as they are, so that a row whose id is not UTF-8 fails alone
         binary_ids = self.engine.dialect.name in ("mysql", "mariadb")

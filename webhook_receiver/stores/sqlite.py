@@ -25,7 +25,6 @@ state half-changed (the child hung, or was refused the file for its whole busy t
 from __future__ import annotations
 
 import os
-import secrets
 import sqlite3
 import threading
 import time
@@ -46,6 +45,7 @@ from .base import (
     finished_status,
     load_outcomes,
     load_raw,
+    new_token,
     prunable,
 )
 from .clock import LeaseClock
@@ -351,11 +351,23 @@ class SQLiteStore(EventStore):
     # -- the protocol ------------------------------------------------------------------
 
     def _new_token(self) -> tuple[str, float]:
-        return secrets.token_hex(16), self.clock.lease() + self.lease_seconds
+        return new_token(), self.clock.lease() + self.lease_seconds
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
+        """The error a failed statement becomes; the connection, perhaps broken, is dropped."""
+        self._drop_connection()
+        return StoreUnavailable(self.name, f"{type(exc).__name__}: {exc}")
 
     _INSERT_CLAIMED = (
         f"INSERT INTO {_TABLE} (id, receiver, trigger_name, status, raw, attempts, received_at, updated_at,"
         " lease_token, lease_expires, lease_boot) VALUES (?, ?, ?, 'processing', ?, 1, ?, ?, ?, ?, ?)"
+    )
+
+    _CLAIM_NEW = _INSERT_CLAIMED + " ON CONFLICT (id, receiver) DO NOTHING"
+    _RECORD = f"UPDATE {_TABLE} SET outcomes = ?, updated_at = ? WHERE id = ? AND receiver = ? AND lease_token = ?"
+    _FINISH = (
+        f"UPDATE {_TABLE} SET status = ?, outcomes = ?, error = ?, due_at = ?, lease_token = NULL,"
+        " lease_expires = NULL, updated_at = ? WHERE id = ? AND receiver = ? AND lease_token = ?"
     )
 
     def claim(self, event: Event) -> Claim:
@@ -363,8 +375,10 @@ class SQLiteStore(EventStore):
         token, expires = self._new_token()
         boot = self.clock.boot
         new_row = (event.id, self.receiver, event.trigger, event.raw_json.decode(), now, now, token, expires, boot)
-        with self._autocommit() as conn:  # the common case, a new event, is one statement
-            inserted = conn.execute(self._INSERT_CLAIMED + " ON CONFLICT (id, receiver) DO NOTHING", new_row).rowcount
+        try:  # the common case, a new event, is one statement (plain try: no context manager on the hot path)
+            inserted = self._connection().execute(self._CLAIM_NEW, new_row).rowcount
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from None
         if inserted:
             return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
         with self._transaction() as conn:
@@ -490,15 +504,11 @@ class SQLiteStore(EventStore):
 
     def record(self, claim: Claim, run: Run) -> bool:
         outcomes = claim.with_run(run)
-        with self._autocommit() as conn:
-            written = (
-                conn.execute(
-                    f"UPDATE {_TABLE} SET outcomes = ?, updated_at = ? WHERE id = ? AND receiver = ?"
-                    " AND lease_token = ?",
-                    (dump_outcomes(outcomes), run.finished_at, claim.event_id, self.receiver, claim.token),
-                ).rowcount
-                == 1
-            )
+        parameters = (dump_outcomes(outcomes), run.finished_at, claim.event_id, self.receiver, claim.token)
+        try:
+            written: bool = self._connection().execute(self._RECORD, parameters).rowcount == 1
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from None
         if written:
             claim.outcomes = outcomes
         return written
@@ -514,25 +524,20 @@ class SQLiteStore(EventStore):
     ) -> bool:
         outcomes = claim.with_run(last)
         status = finished_status(ok, retry_at)
-        due_at = retry_at if status is EventStatus.PENDING else None
-        with self._autocommit() as conn:  # one statement: the outcomes, the status, the lease
-            written = (
-                conn.execute(
-                    f"UPDATE {_TABLE} SET status = ?, outcomes = ?, error = ?, due_at = ?, lease_token = NULL,"
-                    " lease_expires = NULL, updated_at = ? WHERE id = ? AND receiver = ? AND lease_token = ?",
-                    (
-                        status.value,
-                        dump_outcomes(outcomes),
-                        error,
-                        due_at,
-                        self.clock.wall(),
-                        claim.event_id,
-                        self.receiver,
-                        claim.token,
-                    ),
-                ).rowcount
-                == 1
-            )
+        parameters = (
+            status.value,
+            dump_outcomes(outcomes),
+            error,
+            retry_at if status is EventStatus.PENDING else None,
+            self.clock.wall(),
+            claim.event_id,
+            self.receiver,
+            claim.token,
+        )
+        try:  # one statement: the outcomes, the status, the lease
+            written: bool = self._connection().execute(self._FINISH, parameters).rowcount == 1
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from None
         if written:
             claim.outcomes = outcomes
         return written
