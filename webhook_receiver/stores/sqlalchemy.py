@@ -46,6 +46,7 @@ from .base import (
     EventStore,
     HandlerOutcome,
     HandlerTransaction,
+    HourCount,
     Run,
     StoredEvent,
     dump_outcomes,
@@ -592,7 +593,7 @@ class SQLAlchemyStore(EventStore):
                 conn.execute(statements.insert_pending_plain, params)
                 return None
             status, background = row
-            if status == EventStatus.FAILED.value:
+            if status in (EventStatus.FAILED.value, EventStatus.RESOLVED.value):
                 conn.execute(
                     sa.update(events)
                     .where(*self._key(event.id))
@@ -775,20 +776,53 @@ class SQLAlchemyStore(EventStore):
         trigger: str | None = None,
         since: float | None = None,
         limit: int | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[StoredEvent]:
         events = self._events
         query = sa.select(*[events.c[name] for name in self._COLUMNS]).where(events.c.receiver == self.receiver)
         if status is not None:
-            query = query.where(events.c.status == status.value)
+            # a literal, not a parameter: PostgreSQL and SQLite pick the partial index of failed events only then
+            query = query.where(events.c.status == sa.literal_column(f"'{EventStatus(status).value}'"))
         if trigger is not None:
             query = query.where(events.c.trigger_name == trigger)
         if since is not None:
             query = query.where(events.c.received_at >= since)
+        if before is not None:
+            at, event_id = before
+            query = query.where(events.c.received_at <= at, sa.or_(events.c.received_at < at, events.c.id < event_id))
         query = query.order_by(events.c.received_at.desc(), events.c.id.desc())
         if limit is not None:
             query = query.limit(limit)
         rows = self._run(lambda conn, now: conn.execute(query).all())
         return [self._stored(row) for row in rows]
+
+    def resolve(self, event_id: str) -> bool:
+        events = self._events
+        statement = (
+            sa.update(events)
+            .where(*self._key(event_id), events.c.status == EventStatus.FAILED.value)
+            .values(status=EventStatus.RESOLVED.value, updated_at=time.time())
+        )
+        return self._run(lambda conn, now: bool(conn.execute(statement).rowcount == 1))
+
+    def count_by_hour(self, since: float) -> list[HourCount]:
+        events = self._events
+        dialect = self.engine.dialect.name
+        hour: Any
+        if dialect == "sqlite":  # no floor() before SQLite 3.35; a cast truncates, the same for positive times
+            hour = sa.cast(events.c.received_at / 3600, sa.Integer)
+        else:
+            hour = sa.func.floor(events.c.received_at / 3600)
+        hour = hour.label("hour")
+        failed = sa.func.sum(sa.case((events.c.status == EventStatus.FAILED.value, 1), else_=0))
+        query = (
+            sa.select(hour, sa.func.count(), failed)
+            .where(events.c.receiver == self.receiver, events.c.received_at >= since)
+            .group_by(hour)
+            .order_by(hour)
+        )
+        rows = self._run(lambda conn, now: conn.execute(query).all())
+        return [HourCount(float(h) * 3600, int(received), int(failed or 0)) for h, received, failed in rows]
 
     def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:
         events = self._events
