@@ -12,7 +12,17 @@ from ..stores.base import EventStatus, EventStore, StoredEvent
 from ..untrusted import logger
 from .query import Filters, events_page
 
-__all__ = ["BULK_LIMIT", "BulkPlan", "BulkResult", "InboxReceiver", "plan_bulk", "replay_bulk", "replay_one", "resolve"]
+__all__ = [
+    "BULK_LIMIT",
+    "BulkPlan",
+    "BulkResult",
+    "InboxReceiver",
+    "can_resolve",
+    "plan_bulk",
+    "replay_bulk",
+    "replay_one",
+    "resolve",
+]
 
 #: The most events one bulk replay runs; the rest wait for the next one.
 BULK_LIMIT = 1000
@@ -120,18 +130,21 @@ def replay_bulk(app: Any, receiver: InboxReceiver, plan: BulkPlan, user: str) ->
     return result
 
 
+def can_resolve(store: EventStore) -> bool:
+    """Whether *store* overrides :meth:`EventStore.resolve` (every built-in store; a third-party one may not)."""
+    return getattr(type(store), "resolve", EventStore.resolve) is not EventStore.resolve
+
+
 def resolve(store: EventStore, event_id: str, user: str) -> bool | None:
-    """Mark a failed event resolved: kept, out of the failed view.
+    """Mark a failed event resolved (:meth:`EventStore.resolve`): kept, out of the failed view.
 
-    Needs a store operation the store API does not have yet,
-    ``resolve(event_id) -> bool``; without it nothing is done.
-
-    :returns: ``None`` when the store cannot, else whether the event was failed and is now resolved.
+    :returns: ``None`` when the store cannot (a third-party store without the
+        operation), else whether the event was failed and is now resolved.
     :raises StoreUnavailable: if the store cannot answer.
     """
-    operation = getattr(store, "resolve", None)
-    if not callable(operation):
+    try:
+        done = store.resolve(event_id)
+    except NotImplementedError:
         return None
-    done = bool(operation(event_id))
     logger.info("inbox: %s marked event %s resolved: %s", user, event_id, "done" if done else "it was not failed")
     return done
