@@ -73,9 +73,13 @@ class BulkPlan:
     more: bool
 
 
-def plan_bulk(store: EventStore, filters: Filters, now: float) -> BulkPlan:
+def plan_bulk(store: EventStore, filters: Filters, now: float, *, limit: int | None = BULK_LIMIT) -> BulkPlan:
     """The replayable events among those matching *filters* and received before *now*.
 
+    ``flask webhooks replay --failed`` and the inbox's bulk replay both choose
+    their events here.
+
+    :param limit: the most events planned (``None``: every one).
     :raises StoreUnavailable: if the store cannot answer.
     """
     bounded = filters if filters.until is not None else filters.with_until(now)
@@ -86,7 +90,7 @@ def plan_bulk(store: EventStore, filters: Filters, now: float) -> BulkPlan:
         page = events_page(store, bounded, before=cursor, limit=500)
         for stored in page.events:
             if replayable(stored, now, store.lease_seconds):
-                if len(ids) >= BULK_LIMIT:
+                if limit is not None and len(ids) >= limit:
                     return BulkPlan(bounded, ids, True)
                 ids.append(stored.id)
         if page.next is None:
