@@ -56,12 +56,13 @@ __all__ = ["SQLiteStore"]
 #: request that died mid-handler (inline dispatch) answered no 2xx, and
 #: upstream's retry takes its event over. Each index costs every write that
 #: changes its columns a page, so the listings' indexes hold columns that never
-#: change once the row is written: ``(receiver, received_at, id)`` (written once,
+#: change once the row is written: ``(receiver, received_at, id, trigger_name)`` (written once,
 #: by the insert, at the right edge of the tree, where its page is already in
 #: the cache) serves the newest-first listing, its keyset pages and the hourly
-#: counts; a partial copy of it holds the failed events only (written when an
-#: event fails or leaves that state, never on the path of one that succeeds),
-#: for the failed view. The key is ``(id, receiver)``: a fenced write finds
+#: counts, its trigger checked in the index, no row read for an event of
+#: another trigger; a partial copy of it holds the failed events only (written
+#: when an event fails or leaves that state, never on the path of one that
+#: succeeds), for the failed view. The key is ``(id, receiver)``: a fenced write finds
 #: its row by the id's prefix of it.
 _EVENTS_TABLE = """
 CREATE TABLE IF NOT EXISTS {name} (
@@ -97,9 +98,9 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS webhook_receiver_events_leases ON webhook_receiver_events (receiver, lease_expires)"
     " WHERE background = 1 AND lease_expires IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS webhook_receiver_events_received ON webhook_receiver_events"
-    " (receiver, received_at, id)",
+    " (receiver, received_at, id, trigger_name)",
     "CREATE INDEX IF NOT EXISTS webhook_receiver_events_failed ON webhook_receiver_events"
-    " (receiver, received_at, id) WHERE status = 'failed'",
+    " (receiver, received_at, id, trigger_name) WHERE status = 'failed'",
 )
 
 _TABLE = "webhook_receiver_events"
