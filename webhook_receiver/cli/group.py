@@ -33,7 +33,7 @@ webhooks_cli = AppGroup(
     "webhooks",
     help=(
         "Elastic Path (Moltin) webhooks: sync the integrations with your handlers (sync, list, delete, logs),"
-        " watch and operate the event store (listen, events, show, replay, prune), try things locally"
+        " watch and operate the event store (listen, events, show, replay, resolve, prune), try things locally"
         " (send, tunnel), and see routes and the secret."
     ),
 )
