@@ -123,6 +123,28 @@ def test_replay_by_filter_dry_run_and_resolve(
     assert store.get("paid-0") is not None, "a resolved event is pruned only with --include-failed"
 
 
+def test_listen_shows_an_event_resolved_while_it_watches(
+    shop: tuple[Flask, dict[str, bool]], send: Any, receiver: WebhookReceiver
+) -> None:
+    import threading
+
+    app, _ = shop
+    store = receiver.get_store(app)
+
+    def operator() -> None:
+        time.sleep(0.3)
+        send(make_event("order.paid", event_id="to-resolve"))
+        time.sleep(0.3)
+        assert store.resolve("to-resolve")
+
+    thread = threading.Thread(target=operator)
+    thread.start()
+    result = app.test_cli_runner().invoke(webhooks_cli, ["listen", "--interval", "0.05", "--seconds", "1.5"])
+    thread.join()
+    assert result.exit_code == 0, result.output
+    assert "500 failed" in result.output and "resolved by an operator" in result.output
+
+
 def test_untrusted_text_reaches_no_terminal_or_log_raw(app: Flask, receiver: WebhookReceiver, send: Any) -> None:
     """A handler error, an id stored by an older version and a log line carry control characters:
     every one is escaped in the CLI's tables and in the log file."""
