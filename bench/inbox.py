@@ -10,8 +10,8 @@ asked ``--rounds`` times and timed:
 - the list's first page (50 newest events, no filter);
 - an event's page (a random one of the 100,000);
 - the list filtered by trigger and status (``order.paid``, ``failed``);
-- also shown, with no target: the second page (a keyset page), a trigger
-  wildcard (``order.*``, filtered here), the 24 h chart.
+- also shown, with no target: the second and the 20th page (keyset pages),
+  a trigger wildcard (``order.*``, filtered here), the 24 h and 7 day charts.
 
 Last, delivery throughput (deliveries per second, inline dispatch, one
 thread, ``--seconds`` a run) alone and while a page's live updates poll the
@@ -203,14 +203,21 @@ def run(
     first = client.get("/webhooks/inbox/").text
     marker = 'id="older" href="'
     second = first[first.index(marker) + len(marker) :].split('"', 1)[0].replace("&amp;", "&")
+    deep = first
+    for _ in range(19):  # the 20th page: 950 events down
+        link = deep[deep.index(marker) + len(marker) :].split('"', 1)[0].replace("&amp;", "&")
+        deep = client.get(link).text
+    twentieth = link
     timed(client, lambda: "/webhooks/inbox/", 10)  # warm up
     figures = {
         "list": timed(client, lambda: "/webhooks/inbox/", rounds),
         "event": timed(client, lambda: f"/webhooks/inbox/event?id={random.choice(ids)}", rounds),
         "trigger+status": timed(client, lambda: "/webhooks/inbox/?trigger=order.paid&status=failed", rounds),
         "second page": timed(client, lambda: second, rounds),
+        "20th page": timed(client, lambda: twentieth, rounds),
         "wildcard order.*": timed(client, lambda: "/webhooks/inbox/?trigger=order.*", rounds),
         "chart 24h": timed(client, lambda: "/webhooks/inbox/chart.svg", max(rounds // 10, 5)),
+        "chart 7d": timed(client, lambda: "/webhooks/inbox/chart.svg?range=7d", max(rounds // 10, 5)),
     }
     print(f"\n{name}: {total:,} events, {rounds} rounds (ms)")
     print(f"  {'page':<18} {'p50':>8} {'p95':>8} {'target':>8}")

@@ -14,10 +14,9 @@ import pytest
 from flask import Flask, redirect
 
 from webhook_receiver import WebhookReceiver
-from webhook_receiver.events import Event
 from webhook_receiver.inbox.csrf import COOKIE, CsrfTokens
 from webhook_receiver.inbox.query import Cursor, Filters, events_page
-from webhook_receiver.stores.base import EventStatus
+from webhook_receiver.stores.base import EventStatus, EventStore
 from webhook_receiver.stores.memory import MemoryStore
 
 from .conftest import new_app
@@ -257,7 +256,7 @@ def test_the_list_filters_by_status_trigger_wildcard_handler_and_id_prefix(demo:
 
 
 class KeyedStore(MemoryStore):
-    """A store whose ``events`` takes the ``before=(received_at, id)`` key the inbox proposes."""
+    """The memory store, keeping the ``before=(received_at, id)`` keys the inbox asks for."""
 
     def events(  # type: ignore[override]
         self,
@@ -269,21 +268,35 @@ class KeyedStore(MemoryStore):
         before: tuple[float, str] | None = None,
     ) -> list[Any]:
         self.asked.append(before)
-        found = sorted(super().events(status=status, trigger=trigger, since=since), key=Cursor.of, reverse=True)
-        if before is not None:
-            found = [e for e in found if (e.received_at, e.id) < before]
-        return found[:limit] if limit is not None else found
+        return super().events(status=status, trigger=trigger, since=since, limit=limit, before=before)
 
     asked: list[tuple[float, str] | None] = []
 
 
-@pytest.mark.parametrize("keyed", [False, True], ids=["today's store API", "a store taking before"])
+class UnkeyedStore(MemoryStore):
+    """A third-party store written before ``before``, ``resolve`` and ``count_by_hour``: the inbox falls back."""
+
+    def events(  # type: ignore[override]
+        self,
+        *,
+        status: EventStatus | None = None,
+        trigger: str | None = None,
+        since: float | None = None,
+        limit: int | None = None,
+    ) -> list[Any]:
+        return super().events(status=status, trigger=trigger, since=since, limit=limit)
+
+    resolve = EventStore.resolve
+    count_by_hour = EventStore.count_by_hour
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["a store without before", "a store taking before"])
 @pytest.mark.parametrize(
     "filters",
     [Filters(), Filters(trigger="order.*"), Filters(status=EventStatus.PROCESSED), Filters(until=-20.0)],
 )
 def test_keyset_pages_hold_every_matching_event_once_newest_first(filters: Filters, keyed: bool) -> None:
-    app, clock = make_inbox_app(store=KeyedStore() if keyed else None)
+    app, clock = make_inbox_app(store=KeyedStore() if keyed else UnkeyedStore())
     for n in range(40):  # the memory store's clock is now: ids and times still order the same
         send(app, clock, ["order.paid", "product.updated"][n % 2], f"evt-{n:04d}", ago=(40 - n) * 600)
     store = app.extensions["webhook_receiver"]["moltin"].store
@@ -386,18 +399,10 @@ def test_a_bulk_replay_without_the_previews_end_is_refused(demo: tuple[Flask, An
     assert answer.status_code == 400
 
 
-class ResolvingStore(MemoryStore):
-    """A store with the ``resolve`` operation the inbox proposes; this double marks the event processed."""
-
-    def resolve(self, event_id: str) -> bool:
-        stored = self.get(event_id)
-        if stored is None or stored.status is not EventStatus.FAILED:
-            return False
-        return self.finish(self.claim(Event.from_stored(stored.raw)), ok=True)
-
-
-def test_mark_resolved_needs_a_store_that_can(demo: tuple[Flask, Any]) -> None:
-    client = demo[0].test_client()
+def test_mark_resolved_needs_a_store_that_can() -> None:
+    app, clock = make_inbox_app(store=UnkeyedStore())
+    send(app, clock, "order.paid", "fail-0003-8c1f2a")
+    client = app.test_client()
     token = token_of(client)
     html = client.get(f"{INBOX}/event?id=fail-0003-8c1f2a", headers=OPS).text
     assert 'id="resolve"' not in html and "cannot yet" in html
@@ -406,7 +411,7 @@ def test_mark_resolved_needs_a_store_that_can(demo: tuple[Flask, Any]) -> None:
 
 
 def test_mark_resolved_takes_a_failed_event_out_of_the_failed_view(caplog: pytest.LogCaptureFixture) -> None:
-    app, clock = make_inbox_app(store=ResolvingStore())
+    app, clock = make_inbox_app()
     send(app, clock, "order.paid", "fail-to-resolve")
     client = app.test_client()
     token = token_of(client)
@@ -418,6 +423,27 @@ def test_mark_resolved_takes_a_failed_event_out_of_the_failed_view(caplog: pytes
     assert answer.status_code == 303 and answer.headers["Location"].endswith("done=resolved")
     assert "inbox: ops marked event fail-to-resolve resolved: done" in caplog.text
     assert "fail-to-resolve" not in client.get(f"{INBOX}/?status=failed", headers=OPS).text
+    assert "fail-to-resolve" in client.get(f"{INBOX}/?status=resolved", headers=OPS).text, "kept"
+    stored = app.extensions["webhook_receiver"]["moltin"].store.get("fail-to-resolve")
+    assert stored is not None and stored.status is EventStatus.RESOLVED
+    again = client.post(
+        f"{INBOX}/actions/resolve",
+        data={"csrf_token": token, "event_id": "fail-to-resolve"},
+        headers={**OPS, "Accept": "application/json"},
+    )
+    assert again.json["state"] == "not-failed"
+
+
+def test_the_chart_of_a_store_without_count_by_hour_counts_the_listed_events(monkeypatch: Any) -> None:
+    from webhook_receiver.inbox import chart
+
+    monkeypatch.setattr(chart, "CHART_LIMIT", 5)
+    app, clock = make_inbox_app(store=UnkeyedStore())
+    for n in range(8):
+        send(app, clock, "order.paid", f"evt-{n:02d}")
+    svg = app.test_client().get(f"{INBOX}/chart.svg", headers=OPS).text
+    titles = re.findall(r"<title>[^<]* UTC: (\d+) received, (\d+) failed</title>", svg)
+    assert sum(int(received) for received, _ in titles) == 5 and "counted the newest events only" in svg
 
 
 def test_the_wheel_ships_every_template_and_static_file() -> None:
@@ -490,8 +516,14 @@ def test_deliveries_go_on_while_the_list_is_read_without_pause(tmp_path: Any) ->
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "redis", "postgresql", "mariadb"])
-def test_the_inbox_works_with_every_store(kind: str, tmp_path: Any, request: pytest.FixtureRequest) -> None:
+def test_the_inbox_works_with_every_store(
+    kind: str, tmp_path: Any, request: pytest.FixtureRequest, monkeypatch: Any
+) -> None:
+    from webhook_receiver.inbox import chart
+
     from .conftest import DATABASES, REDIS_URL, drop_tables, require_database
+
+    monkeypatch.setattr(chart, "CHART_LIMIT", 5)  # the store counts by hour itself: no limit applies
 
     store: Any = None
     if kind == "memory":
@@ -525,4 +557,15 @@ def test_the_inbox_works_with_every_store(kind: str, tmp_path: Any, request: pyt
         headers={**OPS, "Accept": "application/json"},
     )
     assert answer.json["status"] == "processed"
-    assert client.get(f"{INBOX}/chart.svg", headers=OPS).status_code == 200
+    svg = client.get(f"{INBOX}/chart.svg", headers=OPS).text
+    titles = re.findall(r"<title>[^<]* UTC: (\d+) received, (\d+) failed</title>", svg)
+    assert [sum(int(t[0]) for t in titles), sum(int(t[1]) for t in titles)] == [12, 1]
+    assert "counted the newest events only" not in svg
+    answer = client.post(
+        f"{INBOX}/actions/resolve",
+        data={"csrf_token": token, "event_id": "fail-08"},
+        headers={**OPS, "Accept": "application/json"},
+    )
+    assert answer.json["state"] == "resolved"
+    assert 'data-id="fail-08"' not in client.get(f"{INBOX}/", query_string={"status": "failed"}, headers=OPS).text
+    assert 'data-id="fail-08"' in client.get(f"{INBOX}/", query_string={"status": "resolved"}, headers=OPS).text

@@ -84,6 +84,67 @@ def test_events_show_replay_prune(shop: tuple[Flask, dict[str, bool]], send: Any
     assert bad.exit_code == 2 and "not a duration" in bad.output
 
 
+def test_replay_by_filter_dry_run_and_resolve(
+    shop: tuple[Flask, dict[str, bool]], send: Any, receiver: WebhookReceiver
+) -> None:
+    app, broken = shop
+    for n in range(3):
+        send(make_event("order.paid", event_id=f"paid-{n}"))
+    send(make_event("product.deleted", event_id="gone"))
+    runner = app.test_cli_runner()
+    store = receiver.get_store(app)
+
+    dry = runner.invoke(webhooks_cli, ["replay", "--since", "2h", "--trigger", "order.*", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    lines = dry.output.splitlines()
+    assert lines[0].startswith("would replay 3 order.* events received since ") and lines[0].endswith(":")
+    assert [line.strip() for line in lines[1:]] == ["paid-2", "paid-1", "paid-0"]
+    assert all(e.attempts == 1 for e in store.events()), "a dry run runs nothing"
+    none = runner.invoke(webhooks_cli, ["replay", "--trigger", "product.*", "--dry-run"])
+    assert none.output.strip().startswith("would replay 0 product.* events")
+
+    resolved = runner.invoke(webhooks_cli, ["resolve", "paid-0"])
+    assert resolved.exit_code == 0 and resolved.output.strip() == "event paid-0 resolved"
+    again = runner.invoke(webhooks_cli, ["resolve", "paid-0"])
+    assert again.exit_code == 1 and "is resolved, not failed" in again.output
+    assert runner.invoke(webhooks_cli, ["resolve", "gone"]).exit_code == 1
+    missing = runner.invoke(webhooks_cli, ["resolve", "nope"])
+    assert missing.exit_code == 1 and "no stored event" in missing.output
+    listed = runner.invoke(webhooks_cli, ["events", "--status", "resolved"])
+    assert [line.split()[2] for line in listed.output.splitlines()[1:]] == ["paid-0"]
+
+    broken["on"] = False
+    replayed = runner.invoke(webhooks_cli, ["replay", "--trigger", "order.*"])
+    assert replayed.exit_code == 0 and replayed.output.strip().endswith("2 processed"), "the resolved one is left"
+    stored = store.get("paid-0")
+    assert stored is not None and stored.status is EventStatus.RESOLVED and stored.attempts == 1
+    assert runner.invoke(webhooks_cli, ["replay", "paid-0", "--trigger", "order.*"]).exit_code == 2
+    assert runner.invoke(webhooks_cli, ["prune", "--older-than", "0s"]).output.strip() == "pruned 3 events"
+    assert store.get("paid-0") is not None, "a resolved event is pruned only with --include-failed"
+
+
+def test_listen_shows_an_event_resolved_while_it_watches(
+    shop: tuple[Flask, dict[str, bool]], send: Any, receiver: WebhookReceiver
+) -> None:
+    import threading
+
+    app, _ = shop
+    store = receiver.get_store(app)
+
+    def operator() -> None:
+        time.sleep(0.3)
+        send(make_event("order.paid", event_id="to-resolve"))
+        time.sleep(0.3)
+        assert store.resolve("to-resolve")
+
+    thread = threading.Thread(target=operator)
+    thread.start()
+    result = app.test_cli_runner().invoke(webhooks_cli, ["listen", "--interval", "0.05", "--seconds", "1.5"])
+    thread.join()
+    assert result.exit_code == 0, result.output
+    assert "500 failed" in result.output and "resolved by an operator" in result.output
+
+
 def test_untrusted_text_reaches_no_terminal_or_log_raw(app: Flask, receiver: WebhookReceiver, send: Any) -> None:
     """A handler error, an id stored by an older version and a log line carry control characters:
     every one is escaped in the CLI's tables and in the log file."""

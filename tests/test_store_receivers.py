@@ -112,7 +112,12 @@ def test_sqlite_a_file_of_the_old_schema_is_migrated_in_place_and_stays_its_rece
         "webhook_receiver_events": ["id", "receiver"],
         "webhook_receiver_watermarks": ["receiver", "handler", "resource_type", "resource_id"],
     }
-    assert indexes == {"webhook_receiver_events_queue", "webhook_receiver_events_leases"}
+    assert indexes == {
+        "webhook_receiver_events_queue",
+        "webhook_receiver_events_leases",
+        "webhook_receiver_events_received",
+        "webhook_receiver_events_failed",
+    }, "a migrated file gets the listing's indexes too"
 
     # opened again (a restart): nothing is migrated twice, nothing lost
     again = SQLiteStore(str(path), receiver="shop")

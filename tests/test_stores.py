@@ -277,3 +277,44 @@ def test_sqlite_leases_of_an_earlier_boot_have_run_out(tmp_path: Path) -> None:
     taken = rebooted.claim_due()
     assert taken is not None and taken.event_id == "interrupted", "not blocked until the old lease's end"
     assert rebooted.claim_due() is None
+
+
+def _pages(store: EventStore, size: int) -> list[str]:
+    """Every event's id, read a keyset page of *size* at a time."""
+    seen: list[str] = []
+    before: tuple[float, str] | None = None
+    while True:
+        page = store.events(limit=size, before=before)
+        seen += [e.id for e in page]
+        if len(page) < size:
+            return seen
+        before = (page[-1].received_at, page[-1].id)
+
+
+def test_keyset_pages_split_events_received_at_one_time_by_id(tmp_path: Path, redis_prefix: str) -> None:
+    # Five events given one received time (as two deliveries in one clock tick get): a page that ends
+    # among them goes on with the next id down, none read twice or left out.
+    sqlite, redis = SQLiteStore(str(tmp_path / "ties.sqlite3")), RedisStore(REDIS_URL, prefix=redis_prefix)
+    memory = MemoryStore()
+    for store in (sqlite, redis, memory):
+        for n in range(7):
+            store.finish(store.claim(event(f"t{n}")), ok=True)
+    tied = ["t1", "t2", "t3", "t4", "t5"]
+    at = 1_700_000_000.25
+    with sqlite._autocommit() as conn:
+        conn.execute(
+            f"UPDATE webhook_receiver_events SET received_at = ? WHERE id IN ({','.join('?' * 5)})", (at, *tied)
+        )
+    client = redis.client
+    for event_id in tied:
+        client.hset(redis._key("event", event_id), "received_at", repr(at))
+        client.zadd(redis._key("events"), {event_id: at})
+    for event_id in tied:
+        memory._events[event_id].received_at = at
+    for store in (sqlite, redis, memory):
+        newest_first = ["t6", "t0", "t5", "t4", "t3", "t2", "t1"]
+        assert [e.id for e in store.events()] == newest_first, store.name
+        for size in (1, 2, 3):
+            assert _pages(store, size) == newest_first, (store.name, size)
+        assert [e.id for e in store.events(before=(at, "t3"))] == ["t2", "t1"], store.name
+    redis.close()

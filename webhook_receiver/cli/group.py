@@ -33,8 +33,8 @@ webhooks_cli = AppGroup(
     "webhooks",
     help=(
         "Elastic Path (Moltin) webhooks: sync the integrations with your handlers (sync, list, delete, logs),"
-        " watch and operate the event store (listen, events, show, replay, prune, health), take events from a"
-        " queue (consume), try things locally"
+        " watch and operate the event store (listen, events, show, replay, resolve, prune, health), take events"
+        " from a queue (consume), try things locally"
         " (send, tunnel), and see routes and the secret."
     ),
 )

@@ -140,6 +140,8 @@ def _report(change: Change, background: bool) -> list[dict[str, Any]]:
     base = {**_summary(stored), "attempt": stored.attempts, "upstream_attempt": upstream_attempt}
     took = change.took_ms
     reports: list[dict[str, Any]] = []
+    if stored.status is EventStatus.RESOLVED:  # an operator's mark: no delivery, no run
+        return [{**base, "kind": "run", "answer": None, "outcome": "resolved by an operator", "took_ms": None}]
     if background:
         if change.first:  # every delivery of a background receiver is answered 202 once stored
             reports.append({**base, "kind": "delivery", "answer": "202 accepted", "took_ms": None})

@@ -1,4 +1,4 @@
-"""``flask webhooks`` commands on the event store: events, show, replay, prune."""
+"""``flask webhooks`` commands on the event store: events, show, replay, resolve, prune."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from flask import current_app
 
 from ..cloudevents import transport_of
 from ..dispatch.run import process_stored
+from ..inbox.actions import plan_bulk
+from ..inbox.query import Filters, when
 from ..stores.base import EventStatus, StoredEvent
 from ..untrusted import printable
 from .group import (
@@ -131,12 +133,25 @@ def show_command(event_id: str, as_json: bool, receiver_name: str | None) -> Non
     is_flag=True,
     help="Every failed event, and every event left pending or processing past its lease.",
 )
+@click.option("--since", type=DURATION, help="Only events received within this long, such as 2h (implies --failed).")
+@click.option(
+    "--trigger", help="Only events with this trigger, wildcards as in @receiver.on: 'order.*' (implies --failed)."
+)
+@click.option("--dry-run", is_flag=True, help="Say which events would be replayed; run nothing.")
 @receiver_option
 @one_line_errors
-def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | None) -> None:
+def replay_command(
+    event_id: str | None,
+    all_failed: bool,
+    since: float | None,
+    trigger: str | None,
+    dry_run: bool,
+    receiver_name: str | None,
+) -> None:
     """Run again the handlers that did not succeed, here and now."""
+    all_failed = all_failed or since is not None or bool(trigger)
     if bool(event_id) == all_failed:
-        raise click.UsageError("give an event ID or --failed (one of them)")
+        raise click.UsageError("give an event ID or --failed (--since, --trigger): one of them")
     receiver = receiver_named(receiver_name)
     store = receiver.get_store()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -145,14 +160,23 @@ def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | 
             raise click.ClickException(printable(f"no stored event {event_id!r}"))
         ids = [event_id]
     else:
-        stale = time.time() - store.lease_seconds
-        ids = [e.id for e in store.events(status=EventStatus.FAILED)]
-        ids += [
-            e.id
-            for status in (EventStatus.PENDING, EventStatus.PROCESSING)
-            for e in store.events(status=status)
-            if e.updated_at < stale
-        ]
+        now = time.time()
+        since_at = now - since if since is not None else None
+        filters = Filters(
+            trigger=trigger or "", since=since_at, since_text=when(since_at).replace(" ", "T") if since_at else ""
+        )
+        plan = plan_bulk(store, filters, now, limit=None)
+        ids = plan.ids
+        if dry_run:
+            say(f"would replay {len(ids)} {plan.filters.describe(len(ids))}" + (":" if ids else ""))
+            for one in ids:
+                say(f"  {one}")
+            return
+    if dry_run:
+        stored = store.get(ids[0])
+        state = stored.status.value if stored else "missing"
+        say(f"would replay {ids[0]} ({state}): the handlers that did not succeed")
+        return
     counts: dict[str, int] = {}
     with click.progressbar(
         ids, label=f"replaying {len(ids)} event{'s' if len(ids) != 1 else ''}", show_pos=True
@@ -172,6 +196,25 @@ def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | 
         raise click.ClickException("no replayed event was processed")
 
 
+@webhooks_cli.command("resolve")
+@click.argument("event_id")
+@receiver_option
+@one_line_errors
+def resolve_command(event_id: str, receiver_name: str | None) -> None:
+    """Mark a failed event resolved: kept, out of replay --failed and the failed view."""
+    store = receiver_named(receiver_name).get_store()
+    try:
+        done = store.resolve(event_id)
+    except NotImplementedError:
+        raise click.ClickException(f"the {store.name} store cannot mark events resolved") from None
+    if not done:
+        stored = store.get(event_id)
+        if stored is None:
+            raise click.ClickException(printable(f"no stored event {event_id!r}"))
+        raise click.ClickException(printable(f"event {event_id} is {stored.status.value}, not failed: left as it is"))
+    say(f"event {event_id} resolved")
+
+
 @webhooks_cli.command("prune")
 @click.option(
     "--older-than",
@@ -180,7 +223,9 @@ def replay_command(event_id: str | None, all_failed: bool, receiver_name: str | 
     required=True,
     help="Such as 30d: forget processed events received longer ago than that.",
 )
-@click.option("--include-failed", is_flag=True, help="Forget failed events too (never replayed: check them first).")
+@click.option(
+    "--include-failed", is_flag=True, help="Forget failed and resolved events too (never handled: check them first)."
+)
 @click.option("--dry-run", is_flag=True, help="Say how many would be forgotten; forget nothing.")
 @receiver_option
 @one_line_errors

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..dispatch.run import ProcessResult, process_stored
@@ -12,7 +12,17 @@ from ..stores.base import EventStatus, EventStore, StoredEvent
 from ..untrusted import logger
 from .query import Filters, events_page
 
-__all__ = ["BULK_LIMIT", "BulkPlan", "BulkResult", "InboxReceiver", "plan_bulk", "replay_bulk", "replay_one", "resolve"]
+__all__ = [
+    "BULK_LIMIT",
+    "BulkPlan",
+    "BulkResult",
+    "InboxReceiver",
+    "can_resolve",
+    "plan_bulk",
+    "replay_bulk",
+    "replay_one",
+    "resolve",
+]
 
 #: The most events one bulk replay runs; the rest wait for the next one.
 BULK_LIMIT = 1000
@@ -63,25 +73,37 @@ class BulkPlan:
     more: bool
 
 
-def plan_bulk(store: EventStore, filters: Filters, now: float) -> BulkPlan:
+def plan_bulk(store: EventStore, filters: Filters, now: float, *, limit: int | None = BULK_LIMIT) -> BulkPlan:
     """The replayable events among those matching *filters* and received before *now*.
 
+    ``flask webhooks replay --failed`` and the inbox's bulk replay both choose
+    their events here.
+
+    :param limit: the most events planned (``None``: every one).
     :raises StoreUnavailable: if the store cannot answer.
     """
     bounded = filters if filters.until is not None else filters.with_until(now)
     ids: list[str] = []
-    more = False
-    cursor = None
-    while True:
-        page = events_page(store, bounded, before=cursor, limit=500)
-        for stored in page.events:
-            if replayable(stored, now, store.lease_seconds):
-                if len(ids) >= BULK_LIMIT:
-                    return BulkPlan(bounded, ids, True)
-                ids.append(stored.id)
-        if page.next is None:
-            return BulkPlan(bounded, ids, more)
-        cursor = page.next
+    # one status at a time, so that the store filters (the failed ones have an index of their own) rather
+    # than this reading every processed event
+    statuses = [filters.status] if filters.status is not None else list(_REPLAYABLE)
+    for status in statuses:
+        cursor = None
+        while True:
+            page = events_page(store, replace(bounded, status=status), before=cursor, limit=500)
+            for stored in page.events:
+                if replayable(stored, now, store.lease_seconds):
+                    if limit is not None and len(ids) >= limit:
+                        return BulkPlan(bounded, ids, True)
+                    ids.append(stored.id)
+            if page.next is None:
+                break
+            cursor = page.next
+    return BulkPlan(bounded, ids, False)
+
+
+#: The statuses a replay may run, as ``flask webhooks replay --failed``: failed first.
+_REPLAYABLE = (EventStatus.FAILED, EventStatus.PENDING, EventStatus.PROCESSING)
 
 
 @dataclass
@@ -120,18 +142,21 @@ def replay_bulk(app: Any, receiver: InboxReceiver, plan: BulkPlan, user: str) ->
     return result
 
 
+def can_resolve(store: EventStore) -> bool:
+    """Whether *store* overrides :meth:`EventStore.resolve` (every built-in store; a third-party one may not)."""
+    return getattr(type(store), "resolve", EventStore.resolve) is not EventStore.resolve
+
+
 def resolve(store: EventStore, event_id: str, user: str) -> bool | None:
-    """Mark a failed event resolved: kept, out of the failed view.
+    """Mark a failed event resolved (:meth:`EventStore.resolve`): kept, out of the failed view.
 
-    Needs a store operation the store API does not have yet,
-    ``resolve(event_id) -> bool``; without it nothing is done.
-
-    :returns: ``None`` when the store cannot, else whether the event was failed and is now resolved.
+    :returns: ``None`` when the store cannot (a third-party store without the
+        operation), else whether the event was failed and is now resolved.
     :raises StoreUnavailable: if the store cannot answer.
     """
-    operation = getattr(store, "resolve", None)
-    if not callable(operation):
+    try:
+        done = store.resolve(event_id)
+    except NotImplementedError:
         return None
-    done = bool(operation(event_id))
     logger.info("inbox: %s marked event %s resolved: %s", user, event_id, "done" if done else "it was not failed")
     return done

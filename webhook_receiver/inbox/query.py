@@ -286,7 +286,7 @@ def _page_by_key(
         key = Cursor(filters.until, "")
     batch_size = min(max(4 * (limit + 1), 256), scan_limit) if filters.applied_here else limit + 1
     while True:
-        batch = store.events(**common, limit=batch_size, before=None if key is None else (key.received_at, key.id))  # type: ignore[call-arg]
+        batch = store.events(**common, limit=batch_size, before=None if key is None else (key.received_at, key.id))
         scanned += len(batch)
         kept.extend(e for e in batch if filters.keeps(e))
         if len(kept) > limit:

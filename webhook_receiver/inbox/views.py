@@ -33,6 +33,8 @@ SECURITY_HEADERS = {
 }
 
 _STATUS_ORDER = [s.value for s in EventStatus]
+#: The statuses whose ``updated_at`` is when the event's last run ended (or when it was marked resolved).
+_FINISHED = (EventStatus.PROCESSED, EventStatus.FAILED, EventStatus.RESOLVED)
 
 
 class InboxViews:
@@ -135,7 +137,7 @@ class InboxViews:
             row=_row(stored),
             body=_body_parts(stored),
             attempt=stored.raw.get("attempt") if isinstance(stored.raw, dict) else None,
-            resolvable=callable(getattr(self.receiver.get_store(self.app), "resolve", None)),
+            resolvable=actions.can_resolve(self.receiver.get_store(self.app)),
             message=_MESSAGES.get(request.args.get("done", "")),
         )
         if request.args.get("fragment") == "summary":
@@ -233,7 +235,7 @@ def _row(stored: StoredEvent) -> dict[str, Any]:
         "skipped": sum(1 for o in outcomes if o.skipped),
         "failed": sum(1 for o in outcomes if not o.ok),
         "outcomes": outcomes,
-        "finished_at": stored.updated_at if stored.status in (EventStatus.PROCESSED, EventStatus.FAILED) else None,
+        "finished_at": stored.updated_at if stored.status in _FINISHED else None,
         "transport": str(getattr(stored, "transport", None) or "webhook"),
     }
 

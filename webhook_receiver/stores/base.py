@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import enum
 import itertools
+import math
 import os
 import secrets
 import weakref
@@ -48,10 +49,12 @@ __all__ = [
     "EventStore",
     "HandlerOutcome",
     "HandlerTransaction",
+    "HourCount",
     "Run",
     "StoredEvent",
     "dump_outcomes",
     "finished_status",
+    "hour_start",
     "prunable",
     "load_outcomes",
     "load_raw",
@@ -87,6 +90,11 @@ class EventStatus(str, enum.Enum):
     #: Some handler failed and no run is scheduled: upstream's retry (inline
     #: dispatch) or ``flask webhooks replay`` runs it again.
     FAILED = "failed"
+    #: Some handler failed, and an operator marked the event settled
+    #: (:meth:`EventStore.resolve`): kept, left out of ``replay --failed``
+    #: and of the failed view, pruned only with ``include_failed``. A replay
+    #: by id, or a redelivery from upstream, runs it again as a failed one.
+    RESOLVED = "resolved"
 
 
 class Run(NamedTuple):
@@ -222,9 +230,29 @@ class StoredEvent:
     error: str | None = None
 
 
+class HourCount(NamedTuple):
+    """The events received in one hour (UTC), as :meth:`EventStore.count_by_hour` counts them.
+
+    :param start: the hour's start (epoch seconds, a multiple of 3600).
+    :param received: how many events were received in it (each once, however often delivered).
+    :param failed: how many of those are failed now.
+    """
+
+    start: float
+    received: int
+    failed: int
+
+
 def prunable(include_failed: bool) -> tuple[EventStatus, ...]:
-    """The statuses :meth:`EventStore.prune` forgets."""
-    return (EventStatus.PROCESSED, EventStatus.FAILED) if include_failed else (EventStatus.PROCESSED,)
+    """The statuses :meth:`EventStore.prune` forgets: resolved events go with failed ones, when asked."""
+    if include_failed:
+        return (EventStatus.PROCESSED, EventStatus.FAILED, EventStatus.RESOLVED)
+    return (EventStatus.PROCESSED,)
+
+
+def hour_start(epoch: float) -> float:
+    """The start of the UTC hour that *epoch* falls in."""
+    return float(math.floor(epoch / 3600) * 3600)
 
 
 def finished_status(ok: bool, retry_at: float | None) -> EventStatus:
@@ -477,15 +505,51 @@ class EventStore(ABC):
         trigger: str | None = None,
         since: float | None = None,
         limit: int | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[StoredEvent]:
-        """Stored events, newest first, filtered.
+        """Stored events, newest first (by ``received_at``, then ``id``, both descending), filtered.
 
         :param status: only events with this status.
         :param trigger: only events with this trigger.
         :param since: only events received at or after this time (epoch seconds).
         :param limit: at most this many.
+        :param before: only events strictly older than this ``(received_at, id)``
+            key, in the order above: the key of the last event of one page
+            gives the next page (keyset paging), without reading the newer
+            events again. A store written before this parameter existed may
+            not take it; the inbox then pages by reading batches.
         :raises StoreUnavailable: if the store cannot answer.
         """
+
+    def resolve(self, event_id: str) -> bool:
+        """Mark a failed event resolved (:attr:`EventStatus.RESOLVED`): an operator settled it.
+
+        The event is kept, with its body and outcomes; it leaves the failed
+        view and ``replay --failed``, and :meth:`prune` forgets it only with
+        ``include_failed``. Only a failed event is changed.
+
+        The default raises :class:`NotImplementedError`: every store of this
+        library overrides it; a store of your own should, with one atomic
+        write (a compare-and-set on the status).
+
+        :returns: ``True`` when the event was failed and is resolved now,
+            ``False`` when there is no such event or it is not failed.
+        :raises StoreUnavailable: if the store cannot answer.
+        :raises NotImplementedError: if the store cannot.
+        """
+        raise NotImplementedError(f"the {self.name} store cannot mark events resolved")
+
+    def count_by_hour(self, since: float) -> list[HourCount]:
+        """The events received since *since*, counted per UTC hour, in one query.
+
+        :returns: one :class:`HourCount` per hour that received an event,
+            oldest first; hours without events are left out.
+        :raises StoreUnavailable: if the store cannot answer.
+        :raises NotImplementedError: the default: every store of this
+            library overrides it; without it the inbox's chart counts what
+            :meth:`events` returns.
+        """
+        raise NotImplementedError(f"the {self.name} store cannot count events by hour")
 
     @abstractmethod
     def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:

@@ -18,9 +18,11 @@ from .base import (
     ClaimState,
     EventStatus,
     EventStore,
+    HourCount,
     Run,
     StoredEvent,
     finished_status,
+    hour_start,
     load_raw,
     prunable,
 )
@@ -154,7 +156,7 @@ class MemoryStore(EventStore):
 
     def _evict(self) -> None:
         """Forget the oldest finished events, down to one free slot."""
-        finished = (EventStatus.PROCESSED, EventStatus.FAILED)
+        finished = (EventStatus.PROCESSED, EventStatus.FAILED, EventStatus.RESOLVED)
         while len(self._events) >= self.max_events:
             oldest = next((i for i, stored in self._events.items() if stored.status in finished), None)
             if oldest is None:
@@ -210,7 +212,7 @@ class MemoryStore(EventStore):
                 self._enqueue(self._insert(event, now), now)
                 return None
             status = stored.status
-            if status is EventStatus.FAILED:
+            if status in (EventStatus.FAILED, EventStatus.RESOLVED):
                 self._enqueue(stored, now)
                 stored.updated_at = now
             elif status is EventStatus.PROCESSING and event.id not in self._background:
@@ -301,16 +303,38 @@ class MemoryStore(EventStore):
         trigger: str | None = None,
         since: float | None = None,
         limit: int | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[StoredEvent]:
         with self._lock:
-            found = [
-                self._copy(e)
-                for e in reversed(self._events.values())
+            chosen = [
+                e
+                for e in self._events.values()
                 if (status is None or e.status is status)
                 and (trigger is None or e.trigger == trigger)
                 and (since is None or e.received_at >= since)
+                and (before is None or (e.received_at, e.id) < before)
             ]
-        return found[:limit] if limit is not None else found
+            chosen.sort(key=lambda e: (e.received_at, e.id), reverse=True)
+            return [self._copy(e) for e in (chosen[:limit] if limit is not None else chosen)]
+
+    def resolve(self, event_id: str) -> bool:
+        with self._lock:
+            stored = self._events.get(event_id)
+            if stored is None or stored.status is not EventStatus.FAILED:
+                return False
+            stored.status = EventStatus.RESOLVED
+            stored.updated_at = time.time()
+            return True
+
+    def count_by_hour(self, since: float) -> list[HourCount]:
+        hours: dict[float, list[int]] = {}
+        with self._lock:
+            for e in self._events.values():
+                if e.received_at >= since:
+                    counts = hours.setdefault(hour_start(e.received_at), [0, 0])
+                    counts[0] += 1
+                    counts[1] += e.status is EventStatus.FAILED
+        return [HourCount(start, received, failed) for start, (received, failed) in sorted(hours.items())]
 
     def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:
         statuses = prunable(include_failed)

@@ -36,7 +36,7 @@ import contextlib
 import os
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import fastjson
@@ -48,10 +48,12 @@ from .base import (
     ClaimState,
     EventStatus,
     EventStore,
+    HourCount,
     Run,
     StoredEvent,
     dump_outcomes,
     finished_status,
+    hour_start,
     load_outcomes,
     load_raw,
     new_token,
@@ -134,7 +136,7 @@ if not status then
   redis.call('ZADD', KEYS[3], now / 1000, ARGV[1])
   return false
 end
-if status == 'failed' then
+if status == 'failed' or status == 'resolved' then
   redis.call('HSET', KEYS[1], 'status', 'pending', 'due_at', now, 'updated_at', now / 1000, 'background', 1)
   redis.call('ZADD', KEYS[2], now, ARGV[1])
 elseif status == 'processing' and redis.call('HGET', KEYS[1], 'background') ~= '1' then
@@ -202,6 +204,16 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
+# KEYS: event. A compare-and-set on the status: 1 when a failed event is resolved now, else 0.
+_RESOLVE = (
+    _NOW
+    + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'resolved', 'updated_at', now / 1000)
+return 1
+"""
+)
+
 # KEYS: owner; ARGV: receiver, '1' to take the prefix if no receiver owns it. The owner's name, if any.
 _OWNER = """
 if ARGV[2] == '1' then redis.call('SET', KEYS[1], ARGV[1], 'NX') end
@@ -262,6 +274,7 @@ class _Link:
         self.finish = register(_FINISH)
         self.raise_watermark = register(_RAISE_WATERMARK)
         self.owner = register(_OWNER)
+        self.resolve = register(_RESOLVE)
         exceptions = _import_redis().exceptions
         self.no_script, self.error = exceptions.NoScriptError, exceptions.RedisError
         self.response_error = exceptions.ResponseError
@@ -631,6 +644,27 @@ class RedisStore(EventStore):
             pipe.hgetall(self._key("event", event_id, root=root))
         return list(zip(ids, self._call(pipe.execute)))
 
+    def _newest_ids(self, root: str, since: float | None, before: tuple[float, str] | None) -> Iterator[list[str]]:
+        """The ids in the received index, newest first (score, then id, descending), a batch at a time."""
+        key = self._key("events", root=root)
+        top = repr(before[0]) if before is not None else "+inf"
+        bottom = repr(since) if since is not None else "-inf"
+        offset = 0
+        while True:
+            chunk = self._call(
+                self.client.zrevrangebyscore, key, top, bottom, start=offset, num=_BATCH, withscores=True
+            )
+            offset += len(chunk)
+            ids = [
+                member.decode()
+                for member, score in chunk
+                if before is None or score < before[0] or member.decode() < before[1]
+            ]
+            if ids:
+                yield ids
+            if len(chunk) < _BATCH:
+                return
+
     def events(
         self,
         *,
@@ -638,20 +672,12 @@ class RedisStore(EventStore):
         trigger: str | None = None,
         since: float | None = None,
         limit: int | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[StoredEvent]:
         root = self._read_root()
-        ids = [
-            i.decode()
-            for i in self._call(
-                self.client.zrevrangebyscore,
-                self._key("events", root=root),
-                "+inf",
-                since if since is not None else "-inf",
-            )
-        ]
         found: list[StoredEvent] = []
-        for start in range(0, len(ids), _BATCH):
-            for event_id, fields in self._read(ids[start : start + _BATCH], root):
+        for ids in self._newest_ids(root, since, before):
+            for event_id, fields in self._read(ids, root):
                 if not fields:
                     continue
                 stored = _stored(event_id, fields)
@@ -660,6 +686,39 @@ class RedisStore(EventStore):
                     if limit is not None and len(found) >= limit:
                         return found
         return found
+
+    def resolve(self, event_id: str) -> bool:
+        done = self._call(self._link.resolve, keys=[self._key("event", event_id, root=self._read_root())])
+        return bool(done == 1)
+
+    def count_by_hour(self, since: float) -> list[HourCount]:
+        """Counted here from the received index and each event's status, read a batch per round trip.
+
+        Redis has no query that groups, and a script that read every status
+        would hold the server (and so every delivery) for the whole count.
+        """
+        root = self._read_root()
+        key = self._key("events", root=root)
+        received: dict[float, int] = {}
+        failed: dict[float, int] = {}
+        offset = 0
+        while True:
+            chunk = self._call(
+                self.client.zrangebyscore, key, repr(since), "+inf", start=offset, num=_BATCH, withscores=True
+            )
+            offset += len(chunk)
+            pipe = self.client.pipeline(transaction=False)
+            for member, _ in chunk:
+                pipe.hget(self._key("event", member.decode(), root=root), "status")
+            statuses = self._call(pipe.execute) if chunk else []
+            for (_, score), state in zip(chunk, statuses):
+                if state is None:
+                    continue  # pruned in between
+                hour = hour_start(score)
+                received[hour] = received.get(hour, 0) + 1
+                failed[hour] = failed.get(hour, 0) + (state == b"failed")
+            if len(chunk) < _BATCH:
+                return [HourCount(hour, received[hour], failed[hour]) for hour in sorted(received)]
 
     def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:
         finished = {s.value.encode() for s in prunable(include_failed)}

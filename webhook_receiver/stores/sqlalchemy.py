@@ -47,6 +47,7 @@ from .base import (
     EventStore,
     HandlerOutcome,
     HandlerTransaction,
+    HourCount,
     Run,
     StoredEvent,
     dump_outcomes,
@@ -629,7 +630,7 @@ class SQLAlchemyStore(EventStore):
             status, background = row
             if status not in _STATUSES:  # damaged, or a newer version's: queued again as a failed event is
                 status = EventStatus.FAILED.value
-            if status == EventStatus.FAILED.value:
+            if status in (EventStatus.FAILED.value, EventStatus.RESOLVED.value):
                 conn.execute(
                     sa.update(events)
                     .where(*self._key(event.id))
@@ -830,20 +831,60 @@ class SQLAlchemyStore(EventStore):
         trigger: str | None = None,
         since: float | None = None,
         limit: int | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[StoredEvent]:
         events = self._events
         query = sa.select(*[events.c[name] for name in self._COLUMNS]).where(events.c.receiver == self.receiver)
         if status is not None:
-            query = query.where(events.c.status == status.value)
+            # a literal, not a parameter: PostgreSQL and SQLite pick the partial index of failed events only then
+            query = query.where(events.c.status == sa.literal_column(f"'{EventStatus(status).value}'"))
         if trigger is not None:
             query = query.where(events.c.trigger_name == trigger)
         if since is not None:
             query = query.where(events.c.received_at >= since)
+        if before is not None:
+            at, event_id = before
+            query = query.where(events.c.received_at <= at, sa.or_(events.c.received_at < at, events.c.id < event_id))
         query = query.order_by(events.c.received_at.desc(), events.c.id.desc())
         if limit is not None:
             query = query.limit(limit)
         rows = self._run(lambda conn, now: conn.execute(query).all())
         return [self._stored(row) for row in rows]
+
+    def resolve(self, event_id: str) -> bool:
+        events = self._events
+        statement = (
+            sa.update(events)
+            .where(*self._key(event_id), events.c.status == EventStatus.FAILED.value)
+            .values(status=EventStatus.RESOLVED.value, updated_at=time.time())
+        )
+        return self._run(lambda conn, now: bool(conn.execute(statement).rowcount == 1))
+
+    def count_by_hour(self, since: float) -> list[HourCount]:
+        events = self._events
+        dialect = self.engine.dialect.name
+        hour: Any
+        if dialect == "sqlite":  # no floor() before SQLite 3.35; a cast truncates, the same for positive times
+            hour = sa.cast(events.c.received_at / 3600, sa.Integer)
+        else:
+            hour = sa.func.floor(events.c.received_at / 3600)
+        hour = hour.label("hour")
+        mine = (events.c.receiver == self.receiver, events.c.received_at >= since)
+        # Two index scans that read no row where the database can (the received index, the failed
+        # events' partial one), rather than one that reads each row's status.
+        received = sa.select(hour, sa.func.count()).where(*mine).group_by(hour).order_by(hour)
+        failed = (
+            sa.select(hour, sa.func.count())
+            .where(*mine, events.c.status == sa.literal_column(f"'{EventStatus.FAILED.value}'"))
+            .group_by(hour)
+        )
+
+        def work(conn: Connection, now: Any) -> list[HourCount]:
+            every = conn.execute(received).all()
+            failures = {h: n for h, n in conn.execute(failed).all()}
+            return [HourCount(float(h) * 3600, int(n), int(failures.get(h, 0))) for h, n in every]
+
+        return self._run(work)
 
     def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:
         events = self._events

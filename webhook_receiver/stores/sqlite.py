@@ -39,6 +39,7 @@ from .base import (
     ClaimState,
     EventStatus,
     EventStore,
+    HourCount,
     Run,
     StoredEvent,
     dump_outcomes,
@@ -57,9 +58,16 @@ __all__ = ["SQLiteStore"]
 #: a receiver's due events and expired leases without a scan. Only events that
 #: came through the queue (``background = 1``) are in the lease index: a
 #: request that died mid-handler (inline dispatch) answered no 2xx, and
-#: upstream's retry takes its event over. Each index costs every write a page,
-#: so there are no others: listings go by ``rowid``. The key is ``(id,
-#: receiver)``: a fenced write finds its row by the id's prefix of it.
+#: upstream's retry takes its event over. Each index costs every write that
+#: changes its columns a page, so the listings' indexes hold columns that never
+#: change once the row is written: ``(receiver, received_at, id, trigger_name)`` (written once,
+#: by the insert, at the right edge of the tree, where its page is already in
+#: the cache) serves the newest-first listing, its keyset pages and the hourly
+#: counts, its trigger checked in the index, no row read for an event of
+#: another trigger; a partial copy of it holds the failed events only (written
+#: when an event fails or leaves that state, never on the path of one that
+#: succeeds), for the failed view. The key is ``(id, receiver)``: a fenced write finds
+#: its row by the id's prefix of it.
 _EVENTS_TABLE = """
 CREATE TABLE IF NOT EXISTS {name} (
     id TEXT NOT NULL,
@@ -93,6 +101,10 @@ _INDEXES = (
     " WHERE due_at IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS webhook_receiver_events_leases ON webhook_receiver_events (receiver, lease_expires)"
     " WHERE background = 1 AND lease_expires IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS webhook_receiver_events_received ON webhook_receiver_events"
+    " (receiver, received_at, id, trigger_name)",
+    "CREATE INDEX IF NOT EXISTS webhook_receiver_events_failed ON webhook_receiver_events"
+    " (receiver, received_at, id, trigger_name) WHERE status = 'failed'",
 )
 
 _TABLE = "webhook_receiver_events"
@@ -469,7 +481,7 @@ class SQLiteStore(EventStore):
             if row is None:
                 return self.accept(event)
             status, background = row
-            if status == EventStatus.FAILED.value:
+            if status in (EventStatus.FAILED.value, EventStatus.RESOLVED.value):
                 conn.execute(
                     f"UPDATE {_TABLE} SET status = 'pending', due_at = ?, background = 1, updated_at = ?"
                     " WHERE id = ? AND receiver = ?",
@@ -579,24 +591,50 @@ class SQLiteStore(EventStore):
         trigger: str | None = None,
         since: float | None = None,
         limit: int | None = None,
+        before: tuple[float, str] | None = None,
     ) -> list[StoredEvent]:
         where, params = ["receiver = ?"], [self.receiver]  # type: tuple[list[str], list[Any]]
         if status is not None:
-            where.append("status = ?")
-            params.append(status.value)
+            # a literal (one of the enum's values), not a parameter: SQLite picks a partial index only then
+            where.append(f"status = '{EventStatus(status).value}'")
         if trigger is not None:
             where.append("trigger_name = ?")
             params.append(trigger)
         if since is not None:
             where.append("received_at >= ?")
             params.append(since)
-        sql = f"SELECT {_COLUMNS} FROM {_TABLE} WHERE " + " AND ".join(where) + " ORDER BY rowid DESC"
+        if before is not None:
+            where.append("received_at <= ? AND (received_at < ? OR id < ?)")
+            params.extend((before[0], before[0], before[1]))
+        sql = f"SELECT {_COLUMNS} FROM {_TABLE} WHERE " + " AND ".join(where)
+        sql += " ORDER BY received_at DESC, id DESC"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
         with self._autocommit() as conn:
             rows = conn.execute(sql, params).fetchall()
         return [_stored(row) for row in rows]
+
+    def resolve(self, event_id: str) -> bool:
+        with self._autocommit() as conn:
+            changed = conn.execute(
+                f"UPDATE {_TABLE} SET status = 'resolved', updated_at = ? WHERE id = ? AND receiver = ?"
+                " AND status = 'failed'",
+                (self.clock.wall(), event_id, self.receiver),
+            ).rowcount
+        return bool(changed == 1)
+
+    def count_by_hour(self, since: float) -> list[HourCount]:
+        # Two index-only scans in one read transaction: every event from the received index, the failed
+        # ones from their partial index; no row is read (a status read from the rows would be one page each).
+        hour = "CAST(received_at / 3600 AS INTEGER)"
+        counts = f"SELECT {hour} AS hour, count(*) FROM {_TABLE} WHERE receiver = ? AND received_at >= ?"
+        with self._transaction(write=False) as conn:
+            received = conn.execute(counts + " GROUP BY hour ORDER BY hour", (self.receiver, since)).fetchall()
+            failed = dict(
+                conn.execute(counts + " AND status = 'failed' GROUP BY hour", (self.receiver, since)).fetchall()
+            )
+        return [HourCount(float(h * 3600), int(n), int(failed.get(h, 0))) for h, n in received]
 
     def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:
         statuses = [s.value for s in prunable(include_failed)]

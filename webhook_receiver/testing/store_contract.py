@@ -208,6 +208,69 @@ class StoreContract:
         assert [e.id for e in store.events()] == ["pending"]
         assert store.get("e0") is None
 
+    def test_keyset_pages_read_each_event_once_newest_first(self, store: EventStore) -> None:
+        for n in range(7):
+            claim = store.claim(event(f"k{n}", "order.paid" if n % 2 else "product.deleted"))
+            store.finish(claim, ok=n % 3 != 0)
+            time.sleep(0.002)
+        every = store.events()
+        keys = [(e.received_at, e.id) for e in every]
+        assert keys == sorted(keys, reverse=True), "newest first: received_at, then id, descending"
+        for status in (None, EventStatus.FAILED):
+            wanted = [e.id for e in store.events(status=status)]
+            paged: list[str] = []
+            before: tuple[float, str] | None = None
+            while True:
+                page = store.events(status=status, limit=2, before=before)
+                paged += [e.id for e in page]
+                if len(page) < 2:
+                    break
+                before = (page[-1].received_at, page[-1].id)
+            assert paged == wanted, f"pages of {status} events"
+        third = every[2]
+        assert [e.id for e in store.events(before=(third.received_at, third.id))] == [e.id for e in every[3:]]
+        assert [e.id for e in store.events(trigger="order.paid", before=(third.received_at, third.id))] == [
+            e.id for e in every[3:] if e.trigger == "order.paid"
+        ]
+        assert store.events(before=(every[-1].received_at, every[-1].id)) == []
+
+    def test_resolve_keeps_a_failed_event_out_of_the_failed_view(self, store: EventStore) -> None:
+        store.finish(store.claim(event("bad")), ok=False)
+        store.finish(store.claim(event("good")), ok=True)
+        assert store.resolve("good") is False and store.resolve("missing") is False, "only a failed event"
+        assert store.resolve("bad") is True
+        assert store.resolve("bad") is False, "once"
+        stored = store.get("bad")
+        assert stored is not None and stored.status is EventStatus.RESOLVED
+        assert stored.raw["id"] == "bad", "kept, with its body"
+        assert store.events(status=EventStatus.FAILED) == []
+        assert [e.id for e in store.events(status=EventStatus.RESOLVED)] == ["bad"]
+        assert store.prune(time.time() + 1) == 1 and store.get("bad") is not None, "kept unless asked"
+        assert store.prune(time.time() + 1, include_failed=True, dry_run=True) == 1
+        # a redelivery to the queue runs it again, as it does a failed event: the 202 it answers is kept
+        assert store.accept(event("bad")) is EventStatus.RESOLVED
+        taken = store.claim_due()
+        assert taken is not None and taken.event_id == "bad" and store.finish(taken, ok=True)
+        assert store.resolve("bad") is False
+        store.finish(store.claim(event("old")), ok=False)
+        assert store.resolve("old")
+        assert store.prune(time.time() + 1, include_failed=True) == 2, "resolved events go with failed ones"
+        assert store.get("old") is None
+
+    def test_count_by_hour_counts_received_and_failed_events(self, store: EventStore) -> None:
+        started = time.time()
+        for n in range(5):
+            store.finish(store.claim(event(f"c{n}")), ok=n not in (1, 3))
+        store.accept(event("queued"))
+        store.resolve("c3")
+        hours = store.count_by_hour(started - 7200)
+        assert all(h.start % 3600 == 0 and h.start <= time.time() for h in hours)
+        assert [h.start for h in hours] == sorted(h.start for h in hours), "oldest first"
+        assert sum(h.received for h in hours) == 6 and sum(h.failed for h in hours) == 1
+        assert all(h.received > 0 for h in hours), "hours without events are left out"
+        assert store.count_by_hour(time.time() + 60) == []
+        assert store.for_receiver("other").count_by_hour(started - 7200) == [], "each receiver its own"
+
     def test_watermarks_only_go_up(self, store: EventStore) -> None:
         assert store.watermark("h", "order", "o-1") is None
         assert store.raise_watermark("h", "order", "o-1", 200.5) is True
