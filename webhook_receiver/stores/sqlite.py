@@ -138,6 +138,17 @@ class _ForkGuard:
     @contextmanager
     def call(self) -> Iterator[None]:
         """Run the body as one store call, which a fork waits for."""
+        depth = self.enter()
+        try:
+            yield
+        finally:
+            self.leave(depth)
+
+    def enter(self) -> int:
+        """Start a store call (the hot path's form of :meth:`call`, with ``try``/``finally``).
+
+        :returns: the depth to give :meth:`leave`.
+        """
         depth: int = getattr(self._depth, "n", 0)
         if depth == 0:
             with self._state:
@@ -145,15 +156,16 @@ class _ForkGuard:
                     self._state.wait()
                 self._in_flight += 1
         self._depth.n = depth + 1
-        try:
-            yield
-        finally:
-            self._depth.n = depth
-            if depth == 0:
-                with self._state:
-                    self._in_flight -= 1
-                    if self._in_flight == 0:
-                        self._state.notify_all()
+        return depth
+
+    def leave(self, depth: int) -> None:
+        """End the store call :meth:`enter` started."""
+        self._depth.n = depth
+        if depth == 0:
+            with self._state:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._state.notify_all()
 
     def before_fork(self) -> None:
         if getattr(self._depth, "n", 0):
@@ -387,10 +399,13 @@ class SQLiteStore(EventStore):
         token, expires = self._new_token()
         boot = self.clock.boot
         new_row = (event.id, self.receiver, event.trigger, event.raw_json.decode(), now, now, token, expires, boot)
+        depth = _FORK_GUARD.enter()
         try:  # the common case, a new event, is one statement (plain try: no context manager on the hot path)
             inserted = self._connection().execute(self._CLAIM_NEW, new_row).rowcount
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from None
+        finally:
+            _FORK_GUARD.leave(depth)
         if inserted:
             return Claim(event.id, ClaimState.CLAIMED, token, attempt=1, trigger=event.trigger)
         with self._transaction() as conn:
@@ -517,10 +532,13 @@ class SQLiteStore(EventStore):
     def record(self, claim: Claim, run: Run) -> bool:
         outcomes = claim.with_run(run)
         parameters = (dump_outcomes(outcomes), run.finished_at, claim.event_id, self.receiver, claim.token)
+        depth = _FORK_GUARD.enter()
         try:
             written: bool = self._connection().execute(self._RECORD, parameters).rowcount == 1
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from None
+        finally:
+            _FORK_GUARD.leave(depth)
         if written:
             claim.outcomes = outcomes
         return written
@@ -546,10 +564,13 @@ class SQLiteStore(EventStore):
             self.receiver,
             claim.token,
         )
+        depth = _FORK_GUARD.enter()
         try:  # one statement: the outcomes, the status, the lease
             written: bool = self._connection().execute(self._FINISH, parameters).rowcount == 1
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from None
+        finally:
+            _FORK_GUARD.leave(depth)
         if written:
             claim.outcomes = outcomes
         return written
