@@ -134,3 +134,26 @@ class Processes:
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
             self.stop(proc)
+
+
+def in_child(work: Callable[[], bool], *, hung_after: float) -> int:
+    """Fork; run *work* in the child (exit 0 when it returns True); the child's exit code.
+
+    A child still running after *hung_after* seconds is killed, and -9 returned.
+    """
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if work() else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + hung_after
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return -9

@@ -14,10 +14,13 @@ import logging
 import os
 import socket
 import subprocess
+import threading
 import uuid
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import pytest
+
+from webhook_receiver.transports import Consumer, ConsumerStats
 
 STOMP_HOST = "127.0.0.1"
 STOMP_PORT = int(os.environ.get("WEBHOOK_RECEIVER_TEST_STOMP_PORT", "61613"))
@@ -223,3 +226,23 @@ class Sqs:
             for message in messages:
                 bodies.append(message["Body"].encode())
                 self.client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def consume(consumer: Consumer, until: Callable[[ConsumerStats], bool], timeout: float = 90) -> None:
+    """Run *consumer* in a thread until *until* holds; fail (not hang) if it never does."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            consumer.run(until=until)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        consumer.stop()
+        thread.join(30)
+        raise AssertionError(f"the consumer did not get there in {timeout:g} s: {consumer.stats}")
+    assert not errors, errors

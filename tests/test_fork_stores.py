@@ -34,7 +34,7 @@ from webhook_receiver.testing import deliver, make_event
 from webhook_receiver.testing.store_contract import contract_event
 
 from .conftest import REDIS_URL
-from .processes import Processes, free_port, logs_text, port_open, wait_for
+from .processes import Processes, free_port, in_child, logs_text, port_open, wait_for
 from .service_app import SECRET, read_output
 
 #: How long a hung child is given before the test calls it hung (it needs well under a second).
@@ -43,22 +43,7 @@ _HUNG_AFTER = 30.0
 
 def _in_child(work: Callable[[], bool]) -> int:
     """Fork; run *work* in the child (exit 0 when it returns True); the child's exit code, or -9 if it hung."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            code = 0 if work() else 1
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + _HUNG_AFTER
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.05)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    return -9
+    return in_child(work, hung_after=_HUNG_AFTER)
 
 
 def _round_trip(store: EventStore, event_id: str) -> bool:

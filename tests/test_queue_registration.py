@@ -14,10 +14,9 @@ import logging
 import secrets
 import socket
 import subprocess
-import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 from flask import Flask
@@ -26,10 +25,9 @@ from flask.testing import FlaskCliRunner
 from webhook_receiver import Event, WebhookReceiver
 from webhook_receiver.cli import webhooks_cli
 from webhook_receiver.local.emulator import Emulator
-from webhook_receiver.transports import Consumer, ConsumerStats
 
 from .conftest import SECRET, new_app
-from .queues import STOMP_HOST, STOMP_PORT, Rabbit, Sqs, moto_endpoint_fixture, rabbit_fixture  # noqa: F401
+from .queues import STOMP_HOST, STOMP_PORT, Rabbit, Sqs, consume, moto_endpoint_fixture, rabbit_fixture  # noqa: F401
 
 #: The keys the emulator sends to SQS with (moto takes any); never shown.
 SEND_KEY_ID = "AKIAEMULATORSEND0042"
@@ -67,26 +65,6 @@ def make_app(receiver: WebhookReceiver, tmp_path: Path, moltin: Emulator, **conf
     )
     receiver.init_app(app)
     return app
-
-
-def consume(consumer: Consumer, until: Callable[[ConsumerStats], bool], timeout: float = 90) -> None:
-    """Run *consumer* in a thread until *until* holds; fail (not hang) if it never does."""
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            consumer.run(until=until)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        consumer.stop()
-        thread.join(30)
-        raise AssertionError(f"the consumer did not get there in {timeout:g} s: {consumer.stats}")
-    assert not errors, errors
 
 
 def invoke(runner: FlaskCliRunner, *args: str) -> str:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 from flask import Flask
@@ -24,7 +24,17 @@ from webhook_receiver.transports import Consumer, ConsumerStats, TransportUnavai
 from webhook_receiver.transports.stomp import StompTransport
 
 from .conftest import SECRET, new_app
-from .queues import PASSWORD, STOMP_PORT, USER, Rabbit, Sqs, cloudevent, moto_endpoint_fixture, rabbit_fixture  # noqa: F401
+from .queues import (  # noqa: F401
+    PASSWORD,
+    STOMP_PORT,
+    USER,
+    Rabbit,
+    Sqs,
+    cloudevent,
+    consume,
+    moto_endpoint_fixture,
+    rabbit_fixture,
+)
 
 
 class Queue:
@@ -60,26 +70,6 @@ def make_app(receiver: WebhookReceiver, tmp_path: Path, **config: Any) -> Flask:
     app.config.update(config)
     receiver.init_app(app)
     return app
-
-
-def consume(consumer: Consumer, until: Callable[[ConsumerStats], bool], timeout: float = 90) -> None:
-    """Run *consumer* until *until* holds; fail (not hang) if it never does."""
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            consumer.run(until=until)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        consumer.stop()
-        thread.join(30)
-        raise AssertionError(f"the consumer did not get there in {timeout:g} s: {consumer.stats}")
-    assert not errors, errors
 
 
 def test_round_trip_into_the_same_handlers_and_store(queue: Queue, tmp_path: Path) -> None:

@@ -10,13 +10,13 @@ while the parent kept writing.
 
 from __future__ import annotations
 
-import os
 import threading
-import time
 from pathlib import Path
 
 from webhook_receiver.stores.sqlite import SQLiteStore
 from webhook_receiver.testing.store_contract import contract_event
+
+from .processes import in_child
 
 #: How long a child is given before the test calls it hung (it needs well under a second).
 _HUNG_AFTER = 20.0
@@ -24,23 +24,10 @@ _FORKS = 40
 
 
 def _child_exit_code(store: SQLiteStore, event_id: str) -> int:
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            claim = store.claim(contract_event(event_id))
-            code = 0 if store.finish(claim, ok=True) else 1
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + _HUNG_AFTER
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.005)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    return -9
+    def claim_and_finish() -> bool:
+        return store.finish(store.claim(contract_event(event_id)), ok=True)
+
+    return in_child(claim_and_finish, hung_after=_HUNG_AFTER)
 
 
 def test_sqlite_children_forked_while_a_parent_thread_writes_can_write(tmp_path: Path) -> None:
