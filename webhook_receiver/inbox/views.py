@@ -9,12 +9,14 @@ from typing import Any
 from flask import Flask, Response, abort, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from ..stores.base import EventStatus, StoredEvent
+from ..cloudevents import transport_of
+from ..stores.base import MAX_DELIVERIES, EventStatus, StoredEvent
 from ..untrusted import logger
 from . import actions
 from .access import who
 from .chart import RANGES, count_hours, render_svg
 from .csrf import COOKIE, FIELD, HEADER, CsrfTokens
+from .deliveries import attempt_rows
 from .query import Cursor, Filters, events_page, when
 
 __all__ = ["InboxViews", "SECURITY_HEADERS"]
@@ -92,6 +94,18 @@ class InboxViews:
             "The event store is not answering right now; try again in a moment.\n", status=503, mimetype="text/plain"
         )
 
+    def _dispatch(self) -> tuple[str | None, float | None]:
+        """The receiver's dispatcher's name and deadline on this app, when the receiver tells them."""
+        get_config = getattr(self.receiver, "get_config", None)
+        if get_config is None:
+            return None, None
+        try:
+            dispatcher = get_config(self.app).dispatcher
+        except Exception:  # noqa: BLE001 - the page then says the first answer is not known
+            return None, None
+        deadline = getattr(dispatcher, "deadline", None)
+        return str(dispatcher.name), float(deadline) if isinstance(deadline, (int, float)) else None
+
     def _context(self, **values: Any) -> dict[str, Any]:
         nonce = g.get("webhook_receiver_inbox_nonce") or ""
         return {
@@ -132,9 +146,13 @@ class InboxViews:
         stored = self.receiver.get_store(self.app).get(event_id) if event_id else None
         if stored is None:
             abort(404, description="no stored event with this id")
+        store = self.receiver.get_store(self.app)
+        dispatch, deadline = self._dispatch()
         context = self._context(
             stored=stored,
             row=_row(stored),
+            attempts=attempt_rows(stored, store.deliveries(event_id), dispatch=dispatch, deadline=deadline),
+            max_deliveries=MAX_DELIVERIES,
             body=_body_parts(stored),
             attempt=stored.raw.get("attempt") if isinstance(stored.raw, dict) else None,
             resolvable=actions.can_resolve(self.receiver.get_store(self.app)),
@@ -236,7 +254,7 @@ def _row(stored: StoredEvent) -> dict[str, Any]:
         "failed": sum(1 for o in outcomes if not o.ok),
         "outcomes": outcomes,
         "finished_at": stored.updated_at if stored.status in _FINISHED else None,
-        "transport": str(getattr(stored, "transport", None) or "webhook"),
+        "transport": transport_of(stored.raw),
     }
 
 
