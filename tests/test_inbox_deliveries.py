@@ -11,6 +11,7 @@ import html as html_lib
 import json
 import re
 import sqlite3
+import threading
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from webhook_receiver.cli.operations import webhooks_cli
 from webhook_receiver.stores.base import DeliveryAttempt, EventStatus, EventStore, StoredEvent
 from webhook_receiver.stores.memory import MemoryStore
 from webhook_receiver.testing import deliver, make_event
+from webhook_receiver.testing.store_contract import contract_event
 
 from .conftest import new_app
 from .inbox_app import SECRET, USER_HEADER, XSS, make_inbox_app, send
@@ -167,3 +169,57 @@ def test_the_first_answer_follows_from_the_outcome_and_the_dispatch() -> None:
     assert first_answer(stored(EventStatus.FAILED, 1), "inline", None, 0) == "500 failed"
     assert first_answer(stored(EventStatus.PROCESSED, 1), "thread", None, 0) == "202 accepted"
     assert first_answer(stored(EventStatus.PROCESSING, 1), "inline", 8.0, 0) == "no answer yet (running)"
+
+
+# -- the live poll -------------------------------------------------------------------
+
+
+def test_the_live_rows_answer_304_while_the_sqlite_store_says_nothing_changed(tmp_path: Any) -> None:
+    app, clock = make_inbox_app(str(tmp_path))
+    send(app, clock, "order.paid", "evt-1")
+    client = app.test_client()
+    url = f"{INBOX}/?fragment=rows&status=processed"
+    first = client.get(url, headers=OPS)
+    assert first.status_code == 200 and 'data-id="evt-1"' in first.text and first.headers["ETag"]
+    again = client.get(url, headers={**OPS, "If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304 and again.data == b"", "nothing changed: no list read, no body"
+    assert again.headers["Cache-Control"] == "no-store"
+    other_filter = client.get(f"{INBOX}/?fragment=rows", headers={**OPS, "If-None-Match": first.headers["ETag"]})
+    assert other_filter.status_code == 200, "the tag is the query's too"
+    # a delivery from another connection (another thread: the endpoint's) changes it
+    done = threading.Thread(target=send, args=(app, clock, "order.paid", "evt-2"))
+    done.start()
+    done.join()
+    changed = client.get(url, headers={**OPS, "If-None-Match": first.headers["ETag"]})
+    assert changed.status_code == 200 and 'data-id="evt-2"' in changed.text
+    # and so does one through this thread's own connection
+    send(app, clock, "order.paid", "evt-3")
+    latest = client.get(url, headers={**OPS, "If-None-Match": changed.headers["ETag"]})
+    assert latest.status_code == 200 and 'data-id="evt-3"' in latest.text
+
+
+def test_a_store_without_a_change_marker_reads_the_list_on_every_poll(tmp_path: Any) -> None:
+    app, clock = make_inbox_app(str(tmp_path), store=MemoryStore())
+    send(app, clock, "order.paid", "evt-1")
+    client = app.test_client()
+    first = client.get(f"{INBOX}/?fragment=rows", headers=OPS)
+    assert first.status_code == 200 and "ETag" not in first.headers
+    assert client.get(f"{INBOX}/?fragment=rows", headers={**OPS, "If-None-Match": "*"}).status_code == 200
+
+
+def test_the_postgresql_marker_moves_with_every_write(request: pytest.FixtureRequest) -> None:
+    from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore
+
+    from .conftest import DATABASES, drop_tables, require_database
+
+    require_database(DATABASES["postgresql"])
+    prefix = request.getfixturevalue("table_prefix")
+    store = SQLAlchemyStore(DATABASES["postgresql"], prefix=prefix)
+    request.addfinalizer(lambda: (store.close(), drop_tables(DATABASES["postgresql"], prefix)))
+    before = store.change_marker()
+    assert before is not None
+    claim = store.claim(contract_event("pg-1"))
+    assert store.change_marker() != before
+    middle = store.change_marker()
+    assert store.finish(claim, ok=True)
+    assert store.change_marker() != middle

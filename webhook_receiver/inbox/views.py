@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -10,7 +11,7 @@ from flask import Flask, Response, abort, g, jsonify, redirect, render_template,
 from flask.typing import ResponseReturnValue
 
 from ..cloudevents import transport_of
-from ..stores.base import MAX_DELIVERIES, EventStatus, StoredEvent
+from ..stores.base import MAX_DELIVERIES, EventStatus, EventStore, StoredEvent
 from ..untrusted import logger
 from . import actions
 from .access import who
@@ -127,6 +128,14 @@ class InboxViews:
         before_text = request.args.get("before", "")
         before = Cursor.decode(before_text) if before_text else None
         store = self.receiver.get_store(self.app)
+        etag = None
+        if request.args.get("fragment") == "rows":
+            # the live poll: asked before the list is read, so that a change made meanwhile shows next time
+            etag = self._rows_etag(store)
+            if etag is not None and request.if_none_match.contains(etag):
+                unchanged = Response(status=304)
+                unchanged.set_etag(etag)
+                return unchanged
         page = events_page(store, filters, before=before)
         context = self._context(
             filters=filters,
@@ -137,8 +146,19 @@ class InboxViews:
             now=time.time(),
         )
         if request.args.get("fragment") == "rows":
-            return render_template("webhook_receiver_inbox/rows.html", **context)
+            rows = Response(render_template("webhook_receiver_inbox/rows.html", **context), mimetype="text/html")
+            if etag is not None:
+                rows.set_etag(etag)
+            return rows
         return render_template("webhook_receiver_inbox/list.html", **context)
+
+    def _rows_etag(self, store: EventStore) -> str | None:
+        """The live rows' tag: the store's change marker, this receiver and the query; ``None`` without a marker."""
+        marker = store.change_marker()
+        if marker is None:
+            return None
+        seed = f"{self.receiver.name}\n{marker}\n{request.query_string.decode('latin-1')}"
+        return hashlib.sha256(seed.encode()).hexdigest()[:32]
 
     def event(self) -> ResponseReturnValue:
         """One event: its body (redacted), its handlers' outcomes, its runs; ``?fragment=summary`` is its live part."""

@@ -641,6 +641,21 @@ class EventStore(ABC):
             log = self.__dict__.get("_default_delivery_log")
             return list(log.get((self.receiver, event_id), ())) if log is not None else []
 
+    def change_marker(self) -> str | None:
+        """A text that changes whenever this store's events may have changed, cheaper than any listing: or ``None``.
+
+        The inbox's live list asks for it on each poll and answers ``304``
+        while it is the same, without reading the list. It may change when
+        nothing of this receiver changed (a write of another receiver, or of
+        anything else in the same database): then the list is read as
+        without it. It must never stay the same across a change: a marker
+        that cannot promise that is ``None``, the default (every poll reads
+        the list). Nothing on the delivery path may be written for it.
+
+        :raises StoreUnavailable: if the store cannot answer.
+        """
+        return None
+
     @abstractmethod
     def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:
         """Forget processed events received before *before* (and failed ones, with *include_failed*).

@@ -890,6 +890,19 @@ class SQLAlchemyStore(EventStore):
         rows = self._run(lambda conn, now: conn.execute(query).all())
         return [load_delivery(row[0]) for row in rows]
 
+    def change_marker(self) -> str | None:
+        """On PostgreSQL, the WAL's insert position: it moves with every write to the database server.
+
+        No table is read; a write anywhere on the server moves it (the list is
+        then read again, as without a marker). Other databases: ``None``.
+        """
+        if self.engine.dialect.name != "postgresql":
+            return None
+        lsn = self._run(
+            lambda conn, now: conn.execute(sa.text("SELECT pg_current_wal_insert_lsn()")).scalar_one(), single=True
+        )
+        return str(lsn)
+
     def count_by_hour(self, since: float) -> list[HourCount]:
         events = self._events
         dialect = self.engine.dialect.name

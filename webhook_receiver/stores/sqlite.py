@@ -682,6 +682,15 @@ class SQLiteStore(EventStore):
             ).fetchall()
         return [load_delivery(row[0]) for row in rows]
 
+    def change_marker(self) -> str | None:
+        """``PRAGMA data_version`` (other connections' commits) and this connection's changes: no table is read."""
+        with self._autocommit() as conn:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            serial = getattr(self._link.local, "serial", None)
+            if serial is None or serial[0] is not conn:  # a connection's values mean nothing to another
+                serial = self._link.local.serial = (conn, new_token())
+            return f"{serial[1]}:{version}:{conn.total_changes}"
+
     def count_by_hour(self, since: float) -> list[HourCount]:
         # Two index-only scans in one read transaction: every event from the received index, the failed
         # ones from their partial index; no row is read (a status read from the rows would be one page each).
