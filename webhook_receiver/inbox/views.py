@@ -19,6 +19,7 @@ from .chart import RANGES, count_hours, render_svg
 from .csrf import COOKIE, FIELD, HEADER, CsrfTokens
 from .deliveries import attempt_rows
 from .query import Cursor, Filters, events_page, when
+from .upstream import read_upstream_logs
 
 __all__ = ["InboxViews", "SECURITY_HEADERS"]
 
@@ -180,6 +181,8 @@ class InboxViews:
         )
         if request.args.get("fragment") == "summary":
             return render_template("webhook_receiver_inbox/summary.html", **context)
+        # upstream is asked for the whole page only, not for each refresh of its summary
+        context["upstream"] = read_upstream_logs(self.app, event_id)
         return render_template("webhook_receiver_inbox/event.html", **context)
 
     def chart(self) -> ResponseReturnValue:
