@@ -172,22 +172,24 @@ def p95(times: list[float]) -> float:
 class Run:
     """One throughput run: deliveries per second, CPU ms per delivery, and the polls it saw."""
 
-    def __init__(self, rate: float, cpu_ms: float, polls: list[tuple[int, float]]) -> None:
-        self.rate, self.cpu_ms, self.polls = rate, cpu_ms, polls
+    def __init__(self, rate: float, cpu_ms: float, polls: list[tuple[int, float, float]]) -> None:
+        self.rate, self.cpu_ms, self.polls = rate, cpu_ms, polls  # polls: (status, server ms, poller CPU ms)
 
 
 def throughput(app: Flask, seconds: float, poll: float | None) -> Run:
     """Deliveries in this thread for *seconds*, while another polls the live rows every *poll* seconds (as the page)."""
     stop = threading.Event()
-    polls: list[tuple[int, float]] = []
+    polls: list[tuple[int, float, float]] = []
 
     def poller() -> None:
         client = app.test_client()
         etag = None
         while not stop.is_set():
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             answer = client.get("/webhooks/inbox/?fragment=rows", headers={"If-None-Match": etag} if etag else {})
-            polls.append((answer.status_code, (time.perf_counter() - started) * 1000))
+            polls.append(
+                (answer.status_code, (time.perf_counter() - started) * 1000, (time.thread_time() - cpu) * 1000)
+            )
             etag = answer.headers.get("ETag") or etag
             stop.wait(poll)
 
@@ -250,15 +252,20 @@ def run(
         alone.append(throughput(app, seconds, None))
         polled.append(throughput(app, seconds, poll_interval))
     every_poll = [p for r in polled for p in r.polls]
+    rates = ", ".join(f"{a.rate:.0f}/{p.rate:.0f}" for a, p in zip(alone, polled))
+    cpus = ", ".join(f"{a.cpu_ms:.3f}/{p.cpu_ms:.3f}" for a, p in zip(alone, polled))
     print(
         f"  deliveries/s, median of {throughput_rounds} alternated {seconds:g} s rounds:"
         f" {statistics.median(r.rate for r in alone):.0f} alone,"
         f" {statistics.median(r.rate for r in polled):.0f} with the page open (polls every {poll_interval:g} s)"
-        f"\n    rounds: {', '.join(f'{a.rate:.0f}/{p.rate:.0f}' for a, p in zip(alone, polled))}"
+        f"\n    rounds (deliveries/s alone/page open): {rates}"
         f"\n  process CPU per delivery, median: {statistics.median(r.cpu_ms for r in alone):.3f} ms alone,"
         f" {statistics.median(r.cpu_ms for r in polled):.3f} ms with the page open"
-        f"\n  polls during the runs: {len(every_poll)}, {sum(1 for c, _ in every_poll if c == 304)} answered 304,"
-        f" mean {statistics.mean(t for _, t in every_poll) if every_poll else 0:.1f} ms each"
+        f"\n    rounds (ms alone/page open): {cpus}"
+        f"\n  polls during the runs: {len(every_poll)}, {sum(1 for c, _, _ in every_poll if c == 304)} answered 304,"
+        f" mean {statistics.mean(t for _, t, _ in every_poll) if every_poll else 0:.1f} ms server time and"
+        f" {statistics.mean(c for _, _, c in every_poll) if every_poll else 0:.1f} ms CPU (the poller's thread) each:"
+        f" {(statistics.mean(c for _, _, c in every_poll) if every_poll else 0) / poll_interval / 10:.2f}% of a core"
     )
     return p95s
 

@@ -52,8 +52,8 @@ def first_answer(stored: StoredEvent, dispatch: str | None, deadline: float | No
         return "202 accepted" if transport == "webhook" else "accepted"
     if dispatch not in (None, "inline"):
         return "not known for this dispatcher"
-    finished = [o.finished_at for o in stored.handlers.values() if o.finished_at]
-    if deadline is not None and finished and min(finished) - stored.received_at > deadline:
+    took = sum(max(0.0, o.finished_at - o.started_at) for o in stored.handlers.values())
+    if deadline is not None and stored.attempts <= 1 and took > deadline:
         return "202 accepted (its handlers outlived the deadline)"
     first_run_ok = stored.status is EventStatus.PROCESSED and stored.attempts <= 1
     if stored.status in (EventStatus.PENDING, EventStatus.PROCESSING) and stored.attempts <= 1:
