@@ -223,3 +223,29 @@ def test_the_postgresql_marker_moves_with_every_write(request: pytest.FixtureReq
     middle = store.change_marker()
     assert store.finish(claim, ok=True)
     assert store.change_marker() != middle
+
+
+def test_sqlalchemy_tables_of_an_earlier_version_get_the_log_s_table_or_its_sql(tmp_path: Any) -> None:
+    import sqlalchemy as sa
+
+    from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore
+
+    url = f"sqlite+pysqlite:///{tmp_path / 'events.db'}"
+    first = SQLAlchemyStore(url)
+    assert first.claim(contract_event("old")).state.value == "claimed"
+    first.close()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # as an earlier version left them: no delivery log
+        conn.execute(sa.text("DROP TABLE webhook_receiver_deliveries"))
+    engine.dispose()
+    migrations_own_them = SQLAlchemyStore(url, create_tables=False)
+    with pytest.raises(RuntimeError, match="webhook_receiver_deliveries .* is missing") as refused:
+        migrations_own_them.get("old")
+    assert "CREATE TABLE webhook_receiver_deliveries" in str(refused.value)
+    assert "CREATE INDEX webhook_receiver_deliveries_ev" in str(refused.value)
+    migrations_own_them.close()
+    again = SQLAlchemyStore(url)  # the default: created in place, the events kept
+    assert again.get("old") is not None and again.deliveries("old") == []
+    again.record_delivery("old", DeliveryAttempt(1.0, "webhook", 2, 409, "in_progress"))
+    assert [a.code for a in again.deliveries("old")] == [409]
+    again.close()
