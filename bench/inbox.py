@@ -14,9 +14,13 @@ asked ``--rounds`` times and timed:
   a trigger wildcard (``order.*``, filtered here), the 24 h and 7 day charts.
 
 Last, delivery throughput (deliveries per second, inline dispatch, one
-thread, ``--seconds`` a run) alone and while a page's live updates poll the
-list every second (three times as often as the page does), in alternated
-runs, side by side.
+thread, ``--seconds`` a run) alone and while a page is open: another thread
+of the same process polls the list's live rows as the page's script does
+(every ``--poll-interval`` seconds, 3 as the page, with ``If-None-Match``:
+``304`` while the store's change marker says nothing changed), in
+alternated runs, side by side; with the process's CPU time per delivery,
+and what the polls cost (their count, how many were ``304``, their mean
+server time). ``--pages no`` skips the page timings.
 
 Run it from the repository root (PostgreSQL at 127.0.0.1:5432, database
 ``test``, or ``BENCH_PG_URL``)::
@@ -165,37 +169,108 @@ def p95(times: list[float]) -> float:
     return statistics.quantiles(times, n=20)[-1]
 
 
-def throughput(app: Flask, seconds: float, poll: bool) -> float:
-    """Deliveries per second in this thread, while another polls the list's live rows each second (with *poll*)."""
+class Run:
+    """One throughput run: deliveries per second, CPU ms per delivery, and the polls it saw."""
+
+    def __init__(self, rate: float, cpu_ms: float, polls: list[tuple[int, float, float]]) -> None:
+        self.rate, self.cpu_ms, self.polls = rate, cpu_ms, polls  # polls: (status, server ms, poller CPU ms)
+
+
+def throughput(app: Flask, seconds: float, poll: float | None) -> Run:
+    """Deliveries in this thread for *seconds*, while another polls the live rows every *poll* seconds (as the page)."""
     stop = threading.Event()
+    polls: list[tuple[int, float, float]] = []
 
     def poller() -> None:
         client = app.test_client()
+        etag = None
         while not stop.is_set():
-            client.get("/webhooks/inbox/?fragment=rows")
-            stop.wait(1.0)
+            started, cpu = time.perf_counter(), time.thread_time()
+            answer = client.get("/webhooks/inbox/?fragment=rows", headers={"If-None-Match": etag} if etag else {})
+            polls.append(
+                (answer.status_code, (time.perf_counter() - started) * 1000, (time.thread_time() - cpu) * 1000)
+            )
+            etag = answer.headers.get("ETag") or etag
+            stop.wait(poll)
 
     thread = threading.Thread(target=poller, daemon=True)
-    if poll:
+    if poll is not None:
         thread.start()
     client = app.test_client()
     count = 0
+    cpu = time.process_time()
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
         body = make_event("order.paid", {"type": "order", "id": "x"}, event_id=f"live-{uuid.uuid4().hex}")
         deliver(client, body, secret=SECRET)
         count += 1
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu  # the whole process: the deliveries and the polls
     stop.set()
-    if poll:
+    if poll is not None:
         thread.join()
-    return count / elapsed
+    return Run(count / elapsed, cpu * 1000 / count, polls)
+
+
+def idle_polls(app: Flask, rounds: int) -> tuple[list[float], int]:
+    """The live poll's server time with no delivery meanwhile (ms), and how many answered 304."""
+    client = app.test_client()
+    first = client.get("/webhooks/inbox/?fragment=rows")
+    etag = first.headers.get("ETag")
+    times, unchanged = [], 0
+    for _ in range(rounds):
+        started = time.perf_counter()
+        answer = client.get("/webhooks/inbox/?fragment=rows", headers={"If-None-Match": etag} if etag else {})
+        times.append((time.perf_counter() - started) * 1000)
+        unchanged += answer.status_code == 304
+    return times, unchanged
 
 
 def run(
-    name: str, store: EventStore, total: int, rounds: int, seconds: float, throughput_rounds: int
+    name: str,
+    store: EventStore,
+    total: int,
+    rounds: int,
+    seconds: float,
+    throughput_rounds: int,
+    poll_interval: float,
+    pages: bool,
 ) -> dict[str, Any]:
     app = build_app(store)
+    if pages:
+        p95s = time_pages(app, store, name, total, rounds)
+    else:
+        print(f"\n{name}: {total:,} events")
+        p95s = {}
+    idle, unchanged = idle_polls(app, rounds)
+    print(
+        f"  the live poll with no delivery meanwhile: p50 {statistics.median(idle):.2f} ms, p95 {p95(idle):.2f} ms,"
+        f" {unchanged} of {rounds} answered 304"
+    )
+    alone, polled = [], []
+    for _ in range(throughput_rounds):  # alternated, so that the machine's other work hits both alike
+        alone.append(throughput(app, seconds, None))
+        polled.append(throughput(app, seconds, poll_interval))
+    every_poll = [p for r in polled for p in r.polls]
+    rates = ", ".join(f"{a.rate:.0f}/{p.rate:.0f}" for a, p in zip(alone, polled))
+    cpus = ", ".join(f"{a.cpu_ms:.3f}/{p.cpu_ms:.3f}" for a, p in zip(alone, polled))
+    print(
+        f"  deliveries/s, median of {throughput_rounds} alternated {seconds:g} s rounds:"
+        f" {statistics.median(r.rate for r in alone):.0f} alone,"
+        f" {statistics.median(r.rate for r in polled):.0f} with the page open (polls every {poll_interval:g} s)"
+        f"\n    rounds (deliveries/s alone/page open): {rates}"
+        f"\n  process CPU per delivery, median: {statistics.median(r.cpu_ms for r in alone):.3f} ms alone,"
+        f" {statistics.median(r.cpu_ms for r in polled):.3f} ms with the page open"
+        f"\n    rounds (ms alone/page open): {cpus}"
+        f"\n  polls during the runs: {len(every_poll)}, {sum(1 for c, _, _ in every_poll if c == 304)} answered 304,"
+        f" mean {statistics.mean(t for _, t, _ in every_poll) if every_poll else 0:.1f} ms server time and"
+        f" {statistics.mean(c for _, _, c in every_poll) if every_poll else 0:.1f} ms CPU (the poller's thread) each:"
+        f" {(statistics.mean(c for _, _, c in every_poll) if every_poll else 0) / poll_interval / 10:.2f}% of a core"
+    )
+    return p95s
+
+
+def time_pages(app: Flask, store: EventStore, name: str, total: int, rounds: int) -> dict[str, float]:
     client = app.test_client()
     ids = [e.id for e in store.events(limit=2000)] + [
         f"bench-{n:07d}-tpl-{n % TEMPLATES:05d}" for n in range(0, total, 97)
@@ -225,15 +300,6 @@ def run(
         target = TARGETS.get(page)
         verdict = "" if target is None else (f"< {target:.0f}" + (" ok" if p95(times) < target else " MISSED"))
         print(f"  {page:<18} {statistics.median(times):8.1f} {p95(times):8.1f} {verdict:>8}")
-    alone, polled = [], []
-    for _ in range(throughput_rounds):  # alternated, so that the machine's other work hits both alike
-        alone.append(throughput(app, seconds, poll=False))
-        polled.append(throughput(app, seconds, poll=True))
-    print(
-        f"  deliveries/s, median of {throughput_rounds} alternated rounds: {statistics.median(alone):.0f} alone,"
-        f" {statistics.median(polled):.0f} while the list is polled each second"
-        f" (rounds: {', '.join(f'{a:.0f}/{p:.0f}' for a, p in zip(alone, polled))})"
-    )
     return {page: p95(times) for page, times in figures.items()}
 
 
@@ -244,6 +310,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="for each throughput run")
     parser.add_argument("--throughput-rounds", type=int, default=5, help="alternated runs with and without polling")
     parser.add_argument("--stores", default="sqlite,postgresql")
+    parser.add_argument("--poll-interval", type=float, default=3.0, help="seconds between polls, 3 as the page")
+    parser.add_argument("--pages", choices=("yes", "no"), default="yes", help="time the pages too")
     args = parser.parse_args()
     missed = False
     for name in args.stores.split(","):
@@ -252,10 +320,19 @@ def main() -> int:
             store, cleanup = fill_sqlite(directory, args.events) if name == "sqlite" else fill_postgresql(args.events)
             print(f"{name}: filled in {time.perf_counter() - started:.0f} s")
             try:
-                p95s = run(name, store, args.events, args.rounds, args.seconds, args.throughput_rounds)
+                p95s = run(
+                    name,
+                    store,
+                    args.events,
+                    args.rounds,
+                    args.seconds,
+                    args.throughput_rounds,
+                    args.poll_interval,
+                    args.pages == "yes",
+                )
             finally:
                 cleanup()
-        missed |= any(p95s[page] >= target for page, target in TARGETS.items())
+        missed |= any(p95s.get(page, 0.0) >= target for page, target in TARGETS.items())
     return 1 if missed else 0
 
 

@@ -207,6 +207,7 @@ SLOW_FILES = frozenset(
         "test_exactly_once.py",
         "test_faults.py",
         "test_fuzz_server.py",
+        "test_inbox_upstream.py",
         "test_package.py",
         "test_queue_faults.py",
         "test_readme_walkthrough.py",

@@ -101,6 +101,14 @@ def seed(app: Flask, clock: ShiftedClock, *, count: int = 60) -> None:
         prefix = "fail-" if n % 7 == 3 else "evt-"
         send(app, clock, trigger, f"{prefix}{n:04d}-8c1f2a", ago=(count - n) * 86400 / count)
     send(app, clock, "order.paid", "evt-always-failing", ago=600, always_fail="card processor said: declined")
+    # upstream's retry of it (attempt 2): logged in its delivery attempts
+    again = make_event(
+        "order.paid",
+        {"type": "order", "id": "always-failing", "always_fail": "card processor said: declined"},
+        event_id="evt-always-failing",
+        attempt=2,
+    )
+    deliver(app.test_client(), again, secret=SECRET)
 
 
 def seed_hostile(app: Flask, clock: ShiftedClock) -> str:

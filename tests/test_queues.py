@@ -115,6 +115,10 @@ def test_a_redelivered_event_is_acknowledged_at_once_and_never_run_again(queue: 
     assert sorted(runs) == ["dup-1", "dup-2"]
     assert consumer.stats.outcomes == {"duplicate": 2, "processed": 1}
     assert queue.count() == 0
+    # the two redeliveries are in dup-1's delivery log (the inbox's event page), the first delivery is not
+    logged = receiver.get_store(app).deliveries("dup-1")
+    assert [(a.via, a.code, a.answer) for a in logged] == [(queue.kind, None, "duplicate")] * 2
+    assert receiver.get_store(app).deliveries("dup-2") == []
 
 
 def test_a_failing_handler_leaves_the_message_on_the_queue_until_it_succeeds(queue: Queue, tmp_path: Path) -> None:

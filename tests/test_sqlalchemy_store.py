@@ -234,7 +234,11 @@ def test_the_tables_are_public_for_migrations_and_can_be_left_to_them(table_pref
     url = DATABASES["postgresql"]
     require_database(url)
     metadata = build_metadata(table_prefix)
-    assert sorted(metadata.tables) == [f"{table_prefix}events", f"{table_prefix}watermarks"]
+    assert sorted(metadata.tables) == [
+        f"{table_prefix}deliveries",
+        f"{table_prefix}events",
+        f"{table_prefix}watermarks",
+    ]
     store = SQLAlchemyStore(url, prefix=table_prefix, create_tables=False)
     try:
         with pytest.raises(StoreUnavailable, match="does not exist"):

@@ -117,7 +117,8 @@ def test_sqlite_a_file_of_the_old_schema_is_migrated_in_place_and_stays_its_rece
         "webhook_receiver_events_leases",
         "webhook_receiver_events_received",
         "webhook_receiver_events_failed",
-    }, "a migrated file gets the listing's indexes too"
+        "webhook_receiver_deliveries_event",
+    }, "a migrated file gets the listing's indexes too, and the delivery log's table"
 
     # opened again (a restart): nothing is migrated twice, nothing lost
     again = SQLiteStore(str(path), receiver="shop")

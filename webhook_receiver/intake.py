@@ -8,12 +8,15 @@ handlers looked up, and the dispatcher handed the event.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from . import signals
 from .dispatch.base import Dispatcher, Outcome
+from .dispatch.run import log_delivery
 from .events import Event
 from .handlers import HandlerSource
+from .stores.base import DeliveryAttempt
 from .untrusted import logger
 
 __all__ = ["IGNORED", "hand_over"]
@@ -47,4 +50,17 @@ def hand_over(event: Event, receiver: HandlerSource, app: Any, dispatcher: Dispa
     handlers = receiver.handlers_for(event.trigger, app)
     if not handlers:
         return IGNORED
-    return dispatcher.dispatch(event, handlers)
+    outcome = dispatcher.dispatch(event, handlers)
+    if outcome.known and dispatcher.store is not None:  # a redelivery (cold): the event's delivery log
+        log_delivery(
+            dispatcher.store,
+            event.id,
+            DeliveryAttempt(
+                time.time(),
+                event.transport,
+                event.attempt,
+                outcome.code if event.transport == "webhook" else None,
+                outcome.status,
+            ),
+        )
+    return outcome

@@ -14,7 +14,7 @@ from ..cloudevents import transport_of
 from ..dispatch.run import process_stored
 from ..inbox.actions import plan_bulk
 from ..inbox.query import Filters, when
-from ..stores.base import EventStatus, StoredEvent
+from ..stores.base import MAX_DELIVERIES, EventStatus, StoredEvent
 from ..untrusted import printable
 from .group import (
     DURATION,
@@ -107,11 +107,14 @@ def _summary(stored: StoredEvent) -> dict[str, Any]:
 @one_line_errors
 def show_command(event_id: str, as_json: bool, receiver_name: str | None) -> None:
     """Show one stored event (redacted) and each handler's outcome."""
-    stored = receiver_named(receiver_name).get_store().get(event_id)
+    store = receiver_named(receiver_name).get_store()
+    stored = store.get(event_id)
     if stored is None:
-        raise click.ClickException(f"no stored event {event_id!r}")
+        raise click.ClickException(printable(f"no stored event {event_id!r}"))
+    deliveries = store.deliveries(event_id)
     if as_json:
-        click.echo(json.dumps(dict(_summary(stored), body=stored.raw), indent=2, sort_keys=True))
+        log = [attempt._asdict() for attempt in deliveries]
+        click.echo(json.dumps(dict(_summary(stored), body=stored.raw, deliveries=log), indent=2, sort_keys=True))
         return
     say(f"event {stored.id}  {stored.trigger}  {stored.status.value}")
     say(f"received {_when(stored.received_at)}, updated {_when(stored.updated_at)}, runs: {stored.attempts}")
@@ -122,6 +125,13 @@ def show_command(event_id: str, as_json: bool, receiver_name: str | None) -> Non
     for outcome in stored.handlers.values():
         state = "ok" if outcome.ok else f"FAILED: {outcome.error}"
         say(f"  {outcome.name}: {state} (runs: {outcome.attempts}, last {_when(outcome.finished_at)})")
+    if deliveries:
+        say(f"deliveries after the first ({len(deliveries)}, the newest {MAX_DELIVERIES} kept):")
+    for attempt in deliveries:
+        number = f" attempt {attempt.attempt}" if attempt.attempt is not None else ""
+        answer = f"{attempt.code} {attempt.answer}" if attempt.code is not None else attempt.answer
+        by = f" by {attempt.by}" if attempt.by else ""
+        say(f"  {_when(attempt.at)} {attempt.via}{number}{by}: {answer}")
     click.echo(json.dumps(stored.raw, indent=2, sort_keys=True))
 
 
@@ -182,7 +192,7 @@ def replay_command(
         ids, label=f"replaying {len(ids)} event{'s' if len(ids) != 1 else ''}", show_pos=True
     ) as bar:
         for one in bar:
-            result = process_stored(app, receiver, store, one)
+            result = process_stored(app, receiver, store, one, by="flask webhooks replay")
             counts[result.state] = counts.get(result.state, 0) + 1
             if event_id and result.state == "missing":
                 raise click.ClickException(f"no stored event {one!r}")

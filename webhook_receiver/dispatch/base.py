@@ -15,10 +15,24 @@ __all__ = ["Dispatcher", "Outcome", "RetryPolicy"]
 
 @dataclass(frozen=True)
 class Outcome:
-    """The answer a dispatcher gives upstream: an HTTP status and a word for the body."""
+    """The answer a dispatcher gives upstream: an HTTP status and a word for the body.
+
+    :param code: the HTTP status.
+    :param status: the word.
+    :param known: the event was stored before this delivery (a redelivery),
+        or the answer is one the event's row does not tell (a 202 at the
+        inline deadline): the delivery goes to the event's delivery log
+        (:meth:`~webhook_receiver.stores.EventStore.record_delivery`). A
+        first delivery answered as usual is not logged: its row tells it.
+    """
 
     code: int
     status: str
+    known: bool = False
+
+    def as_known(self) -> Outcome:
+        """This answer, for a delivery that goes to the event's delivery log."""
+        return Outcome(self.code, self.status, True)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from ..stores.base import Claim, ClaimState, EventStore
 from ..untrusted import logger
 from .base import Dispatcher, Outcome, RetryPolicy
 from .queue import loaded_by_flask_command
-from .run import REQUEST_PATIENCE, HandlersRun, finish_now, finish_run, run_handlers, run_now
+from .run import REQUEST_PATIENCE, HandlersRun, finish_now, finish_run, run_handlers, run_inline_claim
 from .runners import Runners, context_without_flask
 from .thread import ThreadDispatcher
 
@@ -51,7 +51,11 @@ _OUTCOMES = {
     "processed": Outcome(200, "processed"),
     "failed": Outcome(500, "failed"),
 }
+#: The same, for a delivery of an event already stored (a claim of attempt 0, done or busy, or past 1):
+#: it goes to the event's delivery log.
+_KNOWN = {state: outcome.as_known() for state, outcome in _OUTCOMES.items()}
 _ACCEPTED = Outcome(202, "accepted")
+_KNOWN_ACCEPTED = _ACCEPTED.as_known()
 
 
 class InlineDispatcher(Dispatcher):
@@ -135,8 +139,9 @@ class InlineDispatcher(Dispatcher):
     def dispatch(self, event: Event, handlers: Sequence[Handler] | None = None) -> Outcome:
         app, receiver, store = self._bound()
         if self.deadline is None:
-            state, _ = run_now(app, receiver, store, event, handlers)
-            return _OUTCOMES[state]
+            claim = store.claim(event)
+            state, _ = run_inline_claim(app, receiver, store, event, claim, handlers)
+            return _OUTCOMES[state] if claim.attempt == 1 else _KNOWN[state]
         return self._dispatch_by(time.monotonic() + self.deadline, app, receiver, store, event, handlers)
 
     def _dispatch_by(
@@ -154,9 +159,9 @@ class InlineDispatcher(Dispatcher):
             atexit.register(_close_at_exit, weakref.ref(self))
         claim = store.claim(event)
         if claim.state is ClaimState.DONE:
-            return _OUTCOMES["duplicate"]
+            return _KNOWN["duplicate"]
         if claim.state is ClaimState.BUSY:
-            return _OUTCOMES["busy"]
+            return _KNOWN["busy"]
         if handlers is None:
             handlers = receiver.handlers_for(event.trigger, app)
         handoff = _Handoff()
@@ -185,7 +190,7 @@ class InlineDispatcher(Dispatcher):
             self.deadline,
         )
         signals.send_isolated(signals.event_accepted, app, event=event, deadline=self.deadline, receiver=receiver)
-        return _ACCEPTED
+        return _ACCEPTED if claim.attempt == 1 else _KNOWN_ACCEPTED
 
     def _answer(
         self, app: Any, receiver: HandlerSource, store: EventStore, event: Event, claim: Claim, handoff: _Handoff
@@ -195,7 +200,7 @@ class InlineDispatcher(Dispatcher):
             raise handoff.error
         assert handoff.result is not None
         state, _ = finish_now(app, receiver, store, event, claim, handoff.result, patience=_patience(store))
-        return _OUTCOMES[state]
+        return _OUTCOMES[state] if claim.attempt == 1 else _KNOWN[state]
 
     def _run(
         self,

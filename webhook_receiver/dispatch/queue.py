@@ -29,7 +29,9 @@ __all__ = ["QueueDispatcher", "loaded_by_flask_command"]
 DEFAULT_MAX_BACKLOG = 10_000
 
 _ACCEPTED = Outcome(202, "accepted")
-_DUPLICATE = Outcome(200, "duplicate")
+# for an event already stored: the delivery goes to its delivery log
+_ACCEPTED_AGAIN = Outcome(202, "accepted", known=True)
+_DUPLICATE = Outcome(200, "duplicate", known=True)
 
 
 #: The dispatchers started in this process, restarted in a forked child.
@@ -117,11 +119,12 @@ class QueueDispatcher(Dispatcher):
         _, _, store = self._bound()
         if self.backlog >= self.max_backlog:
             raise BacklogFull(self.max_backlog)
-        if store.accept(instrumentation.before_accept(self.app, event)) is EventStatus.PROCESSED:
+        found = store.accept(instrumentation.before_accept(self.app, event))
+        if found is EventStatus.PROCESSED:
             return _DUPLICATE
         self._accepted += 1
         self.wake(event.id)
-        return _ACCEPTED
+        return _ACCEPTED if found is None else _ACCEPTED_AGAIN
 
     def wake(self, event_id: str | None) -> None:
         """Tell the workers that an event is due (*event_id* is a hint).

@@ -20,7 +20,7 @@ from .. import instrumentation, signals
 from ..errors import StoreUnavailable
 from ..events import Event
 from ..handlers import Handler, HandlerSource
-from ..stores.base import Claim, ClaimState, EventStore, Run
+from ..stores.base import Claim, ClaimState, DeliveryAttempt, EventStore, Run
 from ..untrusted import logger
 from .lease import HEARTBEAT
 
@@ -34,8 +34,10 @@ __all__ = [
     "finish_durably",
     "finish_now",
     "finish_run",
+    "log_delivery",
     "process_stored",
     "run_claimed",
+    "run_inline_claim",
     "run_handlers",
     "run_now",
     "write_durably",
@@ -481,7 +483,18 @@ def run_now(
         names of the handlers that failed.
     :raises StoreUnavailable: if the store cannot answer.
     """
-    claim = store.claim(event)
+    return run_inline_claim(sender, receiver, store, event, store.claim(event), handlers)
+
+
+def run_inline_claim(
+    sender: Any,
+    receiver: HandlerSource,
+    store: EventStore,
+    event: Event,
+    claim: Claim,
+    handlers: Sequence[Handler] | None = None,
+) -> tuple[RunState, list[str]]:
+    """:func:`run_now` with the claim already taken (its :attr:`~Claim.attempt` tells a redelivery)."""
     if claim.state is ClaimState.DONE:
         return "duplicate", []
     if claim.state is ClaimState.BUSY:
@@ -565,13 +578,19 @@ class ProcessResult:
         return f"<ProcessResult {self.state} failed={self.failed}>"
 
 
-def process_stored(sender: Any, receiver: HandlerSource, store: EventStore, event_id: str) -> ProcessResult:
+def process_stored(
+    sender: Any, receiver: HandlerSource, store: EventStore, event_id: str, *, by: str | None = None
+) -> ProcessResult:
     """Claim a stored event and run, here and now, the handlers that have not succeeded yet.
+
+    The replay goes to the event's delivery log
+    (:meth:`~webhook_receiver.stores.EventStore.record_delivery`).
 
     :param sender: the Flask app (an app context must be pushed).
     :param receiver: the receiver whose handlers run.
     :param store: where the event is.
     :param event_id: the event's id.
+    :param by: who asked for the replay, for the log.
     :raises StoreUnavailable: if the store cannot answer.
     """
     stored = store.get(event_id)
@@ -580,6 +599,17 @@ def process_stored(sender: Any, receiver: HandlerSource, store: EventStore, even
     try:
         event = Event.from_stored(stored.raw)
     except Exception as exc:  # noqa: BLE001 - reported, and the caller carries on
-        return ProcessResult("unreadable", error=describe(exc))
-    state, failed = run_now(sender, receiver, store, event)
-    return ProcessResult(state, event, failed)
+        result = ProcessResult("unreadable", error=describe(exc))
+    else:
+        state, failed = run_now(sender, receiver, store, event)
+        result = ProcessResult(state, event, failed)
+    log_delivery(store, event_id, DeliveryAttempt(time.time(), "replay", None, None, result.state, by))
+    return result
+
+
+def log_delivery(store: EventStore, event_id: str, attempt: DeliveryAttempt) -> None:
+    """Add *attempt* to the event's delivery log; a store that cannot take it is logged, the answer stands."""
+    try:
+        store.record_delivery(event_id, attempt)
+    except Exception as exc:  # noqa: BLE001 - the log is for the inbox: the delivery's answer is already decided
+        logger.warning("event %s: its delivery attempt is not logged (%s)", event_id, describe(exc))

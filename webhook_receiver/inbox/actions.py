@@ -48,7 +48,7 @@ def replay_one(app: Any, receiver: InboxReceiver, event_id: str, user: str) -> P
 
     :raises StoreUnavailable: if the store cannot answer.
     """
-    result = process_stored(app, receiver, receiver.get_store(app), event_id)
+    result = process_stored(app, receiver, receiver.get_store(app), event_id, by=user)
     logger.info(
         "inbox: %s replayed event %s: %s%s",
         user,
@@ -127,7 +127,7 @@ def replay_bulk(app: Any, receiver: InboxReceiver, plan: BulkPlan, user: str) ->
     result = BulkResult()
     started = time.monotonic()
     for event_id in plan.ids:
-        one = process_stored(app, receiver, store, event_id)
+        one = process_stored(app, receiver, store, event_id, by=user)
         result.counts[one.state] = result.counts.get(one.state, 0) + 1
         if one.state in ("failed", "unreadable"):
             result.still_failing.append((event_id, one.failed or [one.error or "unreadable"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -9,13 +10,16 @@ from typing import Any
 from flask import Flask, Response, abort, g, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from ..stores.base import EventStatus, StoredEvent
+from ..cloudevents import transport_of
+from ..stores.base import MAX_DELIVERIES, EventStatus, EventStore, StoredEvent
 from ..untrusted import logger
 from . import actions
 from .access import who
 from .chart import RANGES, count_hours, render_svg
 from .csrf import COOKIE, FIELD, HEADER, CsrfTokens
+from .deliveries import attempt_rows
 from .query import Cursor, Filters, events_page, when
+from .upstream import read_upstream_logs
 
 __all__ = ["InboxViews", "SECURITY_HEADERS"]
 
@@ -92,6 +96,18 @@ class InboxViews:
             "The event store is not answering right now; try again in a moment.\n", status=503, mimetype="text/plain"
         )
 
+    def _dispatch(self) -> tuple[str | None, float | None]:
+        """The receiver's dispatcher's name and deadline on this app, when the receiver tells them."""
+        get_config = getattr(self.receiver, "get_config", None)
+        if get_config is None:
+            return None, None
+        try:
+            dispatcher = get_config(self.app).dispatcher
+        except Exception:  # noqa: BLE001 - the page then says the first answer is not known
+            return None, None
+        deadline = getattr(dispatcher, "deadline", None)
+        return str(dispatcher.name), float(deadline) if isinstance(deadline, (int, float)) else None
+
     def _context(self, **values: Any) -> dict[str, Any]:
         nonce = g.get("webhook_receiver_inbox_nonce") or ""
         return {
@@ -113,6 +129,14 @@ class InboxViews:
         before_text = request.args.get("before", "")
         before = Cursor.decode(before_text) if before_text else None
         store = self.receiver.get_store(self.app)
+        etag = None
+        if request.args.get("fragment") == "rows":
+            # the live poll: asked before the list is read, so that a change made meanwhile shows next time
+            etag = self._rows_etag(store)
+            if etag is not None and request.if_none_match.contains(etag):
+                unchanged = Response(status=304)
+                unchanged.set_etag(etag)
+                return unchanged
         page = events_page(store, filters, before=before)
         context = self._context(
             filters=filters,
@@ -123,8 +147,19 @@ class InboxViews:
             now=time.time(),
         )
         if request.args.get("fragment") == "rows":
-            return render_template("webhook_receiver_inbox/rows.html", **context)
+            rows = Response(render_template("webhook_receiver_inbox/rows.html", **context), mimetype="text/html")
+            if etag is not None:
+                rows.set_etag(etag)
+            return rows
         return render_template("webhook_receiver_inbox/list.html", **context)
+
+    def _rows_etag(self, store: EventStore) -> str | None:
+        """The live rows' tag: the store's change marker, this receiver and the query; ``None`` without a marker."""
+        marker = store.change_marker()
+        if marker is None:
+            return None
+        seed = f"{self.receiver.name}\n{marker}\n{request.query_string.decode('latin-1')}"
+        return hashlib.sha256(seed.encode()).hexdigest()[:32]
 
     def event(self) -> ResponseReturnValue:
         """One event: its body (redacted), its handlers' outcomes, its runs; ``?fragment=summary`` is its live part."""
@@ -132,9 +167,13 @@ class InboxViews:
         stored = self.receiver.get_store(self.app).get(event_id) if event_id else None
         if stored is None:
             abort(404, description="no stored event with this id")
+        store = self.receiver.get_store(self.app)
+        dispatch, deadline = self._dispatch()
         context = self._context(
             stored=stored,
             row=_row(stored),
+            attempts=attempt_rows(stored, store.deliveries(event_id), dispatch=dispatch, deadline=deadline),
+            max_deliveries=MAX_DELIVERIES,
             body=_body_parts(stored),
             attempt=stored.raw.get("attempt") if isinstance(stored.raw, dict) else None,
             resolvable=actions.can_resolve(self.receiver.get_store(self.app)),
@@ -142,6 +181,8 @@ class InboxViews:
         )
         if request.args.get("fragment") == "summary":
             return render_template("webhook_receiver_inbox/summary.html", **context)
+        # upstream is asked for the whole page only, not for each refresh of its summary
+        context["upstream"] = read_upstream_logs(self.app, event_id)
         return render_template("webhook_receiver_inbox/event.html", **context)
 
     def chart(self) -> ResponseReturnValue:
@@ -236,7 +277,7 @@ def _row(stored: StoredEvent) -> dict[str, Any]:
         "failed": sum(1 for o in outcomes if not o.ok),
         "outcomes": outcomes,
         "finished_at": stored.updated_at if stored.status in _FINISHED else None,
-        "transport": str(getattr(stored, "transport", None) or "webhook"),
+        "transport": transport_of(stored.raw),
     }
 
 

@@ -33,8 +33,10 @@ import itertools
 import math
 import os
 import secrets
+import threading
 import weakref
 from abc import ABC, abstractmethod
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple
 
@@ -43,8 +45,10 @@ from ..events import Event
 
 __all__ = [
     "DEFAULT_RECEIVER",
+    "MAX_DELIVERIES",
     "Claim",
     "ClaimState",
+    "DeliveryAttempt",
     "EventStatus",
     "EventStore",
     "HandlerOutcome",
@@ -52,10 +56,12 @@ __all__ = [
     "HourCount",
     "Run",
     "StoredEvent",
+    "dump_delivery",
     "dump_outcomes",
     "finished_status",
     "hour_start",
     "prunable",
+    "load_delivery",
     "load_outcomes",
     "load_raw",
     "new_token",
@@ -228,6 +234,56 @@ class StoredEvent:
     attempts: int = 0
     due_at: float | None = None
     error: str | None = None
+
+
+#: How many delivery attempts a store keeps per event (:meth:`EventStore.record_delivery`): the newest ones.
+MAX_DELIVERIES = 50
+
+
+class DeliveryAttempt(NamedTuple):
+    """One delivery of a known event, or one replay of it, as :meth:`EventStore.record_delivery` keeps it.
+
+    The first delivery of an event is not recorded (it would cost every
+    delivery a write): the event's row tells it (its received time, the
+    attempt number upstream sent, kept in the body, and the answer its
+    outcome implies). What is recorded is every later one: a redelivery
+    from upstream or from a queue, answered ``duplicate``, ``in_progress``,
+    ``processed`` or ``failed``, and each replay.
+
+    :param at: when it came (epoch seconds).
+    :param via: how: ``"webhook"``, a queue's transport (``"stomp"``,
+        ``"sqs"``), or ``"replay"``.
+    :param attempt: the attempt number upstream or the queue gave, if any.
+    :param code: the HTTP status answered, for a webhook; else ``None``.
+    :param answer: the word answered or the replay's result (``"duplicate"``,
+        ``"in_progress"``, ``"processed"``, ``"failed"``, ``"accepted"``, ...).
+    :param by: who replayed it, when the inbox's access check named them.
+    """
+
+    at: float
+    via: str
+    attempt: int | None
+    code: int | None
+    answer: str
+    by: str | None = None
+
+
+def dump_delivery(attempt: DeliveryAttempt) -> str:
+    """A delivery attempt as the JSON text stores keep."""
+    return fastjson.dumps(list(attempt))
+
+
+def load_delivery(text: str | bytes) -> DeliveryAttempt:
+    """The delivery attempt kept by :func:`dump_delivery`."""
+    at, via, attempt, code, answer, *by = fastjson.loads(text)
+    return DeliveryAttempt(
+        float(at),
+        str(via),
+        None if attempt is None else int(attempt),
+        None if code is None else int(code),
+        str(answer),
+        str(by[0]) if by and by[0] is not None else None,
+    )
 
 
 class HourCount(NamedTuple):
@@ -551,6 +607,55 @@ class EventStore(ABC):
         """
         raise NotImplementedError(f"the {self.name} store cannot count events by hour")
 
+    def record_delivery(self, event_id: str, attempt: DeliveryAttempt) -> None:
+        """Append *attempt* to the delivery log of the event *event_id*, keeping its newest :data:`MAX_DELIVERIES`.
+
+        Called on the cold paths only (a redelivery of a known event, a
+        queue's redelivery, a replay), never for an event's first delivery,
+        so that the hot path has no write more. The stores of this library
+        keep the log beside the event, per receiver, and forget it with the
+        event (:meth:`prune`).
+
+        The default keeps it in this process, for the last 10,000 events
+        (lost on restart, not shared between processes): a store of your own
+        should override it and :meth:`deliveries`.
+
+        :raises StoreUnavailable: if the store cannot take it.
+        """
+        key = (self.receiver, event_id)
+        with _DEFAULT_LOG.lock:
+            log = self.__dict__.setdefault("_default_delivery_log", OrderedDict())
+            kept = log.pop(key, None) or deque(maxlen=MAX_DELIVERIES)
+            kept.append(attempt)
+            log[key] = kept
+            while len(log) > _DEFAULT_LOG_EVENTS:
+                log.popitem(last=False)
+
+    def deliveries(self, event_id: str) -> list[DeliveryAttempt]:
+        """The recorded delivery attempts of the event *event_id*, oldest first (see :meth:`record_delivery`).
+
+        :returns: an empty list for an event with none (or unknown).
+        :raises StoreUnavailable: if the store cannot answer.
+        """
+        with _DEFAULT_LOG.lock:
+            log = self.__dict__.get("_default_delivery_log")
+            return list(log.get((self.receiver, event_id), ())) if log is not None else []
+
+    def change_marker(self) -> str | None:
+        """A text that changes whenever this store's events may have changed, cheaper than any listing: or ``None``.
+
+        The inbox's live list asks for it on each poll and answers ``304``
+        while it is the same, without reading the list. It may change when
+        nothing of this receiver changed (a write of another receiver, or of
+        anything else in the same database): then the list is read as
+        without it. It must never stay the same across a change: a marker
+        that cannot promise that is ``None``, the default (every poll reads
+        the list). Nothing on the delivery path may be written for it.
+
+        :raises StoreUnavailable: if the store cannot answer.
+        """
+        return None
+
     @abstractmethod
     def prune(self, before: float, *, include_failed: bool = False, dry_run: bool = False) -> int:
         """Forget processed events received before *before* (and failed ones, with *include_failed*).
@@ -595,6 +700,17 @@ class EventStore(ABC):
         return f"<{type(self).__name__} lease_seconds={self.lease_seconds}>"
 
 
+class _DefaultLogLock:
+    """The lock of :meth:`EventStore.record_delivery`'s default log: a new one in a forked child."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+_DEFAULT_LOG = _DefaultLogLock()
+_DEFAULT_LOG_EVENTS = 10_000
+
+
 #: Every store object alive in this process, told by :func:`_reset_after_fork` that it is in a child.
 _LIVE_STORES: weakref.WeakSet[EventStore] = weakref.WeakSet()
 
@@ -623,6 +739,7 @@ new_token = _Tokens()
 
 def _reset_after_fork() -> None:
     new_token.reset()  # a child must never hand out its parent's tokens
+    _DEFAULT_LOG.lock = threading.Lock()  # one a parent thread held at fork time would never be released
     for store in list(_LIVE_STORES):
         store.after_fork()
 

@@ -7,15 +7,17 @@ import itertools
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import replace
 
 from ..errors import StoreUnavailable
 from ..events import Event
 from .base import (
     DEFAULT_RECEIVER,
+    MAX_DELIVERIES,
     Claim,
     ClaimState,
+    DeliveryAttempt,
     EventStatus,
     EventStore,
     HourCount,
@@ -72,6 +74,7 @@ class MemoryStore(EventStore):
         self._lease_heap: list[tuple[float, int, str, str]] = []  # (expires, seq, id, token)
         self._background: set[str] = set()  # events that came through the queue: their leases are swept
         self._watermarks: dict[tuple[str, str, str], float] = {}
+        self._deliveries: dict[str, deque[DeliveryAttempt]] = {}  # recorded on the cold paths only
         self._seq = itertools.count()
         self._lock = threading.Lock()
         self._token_prefix = f"{os.getpid()}-{id(self):x}-"
@@ -164,6 +167,7 @@ class MemoryStore(EventStore):
             del self._events[oldest]
             del self._bodies[oldest]
             self._background.discard(oldest)
+            self._deliveries.pop(oldest, None)
 
     def _copy(self, stored: StoredEvent) -> StoredEvent:
         """What a reader gets: a copy, with the body."""
@@ -326,6 +330,15 @@ class MemoryStore(EventStore):
             stored.updated_at = time.time()
             return True
 
+    def record_delivery(self, event_id: str, attempt: DeliveryAttempt) -> None:
+        with self._lock:
+            if event_id in self._events:  # forgotten with the event: no log of an event it does not keep
+                self._deliveries.setdefault(event_id, deque(maxlen=MAX_DELIVERIES)).append(attempt)
+
+    def deliveries(self, event_id: str) -> list[DeliveryAttempt]:
+        with self._lock:
+            return list(self._deliveries.get(event_id, ()))
+
     def count_by_hour(self, since: float) -> list[HourCount]:
         hours: dict[float, list[int]] = {}
         with self._lock:
@@ -346,4 +359,5 @@ class MemoryStore(EventStore):
                 del self._events[event_id]
                 del self._bodies[event_id]
                 self._background.discard(event_id)
+                self._deliveries.pop(event_id, None)
         return len(old)

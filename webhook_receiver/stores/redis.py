@@ -13,7 +13,9 @@ only events that came through the queue: a request that died mid-handler
 answered no 2xx, and upstream's retry takes its event over)
 ``<root>:events`` (a sorted set of every event id by time received, in
 s) and ``<root>:watermarks`` (a hash of the newest ``updated_at`` per
-handler and resource, for ``latest_only`` handlers). The two sorted sets find
+handler and resource, for ``latest_only`` handlers) and
+``<root>:deliveries:<id>`` (a list of an event's delivery attempts after its
+first, the newest ``MAX_DELIVERIES``, written on the cold paths only). The two sorted sets find
 due events and expired leases in O(log n).
 
 Receivers sharing a prefix keep their keys apart: the first receiver to write
@@ -44,16 +46,20 @@ from ..errors import StoreUnavailable
 from ..events import Event
 from .base import (
     DEFAULT_RECEIVER,
+    MAX_DELIVERIES,
     Claim,
     ClaimState,
+    DeliveryAttempt,
     EventStatus,
     EventStore,
     HourCount,
     Run,
     StoredEvent,
+    dump_delivery,
     dump_outcomes,
     finished_status,
     hour_start,
+    load_delivery,
     load_outcomes,
     load_raw,
     new_token,
@@ -691,6 +697,17 @@ class RedisStore(EventStore):
         done = self._call(self._link.resolve, keys=[self._key("event", event_id, root=self._read_root())])
         return bool(done == 1)
 
+    def record_delivery(self, event_id: str, attempt: DeliveryAttempt) -> None:
+        key = self._key("deliveries", event_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.rpush(key, dump_delivery(attempt))
+        pipe.ltrim(key, -MAX_DELIVERIES, -1)
+        self._call(pipe.execute)
+
+    def deliveries(self, event_id: str) -> list[DeliveryAttempt]:
+        entries = self._call(self.client.lrange, self._key("deliveries", event_id, root=self._read_root()), 0, -1)
+        return [load_delivery(entry) for entry in entries]
+
     def count_by_hour(self, since: float) -> list[HourCount]:
         """Counted here from the received index and each event's status, read a batch per round trip.
 
@@ -739,7 +756,7 @@ class RedisStore(EventStore):
             pipe = self.client.pipeline(transaction=True)
             for event_id in old:
                 # a watch-free delete: only finished events, which no worker writes any more
-                pipe.delete(self._key("event", event_id, root=root))
+                pipe.delete(self._key("event", event_id, root=root), self._key("deliveries", event_id, root=root))
             pipe.zrem(events_key, *old)
             self._call(pipe.execute)
         return pruned

@@ -41,8 +41,10 @@ from ..events import Event
 from ..redact import hide_passwords
 from ..untrusted import logger, printable
 from .base import (
+    MAX_DELIVERIES,
     Claim,
     ClaimState,
+    DeliveryAttempt,
     EventStatus,
     EventStore,
     HandlerOutcome,
@@ -50,8 +52,10 @@ from .base import (
     HourCount,
     Run,
     StoredEvent,
+    dump_delivery,
     dump_outcomes,
     finished_status,
+    load_delivery,
     load_outcomes,
     load_raw,
     new_token,
@@ -181,6 +185,7 @@ class SQLAlchemyStore(EventStore):
         self.metadata = build_metadata(prefix)
         self._events = self.metadata.tables[f"{prefix}events"]
         self._watermarks = self.metadata.tables[f"{prefix}watermarks"]
+        self._deliveries = self.metadata.tables[f"{prefix}deliveries"]
         if self._own_engine is not None:
             _check_name_lengths(self.metadata, prefix, self._own_engine)
         self._shared = _Shared()
@@ -319,7 +324,7 @@ class SQLAlchemyStore(EventStore):
                 try:
                     if self.create_tables:
                         self.metadata.create_all(engine, checkfirst=True)
-                    if not check_tables(engine, self._events, self._watermarks):
+                    if not check_tables(engine, self._events, self._watermarks, self._deliveries):
                         return  # no tables yet (migrations make them): every query says so, until they exist
                     break
                 except sa_exc.SQLAlchemyError as exc:
@@ -860,6 +865,44 @@ class SQLAlchemyStore(EventStore):
         )
         return self._run(lambda conn, now: bool(conn.execute(statement).rowcount == 1))
 
+    def record_delivery(self, event_id: str, attempt: DeliveryAttempt) -> None:
+        log = self._deliveries
+        mine = (log.c.receiver == self.receiver, log.c.event_id == event_id)
+        entry = dump_delivery(attempt)
+
+        def work(conn: Connection, now: Any) -> None:
+            conn.execute(sa.insert(log).values(receiver=self.receiver, event_id=event_id, entry=entry))
+            oldest_kept = conn.execute(
+                sa.select(log.c.seq).where(*mine).order_by(log.c.seq.desc()).offset(MAX_DELIVERIES).limit(1)
+            ).scalar_one_or_none()
+            if oldest_kept is not None:
+                conn.execute(sa.delete(log).where(*mine, log.c.seq <= oldest_kept))
+
+        self._run(work)
+
+    def deliveries(self, event_id: str) -> list[DeliveryAttempt]:
+        log = self._deliveries
+        query = (
+            sa.select(log.c.entry)
+            .where(log.c.receiver == self.receiver, log.c.event_id == event_id)
+            .order_by(log.c.seq)
+        )
+        rows = self._run(lambda conn, now: conn.execute(query).all())
+        return [load_delivery(row[0]) for row in rows]
+
+    def change_marker(self) -> str | None:
+        """On PostgreSQL, the WAL's insert position: it moves with every write to the database server.
+
+        No table is read; a write anywhere on the server moves it (the list is
+        then read again, as without a marker). Other databases: ``None``.
+        """
+        if self.engine.dialect.name != "postgresql":
+            return None
+        lsn = self._run(
+            lambda conn, now: conn.execute(sa.text("SELECT pg_current_wal_insert_lsn()")).scalar_one(), single=True
+        )
+        return str(lsn)
+
     def count_by_hour(self, since: float) -> list[HourCount]:
         events = self._events
         dialect = self.engine.dialect.name
@@ -891,9 +934,14 @@ class SQLAlchemyStore(EventStore):
         statuses = [status.value for status in prunable(include_failed)]
         where = (events.c.receiver == self.receiver, events.c.received_at < before, events.c.status.in_(statuses))
 
+        log = self._deliveries
+        pruned = sa.select(events.c.id).where(*where)
+
         def work(conn: Connection, now: Any) -> int:
             if dry_run:
                 return int(conn.execute(sa.select(sa.func.count()).where(*where)).scalar_one())
+            # the events' delivery logs first, in the same transaction
+            conn.execute(sa.delete(log).where(log.c.receiver == self.receiver, log.c.event_id.in_(pruned)))
             return int(conn.execute(sa.delete(events).where(*where)).rowcount)
 
         return self._run(work)

@@ -70,7 +70,7 @@ _MYSQL_TABLE: dict[str, Any] = {
 
 
 def build_metadata(prefix: str = DEFAULT_PREFIX) -> sa.MetaData:
-    """The store's tables, ``<prefix>events`` and ``<prefix>watermarks``, in a :class:`~sqlalchemy.MetaData`.
+    """The store's tables, ``<prefix>events``, ``<prefix>watermarks``, ``<prefix>deliveries``, in a ``MetaData``.
 
     For Alembic / Flask-Migrate, add it to ``target_metadata`` (or use a
     store's :attr:`SQLAlchemyStore.metadata`) and create the store with
@@ -141,6 +141,20 @@ def build_metadata(prefix: str = DEFAULT_PREFIX) -> sa.MetaData:
         sa.Column("resource_id", _key_text(255), nullable=False),
         sa.Column("updated_at", sa.Float(53), nullable=False),
         sa.PrimaryKeyConstraint("receiver", "handler", "resource_type", "resource_id", name=f"{prefix}watermarks_key"),
+        **_MYSQL_TABLE,
+    )
+    # Each event's delivery attempts after its first, in their order (seq); written on the cold paths only
+    # (a redelivery, a replay), never by a first delivery. A table of its own: a table of an earlier
+    # version gains it by a CREATE TABLE, no column changes.
+    sa.Table(
+        f"{prefix}deliveries",
+        metadata,
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True),
+        sa.Column("receiver", _key_text(100), nullable=False),
+        sa.Column("event_id", _key_text(200), nullable=False),
+        sa.Column("entry", sa.Text, nullable=False),
+        sa.PrimaryKeyConstraint("seq", name=f"{prefix}deliveries_key"),
+        sa.Index(f"{prefix}deliveries_ev", "receiver", "event_id", "seq"),
         **_MYSQL_TABLE,
     )
     return metadata
@@ -243,12 +257,15 @@ def open_engine(url: sa.URL, options: dict[str, Any]) -> Engine:
         ) from None
 
 
-def check_tables(engine: Engine, events: sa.Table, marks: sa.Table) -> bool:
+def check_tables(engine: Engine, events: sa.Table, marks: sa.Table, deliveries: sa.Table | None = None) -> bool:
     """Whether the tables exist; refuse tables of an earlier version, naming the SQL that upgrades them.
 
+    :param deliveries: the delivery log's table, checked too when given: made
+        by this version, it is missing beside tables of an earlier one when
+        the store does not create tables (``create_tables=False``).
     :raises RuntimeError: for tables without the ``receiver`` column, or
         (MariaDB / MySQL) bodies kept, or connections made, in a character
-        set other than utf8mb4.
+        set other than utf8mb4, or a missing delivery log's table.
     """
     if engine.dialect.name in ("mysql", "mariadb"):
         _check_connection_charset(engine)
@@ -265,6 +282,16 @@ def check_tables(engine: Engine, events: sa.Table, marks: sa.Table) -> bool:
             " without the receiver column that keeps receivers apart. Stop the app and run, in one"
             " maintenance window:\n\n" + ";\n".join(statements) + ";\n\n(then drop the *_before_receivers"
             " tables once you have checked the copies; see docs/stores.rst, 'Upgrading the tables')"
+        )
+    if deliveries is not None and deliveries.name not in names:
+        dialect = engine.dialect
+        statements = [str(sa.schema.CreateTable(deliveries).compile(dialect=dialect)).strip()]
+        statements += [str(sa.schema.CreateIndex(index).compile(dialect=dialect)) for index in deliveries.indexes]
+        raise RuntimeError(
+            f"the table {deliveries.name} (each event's delivery attempts, new in this version) is missing and"
+            " the store does not create tables (create_tables=False): create it with your migrations, or run:\n\n"
+            + ";\n".join(statements)
+            + ";\n"
         )
     if engine.dialect.name in ("mysql", "mariadb"):
         with engine.connect() as conn:

@@ -35,15 +35,19 @@ from ..errors import StoreUnavailable
 from ..events import Event
 from .base import (
     DEFAULT_RECEIVER,
+    MAX_DELIVERIES,
     Claim,
     ClaimState,
+    DeliveryAttempt,
     EventStatus,
     EventStore,
     HourCount,
     Run,
     StoredEvent,
+    dump_delivery,
     dump_outcomes,
     finished_status,
+    load_delivery,
     load_outcomes,
     load_raw,
     new_token,
@@ -96,6 +100,15 @@ CREATE TABLE IF NOT EXISTS {name} (
     updated_at REAL NOT NULL,
     PRIMARY KEY (receiver, handler, resource_type, resource_id)
 )"""
+#: Delivery attempts after an event's first (:meth:`SQLiteStore.record_delivery`): written on the cold
+#: paths only, in their order (``rowid``), the newest ``MAX_DELIVERIES`` of each event kept. A table of
+#: its own, created in place in a file of an earlier version.
+_DELIVERIES_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    receiver TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    entry TEXT NOT NULL
+)"""
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS webhook_receiver_events_queue ON webhook_receiver_events (receiver, due_at)"
     " WHERE due_at IS NOT NULL",
@@ -105,10 +118,12 @@ _INDEXES = (
     " (receiver, received_at, id, trigger_name)",
     "CREATE INDEX IF NOT EXISTS webhook_receiver_events_failed ON webhook_receiver_events"
     " (receiver, received_at, id, trigger_name) WHERE status = 'failed'",
+    "CREATE INDEX IF NOT EXISTS webhook_receiver_deliveries_event ON webhook_receiver_deliveries (receiver, event_id)",
 )
 
 _TABLE = "webhook_receiver_events"
 _WATERMARKS = "webhook_receiver_watermarks"
+_DELIVERIES = "webhook_receiver_deliveries"
 _COLUMNS = "id, trigger_name, status, raw, outcomes, received_at, updated_at, attempts, due_at, error"
 
 
@@ -314,6 +329,7 @@ class SQLiteStore(EventStore):
                 _migrate(conn, self.receiver)
                 conn.execute(_EVENTS_TABLE.format(name=_TABLE))
                 conn.execute(_WATERMARKS_TABLE.format(name=_WATERMARKS))
+                conn.execute(_DELIVERIES_TABLE.format(name=_DELIVERIES))
                 for statement in _INDEXES:
                     conn.execute(statement)
             except BaseException:
@@ -645,6 +661,36 @@ class SQLiteStore(EventStore):
             ).rowcount
         return bool(changed == 1)
 
+    def record_delivery(self, event_id: str, attempt: DeliveryAttempt) -> None:
+        mine = (self.receiver, event_id)
+        with self._transaction() as conn:
+            conn.execute(
+                f"INSERT INTO {_DELIVERIES} (receiver, event_id, entry) VALUES (?, ?, ?)",
+                (*mine, dump_delivery(attempt)),
+            )
+            conn.execute(
+                f"DELETE FROM {_DELIVERIES} WHERE receiver = ? AND event_id = ? AND rowid <= (SELECT rowid FROM"
+                f" {_DELIVERIES} WHERE receiver = ? AND event_id = ? ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+                (*mine, *mine, MAX_DELIVERIES),
+            )
+
+    def deliveries(self, event_id: str) -> list[DeliveryAttempt]:
+        with self._autocommit() as conn:
+            rows = conn.execute(
+                f"SELECT entry FROM {_DELIVERIES} WHERE receiver = ? AND event_id = ? ORDER BY rowid",
+                (self.receiver, event_id),
+            ).fetchall()
+        return [load_delivery(row[0]) for row in rows]
+
+    def change_marker(self) -> str | None:
+        """``PRAGMA data_version`` (other connections' commits) and this connection's changes: no table is read."""
+        with self._autocommit() as conn:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            serial = getattr(self._link.local, "serial", None)
+            if serial is None or serial[0] is not conn:  # a connection's values mean nothing to another
+                serial = self._link.local.serial = (conn, new_token())
+            return f"{serial[1]}:{version}:{conn.total_changes}"
+
     def count_by_hour(self, since: float) -> list[HourCount]:
         # Two index-only scans in one read transaction: every event from the received index, the failed
         # ones from their partial index; no row is read (a status read from the rows would be one page each).
@@ -661,10 +707,15 @@ class SQLiteStore(EventStore):
         statuses = [s.value for s in prunable(include_failed)]
         where = f"receiver = ? AND received_at < ? AND status IN ({', '.join('?' for _ in statuses)})"
         params = (self.receiver, before, *statuses)
-        with self._autocommit() as conn:
-            if dry_run:
+        if dry_run:
+            with self._autocommit() as conn:
                 found = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE {where}", params).fetchone()
-                return int(found[0])
+            return int(found[0])
+        with self._transaction() as conn:  # the events and their delivery logs together
+            conn.execute(
+                f"DELETE FROM {_DELIVERIES} WHERE receiver = ? AND event_id IN (SELECT id FROM {_TABLE} WHERE {where})",
+                (self.receiver, *params),
+            )
             return int(conn.execute(f"DELETE FROM {_TABLE} WHERE {where}", params).rowcount)
 
 

@@ -37,7 +37,7 @@ from typing import Callable
 import pytest
 
 from ..events import Event
-from ..stores.base import ClaimState, EventStatus, EventStore, Run
+from ..stores.base import MAX_DELIVERIES, ClaimState, DeliveryAttempt, EventStatus, EventStore, Run
 from ..wire import make_event
 
 __all__ = ["StoreContract", "contract_event"]
@@ -301,6 +301,54 @@ class StoreContract:
         assert told[max(times)] is True
         assert len(told) == 8
 
+    def test_a_first_claim_is_attempt_one_and_a_redelivery_is_not(self, store: EventStore) -> None:
+        # the receiver records a delivery attempt only when the claim says the event was known
+        first = store.claim(event("once"))
+        assert first.state is ClaimState.CLAIMED and first.attempt == 1
+        assert store.finish(first, ok=False)
+        again = store.claim(event("once"))
+        assert again.state is ClaimState.CLAIMED and again.attempt == 2
+        assert store.finish(again, ok=True)
+        assert store.claim(event("once")).state is ClaimState.DONE
+
+    def test_delivery_attempts_are_kept_in_order_bounded_per_receiver_and_pruned(self, store: EventStore) -> None:
+        claim = store.claim(event("logged"))
+        assert store.finish(claim, ok=False)
+        assert store.deliveries("logged") == [] and store.deliveries("unknown") == []
+        hostile = 'x"><img src=x onerror=alert(1)>\u2028'
+        first = DeliveryAttempt(1000.5, "webhook", 2, 500, "failed")
+        store.record_delivery("logged", first)
+        store.record_delivery("logged", DeliveryAttempt(1001.25, "replay", None, None, "processed", by=hostile))
+        assert store.deliveries("logged") == [
+            first,
+            DeliveryAttempt(1001.25, "replay", None, None, "processed", hostile),
+        ]
+        for n in range(MAX_DELIVERIES + 5):
+            store.record_delivery("logged", DeliveryAttempt(2000.0 + n, "stomp", n + 3, None, "duplicate"))
+        kept = store.deliveries("logged")
+        assert len(kept) == MAX_DELIVERIES, "only the newest attempts are kept"
+        assert [a.attempt for a in kept] == list(range(8, MAX_DELIVERIES + 8)), "oldest first, the newest kept"
+        other = store.for_receiver("outlet")
+        assert other.deliveries("logged") == [], "another receiver's log is its own"
+        theirs = other.claim(event("logged"))
+        assert other.finish(theirs, ok=True)
+        other.record_delivery("logged", DeliveryAttempt(3000.0, "webhook", 2, 200, "duplicate"))
+        assert [a.answer for a in other.deliveries("logged")] == ["duplicate"]
+        assert len(store.deliveries("logged")) == MAX_DELIVERIES
+        assert store.prune(time.time() + 1, include_failed=True) == 1
+        assert store.deliveries("logged") == [], "pruned with its event"
+        assert len(other.deliveries("logged")) == 1
+
+    def test_a_change_marker_never_stays_the_same_across_a_write(self, store: EventStore) -> None:
+        before = store.change_marker()
+        if before is None:
+            pytest.skip(f"the {store.name} store has no change marker (every live poll reads the list)")
+        claim = store.claim(event("marked"))
+        claimed = store.change_marker()
+        assert claimed != before
+        assert store.finish(claim, ok=True)
+        assert store.change_marker() != claimed
+
     def test_receivers_sharing_a_store_keep_their_events_apart(self, store: EventStore) -> None:
         shop, outlet = store.for_receiver("shop"), store.for_receiver("outlet")
         assert shop.for_receiver("shop") is shop and (shop.receiver, outlet.receiver) == ("shop", "outlet")
@@ -362,7 +410,9 @@ class StoreContract:
             try:
                 claim = store.claim(event("child"))
                 stored = store.get("parent")
-                if claim.state is ClaimState.CLAIMED and store.finish(claim, ok=True) and stored is not None:
+                store.record_delivery("parent", DeliveryAttempt(1.0, "webhook", 2, 200, "duplicate"))
+                logged = [a.answer for a in store.deliveries("parent")] == ["duplicate"]
+                if claim.state is ClaimState.CLAIMED and store.finish(claim, ok=True) and stored is not None and logged:
                     code = 0
             finally:
                 os._exit(code)
@@ -382,6 +432,7 @@ class StoreContract:
         if store.reach != "process":
             child = store.get("child")
             assert child is not None and child.status is EventStatus.PROCESSED
+            assert [a.answer for a in store.deliveries("parent")] == ["duplicate"], "the child's log is kept"
 
     def test_a_claim_is_exclusive_among_threads(self, store: EventStore) -> None:
         states: list[ClaimState] = []

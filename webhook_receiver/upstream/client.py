@@ -176,6 +176,11 @@ class MoltinClient:
         path = f"/v2/integrations/{integration_id}/logs" if integration_id else "/v2/integrations/logs"
         return list(self._pages(path))
 
+    def iter_integration_logs(self, integration_id: str | None = None) -> Iterator[dict[str, Any]]:
+        """As :meth:`integration_logs`, a page fetched only when the one before is used up."""
+        path = f"/v2/integrations/{integration_id}/logs" if integration_id else "/v2/integrations/logs"
+        return self._pages(path)
+
     def integration_jobs(self, integration_id: str) -> list[dict[str, Any]]:
         """The jobs (one per event delivered) of an integration."""
         return list(self._pages(f"/v2/integrations/{integration_id}/jobs"))

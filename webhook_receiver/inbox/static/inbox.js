@@ -30,11 +30,23 @@
   if (table) {
     var liveState = document.getElementById("live-state");
     var lastHtml = null;
+    var etag = null;
+    // The server answers 304 while the store says nothing changed (its change marker), reading no list.
+    var fetchRows = function () {
+      var headers = { Accept: "text/html" };
+      if (etag) { headers["If-None-Match"] = etag; }
+      return fetch(table.getAttribute("data-live"), { credentials: "same-origin", headers: headers }).then(function (r) {
+        if (r.status === 304) { return null; }
+        if (!r.ok) { throw new Error("HTTP " + r.status); }
+        etag = r.headers.get("ETag");
+        return r.text();
+      });
+    };
     var refreshRows = function () {
       if (document.hidden) { return; }
-      fetchHtml(table.getAttribute("data-live")).then(function (html) {
+      fetchRows().then(function (html) {
         if (liveState) { liveState.textContent = "Live: updated " + new Date().toLocaleTimeString() + "."; }
-        if (html === lastHtml) { return; }
+        if (html === null || html === lastHtml) { return; }
         lastHtml = html;
         var rows = parsed(html).querySelector("tbody");
         var current = table.querySelector("tbody");
@@ -52,6 +64,7 @@
       });
     };
     window.setInterval(refreshRows, 3000);
+    document.addEventListener("visibilitychange", function () { if (!document.hidden) { refreshRows(); } });
   }
 
   // An event's page: its summary refreshes after an action, and while the event is unfinished.
