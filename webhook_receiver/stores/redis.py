@@ -69,7 +69,12 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: event, queue, leases, events, failed; ARGV: id, token, lease ms, trigger. The body is not an argument (Lua
+# The set of failed events (``<root>:failed``), named from the queue's key (``<root>:queue``) in the scripts of
+# the hot path rather than sent as one more key: only an event that fails or stops being failed touches it, and
+# every other delivery would pay for the argument (the claim-due script reaches event keys the same way).
+_FAILED = "string.sub(KEYS[2], 1, -6) .. 'failed'"
+
+# KEYS: event, queue, leases, events; ARGV: id, token, lease ms, trigger. The body is not an argument (Lua
 # would hash its every byte to intern it): a new event's comes with the HSETNX sent after the script in the same
 # MULTI (see RedisStore.claim), which writes it only when the hash has none.
 _CLAIM = (
@@ -93,7 +98,9 @@ redis.call('HSET', KEYS[1], 'status', 'processing', 'updated_at', now / 1000, 't
            'lease_expires', expires)
 redis.call('HDEL', KEYS[1], 'due_at')
 redis.call('ZREM', KEYS[2], ARGV[1])
-if status == 'failed' then redis.call('SREM', KEYS[5], ARGV[1]) end
+if status == 'failed' then redis.call('SREM', """
+    + _FAILED
+    + """, ARGV[1]) end
 if redis.call('HGET', KEYS[1], 'background') == '1' then redis.call('ZADD', KEYS[3], expires, ARGV[1]) end
 return {'claimed', attempts, redis.call('HGET', KEYS[1], 'outcomes') or ''}
 """
@@ -126,7 +133,7 @@ return false
 """
 )
 
-# KEYS: event, queue, events, leases, failed; ARGV: id, trigger, raw
+# KEYS: event, queue, events, leases; ARGV: id, trigger, raw
 _ACCEPT = (
     _NOW
     + """
@@ -141,7 +148,9 @@ end
 if status == 'failed' or status == 'resolved' then
   redis.call('HSET', KEYS[1], 'status', 'pending', 'due_at', now, 'updated_at', now / 1000, 'background', 1)
   redis.call('ZADD', KEYS[2], now, ARGV[1])
-  if status == 'failed' then redis.call('SREM', KEYS[5], ARGV[1]) end
+  if status == 'failed' then redis.call('SREM', """
+    + _FAILED
+    + """, ARGV[1]) end
 elseif status == 'processing' and redis.call('HGET', KEYS[1], 'background') ~= '1' then
   -- held by a request (claim): the queue takes it over if that lease runs out
   redis.call('HSET', KEYS[1], 'background', 1)
@@ -179,7 +188,7 @@ redis.call('HSET', KEYS[1], 'outcomes', ARGV[2], 'updated_at', ARGV[3])
 return 1
 """
 
-# KEYS: event, queue, leases, failed; ARGV: id, token, status, outcomes, error, retry delay ms ('' for none)
+# KEYS: event, queue, leases; ARGV: id, token, status, outcomes, error, retry delay ms ('' for none)
 _FINISH = (
     _NOW
     + """
@@ -188,7 +197,9 @@ redis.call('HSET', KEYS[1], 'status', ARGV[3], 'outcomes', ARGV[4], 'updated_at'
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[5]) else redis.call('HDEL', KEYS[1], 'error') end
 redis.call('HDEL', KEYS[1], 'token', 'lease_expires')
 redis.call('ZREM', KEYS[3], ARGV[1])
-if ARGV[3] == 'failed' then redis.call('SADD', KEYS[4], ARGV[1]) end
+if ARGV[3] == 'failed' then redis.call('SADD', """
+    + _FAILED
+    + """, ARGV[1]) end
 if ARGV[6] ~= '' then
   local due = now + tonumber(ARGV[6])
   redis.call('HSET', KEYS[1], 'due_at', due)
@@ -543,7 +554,7 @@ class RedisStore(EventStore):
         root = self._root or self._find_root(take=True)
         try:
             answer = self._link.claim(
-                [f"{root}:event:{event.id}", f"{root}:queue", f"{root}:leases", f"{root}:events", f"{root}:failed"],
+                [f"{root}:event:{event.id}", f"{root}:queue", f"{root}:leases", f"{root}:events"],
                 [event.id, token, self._lease_ms, event.trigger],
                 event.raw_json,
             )
@@ -586,13 +597,7 @@ class RedisStore(EventStore):
     def accept(self, event: Event) -> EventStatus | None:
         answer = self._call(
             self._link.accept,
-            keys=[
-                self._key("event", event.id),
-                self._key("queue"),
-                self._key("events"),
-                self._key("leases"),
-                self._key("failed"),
-            ],
+            keys=[self._key("event", event.id), self._key("queue"), self._key("events"), self._key("leases")],
             args=[event.id, event.trigger, event.raw_json],
         )
         return None if answer is None else EventStatus(answer.decode())
@@ -688,7 +693,7 @@ class RedisStore(EventStore):
         written = bool(
             self._script(
                 self._link.finish,
-                [f"{root}:event:{claim.event_id}", f"{root}:queue", f"{root}:leases", f"{root}:failed"],
+                [f"{root}:event:{claim.event_id}", f"{root}:queue", f"{root}:leases"],
                 [claim.event_id, claim.token, status.value, dump_outcomes(outcomes), error or "", delay],
             )
         )
