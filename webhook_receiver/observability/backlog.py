@@ -67,7 +67,11 @@ class BacklogReader:
     are read again only once their last read is *interval* old and at least
     nine times as long ago as it took, so that they take at most a tenth of
     the time; in between, the age is counted on from when the oldest event
-    fell due, and is 0 once no event is due.
+    fell due, and is 0 once no event is due. The same share bounds the
+    regular read: it is read again once *interval* has passed and nine times
+    as long as its last read took (a store whose indexes do not answer
+    everything, such as MariaDB's count of failed events, is read less often
+    rather than kept busy).
 
     The first :meth:`read` asks the store and waits for it (or, told not
     to wait, starts a background read and finds nothing); later ones answer
@@ -87,6 +91,7 @@ class BacklogReader:
         self._failed = 0
         self._listed_at = 0.0
         self._listing_cost = 0.0
+        self._read_cost = 0.0  # how long the last regular read took
         self._error: Exception | None = None
         self._error_at = 0.0
         self._refreshing = 0  # the pid of the process whose background read runs, else 0
@@ -105,7 +110,8 @@ class BacklogReader:
             self._fetch()  # raises what the store raised
         with self._lock:
             now = time.time()
-            stale = now - (self._error_at if self._error is not None else self._due_at) >= self.interval
+            since = now - (self._error_at if self._error is not None else self._due_at)
+            stale = since >= self.interval and since >= self._read_cost / MAX_SHARE
             if (stale or self._due is None) and self._refreshing != os.getpid():
                 self._refreshing = os.getpid()
                 threading.Thread(target=self._refresh, name="webhook-receiver-backlog", daemon=True).start()
@@ -136,12 +142,15 @@ class BacklogReader:
             since, cost = time.time() - self._listed_at, self._listing_cost
         try:
             now = time.time()
+            started = time.perf_counter()
             listed: tuple[float | None, int] | None = None
             if _answers_cheaply(store):
                 due, oldest, failed = store.backlog_stats()
                 listed, cost = (oldest, int(failed)), 0.0
+                read_cost = time.perf_counter() - started
             else:
                 due = store.count_due()
+                read_cost = time.perf_counter() - started
                 if since >= self.interval and since >= cost / MAX_SHARE:
                     started = time.perf_counter()
                     listed = _oldest_and_failed(store)
@@ -153,4 +162,4 @@ class BacklogReader:
         with self._lock:
             if listed is not None:
                 (self._oldest_due_at, self._failed), self._listed_at, self._listing_cost = listed, now, cost
-            self._due, self._due_at, self._error = int(due), now, None
+            self._due, self._due_at, self._error, self._read_cost = int(due), now, None, read_cost

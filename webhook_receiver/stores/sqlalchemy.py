@@ -659,7 +659,7 @@ class SQLAlchemyStore(EventStore):
         return self._run(work)
 
     def backlog_stats(self) -> BacklogStats:
-        """Three counts in one transaction: from the queue's and the leases' indexes, and the failed events.
+        """One statement (one round trip, one snapshot): the queue's and the leases' indexes, and the failed events.
 
         On PostgreSQL and SQLite the failed events are counted from their
         partial index; MariaDB / MySQL have no partial indexes, and count them
@@ -672,25 +672,31 @@ class SQLAlchemyStore(EventStore):
 
         def work(conn: Connection, now: Any) -> BacklogStats:
             wall = time.time()
-            due, oldest = conn.execute(
-                sa.select(sa.func.count(), sa.func.min(events.c.due_at)).where(mine, events.c.due_at <= wall)
-            ).one()
-            expired, overdue = conn.execute(
-                sa.select(sa.func.count(), sa.func.max(now - events.c.lease_expires)).where(
-                    mine, events.c.background, events.c.lease_expires <= now
+            due = (mine, events.c.due_at <= wall)
+            held = (mine, events.c.background, events.c.lease_expires <= now)
+            failed = (mine, events.c.status == sa.literal_column(f"'{EventStatus.FAILED.value}'"))
+            row = conn.execute(
+                sa.select(
+                    *(
+                        sa.select(aggregate).where(*where).scalar_subquery()
+                        for aggregate, where in (
+                            (sa.func.count(), due),
+                            (sa.func.min(events.c.due_at), due),
+                            (sa.func.count(), held),
+                            (sa.func.max(now - events.c.lease_expires), held),
+                            (sa.func.count(), failed),
+                        )
+                    )
                 )
             ).one()
-            failed = conn.execute(
-                sa.select(sa.func.count()).where(
-                    mine, events.c.status == sa.literal_column(f"'{EventStatus.FAILED.value}'")
-                )
-            ).scalar_one()
+            count_due, oldest, expired, overdue, count_failed = row
+            oldest = None if oldest is None else float(oldest)
             if overdue is not None:  # the lease ran out this long ago, on the server's clock
                 ran_out = wall - float(overdue)
-                oldest = ran_out if oldest is None else min(float(oldest), ran_out)
-            return BacklogStats(int(due) + int(expired), None if oldest is None else float(oldest), int(failed))
+                oldest = ran_out if oldest is None else min(oldest, ran_out)
+            return BacklogStats(int(count_due) + int(expired), oldest, int(count_failed))
 
-        return self._run(work)
+        return self._run(work, single=True)
 
     # -- writes under a claim (fenced) ------------------------------------------------
 
