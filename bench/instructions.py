@@ -25,8 +25,8 @@ OpenTelemetry SDK, batching to an exporter that drops every span, as
 ``throughput.py --observe`` runs it) instead of against its floor, beside
 what the SDK's own work for one run costs alone: the two spans a run makes
 (``process <trigger>`` and one handler's child, current in turn, with their
-attributes and the run's status set at its end), made straight through the
-SDK with nothing of the receiver around them. Tracing on minus off, less
+attributes, the run's status among them, given to ``start_span``), made
+straight through the SDK with nothing of the receiver around them. Tracing on minus off, less
 that, is the receiver's own tracing code. The inline deadline is off in
 these runs (``BENCH_DEADLINE=none``), so that the handlers run in the
 request's thread: callgrind counts only the thread that entered the toggled
@@ -85,6 +85,7 @@ def sdk_spans(warmup: int, requests: int) -> int:
                 "messaging.message.id": f"sdk-{n}",
                 "messaging.operation.type": "process",
                 "webhook_receiver.attempt": 1,
+                "webhook_receiver.status": "processed",
             },
         )
         token = context.attach(trace.set_span_in_context(span))
@@ -92,7 +93,6 @@ def sdk_spans(warmup: int, requests: int) -> int:
         inner = context.attach(trace.set_span_in_context(handler))
         context.detach(inner)
         handler.end()
-        span.set_attribute("webhook_receiver.status", "processed")
         context.detach(token)
         span.end()
 
