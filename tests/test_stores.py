@@ -333,6 +333,11 @@ def test_redis_counts_the_events_failed_before_it_kept_a_set_of_them(redis_prefi
     assert (stats.due, stats.failed) == (1, 12)
     assert client.exists(f"{redis_prefix}:failed_counted") == 1
     assert store.claim(event("old0007")).state is ClaimState.CLAIMED and store.backlog_stats().failed == 11
+    # a process of the earlier version during a rolling upgrade: it claims a failed event, leaving it in the set
+    client.hset(f"{redis_prefix}:event:old0107", "status", "processing")
+    assert store.backlog_stats().failed == 11, "counted once: the set is trusted"
+    client.delete(f"{redis_prefix}:failed_counted")  # the upgrade done: counted again, from the statuses
+    assert store.backlog_stats().failed == 10
 
     # the last event of a page pruned before the next page is read: the next starts where its score did
     events_key, failed_key = f"{redis_prefix}:events", f"{redis_prefix}:failed"

@@ -230,15 +230,17 @@ return 1
 """
 )
 
-# KEYS: queue, leases, failed. The server's time (ms), the due events and the oldest due time of the queue and of
-# the expired leases (ms, as text; false when none), and the failed events: each O(log n).
+# KEYS: queue, leases, failed, failed_counted. The server's time (ms), the due events and the oldest due time of
+# the queue and of the expired leases (ms, as text; false when none), the failed events, and whether the failed set
+# holds the events that failed before it was kept (see RedisStore.backlog_stats): each O(log n).
 _BACKLOG = (
     _NOW
     + """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
 local held = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
 return {tostring(now), redis.call('ZCOUNT', KEYS[1], '-inf', now), due[2] or false,
-        redis.call('ZCOUNT', KEYS[2], '-inf', now), held[2] or false, redis.call('SCARD', KEYS[3])}
+        redis.call('ZCOUNT', KEYS[2], '-inf', now), held[2] or false, redis.call('SCARD', KEYS[3]),
+        redis.call('EXISTS', KEYS[4])}
 """
 )
 
@@ -614,25 +616,26 @@ class RedisStore(EventStore):
         The failed events are a set the scripts keep (``<root>:failed``: an
         event joins it when it fails, leaves it when it is claimed, accepted,
         resolved or pruned). Events that failed before this version kept it
-        are counted into it once, the first time the store is asked (a page
-        of the received index per round trip); ``<root>:failed_counted``
-        then says it is done. A process of an earlier version still writing
-        (a rolling upgrade) does not keep the set: delete that key once the
-        upgrade is done, and the next read counts again.
+        are counted into it once, the first time the store is asked: the set
+        is emptied and built again from the statuses, a page of the received
+        index per round trip (a failure meanwhile is added by its own script,
+        whichever comes first); ``<root>:failed_counted`` then says it is
+        done. A process of an earlier version still writing (a rolling
+        upgrade) does not keep the set: delete that key once the upgrade is
+        done, and the next read builds the set again.
 
         The times are the server's, told on this process's clock as how long
         ago they were.
         """
         root = self._read_root()
-        counted = self._key("failed_counted", root=root)
-        if not self._call(self.client.exists, counted):
-            self._count_failed(root)
-            self._call(self.client.set, counted, 1)
+        keys = [self._key(kind, root=root) for kind in ("queue", "leases", "failed", "failed_counted")]
         wall = time.time()
-        now, due, oldest_due, expired, oldest_held, failed = self._call(
-            self._link.backlog,
-            keys=[self._key("queue", root=root), self._key("leases", root=root), self._key("failed", root=root)],
-        )
+        now, due, oldest_due, expired, oldest_held, failed, counted = self._call(self._link.backlog, keys=keys)
+        if not counted:
+            self._count_failed(root)
+            self._call(self.client.set, keys[3], 1)
+            wall = time.time()
+            now, due, oldest_due, expired, oldest_held, failed, counted = self._call(self._link.backlog, keys=keys)
         server_now = float(now)
         oldest: float | None = None
         for score in (oldest_due, oldest_held):
@@ -642,8 +645,9 @@ class RedisStore(EventStore):
         return BacklogStats(int(due) + int(expired), oldest, int(failed))
 
     def _count_failed(self, root: str) -> None:
-        """Put every stored failed event in the failed set, a page of the received index at a time."""
+        """Build the failed set again from every stored event's status, a page of the received index at a time."""
         keys = [self._key("events", root=root), self._key("failed", root=root)]
+        self._call(self.client.delete, keys[1])  # members no longer failed, left by an earlier version, go
         last: list[Any] = ["", ""]
         while True:
             page = self._call(self._link.count_failed, keys=keys, args=[*last, _BATCH])
