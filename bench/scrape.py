@@ -71,11 +71,10 @@ def main() -> int:
     rows = [run(store, args) for store in chosen]
     print()
     print(f"{args.events:,} stored events ({args.failed} failed, {args.pending} pending); milliseconds")
-    header = ("store", "scrape p50", "p95", "backlog_stats p50", "p95", "old full read p50", "max")
-    print(f"{header[0]:<11}" + "".join(f"{h:>19}" if "p50" in h else f"{h:>8}" for h in header[1:]))
+    print(f"{'store':<11} {'scrape p50 / p95':>20} {'backlog_stats p50 / p95':>26} {'old full read p50 / max':>26}")
     for store, scrapes, reads, old in rows:
-        figures = (*_p50_p95(scrapes), *_p50_p95(reads), statistics.median(old), max(old))
-        print(f"{store:<11}" + "".join(f"{f:>19.1f}" if n % 2 == 0 else f"{f:>8.1f}" for n, f in enumerate(figures)))
+        pairs = (_p50_p95(scrapes), _p50_p95(reads), (statistics.median(old), max(old)))
+        print(f"{store:<11}" + "".join(f"{f'{a:.1f} / {b:.1f}':>{w}}" for (a, b), w in zip(pairs, (21, 27, 27))))
     return 0
 
 
@@ -209,7 +208,7 @@ def measure(
         old.append((time.perf_counter() - t) * 1000)
     assert (stats.due, stats.failed) == (full.due, full.failed) == (args.pending, args.failed), (stats, full)
     print(
-        f"{store_name}: first scrape (waits for the store) {first:.1f} ms; scrapes p50/p95"
+        f"{store_name}: first scrape (no gauges yet: it starts the first read) {first:.1f} ms; scrapes p50/p95"
         f" {_p50_p95(scrapes)[0]:.1f}/{_p50_p95(scrapes)[1]:.1f} ms; backlog_stats p50/p95"
         f" {_p50_p95(reads)[0]:.1f}/{_p50_p95(reads)[1]:.1f} ms; the old full read median"
         f" {statistics.median(old):.0f} ms",

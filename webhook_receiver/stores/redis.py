@@ -12,7 +12,9 @@ outcomes, attempts, error, times, the lease's token and expiry),
 only events that came through the queue: a request that died mid-handler
 answered no 2xx, and upstream's retry takes its event over)
 ``<root>:events`` (a sorted set of every event id by time received, in
-s) and ``<root>:watermarks`` (a hash of the newest ``updated_at`` per
+s), ``<root>:failed`` (a set of the failed event ids, for the backlog's
+count; ``<root>:failed_counted`` says it holds the events failed before it was
+kept too) and ``<root>:watermarks`` (a hash of the newest ``updated_at`` per
 handler and resource, for ``latest_only`` handlers). The two sorted sets find
 due events and expired leases in O(log n).
 

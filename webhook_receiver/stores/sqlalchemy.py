@@ -672,8 +672,11 @@ class SQLAlchemyStore(EventStore):
 
         def work(conn: Connection, now: Any) -> BacklogStats:
             wall = time.time()
+            # The server's clock read once, as a subquery: PostgreSQL then bounds the lease index's scan by it
+            # (a volatile function compared row by row would filter every background event's entry).
+            server_now = sa.select(now).scalar_subquery()
             due = (mine, events.c.due_at <= wall)
-            held = (mine, events.c.background, events.c.lease_expires <= now)
+            held = (mine, events.c.background, events.c.lease_expires <= server_now)
             failed = (mine, events.c.status == sa.literal_column(f"'{EventStatus.FAILED.value}'"))
             row = conn.execute(
                 sa.select(
@@ -683,7 +686,7 @@ class SQLAlchemyStore(EventStore):
                             (sa.func.count(), due),
                             (sa.func.min(events.c.due_at), due),
                             (sa.func.count(), held),
-                            (sa.func.max(now - events.c.lease_expires), held),
+                            (sa.func.max(server_now - events.c.lease_expires), held),
                             (sa.func.count(), failed),
                         )
                     )
