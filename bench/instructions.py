@@ -20,11 +20,24 @@ client's work too (``INFO commandstats`` counts a script's inner commands
 twice and a command's time off the CPU). Without one, the server at
 127.0.0.1:6379 is used and its figure is only indicative.
 
+With ``--observe`` the receiver is counted with tracing off and on (the
+OpenTelemetry SDK, batching to an exporter that drops every span, as
+``throughput.py --observe`` runs it) instead of against its floor, beside
+what the SDK's own work for one run costs alone: the two spans a run makes
+(``process <trigger>`` and one handler's child, current in turn, with their
+attributes, the run's status among them, given to ``start_span``), made
+straight through the SDK with nothing of the receiver around them. Tracing on minus off, less
+that, is the receiver's own tracing code. The inline deadline is off in
+these runs (``BENCH_DEADLINE=none``), so that the handlers run in the
+request's thread: callgrind counts only the thread that entered the toggled
+function, and with a deadline they run in a runner thread.
+
 Run it from the repository root (Valgrind from Debian: ``apt-get install
 valgrind``)::
 
     python bench/instructions.py                      # memory, sqlite, redis, postgresql
     python bench/instructions.py --store sqlite --requests 500
+    python bench/instructions.py --observe --store sqlite
 
 Use it before and after a change to the hot path (``docs/development.rst``).
 """
@@ -55,8 +68,45 @@ STORES = {
 }
 
 
+def sdk_spans(warmup: int, requests: int) -> int:
+    """Inside valgrind: the SDK's work for one run's two spans, *warmup* times uncounted, then *requests* counted."""
+    from opentelemetry import context, trace
+    from opentelemetry.trace import SpanKind
+
+    from bench.apps import _tracing
+
+    tracer = _tracing("noop").get_tracer("webhook_receiver")
+
+    def one_run(n: int) -> None:
+        span = tracer.start_span(
+            "process order.paid",
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.message.id": f"sdk-{n}",
+                "messaging.operation.type": "process",
+                "webhook_receiver.attempt": 1,
+                "webhook_receiver.status": "processed",
+            },
+        )
+        token = context.attach(trace.set_span_in_context(span))
+        handler = tracer.start_span("handler paid", attributes={"webhook_receiver.handler": "paid"})
+        inner = context.attach(trace.set_span_in_context(handler))
+        context.detach(inner)
+        handler.end()
+        context.detach(token)
+        span.end()
+
+    for n in range(warmup):
+        one_run(n)
+    for n in range(warmup, warmup + requests):
+        functools.reduce(lambda _acc, _item, n=n: one_run(n), (0,), None)  # type: ignore[misc]
+    return 0
+
+
 def child(app_name: str, warmup: int, requests: int) -> int:
     """Inside valgrind: deliver *warmup* bodies uncounted, then *requests* counted ones."""
+    if app_name == "sdk_spans":
+        return sdk_spans(warmup, requests)
     from bench import apps
     from bench.inprocess import environ_for
     from bench.throughput import delivery_body
@@ -178,6 +228,7 @@ def main() -> int:
     parser.add_argument("--store", choices=[*STORES, "all"], default="all")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--observe", action="store_true", help="tracing off and on, beside the SDK's own spans")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -193,6 +244,8 @@ def main() -> int:
         "BENCH_MAX_BACKLOG": "10000000",
     }
     print(f"{args.warmup} warm-up and {args.requests} counted deliveries per app; instructions per delivery")
+    if args.observe:
+        return observe(chosen, args, env, instance)
     print(f"{'store':<11} {'receiver':>10} {'floor':>10} {'floor/receiver':>15}  floor app")
     own_redis = private_redis() if "redis" in chosen else None
     for store in chosen:
@@ -216,6 +269,29 @@ def main() -> int:
     if "postgresql" in chosen:
         drop_postgresql_tables(env["BENCH_TABLE_PREFIX"])
     shutil.rmtree(instance, ignore_errors=True)
+    return 0
+
+
+def observe(chosen: list[str], args: argparse.Namespace, env: dict[str, str], instance: str) -> int:
+    """The receiver with tracing off and on, and the SDK's two spans alone."""
+    sdk = count("sdk_spans", "", args.warmup, args.requests, env)
+    print(f"the SDK's two spans of a run, alone: {sdk:,}")
+    print(f"{'store':<11} {'tracing off':>12} {'tracing on':>12} {'off/on':>8} {'on - off - SDK':>15}")
+    own_redis = private_redis() if "redis" in chosen else None
+    env = {**env, "BENCH_DEADLINE": "none"}  # the handlers in the counted thread
+    try:
+        for store in chosen:
+            url = own_redis[1] if store == "redis" and own_redis is not None else STORES[store][0]
+            off = count("receiver_app", url, args.warmup, args.requests, {**env, "BENCH_TRACING": "off"})
+            on = count("receiver_app", url, args.warmup, args.requests, {**env, "BENCH_TRACING": "noop"})
+            print(f"{store:<11} {off:>12,} {on:>12,} {off / on:>8.3f} {on - off - sdk:>15,}")
+    finally:
+        if own_redis is not None:
+            own_redis[0].terminate()
+            own_redis[0].wait()
+        if "postgresql" in chosen:
+            drop_postgresql_tables(env["BENCH_TABLE_PREFIX"])
+        shutil.rmtree(instance, ignore_errors=True)
     return 0
 
 

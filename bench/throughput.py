@@ -311,6 +311,7 @@ def main() -> int:
                     print(
                         f"round {round_no + 1} {app:<20} {result['rps']:9.1f} req/s  "
                         f"p50 {result['p50']:>8}  p99 {result['p99']:>8}  non-2xx {result['non2xx']}"
+                        + (f"  CPU {result['cpu_us']:6.0f} us/request" if args.observe else "")
                     )
         if args.dispatch != "inline":
             print(f"receiver workers' RSS at end:   {rss_mib(procs['receiver_app'].pid)}")
@@ -349,6 +350,15 @@ def main() -> int:
             print(
                 f"median {label:<20} {rps:9.1f} req/s, ratio to both off {rps / base:.3f};"
                 f" workers' CPU {cpu:6.0f} us/request, ratio both off / this {base_cpu / cpu:.3f}"
+            )
+        off = results["receiver_app"]
+        for label, runs in list(results.items())[1:]:  # each round against the same round's both-off run
+            rps_ratios = sorted(r["rps"] / o["rps"] for r, o in zip(runs, off))
+            cpu_ratios = sorted(o["cpu_us"] / r["cpu_us"] for r, o in zip(runs, off))
+            print(
+                f"spread {label:<20} per round: req/s ratio {rps_ratios[0]:.3f} to {rps_ratios[-1]:.3f}"
+                f" (median {statistics.median(rps_ratios):.3f}); CPU ratio {cpu_ratios[0]:.3f} to"
+                f" {cpu_ratios[-1]:.3f} (median {statistics.median(cpu_ratios):.3f})"
             )
         print(f"non-2xx answers: {failures}")
         return 0 if failures == 0 else 1

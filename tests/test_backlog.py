@@ -7,6 +7,7 @@ from typing import Any
 
 from webhook_receiver.events import Event
 from webhook_receiver.observability.backlog import BacklogReader
+from webhook_receiver.stores.base import EventStore
 from webhook_receiver.stores.memory import MemoryStore
 from webhook_receiver.testing import make_event
 
@@ -14,7 +15,13 @@ from .processes import wait_for
 
 
 class SlowListings(MemoryStore):
-    """A memory store whose listings by status wait for a gate, and are counted."""
+    """A memory store whose listings by status wait for a gate, and are counted.
+
+    It answers the backlog as a store of the app's own that does not override
+    :meth:`EventStore.backlog_stats` does: from listings by status.
+    """
+
+    backlog_stats = EventStore.backlog_stats
 
     def __init__(self) -> None:
         super().__init__()
@@ -65,3 +72,32 @@ def test_the_listings_run_again_only_after_nine_times_their_cost() -> None:
     reader._listing_cost = 0.0
     reader._fetch()
     assert store.listings == listed + 2
+
+
+class CountedStats(MemoryStore):
+    """A memory store that counts its backlog reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def backlog_stats(self) -> Any:
+        self.reads += 1
+        return super().backlog_stats()
+
+
+def test_a_store_s_own_backlog_read_runs_again_only_after_nine_times_its_cost() -> None:
+    store = CountedStats()
+    store.accept(Event.from_dict(make_event("order.paid")))
+    reader = BacklogReader(store, interval=0.0)
+    backlog = reader.read(wait=True)
+    assert backlog is not None and backlog.due == 1 and backlog.oldest_due_age is not None
+    wait_for(lambda: reader._refreshing == 0, 10, "the background read the first read started")
+    reads = store.reads
+    reader._read_cost = 3600.0  # as if the last read took an hour: not stale for ten hours
+    for _ in range(3):
+        assert reader.read(wait=False) is not None
+    assert reader._refreshing == 0 and store.reads == reads, "no background read started"
+    reader._read_cost = 0.0
+    assert reader.read(wait=False) is not None
+    wait_for(lambda: store.reads == reads + 1, 10, "a background read once the cost allows it")

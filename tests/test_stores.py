@@ -318,3 +318,35 @@ def test_keyset_pages_split_events_received_at_one_time_by_id(tmp_path: Path, re
             assert _pages(store, size) == newest_first, (store.name, size)
         assert [e.id for e in store.events(before=(at, "t3"))] == ["t2", "t1"], store.name
     redis.close()
+
+
+def test_redis_counts_the_events_failed_before_it_kept_a_set_of_them(redis_prefix: str) -> None:
+    # An earlier version kept no set of failed events: the first backlog read counts them into one, a page
+    # of the received index at a time, and a page whose last event was pruned meanwhile skips none.
+    store = RedisStore(REDIS_URL, prefix=redis_prefix)
+    for n in range(1200):
+        store.finish(store.claim(event(f"old{n:04d}")), ok=n % 100 != 7)
+    store.accept(event("queued"))
+    client = store.client
+    client.delete(f"{redis_prefix}:failed", f"{redis_prefix}:failed_counted")  # as an earlier version left it
+    stats = store.backlog_stats()
+    assert (stats.due, stats.failed) == (1, 12)
+    assert client.exists(f"{redis_prefix}:failed_counted") == 1
+    assert store.claim(event("old0007")).state is ClaimState.CLAIMED and store.backlog_stats().failed == 11
+    # a process of the earlier version during a rolling upgrade: it claims a failed event, leaving it in the set
+    client.hset(f"{redis_prefix}:event:old0107", "status", "processing")
+    assert store.backlog_stats().failed == 11, "counted once: the set is trusted"
+    client.delete(f"{redis_prefix}:failed_counted")  # the upgrade done: counted again, from the statuses
+    assert store.backlog_stats().failed == 10
+
+    # the last event of a page pruned before the next page is read: the next starts where its score did
+    events_key, failed_key = f"{redis_prefix}:events", f"{redis_prefix}:failed"
+    client.delete(failed_key)
+    ids = [m.decode() for m in client.zrange(events_key, 0, -1)]
+    cursor, score = ids[499], client.zscore(events_key, ids[499])
+    client.zrem(events_key, cursor)
+    page = store._link.count_failed(keys=[events_key, failed_key], args=[cursor, repr(score), 600])
+    assert page is not None
+    counted = {m.decode() for m in client.smembers(failed_key)}
+    failed_next = {i for i in ids[500:1100] if i.startswith("old") and int(i[3:]) % 100 == 7 and i != "old0007"}
+    assert len(failed_next) == 6 and failed_next <= counted, "no event after the pruned one was skipped"

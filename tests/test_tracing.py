@@ -84,6 +84,28 @@ def test_inline_a_process_span_with_a_child_per_handler(receiver: WebhookReceive
     assert [span.name for span in exporter.get_finished_spans() if span.name.startswith("handler")] == ["handler ship"]
 
 
+def test_a_queue_event_s_span_carries_its_cloudevent_id_and_type(receiver: WebhookReceiver) -> None:
+    from webhook_receiver import instrumentation
+    from webhook_receiver.local.emulator.queues import cloudevent
+    from webhook_receiver.stores.base import Claim, ClaimState
+
+    register(receiver)
+    app, exporter = traced()
+    receiver.init_app(app)
+    message = cloudevent(make_event("order.paid", event_id="ce-1"), integration_id="i-1", store_id="s-1")
+    for event in (Event.from_cloudevent(message, transport="stomp"), Event.from_dict(make_event("order.paid"))):
+        exporter.clear()
+        with instrumentation.running(app, receiver.name, event, Claim(event.id, ClaimState.CLAIMED, "t", attempt=1)):
+            pass
+        (process,) = named(exporter, "process order.paid")
+        assert process.attributes["messaging.message.id"] == event.id
+        if event.transport == "webhook":
+            assert "cloudevents.event_id" not in process.attributes, "a webhook's body is no CloudEvent"
+        else:
+            assert process.attributes["cloudevents.event_id"] == "ce-1"
+            assert process.attributes["cloudevents.event_type"] == "order.paid"
+
+
 def test_inline_the_run_is_a_child_of_the_request_span(receiver: WebhookReceiver) -> None:
     register(receiver)
     app, exporter = traced()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from typing import Any, ContextManager, Iterator, Protocol, Sequence
+from typing import Any, ContextManager, Protocol, Sequence
 
 from .events import Event
 from .handlers import Handler
@@ -100,8 +100,10 @@ def answered(
         return
     seconds = time.perf_counter() - started
     for observer in found:
-        with _isolated():
+        try:  # not a context manager: this runs for every delivery
             observer.answered(receiver, status, code, event, trigger, seconds)
+        except Exception:
+            logger.exception("an observer of deliveries failed; the delivery goes on")
 
 
 def running(app: Any, receiver: str, event: Event, claim: Any) -> ContextManager[Any]:
@@ -132,8 +134,10 @@ def observed_handlers(app: Any, receiver: str, handlers: list[Handler]) -> list[
 def before_accept(app: Any, event: Event) -> Event:
     """The event a background dispatcher of *app* stores, as its observers make it."""
     for observer in observers(app):
-        with _isolated():
+        try:
             event = observer.before_accept(event)
+        except Exception:
+            logger.exception("an observer of deliveries failed; the delivery goes on")
     return event
 
 
@@ -186,11 +190,3 @@ class _Around:
                 manager.__exit__(kind, exc, tb)
             except Exception:
                 logger.exception("an observer of deliveries failed; the delivery goes on")
-
-
-@contextlib.contextmanager
-def _isolated() -> Iterator[None]:
-    try:
-        yield
-    except Exception:
-        logger.exception("an observer of deliveries failed; the delivery goes on")

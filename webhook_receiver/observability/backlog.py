@@ -32,6 +32,11 @@ class Backlog:
     read_at: float
 
 
+def _answers_cheaply(store: EventStore) -> bool:
+    """Whether *store* overrides :meth:`EventStore.backlog_stats` (every store of this library does)."""
+    return type(store).backlog_stats is not EventStore.backlog_stats
+
+
 def _oldest_and_failed(store: EventStore) -> tuple[float | None, int]:
     """When the oldest pending event fell due, and how many failed: from listings by status (slow on large stores)."""
     now = time.time()
@@ -41,23 +46,12 @@ def _oldest_and_failed(store: EventStore) -> tuple[float | None, int]:
 
 
 def read_backlog(store: EventStore) -> Backlog:
-    """Ask *store* for its whole backlog now.
-
-    The store interface has :meth:`~EventStore.count_due`; the age of the
-    oldest due event and the count of failed events come from listings by
-    status, which every store answers (a store with a ``backlog_stats()``
-    method answering ``(due, oldest_due_at, failed)`` in one query is asked that
-    instead).
+    """Ask *store* for its whole backlog now (:meth:`EventStore.backlog_stats`).
 
     :raises StoreUnavailable: if the store cannot answer.
     """
     now = time.time()
-    stats = getattr(store, "backlog_stats", None)
-    if callable(stats):
-        due, oldest_due_at, failed = stats()
-    else:
-        due = store.count_due()
-        oldest_due_at, failed = _oldest_and_failed(store)
+    due, oldest_due_at, failed = store.backlog_stats()
     age = None if oldest_due_at is None or not due else max(0.0, now - oldest_due_at)
     return Backlog(int(due), age, int(failed), now)
 
@@ -65,14 +59,19 @@ def read_backlog(store: EventStore) -> Backlog:
 class BacklogReader:
     """One store's backlog, read again in the background at most once per *interval*; a reader never waits but once.
 
-    The due events are counted every *interval* (one indexed count in every
-    store). The listings behind the age of the oldest due event and the
-    failed count are slow on a large store, so they are read again only once
-    their last read is *interval* old and at least nine times as long ago as
-    it took, so that they take at most a tenth of the time; in between, the
-    age is counted on from when the oldest event fell due, and is 0 once no
-    event is due. A store with ``backlog_stats()`` answers everything at each
-    interval.
+    A store that overrides :meth:`EventStore.backlog_stats` (every store of
+    this library: a few indexed counts) is asked everything at each
+    interval. A store of your own that does not is asked its due events at
+    each interval (:meth:`~EventStore.count_due`); the listings behind the
+    age of the oldest due event and the failed count, slow on a large store,
+    are read again only once their last read is *interval* old and at least
+    nine times as long ago as it took, so that they take at most a tenth of
+    the time; in between, the age is counted on from when the oldest event
+    fell due, and is 0 once no event is due. The same share bounds the
+    regular read: it is read again once *interval* has passed and nine times
+    as long as its last read took (a store whose indexes do not answer
+    everything, such as MariaDB's count of failed events, is read less often
+    rather than kept busy).
 
     The first :meth:`read` asks the store and waits for it (or, told not
     to wait, starts a background read and finds nothing); later ones answer
@@ -92,6 +91,7 @@ class BacklogReader:
         self._failed = 0
         self._listed_at = 0.0
         self._listing_cost = 0.0
+        self._read_cost = 0.0  # how long the last regular read took
         self._error: Exception | None = None
         self._error_at = 0.0
         self._refreshing = 0  # the pid of the process whose background read runs, else 0
@@ -110,7 +110,8 @@ class BacklogReader:
             self._fetch()  # raises what the store raised
         with self._lock:
             now = time.time()
-            stale = now - (self._error_at if self._error is not None else self._due_at) >= self.interval
+            since = now - (self._error_at if self._error is not None else self._due_at)
+            stale = since >= self.interval and since >= self._read_cost / MAX_SHARE
             if (stale or self._due is None) and self._refreshing != os.getpid():
                 self._refreshing = os.getpid()
                 threading.Thread(target=self._refresh, name="webhook-receiver-backlog", daemon=True).start()
@@ -140,14 +141,16 @@ class BacklogReader:
         with self._lock:
             since, cost = time.time() - self._listed_at, self._listing_cost
         try:
-            stats = getattr(store, "backlog_stats", None)
             now = time.time()
+            started = time.perf_counter()
             listed: tuple[float | None, int] | None = None
-            if callable(stats):
-                due, oldest, failed = stats()
+            if _answers_cheaply(store):
+                due, oldest, failed = store.backlog_stats()
                 listed, cost = (oldest, int(failed)), 0.0
+                read_cost = time.perf_counter() - started
             else:
                 due = store.count_due()
+                read_cost = time.perf_counter() - started
                 if since >= self.interval and since >= cost / MAX_SHARE:
                     started = time.perf_counter()
                     listed = _oldest_and_failed(store)
@@ -159,4 +162,4 @@ class BacklogReader:
         with self._lock:
             if listed is not None:
                 (self._oldest_due_at, self._failed), self._listed_at, self._listing_cost = listed, now, cost
-            self._due, self._due_at, self._error = int(due), now, None
+            self._due, self._due_at, self._error, self._read_cost = int(due), now, None, read_cost

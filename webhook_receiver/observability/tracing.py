@@ -49,16 +49,8 @@ def available() -> bool:
     return True
 
 
-class _RunState:
-    """What the handlers of one run did, for the run's span."""
-
-    __slots__ = ("error_type",)
-
-    def __init__(self) -> None:
-        self.error_type: str | None = None
-
-
-_RUN: contextvars.ContextVar[_RunState | None] = contextvars.ContextVar("webhook_receiver_run", default=None)
+#: The run whose handlers are running in this context: a failing handler tells it its error type.
+_RUN: contextvars.ContextVar[_RunSpan | None] = contextvars.ContextVar("webhook_receiver_run", default=None)
 
 
 class TracingObserver:
@@ -134,52 +126,54 @@ def _is_noop(provider: Any) -> bool:
 
 
 class _RunSpan:
-    """The span of one run, current while the handlers run."""
+    """The span of one run, current while the handlers run.
 
-    __slots__ = ("observer", "event", "claim", "span", "token", "state", "state_token")
+    Its attributes go in the ``start_span`` call, ``webhook_receiver.status``
+    too (``processed``): only a run that fails or loses its lease sets
+    attributes again, so that the SDK checks and copies them once.
+    """
+
+    __slots__ = ("observer", "event", "claim", "span", "token", "run_token", "error_type")
 
     def __init__(self, observer: TracingObserver, event: Event, claim: Any) -> None:
         self.observer = observer
         self.event = event
         self.claim = claim
+        #: The error type of the first handler that failed, told by its span.
+        self.error_type: str | None = None
 
     def __enter__(self) -> None:
         observer, event = self.observer, self.event
         raw = event.raw
-        carrier = raw.get(TRACE_KEY) if isinstance(raw, dict) else None
+        carrier = raw.get(TRACE_KEY) if isinstance(raw, dict) else None  # stored by a background dispatcher
         parent = observer._propagate.extract(carrier) if isinstance(carrier, dict) else None
         attributes: dict[str, Any] = {  # the trigger is in the span's name
             "messaging.message.id": event.id,
             "messaging.operation.type": "process",
             "webhook_receiver.attempt": int(getattr(self.claim, "attempt", 0) or 0),
+            "webhook_receiver.status": "processed",  # set again at the end, when it is not
         }
         if event.attempt != 1:
             attributes["webhook_receiver.delivery.attempt"] = event.attempt
-        source = getattr(event, "cloudevent", None)  # queue transports: the CloudEvent's own id and type
-        if source is not None:
-            attributes["cloudevents.event_id"] = str(getattr(source, "id", event.id))
-            attributes["cloudevents.event_type"] = str(getattr(source, "type", event.trigger))
+        if event.transport != "webhook":  # a queue's CloudEvent: its id and type are the event's
+            attributes["cloudevents.event_id"] = event.id
+            attributes["cloudevents.event_type"] = event.trigger
         self.span = span = observer.tracer.start_span(
             f"process {event.trigger}", context=parent, kind=observer._kinds.CONSUMER, attributes=attributes
         )
         self.token = observer._context.attach(observer._trace.set_span_in_context(span))
-        self.state = _RunState()
-        self.state_token = _RUN.set(self.state)
+        self.run_token = _RUN.set(self)
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        _RUN.reset(self.state_token)
+        _RUN.reset(self.run_token)
         observer, span = self.observer, self.span
         try:
             if getattr(self.claim, "lost", False):
-                status = "lost"
-            elif kind is not None or self.state.error_type is not None:
-                status = "failed"
-                error = self.state.error_type or f"{kind.__module__}.{kind.__qualname__}"
-                span.set_attribute("error.type", error)
+                span.set_attribute("webhook_receiver.status", "lost")
+            elif kind is not None or self.error_type is not None:
+                error = self.error_type or f"{kind.__module__}.{kind.__qualname__}"
+                span.set_attributes({"error.type": error, "webhook_receiver.status": "failed"})
                 span.set_status(observer._status_cls(observer._error_code, "a handler failed"))
-            else:
-                status = "processed"
-            span.set_attribute("webhook_receiver.status", status)
         finally:
             observer._context.detach(self.token)
             span.end()
@@ -209,9 +203,9 @@ class _HandlerSpan:
                 span.record_exception(exc)
                 span.set_attribute("error.type", error)
                 span.set_status(observer._status_cls(observer._error_code, type(exc).__name__))
-                state = _RUN.get()
-                if state is not None and state.error_type is None:
-                    state.error_type = error
+                run = _RUN.get()
+                if run is not None and run.error_type is None:
+                    run.error_type = error
         finally:
             observer._context.detach(self.token)
             span.end()

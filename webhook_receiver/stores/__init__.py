@@ -1,6 +1,7 @@
 """Event stores: the inbox that makes every handler run once per event."""
 
 from .base import (
+    BacklogStats,
     Claim,
     ClaimState,
     EventStatus,
@@ -12,6 +13,7 @@ from .memory import MemoryStore
 from .registry import StoreFactory, StoreSettings, register_store
 
 __all__ = [
+    "BacklogStats",
     "Claim",
     "ClaimState",
     "EventStatus",

@@ -34,6 +34,7 @@ import math
 import os
 import secrets
 import threading
+import time
 import weakref
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
@@ -46,6 +47,7 @@ from ..events import Event
 __all__ = [
     "DEFAULT_RECEIVER",
     "MAX_DELIVERIES",
+    "BacklogStats",
     "Claim",
     "ClaimState",
     "DeliveryAttempt",
@@ -299,6 +301,24 @@ class HourCount(NamedTuple):
     failed: int
 
 
+class BacklogStats(NamedTuple):
+    """What waits and what failed, as :meth:`EventStore.backlog_stats` reads it.
+
+    :param due: events due now, as :meth:`EventStore.count_due` counts them:
+        pending and due, or taken from the queue with a lease that ran out.
+    :param oldest_due_at: when the event due the longest fell due (epoch
+        seconds, on this process's clock): a pending event's due time, or
+        when the lease of an event taken over from a dead worker ran out;
+        ``None`` when nothing is due.
+    :param failed: events left failed (:attr:`EventStatus.FAILED`; resolved
+        ones are not counted).
+    """
+
+    due: int
+    oldest_due_at: float | None
+    failed: int
+
+
 def prunable(include_failed: bool) -> tuple[EventStatus, ...]:
     """The statuses :meth:`EventStore.prune` forgets: resolved events go with failed ones, when asked."""
     if include_failed:
@@ -478,6 +498,26 @@ class EventStore(ABC):
 
         :raises StoreUnavailable: if the store cannot answer.
         """
+
+    def backlog_stats(self) -> BacklogStats:
+        """The due events, when the oldest fell due, and the failed events: for the metrics and health checks.
+
+        Every store of this library answers from its indexes (a few counts
+        and minimums, each in O(log n) or a walk of the due or failed events
+        only), so that it can be asked every few seconds of a store holding
+        many events. The default counts with :meth:`count_due` and reads the
+        rest from :meth:`events` listings by status, which walk every pending
+        and failed event: it knows only pending events' due times (an event
+        whose lease ran out adds to :attr:`~BacklogStats.due` alone). A store
+        of your own should override it.
+
+        :raises StoreUnavailable: if the store cannot answer.
+        """
+        now = time.time()
+        due = self.count_due()
+        due_times = [e.due_at for e in self.events(status=EventStatus.PENDING) if e.due_at is not None]
+        oldest = min((t for t in due_times if t <= now), default=None)
+        return BacklogStats(due, oldest, len(self.events(status=EventStatus.FAILED)))
 
     # -- writes under a claim (fenced) --------------------------------------------
 

@@ -15,6 +15,7 @@ from ..events import Event
 from .base import (
     DEFAULT_RECEIVER,
     MAX_DELIVERIES,
+    BacklogStats,
     Claim,
     ClaimState,
     DeliveryAttempt,
@@ -240,6 +241,31 @@ class MemoryStore(EventStore):
                 1 for i, (_, expires) in self._leases.items() if expires <= held_now and i in self._background
             )
         return due + expired
+
+    def backlog_stats(self) -> BacklogStats:
+        """One walk of the events kept (at most *max_events*) and of the leases, under the lock."""
+        now = time.time()
+        with self._lock:
+            held_now = time.monotonic()
+            due = failed = 0
+            oldest: float | None = None
+            for e in self._events.values():
+                status = e.status
+                if status is EventStatus.PENDING:
+                    due_at = e.due_at
+                    if due_at is not None and due_at <= now:
+                        due += 1
+                        if oldest is None or due_at < oldest:
+                            oldest = due_at
+                elif status is EventStatus.FAILED:
+                    failed += 1
+            for event_id, (_, expires) in self._leases.items():
+                if expires <= held_now and event_id in self._background:
+                    due += 1
+                    ran_out = now - (held_now - expires)  # the lease's monotonic time on the wall clock
+                    if oldest is None or ran_out < oldest:
+                        oldest = ran_out
+        return BacklogStats(due, oldest, failed)
 
     def renew(self, claim: Claim) -> bool:
         with self._lock:

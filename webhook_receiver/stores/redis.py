@@ -12,7 +12,9 @@ outcomes, attempts, error, times, the lease's token and expiry),
 only events that came through the queue: a request that died mid-handler
 answered no 2xx, and upstream's retry takes its event over)
 ``<root>:events`` (a sorted set of every event id by time received, in
-s) and ``<root>:watermarks`` (a hash of the newest ``updated_at`` per
+s), ``<root>:failed`` (a set of the failed event ids, for the backlog's
+count; ``<root>:failed_counted`` says it holds the events failed before it was
+kept too), ``<root>:watermarks`` (a hash of the newest ``updated_at`` per
 handler and resource, for ``latest_only`` handlers) and
 ``<root>:deliveries:<id>`` (a list of an event's delivery attempts after its
 first, the newest ``MAX_DELIVERIES``, written on the cold paths only). The two sorted sets find
@@ -47,6 +49,7 @@ from ..events import Event
 from .base import (
     DEFAULT_RECEIVER,
     MAX_DELIVERIES,
+    BacklogStats,
     Claim,
     ClaimState,
     DeliveryAttempt,
@@ -74,6 +77,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
+# The set of failed events (``<root>:failed``), named from the queue's key (``<root>:queue``) in the scripts of
+# the hot path rather than sent as one more key: only an event that fails or stops being failed touches it, and
+# every other delivery would pay for the argument (the claim-due script reaches event keys the same way).
+_FAILED = "string.sub(KEYS[2], 1, -6) .. 'failed'"
+
 # KEYS: event, queue, leases, events; ARGV: id, token, lease ms, trigger. The body is not an argument (Lua
 # would hash its every byte to intern it): a new event's comes with the HSETNX sent after the script in the same
 # MULTI (see RedisStore.claim), which writes it only when the hash has none.
@@ -98,6 +106,9 @@ redis.call('HSET', KEYS[1], 'status', 'processing', 'updated_at', now / 1000, 't
            'lease_expires', expires)
 redis.call('HDEL', KEYS[1], 'due_at')
 redis.call('ZREM', KEYS[2], ARGV[1])
+if status == 'failed' then redis.call('SREM', """
+    + _FAILED
+    + """, ARGV[1]) end
 if redis.call('HGET', KEYS[1], 'background') == '1' then redis.call('ZADD', KEYS[3], expires, ARGV[1]) end
 return {'claimed', attempts, redis.call('HGET', KEYS[1], 'outcomes') or ''}
 """
@@ -145,6 +156,9 @@ end
 if status == 'failed' or status == 'resolved' then
   redis.call('HSET', KEYS[1], 'status', 'pending', 'due_at', now, 'updated_at', now / 1000, 'background', 1)
   redis.call('ZADD', KEYS[2], now, ARGV[1])
+  if status == 'failed' then redis.call('SREM', """
+    + _FAILED
+    + """, ARGV[1]) end
 elseif status == 'processing' and redis.call('HGET', KEYS[1], 'background') ~= '1' then
   -- held by a request (claim): the queue takes it over if that lease runs out
   redis.call('HSET', KEYS[1], 'background', 1)
@@ -191,6 +205,9 @@ redis.call('HSET', KEYS[1], 'status', ARGV[3], 'outcomes', ARGV[4], 'updated_at'
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[5]) else redis.call('HDEL', KEYS[1], 'error') end
 redis.call('HDEL', KEYS[1], 'token', 'lease_expires')
 redis.call('ZREM', KEYS[3], ARGV[1])
+if ARGV[3] == 'failed' then redis.call('SADD', """
+    + _FAILED
+    + """, ARGV[1]) end
 if ARGV[6] ~= '' then
   local due = now + tonumber(ARGV[6])
   redis.call('HSET', KEYS[1], 'due_at', due)
@@ -210,15 +227,49 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
-# KEYS: event. A compare-and-set on the status: 1 when a failed event is resolved now, else 0.
+# KEYS: event, failed; ARGV: id. A compare-and-set on the status: 1 when a failed event is resolved now, else 0.
 _RESOLVE = (
     _NOW
     + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'failed' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'resolved', 'updated_at', now / 1000)
+redis.call('SREM', KEYS[2], ARGV[1])
 return 1
 """
 )
+
+# KEYS: queue, leases, failed, failed_counted. The server's time (ms), the due events and the oldest due time of
+# the queue and of the expired leases (ms, as text; false when none), the failed events, and whether the failed set
+# holds the events that failed before it was kept (see RedisStore.backlog_stats): each O(log n).
+_BACKLOG = (
+    _NOW
+    + """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
+local held = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1)
+return {tostring(now), redis.call('ZCOUNT', KEYS[1], '-inf', now), due[2] or false,
+        redis.call('ZCOUNT', KEYS[2], '-inf', now), held[2] or false, redis.call('SCARD', KEYS[3]),
+        redis.call('EXISTS', KEYS[4])}
+"""
+)
+
+# KEYS: events, failed; ARGV: the last id and its score counted (or ''), how many to count. The failed set built
+# from the events' statuses, a page of the received index at a time, for events failed before it was kept: the
+# page starts right after the last id counted (where its score starts when it was pruned meanwhile), so that an
+# event pruned in between makes none skipped. Returns the page's last id and score, or false at the end.
+_COUNT_FAILED = """
+local start = 0
+if ARGV[1] ~= '' then
+  local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
+  if rank then start = rank + 1 else start = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. ARGV[2]) end
+end
+local page = redis.call('ZRANGE', KEYS[1], start, start + tonumber(ARGV[3]) - 1, 'WITHSCORES')
+if #page == 0 then return false end
+local prefix = string.sub(KEYS[1], 1, -7) .. 'event:'
+for i = 1, #page, 2 do
+  if redis.call('HGET', prefix .. page[i], 'status') == 'failed' then redis.call('SADD', KEYS[2], page[i]) end
+end
+return {page[#page - 1], page[#page]}
+"""
 
 # KEYS: owner; ARGV: receiver, '1' to take the prefix if no receiver owns it. The owner's name, if any.
 _OWNER = """
@@ -281,6 +332,8 @@ class _Link:
         self.raise_watermark = register(_RAISE_WATERMARK)
         self.owner = register(_OWNER)
         self.resolve = register(_RESOLVE)
+        self.backlog = register(_BACKLOG)
+        self.count_failed = register(_COUNT_FAILED)
         exceptions = _import_redis().exceptions
         self.no_script, self.error = exceptions.NoScriptError, exceptions.RedisError
         self.response_error = exceptions.ResponseError
@@ -565,6 +618,51 @@ class RedisStore(EventStore):
             self._call(self._link.count_due, keys=[self._key("queue", root=root), self._key("leases", root=root)])
         )
 
+    def backlog_stats(self) -> BacklogStats:
+        """One script of O(log n) reads: the queue's and the leases' sorted sets, and the set of failed events.
+
+        The failed events are a set the scripts keep (``<root>:failed``: an
+        event joins it when it fails, leaves it when it is claimed, accepted,
+        resolved or pruned). Events that failed before this version kept it
+        are counted into it once, the first time the store is asked: the set
+        is emptied and built again from the statuses, a page of the received
+        index per round trip (a failure meanwhile is added by its own script,
+        whichever comes first); ``<root>:failed_counted`` then says it is
+        done. A process of an earlier version still writing (a rolling
+        upgrade) does not keep the set: delete that key once the upgrade is
+        done, and the next read builds the set again.
+
+        The times are the server's, told on this process's clock as how long
+        ago they were.
+        """
+        root = self._read_root()
+        keys = [self._key(kind, root=root) for kind in ("queue", "leases", "failed", "failed_counted")]
+        wall = time.time()
+        now, due, oldest_due, expired, oldest_held, failed, counted = self._call(self._link.backlog, keys=keys)
+        if not counted:
+            self._count_failed(root)
+            self._call(self.client.set, keys[3], 1)
+            wall = time.time()
+            now, due, oldest_due, expired, oldest_held, failed, counted = self._call(self._link.backlog, keys=keys)
+        server_now = float(now)
+        oldest: float | None = None
+        for score in (oldest_due, oldest_held):
+            if score is not None:
+                at = wall - (server_now - float(score)) / 1000  # how long ago on the server, on this clock
+                oldest = at if oldest is None else min(oldest, at)
+        return BacklogStats(int(due) + int(expired), oldest, int(failed))
+
+    def _count_failed(self, root: str) -> None:
+        """Build the failed set again from every stored event's status, a page of the received index at a time."""
+        keys = [self._key("events", root=root), self._key("failed", root=root)]
+        self._call(self.client.delete, keys[1])  # members no longer failed, left by an earlier version, go
+        last: list[Any] = ["", ""]
+        while True:
+            page = self._call(self._link.count_failed, keys=keys, args=[*last, _BATCH])
+            if not page:
+                return
+            last = [page[0], page[1]]
+
     # -- writes under a claim (fenced) --------------------------------------------
 
     def renew(self, claim: Claim) -> bool:
@@ -694,7 +792,12 @@ class RedisStore(EventStore):
         return found
 
     def resolve(self, event_id: str) -> bool:
-        done = self._call(self._link.resolve, keys=[self._key("event", event_id, root=self._read_root())])
+        root = self._read_root()
+        done = self._call(
+            self._link.resolve,
+            keys=[self._key("event", event_id, root=root), self._key("failed", root=root)],
+            args=[event_id],
+        )
         return bool(done == 1)
 
     def record_delivery(self, event_id: str, attempt: DeliveryAttempt) -> None:
@@ -758,6 +861,8 @@ class RedisStore(EventStore):
                 # a watch-free delete: only finished events, which no worker writes any more
                 pipe.delete(self._key("event", event_id, root=root), self._key("deliveries", event_id, root=root))
             pipe.zrem(events_key, *old)
+            if include_failed:
+                pipe.srem(self._key("failed", root=root), *old)
             self._call(pipe.execute)
         return pruned
 

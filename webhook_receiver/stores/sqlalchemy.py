@@ -42,6 +42,7 @@ from ..redact import hide_passwords
 from ..untrusted import logger, printable
 from .base import (
     MAX_DELIVERIES,
+    BacklogStats,
     Claim,
     ClaimState,
     DeliveryAttempt,
@@ -661,6 +662,49 @@ class SQLAlchemyStore(EventStore):
             return int(due) + int(expired)
 
         return self._run(work)
+
+    def backlog_stats(self) -> BacklogStats:
+        """One statement (one round trip, one snapshot): the queue's and the leases' indexes, and the failed events.
+
+        On PostgreSQL and SQLite the failed events are counted from their
+        partial index; MariaDB / MySQL have no partial indexes, and count them
+        by reading the receiver's rows (see :doc:`operations`, Performance).
+        An expired lease's age is measured on the server's clock, against
+        which it was taken.
+        """
+        events = self._events
+        mine = events.c.receiver == self.receiver
+
+        def work(conn: Connection, now: Any) -> BacklogStats:
+            wall = time.time()
+            # The server's clock read once, as a subquery: PostgreSQL then bounds the lease index's scan by it
+            # (a volatile function compared row by row would filter every background event's entry).
+            server_now = sa.select(now).scalar_subquery()
+            due = (mine, events.c.due_at <= wall)
+            held = (mine, events.c.background, events.c.lease_expires <= server_now)
+            failed = (mine, events.c.status == sa.literal_column(f"'{EventStatus.FAILED.value}'"))
+            row = conn.execute(
+                sa.select(
+                    *(
+                        sa.select(aggregate).where(*where).scalar_subquery()
+                        for aggregate, where in (
+                            (sa.func.count(), due),
+                            (sa.func.min(events.c.due_at), due),
+                            (sa.func.count(), held),
+                            (sa.func.max(server_now - events.c.lease_expires), held),
+                            (sa.func.count(), failed),
+                        )
+                    )
+                )
+            ).one()
+            count_due, oldest, expired, overdue, count_failed = row
+            oldest = None if oldest is None else float(oldest)
+            if overdue is not None:  # the lease ran out this long ago, on the server's clock
+                ran_out = wall - float(overdue)
+                oldest = ran_out if oldest is None else min(oldest, ran_out)
+            return BacklogStats(int(count_due) + int(expired), oldest, int(count_failed))
+
+        return self._run(work, single=True)
 
     # -- writes under a claim (fenced) ------------------------------------------------
 

@@ -181,6 +181,80 @@ class StoreContract:
         assert store.finish(taken, ok=True) and store.finish(held, ok=True)
         assert store.count_due() == 0
 
+    def test_backlog_stats_follow_a_backlog_that_grows_and_drains(self, store: EventStore) -> None:
+        assert tuple(store.backlog_stats()) == (0, None, 0)
+        started = time.time()
+        for n in range(5):
+            assert store.accept(event(f"b{n}")) is None
+            time.sleep(0.01)
+        stats = store.backlog_stats()
+        assert stats.due == 5 == store.count_due() and stats.failed == 0
+        first = store.get("b0")
+        assert first is not None and first.due_at is not None and stats.oldest_due_at is not None
+        assert abs(stats.oldest_due_at - first.due_at) < 0.5, "the oldest due time is the first accepted's"
+        assert started - 0.5 <= stats.oldest_due_at <= time.time() + 0.5
+        taken = [store.claim_due(), store.claim_due()]
+        assert [c.event_id for c in taken if c] == ["b0", "b1"]
+        stats = store.backlog_stats()
+        third = store.get("b2")
+        assert third is not None and third.due_at is not None and stats.oldest_due_at is not None
+        assert stats.due == 3 and abs(stats.oldest_due_at - third.due_at) < 0.5, "taken events are not due"
+        assert third.due_at > first.due_at
+
+        # failures: one left failed, one due again later (neither due now, one failed)
+        assert taken[0] is not None and taken[1] is not None
+        assert store.finish(taken[0], ok=False, last=Run("h", False, "E: x", 1.0, 2.0))
+        assert store.finish(taken[1], ok=False, last=Run("h", False, "E: y", 1.0, 2.0), retry_at=time.time() + 60)
+        assert tuple(store.backlog_stats())[::2] == (3, 1)
+        # a request's failure counts; claiming it again (upstream's retry) takes it out of the failed ones
+        assert store.finish(store.claim(event("inline")), ok=False)
+        assert store.backlog_stats().failed == 2
+        again = store.claim(event("inline"))
+        assert again.state is ClaimState.CLAIMED and store.backlog_stats().failed == 1
+        assert store.finish(again, ok=True) and store.backlog_stats().failed == 1
+        # a redelivery to the queue makes the failed one due again; a resolved one is not failed
+        assert store.accept(event("b0")) is EventStatus.FAILED
+        stats = store.backlog_stats()
+        assert (stats.due, stats.failed) == (4, 0)
+        assert stats.oldest_due_at is not None and abs(stats.oldest_due_at - third.due_at) < 0.5
+        assert store.finish(store.claim(event("settled")), ok=False) and store.backlog_stats().failed == 1
+        assert store.resolve("settled") and store.backlog_stats().failed == 0
+
+        # each receiver its own backlog
+        other = store.for_receiver("other")
+        assert tuple(other.backlog_stats()) == (0, None, 0)
+        assert other.finish(other.claim(event("b3")), ok=False)
+        assert tuple(other.backlog_stats()) == (0, None, 1) and store.backlog_stats().due == 4
+
+        # the default (listings by status) agrees on the counts
+        default = EventStore.backlog_stats(store)
+        stats = store.backlog_stats()
+        assert (default.due, default.failed) == (stats.due, stats.failed) == (4, 0)
+
+        # drained
+        while (claim := store.claim_due()) is not None:
+            assert store.finish(claim, ok=claim.event_id != "b4")
+        stats = store.backlog_stats()
+        assert (stats.due, stats.oldest_due_at, stats.failed) == (0, None, 1)
+        assert store.prune(time.time() + 1, include_failed=True) >= 1
+        assert tuple(store.backlog_stats()) == (0, None, 0)
+        assert tuple(other.backlog_stats()) == (0, None, 1), "pruning one receiver leaves the other's"
+
+    def test_backlog_stats_count_an_expired_lease_as_due_since_it_ran_out(self, make_store: MakeStore) -> None:
+        store = make_store(0.3)
+        store.accept(event("dead"))
+        dead = store.claim_due()
+        assert dead is not None and store.backlog_stats().due == 0
+        time.sleep(0.5)
+        stats = store.backlog_stats()
+        assert stats.due == 1 == store.count_due()
+        assert stats.oldest_due_at is not None, "due since its lease ran out"
+        assert time.time() - 1.0 < stats.oldest_due_at < time.time() - 0.05
+        store.lease_seconds = 30.0
+        taken = store.claim_due()
+        assert taken is not None and store.finish(taken, ok=True)
+        assert tuple(store.backlog_stats()) == (0, None, 0)
+
     def test_a_finished_claim_writes_nothing_more(self, store: EventStore) -> None:
         claim = store.claim(event())
         assert store.finish(claim, ok=True)
