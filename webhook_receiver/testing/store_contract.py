@@ -241,15 +241,18 @@ class StoreContract:
         assert tuple(other.backlog_stats()) == (0, None, 1), "pruning one receiver leaves the other's"
 
     def test_backlog_stats_count_an_expired_lease_as_due_since_it_ran_out(self, make_store: MakeStore) -> None:
-        store = make_store(0.3)
+        lease = 1.0  # long enough that a loaded machine's claim and first read fit inside it
+        store = make_store(lease)
         store.accept(event("dead"))
+        before = time.time()
         dead = store.claim_due()
+        after = time.time()
         assert dead is not None and store.backlog_stats().due == 0
-        time.sleep(0.5)
+        time.sleep(after + lease + 0.2 - time.time())
         stats = store.backlog_stats()
         assert stats.due == 1 == store.count_due()
         assert stats.oldest_due_at is not None, "due since its lease ran out"
-        assert time.time() - 1.0 < stats.oldest_due_at < time.time() - 0.05
+        assert before + lease - 0.1 < stats.oldest_due_at < after + lease + 0.1, "due from when the lease ran out"
         store.lease_seconds = 30.0
         taken = store.claim_due()
         assert taken is not None and store.finish(taken, ok=True)
