@@ -186,7 +186,9 @@ def main() -> int:
                         Path(script).write_text(LUA % {"body": body, "run": f"{tag}{app}", "secret": SECRET})
                         return run_wrk(port, script, seconds, args.connections, 1)
 
-                    wrk("warm", 1)
+                    for attempt in range(30):  # until both workers have set up (imports, tables, connections)
+                        if wrk(f"warm{attempt}", 2)["rps"] > 20:
+                            break
                     pids = workers(proc.pid)
                     served = backends(pids) if args.store == "postgresql" else []
                     load = os.getloadavg()[0]
