@@ -17,13 +17,17 @@ receiver and its floor under the same gunicorn (2 sync workers) and wrk load as
 - with ``--strace``, a second run under ``strace -c -f`` on each worker: the
   system calls per request, by name (strace slows the workers; the counts,
   not the times, are the figure). strace is Debian's ``strace`` package:
-  ``apt-get install strace``.
+  ``apt-get install strace``;
+- with ``--wal`` (PostgreSQL) instead, no load: the WAL records and bytes each
+  write of a delivery makes, the receiver's claim and finish against the
+  floor's insert and update (``EXPLAIN (ANALYZE, WAL)``).
 
 Run it from the repository root::
 
     python bench/costs.py --store sqlite --seconds 5
     python bench/costs.py --store sqlite --deadline none --strace
     python bench/costs.py --store postgresql --strace
+    python bench/costs.py --store postgresql --wal
 
 These are counts of work, which other load on the machine moves much less than
 requests per second; the load average is printed beside them.
@@ -142,6 +146,71 @@ def strace_counts(pids: list[int], run: Any) -> tuple[dict[str, int], float]:
     return counts, result
 
 
+def postgresql_wal(deliveries: int = 20) -> dict[str, tuple[float, float]]:
+    """WAL records and bytes per statement, the receiver's claim and finish against the floor's two writes.
+
+    Each statement runs under ``EXPLAIN (ANALYZE, WAL)`` on tables of its
+    own, which counts the WAL that statement wrote and nothing else the
+    server did meanwhile. The receiver's statements are the store's own
+    (``SQLAlchemyStore``'s hot-path statements, compiled for psycopg).
+    """
+    import psycopg
+
+    from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore
+
+    prefix = f"whr_costs_wal_{os.getpid()}_"
+    store = SQLAlchemyStore("postgresql+psycopg://postgres@127.0.0.1:5432/test", prefix=prefix)
+    template = json.dumps(delivery_body("typical"))
+    statements = store._statements("postgresql")
+    dialect = store.engine.dialect
+
+    def compiled(statement: Any, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        sql = statement.compile(dialect=dialect)
+        return str(sql), sql.construct_params(params)
+
+    totals: dict[str, list[float]] = {}
+    conn = psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True)
+    try:
+        store.get("set-up")  # the store's tables
+        conn.execute(f"CREATE TABLE {prefix}floor (id TEXT PRIMARY KEY, body TEXT NOT NULL, status TEXT NOT NULL)")
+
+        def explain(label: str, sql: str, params: Any) -> None:
+            plan = conn.execute("EXPLAIN (ANALYZE, WAL, COSTS OFF, TIMING OFF, SUMMARY OFF) " + sql, params).fetchall()
+            text = " ".join(row[0] for row in plan)
+            records = sum(int(n) for n in re.findall(r"records=(\d+)", text))
+            size = sum(int(n) for n in re.findall(r"bytes=(\d+)", text))
+            found = totals.setdefault(label, [0.0, 0.0])
+            found[0] += records / deliveries
+            found[1] += size / deliveries
+
+        outcomes = json.dumps({"bench.apps.handle": {"ok": True, "error": None, "started_at": 1.0, "finished_at": 2.0}})
+        for n in range(deliveries):
+            event_id = f"wal-{n}-{time.time()}"
+            body = template.replace("EVENT_ID", event_id)
+            fence = {"p_receiver": "moltin", "p_event_id": event_id, "p_old_token": "t" * 32}
+            claim = {"p_receiver": "moltin", "p_id": event_id, "p_trigger": "order.paid", "p_raw": body}
+            explain(
+                "receiver claim", *compiled(statements.insert_claimed, {**claim, "p_wall": 1.0, "p_token": "t" * 32})
+            )
+            finish = {"p_status": "processed", "p_outcomes": outcomes, "p_error": None, "p_due_at": None, "p_wall": 2.0}
+            explain("receiver finish", *compiled(statements.finish, {**finish, **fence}))
+            explain(
+                "floor insert",
+                f"INSERT INTO {prefix}floor (id, body, status) VALUES (%(id)s, %(body)s, 'processing')"
+                " ON CONFLICT (id) DO NOTHING",
+                {"id": event_id, "body": body},
+            )
+            explain(
+                "floor update", f"UPDATE {prefix}floor SET status = 'processed' WHERE id = %(id)s", {"id": event_id}
+            )
+    finally:
+        for name in ("events", "watermarks", "floor"):
+            conn.execute(f"DROP TABLE IF EXISTS {prefix}{name}")
+        conn.close()
+        store.close()
+    return {label: (records, size) for label, (records, size) in totals.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
@@ -150,7 +219,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--deadline", help="BENCH_DEADLINE for the receiver (none: off)")
     parser.add_argument("--strace", action="store_true", help="also count system calls per request (strace)")
+    parser.add_argument("--wal", action="store_true", help="PostgreSQL: only WAL records and bytes per statement")
     args = parser.parse_args()
+    if args.wal:
+        print("WAL written per statement (EXPLAIN (ANALYZE, WAL)), mean of 20 deliveries")
+        for label, (records, size) in postgresql_wal().items():
+            print(f"  {label:<16} {records:5.1f} records {size:7.0f} bytes")
+        return 0
     if args.strace and not shutil.which("strace"):
         raise SystemExit("strace is not installed: apt-get install strace")
     if not shutil.which("wrk"):
