@@ -7,7 +7,10 @@ after ``--warmup`` deliveries (imports, the first connection, caches) each of
 the ``--requests`` measured deliveries is made inside a call of
 ``functools.reduce``, a C function the apps never call, named to callgrind with
 ``--toggle-collect``, so that exactly the WSGI calls are counted (and the few
-hundred instructions of the lambda around each). Every delivery has a fresh
+hundred instructions of the lambda around each). Callgrind toggles per
+thread, so each job handed to a runner thread (the inline deadline's: the
+handlers and their app context) runs inside a ``functools.reduce`` call too,
+and is counted. Every delivery has a fresh
 id, as in ``inprocess.py`` and ``throughput.py``.
 
 For Redis the server's side is shown too, since a design that moves work into
@@ -112,6 +115,7 @@ def child(app_name: str, warmup: int, requests: int) -> int:
     from bench.throughput import delivery_body
 
     app = getattr(apps, app_name)
+    _count_runner_threads()
     if app_name == "receiver_app" and os.environ.get("BENCH_STORE") == "memory://":
         apps.receiver.get_store(app).max_events = (warmup + requests) * 2  # type: ignore[attr-defined]
     template = json.dumps(delivery_body("typical"))
@@ -135,6 +139,24 @@ def child(app_name: str, warmup: int, requests: int) -> int:
         print(f"non-2xx answers: {bad[:3]}", file=sys.stderr)
         return 1
     return 0
+
+
+def _count_runner_threads() -> None:
+    """Count the inline deadline's runner threads too: each job runs inside ``functools.reduce`` as well.
+
+    Callgrind's ``--toggle-collect`` switches collection per thread: without
+    this, the handlers a runner thread runs for a request (and its app
+    context) would go uncounted, and a receiver with the deadline would look
+    cheaper than one without.
+    """
+    from webhook_receiver.dispatch.runners import Runners
+
+    submit = Runners.submit
+
+    def counted(self: Runners, job: Any) -> None:
+        submit(self, lambda: functools.reduce(lambda _acc, _item: job(), (0,), None))  # type: ignore[misc]
+
+    Runners.submit = counted  # type: ignore[method-assign]
 
 
 def redis_cpu_seconds(url: str) -> float:

@@ -380,7 +380,7 @@ def test_handlers_that_end_just_after_the_deadline_are_finished_by_the_request(
     leave = _Handoff.leave
 
     def leave_late(self: _Handoff) -> bool:
-        assert self.ran.wait(10), "the handlers never ended"
+        assert self.wait(10), "the handlers never ended"
         return leave(self)
 
     monkeypatch.setattr(_Handoff, "leave", leave_late)

@@ -165,9 +165,10 @@ class InlineDispatcher(Dispatcher):
         if handlers is None:
             handlers = receiver.handlers_for(event.trigger, app)
         handoff = _Handoff()
-        run = partial(self._run, app, receiver, store, event, handlers, claim, handoff)
-        self._runners.submit(partial(context_without_flask().run, run))
-        if handoff.ran.wait(max(0.0, deadline - time.monotonic())) or not handoff.leave():
+        job = partial(context_without_flask().run, self._run, app, receiver, store, event, handlers, claim, handoff)
+        wait = max(0.0, deadline - time.monotonic())
+        self._runners.submit(job)  # the last thing before the wait: the runner takes the GIL as this thread blocks
+        if handoff.wait(wait) or not handoff.leave():
             return self._answer(app, receiver, store, event, claim, handoff)
         try:
             store.accept(event)  # the event joins the queue: a takeover worker runs it if this process dies
@@ -212,16 +213,28 @@ class InlineDispatcher(Dispatcher):
         claim: Claim,
         handoff: _Handoff,
     ) -> None:
-        """In a runner thread: run the handlers; finish the event if the request answered 202 meanwhile."""
+        """In a runner thread: run the handlers; finish the event if the request answered 202 meanwhile.
+
+        The handlers' app context ends before the result is reported: the
+        request, woken by the report, then finds this thread about to wait
+        for its next job rather than holding the GIL through a teardown.
+        """
         patience = _patience(store)
         stopping = self._stopping
         try:
-            with app.app_context():
+            context = app.app_context()
+            context.push()
+            try:
                 result = run_handlers(
                     app, event, handlers, store, claim, receiver=receiver, stopping=stopping, patience=patience
                 )
-                if handoff.ran_with(result, None):
-                    return  # the request finishes the event and answers
+            except BaseException as exc:
+                context.pop(exc)
+                raise
+            _pop_quietly(context, event)
+            if handoff.ran_with(result, None):
+                return  # the request finishes the event and answers
+            with app.app_context():
                 if handoff.wait_decision() == _ACCEPTED_STATE:
                     _, delay = finish_run(app, receiver, store, event, claim, result, self.policy, stopping=stopping)
                     if delay is not None and self._takeover is not None:
@@ -229,7 +242,7 @@ class InlineDispatcher(Dispatcher):
                 else:  # no 202 was given: finish as the request would have, for upstream's retry
                     finish_now(app, receiver, store, event, claim, result, patience=patience)
         except BaseException as exc:
-            if not handoff.ran.is_set() and handoff.ran_with(None, exc):
+            if not handoff.reported and handoff.ran_with(None, exc):
                 return  # the request raises it
             logger.error(
                 "event %s (%s): its run in the background stopped (%s); it runs again once its lease runs out",
@@ -287,43 +300,70 @@ class _Handoff:
 
     The runner reports its result (:meth:`ran_with`); the request, at the
     deadline, either finds it there or leaves (:meth:`leave`), under one lock,
-    so that exactly one of the two finishes the claim.
+    so that exactly one of the two finishes the claim. The waits are on plain
+    locks, held until the other side releases them (no ``threading.Event``,
+    whose condition costs a lock and a list per wait): the request's wait is
+    one blocking call, woken by the report.
     """
 
-    __slots__ = ("_lock", "ran", "_decided", "state", "result", "error")
+    __slots__ = ("_lock", "_ran", "_decided", "reported", "state", "result", "error")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.ran = threading.Event()
-        self._decided = threading.Event()
+        self._ran = threading.Lock()
+        self._ran.acquire()  # released by the report
+        self._decided: Any = None  # a held lock, made by leave(), released by decide()
+        #: Whether the runner reported (set under the lock, by the runner).
+        self.reported = False
         self.state: str | None = None
         self.result: HandlersRun | None = None
         self.error: BaseException | None = None
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to *timeout* seconds for the runner's report; whether it came."""
+        if self._ran.acquire(True, timeout):
+            self._ran.release()  # a later wait passes at once
+            return True
+        return False
 
     def ran_with(self, result: HandlersRun | None, error: BaseException | None) -> bool:
         """Report the handlers' end; whether the request still waits (and so finishes the event)."""
         with self._lock:
             self.result, self.error = result, error
-            self.ran.set()
-            return self.state is None
+            self.reported = True
+            waiting = self.state is None
+        self._ran.release()
+        return waiting
 
     def leave(self) -> bool:
         """The request stops waiting, unless the result came meanwhile (``False``: it finishes the event)."""
         with self._lock:
-            if self.ran.is_set():
+            if self.reported:
                 return False
+            decided = threading.Lock()
+            decided.acquire()
+            self._decided = decided
             self.state = _LEAVING
             return True
 
     def decide(self, state: str) -> None:
         """After :meth:`leave`: the event was queued (:data:`_ACCEPTED_STATE`) or not (:data:`_ABANDONED`)."""
         self.state = state
-        self._decided.set()
+        self._decided.release()
 
     def wait_decision(self) -> str | None:
-        """The request's decision, once it is made."""
-        self._decided.wait()
+        """The request's decision, once it is made (after :meth:`leave`, which :meth:`ran_with` saw)."""
+        self._decided.acquire()
+        self._decided.release()
         return self.state
+
+
+def _pop_quietly(context: Any, event: Event) -> None:
+    """End the handlers' app context; a teardown that fails is logged, not taken for the handlers' failure."""
+    try:
+        context.pop()
+    except Exception:  # noqa: BLE001 - the handlers ran: their outcome stands
+        logger.exception("event %s (%s): a teardown of the handlers' app context failed", event.id, event.trigger)
 
 
 class _Takeover(ThreadDispatcher):

@@ -16,6 +16,18 @@ __all__ = ["HEARTBEAT", "Heartbeat"]
 #: Renew a lease when this fraction of it has passed since the last renewal.
 RENEW_FRACTION = 1 / 3
 
+#: This process's id, kept up to date by a fork hook: ``os.getpid()`` is a system call, once per delivery otherwise.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forked)  # before the heartbeat's own hook, below: hooks run in order
+
 
 class Heartbeat:
     """Renews the lease of every registered claim at a third of its length.
@@ -58,7 +70,7 @@ class Heartbeat:
         due = time.monotonic() + store.lease_seconds * RENEW_FRACTION
         with self._lock:
             self._claims[id(claim)] = (store, claim, due)
-            if self._pid != os.getpid():
+            if self._pid != _pid:
                 self._start()
             wake = due < self._next
         if wake:
@@ -70,13 +82,13 @@ class Heartbeat:
             self._claims.pop(id(claim), None)
 
     def _start(self) -> None:
-        self._pid = os.getpid()
+        self._pid = _pid
         self._wake = threading.Event()
         thread = threading.Thread(target=self._loop, name="webhook-receiver-heartbeat", daemon=True)
         thread.start()
 
     def _loop(self) -> None:
-        pid = os.getpid()
+        pid = self._pid
         while self._pid == pid:
             now = time.monotonic()
             with self._lock:

@@ -98,7 +98,8 @@ class Runners:
                     return
                 self._busy -= 1
                 self._waiting += 1
-                self._changed.notify_all()
+                if not self._busy:  # what join() waits for
+                    self._changed.notify_all()
             while True:
                 try:
                     job = jobs.get(timeout=self.idle_seconds)
@@ -126,13 +127,13 @@ def context_without_flask() -> contextvars.Context:
     for one) would pull things from under a handler that still runs. The run
     pushes an app context of its own.
     """
-    source = contextvars.copy_context()
     target = contextvars.Context()
+    kept = [(var, value) for var, value in contextvars.copy_context().items() if not var.name.startswith("flask.")]
+    if kept:  # else (a plain request: Flask's two contexts only) the empty context is the copy
 
-    def fill() -> None:
-        for var, value in source.items():
-            if not var.name.startswith("flask."):
+        def fill() -> None:
+            for var, value in kept:
                 var.set(value)
 
-    target.run(fill)
+        target.run(fill)
     return target

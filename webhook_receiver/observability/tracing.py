@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import os
 from typing import Any
 
 from .. import __about__
@@ -75,11 +76,22 @@ class TracingObserver:
         self._status_cls = Status
         self._error_code = StatusCode.ERROR
         self._fixed: bool | None = None if provider is None else not _is_noop(provider)
+        #: Whether the environment names a provider for the API to load (at its first ``get_tracer_provider``).
+        self._named = _PROVIDER_VARIABLE in os.environ
 
     def live(self) -> bool:
-        """Whether spans are recorded: a provider is set (the SDK's), not the API's default."""
+        """Whether spans are recorded: a provider is set (the SDK's), not the API's default.
+
+        Asked twice a run. Until a provider is set, ``get_tracer_provider()``
+        looks the environment variable up at each call (about 10k
+        instructions); the API's global is read instead while it is unset and
+        the variable was not set when the observer was made (the API reads it
+        at its first use, as here).
+        """
         if self._fixed is not None:
             return self._fixed
+        if getattr(self._trace, "_TRACER_PROVIDER", _UNKNOWN) is None and not self._named:
+            return False  # what get_tracer_provider() answers then: the API's proxy
         return not isinstance(self._trace.get_tracer_provider(), self._proxy)
 
     def answered(
@@ -117,6 +129,10 @@ class TracingObserver:
 
 
 _NOTHING = contextlib.nullcontext()
+
+#: The variable naming a provider for the OpenTelemetry API to load, and a stand-in for its global not being found.
+_PROVIDER_VARIABLE = "OTEL_PYTHON_TRACER_PROVIDER"
+_UNKNOWN = object()
 
 
 def _is_noop(provider: Any) -> bool:
