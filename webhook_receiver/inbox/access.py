@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from flask import Flask, Request, abort, g, request
 from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response as BaseResponse
 
 from ..untrusted import logger
 
@@ -103,6 +104,10 @@ def _predicate_guard(check: Callable[[Request], Any]) -> Callable[[View], View]:
         @functools.wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> ResponseReturnValue:
             answer = check(request)
+            if isinstance(answer, BaseResponse):
+                # a check that answers as a view would (a redirect to the login page): that is a refusal,
+                # though a response is a true value; it is given, the view never runs
+                return answer
             if not answer:
                 abort(403)
             if isinstance(answer, str):
