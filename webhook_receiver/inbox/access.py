@@ -120,7 +120,11 @@ def _predicate_guard(check: Callable[[Request], Any]) -> Callable[[View], View]:
 
 
 def who() -> str:
-    """Who makes the current request, for the log: the name the access check gave, else what the request says."""
+    """Who makes the current request, for the log: the name the access check gave, else what the request says.
+
+    An HTTP user name is only what the client sent (an access check of a
+    cookie or an address never looked at it): it is marked as not checked.
+    """
     named = g.get("webhook_receiver_inbox_user")
     if named:
         return str(named)
@@ -129,8 +133,9 @@ def who() -> str:
         user_id = login_user.get_id()
         if user_id is not None:
             return f"user {user_id}"
-    if request.authorization is not None and request.authorization.username:
-        return str(request.authorization.username)
-    if request.remote_user:
+    if request.remote_user:  # set by the server in front, which checked it
         return str(request.remote_user)
+    if request.authorization is not None and request.authorization.username:
+        # any client can send one: the inbox's check may not have looked at it, so the log says so
+        return f"{request.authorization.username} (by its Authorization header, not checked by the inbox)"
     return f"an unnamed user from {request.remote_addr or 'an unknown address'}"
