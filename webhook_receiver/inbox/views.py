@@ -132,7 +132,7 @@ class InboxViews:
         etag = None
         if request.args.get("fragment") == "rows":
             # the live poll: asked before the list is read, so that a change made meanwhile shows next time
-            etag = self._rows_etag(store)
+            etag = self._rows_etag(store, filters)
             if etag is not None and request.if_none_match.contains(etag):
                 unchanged = Response(status=304)
                 unchanged.set_etag(etag)
@@ -153,12 +153,19 @@ class InboxViews:
             return rows
         return render_template("webhook_receiver_inbox/list.html", **context)
 
-    def _rows_etag(self, store: EventStore) -> str | None:
-        """The live rows' tag: the store's change marker, this receiver and the query; ``None`` without a marker."""
+    def _rows_etag(self, store: EventStore, filters: Filters) -> str | None:
+        """The live rows' tag: the store's change marker, this receiver and the query; ``None`` without a marker.
+
+        A relative time (``since=1h``) moves with the clock, not with the
+        store: the times it meant on this poll are part of the tag, so that a
+        row it has left out (or let in) since is never kept by a ``304``.
+        """
         marker = store.change_marker()
         if marker is None:
             return None
         seed = f"{self.receiver.name}\n{marker}\n{request.query_string.decode('latin-1')}"
+        if _relative(filters.since_text) or _relative(filters.until_text):
+            seed += f"\n{filters.since!r}\n{filters.until!r}"
         return hashlib.sha256(seed.encode()).hexdigest()[:32]
 
     def event(self) -> ResponseReturnValue:
@@ -261,6 +268,11 @@ _MESSAGES = {
     "resolved": "Marked resolved.",
     "not-failed": "Not marked resolved: the event is not failed.",
 }
+
+
+def _relative(text: str) -> bool:
+    """Whether a time filter as typed is relative to now (``2h``) rather than a date."""
+    return bool(text) and text[-1:].lower() in ("m", "h", "d", "w") and text[:-1].replace(".", "", 1).isdigit()
 
 
 def _wants_json() -> bool:
