@@ -64,7 +64,8 @@ def when(epoch: float | None) -> str:
 
 def _exact(epoch: float) -> str:
     """An epoch time as a UTC text to the microsecond, which :func:`parse_time` reads back."""
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    # isoformat, not strftime: strftime's year has no leading zeros before 1000 (``1-01-01``), unreadable back
+    return datetime.fromtimestamp(epoch, timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True, order=True)
