@@ -46,7 +46,12 @@ def parse_time(text: str, now: float) -> float:
     text = text.strip()
     unit = text[-1:].lower()
     if unit in _UNITS and text[:-1].replace(".", "", 1).isdigit():
-        return now - float(text[:-1]) * _UNITS[unit]
+        moment = now - float(text[:-1]) * _UNITS[unit]
+        try:  # the page and the CLI show it as a date: one no date can be is refused here, not a 500 later
+            datetime.fromtimestamp(moment, timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"{text!r} reaches further back than any date") from None
+        return moment
     for layout in _FORMATS:
         try:
             return datetime.strptime(text, layout).replace(tzinfo=timezone.utc).timestamp()
