@@ -1,4 +1,4 @@
-"""Review of issue 21: a time filter no date can be is a 400, and every date the filters read works in a bulk preview."""
+"""Review of issue 21: a time filter no date can be is a 400; any date the filters read works in a bulk preview."""
 
 from __future__ import annotations
 

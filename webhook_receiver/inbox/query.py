@@ -35,7 +35,14 @@ SCAN_LIMIT = 20_000
 _ABOVE_EVERY_ID = "\U0010ffff"
 
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
-_FORMATS = ("%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+)
 
 
 def parse_time(text: str, now: float) -> float:
