@@ -11,6 +11,7 @@ from flask import Flask, Response, abort, g, jsonify, redirect, render_template,
 from flask.typing import ResponseReturnValue
 
 from ..cloudevents import transport_of
+from ..redact import hide_passwords
 from ..stores.base import MAX_DELIVERIES, EventStatus, EventStore, StoredEvent
 from ..untrusted import logger
 from . import actions
@@ -294,11 +295,17 @@ def _row(stored: StoredEvent) -> dict[str, Any]:
 
 
 def _body_parts(stored: StoredEvent) -> list[tuple[str, str]]:
-    """The redacted body, pretty-printed, one part per top-level key (each collapsible on the page)."""
+    """The redacted body, pretty-printed, one part per top-level key (each collapsible on the page).
+
+    The store keeps the body with its secret fields redacted, not the
+    passwords of the URLs in it: upstream echoes the integration's URL in
+    every delivery, and one that authenticates with basic auth carries its
+    password there. Those are hidden here (``user:***@``).
+    """
     raw = stored.raw
     if not isinstance(raw, dict):
-        return [("body", json.dumps(raw, indent=2, ensure_ascii=False, default=str))]
+        return [("body", hide_passwords(json.dumps(raw, indent=2, ensure_ascii=False, default=str)))]
     return [
-        (str(key), json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+        (str(key), hide_passwords(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)))
         for key, value in raw.items()
     ]
