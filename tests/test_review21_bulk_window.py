@@ -55,3 +55,30 @@ def test_a_relative_since_is_the_preview_s_not_the_confirmation_s(tmp_path: Any)
     assert "Replayed 1 failed event" in done, done
     store = app.extensions["webhook_receiver"]["moltin"].store
     assert store.get("fail-near-the-edge").status is EventStatus.PROCESSED
+
+
+def test_a_relative_until_is_the_preview_s_too(tmp_path: Any) -> None:
+    app, clock = make_inbox_app(str(tmp_path))
+    send(app, clock, "order.paid", "fail-old", ago=4000)
+    send(app, clock, "order.paid", "fail-young", ago=1798.5)  # after "until=30m" at the preview, before it 2 s later
+    client = app.test_client()
+    text, fields = preview_form(client, status="failed", until="30m")
+    assert text.startswith("This will replay 1 failed event"), text
+    time.sleep(2.0)
+    done = client.post(f"{INBOX}/actions/replay-bulk", data=fields, headers=OPS).text
+    assert "Replayed 1 failed event" in done, done
+    store = app.extensions["webhook_receiver"]["moltin"].store
+    assert store.get("fail-young").status is EventStatus.FAILED, "not in the preview: not replayed"
+
+
+def test_an_until_in_the_future_ends_at_the_preview(tmp_path: Any) -> None:
+    app, clock = make_inbox_app(str(tmp_path))
+    send(app, clock, "order.paid", "fail-seen", ago=60)
+    client = app.test_client()
+    text, fields = preview_form(client, status="failed", until="2099-01-01")
+    assert text.startswith("This will replay 1 failed event"), text
+    send(app, clock, "order.paid", "fail-after-the-preview")
+    done = client.post(f"{INBOX}/actions/replay-bulk", data=fields, headers=OPS).text
+    assert "Replayed 1 failed event" in done, done
+    store = app.extensions["webhook_receiver"]["moltin"].store
+    assert store.get("fail-after-the-preview").status is EventStatus.FAILED, "not in the preview: not replayed"
