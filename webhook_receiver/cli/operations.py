@@ -14,6 +14,7 @@ from ..cloudevents import transport_of
 from ..dispatch.run import process_stored
 from ..inbox.actions import plan_bulk
 from ..inbox.query import Filters, when
+from ..redact import hide_passwords
 from ..stores.base import MAX_DELIVERIES, EventStatus, StoredEvent
 from ..untrusted import printable
 from .group import (
@@ -114,7 +115,8 @@ def show_command(event_id: str, as_json: bool, receiver_name: str | None) -> Non
     deliveries = store.deliveries(event_id)
     if as_json:
         log = [attempt._asdict() for attempt in deliveries]
-        click.echo(json.dumps(dict(_summary(stored), body=stored.raw, deliveries=log), indent=2, sort_keys=True))
+        shown = json.dumps(dict(_summary(stored), body=stored.raw, deliveries=log), indent=2, sort_keys=True)
+        click.echo(hide_passwords(shown))  # the echoed integration URL may carry a basic-auth password
         return
     say(f"event {stored.id}  {stored.trigger}  {stored.status.value}")
     say(f"received {_when(stored.received_at)}, updated {_when(stored.updated_at)}, runs: {stored.attempts}")
@@ -132,7 +134,7 @@ def show_command(event_id: str, as_json: bool, receiver_name: str | None) -> Non
         answer = f"{attempt.code} {attempt.answer}" if attempt.code is not None else attempt.answer
         by = f" by {attempt.by}" if attempt.by else ""
         say(f"  {_when(attempt.at)} {attempt.via}{number}{by}: {answer}")
-    click.echo(json.dumps(stored.raw, indent=2, sort_keys=True))
+    click.echo(hide_passwords(json.dumps(stored.raw, indent=2, sort_keys=True)))
 
 
 @webhooks_cli.command("replay")

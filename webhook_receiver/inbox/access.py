@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from flask import Flask, Request, abort, g, request
 from flask.typing import ResponseReturnValue
+from werkzeug.wrappers import Response as BaseResponse
 
 from ..untrusted import logger
 
@@ -103,6 +104,10 @@ def _predicate_guard(check: Callable[[Request], Any]) -> Callable[[View], View]:
         @functools.wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> ResponseReturnValue:
             answer = check(request)
+            if isinstance(answer, BaseResponse):
+                # a check that answers as a view would (a redirect to the login page): that is a refusal,
+                # though a response is a true value; it is given, the view never runs
+                return answer
             if not answer:
                 abort(403)
             if isinstance(answer, str):
@@ -115,7 +120,11 @@ def _predicate_guard(check: Callable[[Request], Any]) -> Callable[[View], View]:
 
 
 def who() -> str:
-    """Who makes the current request, for the log: the name the access check gave, else what the request says."""
+    """Who makes the current request, for the log: the name the access check gave, else what the request says.
+
+    An HTTP user name is only what the client sent (an access check of a
+    cookie or an address never looked at it): it is marked as not checked.
+    """
     named = g.get("webhook_receiver_inbox_user")
     if named:
         return str(named)
@@ -124,8 +133,9 @@ def who() -> str:
         user_id = login_user.get_id()
         if user_id is not None:
             return f"user {user_id}"
-    if request.authorization is not None and request.authorization.username:
-        return str(request.authorization.username)
-    if request.remote_user:
+    if request.remote_user:  # set by the server in front, which checked it
         return str(request.remote_user)
+    if request.authorization is not None and request.authorization.username:
+        # any client can send one: the inbox's check may not have looked at it, so the log says so
+        return f"{request.authorization.username} (by its Authorization header, not checked by the inbox)"
     return f"an unnamed user from {request.remote_addr or 'an unknown address'}"

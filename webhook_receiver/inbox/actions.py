@@ -74,7 +74,7 @@ class BulkPlan:
 
 
 def plan_bulk(store: EventStore, filters: Filters, now: float, *, limit: int | None = BULK_LIMIT) -> BulkPlan:
-    """The replayable events among those matching *filters* and received before *now*.
+    """The replayable events among those matching *filters* and received before *now* (and before their end).
 
     ``flask webhooks replay --failed`` and the inbox's bulk replay both choose
     their events here.
@@ -82,7 +82,9 @@ def plan_bulk(store: EventStore, filters: Filters, now: float, *, limit: int | N
     :param limit: the most events planned (``None``: every one).
     :raises StoreUnavailable: if the store cannot answer.
     """
-    bounded = filters if filters.until is not None else filters.with_until(now)
+    # never past now (an end in the future, a relative one that moves on by the confirmation), both ends
+    # pinned as exact times: the confirmation, given these, replays what the preview counted
+    bounded = filters.with_until(now if filters.until is None else min(filters.until, now))
     ids: list[str] = []
     # one status at a time, so that the store filters (the failed ones have an index of their own) rather
     # than this reading every processed event

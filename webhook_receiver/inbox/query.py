@@ -14,7 +14,6 @@ prefix, an end time) are applied here, over the same bounded batches.
 from __future__ import annotations
 
 import inspect
-import math
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -36,7 +35,14 @@ SCAN_LIMIT = 20_000
 _ABOVE_EVERY_ID = "\U0010ffff"
 
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
-_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+)
 
 
 def parse_time(text: str, now: float) -> float:
@@ -47,7 +53,12 @@ def parse_time(text: str, now: float) -> float:
     text = text.strip()
     unit = text[-1:].lower()
     if unit in _UNITS and text[:-1].replace(".", "", 1).isdigit():
-        return now - float(text[:-1]) * _UNITS[unit]
+        moment = now - float(text[:-1]) * _UNITS[unit]
+        try:  # the page and the CLI show it as a date: one no date can be is refused here, not a 500 later
+            datetime.fromtimestamp(moment, timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"{text!r} reaches further back than any date") from None
+        return moment
     for layout in _FORMATS:
         try:
             return datetime.strptime(text, layout).replace(tzinfo=timezone.utc).timestamp()
@@ -61,6 +72,12 @@ def when(epoch: float | None) -> str:
     if not epoch:
         return ""
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _exact(epoch: float) -> str:
+    """An epoch time as a UTC text to the microsecond, which :func:`parse_time` reads back."""
+    # isoformat, not strftime: strftime's year has no leading zeros before 1000 (``1-01-01``), unreadable back
+    return datetime.fromtimestamp(epoch, timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True, order=True)
@@ -202,9 +219,20 @@ class Filters:
         return " ".join(words)
 
     def with_until(self, until: float) -> Filters:
-        """These filters, with events received from *until* on left out."""
-        whole = float(math.ceil(until))  # the text keeps whole seconds: round up, not to leave one out
-        return replace(self, until=whole, until_text=when(whole).replace(" ", "T"))
+        """These filters, with events received from *until* on left out, both ends pinned as exact times.
+
+        A bulk replay's preview carries them in its form: to the microsecond,
+        so that an event received in the same second after the preview is
+        not in the replay, and a relative start (``since=1h``) as the time it
+        meant at the preview, not at the confirmation. The values are those
+        the texts read back as, so preview and confirmation match.
+        """
+        until_text = _exact(until)
+        pinned = replace(self, until=parse_time(until_text, until), until_text=until_text)
+        if self.since is None:
+            return pinned
+        since_text = _exact(self.since)
+        return replace(pinned, since=parse_time(since_text, until), since_text=since_text)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from flask import Flask, Response, abort, g, jsonify, redirect, render_template,
 from flask.typing import ResponseReturnValue
 
 from ..cloudevents import transport_of
+from ..redact import hide_passwords
 from ..stores.base import MAX_DELIVERIES, EventStatus, EventStore, StoredEvent
 from ..untrusted import logger
 from . import actions
@@ -132,7 +133,7 @@ class InboxViews:
         etag = None
         if request.args.get("fragment") == "rows":
             # the live poll: asked before the list is read, so that a change made meanwhile shows next time
-            etag = self._rows_etag(store)
+            etag = self._rows_etag(store, filters)
             if etag is not None and request.if_none_match.contains(etag):
                 unchanged = Response(status=304)
                 unchanged.set_etag(etag)
@@ -153,12 +154,19 @@ class InboxViews:
             return rows
         return render_template("webhook_receiver_inbox/list.html", **context)
 
-    def _rows_etag(self, store: EventStore) -> str | None:
-        """The live rows' tag: the store's change marker, this receiver and the query; ``None`` without a marker."""
+    def _rows_etag(self, store: EventStore, filters: Filters) -> str | None:
+        """The live rows' tag: the store's change marker, this receiver and the query; ``None`` without a marker.
+
+        A relative time (``since=1h``) moves with the clock, not with the
+        store: the times it meant on this poll are part of the tag, so that a
+        row it has left out (or let in) since is never kept by a ``304``.
+        """
         marker = store.change_marker()
         if marker is None:
             return None
         seed = f"{self.receiver.name}\n{marker}\n{request.query_string.decode('latin-1')}"
+        if _relative(filters.since_text) or _relative(filters.until_text):
+            seed += f"\n{filters.since!r}\n{filters.until!r}"
         return hashlib.sha256(seed.encode()).hexdigest()[:32]
 
     def event(self) -> ResponseReturnValue:
@@ -263,6 +271,11 @@ _MESSAGES = {
 }
 
 
+def _relative(text: str) -> bool:
+    """Whether a time filter as typed is relative to now (``2h``) rather than a date."""
+    return bool(text) and text[-1:].lower() in ("m", "h", "d", "w") and text[:-1].replace(".", "", 1).isdigit()
+
+
 def _wants_json() -> bool:
     return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
 
@@ -282,11 +295,17 @@ def _row(stored: StoredEvent) -> dict[str, Any]:
 
 
 def _body_parts(stored: StoredEvent) -> list[tuple[str, str]]:
-    """The redacted body, pretty-printed, one part per top-level key (each collapsible on the page)."""
+    """The redacted body, pretty-printed, one part per top-level key (each collapsible on the page).
+
+    The store keeps the body with its secret fields redacted, not the
+    passwords of the URLs in it: upstream echoes the integration's URL in
+    every delivery, and one that authenticates with basic auth carries its
+    password there. Those are hidden here (``user:***@``).
+    """
     raw = stored.raw
     if not isinstance(raw, dict):
-        return [("body", json.dumps(raw, indent=2, ensure_ascii=False, default=str))]
+        return [("body", hide_passwords(json.dumps(raw, indent=2, ensure_ascii=False, default=str)))]
     return [
-        (str(key), json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+        (str(key), hide_passwords(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)))
         for key, value in raw.items()
     ]

@@ -45,6 +45,7 @@ from .. import fastjson
 from ..events import Event
 
 __all__ = [
+    "DAMAGED_DELIVERY",
     "DEFAULT_RECEIVER",
     "MAX_DELIVERIES",
     "BacklogStats",
@@ -275,17 +276,29 @@ def dump_delivery(attempt: DeliveryAttempt) -> str:
     return fastjson.dumps(list(attempt))
 
 
+#: What :func:`load_delivery` answers for an entry it cannot read (written by another version, or damaged).
+DAMAGED_DELIVERY = "a damaged entry of the delivery log (unreadable)"
+
+
 def load_delivery(text: str | bytes) -> DeliveryAttempt:
-    """The delivery attempt kept by :func:`dump_delivery`."""
-    at, via, attempt, code, answer, *by = fastjson.loads(text)
-    return DeliveryAttempt(
-        float(at),
-        str(via),
-        None if attempt is None else int(attempt),
-        None if code is None else int(code),
-        str(answer),
-        str(by[0]) if by and by[0] is not None else None,
-    )
+    """The delivery attempt kept by :func:`dump_delivery`.
+
+    The log is a record for people, read where they go to act (the inbox's
+    event page, ``flask webhooks show``): an entry it cannot read is one
+    line saying so (:data:`DAMAGED_DELIVERY`), never an error.
+    """
+    try:
+        at, via, attempt, code, answer, *by = fastjson.loads(text)
+        return DeliveryAttempt(
+            float(at),
+            str(via),
+            None if attempt is None else int(attempt),
+            None if code is None else int(code),
+            str(answer),
+            str(by[0]) if by and by[0] is not None else None,
+        )
+    except (ValueError, TypeError):  # JSON errors are ValueErrors; a wrong shape, either
+        return DeliveryAttempt(0.0, "unknown", None, None, DAMAGED_DELIVERY)
 
 
 class HourCount(NamedTuple):

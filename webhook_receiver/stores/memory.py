@@ -345,7 +345,16 @@ class MemoryStore(EventStore):
                 and (before is None or (e.received_at, e.id) < before)
             ]
             chosen.sort(key=lambda e: (e.received_at, e.id), reverse=True)
-            return [self._copy(e) for e in (chosen[:limit] if limit is not None else chosen)]
+            # under the lock only what must be (each row's fields as they are now, its body's bytes); the
+            # bodies are decoded after letting it go: a list of thousands (the inbox's live poll, a filter
+            # applied by the inbox) would otherwise pause every delivery of the process while it parses
+            taken = [
+                (replace(e, handlers=dict(e.handlers)), self._bodies[e.id])
+                for e in (chosen[:limit] if limit is not None else chosen)
+            ]
+        for stored, body in taken:
+            stored.raw = load_raw(body)
+        return [stored for stored, _ in taken]
 
     def resolve(self, event_id: str) -> bool:
         with self._lock:
