@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -321,8 +322,8 @@ class _Link:
     def connection(self) -> Any:
         """This thread's connection, held for the process's life (a new one in a forked child).
 
-        The hot path's commands go straight to it (``send_command`` and
-        ``read_response``), past the client's pool and retry layers; the
+        The hot path's commands go straight to it (packed by :func:`_pack`,
+        their replies read by :func:`_read`), past the client's pool and retry layers; the
         connection itself disconnects on any error and connects again on the
         next command.
         """
@@ -337,12 +338,12 @@ class _Link:
         conn = self.connection()
         conn.send_packed_command([_pack(_EVALSHA, script.sha, len(keys), *keys, *args)], check_health=False)
         try:
-            return conn.read_response()
+            return _read(conn)
         except self.no_script:
-            conn.send_command("SCRIPT", "LOAD", script.script)
-            conn.read_response()
+            conn.send_packed_command([_pack(b"SCRIPT", b"LOAD", script.script)], check_health=False)
+            _read(conn)
             conn.send_packed_command([_pack(_EVALSHA, script.sha, len(keys), *keys, *args)], check_health=False)
-            return conn.read_response()
+            return _read(conn)
 
     def claim(self, keys: list[Any], args: list[Any], raw: bytes) -> Any:
         """The claim script and the new event's body, in one transaction and one round trip.
@@ -357,38 +358,37 @@ class _Link:
         script is then loaded and the whole transaction sent again.
         """
         conn = self.connection()
-        packed = b"".join(
-            (
-                _MULTI,
-                _pack(_HSET, keys[-1], _RAW, raw),
-                _pack(_PEXPIRE, keys[-1], _BODY_MS),
-                _pack(_EVALSHA, self.claim_script.sha, len(keys), *keys, *args),
-                _EXEC,
-            )
-        )
-        answer = self._transaction(conn, packed, 5)
+        answer = self.claim_once(conn, keys, args, raw)
         if isinstance(answer[2], self.no_script):
-            conn.send_command("SCRIPT", "LOAD", self.claim_script.script)
-            conn.read_response()
-            answer = self._transaction(conn, packed, 5)
+            conn.send_packed_command([_pack(b"SCRIPT", b"LOAD", self.claim_script.script)], check_health=False)
+            _read(conn)
+            answer = self.claim_once(conn, keys, args, raw)
         for reply in answer:
             if isinstance(reply, Exception):
                 raise reply
         return answer[2]
 
-    def _transaction(self, conn: Any, packed: bytes, replies: int) -> Any:
-        """Send a ``MULTI`` .. ``EXEC`` packed in one buffer; the ``EXEC``'s answers.
+    def claim_once(self, conn: Any, keys: list[Any], args: list[Any], raw: bytes) -> Any:
+        """The claim's transaction, sent once in one buffer: the ``EXEC``'s answers (errors among them).
 
         Every reply is read, even after an error (an out-of-memory or read-only
         server refuses the queued commands and ``EXEC``): one left unread
         would be taken for the answer to the next command.
         """
+        body = keys[-1].encode()
+        packed = b"".join(
+            (
+                _BODY % (len(body), body, len(raw), raw, len(body), body),
+                _pack(_EVALSHA, self.claim_script.sha, len(keys), *keys, *args),
+                _EXEC,
+            )
+        )
         conn.send_packed_command([packed], check_health=False)
         refused: Exception | None = None
         answer: Any = None
-        for _ in range(replies):  # OK, one QUEUED per command, the EXEC's answers
+        for _ in range(5):  # OK, QUEUED three times, the EXEC's answers
             try:
-                answer = conn.read_response()
+                answer = _read(conn)
             except self.response_error as exc:
                 refused = refused or exc
         if refused is not None:
@@ -406,23 +406,56 @@ def _pack(*args: Any) -> bytes:
     """
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        elif isinstance(arg, (int, float)) and not isinstance(arg, bool):
-            data = repr(arg).encode()
-        else:
-            raise TypeError(f"cannot send a {type(arg).__name__} to Redis")
-        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+        data = arg if type(arg) is bytes else _encode(arg)
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)
 
 
-_EVALSHA, _HSET, _PEXPIRE, _RAW = b"EVALSHA", b"HSET", b"PEXPIRE", b"raw"
-_MULTI, _EXEC = _pack(b"MULTI"), _pack(b"EXEC")
+def _encode(arg: Any) -> bytes:
+    if isinstance(arg, bytes):
+        return arg
+    if isinstance(arg, str):
+        return arg.encode()
+    if isinstance(arg, (int, float)) and not isinstance(arg, bool):
+        return repr(arg).encode()
+    raise TypeError(f"cannot send a {type(arg).__name__} to Redis")
+
+
+def _read(conn: Any) -> Any:
+    """The next reply on *conn*, read by its parser alone (past the connection's per-reply layers).
+
+    An error reply is raised, as ``read_response`` raises it. A socket that
+    breaks or times out leaves the connection disconnected (it connects
+    again on its next command) and raises redis-py's ``ConnectionError`` or
+    ``TimeoutError``, as ``read_response`` does.
+    """
+    try:
+        reply = conn._parser.read_response()
+    except BaseException as exc:
+        conn.disconnect()
+        if isinstance(exc, OSError):  # a socket's own error, which the parser lets through
+            from redis.exceptions import ConnectionError, TimeoutError
+
+            kind = TimeoutError if isinstance(exc, socket.timeout) else ConnectionError
+            raise kind(f"Error while reading from {conn.host}:{conn.port}: {exc}") from None
+        raise
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+_EVALSHA, _EXEC = b"EVALSHA", _pack(b"EXEC")
 #: How long a claim's body hash outlives a transaction whose script did not run (ms): it is renamed or dropped
 #: in the same transaction otherwise.
 _BODY_MS = 60_000
+#: ``MULTI``, then ``HSET <body key> raw <body>`` and ``PEXPIRE <body key> <_BODY_MS>``, formatted in one operation.
+_BODY = b"".join(
+    (
+        _pack(b"MULTI"),
+        b"*4\r\n$4\r\nHSET\r\n$%d\r\n%b\r\n$3\r\nraw\r\n$%d\r\n%b\r\n",
+        b"*3\r\n$7\r\nPEXPIRE\r\n$%d\r\n%b\r\n" + b"$%d\r\n%d\r\n" % (len(str(_BODY_MS)), _BODY_MS),
+    )
+)
 
 
 def _import_redis() -> Any:
