@@ -14,7 +14,10 @@ answered no 2xx, and upstream's retry takes its event over)
 ``<root>:events`` (a sorted set of every event id by time received, in
 s) and ``<root>:watermarks`` (a hash of the newest ``updated_at`` per
 handler and resource, for ``latest_only`` handlers). The two sorted sets find
-due events and expired leases in O(log n).
+due events and expired leases in O(log n). ``<root>:body:<token>`` lives
+only inside a claim's transaction: the new event's body, renamed to its
+``event`` hash by the claim script (see :meth:`_Link.claim`); it expires by
+itself if the script did not run.
 
 Receivers sharing a prefix keep their keys apart: the first receiver to write
 under a prefix owns it (``<prefix>:owner`` holds its name, set once) and its root
