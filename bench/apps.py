@@ -9,9 +9,10 @@ receiver must (parse; claim the id with the body in one write; run the
 handler; mark it processed in a second write), with SQLite (WAL,
 ``synchronous=NORMAL``, ``INSERT .. ON CONFLICT DO NOTHING`` then ``UPDATE``,
 each its own transaction), Redis (``SET NX`` with the body, then ``SET`` the
-status, sent straight to a connection held per thread, as the receiver's
-store sends its claim and finish) or PostgreSQL (the same two statements as SQLite, each its own
-transaction in autocommit, over psycopg 3 and a ``psycopg_pool`` pool). They check no secret and keep no outcome.
+status, sent straight to a connection held per thread and read by its parser
+alone, as the receiver's store sends its claim and finish) or PostgreSQL (the
+same two statements as SQLite, each its own transaction in autocommit, over
+psycopg 3 and a ``psycopg_pool`` pool). They check no secret and keep no outcome.
 
 The receiver is configured from the environment, so that one benchmark run
 can compare stores and dispatch modes: ``BENCH_STORE`` (``memory://`` by
@@ -38,6 +39,7 @@ from typing import Any
 from flask import Flask, request
 
 from webhook_receiver import Event, WebhookReceiver
+from webhook_receiver.stores.redis import _pack, _read
 
 SECRET = "bench-secret-2f8e1c9a7b6d5e4f"
 
@@ -158,8 +160,10 @@ _floor_redis_local = threading.local()
 def _floor_redis() -> Any:
     """This thread's Redis connection: commands go straight to it, past redis-py's pool and retry layers.
 
-    The same path the receiver's store takes for its claim and finish, so that
-    the ratio compares the writes, not two ways of reaching Redis.
+    The same path the receiver's store takes for its claim and finish (its
+    ``_pack`` and ``_read``: one buffer per command, each reply read by the
+    connection's parser alone), so that the ratio compares the writes, not two
+    ways of reaching Redis.
     """
     conn = getattr(_floor_redis_local, "conn", None)
     if conn is None or getattr(_floor_redis_local, "pid", None) != os.getpid():
@@ -177,12 +181,12 @@ def floor_redis() -> Any:
     prefix = os.environ.get("BENCH_PREFIX", "whr-bench") + "-floor"
     raw = request.get_data()
     body = request.get_json(force=True)
-    conn.send_command("SET", f"{prefix}:event:{body['id']}", raw, "NX")
-    if conn.read_response() is None:
+    conn.send_packed_command([_pack(b"SET", f"{prefix}:event:{body['id']}", raw, b"NX")], check_health=False)
+    if _read(conn) is None:
         return {"id": body["id"], "status": "duplicate"}
     handle_floor(body)
-    conn.send_command("SET", f"{prefix}:status:{body['id']}", "processed")
-    conn.read_response()
+    conn.send_packed_command([_pack(b"SET", f"{prefix}:status:{body['id']}", b"processed")], check_health=False)
+    _read(conn)
     return {"id": body["id"], "status": "processed"}
 
 

@@ -21,7 +21,14 @@ benchmark's own, on a free port, with ``hz 1`` (its housekeeping barely
 counts), when one is on the PATH: a shared server's figures hold every other
 client's work too (``INFO commandstats`` counts a script's inner commands
 twice and a command's time off the CPU). Without one, the server at
-127.0.0.1:6379 is used and its figure is only indicative.
+127.0.0.1:6379 is used and its figure is only indicative. Beside it: the
+commands the server ran per delivery (``INFO commandstats``, a script's inner
+calls counted as commands) and, the stable figure, the instructions a
+``redis-server`` of its own ran per delivery under callgrind (from its event
+loop on, so reading, parsing, scripts and answers; its own line, ``server``).
+The first 128 events of a run land in the received index while it is still a
+listpack, whose inserts cost more than the skip list's that follows: compare
+runs of one length.
 
 With ``--observe`` the receiver is counted with tracing off and on (the
 OpenTelemetry SDK, batching to an exporter that drops every span, as
@@ -171,17 +178,94 @@ def redis_cpu_seconds(url: str) -> float:
     return float(stats["used_cpu_user"]) + float(stats["used_cpu_sys"])
 
 
-def server_cpu_per_delivery(app_name: str, url: str, warmup: int, requests: int, env: dict[str, str]) -> float:
-    """Microseconds of Redis CPU per delivery of *app_name*, run without valgrind."""
+def redis_commandstats(url: str) -> dict[str, int]:
+    """The calls of each command the Redis server has run (``INFO commandstats``), a script's inner ones too."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {name.removeprefix("cmdstat_"): int(fields["calls"]) for name, fields in stats.items()}
+
+
+def server_cpu_per_delivery(
+    app_name: str, url: str, warmup: int, requests: int, env: dict[str, str]
+) -> tuple[float, dict[str, float]]:
+    """Microseconds of Redis CPU per delivery of *app_name*, run without valgrind, and its commands per delivery."""
     command = [sys.executable, __file__, "--child", app_name, "--warmup", str(warmup), "--requests", str(requests)]
     child_env = {**os.environ, **env, "BENCH_STORE": url, "BENCH_PREFIX": env["BENCH_PREFIX"] + "-cpu"}
     # The warm-up deliveries are counted too: the child's start-up makes a handful of round trips at most.
+    calls = redis_commandstats(url)
     before = redis_cpu_seconds(url)
     done = subprocess.run(command, env=child_env, capture_output=True, text=True)
     after = redis_cpu_seconds(url)
     if done.returncode != 0:
         raise SystemExit(f"{app_name} failed:\n{done.stderr[-2000:]}")
-    return (after - before) * 1e6 / (warmup + requests)
+    deliveries = warmup + requests
+    per_delivery = {
+        name: (count - calls.get(name, 0)) / deliveries
+        for name, count in redis_commandstats(url).items()
+        if name != "info" and (count - calls.get(name, 0)) / deliveries >= 0.05
+    }
+    return (after - before) * 1e6 / deliveries, per_delivery
+
+
+def server_instructions_per_delivery(app_name: str, warmup: int, requests: int, env: dict[str, str]) -> int | None:
+    """Instructions the Redis server ran per delivery of *app_name* (not under valgrind itself).
+
+    The server is a ``redis-server`` of its own under callgrind, counting
+    from its event loop (``aeMain``) on: reading, parsing, running and
+    answering every command, its scripts' Lua and the housekeeping of
+    ``hz 1``; not its start-up. ``None`` without a ``redis-server`` or when
+    its build names no ``aeMain`` to callgrind.
+    """
+    if shutil.which("redis-server") is None:
+        return None
+    import socket
+    import time
+
+    import redis
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tempfile.NamedTemporaryFile(prefix="whr-callgrind-redis-", suffix=".out", delete=False)
+    out.close()
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=aeMain"]
+        + [f"--callgrind-out-file={out.name}", "redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+        + ["--save", "", "--appendonly", "no", "--hz", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        for _ in range(300):
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        command = [sys.executable, __file__, "--child", app_name, "--warmup", str(warmup), "--requests", str(requests)]
+        child_env = {**os.environ, **env, "BENCH_STORE": url}
+        done = subprocess.run(command, env=child_env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{app_name} failed against redis-server under valgrind:\n{done.stderr[-2000:]}")
+        try:
+            redis.Redis.from_url(url).shutdown(nosave=True)
+        except redis.ConnectionError:
+            pass  # the server closes the connection as it stops
+        server.wait(timeout=60)
+        match = re.search(r"^summary:\s+(\d+)", Path(out.name).read_text(), re.MULTILINE)
+        total = int(match.group(1)) if match else 0
+        return total // (warmup + requests) if total else None
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait()
+        os.unlink(out.name)
 
 
 def private_redis() -> tuple[subprocess.Popen[bytes], str] | None:
@@ -278,13 +362,23 @@ def main() -> int:
         floor_count = count(floor, url, args.warmup, args.requests, env)
         print(f"{store:<11} {receiver:>10,} {floor_count:>10,} {floor_count / receiver:>15.3f}  {floor}")
         if store == "redis":
-            receiver_cpu = server_cpu_per_delivery("receiver_app", url, args.warmup, args.requests, env)
-            floor_cpu = server_cpu_per_delivery(floor, url, args.warmup, args.requests, env)
+            receiver_cpu, receiver_calls = server_cpu_per_delivery("receiver_app", url, args.warmup, args.requests, env)
+            floor_cpu, floor_calls = server_cpu_per_delivery(floor, url, args.warmup, args.requests, env)
             where = "its own redis-server" if own_redis is not None else "the shared server: indicative only"
             print(
                 f"{'':<11} server CPU per delivery: receiver {receiver_cpu:.1f} us, floor {floor_cpu:.1f} us"
                 f" (INFO cpu, {where})"
             )
+            for who, calls in (("receiver", receiver_calls), ("floor", floor_calls)):
+                listed = ", ".join(f"{name} {count:.2f}" for name, count in sorted(calls.items()))
+                print(f"{'':<11} server commands per delivery, {who}: {listed} (INFO commandstats)")
+            receiver_server = server_instructions_per_delivery("receiver_app", args.warmup, args.requests, env)
+            floor_server = server_instructions_per_delivery(floor, args.warmup, args.requests, env)
+            if receiver_server and floor_server:
+                print(
+                    f"{'server':<11} {receiver_server:>10,} {floor_server:>10,} {floor_server / receiver_server:>15.3f}"
+                    "  redis-server's instructions per delivery (callgrind, a server of its own)"
+                )
     if own_redis is not None:
         own_redis[0].terminate()
         own_redis[0].wait()

@@ -18,7 +18,10 @@ kept too), ``<root>:watermarks`` (a hash of the newest ``updated_at`` per
 handler and resource, for ``latest_only`` handlers) and
 ``<root>:deliveries:<id>`` (a list of an event's delivery attempts after its
 first, the newest ``MAX_DELIVERIES``, written on the cold paths only). The two sorted sets find
-due events and expired leases in O(log n).
+due events and expired leases in O(log n). ``<root>:body:<token>`` lives
+only inside a claim's transaction: the new event's body, renamed to its
+``event`` hash by the claim script (see :meth:`_Link.claim`); it expires by
+itself if the script did not run.
 
 Receivers sharing a prefix keep their keys apart: the first receiver to write
 under a prefix owns it (``<prefix>:owner`` holds its name, set once) and its root
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -82,35 +86,54 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # every other delivery would pay for the argument (the claim-due script reaches event keys the same way).
 _FAILED = "string.sub(KEYS[2], 1, -6) .. 'failed'"
 
-# KEYS: event, queue, leases, events; ARGV: id, token, lease ms, trigger. The body is not an argument (Lua
-# would hash its every byte to intern it): a new event's comes with the HSETNX sent after the script in the same
-# MULTI (see RedisStore.claim), which writes it only when the hash has none.
+# The server's clock as the text of seconds with milliseconds (``received_at``, ``updated_at``) and as a number of
+# milliseconds (``now``), made from TIME's two strings with string operations only: a Lua number turned into text
+# goes through the C library's float formatting, a large part of a script's cost.
+_CLOCK = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local us = t[2]
+local ms = string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
+local sec = t[1] .. '.' .. ms
+local now = t[1] * 1000 + ms
+"""
+
+# KEYS: event, queue, leases, events, body; ARGV: id, token, lease ms, trigger. Sent by its digest (EVALSHA) after
+# the new event's body in the same MULTI (see _Link.claim): the body is a hash of its own under a key of this
+# claim's (``<root>:body:<token>``) that expires by itself; a new event's hash is that one, renamed, so that the body
+# never goes through Lua (which would hash its every byte to intern it); any other event's claim drops it.
 _CLAIM = (
-    _NOW
-    + """
-local status = redis.call('HGET', KEYS[1], 'status')
+    """
+local k = KEYS[1]
+local f = redis.call('HMGET', k, 'status', 'lease_expires', 'background', 'outcomes')
+local status = f[1]
+if status then redis.call('DEL', KEYS[5]) end
 if status == 'processed' then return {'done'} end
+"""
+    + _CLOCK
+    + """
 if status == 'processing' then
-  local held = tonumber(redis.call('HGET', KEYS[1], 'lease_expires'))
+  local held = tonumber(f[2])
   if held and held > now then return {'busy'} end
 end
-local expires = now + tonumber(ARGV[3])
+local expires = now + ARGV[3]
 if not status then
-  redis.call('HSET', KEYS[1], 'trigger', ARGV[4], 'status', 'processing', 'attempts', 1,
-             'received_at', now / 1000, 'updated_at', now / 1000, 'token', ARGV[2], 'lease_expires', expires)
-  redis.call('ZADD', KEYS[4], now / 1000, ARGV[1])
+  redis.call('RENAME', KEYS[5], k)
+  redis.call('PERSIST', k)
+  redis.call('HSET', k, 'trigger', ARGV[4], 'status', 'processing', 'attempts', '1', 'received_at', sec,
+             'updated_at', sec, 'token', ARGV[2], 'lease_expires', expires)
+  redis.call('ZADD', KEYS[4], sec, ARGV[1])
   return {'claimed', 1, ''}
 end
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'status', 'processing', 'updated_at', now / 1000, 'token', ARGV[2],
-           'lease_expires', expires)
-redis.call('HDEL', KEYS[1], 'due_at')
+local attempts = redis.call('HINCRBY', k, 'attempts', 1)
+redis.call('HSET', k, 'status', 'processing', 'updated_at', sec, 'token', ARGV[2], 'lease_expires', expires)
+redis.call('HDEL', k, 'due_at')
 redis.call('ZREM', KEYS[2], ARGV[1])
 if status == 'failed' then redis.call('SREM', """
     + _FAILED
     + """, ARGV[1]) end
-if redis.call('HGET', KEYS[1], 'background') == '1' then redis.call('ZADD', KEYS[3], expires, ARGV[1]) end
-return {'claimed', attempts, redis.call('HGET', KEYS[1], 'outcomes') or ''}
+if f[3] == '1' then redis.call('ZADD', KEYS[3], expires, ARGV[1]) end
+return {'claimed', attempts, f[4] or ''}
 """
 )
 
@@ -196,24 +219,30 @@ redis.call('HSET', KEYS[1], 'outcomes', ARGV[2], 'updated_at', ARGV[3])
 return 1
 """
 
-# KEYS: event, queue, leases; ARGV: id, token, status, outcomes, error, retry delay ms ('' for none)
+# KEYS: event, queue, leases; ARGV: id, token, status, outcomes, error, retry delay ms ('' for none). The fields
+# the finish clears (the lease's, the due time, the error of an earlier try) go in one HDEL.
 _FINISH = (
-    _NOW
+    """
+local k = KEYS[1]
+if redis.call('HGET', k, 'token') ~= ARGV[2] then return 0 end
+"""
+    + _CLOCK
     + """
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'outcomes', ARGV[4], 'updated_at', now / 1000)
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[5]) else redis.call('HDEL', KEYS[1], 'error') end
-redis.call('HDEL', KEYS[1], 'token', 'lease_expires')
+if ARGV[5] ~= '' then
+  redis.call('HSET', k, 'status', ARGV[3], 'outcomes', ARGV[4], 'updated_at', sec, 'error', ARGV[5])
+  redis.call('HDEL', k, 'token', 'lease_expires', 'due_at')
+else
+  redis.call('HSET', k, 'status', ARGV[3], 'outcomes', ARGV[4], 'updated_at', sec)
+  redis.call('HDEL', k, 'token', 'lease_expires', 'due_at', 'error')
+end
 redis.call('ZREM', KEYS[3], ARGV[1])
 if ARGV[3] == 'failed' then redis.call('SADD', """
     + _FAILED
     + """, ARGV[1]) end
 if ARGV[6] ~= '' then
-  local due = now + tonumber(ARGV[6])
-  redis.call('HSET', KEYS[1], 'due_at', due)
+  local due = now + ARGV[6]
+  redis.call('HSET', k, 'due_at', due)
   redis.call('ZADD', KEYS[2], due, ARGV[1])
-else
-  redis.call('HDEL', KEYS[1], 'due_at')
 end
 return 1
 """
@@ -323,6 +352,7 @@ class _Link:
         #: This process's own connections for the hot path, one per thread (see :meth:`connection`).
         self.local = threading.local()
         register = self.client.register_script
+        self.claim_script = register(_CLAIM)
         self.claim_due = register(_CLAIM_DUE)
         self.accept = register(_ACCEPT)
         self.count_due = register(_COUNT_DUE)
@@ -354,8 +384,8 @@ class _Link:
     def connection(self) -> Any:
         """This thread's connection, held for the process's life (a new one in a forked child).
 
-        The hot path's commands go straight to it (``send_command`` and
-        ``read_response``), past the client's pool and retry layers; the
+        The hot path's commands go straight to it (packed by :func:`_pack`,
+        their replies read by :func:`_read`), past the client's pool and retry layers; the
         connection itself disconnects on any error and connects again on the
         next command.
         """
@@ -370,44 +400,64 @@ class _Link:
         conn = self.connection()
         conn.send_packed_command([_pack(_EVALSHA, script.sha, len(keys), *keys, *args)], check_health=False)
         try:
-            return conn.read_response()
+            return _read(conn)
         except self.no_script:
-            conn.send_command("SCRIPT", "LOAD", script.script)
-            conn.read_response()
+            conn.send_packed_command([_pack(b"SCRIPT", b"LOAD", script.script)], check_health=False)
+            _read(conn)
             conn.send_packed_command([_pack(_EVALSHA, script.sha, len(keys), *keys, *args)], check_health=False)
-            return conn.read_response()
+            return _read(conn)
 
     def claim(self, keys: list[Any], args: list[Any], raw: bytes) -> Any:
         """The claim script and the new event's body, in one transaction and one round trip.
 
-        ``MULTI``, ``EVAL`` of the claim, ``HSETNX`` of the body, ``EXEC``:
-        the body is written only when the event's hash has none (a new event),
-        atomically with the claim, and without passing through Lua. The
-        script is sent whole (``EVAL``, not ``EVALSHA``) so that a server
-        that lost its script cache cannot fail the claim while the
-        ``HSETNX`` succeeds.
+        ``MULTI``; ``HSET`` of the body into a hash of this claim's own (the
+        last of *keys*) and ``PEXPIRE`` of it; ``EVALSHA`` of the claim, which
+        renames that hash to the event's when the event is new and drops it
+        otherwise; ``EXEC``. The body never goes through Lua, and the script
+        is sent by its digest: a server that lost its script cache
+        (``SCRIPT FLUSH``, a restart) fails the ``EVALSHA`` alone, which
+        leaves nothing but the claim's own body hash, expiring by itself; the
+        script is then loaded and the whole transaction sent again.
         """
         conn = self.connection()
-        claim = _pack(_EVAL, _CLAIM_BYTES, len(keys), *keys, *args)
-        conn.send_packed_command(
-            [b"".join((_MULTI, claim, _pack(_HSETNX, keys[0], _RAW, raw), _EXEC))], check_health=False
+        answer = self.claim_once(conn, keys, args, raw)
+        if isinstance(answer[2], self.no_script):
+            conn.send_packed_command([_pack(b"SCRIPT", b"LOAD", self.claim_script.script)], check_health=False)
+            _read(conn)
+            answer = self.claim_once(conn, keys, args, raw)
+        for reply in answer:
+            if isinstance(reply, Exception):
+                raise reply
+        return answer[2]
+
+    def claim_once(self, conn: Any, keys: list[Any], args: list[Any], raw: bytes) -> Any:
+        """The claim's transaction, sent once in one buffer: the ``EXEC``'s answers (errors among them).
+
+        Every reply is read, even after an error (an out-of-memory or read-only
+        server refuses the queued commands and ``EXEC``): one left unread
+        would be taken for the answer to the next command.
+        """
+        body = keys[-1].encode()
+        packed = b"".join(
+            (
+                _BODY % (len(body), body, len(raw), raw, len(body), body),
+                _pack(_EVALSHA, self.claim_script.sha, len(keys), *keys, *args),
+                _EXEC,
+            )
         )
-        # Every reply is read, even after an error (an out-of-memory or read-only server refuses the queued
-        # commands and EXEC): one left unread would be taken for the answer to the next command.
+        conn.send_packed_command([packed], check_health=False)
         refused: Exception | None = None
         answer: Any = None
-        for _ in range(4):  # OK, QUEUED, QUEUED, the EXEC's answers
+        for _ in range(5):  # OK, QUEUED three times, the EXEC's answers
             try:
-                answer = conn.read_response()
+                answer = _read(conn)
             except self.response_error as exc:
                 refused = refused or exc
         if refused is not None:
             raise refused
         if answer is None:
             raise self.error("the claim's transaction was aborted")
-        if isinstance(answer[0], Exception):
-            raise answer[0]
-        return answer[0]
+        return answer
 
 
 def _pack(*args: Any) -> bytes:
@@ -418,21 +468,56 @@ def _pack(*args: Any) -> bytes:
     """
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        elif isinstance(arg, (int, float)) and not isinstance(arg, bool):
-            data = repr(arg).encode()
-        else:
-            raise TypeError(f"cannot send a {type(arg).__name__} to Redis")
-        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+        data = arg if type(arg) is bytes else _encode(arg)
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)
 
 
-_EVAL, _EVALSHA, _HSETNX, _RAW = b"EVAL", b"EVALSHA", b"HSETNX", b"raw"
-_MULTI, _EXEC = _pack(b"MULTI"), _pack(b"EXEC")
-_CLAIM_BYTES = _CLAIM.encode()
+def _encode(arg: Any) -> bytes:
+    if isinstance(arg, bytes):
+        return arg
+    if isinstance(arg, str):
+        return arg.encode()
+    if isinstance(arg, (int, float)) and not isinstance(arg, bool):
+        return repr(arg).encode()
+    raise TypeError(f"cannot send a {type(arg).__name__} to Redis")
+
+
+def _read(conn: Any) -> Any:
+    """The next reply on *conn*, read by its parser alone (past the connection's per-reply layers).
+
+    An error reply is raised, as ``read_response`` raises it. A socket that
+    breaks or times out leaves the connection disconnected (it connects
+    again on its next command) and raises redis-py's ``ConnectionError`` or
+    ``TimeoutError``, as ``read_response`` does.
+    """
+    try:
+        reply = conn._parser.read_response()
+    except BaseException as exc:
+        conn.disconnect()
+        if isinstance(exc, OSError):  # a socket's own error, which the parser lets through
+            from redis.exceptions import ConnectionError, TimeoutError
+
+            kind = TimeoutError if isinstance(exc, socket.timeout) else ConnectionError
+            raise kind(f"Error while reading from {conn.host}:{conn.port}: {exc}") from None
+        raise
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+_EVALSHA, _EXEC = b"EVALSHA", _pack(b"EXEC")
+#: How long a claim's body hash outlives a transaction whose script did not run (ms): it is renamed or dropped
+#: in the same transaction otherwise.
+_BODY_MS = 60_000
+#: ``MULTI``, then ``HSET <body key> raw <body>`` and ``PEXPIRE <body key> <_BODY_MS>``, formatted in one operation.
+_BODY = b"".join(
+    (
+        _pack(b"MULTI"),
+        b"*4\r\n$4\r\nHSET\r\n$%d\r\n%b\r\n$3\r\nraw\r\n$%d\r\n%b\r\n",
+        b"*3\r\n$7\r\nPEXPIRE\r\n$%d\r\n%b\r\n" + b"$%d\r\n%d\r\n" % (len(str(_BODY_MS)), _BODY_MS),
+    )
+)
 
 
 def _import_redis() -> Any:
@@ -564,7 +649,13 @@ class RedisStore(EventStore):
         root = self._root or self._find_root(take=True)
         try:
             answer = self._link.claim(
-                [f"{root}:event:{event.id}", f"{root}:queue", f"{root}:leases", f"{root}:events"],
+                [
+                    f"{root}:event:{event.id}",
+                    f"{root}:queue",
+                    f"{root}:leases",
+                    f"{root}:events",
+                    f"{root}:body:{token}",
+                ],
                 [event.id, token, self._lease_ms, event.trigger],
                 event.raw_json,
             )
