@@ -11,6 +11,12 @@ it. Each round publishes ``--messages`` fresh CloudEvents to a queue of its own
 and times each consumer from its start until every message is acknowledged;
 rounds alternate the two. The figure is the ratio of the medians.
 
+Beside each rate, the CPU time the consumer's process spent per message
+(user and system, from ``getrusage`` over the same span; the broker, and
+moto's server, run in processes of their own and are not in it): a shared
+machine's load slows the wall clock of both consumers, and disturbs the CPU
+time much less. The CPU ratio is the bare consumer's time over the receiver's.
+
 Run it by hand from the repository root::
 
     python bench/consume.py --transport stomp --messages 5000 --rounds 3
@@ -25,7 +31,10 @@ import argparse
 import json
 import logging
 import os
+import resource
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -63,6 +72,35 @@ def bodies(count: int) -> list[bytes]:
 
 
 OPTIONS: dict[str, Any] = {}
+
+
+def cpu_seconds() -> float:
+    """The CPU time (user and system) this process has used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def moto_server() -> tuple[subprocess.Popen[bytes], str]:
+    """moto's SQS server in a process of its own (its CPU time is not the consumers'), and its endpoint."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto's server did not start") from None
+            time.sleep(0.1)
+    return server, f"http://127.0.0.1:{port}"
 
 
 def receiver_consumer(url: str, count: int, concurrency: int) -> float:
@@ -152,16 +190,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     results: dict[str, list[float]] = {"receiver": [], "bare": []}
+    cpu: dict[str, list[float]] = {"receiver": [], "bare": []}
     server: Any = None
     if args.transport == "sqs":
-        from moto.server import ThreadedMotoServer
-
         os.environ.update(AWS_ENV)
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+        server, endpoint = moto_server()
     try:
         for round_ in range(args.rounds):
             for which in ("bare", "receiver") if round_ % 2 == 0 else ("receiver", "bare"):
@@ -170,30 +203,45 @@ def main() -> None:
                     rabbit.declare()
                     rabbit.publish(bodies(args.messages))
                     try:
+                        used = cpu_seconds()
                         if which == "bare":
                             seconds = bare_stomp(rabbit, args.messages, prefetch)
                         else:
                             seconds = receiver_consumer(rabbit.url, args.messages, args.concurrency)
+                        used = cpu_seconds() - used
                     finally:
                         rabbit.delete()
                 else:
                     sqs = Sqs(endpoint)
                     sqs.publish(bodies(args.messages))
+                    used = cpu_seconds()
                     if which == "bare":
                         seconds = bare_sqs(sqs, args.messages)
                     else:
                         seconds = receiver_consumer(f"{sqs.url}?wait=1", args.messages, args.concurrency)
+                    used = cpu_seconds() - used
                 rate = args.messages / seconds
+                per_message = used / args.messages * 1e6
                 results[which].append(rate)
-                print(f"round {round_ + 1} {which:8s} {rate:8.0f} messages/s", flush=True)
+                cpu[which].append(per_message)
+                print(
+                    f"round {round_ + 1} {which:8s} {rate:8.0f} messages/s {per_message:7.0f} us CPU a message",
+                    flush=True,
+                )
     finally:
         if server is not None:
-            server.stop()
+            server.terminate()
+            server.wait(10)
     receiver, bare = statistics.median(results["receiver"]), statistics.median(results["bare"])
+    receiver_cpu, bare_cpu = statistics.median(cpu["receiver"]), statistics.median(cpu["bare"])
     print(
         f"{args.transport}: consume {receiver:.0f}/s, bare {bare:.0f}/s, ratio {receiver / bare:.2f}"
         f" (medians of {args.rounds} rounds of {args.messages} messages, concurrency {args.concurrency},"
         f" prefetch {prefetch}, {args.store} store, {args.dispatch} dispatch)"
+    )
+    print(
+        f"{args.transport}: CPU a message: consume {receiver_cpu:.0f} us, bare {bare_cpu:.0f} us,"
+        f" ratio {bare_cpu / receiver_cpu:.2f} (bare / consume; this process only: the broker's is not in it)"
     )
 
 

@@ -8,15 +8,15 @@ handlers looked up, and the dispatcher handed the event.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from . import signals
 from .dispatch.base import Dispatcher, Outcome
 from .events import Event
-from .handlers import HandlerSource
+from .handlers import Handler, HandlerSource
 from .untrusted import logger
 
-__all__ = ["IGNORED", "hand_over"]
+__all__ = ["IGNORED", "hand_over", "hand_over_many"]
 
 #: The outcome for an event that no handler takes.
 IGNORED = Outcome(200, "ignored")
@@ -48,3 +48,44 @@ def hand_over(event: Event, receiver: HandlerSource, app: Any, dispatcher: Dispa
     if not handlers:
         return IGNORED
     return dispatcher.dispatch(event, handlers)
+
+
+def hand_over_many(
+    events: Sequence[Event], receiver: HandlerSource, app: Any, dispatcher: Dispatcher
+) -> list[Outcome | Exception]:
+    """:func:`hand_over` for several events (a queue consumer's batch), dispatched together.
+
+    Each event is logged, signalled and looked up as :func:`hand_over` does;
+    those with handlers go to :meth:`Dispatcher.dispatch_many` in one call.
+
+    :returns: for each event, in order, its outcome (:data:`IGNORED` when no
+        handler takes it) or the exception its dispatch raised
+        (:class:`~webhook_receiver.errors.StoreUnavailable`, ...).
+    """
+    results: list[Outcome | Exception] = [IGNORED] * len(events)
+    batch: list[tuple[Event, Sequence[Handler]]] = []
+    positions: list[int] = []
+    received = signals.event_received.receivers
+    for position, event in enumerate(events):
+        irregular = event.__dict__.get("irregular")
+        if irregular:
+            logger.warning(
+                "event %s (%s): unexpected shape of %s; kept as sent in event.raw",
+                event.id,
+                event.trigger,
+                ", ".join(irregular),
+            )
+        if received:
+            signals.send_isolated(signals.event_received, app, event=event, receiver=receiver)
+        handlers = receiver.handlers_for(event.trigger, app)
+        if handlers:
+            batch.append((event, handlers))
+            positions.append(position)
+    if batch:
+        try:
+            outcomes = dispatcher.dispatch_many(batch)
+        except Exception as exc:  # noqa: BLE001 - the store could not claim them: each is retried
+            outcomes = [exc] * len(batch)
+        for position, outcome in zip(positions, outcomes):
+            results[position] = outcome
+    return results

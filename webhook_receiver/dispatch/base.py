@@ -84,6 +84,23 @@ class Dispatcher(ABC):
         :raises StoreUnavailable: if the store cannot take the event.
         """
 
+    def dispatch_many(self, batch: Sequence[tuple[Event, Sequence[Handler]]]) -> list[Outcome | Exception]:
+        """Dispatch each ``(event, handlers)`` of *batch*: a queue consumer's messages, taken together.
+
+        The default calls :meth:`dispatch` for each; a dispatcher that can
+        share its store writes among them (inline) overrides it.
+
+        :returns: for each, its outcome, or the exception its dispatch raised
+            (:class:`~webhook_receiver.errors.StoreUnavailable`, ...), in order.
+        """
+        results: list[Outcome | Exception] = []
+        for event, handlers in batch:
+            try:
+                results.append(self.dispatch(event, handlers))
+            except Exception as exc:  # noqa: BLE001 - the caller decides per event
+                results.append(exc)
+        return results
+
     def start(self) -> None:
         """Start background work, if the dispatcher has any (``init_app`` calls it)."""
 
