@@ -12,7 +12,8 @@ and times each consumer from its start until every message is acknowledged;
 rounds alternate the two. The figure is the ratio of the medians.
 
 Beside each rate, the CPU time the consumer's process spent per message
-(user and system, from ``getrusage`` over the same span; the broker, and
+(user and system, from ``getrusage`` over the span that is timed, from the
+consumer's start, connection included, to the last acknowledgement; the broker, and
 moto's server, run in processes of their own and are not in it): a shared
 machine's load slows the wall clock of both consumers, and disturbs the CPU
 time much less. The CPU ratio is the bare consumer's time over the receiver's.
@@ -103,8 +104,8 @@ def moto_server() -> tuple[subprocess.Popen[bytes], str]:
     return server, f"http://127.0.0.1:{port}"
 
 
-def receiver_consumer(url: str, count: int, concurrency: int) -> float:
-    """Seconds for ``receiver.consumer`` to acknowledge *count* messages."""
+def receiver_consumer(url: str, count: int, concurrency: int) -> tuple[float, float]:
+    """Seconds for ``receiver.consumer`` to acknowledge *count* messages, and the CPU seconds meanwhile."""
     from flask import Flask
 
     receiver = WebhookReceiver(secret_key="b" * 32)
@@ -116,16 +117,16 @@ def receiver_consumer(url: str, count: int, concurrency: int) -> float:
     if OPTIONS["dispatch"] == "thread":  # as consume --no-work: the handlers run in other processes
         receiver.get_config(app).dispatcher.close()
     consumer = receiver.consumer(app, url, concurrency=concurrency, prefetch=OPTIONS["prefetch"])
-    started = time.perf_counter()
+    started, used = time.perf_counter(), cpu_seconds()
     consumer.run(until=lambda stats: stats.acked >= count)
-    elapsed = time.perf_counter() - started
+    elapsed, used = time.perf_counter() - started, cpu_seconds() - used
     assert consumer.stats.outcomes == {"processed" if OPTIONS["dispatch"] == "inline" else "accepted": count}
     receiver.get_config(app).dispatcher.close()
-    return elapsed
+    return elapsed, used
 
 
-def bare_stomp(rabbit: Rabbit, count: int, prefetch: int) -> float:
-    """Seconds for a bare stomp.py consumer (parse, ack) to take *count* messages."""
+def bare_stomp(rabbit: Rabbit, count: int, prefetch: int) -> tuple[float, float]:
+    """Seconds for a bare stomp.py consumer (parse, ack) to take *count* messages, and the CPU seconds meanwhile."""
     import stomp
 
     done = threading.Event()
@@ -140,7 +141,7 @@ def bare_stomp(rabbit: Rabbit, count: int, prefetch: int) -> float:
             if taken >= count:
                 done.set()
 
-    started = time.perf_counter()
+    started, used = time.perf_counter(), cpu_seconds()
     connection = stomp.Connection12([(STOMP_HOST, STOMP_PORT)], vhost="/", auto_decode=False, heartbeats=(10000, 10000))
     connection.set_listener("bare", Listener())
     connection.connect(USER, PASSWORD, wait=True)
@@ -148,17 +149,17 @@ def bare_stomp(rabbit: Rabbit, count: int, prefetch: int) -> float:
         f"/queue/{rabbit.name}", id="bare", ack="client-individual", headers={"prefetch-count": str(prefetch)}
     )
     assert done.wait(600)
-    elapsed = time.perf_counter() - started
+    elapsed, used = time.perf_counter() - started, cpu_seconds() - used
     connection.disconnect()
-    return elapsed
+    return elapsed, used
 
 
-def bare_sqs(sqs: Sqs, count: int) -> float:
-    """Seconds for a bare boto3 loop (receive 10, parse, delete each) to take *count* messages."""
+def bare_sqs(sqs: Sqs, count: int) -> tuple[float, float]:
+    """Seconds for a bare boto3 loop (receive 10, parse, delete each) to take *count* messages, and its CPU seconds."""
     import boto3
 
     client = boto3.client("sqs", endpoint_url=sqs.endpoint, region_name=AWS_ENV["AWS_DEFAULT_REGION"])
-    started = time.perf_counter()
+    started, used = time.perf_counter(), cpu_seconds()
     taken = 0
     while taken < count:
         for message in client.receive_message(QueueUrl=sqs.url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
@@ -167,7 +168,7 @@ def bare_sqs(sqs: Sqs, count: int) -> float:
             orjson.loads(message["Body"])
             client.delete_message(QueueUrl=sqs.url, ReceiptHandle=message["ReceiptHandle"])
             taken += 1
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_seconds() - used
 
 
 def main() -> None:
@@ -203,23 +204,19 @@ def main() -> None:
                     rabbit.declare()
                     rabbit.publish(bodies(args.messages))
                     try:
-                        used = cpu_seconds()
                         if which == "bare":
-                            seconds = bare_stomp(rabbit, args.messages, prefetch)
+                            seconds, used = bare_stomp(rabbit, args.messages, prefetch)
                         else:
-                            seconds = receiver_consumer(rabbit.url, args.messages, args.concurrency)
-                        used = cpu_seconds() - used
+                            seconds, used = receiver_consumer(rabbit.url, args.messages, args.concurrency)
                     finally:
                         rabbit.delete()
                 else:
                     sqs = Sqs(endpoint)
                     sqs.publish(bodies(args.messages))
-                    used = cpu_seconds()
                     if which == "bare":
-                        seconds = bare_sqs(sqs, args.messages)
+                        seconds, used = bare_sqs(sqs, args.messages)
                     else:
-                        seconds = receiver_consumer(f"{sqs.url}?wait=1", args.messages, args.concurrency)
-                    used = cpu_seconds() - used
+                        seconds, used = receiver_consumer(f"{sqs.url}?wait=1", args.messages, args.concurrency)
                 rate = args.messages / seconds
                 per_message = used / args.messages * 1e6
                 results[which].append(rate)

@@ -58,7 +58,9 @@ class Observer(Protocol):
 
         *transport* is how it came: ``"webhook"``, or a queue consumer's
         transport (``"stomp"``, ``"sqs"``), whose messages are counted as
-        deliveries (*code* then is the HTTP status the same outcome has).
+        deliveries (*code* then is the HTTP status the same outcome has). It
+        is passed by keyword, and only for a consumer's messages, so that an
+        observer without the parameter still hears of webhook deliveries.
         """
 
     def running(self, receiver: str, event: Event, claim: Any) -> ContextManager[Any]:
@@ -116,7 +118,10 @@ def answered(
     seconds = time.perf_counter() - started
     for observer in found:
         with _isolated():
-            observer.answered(receiver, status, code, event, trigger, seconds, transport)
+            if transport == "webhook":  # the call an observer written before the queue consumers takes
+                observer.answered(receiver, status, code, event, trigger, seconds)
+            else:
+                observer.answered(receiver, status, code, event, trigger, seconds, transport=transport)
 
 
 def running(app: Any, receiver: str, event: Event, claim: Any) -> ContextManager[Any]:
