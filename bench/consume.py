@@ -120,7 +120,9 @@ def receiver_consumer(url: str, count: int, concurrency: int) -> tuple[float, fl
     started, used = time.perf_counter(), cpu_seconds()
     consumer.run(until=lambda stats: stats.acked >= count)
     elapsed, used = time.perf_counter() - started, cpu_seconds() - used
-    assert consumer.stats.outcomes == {"processed" if OPTIONS["dispatch"] == "inline" else "accepted": count}
+    assert consumer.stats.outcomes == {"processed" if OPTIONS["dispatch"] == "inline" else "accepted": count}, (
+        consumer.stats
+    )
     receiver.get_config(app).dispatcher.close()
     return elapsed, used
 

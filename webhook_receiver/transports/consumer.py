@@ -490,6 +490,7 @@ class Consumer:
         if events:
             with self.app.app_context():
                 outcomes = hand_over_many(events, self.receiver, self.app, self.dispatcher)
+            self._timed(time.perf_counter() - started, len(events))  # the handlers' pace, not the queue's
         done: list[Message] = []
         statuses: list[str] = []
         for event, position, outcome in zip(events, owners, outcomes):
@@ -514,8 +515,6 @@ class Consumer:
                 self.stats.acked += len(done)
                 for status in statuses:
                     self.stats.outcomes[status] = self.stats.outcomes.get(status, 0) + 1
-        if events:
-            self._timed(time.perf_counter() - started, len(messages))
         return results
 
     def _decide(
