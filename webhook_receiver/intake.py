@@ -8,6 +8,7 @@ handlers looked up, and the dispatcher handed the event.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Sequence
 
 from . import signals
@@ -51,12 +52,18 @@ def hand_over(event: Event, receiver: HandlerSource, app: Any, dispatcher: Dispa
 
 
 def hand_over_many(
-    events: Sequence[Event], receiver: HandlerSource, app: Any, dispatcher: Dispatcher
+    events: Sequence[Event],
+    receiver: HandlerSource,
+    app: Any,
+    dispatcher: Dispatcher,
+    *,
+    stopping: threading.Event | None = None,
 ) -> list[Outcome | Exception]:
     """:func:`hand_over` for several events (a queue consumer's batch), dispatched together.
 
     Each event is logged, signalled and looked up as :func:`hand_over` does;
-    those with handlers go to :meth:`Dispatcher.dispatch_many` in one call.
+    those with handlers go to :meth:`Dispatcher.dispatch_many` in one call
+    (with *stopping*: once it is set, no further event starts).
 
     :returns: for each event, in order, its outcome (:data:`IGNORED` when no
         handler takes it) or the exception its dispatch raised
@@ -83,7 +90,7 @@ def hand_over_many(
             positions.append(position)
     if batch:
         try:
-            outcomes = dispatcher.dispatch_many(batch)
+            outcomes = dispatcher.dispatch_many(batch, stopping=stopping)
         except Exception as exc:  # noqa: BLE001 - the store could not claim them: each is retried
             outcomes = [exc] * len(batch)
         for position, outcome in zip(positions, outcomes):

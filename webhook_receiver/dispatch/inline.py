@@ -29,7 +29,7 @@ from ..events import Event
 from ..handlers import Handler, HandlerSource
 from ..stores.base import Claim, ClaimState, EventStore
 from ..untrusted import logger
-from .base import Dispatcher, Outcome, RetryPolicy
+from .base import NOT_STARTED, Dispatcher, Outcome, RetryPolicy
 from .lease import HEARTBEAT
 from .queue import loaded_by_flask_command
 from .run import REQUEST_PATIENCE, HandlersRun, finish_now, finish_run, run_handlers, run_now, write_durably
@@ -140,7 +140,9 @@ class InlineDispatcher(Dispatcher):
             return _OUTCOMES[state]
         return self._dispatch_by(time.monotonic() + self.deadline, app, receiver, store, event, handlers)
 
-    def dispatch_many(self, batch: Sequence[tuple[Event, Sequence[Handler]]]) -> list[Outcome | Exception]:
+    def dispatch_many(
+        self, batch: Sequence[tuple[Event, Sequence[Handler]]], *, stopping: threading.Event | None = None
+    ) -> list[Outcome | Exception]:
         """Run the handlers of a queue consumer's messages here, their store writes shared.
 
         One :meth:`~webhook_receiver.stores.EventStore.claim_many` claims the
@@ -150,7 +152,9 @@ class InlineDispatcher(Dispatcher):
         that succeeded; a failed event is finished on its own, as
         :meth:`dispatch` does. No deadline applies: a queue has no timeout to
         answer by, and its message is acknowledged once the outcome is
-        recorded.
+        recorded. Once *stopping* is set no further event starts
+        (:data:`~.base.NOT_STARTED`); the claims of those left run out with
+        their lease, and a redelivery of one is busy until then.
         """
         app, receiver, store = self._bound()
         if not batch:
@@ -167,6 +171,9 @@ class InlineDispatcher(Dispatcher):
                     results[index] = _OUTCOMES["duplicate"]
                     continue
                 if claim.state is ClaimState.BUSY:
+                    continue
+                if stopping is not None and stopping.is_set():
+                    results[index] = NOT_STARTED
                     continue
                 try:
                     with app.app_context():

@@ -38,7 +38,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import instrumentation
-from ..dispatch.base import Dispatcher, Outcome
+from ..dispatch.base import NOT_STARTED, Dispatcher, Outcome
 from ..errors import BacklogFull, BrokerUnavailable, InvalidEvent, StoreUnavailable, TransportUnavailable
 from ..events import Event
 from ..handlers import HandlerSource
@@ -489,7 +489,7 @@ class Consumer:
         outcomes: list[Outcome | Exception] = []
         if events:
             with self.app.app_context():
-                outcomes = hand_over_many(events, self.receiver, self.app, self.dispatcher)
+                outcomes = hand_over_many(events, self.receiver, self.app, self.dispatcher, stopping=self._stopping)
             self._timed(time.perf_counter() - started, len(events))  # the handlers' pace, not the queue's
         done: list[Message] = []
         statuses: list[str] = []
@@ -541,6 +541,12 @@ class Consumer:
             )
             self._answered("error", 500, event, started)
             return self._retry(message, key, f"not acknowledged: {type(outcome).__name__}", event)
+        if outcome is NOT_STARTED:  # the consumer stops: given back at once, for another consumer
+            try:
+                self.transport.release(message)
+            except Exception:  # noqa: BLE001 - unacknowledged either way: the queue delivers it again
+                pass
+            return "retried"
         self._outage = 0.0
         self._answered(outcome.status, outcome.code, event, started)
         if outcome.status not in _DONE:
