@@ -157,6 +157,13 @@ class Transport(ABC):
         """Give back a message taken but not started (shutdown): at once, for another consumer."""
         self.retry(message, 0.0)
 
+    def stop_receiving(self) -> None:
+        """Ask the queue for no further message (the consumer stops); those taken can still be acknowledged."""
+
+    def buffered(self) -> list[Message]:
+        """The messages received from the queue and not yet taken by :meth:`receive` (none by default)."""
+        return []
+
     def keep_alive(self, messages: list[Message]) -> None:
         """Tell the queue that *messages* are still being handled (see :attr:`keep_alive_interval`)."""
 
@@ -307,6 +314,7 @@ class Consumer:
         finally:
             self._stopping.set()
             self._drain(pool)
+            self._release_buffered()
             self._closed.set()
             self.transport.close()
             logger.info("consumer of %s stopped: %s", self.transport.description, self._summary())
@@ -386,6 +394,19 @@ class Consumer:
                 break
             more += got
         return more
+
+    def _release_buffered(self) -> None:
+        """Give back at once what the transport received and the loop did not take: for another consumer.
+
+        The subscription is ended first, so that the broker does not hand
+        what is given back to this consumer again.
+        """
+        try:
+            self.transport.stop_receiving()
+            for message in self.transport.buffered():
+                self.transport.release(message)
+        except Exception:  # noqa: BLE001 - unacknowledged either way: the queue delivers them again
+            pass
 
     def _give_slots(self, count: int) -> None:
         self._slots.give(count)

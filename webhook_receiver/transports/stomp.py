@@ -113,6 +113,9 @@ class _Listener:
     def __init__(self, inbox: _Inbox, generation: int) -> None:
         self.inbox = inbox
         self.generation = generation
+        #: The receipt asked for with the UNSUBSCRIBE frame, and set once the broker sent it.
+        self.receipt = f"webhook-receiver-unsubscribed-{generation}"
+        self.unsubscribed = threading.Event()
         self.lost: str | None = None
 
     def on_message(self, frame: Any) -> None:
@@ -130,6 +133,10 @@ class _Listener:
 
     def on_error(self, frame: Any) -> None:
         self.lost = f"the broker reported an error: {frame.headers.get('message', 'no message')}"
+
+    def on_receipt(self, frame: Any) -> None:
+        if frame.headers.get("receipt-id") == self.receipt:
+            self.unsubscribed.set()
 
     def on_disconnected(self) -> None:
         if self.lost is None:
@@ -197,6 +204,7 @@ class StompTransport(Transport):
         self._connection: Any = None
         self._listener: _Listener | None = None
         self._generation = 0
+        self._subscription = ""
         self._lock = threading.Lock()
         self._timers: set[threading.Timer] = set()
 
@@ -249,12 +257,25 @@ class StompTransport(Transport):
             raise TransportUnavailable(f"cannot connect to {self.description}: {reason}") from None
         with self._lock:
             self._connection, self._listener = connection, listener
+            self._subscription = subscription
 
     def receive(self, max_messages: int, timeout: float) -> list[Message]:
         listener = self._listener
         if listener is None or listener.lost is not None:
             raise TransportUnavailable(listener.lost if listener is not None else "not connected")
         return self._inbox.take(max_messages, timeout)
+
+    def buffered(self) -> list[Message]:
+        return self._inbox.take(1 << 30, 0.0)
+
+    def stop_receiving(self) -> None:
+        """UNSUBSCRIBE, and wait (up to 2 s) for the broker's receipt: every message sent before it is in."""
+        with self._lock:
+            connection, listener = self._connection, self._listener
+        if connection is None or listener is None:
+            return
+        connection.unsubscribe(self._subscription, headers={"receipt": listener.receipt})
+        listener.unsubscribed.wait(2.0)
 
     def _send(self, message: Message, verb: str, **headers: str) -> None:
         handle: _Handle = message.handle
