@@ -11,6 +11,13 @@ it. Each round publishes ``--messages`` fresh CloudEvents to a queue of its own
 and times each consumer from its start until every message is acknowledged;
 rounds alternate the two. The figure is the ratio of the medians.
 
+Beside each rate, the CPU time the consumer's process spent per message
+(user and system, from ``getrusage`` over the span that is timed, from the
+consumer's start, connection included, to the last acknowledgement; the broker, and
+moto's server, run in processes of their own and are not in it): a shared
+machine's load slows the wall clock of both consumers, and disturbs the CPU
+time much less. The CPU ratio is the bare consumer's time over the receiver's.
+
 Run it by hand from the repository root::
 
     python bench/consume.py --transport stomp --messages 5000 --rounds 3
@@ -25,7 +32,10 @@ import argparse
 import json
 import logging
 import os
+import resource
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -65,8 +75,37 @@ def bodies(count: int) -> list[bytes]:
 OPTIONS: dict[str, Any] = {}
 
 
-def receiver_consumer(url: str, count: int, concurrency: int) -> float:
-    """Seconds for ``receiver.consumer`` to acknowledge *count* messages."""
+def cpu_seconds() -> float:
+    """The CPU time (user and system) this process has used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def moto_server() -> tuple[subprocess.Popen[bytes], str]:
+    """moto's SQS server in a process of its own (its CPU time is not the consumers'), and its endpoint."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto's server did not start") from None
+            time.sleep(0.1)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def receiver_consumer(url: str, count: int, concurrency: int) -> tuple[float, float]:
+    """Seconds for ``receiver.consumer`` to acknowledge *count* messages, and the CPU seconds meanwhile."""
     from flask import Flask
 
     receiver = WebhookReceiver(secret_key="b" * 32)
@@ -78,16 +117,18 @@ def receiver_consumer(url: str, count: int, concurrency: int) -> float:
     if OPTIONS["dispatch"] == "thread":  # as consume --no-work: the handlers run in other processes
         receiver.get_config(app).dispatcher.close()
     consumer = receiver.consumer(app, url, concurrency=concurrency, prefetch=OPTIONS["prefetch"])
-    started = time.perf_counter()
+    started, used = time.perf_counter(), cpu_seconds()
     consumer.run(until=lambda stats: stats.acked >= count)
-    elapsed = time.perf_counter() - started
-    assert consumer.stats.outcomes == {"processed" if OPTIONS["dispatch"] == "inline" else "accepted": count}
+    elapsed, used = time.perf_counter() - started, cpu_seconds() - used
+    assert consumer.stats.outcomes == {"processed" if OPTIONS["dispatch"] == "inline" else "accepted": count}, (
+        consumer.stats
+    )
     receiver.get_config(app).dispatcher.close()
-    return elapsed
+    return elapsed, used
 
 
-def bare_stomp(rabbit: Rabbit, count: int, prefetch: int) -> float:
-    """Seconds for a bare stomp.py consumer (parse, ack) to take *count* messages."""
+def bare_stomp(rabbit: Rabbit, count: int, prefetch: int) -> tuple[float, float]:
+    """Seconds for a bare stomp.py consumer (parse, ack) to take *count* messages, and the CPU seconds meanwhile."""
     import stomp
 
     done = threading.Event()
@@ -102,7 +143,7 @@ def bare_stomp(rabbit: Rabbit, count: int, prefetch: int) -> float:
             if taken >= count:
                 done.set()
 
-    started = time.perf_counter()
+    started, used = time.perf_counter(), cpu_seconds()
     connection = stomp.Connection12([(STOMP_HOST, STOMP_PORT)], vhost="/", auto_decode=False, heartbeats=(10000, 10000))
     connection.set_listener("bare", Listener())
     connection.connect(USER, PASSWORD, wait=True)
@@ -110,17 +151,17 @@ def bare_stomp(rabbit: Rabbit, count: int, prefetch: int) -> float:
         f"/queue/{rabbit.name}", id="bare", ack="client-individual", headers={"prefetch-count": str(prefetch)}
     )
     assert done.wait(600)
-    elapsed = time.perf_counter() - started
+    elapsed, used = time.perf_counter() - started, cpu_seconds() - used
     connection.disconnect()
-    return elapsed
+    return elapsed, used
 
 
-def bare_sqs(sqs: Sqs, count: int) -> float:
-    """Seconds for a bare boto3 loop (receive 10, parse, delete each) to take *count* messages."""
+def bare_sqs(sqs: Sqs, count: int) -> tuple[float, float]:
+    """Seconds for a bare boto3 loop (receive 10, parse, delete each) to take *count* messages, and its CPU seconds."""
     import boto3
 
     client = boto3.client("sqs", endpoint_url=sqs.endpoint, region_name=AWS_ENV["AWS_DEFAULT_REGION"])
-    started = time.perf_counter()
+    started, used = time.perf_counter(), cpu_seconds()
     taken = 0
     while taken < count:
         for message in client.receive_message(QueueUrl=sqs.url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
@@ -129,7 +170,7 @@ def bare_sqs(sqs: Sqs, count: int) -> float:
             orjson.loads(message["Body"])
             client.delete_message(QueueUrl=sqs.url, ReceiptHandle=message["ReceiptHandle"])
             taken += 1
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_seconds() - used
 
 
 def main() -> None:
@@ -152,16 +193,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     results: dict[str, list[float]] = {"receiver": [], "bare": []}
+    cpu: dict[str, list[float]] = {"receiver": [], "bare": []}
     server: Any = None
     if args.transport == "sqs":
-        from moto.server import ThreadedMotoServer
-
         os.environ.update(AWS_ENV)
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+        server, endpoint = moto_server()
     try:
         for round_ in range(args.rounds):
             for which in ("bare", "receiver") if round_ % 2 == 0 else ("receiver", "bare"):
@@ -171,29 +207,40 @@ def main() -> None:
                     rabbit.publish(bodies(args.messages))
                     try:
                         if which == "bare":
-                            seconds = bare_stomp(rabbit, args.messages, prefetch)
+                            seconds, used = bare_stomp(rabbit, args.messages, prefetch)
                         else:
-                            seconds = receiver_consumer(rabbit.url, args.messages, args.concurrency)
+                            seconds, used = receiver_consumer(rabbit.url, args.messages, args.concurrency)
                     finally:
                         rabbit.delete()
                 else:
                     sqs = Sqs(endpoint)
                     sqs.publish(bodies(args.messages))
                     if which == "bare":
-                        seconds = bare_sqs(sqs, args.messages)
+                        seconds, used = bare_sqs(sqs, args.messages)
                     else:
-                        seconds = receiver_consumer(f"{sqs.url}?wait=1", args.messages, args.concurrency)
+                        seconds, used = receiver_consumer(f"{sqs.url}?wait=1", args.messages, args.concurrency)
                 rate = args.messages / seconds
+                per_message = used / args.messages * 1e6
                 results[which].append(rate)
-                print(f"round {round_ + 1} {which:8s} {rate:8.0f} messages/s", flush=True)
+                cpu[which].append(per_message)
+                print(
+                    f"round {round_ + 1} {which:8s} {rate:8.0f} messages/s {per_message:7.0f} us CPU a message",
+                    flush=True,
+                )
     finally:
         if server is not None:
-            server.stop()
+            server.terminate()
+            server.wait(10)
     receiver, bare = statistics.median(results["receiver"]), statistics.median(results["bare"])
+    receiver_cpu, bare_cpu = statistics.median(cpu["receiver"]), statistics.median(cpu["bare"])
     print(
         f"{args.transport}: consume {receiver:.0f}/s, bare {bare:.0f}/s, ratio {receiver / bare:.2f}"
         f" (medians of {args.rounds} rounds of {args.messages} messages, concurrency {args.concurrency},"
         f" prefetch {prefetch}, {args.store} store, {args.dispatch} dispatch)"
+    )
+    print(
+        f"{args.transport}: CPU a message: consume {receiver_cpu:.0f} us, bare {bare_cpu:.0f} us,"
+        f" ratio {bare_cpu / receiver_cpu:.2f} (bare / consume; this process only: the broker's is not in it)"
     )
 
 

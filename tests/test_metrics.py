@@ -43,11 +43,12 @@ def test_counts_into_the_apps_registry_with_bounded_trigger_labels(receiver: Web
     assert deliver(client, make_event("zzz.unknown"), secret=SECRET).status_code == 200
 
     deliveries = "webhook_receiver_deliveries_total"
-    assert sample(registry, deliveries, receiver="moltin", trigger="order.paid", status="processed") == 2.0
-    assert sample(registry, deliveries, receiver="moltin", trigger="other", status="unauthorized") == 5.0
-    assert sample(registry, deliveries, receiver="moltin", trigger="cart.updated", status="unauthorized") == 1.0
-    assert sample(registry, deliveries, receiver="moltin", trigger="other", status="processed") == 1.0
-    assert sample(registry, "webhook_receiver_redeliveries_total", receiver="moltin", trigger="order.paid") == 1.0
+    http = {"receiver": "moltin", "transport": "webhook"}
+    assert sample(registry, deliveries, trigger="order.paid", status="processed", **http) == 2.0
+    assert sample(registry, deliveries, trigger="other", status="unauthorized", **http) == 5.0
+    assert sample(registry, deliveries, trigger="cart.updated", status="unauthorized", **http) == 1.0
+    assert sample(registry, deliveries, trigger="other", status="processed", **http) == 1.0
+    assert sample(registry, "webhook_receiver_redeliveries_total", trigger="order.paid", **http) == 1.0
     runs = "webhook_receiver_handler_runs_total"
     assert sample(registry, runs, receiver="moltin", handler="ship", outcome="ok") == 2.0
     triggers = {

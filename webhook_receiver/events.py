@@ -273,8 +273,8 @@ class Event:
         if not isinstance(decoded, dict):
             raise InvalidEvent(f"the message must be a JSON object, not {_json_type(decoded)}")
         if transport is not None and decoded.get(cloudevents.TRANSPORT_ATTRIBUTE) != transport:
+            raw_json = _with_transport(raw_json, decoded, transport)
             decoded[cloudevents.TRANSPORT_ATTRIBUTE] = transport
-            raw_json = None
         return cls._build_cloudevent(decoded, transport, attempt=attempt, raw_json=raw_json)
 
     @classmethod
@@ -506,6 +506,21 @@ def _splice_echo(text: bytes, secret: Any) -> bytes | None:
     if not text.startswith(spelled, i):
         return None
     return text[:i] + _REDACTED_JSON + text[i + len(spelled) :]
+
+
+def _with_transport(raw_json: bytes | None, decoded: dict[str, Any], transport: str) -> bytes | None:
+    """*raw_json* with ``"receivedvia": transport`` added last, as the dict gets it; ``None`` when it cannot be.
+
+    The common message (no ``receivedvia`` yet, a plain transport name) is
+    written by adding the member before the closing brace, rather than
+    encoding the whole body again.
+    """
+    if raw_json is None or not decoded or cloudevents.TRANSPORT_ATTRIBUTE in decoded or not transport.isalnum():
+        return None
+    text = raw_json.rstrip()
+    if not text.endswith(b"}"):
+        return None
+    return b'%s,"%s":"%s"}' % (text[:-1], cloudevents.TRANSPORT_ATTRIBUTE.encode(), transport.encode())
 
 
 def _loads_redacted(text: str | bytes) -> tuple[Any, bool, bytes | None]:

@@ -45,9 +45,23 @@ class Observer(Protocol):
     """What an observer of deliveries and handler runs implements; every method is called in its own error handling."""
 
     def answered(
-        self, receiver: str, status: str, code: int, event: Event | None, trigger: str | None, seconds: float
+        self,
+        receiver: str,
+        status: str,
+        code: int,
+        event: Event | None,
+        trigger: str | None,
+        seconds: float,
+        transport: str = "webhook",
     ) -> None:
-        """A delivery was answered with *code* and the status word *status*, *seconds* after it came in."""
+        """A delivery was answered with *code* and the status word *status*, *seconds* after it came in.
+
+        *transport* is how it came: ``"webhook"``, or a queue consumer's
+        transport (``"stomp"``, ``"sqs"``), whose messages are counted as
+        deliveries (*code* then is the HTTP status the same outcome has). It
+        is passed by keyword, and only for a consumer's messages, so that an
+        observer without the parameter still hears of webhook deliveries.
+        """
 
     def running(self, receiver: str, event: Event, claim: Any) -> ContextManager[Any]:
         """Around one run of the handlers of *event* under *claim* (a :class:`~webhook_receiver.stores.base.Claim`)."""
@@ -85,6 +99,8 @@ def answered(
     event: Event | None,
     trigger: str | None,
     started: float,
+    *,
+    transport: str = "webhook",
 ) -> None:
     """Tell *app*'s observers that a delivery was answered.
 
@@ -94,6 +110,7 @@ def answered(
     :param event: the event, when the body was one.
     :param trigger: the trigger header as sent (untrusted), or ``None``.
     :param started: when the delivery came in, by :func:`time.perf_counter`.
+    :param transport: ``"webhook"``, or the queue transport a consumer took the message from.
     """
     found = observers(app)
     if not found:
@@ -101,7 +118,10 @@ def answered(
     seconds = time.perf_counter() - started
     for observer in found:
         try:  # not a context manager: this runs for every delivery
-            observer.answered(receiver, status, code, event, trigger, seconds)
+            if transport == "webhook":  # the call an observer written before the queue consumers takes
+                observer.answered(receiver, status, code, event, trigger, seconds)
+            else:
+                observer.answered(receiver, status, code, event, trigger, seconds, transport=transport)
         except Exception:
             logger.exception("an observer of deliveries failed; the delivery goes on")
 

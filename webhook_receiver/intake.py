@@ -8,18 +8,19 @@ handlers looked up, and the dispatcher handed the event.
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from . import signals
 from .dispatch.base import Dispatcher, Outcome
 from .dispatch.run import log_delivery
 from .events import Event
-from .handlers import HandlerSource
+from .handlers import Handler, HandlerSource
 from .stores.base import DeliveryAttempt
 from .untrusted import logger
 
-__all__ = ["IGNORED", "hand_over"]
+__all__ = ["IGNORED", "hand_over", "hand_over_many", "log_redelivery"]
 
 #: The outcome for an event that no handler takes.
 IGNORED = Outcome(200, "ignored")
@@ -51,7 +52,19 @@ def hand_over(event: Event, receiver: HandlerSource, app: Any, dispatcher: Dispa
     if not handlers:
         return IGNORED
     outcome = dispatcher.dispatch(event, handlers)
-    if outcome.known and dispatcher.store is not None:  # a redelivery (cold): the event's delivery log
+    if outcome.known:
+        log_redelivery(dispatcher, event, outcome)
+    return outcome
+
+
+def log_redelivery(dispatcher: Dispatcher, event: Event, outcome: Outcome) -> None:
+    """Append a redelivery's answer to the event's delivery log (a cold path: a first delivery writes nothing).
+
+    :param dispatcher: the dispatcher whose store keeps the log (none: nothing is written).
+    :param event: the event as this delivery brought it (its transport and attempt number).
+    :param outcome: the answer this delivery got.
+    """
+    if dispatcher.store is not None:
         log_delivery(
             dispatcher.store,
             event.id,
@@ -63,4 +76,52 @@ def hand_over(event: Event, receiver: HandlerSource, app: Any, dispatcher: Dispa
                 outcome.status,
             ),
         )
-    return outcome
+
+
+def hand_over_many(
+    events: Sequence[Event],
+    receiver: HandlerSource,
+    app: Any,
+    dispatcher: Dispatcher,
+    *,
+    stopping: threading.Event | None = None,
+) -> list[Outcome | Exception]:
+    """:func:`hand_over` for several events (a queue consumer's batch), dispatched together.
+
+    Each event is logged, signalled and looked up as :func:`hand_over` does;
+    those with handlers go to :meth:`Dispatcher.dispatch_many` in one call
+    (with *stopping*: once it is set, no further event starts).
+
+    :returns: for each event, in order, its outcome (:data:`IGNORED` when no
+        handler takes it) or the exception its dispatch raised
+        (:class:`~webhook_receiver.errors.StoreUnavailable`, ...).
+    """
+    results: list[Outcome | Exception] = [IGNORED] * len(events)
+    batch: list[tuple[Event, Sequence[Handler]]] = []
+    positions: list[int] = []
+    received = signals.event_received.receivers
+    for position, event in enumerate(events):
+        irregular = event.__dict__.get("irregular")
+        if irregular:
+            logger.warning(
+                "event %s (%s): unexpected shape of %s; kept as sent in event.raw",
+                event.id,
+                event.trigger,
+                ", ".join(irregular),
+            )
+        if received:
+            signals.send_isolated(signals.event_received, app, event=event, receiver=receiver)
+        handlers = receiver.handlers_for(event.trigger, app)
+        if handlers:
+            batch.append((event, handlers))
+            positions.append(position)
+    if batch:
+        try:
+            outcomes = dispatcher.dispatch_many(batch, stopping=stopping)
+        except Exception as exc:  # noqa: BLE001 - the store could not claim them: each is retried
+            outcomes = [exc] * len(batch)
+        for position, outcome in zip(positions, outcomes):
+            results[position] = outcome
+            if isinstance(outcome, Outcome) and outcome.known:
+                log_redelivery(dispatcher, events[position], outcome)
+    return results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -10,7 +11,7 @@ from ..events import Event
 from ..handlers import Handler, HandlerSource
 from ..stores.base import EventStore
 
-__all__ = ["Dispatcher", "Outcome", "RetryPolicy"]
+__all__ = ["NOT_STARTED", "Dispatcher", "Outcome", "RetryPolicy"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,10 @@ class Outcome:
     def as_known(self) -> Outcome:
         """This answer, for a delivery that goes to the event's delivery log."""
         return Outcome(self.code, self.status, True)
+
+
+#: The outcome :meth:`Dispatcher.dispatch_many` gives an event it did not start because *stopping* was set.
+NOT_STARTED = Outcome(503, "not_started")
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,30 @@ class Dispatcher(ABC):
         :param handlers: its handlers, when the caller already looked them up.
         :raises StoreUnavailable: if the store cannot take the event.
         """
+
+    def dispatch_many(
+        self, batch: Sequence[tuple[Event, Sequence[Handler]]], *, stopping: threading.Event | None = None
+    ) -> list[Outcome | Exception]:
+        """Dispatch each ``(event, handlers)`` of *batch*: a queue consumer's messages, taken together.
+
+        The default calls :meth:`dispatch` for each; a dispatcher that can
+        share its store writes among them (inline) overrides it.
+
+        :param stopping: once set (the consumer stops), no further event is
+            started: each left gets :data:`NOT_STARTED`.
+        :returns: for each, its outcome, or the exception its dispatch raised
+            (:class:`~webhook_receiver.errors.StoreUnavailable`, ...), in order.
+        """
+        results: list[Outcome | Exception] = []
+        for event, handlers in batch:
+            if stopping is not None and stopping.is_set():
+                results.append(NOT_STARTED)
+                continue
+            try:
+                results.append(self.dispatch(event, handlers))
+            except Exception as exc:  # noqa: BLE001 - the caller decides per event
+                results.append(exc)
+        return results
 
     def start(self) -> None:
         """Start background work, if the dispatcher has any (``init_app`` calls it)."""

@@ -29,9 +29,10 @@ from ..events import Event
 from ..handlers import Handler, HandlerSource
 from ..stores.base import Claim, ClaimState, EventStore
 from ..untrusted import logger
-from .base import Dispatcher, Outcome, RetryPolicy
+from .base import NOT_STARTED, Dispatcher, Outcome, RetryPolicy
+from .lease import HEARTBEAT
 from .queue import loaded_by_flask_command
-from .run import REQUEST_PATIENCE, HandlersRun, finish_now, finish_run, run_handlers, run_inline_claim
+from .run import REQUEST_PATIENCE, HandlersRun, finish_now, finish_run, run_handlers, run_inline_claim, write_durably
 from .runners import Runners, context_without_flask
 from .thread import ThreadDispatcher
 
@@ -143,6 +144,95 @@ class InlineDispatcher(Dispatcher):
             state, _ = run_inline_claim(app, receiver, store, event, claim, handlers)
             return _OUTCOMES[state] if claim.attempt == 1 else _KNOWN[state]
         return self._dispatch_by(time.monotonic() + self.deadline, app, receiver, store, event, handlers)
+
+    def dispatch_many(
+        self, batch: Sequence[tuple[Event, Sequence[Handler]]], *, stopping: threading.Event | None = None
+    ) -> list[Outcome | Exception]:
+        """Run the handlers of a queue consumer's messages here, their store writes shared.
+
+        One :meth:`~webhook_receiver.stores.EventStore.claim_many` claims the
+        events, their handlers run one event after the other (each lease kept
+        alive from the claim on), and one
+        :meth:`~webhook_receiver.stores.EventStore.finish_many` records those
+        that succeeded; a failed event is finished on its own, as
+        :meth:`dispatch` does. No deadline applies: a queue has no timeout to
+        answer by, and its message is acknowledged once the outcome is
+        recorded. Once *stopping* is set no further event starts
+        (:data:`~.base.NOT_STARTED`); the claims of those left run out with
+        their lease, and a redelivery of one is busy until then.
+        """
+        app, receiver, store = self._bound()
+        if not batch:
+            return []
+        claims = store.claim_many([event for event, _ in batch])  # StoreUnavailable: the caller retries them all
+        results: list[Outcome | Exception] = [_OUTCOMES["busy"]] * len(batch)
+        patience = _patience(store)
+        claimed = [claim for claim in claims if claim.state is ClaimState.CLAIMED]
+        HEARTBEAT.add_many(store, claimed)  # kept alive while earlier events of the batch run
+        finishing: list[tuple[int, Event, Claim, HandlersRun]] = []
+        try:
+            for index, ((event, handlers), claim) in enumerate(zip(batch, claims)):
+                if claim.state is ClaimState.DONE:
+                    results[index] = _KNOWN["duplicate"]
+                    continue
+                if claim.state is ClaimState.BUSY:
+                    results[index] = _KNOWN["busy"]
+                    continue
+                if stopping is not None and stopping.is_set():
+                    results[index] = NOT_STARTED
+                    continue
+                try:
+                    with app.app_context():
+                        result = run_handlers(app, event, handlers, store, claim, receiver=receiver, patience=patience)
+                        if result.lost or result.failed:
+                            state, _ = finish_now(app, receiver, store, event, claim, result, patience=patience)
+                            results[index] = (_OUTCOMES if claim.attempt == 1 else _KNOWN)[state]
+                        elif result.finished:
+                            signals.send_isolated(signals.event_handled, app, event=event, receiver=receiver)
+                            results[index] = (_OUTCOMES if claim.attempt == 1 else _KNOWN)["processed"]
+                        else:
+                            finishing.append((index, event, claim, result))
+                except Exception as exc:  # noqa: BLE001 - this event's message is not acknowledged
+                    results[index] = exc
+            if finishing:
+                self._finish_many(app, receiver, store, finishing, results, patience)
+        finally:
+            HEARTBEAT.discard_many(claimed)
+        return results
+
+    def _finish_many(
+        self,
+        app: Any,
+        receiver: HandlerSource,
+        store: EventStore,
+        finishing: list[tuple[int, Event, Claim, HandlersRun]],
+        results: list[Outcome | Exception],
+        patience: float,
+    ) -> None:
+        """Record the events whose handlers all succeeded, in one write (tried again while the store refuses)."""
+        first = finishing[0][1]
+        try:
+            written = write_durably(
+                lambda: store.finish_many([(claim, result.last) for _, _, claim, result in finishing]),
+                event_id=first.id,
+                what=f"the outcomes of {len(finishing)} events",
+                patience=patience,
+            )
+        except StoreUnavailable as exc:
+            for index, _, _, _ in finishing:
+                results[index] = exc
+            return
+        for (index, event, claim, _), taken in zip(finishing, written):
+            if taken:
+                signals.send_isolated(signals.event_handled, app, event=event, receiver=receiver)
+                results[index] = (_OUTCOMES if claim.attempt == 1 else _KNOWN)["processed"]
+            else:
+                claim.lost = True
+                logger.warning(
+                    "event %s: the lease was taken over by another worker before this run finished;"
+                    " its outcome is not recorded",
+                    event.id,
+                )
 
     def _dispatch_by(
         self,

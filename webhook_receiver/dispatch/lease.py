@@ -76,6 +76,26 @@ class Heartbeat:
         if wake:
             self._wake.set()
 
+    def add_many(self, store: EventStore, claims: list[Claim]) -> None:
+        """Start renewing the lease of each of *claims* (a consumer's batch), under one lock."""
+        if not claims:
+            return
+        due = time.monotonic() + store.lease_seconds * RENEW_FRACTION
+        with self._lock:
+            for claim in claims:
+                self._claims[id(claim)] = (store, claim, due)
+            if self._pid != os.getpid():
+                self._start()
+            wake = due < self._next
+        if wake:
+            self._wake.set()
+
+    def discard_many(self, claims: list[Claim]) -> None:
+        """Stop renewing the lease of each of *claims*."""
+        with self._lock:
+            for claim in claims:
+                self._claims.pop(id(claim), None)
+
     def discard(self, claim: Claim) -> None:
         """Stop renewing *claim*'s lease."""
         with self._lock:

@@ -76,14 +76,14 @@ class _Families:
         prom = _prometheus()
         self.deliveries = prom.Counter(
             "webhook_receiver_deliveries",
-            "Deliveries answered, by the answer's status word.",
-            ["receiver", "trigger", "status"],
+            "Deliveries answered (queue messages decided), by the answer's status word and the transport.",
+            ["receiver", "trigger", "status", "transport"],
             registry=registry,
         )
         self.delivery_duration = prom.Histogram(
             "webhook_receiver_delivery_duration_seconds",
-            "How long the answer to a delivery took.",
-            ["receiver", "status"],
+            "How long the answer to a delivery (the decision on a queue message) took.",
+            ["receiver", "status", "transport"],
             buckets=_DELIVERY_BUCKETS,
             registry=registry,
         )
@@ -102,8 +102,8 @@ class _Families:
         )
         self.redeliveries = prom.Counter(
             "webhook_receiver_redeliveries",
-            "Deliveries upstream sent again (its attempt above 1).",
-            ["receiver", "trigger"],
+            "Deliveries upstream (or the queue) sent again (its attempt above 1).",
+            ["receiver", "trigger", "transport"],
             registry=registry,
         )
 
@@ -217,14 +217,24 @@ class MetricsObserver:
         return child
 
     def answered(
-        self, receiver: str, status: str, code: int, event: Event | None, trigger: str | None, seconds: float
+        self,
+        receiver: str,
+        status: str,
+        code: int,
+        event: Event | None,
+        trigger: str | None,
+        seconds: float,
+        transport: str = "webhook",
     ) -> None:
         label = trigger_label(event, trigger)
         families = self.families
-        self._child(("d", receiver, label, status), families.deliveries, receiver, label, status).inc()
-        self._child(("t", receiver, status), families.delivery_duration, receiver, status).observe(seconds)
+        child = self._child
+        child(("d", receiver, label, status, transport), families.deliveries, receiver, label, status, transport).inc()
+        child(("t", receiver, status, transport), families.delivery_duration, receiver, status, transport).observe(
+            seconds
+        )
         if event is not None and event.attempt > 1:
-            self._child(("r", receiver, label), families.redeliveries, receiver, label).inc()
+            child(("r", receiver, label, transport), families.redeliveries, receiver, label, transport).inc()
 
     def running(self, receiver: str, event: Event, claim: Any) -> Any:
         return _NOTHING

@@ -95,7 +95,14 @@ class TracingObserver:
         return not isinstance(self._trace.get_tracer_provider(), self._proxy)
 
     def answered(
-        self, receiver: str, status: str, code: int, event: Event | None, trigger: str | None, seconds: float
+        self,
+        receiver: str,
+        status: str,
+        code: int,
+        event: Event | None,
+        trigger: str | None,
+        seconds: float,
+        transport: str = "webhook",
     ) -> None:
         """Nothing: the request's own span, if the app has one, tells the answer."""
 

@@ -39,7 +39,7 @@ import weakref
 from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from .. import fastjson
 from ..events import Event
@@ -572,6 +572,35 @@ class EventStore(ABC):
         :returns: ``False``, writing nothing, when the lease was taken over.
         :raises StoreUnavailable: if the store cannot take it.
         """
+
+    # -- several events at once (queue consumers) ---------------------------------------
+
+    def claim_many(self, events: Sequence[Event]) -> list[Claim]:
+        """:meth:`claim` each of *events*, in order: the claims, one for each.
+
+        A queue consumer claims the messages it holds in one call; a store
+        that can do it in one transaction (SQLite) overrides this. The
+        default calls :meth:`claim` for each, so every store takes part; if
+        one raises, the claims already taken keep their lease until it runs
+        out (as after a crash: nothing is lost, the event is busy meanwhile).
+
+        :raises StoreUnavailable: if the store cannot answer.
+        """
+        return [self.claim(event) for event in events]
+
+    def finish_many(self, finished: Sequence[tuple[Claim, Run | None]]) -> list[bool]:
+        """Finish each ``(claim, last run)`` of *finished* as processed: :meth:`finish` with ``ok=True`` for each.
+
+        The counterpart of :meth:`claim_many`: the outcomes of the events a
+        consumer ran, written together. Each write is fenced as
+        :meth:`finish`'s is. The default calls :meth:`finish` for each; it
+        is safe to call again after a refusal (a write already taken is then
+        refused by its fence, and reported ``False``).
+
+        :returns: for each, whether it was written (``False``: its lease was taken over).
+        :raises StoreUnavailable: if the store cannot take them.
+        """
+        return [self.finish(claim, ok=True, last=last) for claim, last in finished]
 
     # -- the out-of-order guard ---------------------------------------------------------
 

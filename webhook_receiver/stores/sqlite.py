@@ -29,7 +29,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from ..errors import StoreUnavailable
 from ..events import Event
@@ -610,6 +610,67 @@ class SQLiteStore(EventStore):
             _FORK_GUARD.leave(depth)
         if written:
             claim.outcomes = outcomes
+        return written
+
+    def claim_many(self, events: Sequence[Event]) -> list[Claim]:
+        """Claim *events* in one transaction: the new ones (the common case) in one ``executemany``.
+
+        An event already stored (a redelivery) is found by its lease token
+        not being this call's, and claimed on its own afterwards with
+        :meth:`claim`, which reads its state (done, busy, or taken again).
+        """
+        if len(events) < 2:
+            return [self.claim(event) for event in events]
+        now = self.clock.wall()
+        boot = self.clock.boot
+        receiver = self.receiver
+        rows = []
+        for event in events:
+            token, expires = self._new_token()
+            rows.append((event.id, receiver, event.trigger, event.raw_json.decode(), now, now, token, expires, boot))
+        mine: set[str] | None = None
+        with self._transaction() as conn:
+            inserted = conn.executemany(self._CLAIM_NEW, rows).rowcount
+            if inserted != len(rows):  # some were stored already: which rows hold this call's tokens
+                tokens = {row[6] for row in rows}
+                mine = set()
+                for start in range(0, len(rows), 400):  # within SQLite's limit of bound parameters
+                    ids = [row[0] for row in rows[start : start + 400]]
+                    found = conn.execute(
+                        f"SELECT lease_token FROM {_TABLE} WHERE receiver = ? AND id IN ({', '.join('?' * len(ids))})",
+                        (receiver, *ids),
+                    ).fetchall()
+                    mine.update(token for (token,) in found if token in tokens)
+        claims = []
+        for event, row in zip(events, rows):
+            if mine is None or row[6] in mine:
+                claims.append(Claim(event.id, ClaimState.CLAIMED, row[6], attempt=1, trigger=event.trigger))
+            else:
+                claims.append(self.claim(event))
+        return claims
+
+    def finish_many(self, finished: Sequence[tuple[Claim, Run | None]]) -> list[bool]:
+        """Finish the claims as processed in one transaction (one ``executemany`` when every fence holds)."""
+        if len(finished) < 2:
+            return [self.finish(claim, ok=True, last=last) for claim, last in finished]
+        now = self.clock.wall()
+        receiver = self.receiver
+        processed = EventStatus.PROCESSED.value
+        outcomes = [claim.with_run(last) for claim, last in finished]
+        parameters = [
+            (processed, dump_outcomes(kept), None, None, now, claim.event_id, receiver, claim.token)
+            for (claim, _), kept in zip(finished, outcomes)
+        ]
+        with self._transaction() as conn:
+            if conn.executemany(self._FINISH, parameters).rowcount == len(parameters):
+                written = [True] * len(parameters)
+            else:  # a lease was taken over: undo, and write each on its own to know which
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                written = [conn.execute(self._FINISH, row).rowcount == 1 for row in parameters]
+        for (claim, _), kept, ok in zip(finished, outcomes, written):
+            if ok:
+                claim.outcomes = kept
         return written
 
     def watermark(self, handler: str, resource_type: str, resource_id: str) -> float | None:

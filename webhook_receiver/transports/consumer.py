@@ -27,6 +27,7 @@ with each message, the same for every transport:
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -36,17 +37,32 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from ..dispatch.base import Dispatcher
+from .. import instrumentation
+from ..dispatch.base import NOT_STARTED, Dispatcher, Outcome
 from ..errors import BacklogFull, BrokerUnavailable, InvalidEvent, StoreUnavailable, TransportUnavailable
 from ..events import Event
 from ..handlers import HandlerSource
-from ..intake import hand_over
+from ..intake import hand_over_many, log_redelivery
 from ..untrusted import logger
 
 __all__ = ["Consumer", "ConsumerStats", "Message", "Transport", "TransportUnavailable", "mask_url"]
 
 #: What an acknowledged message's dispatch outcome may be.
 _DONE = frozenset({"accepted", "processed", "duplicate", "ignored"})
+
+#: Handlers taking less than this many seconds an event (on average) run in batches; slower, on threads.
+BATCH_SECONDS = 0.005
+
+_DUPLICATE = Outcome(200, "duplicate")
+_BUSY = Outcome(409, "in_progress")
+
+
+def _info_enabled() -> bool:
+    return logger.isEnabledFor(logging.INFO)
+
+
+#: How long a batch waits for the messages still arriving, at most (transports whose receive can wait briefly).
+LINGER_SECONDS = 0.002
 
 #: What replaces a password in a URL shown anywhere.
 MASK = "***"
@@ -89,6 +105,9 @@ class Transport(ABC):
     #: How often the consumer calls :meth:`keep_alive` for messages whose
     #: handlers still run, or ``None`` when the transport needs no keep-alive.
     keep_alive_interval: float | None = None
+    #: Whether :meth:`receive` waits no longer than its *timeout* (a local buffer, as STOMP's), so that a
+    #: batch may wait a millisecond or two for messages still arriving; SQS's long poll does not.
+    lingers: bool = False
 
     @property
     @abstractmethod
@@ -113,6 +132,16 @@ class Transport(ABC):
     def ack(self, message: Message) -> None:
         """Acknowledge *message*: the queue forgets it."""
 
+    def ack_many(self, messages: list[Message]) -> None:
+        """Acknowledge each of *messages* (a consumer's batch); one :meth:`ack` each by default.
+
+        A transport that can send them together (one socket write, one batch
+        request) overrides it. Best effort, as :meth:`ack`: a message whose
+        acknowledgement is lost comes again, and is then a duplicate.
+        """
+        for message in messages:
+            self.ack(message)
+
     @abstractmethod
     def retry(self, message: Message, delay: float) -> None:
         """Give *message* back, to be delivered again in about *delay* seconds."""
@@ -127,6 +156,13 @@ class Transport(ABC):
     def release(self, message: Message) -> None:
         """Give back a message taken but not started (shutdown): at once, for another consumer."""
         self.retry(message, 0.0)
+
+    def stop_receiving(self) -> None:
+        """Ask the queue for no further message (the consumer stops); those taken can still be acknowledged."""
+
+    def buffered(self) -> list[Message]:
+        """The messages received from the queue and not yet taken by :meth:`receive` (none by default)."""
+        return []
 
     def keep_alive(self, messages: list[Message]) -> None:
         """Tell the queue that *messages* are still being handled (see :attr:`keep_alive_interval`)."""
@@ -241,6 +277,11 @@ class Consumer:
         self._slots = _Slots(self.prefetch)
         self._pause_until = 0.0
         self._outage = 0.0
+        #: Whether messages run in batches (quick handlers) or one per thread (see :meth:`_timed`).
+        self._batching = True
+        self._per_event = 0.0
+        #: The most messages of one batch: half the prefetch, so that the broker sends the other half meanwhile.
+        self._batch_size = max(1, self.prefetch // 2)
 
     def __repr__(self) -> str:
         return f"<Consumer {self.transport.description} concurrency={self.concurrency}>"
@@ -273,6 +314,7 @@ class Consumer:
         finally:
             self._stopping.set()
             self._drain(pool)
+            self._release_buffered()
             self._closed.set()
             self.transport.close()
             logger.info("consumer of %s stopped: %s", self.transport.description, self._summary())
@@ -303,8 +345,13 @@ class Consumer:
             free = self._slots.take_all(timeout=0.5)
             if not free:
                 continue
+            if self._batching and free > self._batch_size:
+                self._give_slots(free - self._batch_size)
+                free = self._batch_size
             try:
                 messages = self.transport.receive(free, 0.5)
+                if self._batching and self.transport.lingers and 0 < len(messages) < free:
+                    messages += self._more(free - len(messages))
             except TransportUnavailable as exc:
                 self._give_slots(free)
                 connected = False
@@ -316,14 +363,50 @@ class Consumer:
                 self.transport.close()
                 continue
             self._give_slots(free - len(messages))
-            for message in messages:
-                if self._stopping.is_set():
-                    self._give_slots(1)
+            if not messages:
+                continue
+            if self._stopping.is_set():
+                self._give_slots(len(messages))
+                for message in messages:
                     self.transport.release(message)
-                    continue
-                with self._lock:
+                continue
+            with self._lock:
+                for message in messages:
                     self._in_flight[id(message)] = message
-                pool.submit(self._handle_and_free, message)
+            if self._batching:  # here: a thread hand-off would cost more than quick handlers take
+                self._handle_and_free(messages)
+            else:
+                for message in messages:
+                    pool.submit(self._handle_and_free, [message])
+
+    def _more(self, wanted: int) -> list[Message]:
+        """Up to *wanted* more messages for a batch, as long as they keep coming (:data:`LINGER_SECONDS` at most).
+
+        A broker sends the messages a batch's acknowledgements made room
+        for one after the other: without this, a batch would often start
+        with the first of them alone.
+        """
+        more: list[Message] = []
+        until = time.monotonic() + LINGER_SECONDS
+        while len(more) < wanted and time.monotonic() < until:
+            got = self.transport.receive(wanted - len(more), LINGER_SECONDS / 4)
+            if not got:
+                break
+            more += got
+        return more
+
+    def _release_buffered(self) -> None:
+        """Give back at once what the transport received and the loop did not take: for another consumer.
+
+        The subscription is ended first, so that the broker does not hand
+        what is given back to this consumer again.
+        """
+        try:
+            self.transport.stop_receiving()
+            for message in self.transport.buffered():
+                self.transport.release(message)
+        except Exception:  # noqa: BLE001 - unacknowledged either way: the queue delivers them again
+            pass
 
     def _give_slots(self, count: int) -> None:
         self._slots.give(count)
@@ -363,61 +446,168 @@ class Consumer:
 
     # -- one message -----------------------------------------------------------------------
 
-    def _handle_and_free(self, message: Message) -> None:
+    def _handle_and_free(self, messages: list[Message]) -> None:
         try:
-            if self._stopping.is_set():  # taken, not started: another consumer may have it at once
-                try:
-                    self.transport.release(message)
-                except Exception:  # noqa: BLE001 - unacknowledged either way: the queue delivers it again
-                    pass
+            if self._stopping.is_set():  # taken, not started: another consumer may have them at once
+                for message in messages:
+                    try:
+                        self.transport.release(message)
+                    except Exception:  # noqa: BLE001 - unacknowledged either way: the queue delivers it again
+                        pass
             else:
-                self.handle(message)
+                self.handle_many(messages)
         finally:
             with self._lock:
-                self._in_flight.pop(id(message), None)
-            self._slots.give(1)
+                for message in messages:
+                    self._in_flight.pop(id(message), None)
+            self._slots.give(len(messages))
 
     def handle(self, message: Message) -> str:
         """Decide what becomes of one message, and tell the transport.
 
         :returns: ``"acked"``, ``"retried"`` or ``"poison"``.
         """
-        if len(message.body) > self.max_message_bytes:
-            return self._poison(message, f"it is larger than the limit of {self.max_message_bytes} bytes")
-        try:
-            event = Event.from_cloudevent(message.body, transport=self.transport.name, attempt=message.attempt)
-        except InvalidEvent as exc:
-            return self._poison(message, exc.reason)
-        key = event.id
-        try:
+        return self.handle_many([message])[0]
+
+    def handle_many(self, messages: list[Message]) -> list[str]:
+        """Decide what becomes of each of *messages*, taken together, and tell the transport.
+
+        Their events are dispatched in one call
+        (:meth:`~webhook_receiver.dispatch.base.Dispatcher.dispatch_many`:
+        inline dispatch claims them in one store write and records their
+        outcomes in another), and those done are acknowledged together
+        (:meth:`Transport.ack_many`), only once their outcomes are recorded.
+        Two messages of one event in the batch: the second follows the
+        first (acknowledged as a duplicate once the first is done, else given
+        back).
+
+        :returns: for each, ``"acked"``, ``"retried"`` or ``"poison"``.
+        """
+        started = time.perf_counter()
+        results = [""] * len(messages)
+        events: list[Event] = []
+        owners: list[int] = []  # the message of each event
+        copies: list[tuple[int, int, Event]] = []  # (message, the event it repeats, its own copy)
+        first: dict[str, int] = {}
+        transport = self.transport.name
+        for position, message in enumerate(messages):
+            if len(message.body) > self.max_message_bytes:
+                reason = f"it is larger than the limit of {self.max_message_bytes} bytes"
+                results[position] = self._poison(message, reason, "too_large", started)
+                continue
+            try:
+                event = Event.from_cloudevent(message.body, transport=transport, attempt=message.attempt)
+            except InvalidEvent as exc:
+                results[position] = self._poison(message, exc.reason, "bad_request", started)
+                continue
+            seen = first.get(event.id)
+            if seen is not None:
+                copies.append((position, seen, event))
+                continue
+            first[event.id] = len(events)
+            events.append(event)
+            owners.append(position)
+        outcomes: list[Outcome | Exception] = []
+        if events:
             with self.app.app_context():
-                outcome = hand_over(event, self.receiver, self.app, self.dispatcher)
-        except (StoreUnavailable, BrokerUnavailable, BacklogFull) as exc:
-            self._outage_seen()
-            return self._retry(message, key, f"not acknowledged: {exc}", event)
-        except Exception as exc:  # noqa: BLE001 - the loop never dies of a message
-            logger.exception("event %s (%s): unexpected error; not acknowledged", event.id, event.trigger)
-            return self._retry(message, key, f"not acknowledged: {type(exc).__name__}", event)
+                outcomes = hand_over_many(events, self.receiver, self.app, self.dispatcher, stopping=self._stopping)
+            self._timed(time.perf_counter() - started, len(events))  # the handlers' pace, not the queue's
+        done: list[Message] = []
+        statuses: list[str] = []
+        for event, position, outcome in zip(events, owners, outcomes):
+            results[position] = self._decide(messages[position], event, outcome, done, statuses, started)
+        for position, seen, copy in copies:
+            outcome = outcomes[seen]
+            if isinstance(outcome, Outcome) and outcome.status in _DONE:
+                outcome = _DUPLICATE
+            elif not isinstance(outcome, Exception):
+                outcome = _BUSY
+            if isinstance(outcome, Outcome):  # a redelivery of an event this batch holds: its delivery log
+                log_redelivery(self.dispatcher, copy, outcome.as_known())
+            results[position] = self._decide(messages[position], events[seen], outcome, done, statuses, started)
+        if done:
+            try:
+                self.transport.ack_many(done)
+            except Exception as exc:  # noqa: BLE001 - the queue delivers them again: then duplicates
+                logger.warning(
+                    "%d acknowledgement(s) were not taken (%s); those messages come again as duplicates",
+                    len(done),
+                    exc,
+                )
+            with self._lock:
+                self.stats.acked += len(done)
+                for status in statuses:
+                    self.stats.outcomes[status] = self.stats.outcomes.get(status, 0) + 1
+        return results
+
+    def _decide(
+        self,
+        message: Message,
+        event: Event,
+        outcome: Outcome | Exception,
+        done: list[Message],
+        statuses: list[str],
+        started: float,
+    ) -> str:
+        """Acknowledge *message* (added to *done*) or give it back, by its event's *outcome*."""
+        key = event.id
+        if isinstance(outcome, Exception):
+            if isinstance(outcome, (StoreUnavailable, BrokerUnavailable, BacklogFull)):
+                self._outage_seen()
+                self._answered("unavailable", 503, event, started)
+                return self._retry(message, key, f"not acknowledged: {outcome}", event)
+            logger.error(
+                "event %s (%s): unexpected error; not acknowledged",
+                event.id,
+                event.trigger,
+                exc_info=(type(outcome), outcome, outcome.__traceback__),
+            )
+            self._answered("error", 500, event, started)
+            return self._retry(message, key, f"not acknowledged: {type(outcome).__name__}", event)
+        if outcome is NOT_STARTED:  # the consumer stops: given back at once, for another consumer
+            try:
+                self.transport.release(message)
+            except Exception:  # noqa: BLE001 - unacknowledged either way: the queue delivers it again
+                pass
+            return "retried"
         self._outage = 0.0
+        self._answered(outcome.status, outcome.code, event, started)
         if outcome.status not in _DONE:
             reason = "another worker is handling it" if outcome.status == "in_progress" else "a handler failed"
             return self._retry(message, key, f"{reason}; not acknowledged", event)
-        try:
-            self.transport.ack(message)
-        except Exception as exc:  # noqa: BLE001 - the queue delivers it again: then a duplicate
-            logger.warning("event %s: the acknowledgement was not taken (%s); it comes again as a duplicate", key, exc)
-        with self._lock:
-            self._failures.pop(key, None)
-            self.stats.acked += 1
-            self.stats.outcomes[outcome.status] = self.stats.outcomes.get(outcome.status, 0) + 1
-        logger.info(
-            "message event=%s trigger=%s transport=%s status=%s",
-            event.id,
-            event.trigger,
-            event.transport,
-            outcome.status,
-        )
+        done.append(message)
+        statuses.append(outcome.status)
+        if self._failures:
+            with self._lock:
+                self._failures.pop(key, None)
+        if _info_enabled():
+            logger.info(
+                "message event=%s trigger=%s transport=%s status=%s",
+                event.id,
+                event.trigger,
+                event.transport,
+                outcome.status,
+            )
         return "acked"
+
+    def _answered(self, status: str, code: int, event: Event | None, started: float) -> None:
+        """Count the message as the HTTP endpoint counts a delivery, with the transport's name."""
+        instrumentation.answered(
+            self.app, self.receiver.name, status, code, event, None, started, transport=self.transport.name
+        )
+
+    def _timed(self, seconds: float, count: int) -> None:
+        """Batches while the handlers are quick (:data:`BATCH_SECONDS` an event, on average), threads once slower."""
+        per_event = self._per_event = 0.8 * self._per_event + 0.2 * (seconds / count)
+        batching = per_event < BATCH_SECONDS or self.concurrency == 1
+        if batching != self._batching:
+            self._batching = batching
+            logger.info(
+                "consumer of %s: handlers take %.1f ms an event; %s",
+                self.transport.description,
+                per_event * 1000.0,
+                "messages now run in batches" if batching else f"messages now run on {self.concurrency} threads",
+            )
 
     def _outage_seen(self) -> None:
         """The store or the task queue cannot answer: take no new message for a while (backoff to 5 s)."""
@@ -439,9 +629,10 @@ class Consumer:
             logger.warning("event %s: cannot give the message back (%s); the queue delivers it again", key, exc)
         return "retried"
 
-    def _poison(self, message: Message, reason: str) -> str:
+    def _poison(self, message: Message, reason: str, status: str, started: float) -> str:
         with self._lock:
             self.stats.poison += 1
+        self._answered(status, 413 if status == "too_large" else 400, None, started)
         try:
             done = self.transport.dead_letter(message, reason)
         except Exception as exc:  # noqa: BLE001 - the loop never dies of a message

@@ -189,6 +189,22 @@ class SqsTransport(Transport):
     def ack(self, message: Message) -> None:
         self._client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message.handle)
 
+    def ack_many(self, messages: list[Message]) -> None:
+        """Delete the messages ten a request (``DeleteMessageBatch``); one that fails comes again, a duplicate."""
+        if len(messages) == 1:
+            self.ack(messages[0])
+            return
+        failed = 0
+        for start in range(0, len(messages), 10):
+            batch = messages[start : start + 10]
+            answer = self._client.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(n), "ReceiptHandle": m.handle} for n, m in enumerate(batch)],
+            )
+            failed += len(answer.get("Failed") or ())
+        if failed:
+            logger.warning("%d message(s) could not be deleted; they come again as duplicates", failed)
+
     def retry(self, message: Message, delay: float) -> None:
         self._client.change_message_visibility(
             QueueUrl=self.queue_url, ReceiptHandle=message.handle, VisibilityTimeout=min(int(delay), MAX_VISIBILITY)

@@ -16,10 +16,10 @@ false``, which dead-letters it on a queue with a dead-letter exchange.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import os
-import queue
 import re
 import threading
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -78,12 +78,44 @@ class _Handle:
         self.ack_id, self.generation = ack_id, generation
 
 
+class _Inbox:
+    """The messages stomp.py's receiver thread hands over, taken by the consumer as many at a time as there are.
+
+    A :class:`queue.Queue` takes its lock once a message on each side; a
+    batch here takes it once.
+    """
+
+    __slots__ = ("_messages", "_ready")
+
+    def __init__(self) -> None:
+        self._messages: collections.deque[Message] = collections.deque()
+        self._ready = threading.Condition(threading.Lock())
+
+    def put(self, message: Message) -> None:
+        """Add *message* (stomp.py's thread)."""
+        with self._ready:
+            self._messages.append(message)
+            self._ready.notify()
+
+    def take(self, most: int, timeout: float) -> list[Message]:
+        """Up to *most* messages, waiting up to *timeout* seconds for the first; ``[]`` if none came."""
+        messages = self._messages
+        with self._ready:
+            if not messages and not self._ready.wait_for(lambda: bool(messages), timeout):
+                return []
+            count = min(most, len(messages))
+            return [messages.popleft() for _ in range(count)]
+
+
 class _Listener:
     """stomp.py's callbacks (its receiver thread): messages into a local queue, errors and disconnection noted."""
 
-    def __init__(self, inbox: queue.Queue[Message], generation: int) -> None:
+    def __init__(self, inbox: _Inbox, generation: int) -> None:
         self.inbox = inbox
         self.generation = generation
+        #: The receipt asked for with the UNSUBSCRIBE frame, and set once the broker sent it.
+        self.receipt = f"webhook-receiver-unsubscribed-{generation}"
+        self.unsubscribed = threading.Event()
         self.lost: str | None = None
 
     def on_message(self, frame: Any) -> None:
@@ -101,6 +133,10 @@ class _Listener:
 
     def on_error(self, frame: Any) -> None:
         self.lost = f"the broker reported an error: {frame.headers.get('message', 'no message')}"
+
+    def on_receipt(self, frame: Any) -> None:
+        if frame.headers.get("receipt-id") == self.receipt:
+            self.unsubscribed.set()
 
     def on_disconnected(self) -> None:
         if self.lost is None:
@@ -123,6 +159,7 @@ class StompTransport(Transport):
     """
 
     name = "stomp"
+    lingers = True
 
     def __init__(
         self,
@@ -163,10 +200,11 @@ class StompTransport(Transport):
         self._password = password
         self.prefetch = prefetch
         self.heartbeats = heartbeats
-        self._inbox: queue.Queue[Message] = queue.Queue()
+        self._inbox = _Inbox()
         self._connection: Any = None
         self._listener: _Listener | None = None
         self._generation = 0
+        self._subscription = ""
         self._lock = threading.Lock()
         self._timers: set[threading.Timer] = set()
 
@@ -187,7 +225,7 @@ class StompTransport(Transport):
         with self._lock:
             self._generation += 1
             generation = self._generation
-            self._inbox = queue.Queue()
+            self._inbox = _Inbox()
         connection = stomp.Connection12(
             host_and_ports=[(host, port) for host, port, _ in self.addresses],
             vhost=self.vhost,
@@ -219,19 +257,25 @@ class StompTransport(Transport):
             raise TransportUnavailable(f"cannot connect to {self.description}: {reason}") from None
         with self._lock:
             self._connection, self._listener = connection, listener
+            self._subscription = subscription
 
     def receive(self, max_messages: int, timeout: float) -> list[Message]:
         listener = self._listener
         if listener is None or listener.lost is not None:
             raise TransportUnavailable(listener.lost if listener is not None else "not connected")
-        messages: list[Message] = []
-        try:
-            messages.append(self._inbox.get(timeout=timeout))
-            while len(messages) < max_messages:
-                messages.append(self._inbox.get_nowait())
-        except queue.Empty:
-            pass
-        return messages
+        return self._inbox.take(max_messages, timeout)
+
+    def buffered(self) -> list[Message]:
+        return self._inbox.take(1 << 30, 0.0)
+
+    def stop_receiving(self) -> None:
+        """UNSUBSCRIBE, and wait (up to 2 s) for the broker's receipt: every message sent before it is in."""
+        with self._lock:
+            connection, listener = self._connection, self._listener
+        if connection is None or listener is None:
+            return
+        connection.unsubscribe(self._subscription, headers={"receipt": listener.receipt})
+        listener.unsubscribed.wait(2.0)
 
     def _send(self, message: Message, verb: str, **headers: str) -> None:
         handle: _Handle = message.handle
@@ -246,6 +290,23 @@ class StompTransport(Transport):
 
     def ack(self, message: Message) -> None:
         self._send(message, "ack")
+
+    def ack_many(self, messages: list[Message]) -> None:
+        """ACK frames for every message, sent in one socket write (stomp.py writes one frame a call)."""
+        with self._lock:
+            connection, generation = self._connection, self._generation
+        frames = [
+            b"ACK\nid:" + _escape(message.handle.ack_id).encode() + b"\n\n\x00"
+            for message in messages
+            if message.handle.generation == generation  # else its connection is gone: the broker delivers it again
+        ]
+        transport = getattr(connection, "transport", None)
+        send = getattr(transport, "send", None)
+        if not frames or send is None or len(frames) == 1:
+            for message in messages:
+                self.ack(message)
+            return
+        send(b"".join(frames))
 
     def retry(self, message: Message, delay: float) -> None:
         if delay <= 0:
@@ -281,6 +342,15 @@ class StompTransport(Transport):
                 connection.disconnect()
             except Exception:  # noqa: BLE001 - what it did not acknowledge is redelivered anyway
                 pass
+
+
+#: STOMP 1.2's escapes of a header value.
+_ESCAPES = str.maketrans({"\\": "\\\\", "\r": "\\r", "\n": "\\n", ":": "\\c"})
+
+
+def _escape(value: str) -> str:
+    """A header value escaped as STOMP 1.2 says (stomp.py does the same to the frames it writes)."""
+    return value.translate(_ESCAPES)
 
 
 class StompAddress(NamedTuple):
