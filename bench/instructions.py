@@ -340,7 +340,7 @@ def main() -> int:
     if args.child:
         return child(args.child, args.warmup, args.requests)
     if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed: apt-get install valgrind")
+        raise SystemExit("valgrind is not installed: bash bench/tools.sh (apt-get install valgrind)")
     chosen = list(STORES) if args.store == "all" else [args.store]
     instance = tempfile.mkdtemp(prefix="whr-instructions-")
     env = {

@@ -228,7 +228,7 @@ def main() -> int:
     if args.floor == "durable" and args.store == "memory":
         parser.error("--floor durable needs --store sqlite, redis or postgresql")
     if not shutil.which("wrk"):
-        print("wrk is not installed: apt-get install wrk", file=sys.stderr)
+        print("wrk is not installed: bash bench/tools.sh (apt-get install wrk)", file=sys.stderr)
         return 2
 
     body = json.dumps(delivery_body(args.body))
