@@ -40,12 +40,7 @@ def hand_over(event: Event, receiver: HandlerSource, app: Any, dispatcher: Dispa
     """
     irregular = event.__dict__.get("irregular")  # None: the resources string is read later, and noted then
     if irregular:
-        logger.warning(
-            "event %s (%s): unexpected shape of %s; kept as sent in event.raw",
-            event.id,
-            event.trigger,
-            ", ".join(irregular),
-        )
+        _warn_irregular(event, irregular)
     if signals.event_received.receivers:
         signals.send_isolated(signals.event_received, app, event=event, receiver=receiver)
     handlers = receiver.handlers_for(event.trigger, app)
@@ -55,6 +50,16 @@ def hand_over(event: Event, receiver: HandlerSource, app: Any, dispatcher: Dispa
     if outcome.known:
         log_redelivery(dispatcher, event, outcome)
     return outcome
+
+
+def _warn_irregular(event: Event, irregular: Sequence[str]) -> None:
+    """Log the parts of an event's body that are not of the expected shape (kept as sent)."""
+    logger.warning(
+        "event %s (%s): unexpected shape of %s; kept as sent in event.raw",
+        event.id,
+        event.trigger,
+        ", ".join(irregular),
+    )
 
 
 def log_redelivery(dispatcher: Dispatcher, event: Event, outcome: Outcome) -> None:
@@ -103,12 +108,7 @@ def hand_over_many(
     for position, event in enumerate(events):
         irregular = event.__dict__.get("irregular")
         if irregular:
-            logger.warning(
-                "event %s (%s): unexpected shape of %s; kept as sent in event.raw",
-                event.id,
-                event.trigger,
-                ", ".join(irregular),
-            )
+            _warn_irregular(event, irregular)
         if received:
             signals.send_isolated(signals.event_received, app, event=event, receiver=receiver)
         handlers = receiver.handlers_for(event.trigger, app)
