@@ -211,6 +211,9 @@ SLOW_FILES = frozenset(
         "test_package.py",
         "test_queue_faults.py",
         "test_readme_walkthrough.py",
+        "test_review18_batch_outage.py",
+        "test_review18_batch_stop.py",
+        "test_review18_batch_stores.py",
     }
 )
 

@@ -170,6 +170,7 @@ class InlineDispatcher(Dispatcher):
         claimed = [claim for claim in claims if claim.state is ClaimState.CLAIMED]
         HEARTBEAT.add_many(store, claimed)  # kept alive while earlier events of the batch run
         finishing: list[tuple[int, Event, Claim, HandlersRun]] = []
+        unstarted: list[Claim] = []
         try:
             for index, ((event, handlers), claim) in enumerate(zip(batch, claims)):
                 if claim.state is ClaimState.DONE:
@@ -180,6 +181,7 @@ class InlineDispatcher(Dispatcher):
                     continue
                 if stopping is not None and stopping.is_set():
                     results[index] = NOT_STARTED
+                    unstarted.append(claim)
                     continue
                 try:
                     with app.app_context():
@@ -198,6 +200,7 @@ class InlineDispatcher(Dispatcher):
                 self._finish_many(app, receiver, store, finishing, results, patience)
         finally:
             HEARTBEAT.discard_many(claimed)
+            _give_back(store, unstarted)
         return results
 
     def _finish_many(
@@ -373,6 +376,21 @@ def not_durable_message(store: EventStore, where: str) -> str:
         " (the default SQLite file, Redis, a database), or set the deadline to None to answer when the"
         " handlers end"
     )
+
+
+def _give_back(store: EventStore, claims: Sequence[Claim]) -> None:
+    """End the claims of a batch's events that a stop left unstarted: due now, for the next consumer.
+
+    Their messages go back to the queue at once; held until their lease ran
+    out, each redelivery would be answered busy (and given back again) for
+    the whole lease. A store that cannot take it: the lease runs out as before.
+    """
+    now = time.time()
+    for claim in claims:
+        try:
+            store.finish(claim, ok=False, retry_at=now)
+        except Exception as exc:  # noqa: BLE001 - its lease runs out: it is taken again then
+            logger.warning("event %s: not started, held until its lease runs out (%s)", claim.event_id, exc)
 
 
 def _patience(store: EventStore) -> float:
