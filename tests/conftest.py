@@ -214,6 +214,7 @@ SLOW_FILES = frozenset(
         "test_review18_batch_outage.py",
         "test_review18_batch_stop.py",
         "test_review18_batch_stores.py",
+        "test_review18_sqs_batch.py",
     }
 )
 
