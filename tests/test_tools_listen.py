@@ -147,3 +147,30 @@ def test_an_event_below_the_horizon_is_followed_until_it_is_processed(
         ("retried", "processed", 2, ("charge",))
     ]
     assert watch.look() == []
+
+
+def test_a_look_mid_run_hides_no_handler_from_the_finished_runs_line(
+    app: Flask, receiver: WebhookReceiver, send: Callable[..., Any]
+) -> None:
+    """A look landing after the first handler and before the second: the finished line still names both."""
+    import webhook_receiver.cli.listen as listen
+
+    running, release = threading.Event(), threading.Event()
+    receiver.on("order.paid", name="ledger")(lambda event: None)
+
+    def warehouse(event: Any) -> None:
+        running.set()
+        release.wait(30)
+        raise ConnectionError("warehouse API down")
+
+    receiver.on("order.paid", name="warehouse")(warehouse)
+    watch = listen.StoreWatch(receiver.get_store(app), since=time.time() - 1)
+    delivery = threading.Thread(target=send, args=(make_event("order.paid", event_id="mid-run"),))
+    delivery.start()
+    assert running.wait(30)
+    assert [(c.event.id, c.event.status.value) for c in watch.look()] == [("mid-run", "processing")]
+    release.set()
+    delivery.join()
+    assert [(c.event.id, c.event.status.value, c.ran) for c in watch.look()] == [
+        ("mid-run", "failed", ("ledger", "warehouse"))
+    ]

@@ -79,6 +79,9 @@ class StoreWatch:
         #: a redelivery or a replay is running again): each look reads them by id.
         self.followed: set[str] = set()
         self._seen: dict[str, tuple[_State, float]] = {}
+        #: Per event, the state at the last look that found it not running: what a finished run's line
+        #: names as having run is counted from there, so that a look landing mid-run hides no handler.
+        self._settled: dict[str, _State | None] = {}
 
     def look(self) -> list[Change]:
         """The events whose status, runs or handler outcomes changed since the last look, oldest change first."""
@@ -99,7 +102,12 @@ class StoreWatch:
             if before is not None and before[0] == state:
                 continue
             self._seen[stored.id] = (state, stored.received_at)
-            changes.append(Change(stored, before is None, _ran(stored, before[0] if before else None)))
+            settled = self._settled.get(stored.id)
+            changes.append(Change(stored, before is None, _ran(stored, settled)))
+            if stored.status is not EventStatus.PROCESSING:
+                self._settled[stored.id] = state
+            else:
+                self._settled.setdefault(stored.id, None)
         self._advance(recent, found, now)
         return changes
 
@@ -112,6 +120,7 @@ class StoreWatch:
         }
         self.horizon = horizon
         self._seen = {i: seen for i, seen in self._seen.items() if seen[1] >= horizon or i in self.followed}
+        self._settled = {i: state for i, state in self._settled.items() if i in self._seen}
 
 
 def _ran(stored: StoredEvent, before: _State | None) -> tuple[str, ...]:
