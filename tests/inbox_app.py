@@ -116,3 +116,27 @@ def seed_hostile(app: Flask, clock: ShiftedClock) -> str:
     event_id = f"xss-{XSS}"
     send(app, clock, "order.paid", event_id, ago=30, always_fail=XSS, name=XSS, status=XSS)
     return event_id
+
+
+def store_of_kind(kind: str, request: Any) -> Any:
+    """The store a parametrized inbox test runs on: ``memory``, ``redis``, a database of ``DATABASES``, or
+    None (the app's default SQLite store); a database's tables are dropped when the test ends."""
+    from webhook_receiver.stores.memory import MemoryStore
+
+    from .conftest import DATABASES, REDIS_URL, drop_tables, require_database
+
+    store: Any = None
+    if kind == "memory":
+        store = MemoryStore()
+    elif kind == "redis":
+        from webhook_receiver.stores.redis import RedisStore
+
+        store = RedisStore(REDIS_URL, prefix=request.getfixturevalue("redis_prefix"))
+    elif kind in DATABASES:
+        from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore
+
+        require_database(DATABASES[kind])
+        prefix = request.getfixturevalue("table_prefix")
+        store = SQLAlchemyStore(DATABASES[kind], prefix=prefix)
+        request.addfinalizer(lambda: (store.close(), drop_tables(DATABASES[kind], prefix)))
+    return store

@@ -20,7 +20,7 @@ from webhook_receiver.stores.base import EventStatus, EventStore
 from webhook_receiver.stores.memory import MemoryStore
 
 from .conftest import new_app
-from .inbox_app import SECRET, USER_HEADER, XSS, make_inbox_app, seed, seed_hostile, send
+from .inbox_app import SECRET, USER_HEADER, XSS, make_inbox_app, seed, seed_hostile, send, store_of_kind
 
 INBOX = "/webhooks/inbox"
 OPS = {USER_HEADER: "ops"}
@@ -521,24 +521,9 @@ def test_the_inbox_works_with_every_store(
 ) -> None:
     from webhook_receiver.inbox import chart
 
-    from .conftest import DATABASES, REDIS_URL, drop_tables, require_database
-
     monkeypatch.setattr(chart, "CHART_LIMIT", 5)  # the store counts by hour itself: no limit applies
 
-    store: Any = None
-    if kind == "memory":
-        store = MemoryStore()
-    elif kind == "redis":
-        from webhook_receiver.stores.redis import RedisStore
-
-        store = RedisStore(REDIS_URL, prefix=request.getfixturevalue("redis_prefix"))
-    elif kind in DATABASES:
-        from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore
-
-        require_database(DATABASES[kind])
-        prefix = request.getfixturevalue("table_prefix")
-        store = SQLAlchemyStore(DATABASES[kind], prefix=prefix)
-        request.addfinalizer(lambda: (store.close(), drop_tables(DATABASES[kind], prefix)))
+    store = store_of_kind(kind, request)
     app, clock = make_inbox_app(str(tmp_path), store=store)
     for n in range(12):
         send(app, clock, ["order.paid", "product.updated"][n % 2], f"{'fail' if n in (3, 8) else 'evt'}-{n:02d}")

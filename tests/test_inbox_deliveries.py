@@ -25,7 +25,7 @@ from webhook_receiver.testing import deliver, make_event
 from webhook_receiver.testing.store_contract import contract_event
 
 from .conftest import new_app
-from .inbox_app import SECRET, USER_HEADER, XSS, make_inbox_app, send
+from .inbox_app import SECRET, USER_HEADER, XSS, make_inbox_app, send, store_of_kind
 from .test_inbox import INBOX, OPS, token_of
 
 
@@ -52,22 +52,8 @@ def redeliver(app: Flask, event_id: str, attempt: int) -> int:
 def test_every_attempt_is_on_the_page_in_order_with_our_answer(
     kind: str, tmp_path: Any, request: pytest.FixtureRequest
 ) -> None:
-    from .conftest import DATABASES, REDIS_URL, drop_tables, require_database
 
-    store: Any = None
-    if kind == "memory":
-        store = MemoryStore()
-    elif kind == "redis":
-        from webhook_receiver.stores.redis import RedisStore
-
-        store = RedisStore(REDIS_URL, prefix=request.getfixturevalue("redis_prefix"))
-    elif kind in DATABASES:
-        from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore
-
-        require_database(DATABASES[kind])
-        prefix = request.getfixturevalue("table_prefix")
-        store = SQLAlchemyStore(DATABASES[kind], prefix=prefix)
-        request.addfinalizer(lambda: (store.close(), drop_tables(DATABASES[kind], prefix)))
+    store = store_of_kind(kind, request)
     app, clock = make_inbox_app(str(tmp_path), store=store)
     kept = app.extensions["webhook_receiver"]["moltin"].store
     assert send(app, clock, "order.paid", "fail-1") == 500, "shop.ship fails the first run"
