@@ -93,3 +93,48 @@ def test_a_failing_observer_before_accept_still_stores_the_event_as_sent(receive
         assert stored is not None and stored.raw["id"] == "bg-1"
     finally:
         receiver.get_config(app).dispatcher.close()
+
+
+class Switched:
+    """Watches runs only while :attr:`on` is set (as tracing does once a provider is set)."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.seen: list[str] = []
+
+    def watching(self) -> bool:
+        return self.on
+
+    def answered(self, *args: Any, **kwargs: Any) -> None:
+        self.seen.append("answered")
+
+    @contextlib.contextmanager
+    def _around(self, what: str) -> Iterator[None]:
+        yield
+        self.seen.append(what)
+
+    def running(self, receiver: str, event: Event, claim: Any) -> Any:
+        return self._around("run")
+
+    def handler(self, receiver: str, event: Event, handler: str) -> Any:
+        return self._around(f"handler {handler}")
+
+    def before_accept(self, event: Event) -> Event:
+        return event
+
+
+def test_an_observer_that_starts_watching_later_sees_the_runs_from_then_on(receiver: WebhookReceiver) -> None:
+    receiver.on("order.paid", name="ship")(lambda event: None)
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_TRACING=False)
+    receiver.init_app(app)
+    switched = Switched()
+    instrumentation.add_observer(app, switched)
+    client = app.test_client()
+    assert deliver(client, make_event("order.paid", event_id="before"), secret=SECRET).status_code == 200
+    assert switched.seen == ["answered"]  # answers are always heard; runs only while watching
+    switched.on = True
+    assert deliver(client, make_event("order.paid", event_id="after"), secret=SECRET).status_code == 200
+    assert switched.seen == ["answered", "handler ship", "run", "answered"]
+    switched.on = False
+    assert deliver(client, make_event("order.paid", event_id="later"), secret=SECRET).status_code == 200
+    assert switched.seen[4:] == ["answered"]

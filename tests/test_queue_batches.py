@@ -6,7 +6,9 @@ published before the consumer starts, so that they arrive as batches.
 
 from __future__ import annotations
 
+import time
 import uuid
+from pathlib import Path
 
 from webhook_receiver import Event, WebhookReceiver
 
@@ -58,3 +60,33 @@ def test_a_failing_handler_in_a_batch_gives_back_its_messages_only(receiver: Web
     assert consumer.stats.retried >= 1  # the failed message (and its copy, while the first was not done)
     assert consumer.stats.outcomes["processed"] == 12
     assert rabbit.count() == 0
+
+
+def test_a_batch_keeps_the_lease_of_every_event_until_its_finish(tmp_path: Path, receiver: WebhookReceiver) -> None:
+    """An event whose handlers ran early in a batch is still held while later ones run: no worker takes it over."""
+    from webhook_receiver.dispatch.inline import InlineDispatcher
+    from webhook_receiver.stores import ClaimState
+    from webhook_receiver.stores.sqlite import SQLiteStore
+
+    path = str(tmp_path / "events.sqlite3")
+    other = SQLiteStore(path, receiver="moltin")  # another worker on the same file
+    looks: list[ClaimState] = []
+    first = f"held-{uuid.uuid4().hex}"
+
+    @receiver.on("order.paid")
+    def ship(event: Event) -> None:
+        if event.id != first:  # the later events: slow, past the first one's lease
+            time.sleep(0.7)
+            looks.append(other.claim(Event.from_cloudevent(cloudevent(first))).state)
+
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=SQLiteStore(path, lease_seconds=1.0))
+    receiver.init_app(app)
+    dispatcher = receiver.get_config(app).dispatcher
+    assert isinstance(dispatcher, InlineDispatcher)
+    ids = [first, *(uuid.uuid4().hex for _ in range(3))]
+    events = [Event.from_cloudevent(cloudevent(event_id)) for event_id in ids]
+    with app.app_context():
+        handlers = receiver.handlers_for("order.paid", app)
+        outcomes = dispatcher.dispatch_many([(event, handlers) for event in events])
+    assert looks == [ClaimState.BUSY] * 3  # 2.1 s after its claim, its 1 s lease is still held
+    assert [getattr(outcome, "status", outcome) for outcome in outcomes] == ["processed"] * 4

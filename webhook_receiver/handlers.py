@@ -88,6 +88,8 @@ class Handler:
         """
         fn = _to_sync(sender, self.fn, self.name) if self.is_async else self.fn
         result = fn(sender, event=event) if self.via_signal else fn(event)
+        if result is None:  # most handlers: nothing to await or to close
+            return None
         if inspect.isgenerator(result) or inspect.isasyncgen(result):  # its body has not run, and will not
             _discard(result)
             raise TypeError(f"handler {self.name} {_GENERATOR}")

@@ -29,7 +29,9 @@ __all__ = [
     "before_accept",
     "observed_handlers",
     "observers",
+    "run_watchers",
     "running",
+    "watches_runs",
 ]
 
 #: The key of ``app.extensions`` holding the app's observers.
@@ -71,6 +73,24 @@ class Observer(Protocol):
 
     def before_accept(self, event: Event) -> Event:
         """The event a background dispatcher stores: *event*, or a copy carrying what the observer needs later."""
+
+
+def watches_runs(observer: Observer) -> bool:
+    """Whether *observer*'s :meth:`~Observer.running` and :meth:`~Observer.handler` would do anything now.
+
+    An observer may say so with a ``watching()`` method (tracing with no
+    provider set records nothing); one without it always watches.
+    """
+    watching = getattr(observer, "watching", None)
+    return watching is None or bool(watching())
+
+
+def run_watchers(app: Any) -> Sequence[Observer]:
+    """The observers of *app* that watch runs now (see :func:`watches_runs`): ``()`` most often, at one look-up."""
+    found = observers(app)
+    if not found:
+        return found
+    return tuple(observer for observer in found if watches_runs(observer))
 
 
 def add_observer(app: Any, observer: Observer) -> None:
@@ -126,28 +146,39 @@ def answered(
             logger.exception("an observer of deliveries failed; the delivery goes on")
 
 
-def running(app: Any, receiver: str, event: Event, claim: Any) -> ContextManager[Any]:
-    """A context manager around one run of *event*'s handlers under *claim*, for *app*'s observers."""
-    found = observers(app)
+def running(
+    app: Any, receiver: str, event: Event, claim: Any, *, watchers: Sequence[Observer] | None = None
+) -> ContextManager[Any]:
+    """A context manager around one run of *event*'s handlers under *claim*, for *app*'s observers.
+
+    :param watchers: :func:`run_watchers` of *app*, when the caller has them already.
+    """
+    found = run_watchers(app) if watchers is None else watchers
     if not found:
         return _NOTHING
     return _Around(found, "running", (receiver, event, claim))
 
 
-def observed_handlers(app: Any, receiver: str, handlers: list[Handler]) -> list[Handler]:
-    """*handlers*, each calling *app*'s observers around itself (the same list when there are none)."""
-    found = observers(app)
+def observed_handlers(
+    app: Any, receiver: str, handlers: list[Handler], *, watchers: Sequence[Observer] | None = None
+) -> list[Handler]:
+    """*handlers*, each calling *app*'s observers around itself (the same list when none watches runs).
+
+    :param watchers: :func:`run_watchers` of *app*, when the caller has them already.
+    """
+    found = run_watchers(app) if watchers is None else watchers
     if not found or not handlers:
         return handlers
-    cache: dict[int, tuple[Handler, str, Handler]] = app.extensions.setdefault(_WRAPPED_KEY, {})
+    watching = tuple(found)
+    cache: dict[int, tuple[Handler, str, tuple[Observer, ...], Handler]] = app.extensions.setdefault(_WRAPPED_KEY, {})
     wrapped = []
     for handler in handlers:
         entry = cache.get(id(handler))
-        if entry is None or entry[0] is not handler or entry[1] != receiver:
+        if entry is None or entry[0] is not handler or entry[1] != receiver or entry[2] != watching:
             if len(cache) >= 4096:  # handlers of trigger signals may come and go
                 cache.clear()
-            entry = cache[id(handler)] = (handler, receiver, _observed(handler, receiver, found))
-        wrapped.append(entry[2])
+            entry = cache[id(handler)] = (handler, receiver, watching, _observed(handler, receiver, watching))
+        wrapped.append(entry[3])
     return wrapped
 
 

@@ -23,7 +23,7 @@ import weakref
 from functools import partial
 from typing import Any, Sequence
 
-from .. import signals
+from .. import instrumentation, signals
 from ..errors import StoreUnavailable
 from ..events import Event
 from ..handlers import Handler, HandlerSource
@@ -168,7 +168,8 @@ class InlineDispatcher(Dispatcher):
         results: list[Outcome | Exception] = [_OUTCOMES["busy"]] * len(batch)
         patience = _patience(store)
         claimed = [claim for claim in claims if claim.state is ClaimState.CLAIMED]
-        HEARTBEAT.add_many(store, claimed)  # kept alive while earlier events of the batch run
+        HEARTBEAT.add_many(store, claimed)  # kept alive from the claim to the batch's finish
+        watchers = instrumentation.run_watchers(app)  # asked once for the batch
         finishing: list[tuple[int, Event, Claim, HandlersRun]] = []
         unstarted: list[Claim] = []
         try:
@@ -185,7 +186,17 @@ class InlineDispatcher(Dispatcher):
                     continue
                 try:
                     with app.app_context():
-                        result = run_handlers(app, event, handlers, store, claim, receiver=receiver, patience=patience)
+                        result = run_handlers(
+                            app,
+                            event,
+                            handlers,
+                            store,
+                            claim,
+                            receiver=receiver,
+                            patience=patience,
+                            kept=True,
+                            watchers=watchers,
+                        )
                         if result.lost or result.failed:
                             state, _ = finish_now(app, receiver, store, event, claim, result, patience=patience)
                             results[index] = (_OUTCOMES if claim.attempt == 1 else _KNOWN)[state]

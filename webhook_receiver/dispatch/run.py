@@ -9,12 +9,13 @@ event here and now (``flask webhooks replay``).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Sequence, TypeVar
 
 from .. import instrumentation, signals
 from ..errors import StoreUnavailable
@@ -25,6 +26,7 @@ from ..untrusted import logger
 from .lease import HEARTBEAT
 
 if TYPE_CHECKING:
+    from ..instrumentation import Observer
     from .base import RetryPolicy
 
 __all__ = [
@@ -42,6 +44,9 @@ __all__ = [
     "run_now",
     "write_durably",
 ]
+
+#: What keeps the lease when the caller keeps it already.
+_NOT_KEPT: ContextManager[Any] = contextlib.nullcontext()
 
 T = TypeVar("T")
 
@@ -81,6 +86,8 @@ def run_handlers(
     receiver: HandlerSource,
     stopping: threading.Event | None = None,
     patience: float | None = None,
+    kept: bool = False,
+    watchers: Sequence[Observer] | None = None,
 ) -> HandlersRun:
     """Run each handler that has not yet succeeded for *event*, keeping the lease alive.
 
@@ -107,6 +114,11 @@ def run_handlers(
         is given up (background dispatch).
     :param patience: give up a write still refused after this many seconds
         (dispatch in the request); ``None``: until *stopping*.
+    :param kept: the caller keeps the lease alive already (a consumer's
+        batch, from its claim to its finish): no heartbeat of its own.
+    :param watchers: the observers watching runs
+        (:func:`~webhook_receiver.instrumentation.run_watchers`), when the
+        caller asked once for several events.
     :raises StoreUnavailable: if an outcome cannot be written before
         *stopping* or *patience* says to give up.
     """
@@ -121,8 +133,11 @@ def run_handlers(
     def durably(write: Callable[[], T], what: str) -> T:
         return write_durably(write, event_id=event.id, what=what, stopping=stopping, patience=patience)
 
-    pending = instrumentation.observed_handlers(sender, receiver.name, pending)
-    with HEARTBEAT.keep(store, claim), instrumentation.running(sender, receiver.name, event, claim):
+    if watchers is None:
+        watchers = instrumentation.run_watchers(sender)
+    pending = instrumentation.observed_handlers(sender, receiver.name, pending, watchers=watchers)
+    keeping = _NOT_KEPT if kept else HEARTBEAT.keep(store, claim)
+    with keeping, instrumentation.running(sender, receiver.name, event, claim, watchers=watchers):
         for position, handler in enumerate(pending, 1):
             if previous is not None:
                 recorded = durably(partial(store.record, claim, previous), f"the outcome of {previous.name}")

@@ -94,6 +94,10 @@ class TracingObserver:
             return False  # what get_tracer_provider() answers then: the API's proxy
         return not isinstance(self._trace.get_tracer_provider(), self._proxy)
 
+    def watching(self) -> bool:
+        """Whether runs and handlers get spans now (:meth:`live`): when not, the core skips this observer."""
+        return self.live()
+
     def answered(
         self,
         receiver: str,
