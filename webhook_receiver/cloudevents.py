@@ -103,34 +103,29 @@ def read_fields(raw: Mapping[str, Any], transport: str) -> CloudEventFields:
     :param transport: the transport it came through, for the integration's type.
     :raises InvalidEvent: if ``type`` is missing or not an event name.
     """
-    trigger = raw.get("type")
+    get = raw.get  # one look-up per field: this runs for every message
+    trigger = get("type")
     if trigger is None:
         raise InvalidEvent("the message has no type", field="type")
     if not isinstance(trigger, str) or not is_event_name(trigger):
         raise InvalidEvent("type is not an event name", field="type")
+    source, store_id, integration_id = get("source"), get("storeid"), get("integrationid")
+    content_type = get("datacontenttype")
     irregular: list[str] = []
-    if raw.get("specversion") != SPECVERSION:
+    if get("specversion") != SPECVERSION:
         irregular.append("specversion")
-    for name in ("source", "storeid", "integrationid"):
-        value = raw.get(name)
-        if value is not None and not isinstance(value, str):
-            irregular.append(name)
-    content_type = raw.get("datacontenttype")
+    if source is not None and not isinstance(source, str):
+        irregular.append("source")
+    if store_id is not None and not isinstance(store_id, str):
+        irregular.append("storeid")
+    if integration_id is not None and not isinstance(integration_id, str):
+        irregular.append("integrationid")
     if content_type is not None and not (isinstance(content_type, str) and "json" in content_type.lower()):
         irregular.append("datacontenttype")
     if "data_base64" in raw:
         irregular.append("data_base64")
-    integration: dict[str, Any] = {}
-    if raw.get("integrationid") is not None:
-        integration["id"] = raw["integrationid"]
-    if transport in INTEGRATION_TYPES:
-        integration["integration_type"] = INTEGRATION_TYPES[transport]
-    return CloudEventFields(
-        trigger=trigger,
-        data=raw.get("data"),
-        included=raw.get("included"),
-        store_id=raw.get("storeid"),
-        integration=integration,
-        source=raw.get("source"),
-        irregular=tuple(irregular),
-    )
+    integration: dict[str, Any] = {} if integration_id is None else {"id": integration_id}
+    integration_type = INTEGRATION_TYPES.get(transport)
+    if integration_type is not None:
+        integration["integration_type"] = integration_type
+    return CloudEventFields(trigger, get("data"), get("included"), store_id, integration, source, tuple(irregular))

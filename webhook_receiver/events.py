@@ -256,7 +256,9 @@ class Event:
             JSON object, no ``id`` or ``type``, or ``type`` is not an event name).
         """
         raw_json: bytes | None = None
-        if isinstance(body, Mapping):
+        if not isinstance(body, (bytes, str)):  # a decoded object (the ABC check only here: it is slow)
+            if not isinstance(body, Mapping):
+                raise InvalidEvent(f"the message must be a JSON object, not {_json_type(body)}")
             try:
                 decoded: Any = redact(dict(body))[0]
             except RecursionError:
@@ -284,7 +286,8 @@ class Event:
         """Check the fields of a redacted CloudEvent, which becomes :attr:`raw`."""
         event_id = _checked_id(raw)
         fields = cloudevents.read_fields(raw, transport or "")
-        event = cls(
+        event = object.__new__(cls)  # as in _build: the fields set at once, not one object.__setattr__ each
+        event.__dict__.update(
             id=event_id,
             trigger=fields.trigger,
             attempt=attempt if attempt >= 1 else 1,
@@ -296,8 +299,9 @@ class Event:
             transport=transport or "queue",
             raw=raw,
             irregular=fields.irregular,
+            resources=None,
+            _raw_json=raw_json,
         )
-        object.__setattr__(event, "_raw_json", raw_json)
         return event
 
     @classmethod
