@@ -373,8 +373,8 @@ def run_claimed(
         or ``"lost"``, and the pause before the next run, if there is one.
     :raises StoreUnavailable: if an outcome cannot be written.
     """
-    # The stores of this library set it in claim_due; one written before it existed does not: without it, a
-    # failure past the policy's last attempt would be left due again, for ever.
+    # The stores of this library set it in claim_due; a subclass of one whose claim_due builds its own claims
+    # may not, and its finish would then leave a failure past the policy's last attempt due again, for ever.
     claim.by_queue = True
     try:
         event = Event.from_stored(claim.raw)  # type: ignore[arg-type]
