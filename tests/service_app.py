@@ -10,7 +10,9 @@ the file each handler run appends to; ``WHR_SLEEP`` seconds the handler
 sleeps; ``WHR_FAIL_ONCE`` makes the handler fail the first run of each event;
 ``WHR_THREADS`` and ``WHR_MAX_BACKLOG`` set the worker threads and the backlog
 limit of thread dispatch, ``WHR_GRACE`` its grace period at shutdown;
-``WHR_DEADLINE`` the inline deadline in seconds.
+``WHR_DEADLINE`` the inline deadline in seconds; ``WHR_WAIT_FOR`` a file the
+handler waits for (up to 60 s) after recording its start, so that a test
+decides when a run goes on.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ def effect(event: Event) -> None:
     """Record a start, maybe sleep or fail, then record the effect."""
     _append({"id": event.id, "phase": "start", "pid": os.getpid()})
     time.sleep(float(os.environ.get("WHR_SLEEP", "0")))
+    gate = os.environ.get("WHR_WAIT_FOR")
+    waited = time.monotonic()
+    while gate and not os.path.exists(gate) and time.monotonic() - waited < 60:
+        time.sleep(0.02)
     runs = [line for line in read_output() if line["id"] == event.id and line["phase"] == "start"]
     if os.environ.get("WHR_FAIL_ONCE") and len(runs) == 1:
         raise RuntimeError("failing the first run on purpose")

@@ -285,6 +285,9 @@ class InlineDispatcher(Dispatcher):
                 event.trigger,
             )
             raise
+        # The run is the queue's now: its failure is retried by this dispatcher's policy (finish_run), and a
+        # failure past the policy's last attempt is final, as a queue run's is, not left to the queue again.
+        claim.by_queue = True
         handoff.decide(_ACCEPTED_STATE)
         if self._takeover is not None:
             self._takeover.start()  # once per process (a TESTING app's starts here); at once when it runs

@@ -388,6 +388,9 @@ def run_claimed(
         or ``"lost"``, and the pause before the next run, if there is one.
     :raises StoreUnavailable: if an outcome cannot be written.
     """
+    # The stores of this library set it in claim_due; a subclass of one whose claim_due builds its own claims
+    # may not, and its finish would then leave a failure past the policy's last attempt due again, for ever.
+    claim.by_queue = True
     try:
         event = Event.from_stored(claim.raw)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001 - whatever it is, it must not block the queue
@@ -533,7 +536,10 @@ def finish_now(
 ) -> tuple[RunState, list[str]]:
     """Finish an inline run of *event* after :func:`run_handlers`: the second half of :func:`run_now`.
 
-    A failed run is left ``failed``: upstream's retry (or ``replay``) runs it again.
+    A failed run is left ``failed``: upstream's retry (or ``replay``) runs it
+    again. An event that came through the queue meanwhile (a 202 answered for
+    it elsewhere: a rolling deploy from inline to background dispatch) is left
+    to the queue instead, pending (see :meth:`EventStore.finish`).
 
     :param patience: how long a write the store cannot take is tried again.
     :returns: as :func:`run_now`.
@@ -549,6 +555,14 @@ def finish_now(
         )
         return "busy", result.failed
     if result.failed:
+        if claim.requeued:
+            logger.warning(
+                "event %s (%s): %s failed; it came through the queue (a 202 was answered for it),"
+                " so the queue runs it again",
+                event.id,
+                event.trigger,
+                ", ".join(result.failed),
+            )
         return "failed", result.failed
     signals.send_isolated(signals.event_handled, sender, event=event, receiver=receiver)
     return "processed", []

@@ -18,6 +18,14 @@ Background dispatch makes the store the work queue:
 3. a failed run is finished with ``retry_at``: the event is ``pending`` again,
    due then, so that a retry survives any restart.
 
+The two meet in a rolling deploy from inline to background dispatch: an event
+a request holds may be accepted meanwhile (upstream's retry answered 202 by an
+instance with background dispatch), which makes the event the queue's. Should
+the request's claim then fail without a ``retry_at``, :meth:`EventStore.finish`
+leaves it ``pending`` and due now rather than ``failed``, as the queue would
+have taken it over had the request died: the 202 promised the queue's retries
+(see :attr:`Claim.by_queue`).
+
 Every write made under a claim is *fenced*: it carries the claim's token and
 the store refuses it (the method returns ``False``) once another worker has
 taken the event over. :meth:`EventStore.renew` extends a lease while a handler
@@ -63,6 +71,7 @@ __all__ = [
     "dump_outcomes",
     "finished_status",
     "hour_start",
+    "leaves_to_queue",
     "prunable",
     "load_delivery",
     "load_outcomes",
@@ -156,9 +165,10 @@ class Claim:
     :param outcomes: each handler's outcome so far, by name.
     :param trigger: the event's trigger (set by :meth:`EventStore.claim_due`).
     :param raw: the stored, redacted body (set by :meth:`EventStore.claim_due`).
+    :param by_queue: whether the run is the queue's (see :attr:`by_queue`).
     """
 
-    __slots__ = ("event_id", "state", "token", "attempt", "outcomes", "trigger", "raw", "lost")
+    __slots__ = ("event_id", "state", "token", "attempt", "outcomes", "trigger", "raw", "lost", "by_queue", "requeued")
 
     def __init__(
         self,
@@ -170,6 +180,7 @@ class Claim:
         outcomes: dict[str, HandlerOutcome] | None = None,
         trigger: str = "",
         raw: Mapping[str, Any] | None = None,
+        by_queue: bool = False,
     ) -> None:
         self.event_id = event_id
         self.state = state
@@ -178,6 +189,16 @@ class Claim:
         self.outcomes: dict[str, HandlerOutcome] = outcomes if outcomes is not None else {}
         self.trigger = trigger
         self.raw = raw
+        #: Whether the run is the queue's, its retries decided by a background dispatcher's
+        #: :class:`~webhook_receiver.dispatch.base.RetryPolicy`: taken by :meth:`EventStore.claim_due` (which
+        #: sets it), or handed over to the queue by the dispatcher that took it (inline dispatch answering
+        #: 202 at its deadline). A failed :meth:`~EventStore.finish` without ``retry_at`` of such a claim
+        #: is the queue giving up: the event is ``failed``. A claim taken by a request or a consumer
+        #: (:meth:`EventStore.claim`, :meth:`EventStore.claim_many`) leaves an event that came through the
+        #: queue (accepted, answered 202, perhaps while this claim held it) ``pending`` and due now instead.
+        self.by_queue = by_queue
+        #: Set by a failed :meth:`~EventStore.finish` that left the event to the queue (see :attr:`by_queue`).
+        self.requeued = False
         #: Set when a write or a renewal found the lease taken over.
         self.lost = False
 
@@ -351,6 +372,20 @@ def finished_status(ok: bool, retry_at: float | None) -> EventStatus:
     return EventStatus.PENDING if retry_at is not None else EventStatus.FAILED
 
 
+def leaves_to_queue(claim: Claim, ok: bool, retry_at: float | None) -> bool:
+    """Whether :meth:`EventStore.finish` of *claim* must look whether the event is the queue's.
+
+    True for a failed run without ``retry_at`` of a claim that is not the
+    queue's (:attr:`Claim.by_queue`): the event goes back to the queue,
+    ``pending`` and due now, if it came through it (it was accepted, and a
+    202 answered, before or while *claim* held it), and is ``failed``
+    otherwise (no 202 was given: upstream's retry runs it again). Stores
+    take that branch only then, so that every other finish, and first of
+    all a success, costs what it did.
+    """
+    return not ok and retry_at is None and not claim.by_queue
+
+
 def dump_outcomes(outcomes: Mapping[str, HandlerOutcome]) -> str:
     """Outcomes as the JSON text stores keep."""
     return fastjson.dumps(
@@ -487,7 +522,7 @@ class EventStore(ABC):
         it over.
 
         :returns: a ``CLAIMED`` claim carrying the event's trigger and body,
-            or ``None`` when nothing is due.
+            :attr:`~Claim.by_queue` set, or ``None`` when nothing is due.
         :raises StoreUnavailable: if the store cannot answer.
         """
 
@@ -499,7 +534,9 @@ class EventStore(ABC):
         run). An event held by a claim taken with :meth:`claim` (a request
         that may have died) joins the queue: once its lease runs out,
         :meth:`claim_due` takes it over, as it does any accepted event, so
-        the 202 this answers is kept. Any other stored event is left as it is.
+        the 202 this answers is kept; should that request's run fail instead,
+        :meth:`finish` leaves the event pending, for the queue. Any other
+        stored event is left as it is.
 
         :returns: ``None`` when the event is new, else the status it had.
         :raises StoreUnavailable: if the store cannot take it.
@@ -563,7 +600,14 @@ class EventStore(ABC):
         """End the run: write *last*, the event's status, and end the lease.
 
         The status is ``processed`` when *ok*; else ``pending`` and due at
-        *retry_at* when it is given, else ``failed``.
+        *retry_at* when it is given, else ``failed``: except for a claim that
+        is not the queue's (:attr:`Claim.by_queue`, see
+        :func:`leaves_to_queue`) on an event that came through the queue
+        (:meth:`accept` answered it, before or while the claim held it),
+        which is left ``pending`` and due now, its outcomes and *error*
+        written, for the queue to run again (:attr:`Claim.requeued` is then
+        set), in the same fenced write: a 202 was answered for it, and
+        nothing else would retry it.
 
         :param ok: whether every handler has succeeded.
         :param last: the last handler run, recorded in the same write.

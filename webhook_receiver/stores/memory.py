@@ -26,6 +26,7 @@ from .base import (
     StoredEvent,
     finished_status,
     hour_start,
+    leaves_to_queue,
     load_raw,
     prunable,
 )
@@ -127,7 +128,7 @@ class MemoryStore(EventStore):
         stored.due_at = due_at
         heapq.heappush(self._queue, (due_at, next(self._seq), stored.id))
 
-    def _take(self, stored: StoredEvent, now: float, *, with_body: bool = False) -> Claim:
+    def _take(self, stored: StoredEvent, now: float, *, with_body: bool = False, by_queue: bool = False) -> Claim:
         token = self._lease(stored.id)
         stored.status = EventStatus.PROCESSING
         stored.due_at = None
@@ -141,6 +142,7 @@ class MemoryStore(EventStore):
             outcomes=dict(stored.handlers),
             trigger=stored.trigger,
             raw=load_raw(self._bodies[stored.id]) if with_body else None,  # claim() has the event
+            by_queue=by_queue,
         )
 
     def _insert(self, event: Event, now: float) -> StoredEvent:
@@ -199,14 +201,14 @@ class MemoryStore(EventStore):
                 due_at, _, event_id = heapq.heappop(self._queue)
                 stored = self._events.get(event_id)
                 if stored is not None and stored.status is EventStatus.PENDING and stored.due_at == due_at:
-                    return self._take(stored, now, with_body=True)
+                    return self._take(stored, now, with_body=True, by_queue=True)
             held_now = time.monotonic()
             while self._lease_heap and self._lease_heap[0][0] <= held_now:
                 _, _, event_id, token = heapq.heappop(self._lease_heap)
                 stored = self._events.get(event_id)
                 lease = self._leases.get(event_id)
                 if stored is not None and lease is not None and lease[0] == token and lease[1] <= held_now:
-                    return self._take(stored, now, with_body=True)
+                    return self._take(stored, now, with_body=True, by_queue=True)
         return None
 
     def accept(self, event: Event) -> EventStatus | None:
@@ -304,6 +306,10 @@ class MemoryStore(EventStore):
             del self._leases[claim.event_id]
             stored.updated_at = now
             stored.error = error
+            if not ok and leaves_to_queue(claim, ok, retry_at) and claim.event_id in self._background:
+                self._enqueue(stored, now)  # a 202 was answered for it: the queue runs it again
+                claim.requeued = True
+                return True
             stored.status = finished_status(ok, retry_at)
             if stored.status is EventStatus.PENDING and retry_at is not None:
                 self._enqueue(stored, retry_at)

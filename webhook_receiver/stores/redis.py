@@ -66,6 +66,7 @@ from .base import (
     dump_outcomes,
     finished_status,
     hour_start,
+    leaves_to_queue,
     load_delivery,
     load_outcomes,
     load_raw,
@@ -220,30 +221,48 @@ return 1
 """
 
 # KEYS: event, queue, leases; ARGV: id, token, status, outcomes, error, retry delay ms ('' for none). The fields
-# the finish clears (the lease's, the due time, the error of an earlier try) go in one HDEL.
-_FINISH = (
+# the finish clears (the lease's, the due time, the error of an earlier try) go in one HDEL. The status and the
+# delay are read where ``{status}`` and ``{delay}`` stand: ARGV's in the finish, a choice of the script's own in
+# the failure of a request's claim (below).
+_FINISH_BODY = (
     """
-local k = KEYS[1]
-if redis.call('HGET', k, 'token') ~= ARGV[2] then return 0 end
-"""
-    + _CLOCK
-    + """
 if ARGV[5] ~= '' then
-  redis.call('HSET', k, 'status', ARGV[3], 'outcomes', ARGV[4], 'updated_at', sec, 'error', ARGV[5])
+  redis.call('HSET', k, 'status', {status}, 'outcomes', ARGV[4], 'updated_at', sec, 'error', ARGV[5])
   redis.call('HDEL', k, 'token', 'lease_expires', 'due_at')
 else
-  redis.call('HSET', k, 'status', ARGV[3], 'outcomes', ARGV[4], 'updated_at', sec)
+  redis.call('HSET', k, 'status', {status}, 'outcomes', ARGV[4], 'updated_at', sec)
   redis.call('HDEL', k, 'token', 'lease_expires', 'due_at', 'error')
 end
 redis.call('ZREM', KEYS[3], ARGV[1])
-if ARGV[3] == 'failed' then redis.call('SADD', """
+if {status} == 'failed' then redis.call('SADD', """
     + _FAILED
     + """, ARGV[1]) end
-if ARGV[6] ~= '' then
-  local due = now + ARGV[6]
+if {delay} ~= '' then
+  local due = now + {delay}
   redis.call('HSET', k, 'due_at', due)
   redis.call('ZADD', KEYS[2], due, ARGV[1])
 end
+"""
+)
+_FENCE = """
+local k = KEYS[1]
+if redis.call('HGET', k, 'token') ~= ARGV[2] then return 0 end
+"""
+_FINISH = _FENCE + _CLOCK + _FINISH_BODY.format(status="ARGV[3]", delay="ARGV[6]") + "return 1\n"
+
+# The failed finish of a request's claim (ARGV as the finish's, status 'failed', no delay): an event that came
+# through the queue (``background``: a 202 was answered for it) is left pending and due now instead, for the
+# queue; 2 says so.
+_FINISH_FAILED = (
+    _FENCE
+    + _CLOCK
+    + """
+local status, delay = ARGV[3], ARGV[6]
+if redis.call('HGET', k, 'background') == '1' then status, delay = 'pending', '0' end
+"""
+    + _FINISH_BODY.format(status="status", delay="delay")
+    + """
+if status == 'pending' then return 2 end
 return 1
 """
 )
@@ -359,6 +378,7 @@ class _Link:
         self.renew = register(_RENEW)
         self.record = register(_RECORD)
         self.finish = register(_FINISH)
+        self.finish_failed = register(_FINISH_FAILED)
         self.raise_watermark = register(_RAISE_WATERMARK)
         self.owner = register(_OWNER)
         self.resolve = register(_RESOLVE)
@@ -693,6 +713,7 @@ class RedisStore(EventStore):
             outcomes=load_outcomes(outcomes),
             trigger=trigger.decode(),
             raw=load_raw(raw),
+            by_queue=True,
         )
 
     def accept(self, event: Event) -> EventStatus | None:
@@ -793,16 +814,17 @@ class RedisStore(EventStore):
         if status is EventStatus.PENDING and retry_at is not None:
             delay = str(max(0, int((retry_at - time.time()) * 1000)))
         root = self._root or self._find_root(take=True)
-        written = bool(
-            self._script(
-                self._link.finish,
-                [f"{root}:event:{claim.event_id}", f"{root}:queue", f"{root}:leases"],
-                [claim.event_id, claim.token, status.value, dump_outcomes(outcomes), error or "", delay],
-            )
+        script = self._link.finish_failed if not ok and leaves_to_queue(claim, ok, retry_at) else self._link.finish
+        answer = self._script(
+            script,
+            [f"{root}:event:{claim.event_id}", f"{root}:queue", f"{root}:leases"],
+            [claim.event_id, claim.token, status.value, dump_outcomes(outcomes), error or "", delay],
         )
-        if written:
+        if answer:
             claim.outcomes = outcomes
-        return written
+            if answer == 2:  # the failure script left the event to the queue
+                claim.requeued = True
+        return bool(answer)
 
     # -- the out-of-order guard ---------------------------------------------------------
 

@@ -56,6 +56,7 @@ from .base import (
     dump_delivery,
     dump_outcomes,
     finished_status,
+    leaves_to_queue,
     load_delivery,
     load_outcomes,
     load_raw,
@@ -607,6 +608,7 @@ class SQLAlchemyStore(EventStore):
                     outcomes=outcomes,
                     trigger=trigger,
                     raw=load_raw(raw),
+                    by_queue=True,
                 )
             return None
 
@@ -756,11 +758,42 @@ class SQLAlchemyStore(EventStore):
         retry_at: float | None = None,
         error: str | None = None,
     ) -> bool:
+        if not ok and leaves_to_queue(claim, ok, retry_at):
+            return self._finish_failed(claim, last, error)
         params, outcomes = self._finish_params(claim, ok, last, retry_at, error)
         written = self._write_fenced(self._statements(self.engine.dialect.name).finish, claim, params)
         if written:
             claim.outcomes = outcomes
         return written
+
+    def _finish_failed(self, claim: Claim, last: Run | None, error: str | None) -> bool:
+        """A failed run of a request's claim: ``failed``, or ``pending`` and due now if it came through the queue.
+
+        The row's ``background`` flag tells (set by :meth:`accept`, which
+        answered a 202 for it): read under a row lock and the claim's fence,
+        and written, in one transaction.
+        """
+        events = self._events
+        statements = self._statements(self.engine.dialect.name)
+
+        def work(conn: Connection, now: Any) -> tuple[bool, dict[str, Any]] | None:
+            background = conn.execute(
+                sa.select(events.c.background)
+                .where(*self._key(claim.event_id), events.c.lease_token == claim.token)
+                .with_for_update()
+            ).first()
+            if background is None:
+                return None
+            requeued = bool(background[0])
+            params, outcomes = self._finish_params(claim, False, last, time.time() if requeued else None, error)
+            conn.execute(statements.finish, {**params, **self._fence(claim)})
+            return requeued, outcomes
+
+        done = self._run(work)
+        if done is None:
+            return False
+        claim.requeued, claim.outcomes = done
+        return True
 
     # -- transactional handlers ----------------------------------------------------------
 

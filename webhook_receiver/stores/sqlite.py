@@ -48,6 +48,7 @@ from .base import (
     dump_delivery,
     dump_outcomes,
     finished_status,
+    leaves_to_queue,
     load_delivery,
     load_outcomes,
     load_raw,
@@ -495,6 +496,7 @@ class SQLiteStore(EventStore):
             outcomes=load_outcomes(outcomes),
             trigger=trigger,
             raw=load_raw(raw),
+            by_queue=True,
         )
 
     def accept(self, event: Event) -> EventStatus | None:
@@ -589,6 +591,8 @@ class SQLiteStore(EventStore):
         retry_at: float | None = None,
         error: str | None = None,
     ) -> bool:
+        if not ok and leaves_to_queue(claim, ok, retry_at):  # a success pays one test of ok, no call
+            return self._finish_failed(claim, last, error)
         outcomes = claim.with_run(last)
         status = finished_status(ok, retry_at)
         parameters = (
@@ -611,6 +615,41 @@ class SQLiteStore(EventStore):
         if written:
             claim.outcomes = outcomes
         return written
+
+    def _finish_failed(self, claim: Claim, last: Run | None, error: str | None) -> bool:
+        """A failed run of a request's claim: ``failed``, or ``pending`` and due now if it came through the queue.
+
+        The row's ``background`` flag tells (set by :meth:`accept`, which
+        answered a 202 for it); read and written in one transaction, under
+        the claim's fence.
+        """
+        outcomes = claim.with_run(last)
+        now = self.clock.wall()
+        with self._transaction() as conn:
+            row = conn.execute(
+                f"SELECT background FROM {_TABLE} WHERE id = ? AND receiver = ? AND lease_token = ?",
+                (claim.event_id, self.receiver, claim.token),
+            ).fetchone()
+            if row is None:
+                return False
+            requeued = row[0] == 1
+            status = EventStatus.PENDING if requeued else EventStatus.FAILED
+            conn.execute(
+                self._FINISH,
+                (
+                    status.value,
+                    dump_outcomes(outcomes),
+                    error,
+                    now if requeued else None,
+                    now,
+                    claim.event_id,
+                    self.receiver,
+                    claim.token,
+                ),
+            )
+        claim.outcomes = outcomes
+        claim.requeued = requeued
+        return True
 
     def claim_many(self, events: Sequence[Event]) -> list[Claim]:
         """Claim *events* in one transaction: the new ones (the common case) in one ``executemany``.

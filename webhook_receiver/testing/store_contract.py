@@ -478,6 +478,81 @@ class StoreContract:
         stored = store.get("rolled")
         assert stored is not None and stored.status is EventStatus.PROCESSED
 
+    def test_a_request_s_failed_run_of_an_event_answered_202_goes_back_to_the_queue(
+        self, make_store: MakeStore
+    ) -> None:
+        # A rolling deploy: a request (inline dispatch) claims the event; upstream's retry reaches a
+        # background instance, which answers 202; then the request's handler fails. Upstream retries no
+        # more: the queue must run the event again, its attempts counted.
+        store = make_store(30.0)
+        held = store.claim(event("rolled"))
+        assert held.state is ClaimState.CLAIMED and not held.by_queue, "a request's claim is not the queue's"
+        assert store.accept(event("rolled")) is EventStatus.PROCESSING
+        before = time.time()
+        assert store.finish(held, ok=False, last=Run("h", False, "RuntimeError: boom", 1.0, 2.0), error="why")
+        assert held.requeued, "the finish says the event was left to the queue"
+        stored = store.get("rolled")
+        assert stored is not None and stored.status is EventStatus.PENDING, "answered 202: not failed for good"
+        assert stored.due_at is not None and before - 1 <= stored.due_at <= time.time() + 1, "due now"
+        assert stored.handlers["h"].error == "RuntimeError: boom" and stored.handlers["h"].attempts == 1
+        assert stored.error == "why" and stored.attempts == 1
+        stats = store.backlog_stats()
+        assert (stats.due, stats.failed) == (1, 0) and store.count_due() == 1
+        assert not store.finish(held, ok=False), "the finished claim writes nothing more"
+        again = store.claim_due()
+        assert again is not None and again.event_id == "rolled" and again.by_queue
+        assert again.attempt == 2 and again.outcomes["h"].attempts == 1, "the request's run counts"
+        # the queue's own failure without a retry is final: its policy gave up
+        assert store.finish(again, ok=False, last=Run("h", False, "RuntimeError: again", 3.0, 4.0))
+        assert not again.requeued
+        stored = store.get("rolled")
+        assert stored is not None and stored.status is EventStatus.FAILED and stored.handlers["h"].attempts == 2
+        assert store.claim_due() is None and store.backlog_stats().failed == 1
+
+        # accepted (a 202) before a request took it: its failure goes back to the queue too
+        assert store.accept(event("early")) is None
+        taken = store.claim(event("early"))
+        assert taken.state is ClaimState.CLAIMED and not taken.by_queue
+        assert store.finish(taken, ok=False, last=Run("h", False, "E: x", 1.0, 2.0)) and taken.requeued
+        stored = store.get("early")
+        assert stored is not None and stored.status is EventStatus.PENDING
+        queued = store.claim_due()
+        assert queued is not None and queued.event_id == "early" and queued.attempt == 2
+        assert store.finish(queued, ok=True)
+
+        # a failure with a retry time is the caller's choice, as ever; a success is processed
+        assert store.accept(event("given")) is None
+        request = store.claim(event("given"))
+        assert store.finish(request, ok=False, retry_at=time.time() + 60) and not request.requeued
+        stored = store.get("given")
+        assert stored is not None and stored.status is EventStatus.PENDING and stored.due_at is not None
+        assert stored.due_at > time.time() + 30, "the retry time given is kept"
+
+        # never answered 202: failed, for upstream's retry, as before
+        alone = store.claim(event("alone"))
+        assert store.finish(alone, ok=False) and not alone.requeued
+        stored = store.get("alone")
+        assert stored is not None and stored.status is EventStatus.FAILED
+        assert store.claim_due() is None
+
+    def test_a_request_s_failed_finish_is_fenced_once_the_queue_took_the_event_over(
+        self, make_store: MakeStore
+    ) -> None:
+        store = make_store(0.4)
+        dead = store.claim(event("slow"))
+        assert store.accept(event("slow")) is EventStatus.PROCESSING
+        time.sleep(0.5)
+        store.lease_seconds = 30.0
+        taken = store.claim_due()
+        assert taken is not None and taken.event_id == "slow" and taken.by_queue
+        assert not store.finish(dead, ok=False, last=Run("h", False, "late", 1.0, 2.0)), "fenced off"
+        assert not dead.requeued
+        stored = store.get("slow")
+        assert stored is not None and stored.status is EventStatus.PROCESSING and stored.handlers == {}
+        assert store.finish(taken, ok=True)
+        stored = store.get("slow")
+        assert stored is not None and stored.status is EventStatus.PROCESSED
+
     def test_a_store_works_in_a_forked_child(self, store: EventStore) -> None:
         # gunicorn --preload: the store is built (and used) in the master, then forked.
         first = store.claim(event("parent"))
