@@ -6,9 +6,13 @@ published before the consumer starts, so that they arrive as batches.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from webhook_receiver import Event, WebhookReceiver
 
@@ -90,3 +94,39 @@ def test_a_batch_keeps_the_lease_of_every_event_until_its_finish(tmp_path: Path,
         outcomes = dispatcher.dispatch_many([(event, handlers) for event in events])
     assert looks == [ClaimState.BUSY] * 3  # 2.1 s after its claim, its 1 s lease is still held
     assert [getattr(outcome, "status", outcome) for outcome in outcomes] == ["processed"] * 4
+
+
+def test_a_batch_finish_cut_part_way_by_an_outage_counts_the_events_it_wrote_as_processed(
+    receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store writing a batch's finish one by one fails part-way: its retry's refusals are no takeover."""
+    from webhook_receiver.dispatch.inline import InlineDispatcher
+    from webhook_receiver.errors import StoreUnavailable
+    from webhook_receiver.stores import Claim, MemoryStore
+    from webhook_receiver.stores.base import Run
+
+    class CutOnce(MemoryStore):
+        """Its third finish fails once, as a connection lost in the middle of the batch's writes."""
+
+        finishes = 0
+
+        def finish(self, claim: Claim, *, ok: bool, last: Run | None = None, **kwargs: Any) -> bool:
+            CutOnce.finishes += 1
+            if CutOnce.finishes == 3:
+                raise StoreUnavailable("cut", "the connection was lost")
+            return super().finish(claim, ok=ok, last=last, **kwargs)
+
+    ran: list[str] = []
+    receiver.on("order.paid")(lambda event: ran.append(event.id))
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=CutOnce())
+    receiver.init_app(app)
+    dispatcher = receiver.get_config(app).dispatcher
+    assert isinstance(dispatcher, InlineDispatcher)
+    events = [Event.from_cloudevent(cloudevent(f"cut-{uuid.uuid4().hex}")) for _ in range(5)]
+    with app.app_context(), caplog.at_level(logging.WARNING, logger="webhook_receiver"):
+        outcomes = dispatcher.dispatch_many([(event, receiver.handlers_for("order.paid", app)) for event in events])
+    assert [getattr(outcome, "status", outcome) for outcome in outcomes] == ["processed"] * 5
+    assert sorted(ran) == sorted(event.id for event in events)  # each once
+    assert "taken over" not in caplog.text
+    store = receiver.get_store(app)
+    assert all(store.get(event.id).status.value == "processed" for event in events)  # type: ignore[union-attr]

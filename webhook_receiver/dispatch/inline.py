@@ -27,7 +27,7 @@ from .. import instrumentation, signals
 from ..errors import StoreUnavailable
 from ..events import Event
 from ..handlers import Handler, HandlerSource
-from ..stores.base import Claim, ClaimState, EventStore
+from ..stores.base import Claim, ClaimState, EventStatus, EventStore
 from ..untrusted import logger
 from .base import NOT_STARTED, Dispatcher, Outcome, RetryPolicy
 from .lease import HEARTBEAT
@@ -225,17 +225,23 @@ class InlineDispatcher(Dispatcher):
     ) -> None:
         """Record the events whose handlers all succeeded, in one write (tried again while the store refuses)."""
         first = finishing[0][1]
+        tries = 0
+
+        def finish() -> list[bool]:
+            nonlocal tries
+            tries += 1
+            return store.finish_many([(claim, result.last) for _, _, claim, result in finishing])
+
         try:
             written = write_durably(
-                lambda: store.finish_many([(claim, result.last) for _, _, claim, result in finishing]),
-                event_id=first.id,
-                what=f"the outcomes of {len(finishing)} events",
-                patience=patience,
+                finish, event_id=first.id, what=f"the outcomes of {len(finishing)} events", patience=patience
             )
         except StoreUnavailable as exc:
             for index, _, _, _ in finishing:
                 results[index] = exc
             return
+        if tries > 1 and not all(written):  # a try that failed part-way may have written some: they are done
+            written = [taken or _processed(store, event.id) for (_, event, _, _), taken in zip(finishing, written)]
         for (index, event, claim, _), taken in zip(finishing, written):
             if taken:
                 signals.send_isolated(signals.event_handled, app, event=event, receiver=receiver)
@@ -405,6 +411,15 @@ def _give_back(store: EventStore, claims: Sequence[Claim]) -> None:
             store.finish(claim, ok=False, retry_at=now)
         except Exception as exc:  # noqa: BLE001 - its lease runs out: it is taken again then
             logger.warning("event %s: not started, held until its lease runs out (%s)", claim.event_id, exc)
+
+
+def _processed(store: EventStore, event_id: str) -> bool:
+    """Whether *event_id* is stored processed (a look after a refused write; a store that cannot answer: no)."""
+    try:
+        stored = store.get(event_id)
+    except StoreUnavailable:
+        return False
+    return stored is not None and stored.status is EventStatus.PROCESSED
 
 
 def _patience(store: EventStore) -> float:
