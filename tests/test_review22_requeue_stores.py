@@ -114,3 +114,43 @@ class TestRedis(Checks):
     @pytest.fixture
     def make_store(self, redis_prefix: str) -> Iterator[MakeStore]:
         yield from closing(lambda lease: RedisStore(REDIS_URL, prefix=redis_prefix, lease_seconds=lease))
+
+
+def test_a_failed_replay_of_an_event_the_queue_gave_up_on_is_not_run_again_by_the_queue(tmp_path: Path) -> None:
+    """``flask webhooks replay`` runs an event once, here and now; the queue's retries of it were all spent."""
+    from flask import Flask
+
+    from webhook_receiver import Event, WebhookReceiver
+    from webhook_receiver.cli import webhooks_cli
+    from webhook_receiver.testing import deliver, make_event
+
+    from .conftest import SECRET, new_app
+
+    receiver = WebhookReceiver()
+    runs: list[str] = []
+
+    @receiver.on("order.paid", name="ship")
+    def ship(event: Event) -> None:
+        runs.append(event.id)
+        raise ConnectionError("the warehouse is down")
+
+    app: Flask = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVER_DISPATCH="thread",
+        WEBHOOK_RECEIVER_MAX_ATTEMPTS=1,
+        WEBHOOK_RECEIVER_STORE=SQLiteStore(str(tmp_path / "events.sqlite3")),
+    )
+    receiver.init_app(app)
+    store = receiver.get_store(app)
+    try:
+        assert deliver(app.test_client(), make_event("order.paid", event_id="spent"), secret=SECRET).status_code == 202
+        deadline = time.monotonic() + 20
+        while (stored := store.get("spent")) is None or stored.status is not EventStatus.FAILED:
+            assert time.monotonic() < deadline, "the queue's one run ends failed"
+            time.sleep(0.02)
+        replayed = app.test_cli_runner().invoke(webhooks_cli, ["replay", "spent"])
+        assert "still failing: ship" in replayed.output and runs == ["spent", "spent"]
+        stored = store.get("spent")
+        assert stored is not None and stored.status is EventStatus.FAILED, "the replay said failed: it is failed"
+    finally:
+        receiver.get_config(app).dispatcher.close()
