@@ -47,15 +47,20 @@ class WatchingFails:
         return event
 
 
-def test_an_observer_whose_watching_fails_changes_no_webhook_answer(receiver: WebhookReceiver) -> None:
+def test_an_observer_whose_watching_fails_changes_no_webhook_answer(
+    receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
     ran: list[str] = []
     receiver.on("order.paid", name="ship")(lambda event: ran.append(event.id))
     app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_TRACING=False)
     receiver.init_app(app)
     instrumentation.add_observer(app, WatchingFails())
-    response = deliver(app.test_client(), make_event("order.paid", event_id="w-1"), secret=SECRET)
+    with caplog.at_level(logging.ERROR, logger="webhook_receiver"):
+        response = deliver(app.test_client(), make_event("order.paid", event_id="w-1"), secret=SECRET)
     assert response.status_code == 200, "an observer's failure must not change the answer (as _Around promises)"
     assert ran == ["w-1"]
+    logged = [r for r in caplog.records if "an observer of deliveries failed" in r.getMessage()]
+    assert logged and logged[0].exc_info is not None, "the failure is logged, with its traceback"
 
 
 def test_an_observer_whose_watching_fails_neither_breaks_a_batch_nor_holds_its_events_for_ever(
