@@ -79,10 +79,17 @@ def watches_runs(observer: Observer) -> bool:
     """Whether *observer*'s :meth:`~Observer.running` and :meth:`~Observer.handler` would do anything now.
 
     An observer may say so with a ``watching()`` method (tracing with no
-    provider set records nothing); one without it always watches.
+    provider set records nothing); one without it always watches. One whose
+    ``watching()`` fails is logged and left out: it must not break a delivery.
     """
     watching = getattr(observer, "watching", None)
-    return watching is None or bool(watching())
+    if watching is None:
+        return True
+    try:
+        return bool(watching())
+    except Exception:  # noqa: BLE001 - an observer's failure never changes an answer or a run
+        logger.exception("an observer of deliveries failed; the delivery goes on")
+        return False
 
 
 def run_watchers(app: Any) -> Sequence[Observer]:

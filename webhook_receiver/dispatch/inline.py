@@ -168,8 +168,8 @@ class InlineDispatcher(Dispatcher):
         results: list[Outcome | Exception] = [_OUTCOMES["busy"]] * len(batch)
         patience = _patience(store)
         claimed = [claim for claim in claims if claim.state is ClaimState.CLAIMED]
+        watchers = instrumentation.run_watchers(app)  # asked once for the batch (before the heartbeat holds them)
         HEARTBEAT.add_many(store, claimed)  # kept alive from the claim to the batch's finish
-        watchers = instrumentation.run_watchers(app)  # asked once for the batch
         finishing: list[tuple[int, Event, Claim, HandlersRun]] = []
         unstarted: list[Claim] = []
         try:
@@ -198,14 +198,17 @@ class InlineDispatcher(Dispatcher):
                             watchers=watchers,
                         )
                         if result.lost or result.failed:
+                            HEARTBEAT.discard(claim)  # its finish ends the lease: renewed, it would look lost
                             state, _ = finish_now(app, receiver, store, event, claim, result, patience=patience)
                             results[index] = (_OUTCOMES if claim.attempt == 1 else _KNOWN)[state]
                         elif result.finished:
+                            HEARTBEAT.discard(claim)  # finished with its handler's transaction
                             signals.send_isolated(signals.event_handled, app, event=event, receiver=receiver)
                             results[index] = (_OUTCOMES if claim.attempt == 1 else _KNOWN)["processed"]
                         else:
                             finishing.append((index, event, claim, result))
                 except Exception as exc:  # noqa: BLE001 - this event's message is not acknowledged
+                    HEARTBEAT.discard(claim)  # its run stopped: the lease runs out, for a redelivery
                     results[index] = exc
             if finishing:
                 self._finish_many(app, receiver, store, finishing, results, patience)

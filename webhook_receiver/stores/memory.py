@@ -122,8 +122,10 @@ class MemoryStore(EventStore):
             return None
         return self._events.get(claim.event_id)
 
-    def _enqueue(self, stored: StoredEvent, due_at: float) -> None:
-        self._background.add(stored.id)
+    def _enqueue(self, stored: StoredEvent, due_at: float, *, accepted: bool = True) -> None:
+        """Queue *stored* at *due_at*; *accepted*: it came through the queue (accept), as a 202 promised."""
+        if accepted:
+            self._background.add(stored.id)
         stored.status = EventStatus.PENDING
         stored.due_at = due_at
         heapq.heappush(self._queue, (due_at, next(self._seq), stored.id))
@@ -312,7 +314,8 @@ class MemoryStore(EventStore):
                 return True
             stored.status = finished_status(ok, retry_at)
             if stored.status is EventStatus.PENDING and retry_at is not None:
-                self._enqueue(stored, retry_at)
+                # due again, as on every store; it came through the queue only if accept said so (SQLite's flag)
+                self._enqueue(stored, retry_at, accepted=False)
             return True
 
     def watermark(self, handler: str, resource_type: str, resource_id: str) -> float | None:
