@@ -118,11 +118,6 @@ class TestRedis(Checks):
         yield from closing(lambda lease: RedisStore(REDIS_URL, prefix=redis_prefix, lease_seconds=lease))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="documented in CHANGES (today): a failed replay of a queue event is left to the queue, one more run;"
-    " the reviewer questions it (the queue's retries were spent; the replay reports failed)",
-)
 def test_a_failed_replay_of_an_event_the_queue_gave_up_on_is_not_run_again_by_the_queue(tmp_path: Path) -> None:
     """``flask webhooks replay`` runs an event once, here and now; the queue's retries of it were all spent."""
     from flask import Flask

@@ -313,6 +313,8 @@ class MemoryStore(EventStore):
                 claim.requeued = True
                 return True
             stored.status = finished_status(ok, retry_at)
+            if stored.status is EventStatus.FAILED:  # for good: the queue owes it nothing more (a new 202 says again)
+                self._background.discard(claim.event_id)
             if stored.status is EventStatus.PENDING and retry_at is not None:
                 # due again, as on every store; it came through the queue only if accept said so (SQLite's flag)
                 self._enqueue(stored, retry_at, accepted=False)

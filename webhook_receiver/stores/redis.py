@@ -234,9 +234,12 @@ else
   redis.call('HDEL', k, 'token', 'lease_expires', 'due_at', 'error')
 end
 redis.call('ZREM', KEYS[3], ARGV[1])
-if {status} == 'failed' then redis.call('SADD', """
+if {status} == 'failed' then  -- for good: the queue owes it nothing more (a new 202 says again)
+  redis.call('HDEL', k, 'background')
+  redis.call('SADD', """
     + _FAILED
-    + """, ARGV[1]) end
+    + """, ARGV[1])
+end
 if {delay} ~= '' then
   local due = now + {delay}
   redis.call('HSET', k, 'due_at', due)

@@ -761,7 +761,9 @@ class SQLAlchemyStore(EventStore):
         if not ok and leaves_to_queue(claim, ok, retry_at):
             return self._finish_failed(claim, last, error)
         params, outcomes = self._finish_params(claim, ok, last, retry_at, error)
-        written = self._write_fenced(self._statements(self.engine.dialect.name).finish, claim, params)
+        statements = self._statements(self.engine.dialect.name)
+        statement = statements.finish if ok or retry_at is not None else statements.finish_failed
+        written = self._write_fenced(statement, claim, params)
         if written:
             claim.outcomes = outcomes
         return written
@@ -786,7 +788,8 @@ class SQLAlchemyStore(EventStore):
                 return None
             requeued = bool(background[0])
             params, outcomes = self._finish_params(claim, False, last, time.time() if requeued else None, error)
-            conn.execute(statements.finish, {**params, **self._fence(claim)})
+            statement = statements.finish if requeued else statements.finish_failed
+            conn.execute(statement, {**params, **self._fence(claim)})
             return requeued, outcomes
 
         done = self._run(work)
@@ -1110,15 +1113,18 @@ class _Statements:
         )
         self.renew = fenced.values(lease_expires=now + lease_seconds)
         self.record = fenced.values(outcomes=p("p_outcomes"), updated_at=p("p_wall"))
-        self.finish = fenced.values(
-            status=p("p_status"),
-            outcomes=p("p_outcomes"),
-            error=p("p_error"),
-            due_at=p("p_due_at"),
-            lease_token=None,
-            lease_expires=None,
-            updated_at=p("p_wall"),
-        )
+        finished: dict[str, Any] = {
+            "status": p("p_status"),
+            "outcomes": p("p_outcomes"),
+            "error": p("p_error"),
+            "due_at": p("p_due_at"),
+            "lease_token": None,
+            "lease_expires": None,
+            "updated_at": p("p_wall"),
+        }
+        self.finish = fenced.values(**finished)
+        #: The finish of a run that failed for good: the queue owes the event nothing more (a new 202 says again).
+        self.finish_failed = fenced.values(**finished, background=False)
         mark: dict[str, Any] = {
             "receiver": p("p_receiver"),
             "handler": p("p_handler"),

@@ -411,6 +411,8 @@ class SQLiteStore(EventStore):
         f"UPDATE {_TABLE} SET status = ?, outcomes = ?, error = ?, due_at = ?, lease_token = NULL,"
         " lease_expires = NULL, updated_at = ? WHERE id = ? AND receiver = ? AND lease_token = ?"
     )
+    #: The finish of a run that failed for good: the queue owes the event nothing more (a new 202 says again).
+    _FINISH_FAILED = _FINISH.replace(" updated_at = ?", " background = NULL, updated_at = ?")
 
     def claim(self, event: Event) -> Claim:
         now = self.clock.wall()
@@ -605,9 +607,10 @@ class SQLiteStore(EventStore):
             self.receiver,
             claim.token,
         )
+        statement = self._FINISH if ok or retry_at is not None else self._FINISH_FAILED
         depth = _FORK_GUARD.enter()
         try:  # one statement: the outcomes, the status, the lease
-            written: bool = self._connection().execute(self._FINISH, parameters).rowcount == 1
+            written: bool = self._connection().execute(statement, parameters).rowcount == 1
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from None
         finally:
@@ -635,7 +638,7 @@ class SQLiteStore(EventStore):
             requeued = row[0] == 1
             status = EventStatus.PENDING if requeued else EventStatus.FAILED
             conn.execute(
-                self._FINISH,
+                self._FINISH if requeued else self._FINISH_FAILED,
                 (
                     status.value,
                     dump_outcomes(outcomes),

@@ -508,6 +508,20 @@ class StoreContract:
         stored = store.get("rolled")
         assert stored is not None and stored.status is EventStatus.FAILED and stored.handlers["h"].attempts == 2
         assert store.claim_due() is None and store.backlog_stats().failed == 1
+        # the queue gave up: it owes the event nothing more; a request's run of it (a replay, upstream's
+        # retry) that fails is final, not one more run for the queue
+        replay = store.claim(event("rolled"))
+        assert replay.state is ClaimState.CLAIMED and not replay.by_queue
+        assert store.finish(replay, ok=False, last=Run("h", False, "RuntimeError: still", 5.0, 6.0))
+        assert not replay.requeued, "the queue's retries were spent: nothing more is owed"
+        stored = store.get("rolled")
+        assert stored is not None and stored.status is EventStatus.FAILED
+        assert store.claim_due() is None
+        # a new 202 for it makes it the queue's again
+        assert store.accept(event("rolled")) is EventStatus.FAILED
+        owed = store.claim_due()
+        assert owed is not None and owed.event_id == "rolled"
+        assert store.finish(owed, ok=True)
 
         # accepted (a 202) before a request took it: its failure goes back to the queue too
         assert store.accept(event("early")) is None
