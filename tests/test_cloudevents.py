@@ -142,3 +142,12 @@ def test_what_is_not_an_elastic_path_cloudevent_is_refused(body: bytes, message:
 def test_a_webhook_body_still_rebuilds_as_a_webhook() -> None:
     event = Event.from_stored({"id": "e1", "triggered_by": "order.paid", "type": "odd"})
     assert event.transport == "webhook" and event.trigger == "order.paid"
+
+
+def test_a_bytes_like_body_is_read_as_its_bytes() -> None:
+    body = json.dumps({"specversion": "1.0", "id": "bl-1", "type": "order.paid", "data": {"id": "o"}}).encode()
+    for given in (bytearray(body), memoryview(body)):
+        event = Event.from_cloudevent(given, transport="sqs")
+        assert (event.id, event.trigger, event.data) == ("bl-1", "order.paid", {"id": "o"})
+    with pytest.raises(InvalidEvent, match="must be a JSON object, not an array"):
+        Event.from_cloudevent(bytearray(b"[1, 2]"))

@@ -256,6 +256,8 @@ class Event:
             JSON object, no ``id`` or ``type``, or ``type`` is not an event name).
         """
         raw_json: bytes | None = None
+        if isinstance(body, (bytearray, memoryview)):  # bytes-like, as some clients hand bodies over
+            body = bytes(body)
         if not isinstance(body, (bytes, str)):  # a decoded object (the ABC check only here: it is slow)
             if not isinstance(body, Mapping):
                 raise InvalidEvent(f"the message must be a JSON object, not {_json_type(body)}")
