@@ -236,7 +236,11 @@ class Event:
 
     @classmethod
     def from_cloudevent(
-        cls, body: bytes | str | Mapping[str, Any], *, transport: str | None = None, attempt: int = 1
+        cls,
+        body: bytes | bytearray | memoryview | str | Mapping[str, Any],
+        *,
+        transport: str | None = None,
+        attempt: int = 1,
     ) -> Event:
         """Build an event from an Elastic Path CloudEvent, as the queue integrations send.
 
@@ -247,7 +251,7 @@ class Event:
         :attr:`source` its ``source``. Secrets are redacted as in a webhook's
         body; unexpected fields are kept and listed in :attr:`irregular`.
 
-        :param body: the message body (UTF-8 JSON), or the decoded object.
+        :param body: the message body (UTF-8 JSON, bytes-like or text), or the decoded object.
         :param transport: the transport it came through (``"stomp"``,
             ``"sqs"``): :attr:`transport`, and kept in :attr:`raw` as the
             extension attribute ``receivedvia`` so that stores show it.
