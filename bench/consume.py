@@ -18,10 +18,18 @@ moto's server, run in processes of their own and are not in it): a shared
 machine's load slows the wall clock of both consumers, and disturbs the CPU
 time much less. The CPU ratio is the bare consumer's time over the receiver's.
 
+With ``--in-memory`` no broker is involved: the receiver's consumer is given
+the messages by a transport that holds them in memory, and
+``Consumer.handle_many`` runs on batches of 8 (the consumer's default batch):
+the CPU time a message, and the instructions a message under callgrind
+(collection switched on around each batch only), the consumer's own cost,
+which the broker's stream then roughly doubles (see the docs' Queues page).
+
 Run it by hand from the repository root::
 
     python bench/consume.py --transport stomp --messages 5000 --rounds 3
     python bench/consume.py --transport sqs --messages 1000 --rounds 3
+    python bench/consume.py --in-memory --messages 3000
 
 Needs ``pip install -e ".[dev]"`` (stomp.py, boto3, moto[server]).
 """
@@ -173,6 +181,73 @@ def bare_sqs(sqs: Sqs, count: int) -> tuple[float, float]:
     return time.perf_counter() - started, cpu_seconds() - used
 
 
+class _Held:
+    """A transport whose messages are handed to ``handle_many`` directly: no receive, acknowledgements dropped."""
+
+    name = "stomp"
+    description = "messages in memory"
+    keep_alive_interval = None
+    lingers = False
+
+    def ack_many(self, messages: list[Any]) -> None:
+        pass
+
+    def retry(self, message: Any, delay: float) -> None:
+        pass
+
+    def dead_letter(self, message: Any, reason: str) -> str:
+        return "dropped"
+
+
+def in_memory(count: int, warmup: int) -> None:
+    """``handle_many`` on batches of 8 of *count* messages after *warmup* more: the CPU time a message."""
+    import functools
+
+    from flask import Flask
+
+    from webhook_receiver.transports.consumer import Message
+
+    receiver = WebhookReceiver(secret_key="b" * 32)
+    receiver.on("order.paid")(lambda event: None)
+    app = Flask(__name__, instance_path=tempfile.mkdtemp(prefix="whr-bench-"))
+    app.config["WEBHOOK_RECEIVER_STORE"] = "sqlite:///events.sqlite3" if OPTIONS["store"] == "sqlite" else "memory://"
+    receiver.init_app(app)
+    consumer = receiver.consumer(app, f"stomp://{USER}:{PASSWORD}@{STOMP_HOST}:{STOMP_PORT}/queue/unused")
+    consumer.transport = _Held()
+    messages = [Message(body, str(number)) for number, body in enumerate(bodies(warmup + count))]
+    batches = [messages[start : start + 8] for start in range(0, len(messages), 8)]
+    for batch in batches[: warmup // 8]:
+        consumer.handle_many(batch)
+    used = cpu_seconds()
+    for batch in batches[warmup // 8 :]:  # callgrind counts inside functools.reduce only
+        functools.reduce(lambda _, __, batch=batch: consumer.handle_many(batch), [0], None)  # type: ignore[misc]
+    used = cpu_seconds() - used
+    assert consumer.stats.outcomes == {"processed": warmup // 8 * 8 + count}, consumer.stats
+    print(f"in memory: {used / count * 1e6:.1f} us CPU a message ({OPTIONS['store']} store, batches of 8)", flush=True)
+
+
+def count_in_memory(count: int, warmup: int) -> None:
+    """:func:`in_memory` in a child under callgrind: instructions a message."""
+    out = tempfile.NamedTemporaryFile(prefix="whr-callgrind-consume-", suffix=".out", delete=False)
+    out.close()
+    try:
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=functools_reduce"]
+            + [f"--callgrind-out-file={out.name}", sys.executable, __file__, "--in-memory-child"]
+            + ["--messages", str(count), "--warmup", str(warmup), "--store", OPTIONS["store"]],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"the consumer failed under valgrind:\n{done.stderr[-2000:]}")
+        summary = [line for line in Path(out.name).read_text().splitlines() if line.startswith("summary:")]
+        instructions = int(summary[0].split()[1])
+        store = OPTIONS["store"]
+        print(f"in memory: {instructions / count:,.0f} instructions a message under callgrind ({store} store)")
+    finally:
+        os.unlink(out.name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transport", choices=["stomp", "sqs"], default="stomp")
@@ -187,8 +262,17 @@ def main() -> None:
         default="inline",
         help="thread: acknowledged once stored pending, the handlers left to other processes (consume --no-work)",
     )
+    parser.add_argument("--in-memory", action="store_true", help="no broker: handle_many's own CPU and instructions")
+    parser.add_argument("--warmup", type=int, default=800, help="with --in-memory: messages handled before counting")
+    parser.add_argument("--in-memory-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     OPTIONS.update(store=args.store, dispatch=args.dispatch, prefetch=args.prefetch)
+    if args.in_memory_child or args.in_memory:
+        logging.basicConfig(level=logging.WARNING)
+        in_memory(args.messages, args.warmup)
+        if args.in_memory:
+            count_in_memory(args.messages, args.warmup)
+        return
     prefetch = args.prefetch or default_prefetch(args.concurrency)
     logging.basicConfig(level=logging.WARNING)
 
