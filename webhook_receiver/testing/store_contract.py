@@ -461,12 +461,13 @@ class StoreContract:
         # A rolling deploy: a request (inline dispatch) claims the event and dies
         # mid-handler; upstream's retry reaches a background instance, which
         # answers 202: the queue must run the event once the dead lease runs out.
-        store = make_store(0.4)
+        store = make_store(1.0)  # long enough for the three calls below on a loaded machine (0.4 s was not)
         dead = store.claim(event("rolled"))
+        claimed_at = time.monotonic()  # the lease was taken before this: it has run out 1.0 s after
         assert dead.state is ClaimState.CLAIMED
         assert store.accept(event("rolled")) is EventStatus.PROCESSING
         assert store.claim_due() is None, "the request's lease is still live"
-        time.sleep(0.5)
+        time.sleep(max(0.0, claimed_at + 1.1 - time.monotonic()))
         store.lease_seconds = 30.0
         assert store.count_due() == 1
         taken = store.claim_due()
