@@ -62,6 +62,15 @@ def read_output(path: str | None = None) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def effects(folder: Any, phase: str, event_id: str) -> list[dict[str, Any]]:
+    """What the handler wrote to *folder*'s ``effects.jsonl`` (a test's ``WHR_OUTPUT``) for *event_id* at *phase*."""
+    return [
+        line
+        for line in read_output(os.path.join(str(folder), "effects.jsonl"))
+        if line["phase"] == phase and line["id"] == event_id
+    ]
+
+
 def create_app() -> Flask:
     app = Flask(__name__, instance_path=os.environ["WHR_INSTANCE"])
     app.config.update(

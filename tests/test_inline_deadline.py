@@ -41,7 +41,7 @@ from webhook_receiver.testing import deliver, make_event
 from .conftest import POSTGRES_URL, REDIS_URL, SECRET, new_app
 from .processes import Processes, logs_text, wait_for
 from .service_app import SECRET as SERVICE_SECRET
-from .service_app import read_output
+from .service_app import effects
 from .shop_app import SECRET as SHOP_SECRET
 
 
@@ -437,14 +437,6 @@ def test_werkzeugs_threaded_server_as_flask_run_uses_answers_at_the_deadline(
 
 
 # -- behind gunicorn, with workers SIGKILLed ---------------------------------------------------------------------
-
-
-def effects(tmp_path: Path, phase: str, event_id: str) -> list[dict[str, Any]]:
-    return [
-        line
-        for line in read_output(str(tmp_path / "effects.jsonl"))
-        if line["phase"] == phase and line["id"] == event_id
-    ]
 
 
 def test_behind_gunicorn_a_12_s_handler_is_answered_at_the_deadline_and_runs_once(

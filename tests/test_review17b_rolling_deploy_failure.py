@@ -40,7 +40,7 @@ from webhook_receiver.testing.store_contract import contract_event
 from .conftest import DATABASES, REDIS_URL, SECRET, drop_tables, new_app, require_database
 from .processes import Processes, logs_text, wait_for
 from .service_app import SECRET as SERVICE_SECRET
-from .service_app import read_output
+from .service_app import effects
 
 
 @pytest.fixture(params=["sqlite", "redis", "memory", "postgresql", "mariadb"])
@@ -191,14 +191,6 @@ def test_a_run_answered_202_at_the_deadline_that_fails_its_last_attempt_stays_fa
 
 
 # -- real processes: two gunicorn servers, one inline and one thread, on one SQLite file --------------------------
-
-
-def effects(tmp_path: Path, phase: str, event_id: str) -> list[dict[str, Any]]:
-    return [
-        line
-        for line in read_output(str(tmp_path / "effects.jsonl"))
-        if line["phase"] == phase and line["id"] == event_id
-    ]
 
 
 def test_behind_gunicorn_the_thread_instance_runs_again_what_the_inline_one_failed_after_its_202(
