@@ -607,7 +607,9 @@ class EventStore(ABC):
         which is left ``pending`` and due now, its outcomes and *error*
         written, for the queue to run again (:attr:`Claim.requeued` is then
         set), in the same fenced write: a 202 was answered for it, and
-        nothing else would retry it.
+        nothing else would retry it. A finish that leaves the event
+        ``failed`` forgets that it came through the queue: a later failed
+        claim of it is ``failed`` too, until :meth:`accept` answers it again.
 
         :param ok: whether every handler has succeeded.
         :param last: the last handler run, recorded in the same write.

@@ -762,7 +762,8 @@ class SQLAlchemyStore(EventStore):
             return self._finish_failed(claim, last, error)
         params, outcomes = self._finish_params(claim, ok, last, retry_at, error)
         statements = self._statements(self.engine.dialect.name)
-        statement = statements.finish if ok or retry_at is not None else statements.finish_failed
+        failed = params["p_status"] == EventStatus.FAILED.value
+        statement = statements.finish_failed if failed else statements.finish
         written = self._write_fenced(statement, claim, params)
         if written:
             claim.outcomes = outcomes

@@ -607,7 +607,7 @@ class SQLiteStore(EventStore):
             self.receiver,
             claim.token,
         )
-        statement = self._FINISH if ok or retry_at is not None else self._FINISH_FAILED
+        statement = self._FINISH_FAILED if status is EventStatus.FAILED else self._FINISH
         depth = _FORK_GUARD.enter()
         try:  # one statement: the outcomes, the status, the lease
             written: bool = self._connection().execute(statement, parameters).rowcount == 1
