@@ -23,8 +23,8 @@ from webhook_receiver.stores.redis import RedisStore
 from webhook_receiver.stores.sqlite import SQLiteStore
 from webhook_receiver.testing.store_contract import contract_event as event
 
-from .conftest import MARIADB_URL, POSTGRES_URL, REDIS_URL, drop_tables, require_database
-from .test_stores import closing
+from .conftest import MARIADB_URL, POSTGRES_URL, REDIS_URL
+from .test_stores import closing, on_database
 
 MakeStore = Callable[[float], EventStore]
 
@@ -95,21 +95,13 @@ class TestSQLite(Checks):
 class TestPostgreSQL(Checks):
     @pytest.fixture
     def make_store(self, table_prefix: str) -> Iterator[MakeStore]:
-        from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore
-
-        require_database(POSTGRES_URL)
-        yield from closing(lambda lease: SQLAlchemyStore(POSTGRES_URL, prefix=table_prefix, lease_seconds=lease))
-        drop_tables(POSTGRES_URL, table_prefix)
+        yield from on_database(POSTGRES_URL, table_prefix)
 
 
 class TestMariaDB(Checks):
     @pytest.fixture
     def make_store(self, table_prefix: str) -> Iterator[MakeStore]:
-        from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore
-
-        require_database(MARIADB_URL)
-        yield from closing(lambda lease: SQLAlchemyStore(MARIADB_URL, prefix=table_prefix, lease_seconds=lease))
-        drop_tables(MARIADB_URL, table_prefix)
+        yield from on_database(MARIADB_URL, table_prefix)
 
 
 class TestRedis(Checks):

@@ -32,6 +32,15 @@ def closing(build: Callable[[float], EventStore]) -> Iterator[Callable[[float], 
         store.close()
 
 
+def on_database(url: str, table_prefix: str) -> Iterator[Callable[[float], EventStore]]:
+    """A make_store fixture's body for ``SQLAlchemyStore`` on the database at *url*, its tables dropped after."""
+    from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore
+
+    require_database(url)
+    yield from closing(lambda lease: SQLAlchemyStore(url, prefix=table_prefix, lease_seconds=lease))
+    drop_tables(url, table_prefix)
+
+
 class TestMemoryStore(StoreContract):
     @pytest.fixture
     def make_store(self) -> Iterator[Callable[[float], EventStore]]:
@@ -56,21 +65,13 @@ class TestSQLAlchemyStoreOnSQLite(StoreContract):
 class TestSQLAlchemyStoreOnPostgreSQL(StoreContract):
     @pytest.fixture
     def make_store(self, table_prefix: str) -> Iterator[Callable[[float], EventStore]]:
-        from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore
-
-        require_database(POSTGRES_URL)
-        yield from closing(lambda lease: SQLAlchemyStore(POSTGRES_URL, prefix=table_prefix, lease_seconds=lease))
-        drop_tables(POSTGRES_URL, table_prefix)
+        yield from on_database(POSTGRES_URL, table_prefix)
 
 
 class TestSQLAlchemyStoreOnMariaDB(StoreContract):
     @pytest.fixture
     def make_store(self, table_prefix: str) -> Iterator[Callable[[float], EventStore]]:
-        from webhook_receiver.stores.sqlalchemy import SQLAlchemyStore
-
-        require_database(MARIADB_URL)
-        yield from closing(lambda lease: SQLAlchemyStore(MARIADB_URL, prefix=table_prefix, lease_seconds=lease))
-        drop_tables(MARIADB_URL, table_prefix)
+        yield from on_database(MARIADB_URL, table_prefix)
 
 
 class TestRedisStore(StoreContract):
