@@ -322,6 +322,88 @@ def test_handlers_done_before_the_deadline_give_their_own_answer(tmp_path: Path)
         close_dispatcher(app)
 
 
+def test_runs_in_a_runner_thread_each_get_a_fresh_g_and_the_app_even_after_a_handler_left_a_context(
+    tmp_path: Path,
+) -> None:
+    """With nothing watching app contexts, a runner thread keeps one from run to run: each run still sees its own g."""
+    receiver = WebhookReceiver()
+    seen: list[tuple[bool, bool, bool, str | None]] = []
+    other = Flask("another")
+
+    @receiver.on("order.paid")
+    def look(event: Event) -> None:
+        seen.append(
+            (
+                flask.current_app._get_current_object() is app,  # type: ignore[attr-defined]
+                flask.has_request_context(),
+                threading.current_thread() is not threading.main_thread(),
+                getattr(flask.g, "left_by", None),
+            )
+        )
+        flask.g.left_by = event.id
+        if event.data.get("leave"):
+            other.app_context().push()  # never popped: the next run must not run in it
+
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVER_STORE=f"sqlite:///{tmp_path}/events.sqlite3",
+        WEBHOOK_RECEIVER_INLINE_DEADLINE=20,
+    )
+    receiver.init_app(app)
+    client = app.test_client()
+    try:
+        for leave in (False, False, True, False):
+            event = make_event("order.paid", data={"id": uuid.uuid4().hex, "type": "order", "leave": leave})
+            assert deliver(client, event, secret=SECRET).json["status"] == "processed"
+        assert seen == [(True, False, True, None)] * 4, "the app, no request, a runner thread, a fresh g each time"
+    finally:
+        close_dispatcher(app)
+
+
+def test_a_teardown_appcontext_function_runs_after_each_runner_threads_run_with_its_g(tmp_path: Path) -> None:
+    receiver = WebhookReceiver()
+    torn_down: list[str | None] = []
+    popped: list[str | None] = []
+
+    @receiver.on("order.paid")
+    def mark(event: Event) -> None:
+        flask.g.handled = event.id
+
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVER_STORE=f"sqlite:///{tmp_path}/events.sqlite3",
+        WEBHOOK_RECEIVER_INLINE_DEADLINE=20,
+    )
+    receiver.init_app(app)
+
+    @app.teardown_appcontext
+    def closing(exc: BaseException | None) -> None:
+        torn_down.append(getattr(flask.g, "handled", None))
+
+    client = app.test_client()
+    ids = []
+    try:
+        for _ in range(2):
+            event = make_event("order.paid")
+            ids.append(event["id"])
+            assert deliver(client, event, secret=SECRET).json["status"] == "processed"
+        assert [x for x in torn_down if x is not None] == ids, "each run's context is torn down, with its own g"
+        del app.teardown_appcontext_funcs[:]
+
+        def on_popped(sender: Flask, **extra: Any) -> None:
+            popped.append(getattr(flask.g, "handled", None))
+
+        flask.appcontext_tearing_down.connect(on_popped, app)  # a receiver of the signals: a context per run again
+        try:
+            event = make_event("order.paid")
+            assert deliver(client, event, secret=SECRET).json["status"] == "processed"
+        finally:
+            flask.appcontext_tearing_down.disconnect(on_popped, app)
+        assert event["id"] in popped
+    finally:
+        close_dispatcher(app)
+
+
 def test_a_run_answered_202_that_fails_is_retried_by_the_queue(tmp_path: Path) -> None:
     gate = Gate(fail_first=True)
     app, store = gated_app(tmp_path, gate, WEBHOOK_RECEIVER_RETRY_BACKOFF=0.1, WEBHOOK_RECEIVER_LEASE_SECONDS=2)

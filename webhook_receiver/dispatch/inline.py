@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 from functools import partial
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .. import instrumentation, signals
 from ..errors import StoreUnavailable
@@ -33,7 +33,7 @@ from .base import NOT_STARTED, Dispatcher, Outcome, RetryPolicy
 from .lease import HEARTBEAT
 from .queue import loaded_by_flask_command
 from .run import REQUEST_PATIENCE, HandlersRun, finish_now, finish_run, run_handlers, run_inline_claim, write_durably
-from .runners import Runners, context_without_flask
+from .runners import Carried, Runners, carried_variables, carry, drop, handlers_context
 from .thread import ThreadDispatcher
 
 __all__ = ["AUTO", "DEFAULT_DEADLINE", "InlineDispatcher"]
@@ -278,7 +278,7 @@ class InlineDispatcher(Dispatcher):
         if handlers is None:
             handlers = receiver.handlers_for(event.trigger, app)
         handoff = _Handoff()
-        job = partial(context_without_flask().run, self._run, app, receiver, store, event, handlers, claim, handoff)
+        job = partial(self._run, app, receiver, store, event, handlers, claim, handoff, carried_variables())
         wait = max(0.0, deadline - time.monotonic())
         self._runners.submit(job)  # the last thing before the wait: the runner takes the GIL as this thread blocks
         if handoff.wait(wait) or not handoff.leave():
@@ -328,26 +328,46 @@ class InlineDispatcher(Dispatcher):
         handlers: Sequence[Handler],
         claim: Claim,
         handoff: _Handoff,
+        carried: Carried,
     ) -> None:
         """In a runner thread: run the handlers; finish the event if the request answered 202 meanwhile.
 
-        The handlers' app context ends before the result is reported: the
-        request, woken by the report, then finds this thread about to wait
-        for its next job rather than holding the GIL through a teardown.
+        The run sees the request's context variables (*carried*, less
+        Flask's) and an app context of its own
+        (:func:`~.runners.handlers_context`), which ends before the result is
+        reported: the request, woken by the report, then finds this thread
+        about to wait for its next job rather than holding the GIL through a
+        teardown.
         """
+        tokens = carry(carried) if carried else None
+        try:
+            self._run_carried(app, receiver, store, event, handlers, claim, handoff)
+        finally:
+            if tokens:
+                drop(carried, tokens)
+
+    def _run_carried(
+        self,
+        app: Any,
+        receiver: HandlerSource,
+        store: EventStore,
+        event: Event,
+        handlers: Sequence[Handler],
+        claim: Claim,
+        handoff: _Handoff,
+    ) -> None:
         patience = _patience(store)
         stopping = self._stopping
         try:
-            context = app.app_context()
-            context.push()
+            end = handlers_context(app)
             try:
                 result = run_handlers(
                     app, event, handlers, store, claim, receiver=receiver, stopping=stopping, patience=patience
                 )
             except BaseException as exc:
-                context.pop(exc)
+                end(exc)
                 raise
-            _pop_quietly(context, event)
+            _end_quietly(end, event)
             if handoff.ran_with(result, None):
                 return  # the request finishes the event and answers
             with app.app_context():
@@ -498,10 +518,10 @@ class _Handoff:
         return self.state
 
 
-def _pop_quietly(context: Any, event: Event) -> None:
+def _end_quietly(end: Callable[[BaseException | None], None], event: Event) -> None:
     """End the handlers' app context; a teardown that fails is logged, not taken for the handlers' failure."""
     try:
-        context.pop()
+        end(None)
     except Exception:  # noqa: BLE001 - the handlers ran: their outcome stands
         logger.exception("event %s (%s): a teardown of the handlers' app context failed", event.id, event.trigger)
 

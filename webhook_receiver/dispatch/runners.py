@@ -14,11 +14,18 @@ import os
 import queue
 import threading
 import weakref
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+from flask.globals import app_ctx
+from flask.signals import appcontext_popped, appcontext_pushed, appcontext_tearing_down
 
 from ..untrusted import logger
 
-__all__ = ["Runners", "context_without_flask"]
+if TYPE_CHECKING:
+    from flask import Flask
+    from flask.ctx import AppContext
+
+__all__ = ["Carried", "Runners", "carry", "carried_variables", "drop", "handlers_context"]
 
 
 #: Every pool alive in this process, reset in a forked child.
@@ -118,22 +125,100 @@ class Runners:
             return self._busy
 
 
-def context_without_flask() -> contextvars.Context:
-    """A copy of the calling thread's context variables, less Flask's app and request contexts.
+#: The context variables seen to be Flask's own (the app's and the request's contexts), by name.
+_FLASK_VARIABLES: set[contextvars.ContextVar[object]] = set()
 
-    A run handed to another thread keeps what the caller's context carries
-    (a trace's current span, a logging context) but not the request: the
-    request ends, and its teardown (Flask-SQLAlchemy removing the session,
-    for one) would pull things from under a handler that still runs. The run
-    pushes an app context of its own.
+
+def _is_flasks(variable: contextvars.ContextVar[object]) -> bool:
+    if variable in _FLASK_VARIABLES:
+        return True
+    if variable.name.startswith("flask."):
+        _FLASK_VARIABLES.add(variable)
+        return True
+    return False
+
+
+#: What :func:`carried_variables` gives: context variables and their values.
+Carried = list[tuple["contextvars.ContextVar[object]", object]]
+
+
+def carried_variables() -> Carried:
+    """The calling thread's context variables and their values, less Flask's, for a run in another thread.
+
+    A run keeps what the caller's context carries (a trace's current span, a
+    logging context, the decimal context) but not the request: the request
+    ends, and its teardown (Flask-SQLAlchemy removing the session, for one)
+    would pull things from under a handler that still runs. The run has an
+    app context of its own (:func:`handlers_context`); :func:`carry` sets
+    the variables in the runner thread for the run.
     """
-    target = contextvars.Context()
-    kept = [(var, value) for var, value in contextvars.copy_context().items() if not var.name.startswith("flask.")]
-    if kept:  # else (a plain request: Flask's two contexts only) the empty context is the copy
+    return [(variable, value) for variable, value in contextvars.copy_context().items() if not _is_flasks(variable)]
 
-        def fill() -> None:
-            for var, value in kept:
-                var.set(value)
 
-        target.run(fill)
-    return target
+def carry(carried: Carried) -> list[contextvars.Token[object]]:
+    """Set *carried* in this thread; the tokens that :func:`drop` takes to set them back as they were."""
+    return [variable.set(value) for variable, value in carried]
+
+
+def drop(carried: Carried, tokens: list[contextvars.Token[object]]) -> None:
+    """Set back the variables :func:`carry` set, in reverse order."""
+    for (variable, _), token in zip(reversed(carried), reversed(tokens)):
+        variable.reset(token)
+
+
+#: Per runner thread: the app context kept pushed from one run to the next (see :func:`handlers_context`).
+_KEPT = threading.local()
+
+
+def _unobserved(app: Flask) -> bool:
+    """Whether nothing sees an app context of *app* start or end: no teardown function, no signal receiver."""
+    return not (
+        app.teardown_appcontext_funcs
+        or appcontext_pushed.receivers
+        or appcontext_tearing_down.receivers
+        or appcontext_popped.receivers
+    )
+
+
+class _Renewal:
+    """The end of a run in a kept app context: a fresh :data:`flask.g` (the run's let go), the context kept."""
+
+    __slots__ = ("context",)
+
+    def __init__(self, context: AppContext) -> None:
+        self.context = context
+
+    def __call__(self, exc: BaseException | None = None) -> None:
+        self.context.g = self.context.app.app_ctx_globals_class()
+
+
+def handlers_context(app: Flask) -> Callable[[BaseException | None], None]:
+    """Give a run in this runner thread an app context of *app*; the function that ends it (with the error, if any).
+
+    A fresh app context is pushed, and popped by the function returned (its
+    teardown run, its signals sent), unless nothing would see that happen: with no
+    ``teardown_appcontext`` function and no receiver of Flask's app context
+    signals, the thread keeps one pushed from one run to the next, and the
+    function returned gives it a fresh :data:`flask.g`. A push and a pop
+    cost more than the handlers of a typical delivery. The runner threads'
+    jobs run in the thread's own context (see :func:`carry`).
+    """
+    if not _unobserved(app):
+        context = app.app_context()
+        context.push()
+        return context.pop
+    renewal: _Renewal | None = getattr(_KEPT, "renewal", None)
+    if renewal is None or renewal.context.app is not app or _current_app_context() is not renewal.context:
+        # The thread's first run (a pool's threads run one app's jobs), or a handler left a context pushed.
+        context = app.app_context()
+        context.push()
+        renewal = _KEPT.renewal = _Renewal(context)
+    return renewal
+
+
+def _current_app_context() -> object:
+    """The app context pushed in this thread (the object behind :data:`flask.globals.app_ctx`), or ``None``."""
+    try:
+        return app_ctx._get_current_object()  # type: ignore[attr-defined]  # a werkzeug LocalProxy
+    except RuntimeError:  # none is pushed
+        return None
