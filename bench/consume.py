@@ -11,6 +11,14 @@ it. Each round publishes ``--messages`` fresh CloudEvents to a queue of its own
 and times each consumer from its start until every message is acknowledged;
 rounds alternate the two. The figure is the ratio of the medians.
 
+On STOMP a third consumer runs in each round, the *durable floor*: the bare
+consumer plus, between parse and ack, the two writes of ``bench/apps.py``'s
+SQLite floor (claim the id with the body, mark it processed; each its own
+transaction, WAL, ``synchronous=NORMAL``): what any consumer that keeps its
+promise must do at the least. Its line says how far below the bare consumer
+making a message durable alone puts a consumer, and where the receiver's
+consumer stands against it.
+
 Beside each rate, the CPU time the consumer's process spent per message
 (user and system, from ``getrusage`` over the span that is timed, from the
 consumer's start, connection included, to the last acknowledgement; the broker, and
@@ -42,6 +50,7 @@ import logging
 import os
 import resource
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -135,17 +144,39 @@ def receiver_consumer(url: str, count: int, concurrency: int) -> tuple[float, fl
     return elapsed, used
 
 
-def bare_stomp(rabbit: Rabbit, count: int, prefetch: int) -> tuple[float, float]:
-    """Seconds for a bare stomp.py consumer (parse, ack) to take *count* messages, and the CPU seconds meanwhile."""
+def floor_database() -> sqlite3.Connection:
+    """The durable floor's SQLite file, as ``bench/apps.py``'s ``floor_sqlite_app`` opens it."""
+    path = Path(tempfile.mkdtemp(prefix="whr-bench-floor-")) / "floor.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # used in stomp.py's thread
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE events (id TEXT PRIMARY KEY, body TEXT NOT NULL, status TEXT NOT NULL)")
+    return conn
+
+
+def bare_stomp(rabbit: Rabbit, count: int, prefetch: int, durable: bool = False) -> tuple[float, float]:
+    """Seconds for a bare stomp.py consumer (parse, ack) to take *count* messages, and the CPU seconds meanwhile.
+
+    *durable*: the floor of a durable consumer: between parse and ack, the
+    writes of ``bench/apps.py``'s SQLite floor (claim the id with the body,
+    then mark it processed, each its own transaction).
+    """
     import stomp
 
     done = threading.Event()
     taken = 0
+    conn = floor_database() if durable else None
 
     class Listener(stomp.ConnectionListener):  # type: ignore[misc]
         def on_message(self, frame: Any) -> None:
             nonlocal taken
-            orjson.loads(frame.body)
+            body = orjson.loads(frame.body)
+            if conn is not None:
+                conn.execute(
+                    "INSERT INTO events (id, body, status) VALUES (?, ?, 'processing') ON CONFLICT (id) DO NOTHING",
+                    (body["id"], frame.body),
+                )
+                conn.execute("UPDATE events SET status = 'processed' WHERE id = ?", (body["id"],))
             connection.ack(frame.headers["ack"])
             taken += 1
             if taken >= count:
@@ -276,22 +307,23 @@ def main() -> None:
     prefetch = args.prefetch or default_prefetch(args.concurrency)
     logging.basicConfig(level=logging.WARNING)
 
-    results: dict[str, list[float]] = {"receiver": [], "bare": []}
-    cpu: dict[str, list[float]] = {"receiver": [], "bare": []}
+    kinds = ["bare", "receiver", "durable"] if args.transport == "stomp" else ["bare", "receiver"]
+    results: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpu: dict[str, list[float]] = {kind: [] for kind in kinds}
     server: Any = None
     if args.transport == "sqs":
         os.environ.update(AWS_ENV)
         server, endpoint = moto_server()
     try:
         for round_ in range(args.rounds):
-            for which in ("bare", "receiver") if round_ % 2 == 0 else ("receiver", "bare"):
+            for which in kinds[round_ % len(kinds) :] + kinds[: round_ % len(kinds)]:  # each goes first in turn
                 if args.transport == "stomp":
                     rabbit = Rabbit()
                     rabbit.declare()
                     rabbit.publish(bodies(args.messages))
                     try:
-                        if which == "bare":
-                            seconds, used = bare_stomp(rabbit, args.messages, prefetch)
+                        if which != "receiver":
+                            seconds, used = bare_stomp(rabbit, args.messages, prefetch, which == "durable")
                         else:
                             seconds, used = receiver_consumer(rabbit.url, args.messages, args.concurrency)
                     finally:
@@ -326,6 +358,13 @@ def main() -> None:
         f"{args.transport}: CPU a message: consume {receiver_cpu:.0f} us, bare {bare_cpu:.0f} us,"
         f" ratio {bare_cpu / receiver_cpu:.2f} (bare / consume; this process only: the broker's is not in it)"
     )
+    if "durable" in results:
+        durable, durable_cpu = statistics.median(results["durable"]), statistics.median(cpu["durable"])
+        print(
+            f"{args.transport}: the durable floor (bare, plus the SQLite floor's two writes a message)"
+            f" {durable:.0f}/s, {durable_cpu:.0f} us CPU a message: consume / durable floor {receiver / durable:.2f},"
+            f" durable floor / bare {durable / bare:.2f}"
+        )
 
 
 if __name__ == "__main__":
