@@ -356,6 +356,7 @@ class InlineDispatcher(Dispatcher):
         claim: Claim,
         handoff: _Handoff,
     ) -> None:
+        """:meth:`_run`'s body, with the request's context variables set."""
         patience = _patience(store)
         stopping = self._stopping
         try:
