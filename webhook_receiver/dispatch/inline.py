@@ -340,23 +340,6 @@ class InlineDispatcher(Dispatcher):
         teardown.
         """
         tokens = carry(carried) if carried else None
-        try:
-            self._run_carried(app, receiver, store, event, handlers, claim, handoff)
-        finally:
-            if tokens:
-                drop(carried, tokens)
-
-    def _run_carried(
-        self,
-        app: Any,
-        receiver: HandlerSource,
-        store: EventStore,
-        event: Event,
-        handlers: Sequence[Handler],
-        claim: Claim,
-        handoff: _Handoff,
-    ) -> None:
-        """:meth:`_run`'s body, with the request's context variables set."""
         patience = _patience(store)
         stopping = self._stopping
         try:
@@ -387,6 +370,9 @@ class InlineDispatcher(Dispatcher):
                 event.trigger,
                 type(exc).__name__,
             )
+        finally:
+            if tokens:
+                drop(carried, tokens)
 
     # -- stopping -----------------------------------------------------------------------
 
