@@ -25,16 +25,26 @@ appends each event id to), ``BENCH_SLEEP`` (seconds the handler sleeps),
 server), ``BENCH_DEADLINE`` (the inline deadline; ``none`` turns it off),
 ``BENCH_METRICS`` (the metrics endpoint's path: metrics on) and
 ``BENCH_TRACING`` (``off``, or ``noop``: spans made and dropped by the SDK).
+
+``BENCH_FLOOR_HANDOFF`` (seconds) gives the durable floors the least a
+receiver that answers before upstream gives up must add, as the receiver's
+inline deadline does: the handler runs in a thread of the floor's own
+(:class:`FloorRunner`) while the request waits for it that many seconds at
+most, then answers 202 (and leaves the event unfinished: the benchmarks'
+handlers never take that long). Set it to the receiver's deadline to see what
+the receiver costs beyond that hand-off; unset, the floors run the handler in
+the request's thread, as the receiver does with ``BENCH_DEADLINE=none``.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import sqlite3
 import tempfile
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from flask import Flask, request
 
@@ -148,7 +158,8 @@ def floor_sqlite() -> Any:
     ).rowcount
     if not claimed:
         return {"id": body["id"], "status": "duplicate"}
-    handle_floor(body)
+    if not run_floor_handler(body):
+        return {"id": body["id"], "status": "accepted"}, 202
     conn.execute("UPDATE events SET status = 'processed' WHERE id = ?", (body["id"],))
     return {"id": body["id"], "status": "processed"}
 
@@ -184,7 +195,8 @@ def floor_redis() -> Any:
     conn.send_packed_command([_pack(b"SET", f"{prefix}:event:{body['id']}", raw, b"NX")], check_health=False)
     if _read(conn) is None:
         return {"id": body["id"], "status": "duplicate"}
-    handle_floor(body)
+    if not run_floor_handler(body):
+        return {"id": body["id"], "status": "accepted"}, 202
     conn.send_packed_command([_pack(b"SET", f"{prefix}:status:{body['id']}", b"processed")], check_health=False)
     _read(conn)
     return {"id": body["id"], "status": "processed"}
@@ -229,7 +241,8 @@ def floor_postgresql() -> Any:
         ).rowcount
     if not claimed:
         return {"id": body["id"], "status": "duplicate"}
-    handle_floor(body)
+    if not run_floor_handler(body):
+        return {"id": body["id"], "status": "accepted"}, 202
     with pool.connection() as conn:
         conn.execute(f"UPDATE {_floor_table()} SET status = 'processed' WHERE id = %s", (body["id"],))
     return {"id": body["id"], "status": "processed"}
@@ -239,3 +252,56 @@ def handle_floor(body: dict[str, Any]) -> None:
     """The same trivial handler as the receiver's."""
     payload = body.get("payload")
     _ = payload["data"]["id"] if isinstance(payload, dict) else None
+
+
+class FloorRunner:
+    """The floors' hand-off (``BENCH_FLOOR_HANDOFF``): one thread of this process runs each job, the request waits.
+
+    The cheapest hand-off in Python: a job into a :class:`queue.SimpleQueue`,
+    and a lock the job releases once done, which the request waits on with
+    a timeout. One thread is enough for gunicorn's sync workers (one request
+    at a time); it starts in the process that first submits (after the fork).
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._pid = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run *job* in the runner thread."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(target=self._loop, args=(self._jobs,), name="bench-floor-runner", daemon=True).start()
+        self._jobs.put(job)
+
+    @staticmethod
+    def _loop(jobs: queue.SimpleQueue[Callable[[], None]]) -> None:
+        while True:
+            jobs.get()()
+
+    def run(self, body: dict[str, Any], seconds: float) -> bool:
+        """Run the floor's handler on *body* in the runner thread; whether it ended within *seconds*."""
+        done = threading.Lock()
+        done.acquire()
+
+        def job() -> None:
+            try:
+                handle_floor(body)
+            finally:
+                done.release()
+
+        self.submit(job)
+        return done.acquire(timeout=seconds)
+
+
+floor_runner = FloorRunner()
+_FLOOR_HANDOFF = float(os.environ.get("BENCH_FLOOR_HANDOFF") or 0) or None
+
+
+def run_floor_handler(body: dict[str, Any]) -> bool:
+    """The floor's handler, in the request's thread or (``BENCH_FLOOR_HANDOFF``) handed off; whether it ended."""
+    if _FLOOR_HANDOFF is None:
+        handle_floor(body)
+        return True
+    return floor_runner.run(body, _FLOOR_HANDOFF)

@@ -48,6 +48,7 @@ valgrind``)::
     python bench/instructions.py                      # memory, sqlite, redis, postgresql
     python bench/instructions.py --store sqlite --requests 500
     python bench/instructions.py --observe --store sqlite
+    BENCH_FLOOR_HANDOFF=8 python bench/instructions.py --store sqlite   # the floors hand off as the deadline does
 
 Use it before and after a change to the hot path (``docs/development.rst``).
 """
@@ -154,16 +155,23 @@ def _count_runner_threads() -> None:
     Callgrind's ``--toggle-collect`` switches collection per thread: without
     this, the handlers a runner thread runs for a request (and its app
     context) would go uncounted, and a receiver with the deadline would look
-    cheaper than one without.
+    cheaper than one without. The floors' runner (``BENCH_FLOOR_HANDOFF``)
+    is counted the same way.
     """
+    from bench.apps import FloorRunner
     from webhook_receiver.dispatch.runners import Runners
 
     submit = Runners.submit
+    floor_submit = FloorRunner.submit
 
     def counted(self: Runners, job: Any) -> None:
         submit(self, lambda: functools.reduce(lambda _acc, _item: job(), (0,), None))  # type: ignore[misc]
 
+    def floor_counted(self: FloorRunner, job: Any) -> None:
+        floor_submit(self, lambda: functools.reduce(lambda _acc, _item: job(), (0,), None))  # type: ignore[misc]
+
     Runners.submit = counted  # type: ignore[method-assign]
+    FloorRunner.submit = floor_counted  # type: ignore[method-assign]
 
 
 def redis_cpu_seconds(url: str) -> float:
@@ -352,6 +360,12 @@ def main() -> int:
     print(f"{args.warmup} warm-up and {args.requests} counted deliveries per app; instructions per delivery")
     if args.observe:
         return observe(chosen, args, env, instance)
+    deadline = os.environ.get("BENCH_DEADLINE") or "the default"
+    handoff = os.environ.get("BENCH_FLOOR_HANDOFF")
+    print(
+        f"receiver's inline deadline: {deadline}; durable floors: "
+        + (f"handler handed off to a thread, waited for {handoff} s at most" if handoff else "handler in the request")
+    )
     print(f"{'store':<11} {'receiver':>10} {'floor':>10} {'floor/receiver':>15}  floor app")
     own_redis = private_redis() if "redis" in chosen else None
     for store in chosen:
