@@ -274,3 +274,31 @@ def test_with_a_payload_an_odd_resources_string_is_noted_when_read() -> None:
     event = Event.from_json(json.dumps(body).encode())
     assert event.data == ORDER
     assert event.irregular == ("resources",) and event.resources == "{oops"
+
+
+BOM = "\ufeff"
+
+
+@pytest.mark.parametrize("as_bytes", [True, False])
+@pytest.mark.parametrize("cloudevent", [False, True], ids=["webhook", "cloudevent"])
+def test_a_body_that_starts_with_a_byte_order_mark_is_kept_without_it(
+    tmp_path: Any, as_bytes: bool, cloudevent: bool
+) -> None:
+    """json reads past a BOM in bytes: the event was taken (202, or its message acknowledged), and the body
+    kept with it, BOM first, did not read back from the store, so the event failed without running."""
+    from webhook_receiver.stores.sqlite import SQLiteStore
+
+    if cloudevent:
+        body = {"specversion": "1.0", "id": "bom-1", "type": "order.paid", "data": ORDER}
+    else:
+        body = {"id": "bom-1", "triggered_by": "order.paid", "attempt": 1, "payload": {"data": ORDER}}
+    text = BOM + json.dumps(body)
+    given = text.encode() if as_bytes else text
+    event = Event.from_cloudevent(given, transport="stomp") if cloudevent else Event.from_json(given)
+    assert not event.raw_json.startswith(BOM.encode())
+    store = SQLiteStore(str(tmp_path / "events.sqlite3"))
+    store.accept(event)
+    claim = store.claim_due()
+    assert claim is not None
+    again = Event.from_stored(claim.raw)  # type: ignore[arg-type]
+    assert (again.id, again.trigger, again.data) == ("bom-1", "order.paid", ORDER)

@@ -533,6 +533,11 @@ def _with_transport(raw_json: bytes | None, decoded: dict[str, Any], transport: 
     return b'%s,"%s":"%s"}' % (text[:-1], cloudevents.TRANSPORT_ATTRIBUTE.encode(), transport.encode())
 
 
+#: A byte order mark, as text and as UTF-8 (:func:`_loads_redacted` drops one that starts a body).
+_BOM = "\ufeff"
+_BOM_BYTES = _BOM.encode()
+
+
 def _loads_redacted(text: str | bytes) -> tuple[Any, bool, bytes | None]:
     """Decode JSON, redacting every secret field; and whether the text held none but the echo.
 
@@ -543,10 +548,19 @@ def _loads_redacted(text: str | bytes) -> tuple[Any, bool, bytes | None]:
     which is then redacted in place. A stem anywhere else, in a key or a
     value, sends the text to the thorough path.
 
+    A leading byte order mark is dropped first: :mod:`json` reads past one
+    in bytes, so the event would be taken, and the body kept with it would
+    not read back as JSON from the store.
+
     :returns: the redacted value; ``True`` when no secret field was found
         beyond the echo, in the text or in any JSON string inside it; and
         the redacted value as JSON bytes when they come cheaply from *text*.
     """
+    if isinstance(text, bytes):
+        if text[:3] == _BOM_BYTES:
+            text = text[3:]
+    elif text[:1] == _BOM:
+        text = text[1:]
     stems = _stems(text)
     if stems is not None:
         decoded = fastjson.loads(text)
