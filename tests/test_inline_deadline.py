@@ -103,6 +103,34 @@ def test_a_deadline_that_is_not_a_positive_finite_number_is_refused(tmp_path: Pa
     assert "or None" in str(info.value)
 
 
+@pytest.mark.parametrize("value", [3601, "1e10", 9.3e18])
+def test_a_deadline_past_an_hour_is_refused(tmp_path: Path, value: Any) -> None:
+    """One past what a thread can wait for failed every delivery after its handlers started, which then ran twice."""
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVER_STORE=f"sqlite:///{tmp_path}/e.sqlite3",
+        WEBHOOK_RECEIVER_INLINE_DEADLINE=value,
+    )
+    with pytest.raises(RuntimeError, match="WEBHOOK_RECEIVER_INLINE_DEADLINE is at most 3600 seconds"):
+        WebhookReceiver().init_app(app)
+    with pytest.raises(ValueError, match="at most 3600 seconds"):
+        InlineDispatcher(deadline=float(value))
+
+
+def test_a_deadline_at_upstreams_timeout_or_past_it_is_warned_of(tmp_path: Path, caplog: Any) -> None:
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVER_STORE=f"sqlite:///{tmp_path}/e.sqlite3",
+        WEBHOOK_RECEIVER_INLINE_DEADLINE=12,
+    )
+    with caplog.at_level("WARNING", logger="webhook_receiver"):
+        WebhookReceiver().init_app(app)
+    assert deadline_of(app) == 12.0
+    assert any(
+        "WEBHOOK_RECEIVER_INLINE_DEADLINE is 12 s: upstream stops waiting" in r.getMessage() for r in caplog.records
+    )
+
+
 def test_unset_it_is_8_seconds_with_a_durable_store_and_none_with_the_memory_store(tmp_path: Path) -> None:
     durable = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=f"sqlite:///{tmp_path}/e.sqlite3")
     WebhookReceiver().init_app(durable)

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from flask import Flask
 
 from .dispatch.base import Dispatcher, RetryPolicy
-from .dispatch.inline import AUTO, InlineDispatcher, not_durable_message
+from .dispatch.inline import AUTO, MAX_DEADLINE, UPSTREAM_TIMEOUT, InlineDispatcher, not_durable_message
 from .dispatch.queue import DEFAULT_MAX_BACKLOG
 from .dispatch.thread import ThreadDispatcher
 from .errors import WeakSecretWarning
@@ -248,9 +248,23 @@ def _inline_deadline(settings: ReceiverSettings) -> float | str | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in _NO_DEADLINE):
         return None
     try:
-        return float(number(settings, DEADLINE_KEY, 0.0))
+        seconds = float(number(settings, DEADLINE_KEY, 0.0))
     except RuntimeError as exc:
         raise RuntimeError(f"{exc} (or None, for no deadline)") from None
+    if seconds > MAX_DEADLINE:
+        raise RuntimeError(
+            f"{settings.where(DEADLINE_KEY)} is at most {MAX_DEADLINE:g} seconds, not {seconds:g}"
+            " (or None, for no deadline)"
+        )
+    if seconds >= UPSTREAM_TIMEOUT:
+        logger.warning(
+            "%s is %g s: upstream stops waiting after about %g s, so a delivery still running then is retried"
+            " rather than answered 202; keep it a second or two under that",
+            settings.where(DEADLINE_KEY),
+            seconds,
+            UPSTREAM_TIMEOUT,
+        )
+    return seconds
 
 
 def _dispatcher(app: Flask, settings: ReceiverSettings, store: EventStore, celery: Any) -> Dispatcher:

@@ -36,11 +36,18 @@ from .run import REQUEST_PATIENCE, HandlersRun, finish_now, finish_run, run_hand
 from .runners import Carried, Runners, carried_variables, carry, drop, handlers_context
 from .thread import ThreadDispatcher
 
-__all__ = ["AUTO", "DEFAULT_DEADLINE", "InlineDispatcher"]
+__all__ = ["AUTO", "DEFAULT_DEADLINE", "MAX_DEADLINE", "UPSTREAM_TIMEOUT", "InlineDispatcher"]
 
 
 #: The default deadline in seconds, with a durable store: under upstream's timeout of about 10 s.
 DEFAULT_DEADLINE = 8.0
+
+#: About how long upstream waits for an answer, in seconds; a deadline at or past it warns (in the app's settings).
+UPSTREAM_TIMEOUT = 10.0
+
+#: The longest deadline taken, in seconds: a deadline is for answering before upstream's timeout of about 10 s,
+#: and one past what a thread can wait for would fail every delivery after its handlers started.
+MAX_DEADLINE = 3600.0
 
 #: ``InlineDispatcher(deadline=AUTO)``: :data:`DEFAULT_DEADLINE` with a durable store, none with another.
 AUTO = "auto"
@@ -75,7 +82,7 @@ class InlineDispatcher(Dispatcher):
     :param poll_interval: how often the takeover worker looks for events whose
         worker died; a quarter of the lease, at most 5 s, by default.
     :raises ValueError: if *deadline* is not ``None``, :data:`AUTO` or a
-        positive, finite number.
+        positive number of seconds up to :data:`MAX_DEADLINE`.
     """
 
     name = "inline"
@@ -94,6 +101,11 @@ class InlineDispatcher(Dispatcher):
                 raise ValueError(f"deadline must be a number of seconds, None or AUTO, not {type(deadline).__name__}")
             if not math.isfinite(deadline) or deadline <= 0:
                 raise ValueError("deadline must be a positive, finite number of seconds, or None")
+            if deadline > MAX_DEADLINE:
+                raise ValueError(
+                    f"deadline must be at most {MAX_DEADLINE:g} seconds (upstream stops waiting after about 10),"
+                    " or None for no deadline"
+                )
         self._deadline_setting = deadline
         #: The deadline in seconds, or ``None``; decided by :meth:`bind`.
         self.deadline: float | None = None
