@@ -388,6 +388,66 @@ def test_runs_in_a_runner_thread_each_get_a_fresh_g_and_the_app_even_after_a_han
         close_dispatcher(app)
 
 
+_TENANT: contextvars.ContextVar[str] = contextvars.ContextVar("test_tenant", default="none")
+
+
+@pytest.mark.parametrize("teardown", [False, True], ids=["kept-app-context", "app-context-per-run"])
+def test_nothing_a_run_sets_or_leaves_pushed_reaches_the_next_run_in_its_thread(tmp_path: Path, teardown: bool) -> None:
+    """A context variable a handler set, or a request context it left pushed, stayed in the runner thread: every
+    later run there saw the other run's value, and a stale ``flask.request``, for good."""
+    receiver = WebhookReceiver()
+    seen: list[tuple[str, bool]] = []
+
+    @receiver.on("order.paid")
+    def look(event: Event) -> None:
+        seen.append((_TENANT.get(), flask.has_request_context()))
+        _TENANT.set(event.id)
+        if event.data.get("leave"):
+            app.test_request_context(f"/left-by/{event.id}").push()  # never popped
+
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVER_STORE=f"sqlite:///{tmp_path}/events.sqlite3",
+        WEBHOOK_RECEIVER_INLINE_DEADLINE=20,
+    )
+    receiver.init_app(app)
+    if teardown:
+        app.teardown_appcontext(lambda exc: None)
+    client = app.test_client()
+    try:
+        for leave in (False, True, False, False):
+            event = make_event("order.paid", data={"id": uuid.uuid4().hex, "type": "order", "leave": leave})
+            assert deliver(client, event, secret=SECRET).json["status"] == "processed"
+        assert seen == [("none", False)] * 4, "each run starts clean"
+    finally:
+        close_dispatcher(app)
+
+
+def test_a_runs_context_variables_are_the_requests(tmp_path: Path) -> None:
+    """The request's own context variables are carried into the run (a tenant, a trace), and only for that run."""
+    receiver = WebhookReceiver()
+    seen: list[str] = []
+    receiver.on("order.paid")(lambda event: seen.append(_TENANT.get()))
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVER_STORE=f"sqlite:///{tmp_path}/events.sqlite3",
+        WEBHOOK_RECEIVER_INLINE_DEADLINE=20,
+    )
+    receiver.init_app(app)
+
+    @app.before_request
+    def tenant() -> None:
+        _TENANT.set(flask.request.args.get("tenant", "none"))
+
+    client = app.test_client()
+    try:
+        deliver(client, make_event("order.paid"), secret=SECRET, path="/webhooks/moltin?tenant=acme")
+        deliver(client, make_event("order.paid"), secret=SECRET)
+        assert seen == ["acme", "none"]
+    finally:
+        close_dispatcher(app)
+
+
 def test_a_teardown_appcontext_function_runs_after_each_runner_threads_run_with_its_g(tmp_path: Path) -> None:
     receiver = WebhookReceiver()
     torn_down: list[str | None] = []

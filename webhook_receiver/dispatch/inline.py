@@ -16,6 +16,7 @@ out. The handlers are never interrupted.
 from __future__ import annotations
 
 import atexit
+import contextvars
 import math
 import threading
 import time
@@ -33,7 +34,7 @@ from .base import NOT_STARTED, Dispatcher, Outcome, RetryPolicy
 from .lease import HEARTBEAT
 from .queue import loaded_by_flask_command
 from .run import REQUEST_PATIENCE, HandlersRun, finish_now, finish_run, run_handlers, run_inline_claim, write_durably
-from .runners import Carried, Runners, carried_variables, carry, drop, handlers_context
+from .runners import Carried, Runners, carried_variables, carry, handlers_context, keep_app_context
 from .thread import ThreadDispatcher
 
 __all__ = ["AUTO", "DEFAULT_DEADLINE", "MAX_DEADLINE", "UPSTREAM_TIMEOUT", "InlineDispatcher"]
@@ -344,47 +345,57 @@ class InlineDispatcher(Dispatcher):
     ) -> None:
         """In a runner thread: run the handlers; finish the event if the request answered 202 meanwhile.
 
-        The run sees the request's context variables (*carried*, less
-        Flask's) and an app context of its own
+        The run happens in a copy of the runner thread's own context
+        (:func:`~.runners.keep_app_context` readies it), so that nothing it
+        sets outlives it: a context variable, a request context a handler
+        left pushed. It sees the request's context variables (*carried*,
+        less Flask's) and an app context of its own
         (:func:`~.runners.handlers_context`), which ends before the result is
         reported: the request, woken by the report, then finds this thread
         about to wait for its next job rather than holding the GIL through a
         teardown.
         """
-        tokens = carry(carried) if carried else None
-        patience = _patience(store)
-        stopping = self._stopping
-        try:
-            end = handlers_context(app)
+
+        def run() -> None:  # in the copy
+            carry(carried)
+            patience = _patience(store)
+            stopping = self._stopping
             try:
-                result = run_handlers(
-                    app, event, handlers, store, claim, receiver=receiver, stopping=stopping, patience=patience
-                )
+                end = handlers_context(app)
+                try:
+                    result = run_handlers(
+                        app, event, handlers, store, claim, receiver=receiver, stopping=stopping, patience=patience
+                    )
+                except BaseException as exc:
+                    end(exc)
+                    raise
+                _end_quietly(end, event)
+                if handoff.ran_with(result, None):
+                    return  # the request finishes the event and answers
+                with app.app_context():
+                    if handoff.wait_decision() == _ACCEPTED_STATE:
+                        _, delay = finish_run(
+                            app, receiver, store, event, claim, result, self.policy, stopping=stopping
+                        )
+                        if delay is not None and self._takeover is not None:
+                            self._takeover.due_at(time.time() + delay)
+                    else:  # no 202 was given: finish as the request would have, for upstream's retry
+                        finish_now(app, receiver, store, event, claim, result, patience=patience)
             except BaseException as exc:
-                end(exc)
-                raise
-            _end_quietly(end, event)
-            if handoff.ran_with(result, None):
-                return  # the request finishes the event and answers
-            with app.app_context():
-                if handoff.wait_decision() == _ACCEPTED_STATE:
-                    _, delay = finish_run(app, receiver, store, event, claim, result, self.policy, stopping=stopping)
-                    if delay is not None and self._takeover is not None:
-                        self._takeover.due_at(time.time() + delay)
-                else:  # no 202 was given: finish as the request would have, for upstream's retry
-                    finish_now(app, receiver, store, event, claim, result, patience=patience)
-        except BaseException as exc:
-            if not handoff.reported and handoff.ran_with(None, exc):
-                return  # the request raises it
-            logger.error(
-                "event %s (%s): its run in the background stopped (%s); it runs again once its lease runs out",
-                event.id,
-                event.trigger,
-                type(exc).__name__,
-            )
-        finally:
-            if tokens:
-                drop(carried, tokens)
+                if not handoff.reported and handoff.ran_with(None, exc):
+                    return  # the request raises it
+                logger.error(
+                    "event %s (%s): its run in the background stopped (%s); it runs again once its lease runs out",
+                    event.id,
+                    event.trigger,
+                    type(exc).__name__,
+                )
+
+        try:
+            keep_app_context(app)
+        except Exception:  # noqa: BLE001 - the run then pushes an app context of its own
+            logger.exception("event %s: the runner thread's app context could not be kept", event.id)
+        contextvars.copy_context().run(run)
 
     # -- stopping -----------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from flask import Flask
     from flask.ctx import AppContext
 
-__all__ = ["Carried", "Runners", "carry", "carried_variables", "drop", "handlers_context"]
+__all__ = ["Carried", "Runners", "carry", "carried_variables", "handlers_context", "keep_app_context"]
 
 
 #: Every pool alive in this process, reset in a forked child.
@@ -150,20 +150,15 @@ def carried_variables() -> Carried:
     ends, and its teardown (Flask-SQLAlchemy removing the session, for one)
     would pull things from under a handler that still runs. The run has an
     app context of its own (:func:`handlers_context`); :func:`carry` sets
-    the variables in the runner thread for the run.
+    the variables in the run's copy of the runner thread's context.
     """
     return [(variable, value) for variable, value in contextvars.copy_context().items() if not _is_flasks(variable)]
 
 
-def carry(carried: Carried) -> list[contextvars.Token[object]]:
-    """Set *carried* in this thread; the tokens that :func:`drop` takes to set them back as they were."""
-    return [variable.set(value) for variable, value in carried]
-
-
-def drop(carried: Carried, tokens: list[contextvars.Token[object]]) -> None:
-    """Set back the variables :func:`carry` set, in reverse order."""
-    for (variable, _), token in zip(reversed(carried), reversed(tokens)):
-        variable.reset(token)
+def carry(carried: Carried) -> None:
+    """Set *carried* in the current context: a run's own copy of its runner thread's, which ends with the run."""
+    for variable, value in carried:
+        variable.set(value)
 
 
 #: Per runner thread: the app context kept pushed from one run to the next (see :func:`handlers_context`).
@@ -192,28 +187,48 @@ class _Renewal:
         self.context.g = self.context.app.app_ctx_globals_class()
 
 
+def keep_app_context(app: Flask) -> None:
+    """In a runner thread's own context, before a run's copy of it is made: the app context kept from run to run.
+
+    Only when nothing would see an app context start or end (no
+    ``teardown_appcontext`` function, no receiver of Flask's app context
+    signals): the thread then keeps one of *app*'s pushed in its own
+    context, pushed here at its first run (or again, should it be gone), and
+    each run, in a copy of that context, finds it there
+    (:func:`handlers_context`). What a run pushes, sets or leaves behind
+    stays in its copy.
+    """
+    if not _unobserved(app):
+        return
+    renewal: _Renewal | None = getattr(_KEPT, "renewal", None)
+    if renewal is None or renewal.context.app is not app or _current_app_context() is not renewal.context:
+        context = app.app_context()
+        context.push()
+        _KEPT.renewal = _Renewal(context)
+
+
 def handlers_context(app: Flask) -> Callable[[BaseException | None], None]:
     """Give a run in this runner thread an app context of *app*; the function that ends it (with the error, if any).
 
-    A fresh app context is pushed, and popped by the function returned (its
-    teardown run, its signals sent), unless nothing would see that happen: with no
-    ``teardown_appcontext`` function and no receiver of Flask's app context
-    signals, the thread keeps one pushed from one run to the next, and the
-    function returned gives it a fresh :data:`flask.g`. A push and a pop
-    cost more than the handlers of a typical delivery. The runner threads'
-    jobs run in the thread's own context (see :func:`carry`).
+    In a run's copy of a runner thread's context. The app context that
+    :func:`keep_app_context` keeps is the run's when it is there: the
+    function returned then gives it a fresh :data:`flask.g` (a push and a
+    pop cost more than the handlers of a typical delivery). Otherwise (an
+    app whose teardown functions or signal receivers would see the
+    context's start and end) a fresh one is pushed, and popped by the
+    function returned, its teardown run and its signals sent.
     """
-    if not _unobserved(app):
-        context = app.app_context()
-        context.push()
-        return context.pop
     renewal: _Renewal | None = getattr(_KEPT, "renewal", None)
-    if renewal is None or renewal.context.app is not app or _current_app_context() is not renewal.context:
-        # The thread's first run (a pool's threads run one app's jobs), or a handler left a context pushed.
-        context = app.app_context()
-        context.push()
-        renewal = _KEPT.renewal = _Renewal(context)
-    return renewal
+    if (
+        renewal is not None
+        and renewal.context.app is app
+        and _current_app_context() is renewal.context
+        and _unobserved(app)
+    ):
+        return renewal
+    context = app.app_context()
+    context.push()
+    return context.pop
 
 
 def _current_app_context() -> object:
