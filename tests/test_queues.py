@@ -408,6 +408,24 @@ def test_a_broker_that_goes_away_is_reconnected_to(
     assert rabbit.count() == 0
 
 
+def test_a_connection_lost_soon_after_it_was_made_is_made_again_after_a_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A destination the broker refuses after CONNECT: the consumer reconnected at once, a dozen times a second."""
+    import time
+    import uuid
+
+    receiver = WebhookReceiver()
+    app = make_app(receiver, tmp_path)
+    consumer = receiver.consumer(app, f"stomp://{USER}:{PASSWORD}@127.0.0.1:{STOMP_PORT}/bogus/whr-{uuid.uuid4().hex}")
+    until = time.monotonic() + 3.0
+    with caplog.at_level(logging.INFO, logger="webhook_receiver"):
+        consume(consumer, lambda stats: time.monotonic() > until)
+    connects = caplog.text.count("connecting to")
+    assert 2 <= connects <= 4, caplog.text  # at 0, then 0.5, 1.5 and 3.5 s after the first loss
+    assert "reconnecting in 0.5 s" in caplog.text and "reconnecting in 1.0 s" in caplog.text
+
+
 def test_stomp_failover_takes_the_next_address(rabbit: Rabbit, tmp_path: Path) -> None:
     receiver = WebhookReceiver()
     runs: list[str] = []

@@ -64,6 +64,9 @@ def _info_enabled() -> bool:
 #: How long a batch waits for the messages still arriving, at most (transports whose receive can wait briefly).
 LINGER_SECONDS = 0.002
 
+#: A connection lost after holding this many seconds is made again at once; one lost sooner, after a backoff.
+STABLE_SECONDS = 30.0
+
 #: What replaces a password in a URL shown anywhere.
 MASK = "***"
 
@@ -322,6 +325,7 @@ class Consumer:
     def _loop(self, pool: ThreadPoolExecutor, until: Callable[[ConsumerStats], bool] | None) -> None:
         connected = False
         pause = 0.5
+        connected_at = 0.0
         while not self._stopping.is_set():
             if until is not None and until(self.stats):
                 return
@@ -336,7 +340,7 @@ class Consumer:
                     self._stopping.wait(pause)
                     pause = min(pause * 2, 30.0)
                     continue
-                connected, pause = True, 0.5
+                connected, connected_at = True, time.monotonic()
                 logger.info("consuming from %s (%d at a time)", self.transport.description, self.concurrency)
             wait = self._pause_until - time.monotonic()
             if wait > 0:
@@ -355,12 +359,20 @@ class Consumer:
             except TransportUnavailable as exc:
                 self._give_slots(free)
                 connected = False
+                if time.monotonic() - connected_at >= STABLE_SECONDS:  # it had held: reconnect at once
+                    pause = 0.5
+                    wait = 0.0
+                else:  # lost soon after it was made (a destination the broker refuses, ...): back off
+                    wait, pause = pause, min(pause * 2, 30.0)
                 logger.warning(
-                    "lost the connection to %s: %s; reconnecting (what was not acknowledged is delivered again)",
+                    "lost the connection to %s: %s; reconnecting%s (what was not acknowledged is delivered again)",
                     self.transport.description,
                     exc,
+                    f" in {wait:.1f} s" if wait else "",
                 )
                 self.transport.close()
+                if wait:
+                    self._stopping.wait(wait)
                 continue
             self._give_slots(free - len(messages))
             if not messages:
