@@ -34,7 +34,7 @@ from .base import NOT_STARTED, Dispatcher, Outcome, RetryPolicy
 from .lease import HEARTBEAT
 from .queue import loaded_by_flask_command
 from .run import REQUEST_PATIENCE, HandlersRun, finish_now, finish_run, run_handlers, run_inline_claim, write_durably
-from .runners import Carried, Runners, carried_variables, carry, handlers_context, keep_app_context
+from .runners import Carried, Runners, carried_variables, handlers_context, keep_app_context
 from .thread import ThreadDispatcher
 
 __all__ = ["AUTO", "DEFAULT_DEADLINE", "MAX_DEADLINE", "UPSTREAM_TIMEOUT", "InlineDispatcher"]
@@ -357,11 +357,12 @@ class InlineDispatcher(Dispatcher):
         """
 
         def run() -> None:  # in the copy
-            carry(carried)
+            for variable, value in carried:  # the request's (carried_variables), in this copy only
+                variable.set(value)
             patience = _patience(store)
             stopping = self._stopping
             try:
-                end = handlers_context(app)
+                end = handlers_context(app, kept)
                 try:
                     result = run_handlers(
                         app, event, handlers, store, claim, receiver=receiver, stopping=stopping, patience=patience
@@ -391,8 +392,9 @@ class InlineDispatcher(Dispatcher):
                     type(exc).__name__,
                 )
 
+        kept = None
         try:
-            keep_app_context(app)
+            kept = keep_app_context(app)
         except Exception:  # noqa: BLE001 - the run then pushes an app context of its own
             logger.exception("event %s: the runner thread's app context could not be kept", event.id)
         contextvars.copy_context().run(run)

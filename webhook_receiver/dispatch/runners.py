@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from flask import Flask
     from flask.ctx import AppContext
 
-__all__ = ["Carried", "Runners", "carry", "carried_variables", "handlers_context", "keep_app_context"]
+__all__ = ["Carried", "Runners", "carried_variables", "handlers_context", "keep_app_context"]
 
 
 #: Every pool alive in this process, reset in a forked child.
@@ -149,16 +149,10 @@ def carried_variables() -> Carried:
     logging context, the decimal context) but not the request: the request
     ends, and its teardown (Flask-SQLAlchemy removing the session, for one)
     would pull things from under a handler that still runs. The run has an
-    app context of its own (:func:`handlers_context`); :func:`carry` sets
-    the variables in the run's copy of the runner thread's context.
+    app context of its own (:func:`handlers_context`); the run sets the
+    variables in its own copy of the runner thread's context.
     """
     return [(variable, value) for variable, value in contextvars.copy_context().items() if not _is_flasks(variable)]
-
-
-def carry(carried: Carried) -> None:
-    """Set *carried* in the current context: a run's own copy of its runner thread's, which ends with the run."""
-    for variable, value in carried:
-        variable.set(value)
 
 
 #: Per runner thread: the app context kept pushed from one run to the next (see :func:`handlers_context`).
@@ -187,45 +181,43 @@ class _Renewal:
         self.context.g = self.context.app.app_ctx_globals_class()
 
 
-def keep_app_context(app: Flask) -> None:
+def keep_app_context(app: Flask) -> _Renewal | None:
     """In a runner thread's own context, before a run's copy of it is made: the app context kept from run to run.
 
     Only when nothing would see an app context start or end (no
     ``teardown_appcontext`` function, no receiver of Flask's app context
     signals): the thread then keeps one of *app*'s pushed in its own
-    context, pushed here at its first run (or again, should it be gone), and
-    each run, in a copy of that context, finds it there
-    (:func:`handlers_context`). What a run pushes, sets or leaves behind
+    context, pushed here at its first run (or again, should it be gone).
+    What a run, in a copy of that context, pushes, sets or leaves behind
     stays in its copy.
+
+    :returns: what gives the kept context a fresh :data:`flask.g` at the
+        end of a run, for :func:`handlers_context`; ``None`` when none is kept.
     """
     if not _unobserved(app):
-        return
+        return None
     renewal: _Renewal | None = getattr(_KEPT, "renewal", None)
     if renewal is None or renewal.context.app is not app or _current_app_context() is not renewal.context:
         context = app.app_context()
         context.push()
-        _KEPT.renewal = _Renewal(context)
+        renewal = _KEPT.renewal = _Renewal(context)
+    return renewal
 
 
-def handlers_context(app: Flask) -> Callable[[BaseException | None], None]:
-    """Give a run in this runner thread an app context of *app*; the function that ends it (with the error, if any).
+def handlers_context(app: Flask, kept: _Renewal | None) -> Callable[[BaseException | None], None]:
+    """Give a run an app context of *app*; the function that ends it (with the error, if any).
 
-    In a run's copy of a runner thread's context. The app context that
-    :func:`keep_app_context` keeps is the run's when it is there: the
-    function returned then gives it a fresh :data:`flask.g` (a push and a
-    pop cost more than the handlers of a typical delivery). Otherwise (an
-    app whose teardown functions or signal receivers would see the
-    context's start and end) a fresh one is pushed, and popped by the
-    function returned, its teardown run and its signals sent.
+    In a run's copy of its runner thread's context. With *kept* (from
+    :func:`keep_app_context`, before the copy was made), the run is in the
+    kept app context already, and the function returned gives it a fresh
+    :data:`flask.g` (a push and a pop cost more than the handlers of a
+    typical delivery). Otherwise (an app whose teardown functions or signal
+    receivers would see the context's start and end) a fresh one is pushed,
+    and popped by the function returned, its teardown run and its signals
+    sent.
     """
-    renewal: _Renewal | None = getattr(_KEPT, "renewal", None)
-    if (
-        renewal is not None
-        and renewal.context.app is app
-        and _current_app_context() is renewal.context
-        and _unobserved(app)
-    ):
-        return renewal
+    if kept is not None:
+        return kept
     context = app.app_context()
     context.push()
     return context.pop
