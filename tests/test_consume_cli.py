@@ -42,6 +42,15 @@ def test_help_names_the_urls_and_variables_and_never_a_value(monkeypatch: pytest
         ([f"https://u:{PASSWORD}@sqs.eu-west-1.amazonaws.com/1/epcc"], "takes no credentials"),
         (["sqs://a", "sqs://b"], "one SQS queue per consumer"),
         ([f"stomp://u:{PASSWORD}@host/queue/x", "sqs://a"], "one consumer takes one kind"),
+        # a "/" in the password cut the user info short: the rest of it showed as the path, in every log line
+        ([f"stomp://u:12/{PASSWORD}@127.0.0.1/queue/x"], "percent-encode it"),
+        ([f"stomp://u:/{PASSWORD}@127.0.0.1/queue/x"], "percent-encode it"),
+        ([f"stomp://:{PASSWORD}@host/queue/x"], "a password without a user name"),  # was dropped, silently
+        ([f"stomp://u:{PASSWORD}%0Ax@host/queue/x"], "line break"),  # its end showed in stomp.py's DEBUG lines
+        ([f"stomp://u:{PASSWORD}@host/queue/x?foo"], "unknown parameter 'foo'"),
+        ([f"stomp://u:{PASSWORD}@host/queue/x?vhost="], "vhost is empty"),
+        (["--grace", "nan", f"stomp://u:{PASSWORD}@host/queue/x"], "not a finite number"),
+        (["--grace", "inf", f"stomp://u:{PASSWORD}@host/queue/x"], "not a finite number"),
     ],
 )
 def test_a_bad_url_is_one_line_that_never_quotes_a_password(urls: list[str], message: str) -> None:
@@ -113,3 +122,22 @@ def test_the_command_consumes_and_stops_on_sigterm(rabbit: Rabbit, tmp_path: Pat
     assert f"stopped: 1 acknowledged ({'processed' if dispatch == 'inline' else 'accepted'} 1)" in text
     assert "guest:guest" not in text
     assert rabbit.count() == 0
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"concurrency": 0}, "concurrency must be a whole number of at least 1"),
+        ({"concurrency": 2.5}, "concurrency must be a whole number"),  # was taken, then reconnected for ever
+        ({"prefetch": -5}, "prefetch must be a whole number"),  # was asked of the broker, which then sent nothing
+        ({"prefetch": 0}, "prefetch must be a whole number"),  # was replaced by the default, silently
+        ({"grace": -5}, "grace must be a finite number of seconds"),
+        ({"grace": float("nan")}, "grace must be a finite number of seconds"),
+    ],
+)
+def test_a_consumer_with_a_setting_out_of_range_is_refused(options: dict[str, object], message: str) -> None:
+    receiver = WebhookReceiver()
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
+    receiver.init_app(app)
+    with pytest.raises(ValueError, match=message):
+        receiver.consumer(app, "stomp://u@127.0.0.1/queue/x", **options)  # type: ignore[arg-type]

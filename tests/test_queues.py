@@ -500,3 +500,17 @@ def test_sqs_credentials_are_never_shown(moto_endpoint: str, tmp_path: Path, cap
     assert "EndpointConnectionError" in str(unreachable.value)
     for shown in (caplog.text, repr(consumer), repr(away), str(unreachable.value)):
         assert secret not in shown
+
+
+def test_stomps_heartbeat_timeout_is_taken_as_a_lost_connection() -> None:
+    """stomp.py's heart-beat thread calls ``on_heartbeat_timeout`` on every listener unguarded: our listener had
+    none, so that thread died with a traceback, and the loss went unnoticed until the socket closed."""
+    import stomp
+
+    from webhook_receiver.transports.stomp import _Inbox, _Listener
+
+    callbacks = {name for name in dir(stomp.ConnectionListener) if name.startswith("on_")}
+    assert "on_heartbeat_timeout" in callbacks
+    listener = _Listener(_Inbox(), 1)
+    listener.on_heartbeat_timeout()
+    assert listener.lost == "the broker's heart-beats stopped"

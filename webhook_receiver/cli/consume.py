@@ -8,7 +8,7 @@ import click
 from flask import current_app
 
 from ..untrusted import logger, printable
-from .group import one_line_errors, receiver_named, receiver_option, webhooks_cli
+from .group import FiniteFloat, one_line_errors, receiver_named, receiver_option, webhooks_cli
 
 
 @webhooks_cli.command("consume")
@@ -18,11 +18,11 @@ from .group import one_line_errors, receiver_named, receiver_option, webhooks_cl
     type=click.IntRange(1, 256),
     default=4,
     show_default=True,
-    help="Messages handled at once; also the prefetch asked of a STOMP broker.",
+    help="Messages handled at once; a STOMP broker may send four times as many ahead (the prefetch).",
 )
 @click.option(
     "--grace",
-    type=click.FloatRange(0),
+    type=FiniteFloat(0, 3600),
     help="Seconds running handlers get to finish on SIGTERM (WEBHOOK_RECEIVER_GRACE_SECONDS, else 10).",
 )
 @click.option("--region", metavar="REGION", help="SQS: the AWS region, when the queue URL does not say.")

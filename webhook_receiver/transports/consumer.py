@@ -28,6 +28,7 @@ with each message, the same for every transport:
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -45,7 +46,16 @@ from ..handlers import HandlerSource
 from ..intake import hand_over_many, log_redelivery
 from ..untrusted import logger
 
-__all__ = ["Consumer", "ConsumerStats", "Message", "Transport", "TransportUnavailable", "mask_url"]
+__all__ = [
+    "Consumer",
+    "ConsumerStats",
+    "Message",
+    "Transport",
+    "TransportUnavailable",
+    "check_counts",
+    "check_seconds",
+    "mask_url",
+]
 
 #: What an acknowledged message's dispatch outcome may be.
 _DONE = frozenset({"accepted", "processed", "duplicate", "ignored"})
@@ -55,6 +65,28 @@ BATCH_SECONDS = 0.005
 
 _DUPLICATE = Outcome(200, "duplicate")
 _BUSY = Outcome(409, "in_progress")
+
+
+def check_counts(**counts: Any) -> None:
+    """Refuse a count of a consumer's (*name=value*; ``None``: its default) that is not a whole number of 1 or more.
+
+    :raises ValueError: naming the first that is not.
+    """
+    for name, value in counts.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+
+
+def check_seconds(**seconds: Any) -> None:
+    """Refuse a number of seconds of a consumer's that is not finite and 0 or more.
+
+    :raises ValueError: naming the first that is not.
+    """
+    for name, value in seconds.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise ValueError(f"{name} must be a finite number of seconds, 0 or more, not {value!r}")
 
 
 def _info_enabled() -> bool:
@@ -242,6 +274,8 @@ class Consumer:
     :param retry_backoff: seconds before a message whose event could not be
         made durable or done is delivered again, doubled per failure of the same
         message up to *max_backoff*.
+    :raises ValueError: if a count is not a whole number of at least 1, or a
+        number of seconds not finite and 0 or more (the backoffs: more than 0).
     """
 
     def __init__(
@@ -258,8 +292,10 @@ class Consumer:
         retry_backoff: float = 1.0,
         max_backoff: float = 60.0,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        check_counts(concurrency=concurrency, prefetch=prefetch, max_message_bytes=max_message_bytes)
+        check_seconds(grace=grace, retry_backoff=retry_backoff, max_backoff=max_backoff)
+        if retry_backoff <= 0 or max_backoff <= 0:
+            raise ValueError("retry_backoff and max_backoff must be more than 0 seconds")
         self.receiver = receiver
         self.app = app
         self.dispatcher = dispatcher

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from ..handlers import HandlerSource
-from .consumer import Consumer, Transport
+from .consumer import Consumer, Transport, check_counts
 
 __all__ = ["build_consumer", "default_prefetch", "open_transport"]
 
@@ -81,11 +81,16 @@ def build_consumer(
     :param config: the receiver's :class:`~webhook_receiver.config.ReceiverConfig` on *app*.
     :param grace: seconds running handlers get at shutdown; the dispatcher's
         (``WEBHOOK_RECEIVER_GRACE_SECONDS``) by default, else 10.
+    :raises ValueError: if *concurrency* or *prefetch* is not a whole number
+        of at least 1, or *grace* not a finite number of seconds, 0 or more.
     """
+    check_counts(concurrency=concurrency, prefetch=prefetch)
+    if prefetch is None:
+        prefetch = default_prefetch(concurrency)
     if transport is None:
         transport = open_transport(
             urls,
-            prefetch=prefetch or default_prefetch(concurrency),
+            prefetch=prefetch,
             region=region,
             endpoint_url=endpoint_url,
             environ=environ,
@@ -97,6 +102,6 @@ def build_consumer(
         transport,
         max_message_bytes=config.max_content_length,
         concurrency=concurrency,
-        prefetch=prefetch or default_prefetch(concurrency),
+        prefetch=prefetch,
         grace=float(getattr(config.dispatcher, "grace", 10.0) if grace is None else grace),
     )

@@ -25,6 +25,7 @@ import threading
 from typing import Any, Mapping, NamedTuple, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from ..untrusted import printable
 from .consumer import MASK, Message, Transport, TransportUnavailable
 
 __all__ = ["PASSWORD_VARIABLE", "USERNAME_VARIABLE", "StompAddress", "StompTransport", "parse_url", "stomp_module"]
@@ -142,6 +143,11 @@ class _Listener:
         if self.lost is None:
             self.lost = "the connection closed"
 
+    def on_heartbeat_timeout(self) -> None:
+        """stomp.py's heart-beat thread calls it unguarded: without it, that thread died with a traceback."""
+        if self.lost is None:
+            self.lost = "the broker's heart-beats stopped"
+
 
 class StompTransport(Transport):
     """One STOMP destination on one broker (or a failover pair).
@@ -171,6 +177,8 @@ class StompTransport(Transport):
     ) -> None:
         if not urls:
             raise ValueError("give at least one stomp:// URL")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+            raise ValueError(f"prefetch must be a whole number of at least 1, not {prefetch!r}")
         environ = os.environ if environ is None else environ
         self.addresses: list[tuple[str, int, bool]] = []
         self.destination = ""
@@ -196,6 +204,8 @@ class StompTransport(Transport):
             password = environ.get(PASSWORD_VARIABLE) or None
         if password is not None and username is None:
             raise ValueError(f"a STOMP password without a user name: put it in the URL or in {USERNAME_VARIABLE}")
+        if any(_BREAKS.search(text) for text in (username, password) if text):
+            raise ValueError("the STOMP user name or password holds a line break or NUL, which STOMP cannot send")
         self.username = username
         self._password = password
         self.prefetch = prefetch
@@ -344,6 +354,9 @@ class StompTransport(Transport):
                 pass
 
 
+#: What a CONNECT frame's header cannot hold: stomp.py sends the credentials as they are, unescaped.
+_BREAKS = re.compile(r"[\r\n\x00]")
+
 #: STOMP 1.2's escapes of a header value.
 _ESCAPES = str.maketrans({"\\": "\\\\", "\r": "\\r", "\n": "\\n", ":": "\\c"})
 
@@ -395,12 +408,20 @@ def _parse(url: str) -> tuple[str, int, bool, str, str | None, str | None, dict[
     if not parts.hostname:
         raise ValueError("a STOMP URL has no host: stomp://host:61613/queue/NAME")
     tls = SCHEMES[parts.scheme]
-    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    query = {key: values[-1] for key, values in parse_qs(parts.query, keep_blank_values=True).items()}
     unknown = sorted(set(query) - {"vhost"})
     if unknown:
-        raise ValueError(f"a STOMP URL has an unknown parameter {unknown[0]!r}: only vhost is known")
+        raise ValueError(f"a STOMP URL has an unknown parameter {printable(unknown[0])!r}: only vhost is known")
+    if "vhost" in query and not query["vhost"]:
+        raise ValueError("a STOMP URL's vhost is empty: leave it out for the default, /")
+    if "@" in parts.path:  # a password with a "/" cut the user info short: the rest of it would show as the path
+        raise ValueError("a STOMP URL's user name or password holds a '/' or an '@': percent-encode it (%2F, %40)")
     user = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
+    if password is not None and user is None:
+        raise ValueError("a STOMP URL has a password without a user name: stomp://user:password@host:61613/...")
+    if any(_BREAKS.search(text) for text in (user, password) if text):
+        raise ValueError("a STOMP URL's user name or password holds a line break or NUL, which STOMP cannot send")
     destination = unquote(parts.path)
     return (
         parts.hostname,
