@@ -124,6 +124,50 @@ def test_the_command_consumes_and_stops_on_sigterm(rabbit: Rabbit, tmp_path: Pat
     assert rabbit.count() == 0
 
 
+def test_handlers_still_running_past_the_grace_end_the_process_and_their_messages_come_again(
+    rabbit: Rabbit, tmp_path: Path
+) -> None:
+    """``--grace`` bounds the stop: a batch's handler runs in the consumer's own thread, so the command waited for
+    it whatever the grace (18 s for a 20 s handler and a grace of 2)."""
+    import time
+
+    app_file = tmp_path / "slow_app.py"
+    app_file.write_text(
+        "import time\n"
+        "from flask import Flask\n"
+        "from webhook_receiver import WebhookReceiver\n"
+        "receiver = WebhookReceiver(secret_key='s' * 32)\n"
+        "@receiver.on('order.paid')\n"
+        "def slow(event):\n"
+        "    print('started', event.id, flush=True)\n"
+        "    time.sleep(60)\n"
+        f"app = Flask(__name__, instance_path={str(tmp_path)!r})\n"
+        "receiver.init_app(app)\n"
+    )
+    rabbit.publish([cloudevent("slow-1")])
+    log = tmp_path / "consume.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", str(app_file), "webhooks", "consume", "--grace", "1", rabbit.url],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        from .processes import wait_for
+
+        wait_for(lambda: b"started slow-1" in log.read_bytes(), 60, f"the handler started\n{log.read_text()}")
+        proc.terminate()
+        stopped = time.monotonic()
+        assert proc.wait(30) == 1, log.read_text()
+        assert time.monotonic() - stopped < 8, "a second past the grace, not the handler's 60 s"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "still run 2.0 s after the signal to stop; exiting" in log.read_text()
+    wait_for(lambda: rabbit.count() == 1, 30, "the message back on the queue")
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

@@ -308,6 +308,64 @@ def test_sigterm_lets_the_running_handler_finish_and_leaves_the_rest(rabbit: Rab
     assert rabbit.count() == 2  # not started: still on the queue
 
 
+def test_at_stop_messages_waiting_for_a_worker_thread_are_given_back_at_once(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
+    """Slow handlers run on threads; the messages not started were held for the whole grace period.
+
+    On SQS: a message given back there is visible again at once. RabbitMQ
+    takes no NACK after the UNSUBSCRIBE the stop begins with (one before it
+    would be sent straight back to this consumer): its messages come back as
+    the connection closes, a second past the grace at most.
+    """
+    import time
+
+    sqs = Sqs(moto_endpoint, visibility=30)
+
+    def visible() -> int:
+        found = sqs.client.get_queue_attributes(QueueUrl=sqs.url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(found["Attributes"]["ApproximateNumberOfMessages"])
+
+    receiver = WebhookReceiver()
+    slow_started = threading.Event()
+    release = threading.Event()
+
+    @receiver.on("order.paid")
+    def work(event: Event) -> None:
+        if event.id.startswith("quick"):
+            time.sleep(0.05)  # slow enough for the consumer to move to threads
+        else:
+            slow_started.set()
+            release.wait(20)
+
+    app = make_app(receiver, tmp_path)
+    sqs.publish([cloudevent(f"quick-{n}") for n in range(4)])
+    consumer = receiver.consumer(app, f"{sqs.url}?wait=1", concurrency=2, grace=15)
+    done = threading.Thread(target=consumer.run, daemon=True)
+    done.start()
+    try:
+        deadline = time.monotonic() + 30
+        while consumer.stats.acked < 4:
+            assert time.monotonic() < deadline, consumer.stats
+            time.sleep(0.05)
+        sqs.publish([cloudevent(f"slow-{n}") for n in range(6)])  # two run, the others wait for a thread
+        assert slow_started.wait(30)
+        deadline = time.monotonic() + 10
+        while 6 - visible() <= 2:  # more taken than run: some wait for a thread
+            assert time.monotonic() < deadline, visible()
+            time.sleep(0.1)
+        time.sleep(0.5)
+        consumer.stop()
+        deadline = time.monotonic() + 5
+        while visible() < 4:  # given back while the two running ones still have their grace
+            assert time.monotonic() < deadline, f"{visible()} visible on the queue 5 s after the stop"
+            time.sleep(0.05)
+    finally:
+        release.set()
+        done.join(30)
+    assert not done.is_alive()
+
+
 class Proxy:
     """A TCP proxy to a port of 127.0.0.1 that can be cut (every connection closed) and opened again."""
 

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import threading
 import time
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -312,6 +313,7 @@ class Consumer:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: dict[int, Message] = {}
+        self._queued: dict[Future[None], Message] = {}  # handed to the pool, maybe not started
         self._failures: dict[str, int] = {}  # message or event id -> failures seen here
         self._slots = _Slots(self.prefetch)
         self._pause_until = 0.0
@@ -339,12 +341,26 @@ class Consumer:
     def run(self, *, handle_signals: bool = False, until: Callable[[ConsumerStats], bool] | None = None) -> None:
         """Consume until :meth:`stop`.
 
-        :param handle_signals: SIGTERM and SIGINT call :meth:`stop` (main thread only).
+        :param handle_signals: SIGTERM and SIGINT call :meth:`stop` (main thread only);
+            should handlers still run a second past the grace period after
+            it, the process exits (status 1) and the queue delivers their
+            messages again, as after a crash: a handler of a batch runs in
+            this thread, and nothing else would end the wait for it.
         :param until: stop once this returns true for :attr:`stats` (tests, benchmarks).
         """
+        overdue: list[threading.Timer] = []
         if handle_signals:
+
+            def stop_on_signal(*_: Any) -> None:
+                self.stop()
+                if not overdue:
+                    timer = threading.Timer(self.grace + 1.0, self._exit_overdue)
+                    timer.daemon = True
+                    overdue.append(timer)
+                    timer.start()
+
             for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: self.stop())
+                signal.signal(signum, stop_on_signal)
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="webhook-receiver-consumer")
         keeper = threading.Thread(target=self._keep_alive_loop, name="webhook-receiver-keep-alive", daemon=True)
         keeper.start()
@@ -357,6 +373,24 @@ class Consumer:
             self._closed.set()
             self.transport.close()
             logger.info("consumer of %s stopped: %s", self.transport.description, self._summary())
+            with self._lock:
+                finished = not self._in_flight
+            if finished:
+                for timer in overdue:
+                    timer.cancel()
+
+    def _exit_overdue(self) -> None:
+        """A second past the grace period after SIGTERM, handlers still run: exit, as :meth:`run` says."""
+        with self._lock:
+            running = len(self._in_flight)
+        logger.warning(
+            "handlers of %d message(s) still run %.1f s after the signal to stop; exiting: the queue delivers"
+            " their messages again",
+            running,
+            self.grace + 1.0,
+        )
+        logging.shutdown()
+        os._exit(1)
 
     def _loop(self, pool: ThreadPoolExecutor, until: Callable[[ConsumerStats], bool] | None) -> None:
         connected = False
@@ -425,7 +459,10 @@ class Consumer:
                 self._handle_and_free(messages)
             else:
                 for message in messages:
-                    pool.submit(self._handle_and_free, [message])
+                    future = pool.submit(self._handle_and_free, [message])
+                    with self._lock:
+                        self._queued[future] = message
+                    future.add_done_callback(self._unqueue)
 
     def _more(self, wanted: int) -> list[Message]:
         """Up to *wanted* more messages for a batch, as long as they keep coming (:data:`LINGER_SECONDS` at most).
@@ -446,11 +483,10 @@ class Consumer:
     def _release_buffered(self) -> None:
         """Give back at once what the transport received and the loop did not take: for another consumer.
 
-        The subscription is ended first, so that the broker does not hand
-        what is given back to this consumer again.
+        The subscription was ended first (:meth:`_drain`), so that the broker
+        does not hand what is given back to this consumer again.
         """
         try:
-            self.transport.stop_receiving()
             for message in self.transport.buffered():
                 self.transport.release(message)
         except Exception:  # noqa: BLE001 - unacknowledged either way: the queue delivers them again
@@ -459,9 +495,28 @@ class Consumer:
     def _give_slots(self, count: int) -> None:
         self._slots.give(count)
 
+    def _unqueue(self, future: Future[None]) -> None:
+        with self._lock:
+            self._queued.pop(future, None)
+
     def _drain(self, pool: ThreadPoolExecutor) -> None:
-        """Let running handlers finish within the grace period."""
+        """Give back at once the messages the pool has not started; let running handlers finish within the grace."""
         deadline = time.monotonic() + self.grace
+        try:  # first, so that the broker does not hand what is given back to this consumer again
+            self.transport.stop_receiving()
+        except Exception:  # noqa: BLE001 - what it sends meanwhile is unacknowledged: delivered again
+            pass
+        with self._lock:
+            queued = list(self._queued.items())
+        for future, message in queued:
+            if future.cancel():  # not started: another consumer may have it now rather than after the grace
+                try:
+                    self.transport.release(message)
+                except Exception:  # noqa: BLE001 - unacknowledged either way: the queue delivers it again
+                    pass
+                with self._lock:
+                    self._in_flight.pop(id(message), None)
+                self._slots.give(1)
         pool.shutdown(wait=False, cancel_futures=False)
         while time.monotonic() < deadline:
             with self._lock:
