@@ -320,7 +320,18 @@ def test_expired_lease_is_taken_over(make_app: Callable[..., Flask], calls: list
 
 
 @pytest.mark.parametrize("store", ["sqlite", "memory"])
-@pytest.mark.parametrize("bad_id", ["\\ud800", "line\\r\\nforged", "esc\\u001b[31mred", "nul\\u0000", "c1\\u0085"])
+@pytest.mark.parametrize(
+    "bad_id",
+    [
+        "\\ud800",
+        "line\\r\\nforged",
+        "esc\\u001b[31mred",
+        "nul\\u0000",
+        "c1\\u0085",
+        "sep\\u2028INFO forged",  # a line break to str.splitlines and many log viewers
+        "bidi\\u202edesrever",  # reorders what a terminal shows
+    ],
+)
 def test_ids_with_control_characters_or_lone_surrogates_are_a_json_400(
     make_app: Callable[..., Flask], calls: list[Any], store: str, bad_id: str
 ) -> None:
@@ -356,3 +367,11 @@ def test_an_unexpected_error_is_a_json_500_without_a_traceback(
     text = response.get_data(as_text=True)
     assert "Traceback" not in text and "internal detail" not in text
     assert any(r.exc_info for r in caplog.records), "logged with its traceback"
+
+
+def test_separators_and_bidirectional_controls_are_escaped_in_log_text() -> None:
+    from webhook_receiver.untrusted import printable
+
+    shown = printable("Bob\u2028ERROR forged\u2029\u202eevil\u2066x\u2069")
+    assert shown == "Bob\\u2028ERROR forged\\u2029\\u202eevil\\u2066x\\u2069"
+    assert len(shown.splitlines()) == 1

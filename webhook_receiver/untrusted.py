@@ -3,10 +3,11 @@
 Ids, integration names, handler error texts and bodies come from outside.
 Written raw, a carriage return or a line feed forges a log line, and an
 escape sequence rewrites a terminal. :func:`printable` escapes every control
-character (C0, DEL, C1) and unpaired surrogate the way Python writes them in
-a string literal; the log filter of :func:`protect` does it to every string
-argument of a log record of the package, and to the traceback's text except
-its own line breaks.
+character (C0, DEL, C1), line or paragraph separator, bidirectional override
+and unpaired surrogate the way Python writes them in a string literal; the
+log filter of :func:`protect` does it to every string argument of a log
+record of the package, and to the traceback's text except its own line
+breaks.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ import traceback
 
 __all__ = ["UNSAFE", "logger", "printable", "protect"]
 
-#: Control characters (C0, DEL, C1) and unpaired surrogates: what no log line or terminal gets raw.
-UNSAFE = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]")
-_UNSAFE_BUT_NEWLINE = re.compile("[\\x00-\\x09\\x0b-\\x1f\\x7f-\\x9f\\ud800-\\udfff]")
+#: Control characters (C0, DEL, C1), the line and paragraph separators (which ``str.splitlines`` and many log
+#: viewers break lines at), the bidirectional overrides and isolates (which reorder what a terminal shows), and
+#: unpaired surrogates: what no log line or terminal gets raw.
+UNSAFE = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069\\ud800-\\udfff]")
+_UNSAFE_BUT_NEWLINE = re.compile(
+    "[\\x00-\\x09\\x0b-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069\\ud800-\\udfff]"
+)
 
 
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
