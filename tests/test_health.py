@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from typing import Any, Iterator
 
@@ -150,3 +151,41 @@ def test_a_wrong_health_setting_stops_init_app(receiver: WebhookReceiver) -> Non
         app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, **{key: value})
         with pytest.raises(RuntimeError, match=key):
             WebhookReceiver().init_app(app)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"WEBHOOK_RECEIVER_HEALTH_MAX_AGE": float("inf")}, "positive, finite number of seconds"),
+        ({"WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS": float("inf")}, "positive, finite number of seconds"),
+        ({"WEBHOOK_RECEIVER_HEALTH_URL": "/h/<x>"}, "no '<...>' part"),  # every probe got an HTML 500
+        # the probe would read the metrics (200), and never see a 503
+        ({"WEBHOOK_RECEIVER_METRICS": "/x", "WEBHOOK_RECEIVER_HEALTH_URL": "/x"}, "are one path"),
+        ({"WEBHOOK_RECEIVER_METRICS": "/webhooks/moltin"}, "the URL of webhook receiver 'moltin'"),
+        ({"WEBHOOK_RECEIVER_HEALTH_URL": "/webhooks/moltin"}, "the URL of webhook receiver 'moltin'"),
+        ({"WEBHOOK_RECEIVER_HEALTH_URL": "/static/<path:filename>"}, "no '<...>' part"),
+    ],
+)
+def test_an_observability_setting_that_cannot_work_stops_init_app(config: dict[str, Any], message: str) -> None:
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, **config)
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        WebhookReceiver().init_app(app)
+
+
+def test_a_route_the_app_has_already_is_refused_as_the_health_url() -> None:
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_HEALTH_URL="/ready")
+    app.add_url_rule("/ready", "ready", lambda: "mine")
+    with pytest.raises(RuntimeError, match="a path the app routes already"):
+        WebhookReceiver().init_app(app)
+
+
+def test_app_wide_observability_keys_in_a_receivers_entry_are_said_to_be_ignored(caplog: Any) -> None:
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVERS={"moltin": {"HEALTH_URL": "/h", "METRICS": "/m"}}
+    )
+    with caplog.at_level("WARNING", logger="webhook_receiver"):
+        WebhookReceiver().init_app(app)
+    said = caplog.text
+    assert "WEBHOOK_RECEIVERS['moltin']['HEALTH_URL'] is ignored" in said
+    assert "WEBHOOK_RECEIVERS['moltin']['METRICS'] is ignored" in said
+    assert app.test_client().get("/h").status_code == 404

@@ -222,7 +222,7 @@ class WebhookReceiver:
         config.dispatcher.bind(app, self, config.store)
         configs[self.name] = config
         app.extensions.setdefault(RECEIVERS_KEY, {})[self.name] = self
-        observe(app, self.name, config.store, config.dispatcher)
+        observe(app, self.name, config.store, config.dispatcher, url=config.url)
         return config
 
     def _setup_blueprint(self, state: BlueprintSetupState) -> None:

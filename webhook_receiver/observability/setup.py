@@ -22,10 +22,13 @@ The keys (read here, each checked; a value of the wrong kind stops
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from .. import instrumentation
+from ..settings import RECEIVERS
+from ..untrusted import logger, printable
 from .backlog import BacklogReader
 from .health import DEFAULT_MAX_AGE, HealthReport, check_health
 
@@ -58,14 +61,16 @@ class ObservabilityState:
     metrics: Any = None
     max_age: float = DEFAULT_MAX_AGE
     cache_seconds: float = 5.0
+    #: The paths the app's keys mount (metrics, health), by key.
+    paths: dict[str, str] = field(default_factory=dict)
 
 
 def _seconds(config: Any, key: str, default: float) -> float:
     value = config.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise RuntimeError(f"{key} is a positive number of seconds, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise RuntimeError(f"{key} is a positive, finite number of seconds, not {value!r}")
     return float(value)
 
 
@@ -75,22 +80,64 @@ def _path(config: Any, key: str) -> str | None:
         return None
     if not isinstance(value, str) or not value.startswith("/"):
         raise RuntimeError(f"{key} is a path such as '/webhooks/health', not {type(value).__name__}")
+    _plain_path(key, value)
     return value
 
 
-def observe(app: Any, receiver: str, store: Any, dispatcher: Any) -> None:
+def _plain_path(key: str, path: str) -> None:
+    """Refuse a path with a variable part (``<x>``: every request would fail) or white space."""
+    if "<" in path or ">" in path or any(char.isspace() for char in path):
+        raise RuntimeError(f"{key} is a plain path such as '/webhooks/health', with no '<...>' part or space")
+
+
+def _free_path(app: Any, key: str, path: str) -> None:
+    """Refuse *path* when a route of *app* has it already: one of the two would never be reached."""
+    for rule in app.url_map.iter_rules():
+        if rule.rule == path:
+            raise RuntimeError(f"{key} is {path!r}, a path the app routes already (to {rule.endpoint!r})")
+
+
+#: The settings read app-wide only: in a ``WEBHOOK_RECEIVERS`` entry they would do nothing.
+APP_WIDE = ("METRICS", "METRICS_CACHE_SECONDS", "TRACING", "HEALTH_URL", "HEALTH_MAX_AGE")
+
+
+def _warn_per_receiver(app: Any) -> None:
+    entries = app.config.get(RECEIVERS)
+    if not isinstance(entries, Mapping):
+        return
+    for name, entry in entries.items():
+        if isinstance(entry, Mapping):
+            for key in APP_WIDE:
+                if key in entry:
+                    logger.warning(
+                        "%s[%r][%r] is ignored: WEBHOOK_RECEIVER_%s is app-wide; set it in the app's config",
+                        RECEIVERS,
+                        printable(name),
+                        key,
+                        key,
+                    )
+
+
+def observe(app: Any, receiver: str, store: Any, dispatcher: Any, *, url: str | None = None) -> None:
     """Set up what the app's keys ask for, once per app, and watch *receiver*'s store.
 
     :param app: the Flask app.
     :param receiver: the receiver's name.
     :param store: its store.
     :param dispatcher: its dispatcher.
-    :raises RuntimeError: if a key has a value of the wrong kind, or names an
-        extra that is not installed.
+    :param url: where the receiver's endpoint is to be mounted.
+    :raises RuntimeError: if a key has a value of the wrong kind, names an
+        extra that is not installed, or a path that another route (this
+        receiver's endpoint among them) has.
     """
     state: ObservabilityState | None = app.extensions.get(STATE_KEY)
     if state is None:
         state = _first(app)
+    for key, path in state.paths.items():
+        if path == url:
+            raise RuntimeError(
+                f"{key} is {path!r}, the URL of webhook receiver {receiver!r}: give it a path of its own"
+            )
     reader = BacklogReader(store, state.cache_seconds)
     state.receivers[receiver] = (store, dispatcher, reader)
     if state.metrics is not None:
@@ -103,8 +150,21 @@ def _first(app: Any) -> ObservabilityState:
         max_age=_seconds(config, "WEBHOOK_RECEIVER_HEALTH_MAX_AGE", DEFAULT_MAX_AGE),
         cache_seconds=_seconds(config, "WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS", 5.0),
     )
+    _warn_per_receiver(app)
     metrics = config.get("WEBHOOK_RECEIVER_METRICS")
     health_url = _path(config, "WEBHOOK_RECEIVER_HEALTH_URL")
+    if isinstance(metrics, str):
+        _plain_path("WEBHOOK_RECEIVER_METRICS", metrics)
+        if metrics == health_url:
+            raise RuntimeError(
+                "WEBHOOK_RECEIVER_METRICS and WEBHOOK_RECEIVER_HEALTH_URL are one path: the readiness probe"
+                " would read the metrics, and never see a 503"
+            )
+        _free_path(app, "WEBHOOK_RECEIVER_METRICS", metrics)
+        state.paths["WEBHOOK_RECEIVER_METRICS"] = metrics
+    if health_url is not None:
+        _free_path(app, "WEBHOOK_RECEIVER_HEALTH_URL", health_url)
+        state.paths["WEBHOOK_RECEIVER_HEALTH_URL"] = health_url
     from .tracing import tracing_observer
 
     tracing = tracing_observer(config.get("WEBHOOK_RECEIVER_TRACING"))
