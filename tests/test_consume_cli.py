@@ -13,11 +13,24 @@ from webhook_receiver import WebhookReceiver
 from webhook_receiver.cli import webhooks_cli
 
 from .conftest import SECRET, new_app
-from .processes import ROOT
+from .processes import ROOT, wait_for
 from .queues import Rabbit, cloudevent, rabbit_fixture  # noqa: F401
 from .test_queues import consume
 
 PASSWORD = "cli-pw-never-shown-31f0"
+
+
+def consume_process(app_file: Path, *arguments: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """``flask --app APP_FILE webhooks consume ARGUMENTS...`` in a process of its own, and the file of its output."""
+    log = app_file.with_suffix(".log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flask", "--app", str(app_file), "webhooks", "consume", *arguments],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return proc, log
 
 
 def test_help_names_the_urls_and_variables_and_never_a_value(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,17 +113,8 @@ def test_the_command_consumes_and_stops_on_sigterm(rabbit: Rabbit, tmp_path: Pat
         "receiver.init_app(app)\n"
     )
     rabbit.publish([cloudevent("cli-1")])
-    log = tmp_path / "consume.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", str(app_file), "webhooks", "consume", rabbit.url],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc, log = consume_process(app_file, rabbit.url)
     try:
-        from .processes import wait_for
-
         wait_for(lambda: b"handled cli-1" in log.read_bytes(), 60, f"the message handled\n{log.read_text()}")
         proc.terminate()
         assert proc.wait(30) == 0, log.read_text()
@@ -145,17 +149,8 @@ def test_handlers_still_running_past_the_grace_end_the_process_and_their_message
         "receiver.init_app(app)\n"
     )
     rabbit.publish([cloudevent("slow-1")])
-    log = tmp_path / "consume.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", str(app_file), "webhooks", "consume", "--grace", "1", rabbit.url],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc, log = consume_process(app_file, "--grace", "1", rabbit.url)
     try:
-        from .processes import wait_for
-
         wait_for(lambda: b"started slow-1" in log.read_bytes(), 60, f"the handler started\n{log.read_text()}")
         proc.terminate()
         stopped = time.monotonic()

@@ -423,31 +423,6 @@ def test_nothing_a_run_sets_or_leaves_pushed_reaches_the_next_run_in_its_thread(
         close_dispatcher(app)
 
 
-def test_a_runs_context_variables_are_the_requests(tmp_path: Path) -> None:
-    """The request's own context variables are carried into the run (a tenant, a trace), and only for that run."""
-    receiver = WebhookReceiver()
-    seen: list[str] = []
-    receiver.on("order.paid")(lambda event: seen.append(_TENANT.get()))
-    app = new_app(
-        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
-        WEBHOOK_RECEIVER_STORE=f"sqlite:///{tmp_path}/events.sqlite3",
-        WEBHOOK_RECEIVER_INLINE_DEADLINE=20,
-    )
-    receiver.init_app(app)
-
-    @app.before_request
-    def tenant() -> None:
-        _TENANT.set(flask.request.args.get("tenant", "none"))
-
-    client = app.test_client()
-    try:
-        deliver(client, make_event("order.paid"), secret=SECRET, path="/webhooks/moltin?tenant=acme")
-        deliver(client, make_event("order.paid"), secret=SECRET)
-        assert seen == ["acme", "none"]
-    finally:
-        close_dispatcher(app)
-
-
 def test_a_teardown_appcontext_function_runs_after_each_runner_threads_run_with_its_g(tmp_path: Path) -> None:
     receiver = WebhookReceiver()
     torn_down: list[str | None] = []
