@@ -179,13 +179,17 @@ def test_a_route_the_app_has_already_is_refused_as_the_health_url() -> None:
         WebhookReceiver().init_app(app)
 
 
-def test_app_wide_observability_keys_in_a_receivers_entry_are_said_to_be_ignored(caplog: Any) -> None:
+def test_app_wide_observability_keys_in_a_receivers_entry_are_said_to_be_ignored() -> None:
+    from webhook_receiver.errors import UnknownSettingWarning
+
     app = new_app(
-        WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVERS={"moltin": {"HEALTH_URL": "/h", "METRICS": "/m"}}
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVERS={"moltin": {"HEALTH_URL": "/h", "METRICS": "/m", "INBOX_URL": "/i"}},
     )
-    with caplog.at_level("WARNING", logger="webhook_receiver"):
+    with pytest.warns(UnknownSettingWarning) as warned:
         WebhookReceiver().init_app(app)
-    said = caplog.text
-    assert "WEBHOOK_RECEIVERS['moltin']['HEALTH_URL'] is ignored" in said
-    assert "WEBHOOK_RECEIVERS['moltin']['METRICS'] is ignored" in said
+    said = " ".join(str(w.message) for w in warned)
+    assert "WEBHOOK_RECEIVERS['moltin']['HEALTH_URL'] is app-wide only" in said and "It is ignored." in said
+    assert "WEBHOOK_RECEIVERS['moltin']['METRICS'] is app-wide only" in said
+    assert "WEBHOOK_RECEIVERS['moltin']['INBOX_URL'] is app-wide only" in said  # the inbox reads app.config too
     assert app.test_client().get("/h").status_code == 404

@@ -69,6 +69,13 @@ KEYS: Mapping[str, str] = {
 }
 
 
+#: The keys read app-wide only (one metrics endpoint, one health probe, one inbox per app): in a
+#: ``WEBHOOK_RECEIVERS`` entry they would do nothing, and :func:`check_keys` says so.
+APP_WIDE_ONLY: frozenset[str] = frozenset(
+    {"METRICS", "METRICS_CACHE_SECONDS", "TRACING", "HEALTH_URL", "HEALTH_MAX_AGE", "INBOX_URL", "INBOX_AUTH"}
+)
+
+
 class ReceiverSettings(Mapping[str, Any]):
     """The app's config as the receiver named *receiver* sees it: its ``WEBHOOK_RECEIVERS`` entry wins.
 
@@ -195,9 +202,12 @@ def check_keys(config: Mapping[str, Any], receiver: str, *, app_wide: bool = Tru
     entry = entries.get(receiver)
     if isinstance(entry, Mapping):
         for name in entry:
+            where = f"{RECEIVERS}[{receiver!r}][{name!r}]"
+            if isinstance(name, str) and name in APP_WIDE_ONLY:
+                _warn(f"{where} is app-wide only: set {PREFIX}{name} in the app's config", None)
+                continue
             if isinstance(name, str) and name in KEYS:
                 continue
-            where = f"{RECEIVERS}[{receiver!r}][{name!r}]"
             shown = str(name)
             if shown.upper().startswith(PREFIX):  # the app-wide spelling inside an entry
                 shown = shown[len(PREFIX) :]

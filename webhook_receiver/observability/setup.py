@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .. import instrumentation
-from ..settings import RECEIVERS
-from ..untrusted import logger, printable
 from .backlog import BacklogReader
 from .health import DEFAULT_MAX_AGE, HealthReport, check_health
 
@@ -97,27 +95,6 @@ def _free_path(app: Any, key: str, path: str) -> None:
             raise RuntimeError(f"{key} is {path!r}, a path the app routes already (to {rule.endpoint!r})")
 
 
-#: The settings read app-wide only: in a ``WEBHOOK_RECEIVERS`` entry they would do nothing.
-APP_WIDE = ("METRICS", "METRICS_CACHE_SECONDS", "TRACING", "HEALTH_URL", "HEALTH_MAX_AGE")
-
-
-def _warn_per_receiver(app: Any) -> None:
-    entries = app.config.get(RECEIVERS)
-    if not isinstance(entries, Mapping):
-        return
-    for name, entry in entries.items():
-        if isinstance(entry, Mapping):
-            for key in APP_WIDE:
-                if key in entry:
-                    logger.warning(
-                        "%s[%r][%r] is ignored: WEBHOOK_RECEIVER_%s is app-wide; set it in the app's config",
-                        RECEIVERS,
-                        printable(name),
-                        key,
-                        key,
-                    )
-
-
 def observe(app: Any, receiver: str, store: Any, dispatcher: Any, *, url: str | None = None) -> None:
     """Set up what the app's keys ask for, once per app, and watch *receiver*'s store.
 
@@ -150,7 +127,6 @@ def _first(app: Any) -> ObservabilityState:
         max_age=_seconds(config, "WEBHOOK_RECEIVER_HEALTH_MAX_AGE", DEFAULT_MAX_AGE),
         cache_seconds=_seconds(config, "WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS", 5.0),
     )
-    _warn_per_receiver(app)
     metrics = config.get("WEBHOOK_RECEIVER_METRICS")
     health_url = _path(config, "WEBHOOK_RECEIVER_HEALTH_URL")
     if isinstance(metrics, str):
