@@ -18,13 +18,14 @@ import traceback
 
 __all__ = ["UNSAFE", "logger", "printable", "protect"]
 
+# What UNSAFE holds past C0: DEL, C1, the separators, the bidirectional controls, the surrogates.
+_BEYOND_C0 = "\\x7f-\\x9f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069\\ud800-\\udfff"
+
 #: Control characters (C0, DEL, C1), the line and paragraph separators (which ``str.splitlines`` and many log
 #: viewers break lines at), the bidirectional overrides and isolates (which reorder what a terminal shows), and
 #: unpaired surrogates: what no log line or terminal gets raw.
-UNSAFE = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069\\ud800-\\udfff]")
-_UNSAFE_BUT_NEWLINE = re.compile(
-    "[\\x00-\\x09\\x0b-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069\\ud800-\\udfff]"
-)
+UNSAFE = re.compile(f"[\\x00-\\x1f{_BEYOND_C0}]")
+_UNSAFE_BUT_NEWLINE = re.compile(f"[\\x00-\\x09\\x0b-\\x1f{_BEYOND_C0}]")
 
 
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}

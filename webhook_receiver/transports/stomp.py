@@ -26,7 +26,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..untrusted import printable
-from .consumer import MASK, Message, Transport, TransportUnavailable
+from .consumer import MASK, Message, Transport, TransportUnavailable, check_counts
 
 __all__ = ["PASSWORD_VARIABLE", "USERNAME_VARIABLE", "StompAddress", "StompTransport", "parse_url", "stomp_module"]
 
@@ -177,8 +177,7 @@ class StompTransport(Transport):
     ) -> None:
         if not urls:
             raise ValueError("give at least one stomp:// URL")
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
-            raise ValueError(f"prefetch must be a whole number of at least 1, not {prefetch!r}")
+        check_counts(prefetch=prefetch)
         environ = os.environ if environ is None else environ
         self.addresses: list[tuple[str, int, bool]] = []
         self.destination = ""
@@ -204,8 +203,7 @@ class StompTransport(Transport):
             password = environ.get(PASSWORD_VARIABLE) or None
         if password is not None and username is None:
             raise ValueError(f"a STOMP password without a user name: put it in the URL or in {USERNAME_VARIABLE}")
-        if any(_BREAKS.search(text) for text in (username, password) if text):
-            raise ValueError("the STOMP user name or password holds a line break or NUL, which STOMP cannot send")
+        _refuse_breaks("the STOMP user name or password", username, password)
         self.username = username
         self._password = password
         self.prefetch = prefetch
@@ -357,6 +355,13 @@ class StompTransport(Transport):
 #: What a CONNECT frame's header cannot hold: stomp.py sends the credentials as they are, unescaped.
 _BREAKS = re.compile(r"[\r\n\x00]")
 
+
+def _refuse_breaks(what: str, *credentials: str | None) -> None:
+    """Refuse credentials a CONNECT frame cannot carry, saying *what* they are (never their value)."""
+    if any(_BREAKS.search(text) for text in credentials if text):
+        raise ValueError(f"{what} holds a line break or NUL, which STOMP cannot send")
+
+
 #: STOMP 1.2's escapes of a header value.
 _ESCAPES = str.maketrans({"\\": "\\\\", "\r": "\\r", "\n": "\\n", ":": "\\c"})
 
@@ -420,8 +425,7 @@ def _parse(url: str) -> tuple[str, int, bool, str, str | None, str | None, dict[
     password = unquote(parts.password) if parts.password is not None else None
     if password is not None and user is None:
         raise ValueError("a STOMP URL has a password without a user name: stomp://user:password@host:61613/...")
-    if any(_BREAKS.search(text) for text in (user, password) if text):
-        raise ValueError("a STOMP URL's user name or password holds a line break or NUL, which STOMP cannot send")
+    _refuse_breaks("a STOMP URL's user name or password", user, password)
     destination = unquote(parts.path)
     return (
         parts.hostname,
