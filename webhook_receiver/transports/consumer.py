@@ -47,16 +47,8 @@ from ..handlers import HandlerSource
 from ..intake import hand_over_many, log_redelivery
 from ..untrusted import logger
 
-__all__ = [
-    "Consumer",
-    "ConsumerStats",
-    "Message",
-    "Transport",
-    "TransportUnavailable",
-    "check_counts",
-    "check_seconds",
-    "mask_url",
-]
+# check_counts and check_seconds are the transports' own (stomp.py, registry.py), not the package's.
+__all__ = ["Consumer", "ConsumerStats", "Message", "Transport", "TransportUnavailable", "mask_url"]
 
 #: What an acknowledged message's dispatch outcome may be.
 _DONE = frozenset({"accepted", "processed", "duplicate", "ignored"})
