@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -193,3 +196,41 @@ def test_app_wide_observability_keys_in_a_receivers_entry_are_said_to_be_ignored
     assert "WEBHOOK_RECEIVERS['moltin']['METRICS'] is app-wide only" in said
     assert "WEBHOOK_RECEIVERS['moltin']['INBOX_URL'] is app-wide only" in said  # the inbox reads app.config too
     assert app.test_client().get("/h").status_code == 404
+
+
+APP_THAT_FAILS = """
+def create_app():
+    raise RuntimeError("the factory failed")
+"""
+
+
+def _flask(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flask", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_check_that_could_not_be_made_exits_3_never_a_state_of_the_store(tmp_path: Path) -> None:
+    # 1 and 2 mean degraded and down: a liveness probe that reads "$? -lt 2" must not pass on a mistake
+    (tmp_path / "failing.py").write_text(APP_THAT_FAILS)
+    done = _flask(tmp_path, "--app", "failing:create_app", "webhooks", "health")
+    assert done.returncode == 3, done.stderr
+    assert "the app did not load: RuntimeError: the factory failed" in done.stderr
+    assert "Traceback" not in done.stderr
+    missing = _flask(tmp_path, "--app", "no_such_module", "webhooks", "health")
+    assert missing.returncode == 3 and "Could not import 'no_such_module'" in missing.stderr
+
+
+def test_an_unknown_receiver_or_option_exits_3(receiver: WebhookReceiver) -> None:
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
+    receiver.init_app(app)
+    unknown = health_cli(app, "--receiver", "nope")
+    assert unknown.exit_code == 3 and "no receiver named 'nope'" in unknown.output
+    misspelt = health_cli(app, "--jsn")
+    assert misspelt.exit_code == 3 and "No such option" in misspelt.output
+    assert health_cli(app).exit_code == 0
+
+
+def test_an_app_without_a_receiver_exits_3() -> None:
+    result = health_cli(new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET))
+    assert result.exit_code == 3 and "no receiver is set up" in result.output

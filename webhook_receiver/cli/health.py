@@ -3,25 +3,60 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 from flask import current_app
+from flask.cli import ScriptInfo
 
 from ..observability.setup import health_of
+from ..untrusted import printable
 from .group import json_option, one_line_errors, receiver_named, receiver_option, say, webhooks_cli
 
+#: The exit status when the check could not be made (the app did not load, an unknown --receiver, a usage
+#: error): neither 1 (degraded) nor 2 (down), so that a probe never reads a mistake as a state of the store.
+NOT_CHECKED = 3
 
-@webhooks_cli.command("health")
+
+class _HealthCommand(click.Command):
+    """A command whose usage errors exit :data:`NOT_CHECKED` rather than click's 2, which here means down."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            exc.exit_code = NOT_CHECKED
+            raise
+
+
+@webhooks_cli.command("health", cls=_HealthCommand, with_appcontext=False)
 @json_option
 @receiver_option
-@one_line_errors
-def health_command(as_json: bool, receiver_name: str | None) -> None:
+@click.pass_context
+def health_command(ctx: click.Context, as_json: bool, receiver_name: str | None) -> None:
     """Check the store, the backlog and the oldest due event: exit 0 healthy, 1 degraded, 2 down.
 
     Every receiver of the app is checked unless --receiver names one. The
     workers are not checked: this command runs none (the readiness endpoint,
     WEBHOOK_RECEIVER_HEALTH_URL, checks those of the process that answers).
+    Exit 3 when no check could be made: the app did not load, no receiver is
+    set up, or --receiver names none of them.
     """
+    try:
+        app = ctx.ensure_object(ScriptInfo).load_app()
+    except Exception as exc:  # whatever the app's factory raised: the store was not checked
+        click.echo(printable(f"Error: the app did not load: {type(exc).__name__}: {exc}"), err=True)
+        raise SystemExit(NOT_CHECKED) from None
+    with app.app_context():
+        try:
+            _check(as_json, receiver_name)
+        except click.ClickException as exc:
+            exc.exit_code = NOT_CHECKED
+            raise
+
+
+@one_line_errors
+def _check(as_json: bool, receiver_name: str | None) -> None:
     names = None if receiver_name is None else [receiver_named(receiver_name).name]
     report = health_of(current_app, names, workers=False)
     if not report.checks:
