@@ -18,6 +18,14 @@ from .group import json_option, one_line_errors, receiver_named, receiver_option
 NOT_CHECKED = 3
 
 
+class _NotChecked(click.ClickException):
+    exit_code = NOT_CHECKED
+
+
+class _UsageNotChecked(click.UsageError):
+    exit_code = NOT_CHECKED
+
+
 class _HealthCommand(click.Command):
     """A command whose usage errors exit :data:`NOT_CHECKED` rather than click's 2, which here means down."""
 
@@ -25,8 +33,7 @@ class _HealthCommand(click.Command):
         try:
             return super().make_context(*args, **kwargs)
         except click.UsageError as exc:
-            exc.exit_code = NOT_CHECKED
-            raise
+            raise _UsageNotChecked(exc.format_message(), exc.ctx) from None
 
 
 @webhooks_cli.command("health", cls=_HealthCommand, with_appcontext=False)
@@ -51,8 +58,7 @@ def health_command(ctx: click.Context, as_json: bool, receiver_name: str | None)
         try:
             _check(as_json, receiver_name)
         except click.ClickException as exc:
-            exc.exit_code = NOT_CHECKED
-            raise
+            raise _NotChecked(exc.message) from None
 
 
 @one_line_errors
