@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -97,6 +99,46 @@ def test_the_endpoint_exists_only_on_the_path_named(receiver: WebhookReceiver) -
 def test_a_wrong_metrics_setting_stops_init_app(value: object) -> None:
     with pytest.raises(RuntimeError, match="WEBHOOK_RECEIVER_METRICS"):
         WebhookReceiver().init_app(new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_METRICS=value))
+
+
+MULTIPROCESS_REGISTRY = """
+import sys
+from flask import Flask
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from webhook_receiver import WebhookReceiver
+from webhook_receiver.testing import deliver, make_event
+
+def app_with(registry):
+    app = Flask("x")
+    app.config.update(TESTING=True, WEBHOOK_RECEIVER_SECRET_KEY="s" * 32, WEBHOOK_RECEIVER_METRICS=registry)
+    receiver = WebhookReceiver()
+    receiver.on("order.paid")(lambda event: None)
+    receiver.init_app(app)
+    return app
+
+try:
+    app_with(CollectorRegistry())
+except RuntimeError as exc:
+    print("refused:", exc)
+registry = CollectorRegistry()
+MultiProcessCollector(registry)
+app = app_with(registry)
+assert deliver(app.test_client(), make_event("order.paid"), secret="s" * 32).status_code == 200
+labels = {"receiver": "moltin", "trigger": "order.paid", "status": "processed"}
+print("counted:", registry.get_sample_value("webhook_receiver_deliveries_total", labels))
+"""
+
+
+def test_a_registry_that_cannot_read_the_multiprocess_folder_stops_init_app(tmp_path: Path) -> None:
+    # in multiprocess mode the counts go to files: a registry without the collector that reads them shows none
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", MULTIPROCESS_REGISTRY], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "refused: WEBHOOK_RECEIVER_METRICS is a CollectorRegistry without a MultiProcessCollector" in done.stdout
+    assert "counted: 1.0" in done.stdout
 
 
 def test_without_prometheus_client_the_extra_is_named() -> None:

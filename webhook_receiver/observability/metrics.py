@@ -284,6 +284,16 @@ def trigger_label(event: Event | None, header: str | None) -> str:
     return "other"
 
 
+def _reads_the_folder(registry: Any) -> bool:
+    """Whether *registry* holds a ``MultiProcessCollector`` (True when prometheus_client hides its collectors)."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    collectors = getattr(registry, "_collector_to_names", None)  # the registry's own map; no public way to list
+    if not isinstance(collectors, dict):
+        return True
+    return any(isinstance(collector, MultiProcessCollector) for collector in collectors)
+
+
 def metrics_observer(app: Flask, setting: Any, interval: float) -> MetricsObserver:
     """Set up metrics on *app* as ``WEBHOOK_RECEIVER_METRICS`` (*setting*) says: an endpoint path or a registry.
 
@@ -291,6 +301,12 @@ def metrics_observer(app: Flask, setting: Any, interval: float) -> MetricsObserv
     """
     prom = _prometheus()
     if isinstance(setting, prom.CollectorRegistry):
+        if multiprocess() and not _reads_the_folder(setting):
+            raise RuntimeError(
+                "WEBHOOK_RECEIVER_METRICS is a CollectorRegistry without a MultiProcessCollector while"
+                " PROMETHEUS_MULTIPROC_DIR is set: the counts go to that folder and this registry would show"
+                " none of them; add prometheus_client.multiprocess.MultiProcessCollector(registry) to it"
+            )
         return MetricsObserver(_families_for(None if multiprocess() else setting), _gauges_for(setting))
     if not isinstance(setting, str) or not setting.startswith("/"):
         raise RuntimeError(
