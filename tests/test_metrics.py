@@ -125,7 +125,7 @@ registry = CollectorRegistry()
 MultiProcessCollector(registry)
 app = app_with(registry)
 assert deliver(app.test_client(), make_event("order.paid"), secret="s" * 32).status_code == 200
-labels = {"receiver": "moltin", "trigger": "order.paid", "status": "processed"}
+labels = {"receiver": "moltin", "trigger": "order.paid", "status": "processed", "transport": "webhook"}
 print("counted:", registry.get_sample_value("webhook_receiver_deliveries_total", labels))
 """
 
