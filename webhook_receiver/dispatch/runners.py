@@ -16,7 +16,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Callable
 
-from flask.globals import app_ctx
+from flask.globals import _cv_app  # app_ctx's variable: read straight, not through its LocalProxy
 from flask.signals import appcontext_popped, appcontext_pushed, appcontext_tearing_down
 
 from ..untrusted import logger
@@ -61,6 +61,7 @@ class Runners:
         self._waiting = 0  # threads waiting for a job that no submit has claimed yet
         self._busy = 0
         self._started = 0
+        self._joining = 0  # join() calls waiting for the jobs to end: only they need the condition notified
 
     @property
     def busy(self) -> int:
@@ -105,7 +106,7 @@ class Runners:
                     return
                 self._busy -= 1
                 self._waiting += 1
-                if not self._busy:  # what join() waits for
+                if not self._busy and self._joining:  # what join() waits for
                     self._changed.notify_all()
             while True:
                 try:
@@ -121,7 +122,11 @@ class Runners:
     def join(self, timeout: float) -> int:
         """Wait up to *timeout* seconds for the running jobs to end; how many still run."""
         with self._changed:
-            self._changed.wait_for(lambda: self._busy == 0, timeout)
+            self._joining += 1
+            try:
+                self._changed.wait_for(lambda: self._busy == 0, timeout)
+            finally:
+                self._joining -= 1
             return self._busy
 
 
@@ -152,7 +157,11 @@ def carried_variables() -> Carried:
     app context of its own (:func:`handlers_context`); the run sets the
     variables in its own copy of the runner thread's context.
     """
-    return [(variable, value) for variable, value in contextvars.copy_context().items() if not _is_flasks(variable)]
+    return [
+        (variable, value)
+        for variable, value in contextvars.copy_context().items()
+        if variable not in _FLASK_VARIABLES and not _is_flasks(variable)
+    ]
 
 
 #: Per runner thread: the app context kept pushed from one run to the next (see :func:`handlers_context`).
@@ -225,7 +234,4 @@ def handlers_context(app: Flask, kept: _Renewal | None) -> Callable[[BaseExcepti
 
 def _current_app_context() -> object:
     """The app context pushed in this thread (the object behind :data:`flask.globals.app_ctx`), or ``None``."""
-    try:
-        return app_ctx._get_current_object()  # type: ignore[attr-defined]  # a werkzeug LocalProxy
-    except RuntimeError:  # none is pushed
-        return None
+    return _cv_app.get(None)
