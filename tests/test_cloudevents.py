@@ -132,6 +132,8 @@ def test_without_specversion_it_is_still_an_event() -> None:
         (json.dumps({"id": "e1", "type": 5}).encode(), "type is not an event name"),
         (json.dumps({"id": "e\n1", "type": "cart.updated"}).encode(), "control character"),
         (json.dumps({"id": "x" * 201, "type": "cart.updated"}).encode(), "longer than"),
+        # the store would read it back as a webhook's body, run as its triggered_by's handlers
+        (json.dumps({"id": "e1", "type": "order.paid", "triggered_by": "order.created"}).encode(), "triggered_by"),
     ],
 )
 def test_what_is_not_an_elastic_path_cloudevent_is_refused(body: bytes, message: str) -> None:

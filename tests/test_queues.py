@@ -178,6 +178,7 @@ def test_poison_goes_to_the_dead_letter_queue_and_the_next_message_runs(
         json.dumps({"type": "order.paid", "data": {}}).encode(),  # no id
         json.dumps({"id": "no-type"}).encode(),
         json.dumps({"id": "bad-type", "type": "Drop Tables"}).encode(),
+        cloudevent("webhook-like", triggered_by="order.created"),  # read back, it would run other handlers
         cloudevent("too-big", data={"id": "o", "type": "order", "notes": "x" * 5000}),
     ]
     queue.publish([*poison, cloudevent("after-poison")])

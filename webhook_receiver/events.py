@@ -257,7 +257,9 @@ class Event:
             extension attribute ``receivedvia`` so that stores show it.
         :param attempt: how many times the queue delivered the message, when it says.
         :raises InvalidEvent: if it is not an Elastic Path CloudEvent (not a
-            JSON object, no ``id`` or ``type``, or ``type`` is not an event name).
+            JSON object, no ``id`` or ``type``, ``type`` is not an event name,
+            or it has a webhook body's ``triggered_by``, which would make it
+            read back from the store as a webhook's).
         """
         raw_json: bytes | None = None
         if isinstance(body, (bytearray, memoryview)):  # bytes-like, as some clients hand bodies over
@@ -280,6 +282,8 @@ class Event:
                 raise InvalidEvent("the message is nested too deeply") from None
         if not isinstance(decoded, dict):
             raise InvalidEvent(f"the message must be a JSON object, not {_json_type(decoded)}")
+        if "triggered_by" in decoded:  # from_stored would read it back as a webhook's body, with other handlers
+            raise InvalidEvent("the message has a triggered_by member, which only a webhook's body has")
         if transport is not None and decoded.get(cloudevents.TRANSPORT_ATTRIBUTE) != transport:
             raw_json = _with_transport(raw_json, decoded, transport)
             decoded[cloudevents.TRANSPORT_ATTRIBUTE] = transport
