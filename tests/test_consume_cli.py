@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from webhook_receiver.cli import webhooks_cli
 
 from .conftest import SECRET, new_app
 from .processes import ROOT, wait_for
-from .queues import Rabbit, cloudevent, rabbit_fixture  # noqa: F401
+from .queues import Rabbit, Sqs, cloudevent, moto_endpoint_fixture, rabbit_fixture  # noqa: F401
 from .test_queues import consume
 
 PASSWORD = "cli-pw-never-shown-31f0"
@@ -64,6 +65,11 @@ def test_help_names_the_urls_and_variables_and_never_a_value(monkeypatch: pytest
         ([f"stomp://u:{PASSWORD}@host/queue/x?vhost="], "vhost is empty"),
         (["--grace", "nan", f"stomp://u:{PASSWORD}@host/queue/x"], "not a finite number"),
         (["--grace", "inf", f"stomp://u:{PASSWORD}@host/queue/x"], "not a finite number"),
+        # the endpoint's password showed in every log line and repr
+        (["--endpoint-url", f"http://svc:{PASSWORD}@127.0.0.1:9", "sqs://epcc-x"], "endpoint URL takes no credentials"),
+        (["--endpoint-url", "ftp://127.0.0.1:9", "sqs://epcc-x"], "endpoint URL is http://HOST"),
+        (["https://sqs.eu-west-1.amazonaws.com/1/epcc-x?region=us-east-1"], "not the queue URL's"),
+        (["sqs://epcc-x?region=eu_west"], "not an AWS region"),
     ],
 )
 def test_a_bad_url_is_one_line_that_never_quotes_a_password(urls: list[str], message: str) -> None:
@@ -133,8 +139,6 @@ def test_handlers_still_running_past_the_grace_end_the_process_and_their_message
 ) -> None:
     """``--grace`` bounds the stop: a batch's handler runs in the consumer's own thread, so the command waited for
     it whatever the grace (18 s for a 20 s handler and a grace of 2)."""
-    import time
-
     app_file = tmp_path / "slow_app.py"
     app_file.write_text(
         "import time\n"
@@ -180,3 +184,29 @@ def test_a_consumer_with_a_setting_out_of_range_is_refused(options: dict[str, ob
     receiver.init_app(app)
     with pytest.raises(ValueError, match=message):
         receiver.consumer(app, "stomp://u@127.0.0.1/queue/x", **options)  # type: ignore[arg-type]
+
+
+def test_sigterm_during_a_long_poll_with_nothing_in_hand_exits_0(moto_endpoint: str, tmp_path: Path) -> None:
+    """The grace ran out while the loop waited for a 20 s poll, no handler running: not the status-1 exit of work cut
+    short (it said "handlers of 0 message(s) still run")."""
+    app_file = tmp_path / "idle_app.py"
+    app_file.write_text(
+        "from flask import Flask\n"
+        "from webhook_receiver import WebhookReceiver\n"
+        "receiver = WebhookReceiver(secret_key='s' * 32)\n"
+        "receiver.on('order.paid')(lambda event: None)\n"
+        f"app = Flask(__name__, instance_path={str(tmp_path)!r})\n"
+        "receiver.init_app(app)\n"
+    )
+    sqs = Sqs(moto_endpoint)
+    proc, log = consume_process(app_file, "--grace", "1", f"{sqs.url}?wait=20")
+    try:
+        wait_for(lambda: b"consuming" in log.read_bytes(), 60, f"the consumer started\n{log.read_text()}")
+        time.sleep(1)  # into its poll
+        proc.terminate()
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "stopped while a poll was still open" in text and "still run" not in text

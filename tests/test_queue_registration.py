@@ -242,6 +242,17 @@ def test_sqs_sync_emulator_queue_consumer_round_trip(
         (["--sqs", "https://sqs.eu-west-1.amazonaws.com/1234/epcc-orders"], {}, "set AWS_ACCESS_KEY_ID"),
         (["--sqs", "https://sqs.eu-west-1.amazonaws.com/1/epcc-o", "--url", "https://x/webhooks/moltin"], {}, "one of"),
         (["--region", "eu-west-1", "--url", "https://x/webhooks/moltin"], {}, "--region is the SQS queue's"),
+        # each of these was registered as given: a region of the wrong shape or of another host, a query dropped,
+        # a virtual host upstream cannot take, a second login silently left out
+        (["--sqs", "https://sqs.eu-west-1.amazonaws.com/1/epcc-o", "--region", "eu wset 1"], {}, "not an AWS region"),
+        (["--sqs", "https://sqs.eu-west-1.amazonaws.com/1/epcc-o", "--region", "us-east-1"], {}, "not the queue URL's"),
+        (["--sqs", "https://sqs.eu-west-1.amazonaws.com/1/epcc-o?wiat=5"], {}, "unknown parameter 'wiat'"),
+        (["--stomp", "stomp://u:p@127.0.0.1:61613/queue/epcc-x?vhost=shop"], {}, "no virtual host setting"),
+        (
+            ["--stomp", "stomp://u:p@127.0.0.1:61613/queue/epcc-x", "--stomp", "stomp://v:q@127.0.0.2:61613"],
+            {},
+            "different user names or passwords",
+        ),
     ],
 )
 def test_sync_refuses_incomplete_queue_registrations_without_quoting_secrets(
@@ -347,3 +358,16 @@ def test_delete_by_name_takes_a_queue_group_whole(moltin: Emulator, tmp_path: Pa
     assert deleted.count("deleted integration") == 2, deleted
     left = sorted((i["name"], i["integration_type"]) for i in moltin.state.integrations.values())
     assert left == [("webhook_receiver-moltin", "webhook"), ("webhook_receiver-moltin-2", "webhook")]
+
+
+def test_a_destination_with_no_known_prefix_is_registered_and_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+    from webhook_receiver.upstream.targets import stomp_target
+
+    with caplog.at_level(logging.WARNING, logger="webhook_receiver"):
+        target = stomp_target(["stomp://u:p@127.0.0.1:61613/quuee/epcc-x"])  # taken silently before
+    assert target.configuration["destination"] == "/quuee/epcc-x"
+    assert "the destination /quuee/epcc-x starts with none of /queue/" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="webhook_receiver"):
+        stomp_target(["stomp://u:p@127.0.0.1:61613/queue/epcc-x"])
+    assert caplog.text == ""

@@ -337,7 +337,9 @@ class Consumer:
             should handlers still run a second past the grace period after
             it, the process exits (status 1) and the queue delivers their
             messages again, as after a crash: a handler of a batch runs in
-            this thread, and nothing else would end the wait for it.
+            this thread, and nothing else would end the wait for it. With
+            none running (the loop waits for a long poll), it exits with
+            status 0.
         :param until: stop once this returns true for :attr:`stats` (tests, benchmarks).
         """
         overdue: list[threading.Timer] = []
@@ -372,9 +374,19 @@ class Consumer:
                     timer.cancel()
 
     def _exit_overdue(self) -> None:
-        """A second past the grace period after SIGTERM, handlers still run: exit, as :meth:`run` says."""
+        """A second past the grace period after SIGTERM the loop has not ended: exit, as :meth:`run` says.
+
+        With handlers still running, status 1 and their messages come again;
+        with none (the loop waits for a long poll to return), status 0.
+        """
         with self._lock:
             running = len(self._in_flight)
+        if not running:  # the loop still waits for a poll (an SQS long poll of up to 20 s): no work is cut
+            logger.info(
+                "consumer of %s stopped while a poll was still open: %s", self.transport.description, self._summary()
+            )
+            logging.shutdown()
+            os._exit(0)
         logger.warning(
             "handlers of %d message(s) still run %.1f s after the signal to stop; exiting: the queue delivers"
             " their messages again",

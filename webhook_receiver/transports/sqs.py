@@ -29,10 +29,42 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from ..untrusted import logger
 from .consumer import Message, Transport, TransportUnavailable
 
-__all__ = ["SqsTransport"]
+__all__ = ["SqsTransport", "check_endpoint_url", "check_region"]
 
 _AWS_HOST = re.compile(r"(?:sqs\.)?([a-z0-9-]+)\.(?:queue\.)?amazonaws\.com(?:\.cn)?\Z")
 _KNOWN = {"region", "wait"}
+#: An AWS region's shape: ``eu-west-1``, ``ap-southeast-2``, ``us-gov-west-1``, ``cn-north-1``.
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}\Z")
+
+
+def check_region(region: str) -> str:
+    """*region*, if it has an AWS region's shape (``eu-west-1``).
+
+    :raises ValueError: if it has not (a typo would be sent upstream, or to boto3, as it is).
+    """
+    if not isinstance(region, str) or not _REGION.match(region):
+        shown = region if isinstance(region, str) and len(region) <= 40 and region.isprintable() else "this"
+        raise ValueError(f"{shown!r} is not an AWS region such as 'eu-west-1'")
+    return region
+
+
+def check_endpoint_url(url: str) -> str:
+    """*url*, if it is an ``http://`` or ``https://`` endpoint without credentials (they would show in every log line).
+
+    :raises ValueError: if it is not.
+    """
+    try:
+        parts = urlsplit(url)
+        has_credentials = parts.username is not None or parts.password is not None
+    except ValueError:
+        raise ValueError("the SQS endpoint URL is malformed") from None
+    if has_credentials:
+        raise ValueError("the SQS endpoint URL takes no credentials: boto3 reads them from the environment")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("the SQS endpoint URL is http://HOST[:PORT] or https://HOST[:PORT]")
+    return url
+
+
 #: The longest visibility timeout SQS takes (12 hours).
 MAX_VISIBILITY = 43_200
 
@@ -76,8 +108,12 @@ class SqsTransport(Transport):
         self.queue_name = ""
         self.account: str | None = None
         self.queue_url: str | None = None
-        self.endpoint_url = endpoint_url
+        self.endpoint_url = None if endpoint_url is None else check_endpoint_url(endpoint_url)
+        if query.get("region") and region and query["region"] != region:
+            raise ValueError(f"the URL's region={query['region']!r} is not the region given, {region!r}")
         self.region = query.get("region") or region
+        if self.region is not None:
+            check_region(self.region)
         if parts.scheme == "sqs":
             path = [unquote(p) for p in (parts.netloc + parts.path).split("/") if p]
             if len(path) not in (1, 2):
@@ -91,6 +127,8 @@ class SqsTransport(Transport):
             self.queue_url = f"{parts.scheme}://{parts.netloc}/{segments[0]}/{segments[1]}"
             aws = _AWS_HOST.match(parts.hostname)
             if aws is not None:
+                if self.region is not None and self.region != aws.group(1):
+                    raise ValueError(f"the region {self.region!r} is not the queue URL's, {aws.group(1)!r}")
                 self.region = self.region or aws.group(1)
             elif endpoint_url is None:
                 self.endpoint_url = f"{parts.scheme}://{parts.netloc}"

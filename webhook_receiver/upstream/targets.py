@@ -13,17 +13,19 @@ message, a repr or a line of output.
 from __future__ import annotations
 
 import os
-import re
 from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
 from ..errors import SyncError
+from ..transports.sqs import SqsTransport
 from ..transports.stomp import PASSWORD_VARIABLE, USERNAME_VARIABLE, parse_url
+from ..untrusted import logger
 from .sync import Target
 
-__all__ = ["sqs_target", "stomp_target"]
+__all__ = ["KNOWN_DESTINATION_PREFIXES", "sqs_target", "stomp_target"]
 
-_AWS_HOST = re.compile(r"sqs\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?\Z")
+#: The destination prefixes of RabbitMQ's STOMP plugin and ActiveMQ (Amazon MQ); another is warned of, not refused.
+KNOWN_DESTINATION_PREFIXES = ("/queue/", "/topic/", "/exchange/", "/amq/queue/", "/temp-queue/")
 
 
 def stomp_target(urls: Sequence[str], environ: Mapping[str, str] | None = None) -> Target:
@@ -49,16 +51,31 @@ def stomp_target(urls: Sequence[str], environ: Mapping[str, str] | None = None) 
             parts = parse_url(url)
         except ValueError as exc:
             raise SyncError(f"--stomp: {exc}") from None
+        if parts.query.get("vhost", "/") != "/":
+            raise SyncError(
+                "--stomp: upstream's stomp integration has no virtual host setting, so the broker's default is"
+                " used: register the queue on the default virtual host (the URL without ?vhost=)"
+            )
         scheme = "stomp+ssl" if parts.tls else "stomp"
         addresses.append(f"{scheme}://{parts.host}:{parts.port}")
         if parts.destination:
             if destination and parts.destination != destination:
                 raise SyncError("--stomp: every URL of one broker names the same destination")
             destination = parts.destination
-        if parts.username is not None and username is None:
-            username, password = parts.username, parts.password
+        if parts.username is not None:
+            if username is None:
+                username, password = parts.username, parts.password
+            elif (parts.username, parts.password) != (username, password):  # one integration has one login
+                raise SyncError("--stomp: the URLs of one broker give different user names or passwords")
     if not destination:
         raise SyncError("--stomp: the URL has no destination: stomp+ssl://user@host:61614/queue/NAME")
+    if not destination.startswith(KNOWN_DESTINATION_PREFIXES):
+        logger.warning(
+            "--stomp: the destination %s starts with none of %s; registered as written (a typo means upstream"
+            " sends where no consumer reads)",
+            destination,
+            ", ".join(KNOWN_DESTINATION_PREFIXES),
+        )
     username = username or environ.get(USERNAME_VARIABLE) or None
     password = password or environ.get(PASSWORD_VARIABLE) or None
     if not username or not password:
@@ -103,8 +120,10 @@ def sqs_target(
             f"--sqs: the queue is named {segments[1]!r}; upstream's IAM policy lets it send to queues"
             " named epcc* only: name the queue epcc-..."
         )
-    aws = _AWS_HOST.match(parts.hostname)
-    region = region or (aws.group(1) if aws else None)
+    try:  # the consumer's reading of the URL: its query (region=, wait=), a region's shape, the host's region
+        region = SqsTransport(url, region=region).region
+    except ValueError as exc:
+        raise SyncError(f"--sqs: {exc}") from None
     if not region:
         raise SyncError("--sqs: give the queue's region (--region eu-west-1)")
     if not access_key_id or not secret_access_key:
