@@ -320,3 +320,21 @@ def test_fresh_credentials_and_a_warning_off_loopback(caplog: pytest.LogCaptureF
         False,
         False,
     ]
+
+
+def test_a_queue_message_is_measured_as_the_utf8_sqs_counts() -> None:
+    """Non-ASCII text counts its UTF-8 bytes (2 for 'é'), not the 6 of a \\u00e9 escape: 120 kB of it is no reason
+    to elide the included resources of a message under SQS's 256 KiB."""
+    from webhook_receiver.local.emulator.queues import SQS_MAX_BYTES, cloudevent
+    from webhook_receiver.wire import make_event
+
+    def with_notes(length: int) -> dict[str, object]:
+        body = make_event("order.paid", {"id": "o-1", "type": "order"}, form="payload")
+        body["payload"] = {**body["payload"], "included": {"notes": [{"id": "n", "text": "é" * length}]}}
+        return body
+
+    message = cloudevent(with_notes(60_000), integration_id="i", store_id="s", max_bytes=SQS_MAX_BYTES)
+    assert 120_000 < len(message) < SQS_MAX_BYTES and "é".encode() in message
+    assert json.loads(message)["included"]["notes"][0]["text"] == "é" * 60_000
+    elided = json.loads(cloudevent(with_notes(140_000), integration_id="i", store_id="s", max_bytes=SQS_MAX_BYTES))
+    assert elided["included"] == {"meta": {"includes_elided": True}}

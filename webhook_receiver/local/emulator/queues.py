@@ -69,11 +69,19 @@ def cloudevent(body: Mapping[str, Any], *, integration_id: str, store_id: str, m
     }
     if included is not None:
         message["included"] = included
-    encoded = json.dumps(message).encode()
+    encoded = _utf8_json(message)
     if max_bytes is not None and len(encoded) > max_bytes and included is not None:
         message["included"] = ELIDED
-        encoded = json.dumps(message).encode()
+        encoded = _utf8_json(message)
     return encoded
+
+
+def _utf8_json(message: Mapping[str, Any]) -> bytes:
+    """*message* as UTF-8 JSON, as upstream sends it and SQS counts it (escaped only where UTF-8 cannot say it)."""
+    try:
+        return json.dumps(message, ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate, from a \ud800 escape in the body
+        return json.dumps(message).encode()
 
 
 class _Errors:
