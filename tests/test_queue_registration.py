@@ -306,6 +306,13 @@ def test_queue_groups_follow_a_new_password_and_keep_apart_from_webhooks(
     assert moltin.state.integrations[stomp_id]["configuration"]["password"] == "second-pw"
     assert "second-pw" not in str(changed) + repr(second) and "first-pw" not in str(changed)
     assert sync_target(client, receiver, second).action == "unchanged"
+    # The description is readable by anyone with API access: its fingerprint is keyed with the client secret, so
+    # a guess of a password a person chose cannot be checked against it (it was an unkeyed hash of the password).
+    from webhook_receiver.upstream.sync import secret_fingerprint
+
+    description = moltin.state.integrations[stomp_id]["description"]
+    assert secret_fingerprint("second-pw") not in description
+    assert secret_fingerprint("second-pw", client.fingerprint_key()) in description
     # A failover pair's second address joins the same integration.
     pair = stomp_target([*second_urls()])
     assert sync_target(client, receiver, pair).action == "updated"

@@ -15,6 +15,7 @@ before they expire; a 401 re-authenticates once and repeats the call. 429 and
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import time
@@ -109,6 +110,16 @@ class MoltinClient:
 
     def __repr__(self) -> str:
         return f"<MoltinClient {self.base_url} client_id={self.client_id!r}>"
+
+    def fingerprint_key(self) -> bytes:
+        """A key derived one way from the client secret, for fingerprints of secrets kept in the store's integrations.
+
+        Anyone who can read the integrations could test guesses of a secret
+        (a broker's password a person chose) against an unkeyed fingerprint;
+        a fingerprint keyed with this can be checked only with the client
+        secret.
+        """
+        return hashlib.blake2b(self._client_secret.encode("utf-8"), person=b"whr-fp-key").digest()
 
     # -- integrations ----------------------------------------------------------
 

@@ -149,12 +149,17 @@ def default_integration_name(receiver: WebhookReceiver) -> str:
     return f"webhook_receiver-{receiver.name}"
 
 
-def secret_fingerprint(secret: str) -> str:
+def secret_fingerprint(secret: str, key: bytes = b"") -> str:
     """A short, one-way fingerprint of a secret, to tell whether upstream holds the same one.
 
-    Used when upstream does not return ``configuration.secret_key``.
+    Used when upstream does not return the secrets of an integration's
+    configuration. It is published in the integration's description, so it
+    is keyed (:meth:`MoltinClient.fingerprint_key`): a guess of the secret
+    cannot be checked against it without the key.
+
+    :param key: at most 64 bytes.
     """
-    return hashlib.blake2b(secret.encode("utf-8"), digest_size=4, person=b"whr-secret-fp").hexdigest()
+    return hashlib.blake2b(secret.encode("utf-8"), digest_size=4, key=key, person=b"whr-secret-fp").hexdigest()
 
 
 def group_members(
@@ -307,9 +312,9 @@ class Target:
             )
         return bool(held.get("url") == self.configuration.get("url"))
 
-    def fingerprint(self) -> str:
-        """A one-way fingerprint of the secrets together (of ``secret_key`` alone, for a webhook)."""
-        return secret_fingerprint("\0".join(str(self.configuration.get(key) or "") for key in self.secrets))
+    def fingerprint(self, key: bytes = b"") -> str:
+        """A one-way fingerprint of the secrets together (of ``secret_key`` alone, for a webhook), keyed with *key*."""
+        return secret_fingerprint("\0".join(str(self.configuration.get(name) or "") for name in self.secrets), key)
 
 
 #: The URL a queue group's lock marker names; the marker is disabled and never delivers.
@@ -388,7 +393,7 @@ def sync_target(
         name = default_integration_name(receiver) + suffix
     description = (
         f"{MANAGED_MARK}: `flask webhooks sync` keeps it in step with"
-        f" the app's handlers (secret {target.fingerprint()})."
+        f" the app's handlers (secret {target.fingerprint(client.fingerprint_key())})."
     )
 
     planned = _sync(client, name, target, observes, description, enabled, dry_run=True)
