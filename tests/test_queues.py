@@ -6,12 +6,14 @@ stomp.py or boto3 is mocked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,6 +26,7 @@ from webhook_receiver.transports import Consumer, ConsumerStats, TransportUnavai
 from webhook_receiver.transports.stomp import StompTransport
 
 from .conftest import SECRET, new_app
+from .processes import wait_for
 from .queues import (  # noqa: F401
     PASSWORD,
     STOMP_PORT,
@@ -194,14 +197,9 @@ def test_poison_goes_to_the_dead_letter_queue_and_the_next_message_runs(
     assert "hunter2" not in text and "\x1b" not in text  # the body is never logged
 
 
-def test_a_store_outage_acknowledges_nothing_and_loses_nothing(queue: Queue, tmp_path: Path) -> None:
-    path = tmp_path / "locked.sqlite3"
-    receiver = WebhookReceiver()
-    runs: list[str] = []
-    receiver.on("order.paid")(lambda event: runs.append(event.id))
-    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=SQLiteStore(str(path), timeout=0.2))
-    receiver.init_app(app)
-    receiver.get_store(app).count_due()  # the schema exists before the lock is taken
+@contextlib.contextmanager
+def locked_sqlite(path: Path) -> Iterator[None]:
+    """The SQLite file at *path* locked by another process (``BEGIN EXCLUSIVE``) until the block ends."""
     locker = subprocess.Popen(
         [
             sys.executable,
@@ -217,6 +215,26 @@ def test_a_store_outage_acknowledges_nothing_and_loses_nothing(queue: Queue, tmp
     )
     try:
         assert locker.stdout is not None and locker.stdout.readline() == b"locked\n"
+        yield
+    finally:
+        assert locker.stdin is not None
+        locker.stdin.close()
+        locker.wait(10)
+
+
+def locked_store_app(receiver: WebhookReceiver, path: Path) -> Flask:
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=SQLiteStore(str(path), timeout=0.2))
+    receiver.init_app(app)
+    receiver.get_store(app).count_due()  # the schema exists before the lock is taken
+    return app
+
+
+def test_a_store_outage_acknowledges_nothing_and_loses_nothing(queue: Queue, tmp_path: Path) -> None:
+    receiver = WebhookReceiver()
+    runs: list[str] = []
+    receiver.on("order.paid")(lambda event: runs.append(event.id))
+    app = locked_store_app(receiver, tmp_path / "locked.sqlite3")
+    with locked_sqlite(tmp_path / "locked.sqlite3"):
         ids = [f"outage-{n}" for n in range(5)]
         queue.publish([cloudevent(event_id) for event_id in ids])
         consumer = receiver.consumer(app, queue.url)
@@ -224,14 +242,50 @@ def test_a_store_outage_acknowledges_nothing_and_loses_nothing(queue: Queue, tmp
         consume(consumer, lambda stats: stats.retried >= 5)
         assert consumer.stats.acked == 0 and runs == []
         assert queue.count() == 5  # nothing acknowledged, nothing lost
-    finally:
-        assert locker.stdin is not None
-        locker.stdin.close()
-        locker.wait(10)
     consumer = receiver.consumer(app, queue.url)
     consume(consumer, lambda stats: stats.acked >= 5)
     assert sorted(runs) == ids
     assert queue.count() == 0
+
+
+def test_a_store_outage_takes_no_message_so_sqs_dead_letters_none(
+    moto_endpoint: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each SQS receive counts toward the redrive policy: a consumer that kept taking messages while the store was
+    down dead-lettered valid events after maxReceiveCount receives (3 here, in about 4 s). The store is a
+    redis-server that is stopped, then started again on its port."""
+    from .processes import Processes, free_port
+
+    sqs = Sqs(moto_endpoint, max_receives=3)
+    receiver = WebhookReceiver()
+    runs: list[str] = []
+    receiver.on("order.paid")(lambda event: runs.append(event.id))
+    port = free_port()
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=f"redis://127.0.0.1:{port}/0")
+    receiver.init_app(app)
+    ids = [f"sqs-outage-{n}" for n in range(3)]
+    consumer = receiver.consumer(app, f"{sqs.url}?wait=1")
+    consumer.retry_backoff = 0.05  # each message visible again at once: the old loop took it again and again
+    running = threading.Thread(target=lambda: consumer.run(until=lambda stats: stats.acked >= 3), daemon=True)
+    processes = Processes({})
+    try:
+        with caplog.at_level(logging.INFO, logger="webhook_receiver"):
+            sqs.publish([cloudevent(event_id) for event_id in ids])
+            running.start()  # no server on the store's port: down
+            wait_for(lambda: consumer.stats.retried >= 1, 30, "the outage seen")
+            time.sleep(6)  # the old loop had dead-lettered all three by now
+            assert consumer.stats.retried <= 3 and runs == []  # each message taken once at most
+            assert sqs.count(sqs.dead_url) == 0
+            processes.redis_server(port, tmp_path / "redis.log")  # the store is back
+            running.join(90)
+    finally:
+        consumer.stop()
+        processes.stop_all()
+    assert not running.is_alive(), consumer.stats
+    assert sorted(runs) == ids
+    assert sqs.count() == 0 and sqs.count(sqs.dead_url) == 0
+    assert "the store does not answer; no message is taken until it does" in caplog.text
+    assert "the store answers again; taking messages" in caplog.text
 
 
 def test_sqs_keeps_a_long_handlers_message_from_a_competing_consumer(moto_endpoint: str, tmp_path: Path) -> None:
@@ -573,3 +627,27 @@ def test_stomps_heartbeat_timeout_is_taken_as_a_lost_connection() -> None:
     listener = _Listener(_Inbox(), 1)
     listener.on_heartbeat_timeout()
     assert listener.lost == "the broker's heart-beats stopped"
+
+
+def test_a_message_at_its_last_allowed_receive_is_said_to_go_to_the_dead_letter_queue(
+    moto_endpoint: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log had promised another delivery while SQS moved the message to its dead-letter queue."""
+    sqs = Sqs(moto_endpoint, max_receives=2)
+    receiver = WebhookReceiver()
+
+    @receiver.on("order.paid")
+    def failing(event: Event) -> None:
+        raise RuntimeError("the shop's API is down")
+
+    app = make_app(receiver, tmp_path)
+    sqs.publish([cloudevent("last-receive")])
+    consumer = receiver.consumer(app, f"{sqs.url}?wait=1")
+    consumer.retry_backoff = 0.05
+    with caplog.at_level(logging.WARNING, logger="webhook_receiver"):
+        consume(consumer, lambda stats: stats.retried >= 2)
+    assert "that was its receive 2, the last the queue's redrive policy allows (maxReceiveCount 2)" in caplog.text
+    assert caplog.text.count("the last the queue's redrive policy allows") == 1
+    # moto, as SQS, moves it at the receive past the count
+    sqs.client.receive_message(QueueUrl=sqs.url, WaitTimeSeconds=1)
+    assert sqs.count(sqs.dead_url) == 1 and sqs.count() == 0

@@ -92,6 +92,9 @@ LINGER_SECONDS = 0.002
 #: A connection lost after holding this many seconds is made again at once; one lost sooner, after a backoff.
 STABLE_SECONDS = 30.0
 
+#: The longest pause, in seconds, between two questions to a store that does not answer (no message taken meanwhile).
+STORE_PROBE_MAX = 30.0
+
 #: What replaces a password in a URL shown anywhere.
 MASK = "***"
 
@@ -310,6 +313,8 @@ class Consumer:
         self._slots = _Slots(self.prefetch)
         self._pause_until = 0.0
         self._outage = 0.0
+        self._store_down = False  # the store failed: it is asked before a message is taken again
+        self._probing = False  # it answered again: one message is taken until one is done
         #: Whether messages run in batches (quick handlers) or one per thread (see :meth:`_timed`).
         self._batching = True
         self._per_event = 0.0
@@ -420,9 +425,14 @@ class Consumer:
             if wait > 0:
                 self._stopping.wait(wait)
                 continue
+            if self._store_down and not self._store_answers():
+                continue  # no message is taken (on SQS, each receive counts toward its dead-lettering)
             free = self._slots.take_all(timeout=0.5)
             if not free:
                 continue
+            if self._probing and free > 1:
+                self._give_slots(free - 1)
+                free = 1
             if self._batching and free > self._batch_size:
                 self._give_slots(free - self._batch_size)
                 free = self._batch_size
@@ -660,7 +670,7 @@ class Consumer:
         key = event.id
         if isinstance(outcome, Exception):
             if isinstance(outcome, (StoreUnavailable, BrokerUnavailable, BacklogFull)):
-                self._outage_seen()
+                self._outage_seen(store=isinstance(outcome, StoreUnavailable))
                 self._answered("unavailable", 503, event, started)
                 return self._retry(message, key, f"not acknowledged: {outcome}", event)
             logger.error(
@@ -678,6 +688,7 @@ class Consumer:
                 pass
             return "retried"
         self._outage = 0.0
+        self._probing = False
         self._answered(outcome.status, outcome.code, event, started)
         if outcome.status not in _DONE:
             reason = "another worker is handling it" if outcome.status == "in_progress" else "a handler failed"
@@ -716,11 +727,50 @@ class Consumer:
                 "messages now run in batches" if batching else f"messages now run on {self.concurrency} threads",
             )
 
-    def _outage_seen(self) -> None:
-        """The store or the task queue cannot answer: take no new message for a while (backoff to 5 s)."""
+    def _outage_seen(self, *, store: bool = False) -> None:
+        """The store or the task queue cannot answer: take no new message for a while (backoff to 5 s).
+
+        With *store*, the loop then asks the store itself before it takes a
+        message again (:meth:`_store_answers`), backing off to
+        :data:`STORE_PROBE_MAX` seconds: a message taken while the store is
+        down only comes back again, and on SQS each receive counts toward its
+        redrive policy's ``maxReceiveCount``, so a long outage would
+        dead-letter every message of the queue. Once the store answers, one
+        message is taken until one is done (a store can answer a read and
+        refuse writes: a SQLite file another process holds locked); should it
+        fail again, the pause goes on growing.
+        """
         with self._lock:
-            self._outage = min(max(self._outage * 2, 0.1), 5.0)
+            if store and not self._store_down:
+                self._store_down = True
+                logger.warning(
+                    "consumer of %s: the store does not answer; no message is taken until it does",
+                    self.transport.description,
+                )
+            self._outage = min(max(self._outage * 2, 0.1), STORE_PROBE_MAX if self._store_down else 5.0)
             self._pause_until = time.monotonic() + self._outage
+
+    def _store_answers(self) -> bool:
+        """While the store is down: whether it answers again (a count of due events), else a longer pause."""
+        store = self.dispatcher.store
+        try:
+            if store is not None:
+                with self.app.app_context():
+                    store.count_due()
+        except Exception as exc:  # noqa: BLE001 - any failure: still down
+            self._outage_seen(store=True)
+            logger.info(
+                "consumer of %s: the store still does not answer (%s); asking again in %.1f s",
+                self.transport.description,
+                type(exc).__name__,
+                self._outage,
+            )
+            return False
+        with self._lock:
+            self._store_down = False
+            self._probing = True  # one message first: it may answer reads and not take writes (a locked file)
+        logger.warning("consumer of %s: the store answers again; taking messages", self.transport.description)
+        return True
 
     def _retry(self, message: Message, key: str, why: str, event: Event) -> str:
         with self._lock:
@@ -730,6 +780,16 @@ class Consumer:
             self.stats.retried += 1
         delay = min(self.retry_backoff * 2 ** (failures - 1), self.max_backoff)
         logger.warning("event %s (%s): %s; delivered again in %.1f s", event.id, event.trigger, why, delay)
+        last = getattr(self.transport, "max_receives", None)
+        if isinstance(last, int) and message.attempt >= last:
+            logger.error(
+                "event %s (%s): that was its receive %d, the last the queue's redrive policy allows"
+                " (maxReceiveCount %d): the queue moves it to its dead-letter queue; redrive it from there",
+                event.id,
+                event.trigger,
+                message.attempt,
+                last,
+            )
         try:
             self.transport.retry(message, delay)
         except Exception as exc:  # noqa: BLE001 - unacknowledged either way

@@ -21,6 +21,7 @@ its poison comes back every :attr:`SqsTransport.poison_delay` seconds.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from typing import Any, Mapping
@@ -242,6 +243,17 @@ class SqsTransport(Transport):
             failed += len(answer.get("Failed") or ())
         if failed:
             logger.warning("%d message(s) could not be deleted; they come again as duplicates", failed)
+
+    @property
+    def max_receives(self) -> int | None:
+        """The redrive policy's ``maxReceiveCount`` (receives before SQS dead-letters a message), or ``None``."""
+        if not self.redrive_policy:
+            return None
+        try:
+            count = json.loads(self.redrive_policy).get("maxReceiveCount")
+            return int(count) if count is not None else None
+        except (ValueError, TypeError, AttributeError):
+            return None
 
     def retry(self, message: Message, delay: float) -> None:
         self._client.change_message_visibility(
