@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Callable
 
 import pytest
@@ -375,3 +376,17 @@ def test_separators_and_bidirectional_controls_are_escaped_in_log_text() -> None
     shown = printable("Bob\u2028ERROR forged\u2029\u202eevil\u2066x\u2069")
     assert shown == "Bob\\u2028ERROR forged\\u2029\\u202eevil\\u2066x\\u2069"
     assert len(shown.splitlines()) == 1
+
+
+def test_an_exception_given_to_a_log_line_is_escaped_too(caplog: pytest.LogCaptureFixture) -> None:
+    """A server's or a sender's text inside an exception (botocore's, a transport's) forged log lines: only string
+    arguments were escaped."""
+    from webhook_receiver.untrusted import logger
+
+    error = RuntimeError("refused\nERROR forged line\x1b[2J")
+    with caplog.at_level(logging.INFO, logger="webhook_receiver"):
+        logger.info("as text: %s; as repr: %r; counts: %d, %.1f s", error, error, 3, 2.5)
+    message = caplog.records[-1].getMessage()
+    assert "\n" not in message and "\x1b" not in message
+    assert "as text: refused\\nERROR forged line\\x1b[2J;" in message
+    assert "counts: 3, 2.5 s" in message

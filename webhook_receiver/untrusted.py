@@ -5,9 +5,9 @@ Written raw, a carriage return or a line feed forges a log line, and an
 escape sequence rewrites a terminal. :func:`printable` escapes every control
 character (C0, DEL, C1), line or paragraph separator, bidirectional override
 and unpaired surrogate the way Python writes them in a string literal; the
-log filter of :func:`protect` does it to every string argument of a log
-record of the package, and to the traceback's text except its own line
-breaks.
+log filter of :func:`protect` does it to every argument of a log record of
+the package but numbers (an exception's message included), and to the
+traceback's text except its own line breaks.
 """
 
 from __future__ import annotations
@@ -64,12 +64,40 @@ def _traceback_lines(exc: traceback.TracebackException) -> list[str]:
     return lines
 
 
+class _Escaped:
+    """An argument that is neither text nor a number (an exception, say), escaped as ``%s`` or ``%r`` shows it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return printable(str(self.value))
+
+    def __repr__(self) -> str:
+        return printable(repr(self.value))
+
+
+def _escaped(argument: object) -> object:
+    if isinstance(argument, str):
+        return printable(argument)
+    if argument is None or isinstance(argument, (int, float)):  # %d and %.1f need the number itself
+        return argument
+    return _Escaped(argument)
+
+
 class _Escaping(logging.Filter):
-    """Escapes the string arguments and the traceback of each record (the format string is the package's)."""
+    """Escapes the arguments and the traceback of each record (the format string is the package's).
+
+    Text is escaped at once; any other argument but a number (an exception,
+    whose message may quote a server's or a sender's text) when the record
+    is formatted.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(printable(a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(_escaped(a) for a in record.args)
         if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
             exc = traceback.TracebackException(*record.exc_info)
             record.exc_text = "".join(_traceback_lines(exc)).rstrip("\n")
