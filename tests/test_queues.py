@@ -324,6 +324,34 @@ def test_sqs_keeps_a_long_handlers_message_from_a_competing_consumer(moto_endpoi
     assert sqs.count() == 0
 
 
+def test_sqs_says_when_the_queue_did_not_keep_a_message_still_being_handled(
+    moto_endpoint: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ChangeMessageVisibilityBatch answers failures in its body, not as an error: they went unseen."""
+    sqs = Sqs(moto_endpoint, visibility=2)
+    receiver = WebhookReceiver()
+    started, release = threading.Event(), threading.Event()
+
+    @receiver.on("order.paid")
+    def slow(event: Event) -> None:
+        started.set()
+        release.wait(60)
+
+    app = make_app(receiver, tmp_path)
+    sqs.publish([cloudevent("kept-1")])
+    consumer = receiver.consumer(app, f"{sqs.url}?wait=1", concurrency=1, prefetch=1)
+    thread = threading.Thread(target=consume, args=(consumer, lambda stats: stats.acked >= 1), daemon=True)
+    with caplog.at_level(logging.WARNING, logger="webhook_receiver"):
+        thread.start()
+        assert started.wait(60)
+        held = next(iter(consumer._in_flight.values()))  # the receipt only the consumer knows
+        sqs.client.delete_message(QueueUrl=sqs.url, ReceiptHandle=held.handle)  # its receipt is no longer valid
+        wait_for(lambda: "the queue did not keep 1 message(s)" in caplog.text, 30, "the keep-alive's failure said")
+        release.set()
+        thread.join(60)
+    assert "ReceiptHandleIsInvalid" in caplog.text
+
+
 def test_sqs_says_when_the_queue_has_no_redrive_policy(
     moto_endpoint: str,
     tmp_path: Path,

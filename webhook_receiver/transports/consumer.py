@@ -195,8 +195,13 @@ class Transport(ABC):
         """The messages received from the queue and not yet taken by :meth:`receive` (none by default)."""
         return []
 
-    def keep_alive(self, messages: list[Message]) -> None:
-        """Tell the queue that *messages* are still being handled (see :attr:`keep_alive_interval`)."""
+    def keep_alive(self, messages: list[Message]) -> list[tuple[Message, str]]:
+        """Tell the queue that *messages* are still being handled (see :attr:`keep_alive_interval`).
+
+        :returns: the messages the queue did not keep, each with its reason (a
+            message acknowledged meanwhile is among them, and is not reported).
+        """
+        return []
 
     @abstractmethod
     def close(self) -> None:
@@ -555,10 +560,20 @@ class Consumer:
                 messages = list(self._in_flight.values())
             if messages:
                 try:
-                    self.transport.keep_alive(messages)
+                    refused = self.transport.keep_alive(messages)
                 except Exception as exc:  # noqa: BLE001 - the next beat tries again
                     logger.warning(
                         "cannot keep %d message(s) from other consumers: %s", len(messages), type(exc).__name__
+                    )
+                    continue
+                with self._lock:  # those done meanwhile were acknowledged or given back: nothing to say of them
+                    lost = [(m, why) for m, why in refused if id(m) in self._in_flight]
+                if lost:
+                    logger.warning(
+                        "the queue did not keep %d message(s) still being handled from other consumers (%s):"
+                        " another consumer may take them; their events' leases keep the handlers from running twice",
+                        len(lost),
+                        ", ".join(sorted({why for _, why in lost})),
                     )
 
     # -- one message -----------------------------------------------------------------------

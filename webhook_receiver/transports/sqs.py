@@ -270,16 +270,23 @@ class SqsTransport(Transport):
         self.retry(message, self.poison_delay)
         return f"the queue has no redrive policy, so it comes back in {self.poison_delay} s"
 
-    def keep_alive(self, messages: list[Message]) -> None:
+    def keep_alive(self, messages: list[Message]) -> list[tuple[Message, str]]:
+        refused: list[tuple[Message, str]] = []
         for start in range(0, len(messages), 10):
             batch = messages[start : start + 10]
-            self._client.change_message_visibility_batch(
+            answer = self._client.change_message_visibility_batch(
                 QueueUrl=self.queue_url,
                 Entries=[
                     {"Id": str(n), "ReceiptHandle": m.handle, "VisibilityTimeout": self.visibility_timeout}
                     for n, m in enumerate(batch)
                 ],
             )
+            for failed in answer.get("Failed") or ():
+                try:
+                    refused.append((batch[int(failed.get("Id"))], str(failed.get("Code") or "refused")[:80]))
+                except (TypeError, ValueError, IndexError):
+                    continue
+        return refused
 
     def close(self) -> None:
         """Nothing to close: what was not deleted becomes visible again after its timeout."""
