@@ -34,6 +34,18 @@ def consume_process(app_file: Path, *arguments: str) -> tuple[subprocess.Popen[b
     return proc, log
 
 
+def terminate_once(proc: subprocess.Popen[bytes], log: Path, marker: bytes, *, settle: float = 0.0) -> int:
+    """SIGTERM the command once *marker* is in its output (and *settle* seconds more); its exit status."""
+    try:
+        wait_for(lambda: marker in log.read_bytes(), 60, f"{marker!r} in the output\n{log.read_text()}")
+        time.sleep(settle)
+        proc.terminate()
+        return proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_help_names_the_urls_and_variables_and_never_a_value(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEBHOOK_RECEIVER_STOMP_PASSWORD", PASSWORD)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", PASSWORD)
@@ -120,13 +132,7 @@ def test_the_command_consumes_and_stops_on_sigterm(rabbit: Rabbit, tmp_path: Pat
     )
     rabbit.publish([cloudevent("cli-1")])
     proc, log = consume_process(app_file, rabbit.url)
-    try:
-        wait_for(lambda: b"handled cli-1" in log.read_bytes(), 60, f"the message handled\n{log.read_text()}")
-        proc.terminate()
-        assert proc.wait(30) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    assert terminate_once(proc, log, b"handled cli-1") == 0, log.read_text()
     text = log.read_text()
     assert "handled cli-1 stomp" in text
     assert f"stopped: 1 acknowledged ({'processed' if dispatch == 'inline' else 'accepted'} 1)" in text
@@ -200,13 +206,6 @@ def test_sigterm_during_a_long_poll_with_nothing_in_hand_exits_0(moto_endpoint: 
     )
     sqs = Sqs(moto_endpoint)
     proc, log = consume_process(app_file, "--grace", "1", f"{sqs.url}?wait=20")
-    try:
-        wait_for(lambda: b"consuming" in log.read_bytes(), 60, f"the consumer started\n{log.read_text()}")
-        time.sleep(1)  # into its poll
-        proc.terminate()
-        assert proc.wait(30) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    assert terminate_once(proc, log, b"consuming", settle=1.0) == 0, log.read_text()  # settled into its poll
     text = log.read_text()
     assert "stopped while a poll was still open" in text and "still run" not in text
