@@ -432,6 +432,9 @@ class Consumer:
                 continue
             if self._store_down and not self._store_answers():
                 continue  # no message is taken (on SQS, each receive counts toward its dead-lettering)
+            if self._probing and self._holds_any():  # after an outage, one message at a time until one is done
+                self._stopping.wait(0.05)
+                continue
             free = self._slots.take_all(timeout=0.5)
             if not free:
                 continue
@@ -764,6 +767,10 @@ class Consumer:
                 )
             self._outage = min(max(self._outage * 2, 0.1), STORE_PROBE_MAX if self._store_down else 5.0)
             self._pause_until = time.monotonic() + self._outage
+
+    def _holds_any(self) -> bool:
+        with self._lock:
+            return bool(self._in_flight)
 
     def _store_answers(self) -> bool:
         """While the store is down: whether it answers again (a count of due events), else a longer pause."""
