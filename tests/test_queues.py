@@ -657,6 +657,66 @@ def test_stomps_heartbeat_timeout_is_taken_as_a_lost_connection() -> None:
     assert listener.lost == "the broker's heart-beats stopped"
 
 
+def test_a_store_that_reads_but_refuses_writes_takes_no_message_either(moto_endpoint: str, tmp_path: Path) -> None:
+    """A SQLite file another process holds locked answers reads: a read probe let the consumer take the messages
+    again and again (an ignored event, which writes nothing, ended the outage too) until SQS dead-lettered them."""
+    sqs = Sqs(moto_endpoint, max_receives=3)
+    receiver = WebhookReceiver()
+    runs: list[str] = []
+    receiver.on("order.paid")(lambda event: runs.append(event.id))
+    app = locked_store_app(receiver, tmp_path / "locked.sqlite3")
+    paid = [f"paid-{n}" for n in range(4)]
+    sqs.publish(
+        [cloudevent(event_id) for event_id in paid] + [cloudevent(f"cart-{n}", "cart.updated") for n in range(4)]
+    )
+    consumer = receiver.consumer(app, f"{sqs.url}?wait=1", concurrency=1)
+    consumer.retry_backoff = 0.05
+    running = threading.Thread(target=lambda: consumer.run(until=lambda stats: stats.acked >= 8), daemon=True)
+    try:
+        with locked_sqlite(tmp_path / "locked.sqlite3"):
+            running.start()
+            wait_for(lambda: consumer.stats.retried >= 1, 30, "the outage seen")
+            time.sleep(8)
+            assert sqs.count(sqs.dead_url) == 0 and runs == []
+        running.join(90)
+    finally:
+        consumer.stop()
+    assert not running.is_alive(), consumer.stats
+    assert sorted(runs) == paid and sqs.count(sqs.dead_url) == 0
+
+
+def test_a_transport_whose_keep_alive_returns_nothing_keeps_beating(moto_endpoint: str, tmp_path: Path) -> None:
+    """Transport.keep_alive returned None before it returned the refused messages: a transport written so killed
+    the keep-alive thread at its first beat, and long handlers' messages went back to the queue."""
+    sqs = Sqs(moto_endpoint, visibility=2)
+    receiver = WebhookReceiver()
+    started, release = threading.Event(), threading.Event()
+
+    @receiver.on("order.paid")
+    def slow(event: Event) -> None:
+        started.set()
+        release.wait(60)
+
+    app = make_app(receiver, tmp_path)
+    sqs.publish([cloudevent("older-1")])
+    consumer = receiver.consumer(app, f"{sqs.url}?wait=1", concurrency=1, prefetch=1)
+    beats: list[float] = []
+    keep_alive = consumer.transport.keep_alive
+
+    def older(messages: list[Any]) -> None:
+        keep_alive(messages)
+        beats.append(time.monotonic())
+
+    consumer.transport.keep_alive = older  # type: ignore[assignment,method-assign]
+    thread = threading.Thread(target=consume, args=(consumer, lambda stats: stats.acked >= 1), daemon=True)
+    thread.start()
+    assert started.wait(60)
+    wait_for(lambda: len(beats) >= 3, 30, "three beats")
+    release.set()
+    thread.join(60)
+    assert consumer.stats.outcomes == {"processed": 1} and sqs.count() == 0
+
+
 def test_a_message_at_its_last_allowed_receive_is_said_to_go_to_the_dead_letter_queue(
     moto_endpoint: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -44,7 +44,7 @@ from ..dispatch.base import NOT_STARTED, Dispatcher, Outcome
 from ..errors import BacklogFull, BrokerUnavailable, InvalidEvent, StoreUnavailable, TransportUnavailable
 from ..events import Event
 from ..handlers import HandlerSource
-from ..intake import hand_over_many, log_redelivery
+from ..intake import IGNORED, hand_over_many, log_redelivery
 from ..untrusted import logger
 
 # check_counts and check_seconds are the transports' own (stomp.py, registry.py), not the package's.
@@ -94,6 +94,9 @@ STABLE_SECONDS = 30.0
 
 #: The longest pause, in seconds, between two questions to a store that does not answer (no message taken meanwhile).
 STORE_PROBE_MAX = 30.0
+
+#: The handler name of the watermark a consumer writes to learn that its store takes writes again after an outage.
+PROBE_HANDLER = "webhook_receiver.consumer.store_probe"
 
 #: What replaces a password in a URL shown anywhere.
 MASK = "***"
@@ -563,7 +566,7 @@ class Consumer:
                 messages = list(self._in_flight.values())
             if messages:
                 try:
-                    refused = self.transport.keep_alive(messages)
+                    refused = list(self.transport.keep_alive(messages) or ())  # None: a transport of the older API
                 except Exception as exc:  # noqa: BLE001 - the next beat tries again
                     logger.warning(
                         "cannot keep %d message(s) from other consumers: %s", len(messages), type(exc).__name__
@@ -705,8 +708,9 @@ class Consumer:
             except Exception:  # noqa: BLE001 - unacknowledged either way: the queue delivers it again
                 pass
             return "retried"
-        self._outage = 0.0
-        self._probing = False
+        if outcome is not IGNORED:  # the store took a write (an ignored event touches none): the outage is over
+            self._outage = 0.0
+            self._probing = False
         self._answered(outcome.status, outcome.code, event, started)
         if outcome.status not in _DONE:
             reason = "another worker is handling it" if outcome.status == "in_progress" else "a handler failed"
@@ -748,15 +752,14 @@ class Consumer:
     def _outage_seen(self, *, store: bool = False) -> None:
         """The store or the task queue cannot answer: take no new message for a while (backoff to 5 s).
 
-        With *store*, the loop then asks the store itself before it takes a
-        message again (:meth:`_store_answers`), backing off to
+        With *store*, the loop then writes to the store itself before it takes
+        a message again (:meth:`_store_answers`), backing off to
         :data:`STORE_PROBE_MAX` seconds: a message taken while the store is
         down only comes back again, and on SQS each receive counts toward its
         redrive policy's ``maxReceiveCount``, so a long outage would
-        dead-letter every message of the queue. Once the store answers, one
-        message is taken until one is done (a store can answer a read and
-        refuse writes: a SQLite file another process holds locked); should it
-        fail again, the pause goes on growing.
+        dead-letter every message of the queue. Once the store takes that
+        write, one message is taken until one is done; should it fail again,
+        the pause goes on growing.
         """
         with self._lock:
             if store and not self._store_down:
@@ -773,12 +776,18 @@ class Consumer:
             return bool(self._in_flight)
 
     def _store_answers(self) -> bool:
-        """While the store is down: whether it answers again (a count of due events), else a longer pause."""
+        """While the store is down: whether it takes a write again, else a longer pause.
+
+        The write is a watermark of a handler name of the consumer's own
+        (:data:`PROBE_HANDLER`, one row a receiver, updated in place): a read
+        would pass where writes still fail (a SQLite file another process
+        holds locked, a Redis at its memory limit, a database read-only).
+        """
         store = self.dispatcher.store
         try:
             if store is not None:
                 with self.app.app_context():
-                    store.count_due()
+                    store.raise_watermark(PROBE_HANDLER, "consumer", "store-probe", time.time())
         except Exception as exc:  # noqa: BLE001 - any failure: still down
             self._outage_seen(store=True)
             logger.info(
