@@ -199,8 +199,16 @@ def test_app_wide_observability_keys_in_a_receivers_entry_are_said_to_be_ignored
 
 
 APP_THAT_FAILS = """
+import sys
+
 def create_app():
     raise RuntimeError("the factory failed")
+
+def with_a_dsn():
+    raise RuntimeError("cannot reach postgresql://app:S3cret-pw-71@db.internal:5432/shop")
+
+def exiting():
+    sys.exit("no configuration")
 """
 
 
@@ -219,6 +227,14 @@ def test_a_check_that_could_not_be_made_exits_3_never_a_state_of_the_store(tmp_p
     assert "Traceback" not in done.stderr
     missing = _flask(tmp_path, "--app", "no_such_module", "webhooks", "health")
     assert missing.returncode == 3 and "Could not import 'no_such_module'" in missing.stderr
+    exiting = _flask(tmp_path, "--app", "failing:exiting", "webhooks", "health")  # it exited 1: "degraded"
+    assert exiting.returncode == 3 and "SystemExit: no configuration" in exiting.stderr
+    quoted = _flask(tmp_path, "--app", "failing:with_a_dsn", "webhooks", "health", "--json")
+    assert quoted.returncode == 3 and "S3cret-pw-71" not in quoted.stdout + quoted.stderr
+    assert json.loads(quoted.stdout) == {
+        "status": "not_checked",
+        "error": "the app did not load: RuntimeError: cannot reach postgresql://app:***@db.internal:5432/shop",
+    }
 
 
 def test_an_unknown_receiver_or_option_exits_3(receiver: WebhookReceiver) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from flask import current_app
 from flask.cli import ScriptInfo
 
 from ..observability.setup import health_of
+from ..redact import hide_passwords
 from ..untrusted import printable
 from .group import json_option, one_line_errors, receiver_named, receiver_option, say, webhooks_cli
 
@@ -47,18 +48,26 @@ def health_command(ctx: click.Context, as_json: bool, receiver_name: str | None)
     workers are not checked: this command runs none (the readiness endpoint,
     WEBHOOK_RECEIVER_HEALTH_URL, checks those of the process that answers).
     Exit 3 when no check could be made: the app did not load, no receiver is
-    set up, or --receiver names none of them.
+    set up, or --receiver names none of them (with --json, a document whose
+    status is not_checked).
     """
     try:
         app = ctx.ensure_object(ScriptInfo).load_app()
-    except Exception as exc:  # whatever the app's factory raised: the store was not checked
-        click.echo(printable(f"Error: the app did not load: {type(exc).__name__}: {exc}"), err=True)
-        raise SystemExit(NOT_CHECKED) from None
+    except (Exception, SystemExit) as exc:  # whatever the app's factory raised or exited with: nothing was checked
+        _not_checked(as_json, f"the app did not load: {type(exc).__name__}: {exc}")
     with app.app_context():
         try:
             _check(as_json, receiver_name)
         except click.ClickException as exc:
-            raise _NotChecked(exc.message) from None
+            _not_checked(as_json, exc.message)
+
+
+def _not_checked(as_json: bool, reason: str) -> NoReturn:
+    """Say why nothing was checked (a URL's password hidden: a factory's error may quote a DSN), and exit 3."""
+    reason = printable(hide_passwords(reason))
+    if as_json:
+        click.echo(json.dumps({"status": "not_checked", "error": reason}, indent=2))
+    raise _NotChecked(reason)
 
 
 @one_line_errors
