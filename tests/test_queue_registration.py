@@ -244,7 +244,8 @@ def test_sqs_sync_emulator_queue_consumer_round_trip(
         (["--region", "eu-west-1", "--url", "https://x/webhooks/moltin"], {}, "--region is the SQS queue's"),
         # each of these was registered as given: a region of the wrong shape or of another host, a query dropped,
         # a virtual host upstream cannot take, a second login silently left out
-        (["--sqs", "https://sqs.eu-west-1.amazonaws.com/1/epcc-o", "--region", "eu wset 1"], {}, "not an AWS region"),
+        (["--sqs", "http://127.0.0.1:9/1/epcc-o", "--region", "eu wset 1"], {}, "not an AWS region"),
+        (["--sqs", "https://sqs.eu-west-1.amazonaws.com/1/epcc-o", "--region", "eu-wset-1"], {}, "not the queue URL's"),
         (["--sqs", "https://sqs.eu-west-1.amazonaws.com/1/epcc-o", "--region", "us-east-1"], {}, "not the queue URL's"),
         (["--sqs", "https://sqs.eu-west-1.amazonaws.com/1/epcc-o?wiat=5"], {}, "unknown parameter 'wiat'"),
         (["--stomp", "stomp://u:p@127.0.0.1:61613/queue/epcc-x?vhost=shop"], {}, "no virtual host setting"),
@@ -253,6 +254,7 @@ def test_sqs_sync_emulator_queue_consumer_round_trip(
             {},
             "different user names or passwords",
         ),
+        (["--stomp", "stomp://u:p@127.0.0.1:61613/queue/epcc%0AERROR"], {}, "destination holds a control character"),
     ],
 )
 def test_sync_refuses_incomplete_queue_registrations_without_quoting_secrets(
@@ -378,3 +380,11 @@ def test_a_destination_with_no_known_prefix_is_registered_and_warned_of(caplog: 
     with caplog.at_level(logging.WARNING, logger="webhook_receiver"):
         stomp_target(["stomp://u:p@127.0.0.1:61613/queue/epcc-x"])
     assert caplog.text == ""
+
+
+def test_a_second_address_may_leave_its_password_to_the_first() -> None:
+    from webhook_receiver.upstream.targets import stomp_target
+
+    target = stomp_target(["stomp://u:p@127.0.0.1:61613/queue/epcc-x", "stomp://u@127.0.0.2:61613"])
+    assert target.configuration["addresses"] == ["stomp://127.0.0.1:61613", "stomp://127.0.0.2:61613"]
+    assert (target.configuration["username"], target.configuration["password"]) == ("u", "p")

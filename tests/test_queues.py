@@ -739,3 +739,30 @@ def test_a_message_at_its_last_allowed_receive_is_said_to_go_to_the_dead_letter_
     # moto, as SQS, moves it at the receive past the count
     sqs.client.receive_message(QueueUrl=sqs.url, WaitTimeSeconds=1)
     assert sqs.count(sqs.dead_url) == 1 and sqs.count() == 0
+
+
+@pytest.mark.parametrize(
+    "url, region, expected, endpoint",
+    [
+        # the legacy us-east-1 host was read as the region 'queue'
+        ("https://queue.amazonaws.com/1/epcc-q", None, "us-east-1", None),
+        ("https://queue.amazonaws.com/1/epcc-q", "us-east-1", "us-east-1", None),
+        ("https://us-west-2.queue.amazonaws.com/1/epcc-q", None, "us-west-2", None),
+        ("https://sqs.eusc-de-east-1.amazonaws.com/1/epcc-q", None, "eusc-de-east-1", None),  # the sovereign cloud
+        ("https://sqs-fips.us-gov-west-1.amazonaws.com/1/epcc-q", None, "us-gov-west-1", None),
+        ("https://sqs.us-east-1.api.aws/1/epcc-q", None, "us-east-1", None),
+        ("https://sqs.cn-north-1.amazonaws.com.cn/1/epcc-q", None, "cn-north-1", None),
+        (
+            "https://vpce-0a1-b2.sqs.us-east-1.vpce.amazonaws.com/1/epcc-q",
+            None,
+            "us-east-1",
+            "https://vpce-0a1-b2.sqs.us-east-1.vpce.amazonaws.com",
+        ),
+        ("http://127.0.0.1:9324/000000000000/epcc-q", "elasticmq", "elasticmq", "http://127.0.0.1:9324"),
+    ],
+)
+def test_an_sqs_queue_url_names_its_region(url: str, region: str | None, expected: str, endpoint: str | None) -> None:
+    from webhook_receiver.transports.sqs import SqsTransport
+
+    transport = SqsTransport(url, region=region)
+    assert (transport.region, transport.endpoint_url) == (expected, endpoint)

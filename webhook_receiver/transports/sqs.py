@@ -32,18 +32,42 @@ from .consumer import Message, Transport, TransportUnavailable
 
 __all__ = ["SqsTransport", "check_endpoint_url", "check_region"]
 
-_AWS_HOST = re.compile(r"(?:sqs\.)?([a-z0-9-]+)\.(?:queue\.)?amazonaws\.com(?:\.cn)?\Z")
+#: AWS's SQS hosts, each with the region it names: ``sqs.R.amazonaws.com`` (``sqs-fips.``, ``.com.cn``),
+#: ``sqs.R.api.aws``, the legacy ``R.queue.amazonaws.com``, and a VPC endpoint's ``....sqs.R.vpce.amazonaws.com``.
+_AWS_HOSTS = (
+    re.compile(r"sqs(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?\Z"),
+    re.compile(r"sqs(?:-fips)?\.([a-z0-9-]+)\.api\.aws\Z"),
+    re.compile(r"([a-z0-9-]+)\.queue\.amazonaws\.com(?:\.cn)?\Z"),
+    re.compile(r"(?:[a-z0-9-]+\.)+sqs\.([a-z0-9-]+)\.vpce\.amazonaws\.com(?:\.cn)?\Z"),
+)
+#: The legacy host of us-east-1's queues.
+_US_EAST_1_LEGACY = "queue.amazonaws.com"
+
+
+def aws_region_of(host: str) -> str | None:
+    """The region an AWS SQS host names (``us-east-1`` for the legacy ``queue.amazonaws.com``), else ``None``."""
+    if host == _US_EAST_1_LEGACY:
+        return "us-east-1"
+    for pattern in _AWS_HOSTS:
+        found = pattern.match(host)
+        if found is not None:
+            return found.group(1)
+    return None
 _KNOWN = {"region", "wait"}
 #: An AWS region's shape: ``eu-west-1``, ``ap-southeast-2``, ``us-gov-west-1``, ``cn-north-1``.
-_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}\Z")
+_REGION = re.compile(r"[a-z]{2,8}(?:-[a-z]+)+-[0-9]{1,2}\Z")
+#: What another endpoint (ElasticMQ, LocalStack) may call a region: one word, no space or control character.
+_ANY_REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
-def check_region(region: str) -> str:
-    """*region*, if it has an AWS region's shape (``eu-west-1``).
+def check_region(region: str, *, aws: bool = True) -> str:
+    """*region*, if it has an AWS region's shape (``eu-west-1``), or with *aws* false, any one word's.
 
+    :param aws: whether the queue is AWS's; another endpoint (ElasticMQ's
+        ``elasticmq``) may name its region as it likes.
     :raises ValueError: if it has not (a typo would be sent upstream, or to boto3, as it is).
     """
-    if not isinstance(region, str) or not _REGION.match(region):
+    if not isinstance(region, str) or not (_REGION if aws else _ANY_REGION).match(region):
         shown = region if isinstance(region, str) and len(region) <= 40 and region.isprintable() else "this"
         raise ValueError(f"{shown!r} is not an AWS region such as 'eu-west-1'")
     return region
@@ -113,8 +137,6 @@ class SqsTransport(Transport):
         if query.get("region") and region and query["region"] != region:
             raise ValueError(f"the URL's region={query['region']!r} is not the region given, {region!r}")
         self.region = query.get("region") or region
-        if self.region is not None:
-            check_region(self.region)
         if parts.scheme == "sqs":
             path = [unquote(p) for p in (parts.netloc + parts.path).split("/") if p]
             if len(path) not in (1, 2):
@@ -126,15 +148,17 @@ class SqsTransport(Transport):
                 raise ValueError("an SQS queue URL is https://sqs.REGION.amazonaws.com/ACCOUNT/NAME")
             self.account, self.queue_name = segments
             self.queue_url = f"{parts.scheme}://{parts.netloc}/{segments[0]}/{segments[1]}"
-            aws = _AWS_HOST.match(parts.hostname)
-            if aws is not None:
-                if self.region is not None and self.region != aws.group(1):
-                    raise ValueError(f"the region {self.region!r} is not the queue URL's, {aws.group(1)!r}")
-                self.region = self.region or aws.group(1)
-            elif endpoint_url is None:
-                self.endpoint_url = f"{parts.scheme}://{parts.netloc}"
+            named = aws_region_of(parts.hostname)
+            if named is not None:
+                if self.region is not None and self.region != named:
+                    raise ValueError(f"the region {self.region!r} is not the queue URL's, {named!r}")
+                self.region = named
+            if (named is None or ".vpce." in parts.hostname) and endpoint_url is None:
+                self.endpoint_url = f"{parts.scheme}://{parts.netloc}"  # its own endpoint (a VPC endpoint's too)
         else:
             raise ValueError("an SQS queue is https://sqs.REGION.amazonaws.com/ACCOUNT/NAME or sqs://NAME")
+        if self.region is not None:
+            check_region(self.region, aws=self.endpoint_url is None or ".amazonaws.com" in self.endpoint_url)
         try:
             self.wait_seconds = int(query.get("wait", "5"))
         except ValueError:

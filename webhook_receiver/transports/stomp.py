@@ -25,7 +25,7 @@ import threading
 from typing import Any, Mapping, NamedTuple, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..untrusted import printable
+from ..untrusted import UNSAFE, printable
 from .consumer import MASK, Message, Transport, TransportUnavailable, check_counts
 
 __all__ = ["PASSWORD_VARIABLE", "USERNAME_VARIABLE", "StompAddress", "StompTransport", "parse_url", "stomp_module"]
@@ -427,6 +427,8 @@ def _parse(url: str) -> tuple[str, int, bool, str, str | None, str | None, dict[
         raise ValueError("a STOMP URL has a password without a user name: stomp://user:password@host:61613/...")
     _refuse_breaks("a STOMP URL's user name or password", user, password)
     destination = unquote(parts.path)
+    if UNSAFE.search(destination):  # %0A and the like: a frame header's line break, a forged log line
+        raise ValueError("a STOMP URL's destination holds a control character")
     return (
         parts.hostname,
         port or DEFAULT_PORTS[tls],

@@ -65,7 +65,7 @@ def stomp_target(urls: Sequence[str], environ: Mapping[str, str] | None = None) 
         if parts.username is not None:
             if username is None:
                 username, password = parts.username, parts.password
-            elif (parts.username, parts.password) != (username, password):  # one integration has one login
+            elif parts.username != username or parts.password not in (None, password):  # one integration, one login
                 raise SyncError("--stomp: the URLs of one broker give different user names or passwords")
     if not destination:
         raise SyncError("--stomp: the URL has no destination: stomp+ssl://user@host:61614/queue/NAME")
