@@ -390,3 +390,11 @@ def test_an_exception_given_to_a_log_line_is_escaped_too(caplog: pytest.LogCaptu
     assert "\n" not in message and "\x1b" not in message
     assert "as text: refused\\nERROR forged line\\x1b[2J;" in message
     assert "counts: 3, 2.5 s" in message
+    from decimal import Decimal
+    from fractions import Fraction
+
+    with caplog.at_level(logging.INFO, logger="webhook_receiver"):
+        logger.info("other numbers: %d, %.1f, %d", Decimal(3), Decimal("2.5"), Fraction(6, 2))
+        logger.info("by name: %(name)s", {"name": "Bob\nERROR forged"})
+    assert caplog.records[-2].getMessage() == "other numbers: 3, 2.5, 3"
+    assert caplog.records[-1].getMessage() == "by name: Bob\\nERROR forged"

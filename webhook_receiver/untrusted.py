@@ -13,8 +13,10 @@ traceback's text except its own line breaks.
 from __future__ import annotations
 
 import logging
+import numbers
 import re
 import traceback
+from collections.abc import Mapping
 
 __all__ = ["UNSAFE", "logger", "printable", "protect"]
 
@@ -84,6 +86,8 @@ def _escaped(argument: object) -> object:
         return printable(argument)
     if argument is None or isinstance(argument, (int, float)):  # %d and %.1f need the number itself
         return argument
+    if isinstance(argument, numbers.Number):  # Decimal, Fraction, numpy's: a number's text is safe
+        return argument
     return _Escaped(argument)
 
 
@@ -98,6 +102,8 @@ class _Escaping(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(_escaped(a) for a in record.args)
+        elif isinstance(record.args, Mapping):  # logger.info("%(name)s", {"name": ...})
+            record.args = {key: _escaped(value) for key, value in record.args.items()}
         if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
             exc = traceback.TracebackException(*record.exc_info)
             record.exc_text = "".join(_traceback_lines(exc)).rstrip("\n")

@@ -53,6 +53,8 @@ def aws_region_of(host: str) -> str | None:
         if found is not None:
             return found.group(1)
     return None
+
+
 _KNOWN = {"region", "wait"}
 #: An AWS region's shape: ``eu-west-1``, ``ap-southeast-2``, ``us-gov-west-1``, ``cn-north-1``.
 _REGION = re.compile(r"[a-z]{2,8}(?:-[a-z]+)+-[0-9]{1,2}\Z")
