@@ -388,3 +388,5 @@ def test_a_second_address_may_leave_its_password_to_the_first() -> None:
     target = stomp_target(["stomp://u:p@127.0.0.1:61613/queue/epcc-x", "stomp://u@127.0.0.2:61613"])
     assert target.configuration["addresses"] == ["stomp://127.0.0.1:61613", "stomp://127.0.0.2:61613"]
     assert (target.configuration["username"], target.configuration["password"]) == ("u", "p")
+    later = stomp_target(["stomp://u@127.0.0.1:61613/queue/epcc-x", "stomp://u:p@127.0.0.2:61613"])
+    assert later.configuration["password"] == "p"

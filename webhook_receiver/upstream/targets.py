@@ -65,8 +65,10 @@ def stomp_target(urls: Sequence[str], environ: Mapping[str, str] | None = None) 
         if parts.username is not None:
             if username is None:
                 username, password = parts.username, parts.password
-            elif parts.username != username or parts.password not in (None, password):  # one integration, one login
+            elif parts.username != username or (password is not None and parts.password not in (None, password)):
                 raise SyncError("--stomp: the URLs of one broker give different user names or passwords")
+            elif password is None:  # one integration, one login: a later URL may give the password
+                password = parts.password
     if not destination:
         raise SyncError("--stomp: the URL has no destination: stomp+ssl://user@host:61614/queue/NAME")
     if not destination.startswith(KNOWN_DESTINATION_PREFIXES):
