@@ -19,12 +19,10 @@ from .group import json_option, one_line_errors, receiver_named, receiver_option
 NOT_CHECKED = 3
 
 
-class _NotChecked(click.ClickException):
-    exit_code = NOT_CHECKED
-
-
-class _UsageNotChecked(click.UsageError):
-    exit_code = NOT_CHECKED
+def _exiting_not_checked(error: click.ClickException) -> click.ClickException:
+    """*error*, exiting :data:`NOT_CHECKED` when shown (click reads the status from the instance)."""
+    error.exit_code = NOT_CHECKED  # type: ignore[misc]  # click declares it on the class, and reads it per instance
+    return error
 
 
 class _HealthCommand(click.Command):
@@ -34,7 +32,7 @@ class _HealthCommand(click.Command):
         try:
             return super().make_context(*args, **kwargs)
         except click.UsageError as exc:
-            raise _UsageNotChecked(exc.format_message(), exc.ctx) from None
+            raise _exiting_not_checked(exc) from None
 
 
 @webhooks_cli.command("health", cls=_HealthCommand, with_appcontext=False)
@@ -67,7 +65,7 @@ def _not_checked(as_json: bool, reason: str) -> NoReturn:
     reason = printable(hide_passwords(reason))
     if as_json:
         click.echo(json.dumps({"status": "not_checked", "error": reason}, indent=2))
-    raise _NotChecked(reason)
+    raise _exiting_not_checked(click.ClickException(reason))
 
 
 @one_line_errors
