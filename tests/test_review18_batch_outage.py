@@ -53,7 +53,7 @@ def test_a_batch_claimed_while_sqlite_is_locked_is_not_acknowledged_and_runs_onc
         timer.cancel()
         holder.release()
     assert acked_while_locked == [0]
-    assert consumer.stats.retried >= 8
+    assert consumer.stats.retried >= 1  # the first failure stops the intake: the rest wait, unacknowledged
     assert calls == dict.fromkeys(ids, 1)
     assert all(store.get(event_id).status.value == "processed" for event_id in ids)  # type: ignore[union-attr]
     assert rabbit.count() == 0
