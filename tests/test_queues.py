@@ -331,10 +331,10 @@ def test_sqs_keeps_a_long_handlers_message_from_a_competing_consumer(moto_endpoi
     assert sqs.count() == 0
 
 
-def test_sqs_says_when_the_queue_did_not_keep_a_message_still_being_handled(
-    moto_endpoint: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """ChangeMessageVisibilityBatch answers failures in its body, not as an error: they went unseen."""
+def held_by_a_slow_handler(
+    moto_endpoint: str, tmp_path: Path, event_id: str
+) -> tuple[Sqs, Consumer, threading.Event, threading.Event]:
+    """An SQS queue (visibility 2 s) holding *event_id*, and a consumer whose handler waits for the last event."""
     sqs = Sqs(moto_endpoint, visibility=2)
     receiver = WebhookReceiver()
     started, release = threading.Event(), threading.Event()
@@ -345,8 +345,15 @@ def test_sqs_says_when_the_queue_did_not_keep_a_message_still_being_handled(
         release.wait(60)
 
     app = make_app(receiver, tmp_path)
-    sqs.publish([cloudevent("kept-1")])
-    consumer = receiver.consumer(app, f"{sqs.url}?wait=1", concurrency=1, prefetch=1)
+    sqs.publish([cloudevent(event_id)])
+    return sqs, receiver.consumer(app, f"{sqs.url}?wait=1", concurrency=1, prefetch=1), started, release
+
+
+def test_sqs_says_when_the_queue_did_not_keep_a_message_still_being_handled(
+    moto_endpoint: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ChangeMessageVisibilityBatch answers failures in its body, not as an error: they went unseen."""
+    sqs, consumer, started, release = held_by_a_slow_handler(moto_endpoint, tmp_path, "kept-1")
     thread = threading.Thread(target=consume, args=(consumer, lambda stats: stats.acked >= 1), daemon=True)
     with caplog.at_level(logging.WARNING, logger="webhook_receiver"):
         thread.start()
@@ -695,18 +702,7 @@ def test_a_store_that_reads_but_refuses_writes_takes_no_message_either(moto_endp
 def test_a_transport_whose_keep_alive_returns_nothing_keeps_beating(moto_endpoint: str, tmp_path: Path) -> None:
     """Transport.keep_alive returned None before it returned the refused messages: a transport written so killed
     the keep-alive thread at its first beat, and long handlers' messages went back to the queue."""
-    sqs = Sqs(moto_endpoint, visibility=2)
-    receiver = WebhookReceiver()
-    started, release = threading.Event(), threading.Event()
-
-    @receiver.on("order.paid")
-    def slow(event: Event) -> None:
-        started.set()
-        release.wait(60)
-
-    app = make_app(receiver, tmp_path)
-    sqs.publish([cloudevent("older-1")])
-    consumer = receiver.consumer(app, f"{sqs.url}?wait=1", concurrency=1, prefetch=1)
+    sqs, consumer, started, release = held_by_a_slow_handler(moto_endpoint, tmp_path, "older-1")
     beats: list[float] = []
     keep_alive = consumer.transport.keep_alive
 
