@@ -30,9 +30,11 @@ The first 128 events of a run land in the received index while it is still a
 listpack, whose inserts cost more than the skip list's that follows: compare
 runs of one length.
 
-With ``--observe`` the receiver is counted with tracing off and on (the
-OpenTelemetry SDK, batching to an exporter that drops every span, as
-``throughput.py --observe`` runs it) instead of against its floor, beside
+With ``--observe`` the receiver is counted with metrics and tracing off,
+with metrics on (prometheus_client's multiprocess mode, a folder of its
+own) and with tracing on (the OpenTelemetry SDK, batching to an exporter
+that drops every span), as ``throughput.py --observe`` runs it, instead of
+against its floor, beside
 what the SDK's own work for one run costs alone: the two spans a run makes
 (``process <trigger>`` and one handler's child, current in turn, with their
 attributes, the run's status among them, given to ``start_span``), made
@@ -342,7 +344,9 @@ def main() -> int:
     parser.add_argument("--store", choices=[*STORES, "all"], default="all")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--observe", action="store_true", help="tracing off and on, beside the SDK's own spans")
+    parser.add_argument(
+        "--observe", action="store_true", help="metrics and tracing off, then each on, beside the SDK's own spans"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -403,18 +407,28 @@ def main() -> int:
 
 
 def observe(chosen: list[str], args: argparse.Namespace, env: dict[str, str], instance: str) -> int:
-    """The receiver with tracing off and on, and the SDK's two spans alone."""
+    """The receiver with metrics and tracing off, with metrics on, with tracing on; and the SDK's two spans alone."""
     sdk = count("sdk_spans", "", args.warmup, args.requests, env)
     print(f"the SDK's two spans of a run, alone: {sdk:,}")
-    print(f"{'store':<11} {'tracing off':>12} {'tracing on':>12} {'off/on':>8} {'on - off - SDK':>15}")
+    print(
+        f"{'store':<11} {'both off':>10} {'metrics on':>11} {'off/on':>7} {'tracing on':>11} {'off/on':>7}"
+        f" {'tracing on - off - SDK':>23}"
+    )
     own_redis = private_redis() if "redis" in chosen else None
     env = {**env, "BENCH_DEADLINE": "none"}  # the handlers in the counted thread
     try:
-        for store in chosen:
+        for n, store in enumerate(chosen):
             url = own_redis[1] if store == "redis" and own_redis is not None else STORES[store][0]
             off = count("receiver_app", url, args.warmup, args.requests, {**env, "BENCH_TRACING": "off"})
+            metrics_dir = os.path.join(instance, f"prometheus-{n}")  # multiprocess mode, as under gunicorn
+            os.mkdir(metrics_dir)
+            metrics_env = {"BENCH_METRICS": "/webhooks/metrics", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+            metrics = count("receiver_app", url, args.warmup, args.requests, {**env, **metrics_env})
             on = count("receiver_app", url, args.warmup, args.requests, {**env, "BENCH_TRACING": "noop"})
-            print(f"{store:<11} {off:>12,} {on:>12,} {off / on:>8.3f} {on - off - sdk:>15,}")
+            print(
+                f"{store:<11} {off:>10,} {metrics:>11,} {off / metrics:>7.3f} {on:>11,} {off / on:>7.3f}"
+                f" {on - off - sdk:>23,}"
+            )
     finally:
         if own_redis is not None:
             own_redis[0].terminate()
