@@ -300,3 +300,25 @@ def test_hiding_passwords_in_any_text() -> None:
     assert hide_passwords("the driver said: bad p@ss for u", "postgresql://u:p%40ss@h/db") == (
         "the driver said: bad *** for u"
     ), "a URL's password alone, as written or decoded"
+
+
+@pytest.mark.parametrize("delimiter", ["#", "/", "?"])
+def test_a_store_password_with_an_unencoded_delimiter_shows_in_no_piece(delimiter: str) -> None:
+    """The parser ends the host at the delimiter and quotes the password's head as a port: it is hidden."""
+    pytest.importorskip("redis")  # the redis client library parses the URL (no server needed)
+    url = f"redis://default:Pr1vatePart{delimiter}restOfIt@10.0.0.5:6379/0"
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=url)
+    with pytest.raises(RuntimeError) as caught:
+        WebhookReceiver(app)
+    message = str(caught.value)
+    assert message.startswith("WEBHOOK_RECEIVER_STORE: "), message
+    assert "Pr1vatePart" not in message and "restOfIt" not in message, message
+
+
+def test_hiding_a_password_cut_short_by_a_delimiter() -> None:
+    from webhook_receiver.redact import hide_passwords
+
+    url = "redis://default:Pr1vatePart#rest@10.0.0.5:6379/0"
+    assert hide_passwords("value as 'Pr1vatePart'; fragment rest@10", url) == "value as '***'; fragment ***@10"
+    assert hide_passwords(url) == "redis://default:***@10.0.0.5:6379/0"
+    assert hide_passwords("postgresql://u@h:5432/db", "postgresql://u@h:5432/db") == "postgresql://u@h:5432/db"

@@ -29,12 +29,36 @@ def url_passwords(url: str) -> list[str]:
     userinfo, at, _ = parts.netloc.rpartition("@")
     if at and ":" in userinfo:
         found.append(userinfo.split(":", 1)[1])
+    found += _cut_password(url)
     for pair in parts.query.split("&"):
         name, _, value = pair.partition("=")
         if name.lower() in PASSWORD_PARAMETERS and value:
             found.append(value)
     found += [unquote(value) for value in list(found)]
     return sorted({value for value in found if value}, key=len, reverse=True)
+
+
+#: Where a URL parser ends the user info when the password holds one of these unencoded.
+_DELIMITERS = re.compile(r"[/?#]")
+
+
+def _cut_password(url: str) -> list[str]:
+    """A password holding an unencoded ``/``, ``?`` or ``#``, and its pieces: what a parser quotes of it.
+
+    A parser ends the host part at the first of them, so that the password's
+    head is read as a port (``Port could not be cast to integer value as
+    'head'``) and its tail as a path or fragment: the whole text between the
+    scheme's ``://`` and the last ``@`` is taken as the user info, and each
+    piece of its password of three characters or more is hidden too.
+    """
+    rest = url.partition("://")[2]
+    userinfo, at, _ = rest.rpartition("@")
+    if not at or any(c.isspace() for c in userinfo) or not _DELIMITERS.search(userinfo):
+        return []
+    user, colon, password = userinfo.partition(":")
+    if not colon or _DELIMITERS.search(user) or not password:
+        return []
+    return [password, *(piece for piece in _DELIMITERS.split(password) if len(piece) >= 3)]
 
 
 def hide_passwords(text: str, *urls: str) -> str:
