@@ -307,6 +307,9 @@ def test_cli_routes_and_secret(cli_app: Flask) -> None:
         ({"MOLTIN_API_URL": "http://127.0.0.1:9"}, "cannot connect"),
         ({"MOLTIN_API_URL": "useast.api.elasticpath.com"}, "EPCC_API_BASE_URL: the API host must be a URL such as"),
         ({"EPCC_API_BASE_URL": "ftp://x"}, "EPCC_API_BASE_URL: the API host must be a URL"),
+        ({"EPCC_API_BASE_URL": "http://192.0.2.2:8080"}, "EPCC_API_BASE_URL: the API host URL is plain http"),
+        ({"EPCC_API_BASE_URL": "https://u:BasePass@api.example"}, "EPCC_API_BASE_URL: the API host URL carries a"),
+        ({"EPCC_API_BASE_URL": "https://api.example:BasePass"}, "EPCC_API_BASE_URL: the API host must be a URL"),
     ],
 )
 def test_cli_failures_are_one_line(
@@ -337,6 +340,7 @@ def test_cli_failures_are_one_line(
     assert result.exit_code == 1
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert "BasePass" not in result.output
 
 
 def test_credentials_from_the_environment(

@@ -16,6 +16,7 @@ before they expire; a 401 re-authenticates once and repeats the call. 429 and
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import random
 import threading
 import time
@@ -47,12 +48,32 @@ def check_base_url(url: str) -> str:
     """Check an API host URL; return it without a trailing slash.
 
     A URL on :data:`DEPRECATED_HOST` is accepted with a logged warning.
+    Plain ``http`` is taken only for this machine (``localhost``,
+    ``127.0.0.0/8``, ``::1``: the emulator), since the client secret is
+    sent with the token request.
 
-    :raises ValueError: if it is not an ``http`` or ``https`` URL with a host.
+    :raises ValueError: if it is not an ``http`` or ``https`` URL with a host,
+        if it carries a login (the API takes the client id and secret), or if
+        it is ``http`` to another machine. The message quotes no part of it.
     """
-    parsed = urlsplit(url.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValueError(f"the API host must be a URL such as {DEFAULT_BASE_URL}, not {url[:60]!r}")
+    try:
+        parsed = urlsplit(url.strip())
+        hostname = parsed.hostname
+        parsed.port  # noqa: B018 - a port that is not a number is refused here, not at the first request
+    except ValueError:
+        raise ValueError(f"the API host must be a URL such as {DEFAULT_BASE_URL}: this one does not parse") from None
+    if parsed.scheme not in ("http", "https") or not hostname:
+        raise ValueError(f"the API host must be a URL such as {DEFAULT_BASE_URL}, with its scheme and host")
+    if "@" in parsed.netloc:
+        raise ValueError(
+            "the API host URL carries a login: leave it out (the API takes the client id and secret, which are"
+            " sent with the token request)"
+        )
+    if parsed.scheme == "http" and not _on_this_machine(hostname):
+        raise ValueError(
+            "the API host URL is plain http to another machine: the client secret would cross the network"
+            f" unencrypted; use https (such as {DEFAULT_BASE_URL}); http is taken for localhost only"
+        )
     if parsed.hostname == DEPRECATED_HOST:
         logger.warning(
             "%s is deprecated and leads to Elastic Path's EU region: use %s (or"
@@ -61,6 +82,16 @@ def check_base_url(url: str) -> str:
             DEFAULT_BASE_URL,
         )
     return url.strip().rstrip("/")
+
+
+def _on_this_machine(hostname: str) -> bool:
+    """Whether *hostname* is this machine's loopback: ``localhost``, ``127.0.0.0/8`` or ``::1``."""
+    if hostname == "localhost" or hostname.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
 
 
 _RETRIED = frozenset({429, 502, 503, 504})
