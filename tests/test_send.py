@@ -131,3 +131,18 @@ def test_console_version() -> None:
 
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"webhook-receiver, version {__version__}"
+
+
+def test_console_send_errors_hide_the_url_s_password_and_escape_the_data_path(tmp_path: Path) -> None:
+    from .processes import free_port
+
+    env = {**os.environ, "WEBHOOK_RECEIVER_SECRET_KEY": SECRET}
+    run = [sys.executable, "-m", "webhook_receiver.local.console", "send", "order.paid"]
+    closed = f"http://u:SendPass9@127.0.0.1:{free_port()}/webhooks/moltin"
+    sent = subprocess.run([*run, "--to", closed], capture_output=True, text=True, env=env, timeout=30)
+    assert sent.returncode == 1 and "could not deliver to http://u:***@127.0.0.1" in sent.stderr, sent.stderr
+    assert "SendPass9" not in sent.stderr + sent.stdout
+    odd = str(tmp_path / "no\x1b[31mfile\x07")
+    missing = subprocess.run([*run, "--to", closed, "--data", odd], capture_output=True, text=True, env=env, timeout=30)
+    assert missing.returncode == 2 and "cannot read" in missing.stderr, missing.stderr
+    assert "\x1b" not in missing.stderr and "\x07" not in missing.stderr

@@ -15,6 +15,7 @@ from webhook_receiver.upstream.client import MoltinClient
 from webhook_receiver.upstream.sync import SyncError, default_integration_name, sync_integration
 
 from .conftest import SECRET, add_integrations, new_app
+from .processes import free_port
 
 URL = "https://shop.example/webhooks/moltin"
 
@@ -425,3 +426,34 @@ def test_every_command_and_option_says_what_it_does_in_plain_text() -> None:
             assert not re.search(r"``|:(func|class|meth|data|attr|mod):`", text), f"reST in {name} --help"
     listed = " ".join(sorted(webhooks_cli.commands))
     assert all(word in (webhooks_cli.help or "") for word in listed.split()), "the group's help names every command"
+
+
+def test_a_webhook_url_s_login_shows_masked_in_sync_list_and_logs(
+    make_app: Callable[..., Flask], routed: WebhookReceiver, moltin: Emulator
+) -> None:
+    """The basic-auth password of the URL upstream delivers to: masked in every command's output."""
+    app = make_app(
+        MOLTIN_CLIENT_ID=moltin.client_id, MOLTIN_CLIENT_SECRET=moltin.client_secret, MOLTIN_API_URL=moltin.url
+    )
+    runner = app.test_cli_runner()
+    url = f"http://user:UrlPass1@127.0.0.1:{free_port()}/webhooks/moltin"  # nothing listens: deliveries fail
+    outputs = []
+    for args in (
+        ["sync", "--url", url],
+        ["sync", "--url", url.replace("UrlPass1", "UrlPass2"), "--dry-run"],
+        ["sync", "--url", url.replace("/webhooks/moltin", "/elsewhere")],
+        ["list"],
+        ["list", "--json"],
+    ):
+        result = runner.invoke(webhooks_cli, args)
+        outputs.append(result.output)
+        assert "user:***@127.0.0.1" in result.output, (args, result.output)
+    moltin.fire("order.paid")
+    assert moltin.wait_idle(30)
+    assert any("UrlPass1" in str(log.get("error_detail")) for log in moltin.logs()), "upstream's own log quotes it"
+    for args in (["logs"], ["logs", "--json"]):
+        result = runner.invoke(webhooks_cli, args)
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    for output in outputs:
+        assert "UrlPass1" not in output and "UrlPass2" not in output, output

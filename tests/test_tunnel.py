@@ -99,7 +99,52 @@ def test_tunnel_failures_are_one_line(moltin: Emulator, tmp_path: Path) -> None:
     receiver.init_app(app)
     result = app.test_cli_runner().invoke(webhooks_cli, ["tunnel", "--provider", "url"])
     assert result.exit_code == 1 and "--public-url" in result.output
+    for args, said in (
+        (["--provider", "loopback", "--port", "70000"], "70000 is not in the range 1<=x<=65535"),
+        (["--provider", "loopback", "--public-url", "https://mine.example"], "--public-url is the url provider's"),
+    ):
+        refused = app.test_cli_runner().invoke(webhooks_cli, ["tunnel", *args])
+        assert refused.exit_code == 2 and said in refused.output, refused.output
     assert moltin.state.integrations == {}
+
+
+def test_the_public_url_s_login_shows_masked(moltin: Emulator, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "FLASK_APP": f"sample_app:create_app(instance_path={str(tmp_path)!r})",
+        "FLASK_WEBHOOK_RECEIVER_SECRET_KEY": json.dumps(APP_SECRET),
+        "MOLTIN_CLIENT_ID": moltin.client_id,
+        "MOLTIN_CLIENT_SECRET": moltin.client_secret,
+        "MOLTIN_API_URL": moltin.url,
+    }
+    public = f"http://user:TunPass7@127.0.0.1:{port}"
+    args = [sys.executable, "-m", "flask", "webhooks", "tunnel", "--provider", "url", "--public-url", public]
+    log = tmp_path / "tunnel.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*args, "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: b"Running on" in log.read_bytes(), 30, f"the tunnel to start:\n{log.read_text()}")
+        (integration,) = moltin.state.integrations.values()
+        assert integration["configuration"]["url"] == f"{public}/webhooks/moltin", "upstream gets the login"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, log.read_text()
+        text = log.read_text()
+        assert f"Public URL: http://user:***@127.0.0.1:{port}/webhooks/moltin" in text, text
+        assert "TunPass7" not in text
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_providers() -> None:

@@ -22,6 +22,7 @@ from flask.cli import AppGroup
 
 from ..errors import WebhookReceiverError
 from ..receiver import RECEIVERS_KEY, WebhookReceiver
+from ..redact import hide_passwords
 from ..untrusted import printable
 from ..upstream.client import DEFAULT_BASE_URL, MoltinClient, check_base_url
 
@@ -66,8 +67,12 @@ def api_client() -> MoltinClient:
 
 
 def say(line: str) -> None:
-    """Print one *line*, every control character in it escaped (its untrusted parts may hold any)."""
-    click.echo(printable(line))
+    """Print one *line*, every control character in it escaped (its untrusted parts may hold any).
+
+    A URL's password in it (``user:pw@``, ``?password=``), such as a webhook
+    URL's basic-auth login, shows as ``***``.
+    """
+    click.echo(printable(hide_passwords(line)))
 
 
 def receiver_named(name: str | None) -> WebhookReceiver:

@@ -10,6 +10,8 @@ import click
 from flask import current_app
 
 from ..receiver import EXTENSION_KEY
+from ..redact import hide_passwords
+from ..untrusted import printable
 from .group import (
     api_client,
     one_line_errors,
@@ -93,7 +95,13 @@ def _start_background_workers(app: Any) -> None:
 )
 @click.option("--public-url", help="The public URL of a tunnel you run yourself.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where the app listens, behind the tunnel.")
-@click.option("--port", default=5000, show_default=True, help="The app's port, which the tunnel forwards to.")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=5000,
+    show_default=True,
+    help="The app's port, which the tunnel forwards to.",
+)
 @click.option("--reload/--no-reload", default=False, show_default=True, help="Restart the app when code changes.")
 @receiver_option
 @one_line_errors
@@ -114,6 +122,8 @@ def tunnel_command(
     from ..local.tunnel import open_tunnel
     from ..upstream.sync import default_integration_name, sync_integration
 
+    if public_url and provider not in (None, "url"):
+        raise click.UsageError("--public-url is the url provider's: give --provider url, or leave out --public-url")
     receiver = receiver_named(receiver_name)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if os.environ.get("WERKZEUG_RUN_MAIN") == "true" and os.environ.get(TUNNEL_SECRET_ENV):
@@ -140,7 +150,7 @@ def tunnel_command(
         name = f"{default_integration_name(receiver)}-tunnel-{secrets.token_hex(3)}"
         result = sync_integration(client, receiver, url, name=name, secret_key=secret)
         integration_ids = [str(i.get("id")) for i in result.integrations if i]
-        click.echo(f"Public URL: {url}")
+        click.echo(f"Public URL: {printable(hide_passwords(url))}")
         click.echo(
             f"Temporary integration {name!r} ({', '.join(integration_ids)}) observes: {', '.join(receiver.observes())}"
         )

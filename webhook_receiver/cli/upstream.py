@@ -13,6 +13,7 @@ from flask import current_app
 from ..catalogue import is_known, is_legacy
 from ..events import REDACTED, redact
 from ..redact import hide_passwords
+from ..untrusted import printable
 from ..upstream.sync import MANAGED_MARK, is_sync_lock
 from .group import (
     LIMIT,
@@ -121,11 +122,14 @@ def check_url(url: str | None, mount: str, *, force: bool) -> None:
         raise click.UsageError(f"give the endpoint's public URL, such as {example}")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise click.UsageError(f"--url must be an http(s) URL with a host, such as {example}, not {url!r}")
+        raise click.UsageError(
+            f"--url must be an http(s) URL with a host, such as {example}, not {printable(hide_passwords(repr(url)))}"
+        )
     if not force and parts.path.rstrip("/") != mount.rstrip("/"):
         raise click.UsageError(
             f"the receiver is mounted at {mount}, but --url ends in {parts.path or '/'!r}: upstream would deliver"
-            f" where nothing listens. Give {parts.scheme}://{parts.netloc}{mount}, or add --force if a proxy"
+            f" where nothing listens. Give {hide_passwords(f'{parts.scheme}://{parts.netloc}{mount}')}, or add --force"
+            " if a proxy"
             " rewrites the path"
         )
 
@@ -137,7 +141,7 @@ def list_command(as_json: bool) -> None:
     """List the store's integrations."""
     integrations = api_client().list_integrations()
     if as_json:
-        click.echo(json.dumps([_shown(i) for i in integrations], indent=2))
+        click.echo(hide_passwords(json.dumps([_shown(i) for i in integrations], indent=2)))  # webhook URL logins
         return
     if not integrations:
         say("no integrations")
@@ -233,7 +237,7 @@ def logs_command(
     store = receiver_named(receiver_name).get_store()
     rows = [_log_row(log, names, store) for log in logs]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(hide_passwords(json.dumps(rows, indent=2)))  # upstream's error_detail quotes the URL
         return
     if not rows:
         say("no logs")

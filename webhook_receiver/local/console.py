@@ -11,6 +11,7 @@ import click
 
 from ..__about__ import __version__
 from ..catalogue import is_known, unknown_trigger
+from ..redact import hide_passwords
 from ..untrusted import printable
 from .emulator import Emulator
 
@@ -103,11 +104,11 @@ def read_data(path: str | None) -> dict[str, Any] | None:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except OSError as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint="--data") from None
+        raise click.BadParameter(f"cannot read {printable(path)}: {exc.strerror}", param_hint="--data") from None
     except ValueError as exc:
-        raise click.BadParameter(f"{path} is not JSON: {exc}", param_hint="--data") from None
+        raise click.BadParameter(f"{printable(path)} is not JSON: {exc}", param_hint="--data") from None
     if not isinstance(data, dict):
-        raise click.BadParameter(f"{path} must hold a JSON object (the resource)", param_hint="--data")
+        raise click.BadParameter(f"{printable(path)} must hold a JSON object (the resource)", param_hint="--data")
     return data
 
 
@@ -121,15 +122,18 @@ def deliver_to_url(url: str, body: dict[str, Any], secret: str | None) -> None:
     try:
         answer = post(url, body, secret=secret)
     except requests.Timeout:
-        raise click.ClickException(printable(f"could not deliver to {url}: no answer in time")) from None
+        shown = hide_passwords(f"could not deliver to {url}: no answer in time")
+        raise click.ClickException(printable(shown)) from None
     except requests.RequestException as exc:
-        raise click.ClickException(printable(unreachable(url, exc))) from None
+        raise click.ClickException(printable(hide_passwords(unreachable(url, exc)))) from None
     if answer.is_redirect or 300 <= answer.status_code < 400:
         location = answer.headers.get("Location", "(no Location)")
         raise click.ClickException(
             printable(
-                f"{url} answered {answer.status_code}, a redirect to {location}: not followed, since it would carry"
-                " the secret there; deliver to the final URL"
+                hide_passwords(
+                    f"{url} answered {answer.status_code}, a redirect to {location}: not followed, since it would"
+                    " carry the secret there; deliver to the final URL"
+                )
             )
         )
     report(answer.status_code, answer.text)
