@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -157,6 +159,35 @@ def test_a_string_that_is_not_a_number_is_refused_naming_the_key_never_the_value
 def test_whole_number_keys_refuse_fractions_booleans_and_zero(key: str, value: Any) -> None:
     with pytest.raises(RuntimeError, match=f"^{key} must be a positive whole number"):
         threaded(**{key: value})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        ("WEBHOOK_RECEIVER_LEASE_SECONDS", 0.001, "must be at least 0.05 and at most 86400: the heartbeat renews"),
+        ("WEBHOOK_RECEIVER_LEASE_SECONDS", "1e10", "must be at least 0.05 and at most 86400"),
+        ("WEBHOOK_RECEIVER_GRACE_SECONDS", 1e10, "must be at most 3600: the time a stopping process waits"),
+        ("WEBHOOK_RECEIVER_THREADS", 100_000, "must be at most 1024: each is a thread of this process"),
+    ],
+)
+def test_numbers_out_of_their_range_are_refused_before_anything_starts(key: str, value: Any, said: str) -> None:
+    """A lease of 1 ms let other workers run a 1 s handler 16 times; a grace of 1e10 s killed the close timer."""
+    started = threading.active_count()
+    with pytest.raises(RuntimeError, match=f"^{key} {re.escape(said)}"):
+        threaded(**{key: value})
+    assert threading.active_count() == started, "no thread was started"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("WEBHOOK_RECEIVER_LEASE_SECONDS", 0.05),
+        ("WEBHOOK_RECEIVER_GRACE_SECONDS", 3600),
+        ("WEBHOOK_RECEIVER_THREADS", 2),
+    ],
+)
+def test_numbers_at_the_ends_of_their_range_are_taken(key: str, value: Any, closing: list[Any]) -> None:
+    closing.append(threaded(**{key: value}))
 
 
 def test_a_number_key_is_checked_whatever_the_dispatch_mode() -> None:
@@ -322,3 +353,56 @@ def test_hiding_a_password_cut_short_by_a_delimiter() -> None:
     assert hide_passwords("value as 'Pr1vatePart'; fragment rest@10", url) == "value as '***'; fragment ***@10"
     assert hide_passwords(url) == "redis://default:***@10.0.0.5:6379/0"
     assert hide_passwords("postgresql://u@h:5432/db", "postgresql://u@h:5432/db") == "postgresql://u@h:5432/db"
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ({"WEBHOOK_RECEIVER_THREADS": 8}, "WEBHOOK_RECEIVER_THREADS is ignored: inline dispatch runs the handlers"),
+        ({"WEBHOOK_RECEIVER_MAX_BACKLOG": 8}, "WEBHOOK_RECEIVER_MAX_BACKLOG is ignored: inline dispatch"),
+        (
+            {"WEBHOOK_RECEIVER_REDIS_PREFIX": "x", "WEBHOOK_RECEIVER_STORE": "memory://"},
+            "WEBHOOK_RECEIVER_REDIS_PREFIX is ignored: this store does not read it",
+        ),
+        (
+            {"WEBHOOK_RECEIVER_TABLE_PREFIX": "x", "WEBHOOK_RECEIVER_STORE": "sqlite:///own.sqlite3"},
+            "WEBHOOK_RECEIVER_TABLE_PREFIX is ignored: this store does not read it",
+        ),
+        (
+            {"WEBHOOK_RECEIVER_REDIS_PREFIX": "x", "WEBHOOK_RECEIVER_STORE": MemoryStore()},
+            "WEBHOOK_RECEIVER_REDIS_PREFIX is ignored: a store instance keeps its own",
+        ),
+        ({"WEBHOOK_RECEIVER_ALLOW_NO_SECRET": True}, "WEBHOOK_RECEIVER_ALLOW_NO_SECRET is ignored: receiver 'moltin'"),
+    ],
+)
+def test_a_setting_nothing_reads_is_warned_of(
+    config: dict[str, Any], said: str, caplog: pytest.LogCaptureFixture, closing: list[Any]
+) -> None:
+    with caplog.at_level("WARNING", logger="webhook_receiver"):
+        receiver = WebhookReceiver()
+        app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, **config)
+        receiver.init_app(app)
+        closing.append(receiver.get_config(app))
+    assert said in caplog.text, caplog.text
+
+
+@pytest.mark.parametrize("prefix", ["", "  ", 5, "a\nb"])
+def test_a_store_prefix_must_be_a_printable_string(prefix: Any) -> None:
+    for key in ("WEBHOOK_RECEIVER_REDIS_PREFIX", "WEBHOOK_RECEIVER_TABLE_PREFIX"):
+        with pytest.raises(RuntimeError, match=f"^{key} must be a non-empty string of printable characters"):
+            WebhookReceiver(new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, **{key: prefix}))
+
+
+def test_a_prefix_the_store_reads_is_not_warned_of(caplog: pytest.LogCaptureFixture, closing: list[Any]) -> None:
+    from webhook_receiver.stores.registry import prefix_key
+
+    assert prefix_key("redis://127.0.0.1:6379/0") == "WEBHOOK_RECEIVER_REDIS_PREFIX"
+    assert prefix_key("postgresql+psycopg://postgres@127.0.0.1/test") == "WEBHOOK_RECEIVER_TABLE_PREFIX"
+    assert prefix_key("mysql://root@127.0.0.1/test") == "WEBHOOK_RECEIVER_TABLE_PREFIX"
+    assert prefix_key("sqlite:///own.sqlite3") is None and prefix_key("memory://") is None
+    with caplog.at_level("WARNING", logger="webhook_receiver"):
+        app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_REDIS_PREFIX="shop:")
+        app.config["WEBHOOK_RECEIVER_STORE"] = "redis://127.0.0.1:6379/14"
+        receiver = WebhookReceiver(app)
+        closing.append(receiver.get_config(app))
+    assert "is ignored" not in caplog.text, caplog.text

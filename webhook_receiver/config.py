@@ -16,7 +16,7 @@ from .errors import WeakSecretWarning
 from .redact import hide_passwords
 from .settings import RECEIVERS, ReceiverSettings, check_keys, flag, number
 from .stores.base import EventStore
-from .stores.registry import StoreSettings, open_store
+from .stores.registry import StoreSettings, open_store, prefix_key
 from .untrusted import UNSAFE, logger, printable
 from .verify import SecretVerifier, derive_secrets
 
@@ -60,6 +60,13 @@ DEFAULT_THREADS = 4
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_RETRY_BACKOFF = 2.0
 DEFAULT_GRACE_SECONDS = 10.0
+#: The longest ``WEBHOOK_RECEIVER_GRACE_SECONDS``, as ``flask webhooks consume --grace``.
+MAX_GRACE_SECONDS = 3600.0
+#: The shortest and longest ``WEBHOOK_RECEIVER_LEASE_SECONDS``.
+MIN_LEASE_SECONDS = 0.05
+MAX_LEASE_SECONDS = 86400.0
+#: The most ``WEBHOOK_RECEIVER_THREADS``.
+MAX_THREADS = 1024
 
 
 def read_config(
@@ -106,7 +113,16 @@ def read_config(
         )
 
     limit = number(settings, "WEBHOOK_RECEIVER_MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH, integer=True)
-    lease = number(settings, "WEBHOOK_RECEIVER_LEASE_SECONDS", DEFAULT_LEASE_SECONDS)
+    lease = number(
+        settings,
+        "WEBHOOK_RECEIVER_LEASE_SECONDS",
+        DEFAULT_LEASE_SECONDS,
+        at_least=MIN_LEASE_SECONDS,
+        at_most=MAX_LEASE_SECONDS,
+        why="the heartbeat renews a lease at a third of it while the handlers run, so a shorter one lapses"
+        " under them (and another worker runs them again), and a longer one only delays the takeover of a"
+        " dead worker's event",
+    )
     store = _store(app, name, settings, lease)
     return ReceiverConfig(
         url=mount.rstrip("/") or "/",
@@ -175,6 +191,12 @@ def _verifier(
         fallbacks = list(app.config.get("SECRET_KEY_FALLBACKS") or ())
         secrets = derive_secrets([*fallbacks, app.config["SECRET_KEY"]], salt=name)
     if secrets:
+        if flag(settings, "WEBHOOK_RECEIVER_ALLOW_NO_SECRET"):
+            logger.warning(
+                "%s is ignored: receiver %r has a secret, and checks it",
+                settings.where("WEBHOOK_RECEIVER_ALLOW_NO_SECRET"),
+                name,
+            )
         return SecretVerifier(secrets)
     if flag(settings, "WEBHOOK_RECEIVER_ALLOW_NO_SECRET"):
         logger.warning(
@@ -207,6 +229,7 @@ def _store(app: Flask, name: str, settings: ReceiverSettings, lease: float) -> E
     """
     key = "WEBHOOK_RECEIVER_STORE"
     value = settings.get(key)
+    _check_prefixes(settings, value)
     if isinstance(value, EventStore):
         lease_key = "WEBHOOK_RECEIVER_LEASE_SECONDS"
         if lease_key in settings and lease != value.lease_seconds:
@@ -226,6 +249,31 @@ def _store(app: Flask, name: str, settings: ReceiverSettings, lease: float) -> E
         )
     store = open_store(value, StoreSettings(name, lease, app.instance_path, settings), key=settings.where(key))
     return store.for_receiver(name)
+
+
+#: The keys of the built-in stores' prefixes.
+_PREFIX_KEYS = ("WEBHOOK_RECEIVER_REDIS_PREFIX", "WEBHOOK_RECEIVER_TABLE_PREFIX")
+
+
+def _check_prefixes(settings: ReceiverSettings, store: Any) -> None:
+    """Refuse a prefix that is not a non-empty string; warn of one the store does not read."""
+    reads = prefix_key(store) if isinstance(store, str) else None
+    for key in _PREFIX_KEYS:
+        if key not in settings:
+            continue
+        prefix = settings[key]
+        if not isinstance(prefix, str) or not prefix.strip() or not prefix.isprintable():
+            raise RuntimeError(
+                f"{settings.where(key)} must be a non-empty string of printable characters"
+                + ("" if isinstance(prefix, str) else f", not a value of type {type(prefix).__name__}")
+            )
+        if key != reads:
+            logger.warning(
+                "%s is ignored: %s (it is read by %s stores built from a URL)",
+                settings.where(key),
+                "a store instance keeps its own" if isinstance(store, EventStore) else "this store does not read it",
+                "Redis" if key == "WEBHOOK_RECEIVER_REDIS_PREFIX" else "SQLAlchemy",
+            )
 
 
 DEADLINE_KEY = "WEBHOOK_RECEIVER_INLINE_DEADLINE"
@@ -267,6 +315,25 @@ def _inline_deadline(settings: ReceiverSettings) -> float | str | None:
     return seconds
 
 
+#: The keys the built-in dispatchers are built with.
+_DISPATCH_KEYS = (
+    "WEBHOOK_RECEIVER_THREADS",
+    "WEBHOOK_RECEIVER_MAX_ATTEMPTS",
+    "WEBHOOK_RECEIVER_RETRY_BACKOFF",
+    "WEBHOOK_RECEIVER_MAX_BACKLOG",
+    "WEBHOOK_RECEIVER_GRACE_SECONDS",
+)
+#: Those inline dispatch does not read (its deadline's background runs retry by the others).
+_BACKGROUND_ONLY_KEYS = ("WEBHOOK_RECEIVER_THREADS", "WEBHOOK_RECEIVER_MAX_BACKLOG")
+
+
+def _ignored(settings: ReceiverSettings, keys: tuple[str, ...], why: str) -> None:
+    """Warn of each of *keys* that is set, though nothing reads it: *why*."""
+    for key in keys:
+        if key in settings:
+            logger.warning("%s is ignored: %s", settings.where(key), why)
+
+
 def _dispatcher(app: Flask, settings: ReceiverSettings, store: EventStore, celery: Any) -> Dispatcher:
     key = "WEBHOOK_RECEIVER_DISPATCH"
     mode = settings.get(key, "celery" if celery is not None else "inline")
@@ -277,6 +344,7 @@ def _dispatcher(app: Flask, settings: ReceiverSettings, store: EventStore, celer
                 settings.where(DEADLINE_KEY),
                 settings.where(key),
             )
+        _ignored(settings, _DISPATCH_KEYS, f"the dispatcher given as {settings.where(key)} was built with its own")
         return mode
 
     # Checked whatever the mode, so that a malformed value is never silent.
@@ -286,11 +354,25 @@ def _dispatcher(app: Flask, settings: ReceiverSettings, store: EventStore, celer
             backoff=number(settings, "WEBHOOK_RECEIVER_RETRY_BACKOFF", DEFAULT_RETRY_BACKOFF),
         ),
         "max_backlog": number(settings, "WEBHOOK_RECEIVER_MAX_BACKLOG", DEFAULT_MAX_BACKLOG, integer=True),
-        "grace": number(settings, "WEBHOOK_RECEIVER_GRACE_SECONDS", DEFAULT_GRACE_SECONDS),
+        "grace": number(
+            settings,
+            "WEBHOOK_RECEIVER_GRACE_SECONDS",
+            DEFAULT_GRACE_SECONDS,
+            at_most=MAX_GRACE_SECONDS,
+            why="the time a stopping process waits for running handlers",
+        ),
     }
-    threads = number(settings, "WEBHOOK_RECEIVER_THREADS", DEFAULT_THREADS, integer=True)
+    threads = number(
+        settings,
+        "WEBHOOK_RECEIVER_THREADS",
+        DEFAULT_THREADS,
+        integer=True,
+        at_most=MAX_THREADS,
+        why="each is a thread of this process, started at init_app",
+    )
     deadline = _inline_deadline(settings)
     if mode == "inline":
+        _ignored(settings, _BACKGROUND_ONLY_KEYS, "inline dispatch runs the handlers in the request")
         if deadline not in (None, AUTO) and not store.durable:
             raise RuntimeError(not_durable_message(store, settings.where(DEADLINE_KEY)))
         return InlineDispatcher(deadline=deadline, policy=options["policy"], grace=options["grace"])
@@ -327,6 +409,7 @@ def _dispatcher(app: Flask, settings: ReceiverSettings, store: EventStore, celer
                 store.name,
                 hide_passwords(str(store.location)),
             )
+        _ignored(settings, ("WEBHOOK_RECEIVER_THREADS",), "Celery dispatch runs the handlers in Celery's workers")
         from .dispatch.celery import CeleryDispatcher
 
         return CeleryDispatcher(celery, **options)

@@ -270,7 +270,16 @@ def flag(settings: Mapping[str, Any], key: str, default: bool = False) -> bool:
     )
 
 
-def number(settings: Mapping[str, Any], key: str, default: float, *, integer: bool = False) -> Any:
+def number(
+    settings: Mapping[str, Any],
+    key: str,
+    default: float,
+    *,
+    integer: bool = False,
+    at_least: float | None = None,
+    at_most: float | None = None,
+    why: str = "",
+) -> Any:
     """A positive, finite number setting: a number, or a string of one (an environment variable).
 
     ``"8"`` is 8 and ``"2.5"`` is 2.5, as boolean keys take ``"true"``; NaN
@@ -280,6 +289,10 @@ def number(settings: Mapping[str, Any], key: str, default: float, *, integer: bo
 
     :param integer: the key takes whole numbers only (``THREADS``), of type
         :class:`int` or a string of digits.
+    :param at_least: the least value the key takes, when more than 0 is not enough.
+    :param at_most: the most it takes.
+    :param why: what a value out of that range would do, for the message (which
+        never quotes the value).
     :raises RuntimeError: for anything else, naming the key and the value's
         type, never the value (it might be a secret pasted in the wrong place).
     """
@@ -308,7 +321,18 @@ def number(settings: Mapping[str, Any], key: str, default: float, *, integer: bo
         raise RuntimeError(f"{_where(settings, key)} must be {kind}, and finite: this one is too large for a float")
     if value <= 0:
         raise RuntimeError(f"{_where(settings, key)} must be {kind}; it is zero or less")
+    low = at_least is not None and value < at_least
+    if low or (at_most is not None and value > at_most):
+        bounds = " and ".join(
+            f"{word} {_plain(bound)}" for word, bound in (("at least", at_least), ("at most", at_most)) if bound
+        )
+        raise RuntimeError(f"{_where(settings, key)} must be {bounds}" + (f": {why}" if why else ""))
     return value
+
+
+def _plain(value: float) -> str:
+    """*value* as a reader writes it: ``0.05``, ``3600``, ``1e+10``."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _as_float(value: int) -> float:

@@ -29,7 +29,15 @@ from ..redact import hide_passwords
 from ..untrusted import printable
 from .base import EventStore
 
-__all__ = ["ENTRY_POINT_GROUP", "StoreFactory", "StoreSettings", "open_store", "register_store", "schemes"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "StoreFactory",
+    "StoreSettings",
+    "open_store",
+    "prefix_key",
+    "register_store",
+    "schemes",
+]
 
 #: The entry point group searched for schemes not registered in this process.
 ENTRY_POINT_GROUP = "webhook_receiver.stores"
@@ -132,6 +140,21 @@ def open_store(url: str, settings: StoreSettings, *, key: str = "WEBHOOK_RECEIVE
         return factory(url, settings)
     except ValueError as exc:
         raise RuntimeError(hide_passwords(f"{key}: {exc}", url)) from None
+
+
+def prefix_key(url: str) -> str | None:
+    """The prefix key the store *url* would be built with: ``WEBHOOK_RECEIVER_REDIS_PREFIX``, ``..._TABLE_PREFIX``.
+
+    ``None`` for a store that reads neither (memory, the SQLite store, one
+    registered by an app) or a URL no factory knows.
+    """
+    scheme, sep, _ = url.partition("://")
+    factory = _factory(scheme.lower()) if sep else None
+    if factory is _redis:
+        return "WEBHOOK_RECEIVER_REDIS_PREFIX"
+    if factory is _sqlalchemy:
+        return "WEBHOOK_RECEIVER_TABLE_PREFIX"
+    return None
 
 
 def _memory(url: str, settings: StoreSettings) -> EventStore:
