@@ -224,3 +224,24 @@ def test_listen_shows_deliveries_as_they_land(shop: tuple[Flask, dict[str, bool]
     assert "warehouse failed" in second and "ledger" not in second, "only the handler that ran again"
     assert gone.startswith("--> product.deleted live-gone attempt 1  <-- 200 processed ") and "warehouse ok" in gone
     assert "before" not in result.output
+
+
+def test_replay_failed_exits_non_zero_when_some_still_fail(app: Flask, receiver: WebhookReceiver, send: Any) -> None:
+    """One of three still failing after a replay: a script checking the exit status must hear of it."""
+    failing = {"paid-0", "paid-1", "paid-2"}
+
+    @receiver.on("order.paid", name="warehouse")
+    def warehouse(event: Event) -> None:
+        if event.id in failing:
+            raise ConnectionError("warehouse API down")
+
+    for n in range(3):
+        send(make_event("order.paid", event_id=f"paid-{n}"))
+    failing.difference_update({"paid-0", "paid-2"})
+    runner = app.test_cli_runner()
+    some = runner.invoke(webhooks_cli, ["replay", "--failed"])
+    assert some.exit_code == 1, some.output
+    assert "1 failed, 2 processed" in some.output and "1 replayed event did not succeed" in some.output
+    failing.clear()
+    rest = runner.invoke(webhooks_cli, ["replay", "--failed"])
+    assert rest.exit_code == 0 and rest.output.strip().endswith("1 processed"), rest.output

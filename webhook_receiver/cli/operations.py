@@ -160,7 +160,11 @@ def replay_command(
     dry_run: bool,
     receiver_name: str | None,
 ) -> None:
-    """Run again the handlers that did not succeed, here and now."""
+    """Run again the handlers that did not succeed, here and now.
+
+    Exits 1 when an event replayed is still failing or cannot be rebuilt
+    (with --failed: any of them, after the others ran).
+    """
     all_failed = all_failed or since is not None or bool(trigger)
     if bool(event_id) == all_failed:
         raise click.UsageError("give an event ID or --failed (--since, --trigger): one of them")
@@ -206,6 +210,12 @@ def replay_command(
     say(summary)
     if ids and not counts.get("processed") and not counts.get("duplicate"):
         raise click.ClickException("no replayed event was processed")
+    left = counts.get("failed", 0) + counts.get("unreadable", 0)
+    if left:  # some succeeded, not all: a script that checks the status must hear of the rest
+        raise click.ClickException(
+            f"{left} replayed event{'s' if left != 1 else ''} did not succeed: flask webhooks events --status failed"
+            " lists them"
+        )
 
 
 @webhooks_cli.command("resolve")
