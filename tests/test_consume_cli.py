@@ -82,6 +82,9 @@ def test_help_names_the_urls_and_variables_and_never_a_value(monkeypatch: pytest
         (["--endpoint-url", "ftp://127.0.0.1:9", "sqs://epcc-x"], "endpoint URL is http://HOST"),
         (["https://sqs.eu-west-1.amazonaws.com/1/epcc-x?region=us-east-1"], "not the queue URL's"),
         (["sqs://epcc-x?region=eu_west"], "not an AWS region"),
+        # an SQS queue's options beside a STOMP broker were dropped without a word
+        (["--region", "us-east-1", f"stomp://u:{PASSWORD}@host/queue/x"], "a region is for an SQS queue"),
+        (["--endpoint-url", "http://127.0.0.1:9", f"stomp://u:{PASSWORD}@host/queue/x"], "an endpoint URL is for"),
     ],
 )
 def test_a_bad_url_is_one_line_that_never_quotes_a_password(urls: list[str], message: str) -> None:

@@ -242,6 +242,7 @@ def test_sqs_sync_emulator_queue_consumer_round_trip(
         (["--sqs", "https://sqs.eu-west-1.amazonaws.com/1234/epcc-orders"], {}, "set AWS_ACCESS_KEY_ID"),
         (["--sqs", "https://sqs.eu-west-1.amazonaws.com/1/epcc-o", "--url", "https://x/webhooks/moltin"], {}, "one of"),
         (["--region", "eu-west-1", "--url", "https://x/webhooks/moltin"], {}, "--region is the SQS queue's"),
+        (["--stomp", "stomp://u:p@127.0.0.1:61613/queue/epcc-x", "--force"], {}, "give it with --url only"),
         # each of these was registered as given: a region of the wrong shape or of another host, a query dropped,
         # a virtual host upstream cannot take, a second login silently left out
         (["--sqs", "http://127.0.0.1:9/1/epcc-o", "--region", "eu wset 1"], {}, "not an AWS region"),

@@ -83,6 +83,8 @@ def sync_command(
         raise click.UsageError(f"give one of --url, --stomp, --sqs (not {' and '.join(given)}): one group per sync")
     if region and not sqs_url:
         raise click.UsageError("--region is the SQS queue's: give it with --sqs")
+    if force and not url:
+        raise click.UsageError("--force lets --url's path differ from the receiver's: give it with --url only")
     if stomp_urls or sqs_url:
         if stomp_urls:
             target = stomp_target(stomp_urls)

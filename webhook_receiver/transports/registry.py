@@ -47,6 +47,12 @@ def open_transport(
         )
     schemes = {_scheme(url) for url in urls}
     if schemes <= {"stomp", "stomp+ssl", "stomp+tls"}:
+        given = [name for name, value in (("a region", region), ("an endpoint URL", endpoint_url)) if value]
+        if given:  # an SQS queue's settings: dropped here, they would leave the user believing they count
+            raise ValueError(
+                f"{' and '.join(given)} {'are' if len(given) > 1 else 'is'} for an SQS queue, not a STOMP broker:"
+                " leave it out"
+            )
         from .stomp import StompTransport
 
         return StompTransport(urls, prefetch=prefetch, environ=environ)
