@@ -164,8 +164,8 @@ def test_whole_number_keys_refuse_fractions_booleans_and_zero(key: str, value: A
 @pytest.mark.parametrize(
     ("key", "value", "said"),
     [
-        ("WEBHOOK_RECEIVER_LEASE_SECONDS", 0.001, "must be at least 0.05 and at most 86400: the heartbeat renews"),
-        ("WEBHOOK_RECEIVER_LEASE_SECONDS", "1e10", "must be at least 0.05 and at most 86400"),
+        ("WEBHOOK_RECEIVER_LEASE_SECONDS", 0.001, "must be at least 0.05: the heartbeat renews"),
+        ("WEBHOOK_RECEIVER_LEASE_SECONDS", "0.01", "must be at least 0.05"),
         ("WEBHOOK_RECEIVER_GRACE_SECONDS", 1e10, "must be at most 3600: the time a stopping process waits"),
         ("WEBHOOK_RECEIVER_THREADS", 100_000, "must be at most 1024: each is a thread of this process"),
     ],

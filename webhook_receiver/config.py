@@ -62,9 +62,8 @@ DEFAULT_RETRY_BACKOFF = 2.0
 DEFAULT_GRACE_SECONDS = 10.0
 #: The longest ``WEBHOOK_RECEIVER_GRACE_SECONDS``, as ``flask webhooks consume --grace``.
 MAX_GRACE_SECONDS = 3600.0
-#: The shortest and longest ``WEBHOOK_RECEIVER_LEASE_SECONDS``.
+#: The shortest ``WEBHOOK_RECEIVER_LEASE_SECONDS``.
 MIN_LEASE_SECONDS = 0.05
-MAX_LEASE_SECONDS = 86400.0
 #: The most ``WEBHOOK_RECEIVER_THREADS``.
 MAX_THREADS = 1024
 
@@ -118,10 +117,8 @@ def read_config(
         "WEBHOOK_RECEIVER_LEASE_SECONDS",
         DEFAULT_LEASE_SECONDS,
         at_least=MIN_LEASE_SECONDS,
-        at_most=MAX_LEASE_SECONDS,
         why="the heartbeat renews a lease at a third of it while the handlers run, so a shorter one lapses"
-        " under them (and another worker runs them again), and a longer one only delays the takeover of a"
-        " dead worker's event",
+        " under them, and another worker runs them again",
     )
     store = _store(app, name, settings, lease)
     return ReceiverConfig(
