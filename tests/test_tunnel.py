@@ -22,10 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 APP_SECRET = "the-apps-own-secret-7d2e"
 
 
-@pytest.mark.parametrize("reload", [False, True])
-def test_tunnel_registers_serves_and_cleans_up(moltin: Emulator, tmp_path: Path, reload: bool) -> None:
-    port = free_port()
-    env = {
+def tunnel_env(moltin: Emulator, tmp_path: Path) -> dict[str, str]:
+    """The environment of a ``flask webhooks tunnel`` process serving the sample app against *moltin*."""
+    return {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "FLASK_APP": f"sample_app:create_app(instance_path={str(tmp_path)!r})",
@@ -34,6 +33,12 @@ def test_tunnel_registers_serves_and_cleans_up(moltin: Emulator, tmp_path: Path,
         "MOLTIN_CLIENT_SECRET": moltin.client_secret,
         "MOLTIN_API_URL": moltin.url,
     }
+
+
+@pytest.mark.parametrize("reload", [False, True])
+def test_tunnel_registers_serves_and_cleans_up(moltin: Emulator, tmp_path: Path, reload: bool) -> None:
+    port = free_port()
+    env = tunnel_env(moltin, tmp_path)
     args = [
         sys.executable,
         "-m",
@@ -110,15 +115,7 @@ def test_tunnel_failures_are_one_line(moltin: Emulator, tmp_path: Path) -> None:
 
 def test_the_public_url_s_login_shows_masked(moltin: Emulator, tmp_path: Path) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "FLASK_APP": f"sample_app:create_app(instance_path={str(tmp_path)!r})",
-        "FLASK_WEBHOOK_RECEIVER_SECRET_KEY": json.dumps(APP_SECRET),
-        "MOLTIN_CLIENT_ID": moltin.client_id,
-        "MOLTIN_CLIENT_SECRET": moltin.client_secret,
-        "MOLTIN_API_URL": moltin.url,
-    }
+    env = tunnel_env(moltin, tmp_path)
     public = f"http://user:TunPass7@127.0.0.1:{port}"
     args = [sys.executable, "-m", "flask", "webhooks", "tunnel", "--provider", "url", "--public-url", public]
     log = tmp_path / "tunnel.log"
