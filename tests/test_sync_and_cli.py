@@ -378,6 +378,43 @@ def test_default_host_and_the_deprecated_one(caplog: pytest.LogCaptureFixture) -
         MoltinClient("id", "secret", base_url="euwest.api.elasticpath.com")
 
 
+def test_plain_http_is_taken_for_this_machine_and_elsewhere_only_when_allowed() -> None:
+    from webhook_receiver.upstream.client import allows_http, check_base_url
+
+    for here in (
+        "http://127.0.0.1:9",
+        "http://127.1.2.3",
+        "http://localhost:9",
+        "http://localhost.:9",
+        "http://[::1]:9",
+    ):
+        assert check_base_url(here) == here
+    assert check_base_url("http://0.0.0.0:8765") == "http://0.0.0.0:8765", "what emulate --host 0.0.0.0 prints"
+    assert check_base_url("http://[::ffff:127.0.0.1]:9") == "http://[::ffff:127.0.0.1]:9"
+    for elsewhere in ("http://emulator:8765", "http://192.0.2.2:9", "http://evil.localhost:9"):
+        with pytest.raises(ValueError, match="plain http to another machine"):
+            check_base_url(elsewhere)
+        assert check_base_url(elsewhere, allow_http=True) == elsewhere  # an emulator in another container
+    assert MoltinClient("id", "secret", base_url="http://emulator:8765", allow_http=True).base_url.endswith(":8765")
+    assert [allows_http(v) for v in ("1", "true", "YES", "0", "", "off", None)] == [True] * 3 + [False] * 4
+    with pytest.raises(ValueError, match="EPCC_API_ALLOW_HTTP must be 1 or 0"):
+        allows_http("maybe")
+
+
+def test_the_cli_takes_plain_http_elsewhere_when_told_to(
+    make_app: Callable[..., Flask], routed: WebhookReceiver, moltin: Emulator
+) -> None:
+    here = moltin.url.replace("127.0.0.1", "emulator.invalid")  # plain http to "another machine"
+    app = make_app(MOLTIN_CLIENT_ID=moltin.client_id, MOLTIN_CLIENT_SECRET=moltin.client_secret, MOLTIN_API_URL=here)
+    refused = app.test_cli_runner().invoke(webhooks_cli, ["list"])
+    assert refused.exit_code == 1 and "set EPCC_API_ALLOW_HTTP=1" in refused.output
+    app.config["EPCC_API_ALLOW_HTTP"] = "maybe"
+    assert "EPCC_API_ALLOW_HTTP must be 1 or 0" in app.test_cli_runner().invoke(webhooks_cli, ["list"]).output
+    app.config["EPCC_API_ALLOW_HTTP"] = "1"
+    tried = app.test_cli_runner().invoke(webhooks_cli, ["list"])
+    assert tried.exit_code == 1 and "emulator.invalid" in tried.output and "plain http" not in tried.output
+
+
 def test_cli_with_two_receivers_needs_a_name(moltin: Emulator) -> None:
     app = new_app()
     for name in ("shop", "outlet"):

@@ -10,7 +10,11 @@ __all__ = ["hide_passwords", "url_passwords"]
 #: The query parameters that carry a password in database and Redis URLs (any case).
 PASSWORD_PARAMETERS = ("password", "passwd", "pass", "pwd")
 
-_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s'\"<>]*):(?P<password>[^@\s'\"<>]*)@")
+#: ``scheme://user:password@host``: the password runs to the last ``@`` before the host (a URL parser's
+#: reading: it may hold ``@`` and ``'`` unencoded), and never across white space.
+_USERINFO = re.compile(
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s'\"<>]*):(?P<password>[^\s\"<>]*)@(?=[^@\s\"<>/?#']*(?:[/?#\s'\"<>]|$))"
+)
 _QUERY = re.compile(
     r"(?P<head>[?&;](?:" + "|".join(PASSWORD_PARAMETERS) + r")=)(?P<password>[^&;#\s'\"<>]*)", re.IGNORECASE
 )

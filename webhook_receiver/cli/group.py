@@ -24,7 +24,7 @@ from ..errors import WebhookReceiverError
 from ..receiver import RECEIVERS_KEY, WebhookReceiver
 from ..redact import hide_passwords
 from ..untrusted import printable
-from ..upstream.client import DEFAULT_BASE_URL, MoltinClient, check_base_url
+from ..upstream.client import ALLOW_HTTP_SETTING, DEFAULT_BASE_URL, MoltinClient, allows_http, check_base_url
 
 __all__ = ["DURATION", "Duration", "FiniteFloat", "LIMIT", "webhooks_cli"]
 
@@ -60,10 +60,16 @@ def api_client() -> MoltinClient:
             f" EPCC_API_BASE_URL unless the store is at {DEFAULT_BASE_URL}"
         )
     try:
-        base_url = check_base_url(setting("EPCC_API_BASE_URL", "MOLTIN_API_URL") or DEFAULT_BASE_URL)
+        allow_http = allows_http(setting(ALLOW_HTTP_SETTING))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        base_url = check_base_url(
+            setting("EPCC_API_BASE_URL", "MOLTIN_API_URL") or DEFAULT_BASE_URL, allow_http=allow_http
+        )
     except ValueError as exc:
         raise click.ClickException(f"EPCC_API_BASE_URL: {exc}") from None
-    return MoltinClient(client_id, client_secret, base_url=base_url)
+    return MoltinClient(client_id, client_secret, base_url=base_url, allow_http=allow_http)
 
 
 def say(line: str) -> None:

@@ -34,6 +34,8 @@ __all__ = [
     "MoltinAPIError",
     "MoltinClient",
     "MoltinConnectionError",
+    "ALLOW_HTTP_SETTING",
+    "allows_http",
     "check_base_url",
 ]
 
@@ -44,13 +46,35 @@ DEFAULT_BASE_URL = "https://euwest.api.elasticpath.com"
 DEPRECATED_HOST = "api.moltin.com"
 
 
-def check_base_url(url: str) -> str:
+#: The setting (or environment variable) that lets the API host be plain http to another machine.
+ALLOW_HTTP_SETTING = "EPCC_API_ALLOW_HTTP"
+
+
+def allows_http(value: object) -> bool:
+    """Whether *value*, an :data:`ALLOW_HTTP_SETTING` as set, says yes (``1``, ``true``, ``yes``, ``on``).
+
+    :raises ValueError: for a value that says neither yes nor no.
+    """
+    if value is None or value is False:
+        return False
+    if value is True:
+        return True
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{ALLOW_HTTP_SETTING} must be 1 or 0 (true or false)")
+
+
+def check_base_url(url: str, *, allow_http: bool = False) -> str:
     """Check an API host URL; return it without a trailing slash.
 
     A URL on :data:`DEPRECATED_HOST` is accepted with a logged warning.
-    Plain ``http`` is taken only for this machine (``localhost``,
-    ``127.0.0.0/8``, ``::1``: the emulator), since the client secret is
-    sent with the token request.
+    Plain ``http`` is taken for this machine (``localhost``, ``127.0.0.0/8``,
+    ``::1``, ``0.0.0.0``: the emulator), and to another one only with
+    *allow_http* (an emulator in another container), since the client secret
+    is sent with the token request.
 
     :raises ValueError: if it is not an ``http`` or ``https`` URL with a host,
         if it carries a login (the API takes the client id and secret), or if
@@ -69,10 +93,11 @@ def check_base_url(url: str) -> str:
             "the API host URL carries a login: leave it out (the API takes the client id and secret, which are"
             " sent with the token request)"
         )
-    if parsed.scheme == "http" and not _on_this_machine(hostname):
+    if parsed.scheme == "http" and not allow_http and not _on_this_machine(hostname):
         raise ValueError(
             "the API host URL is plain http to another machine: the client secret would cross the network"
-            f" unencrypted; use https (such as {DEFAULT_BASE_URL}); http is taken for localhost only"
+            f" unencrypted; use https (such as {DEFAULT_BASE_URL}), or set {ALLOW_HTTP_SETTING}=1 for an"
+            " emulator elsewhere"
         )
     if parsed.hostname == DEPRECATED_HOST:
         logger.warning(
@@ -85,13 +110,17 @@ def check_base_url(url: str) -> str:
 
 
 def _on_this_machine(hostname: str) -> bool:
-    """Whether *hostname* is this machine's loopback: ``localhost``, ``127.0.0.0/8`` or ``::1``."""
-    if hostname == "localhost" or hostname.endswith(".localhost"):
+    """Whether *hostname* is this machine: ``localhost``, ``127.0.0.0/8``, ``::1``, or ``0.0.0.0`` / ``::``."""
+    if hostname.rstrip(".") == "localhost":
         return True
     try:
-        return ipaddress.ip_address(hostname).is_loopback
+        address = ipaddress.ip_address(hostname)
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    return address.is_loopback or address.is_unspecified
 
 
 _RETRIED = frozenset({429, 502, 503, 504})
@@ -111,6 +140,7 @@ class MoltinClient:
     :param max_retries: retries of a call answered 429, 502, 503 or 504.
     :param backoff: the first pause before a retry, doubled each time.
     :param max_backoff: the longest pause, ``Retry-After`` included.
+    :param allow_http: take a plain ``http`` API host on another machine (see :func:`check_base_url`).
     """
 
     def __init__(
@@ -124,12 +154,13 @@ class MoltinClient:
         max_retries: int = 4,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
+        allow_http: bool = False,
     ) -> None:
         if not client_id or not client_secret:
             raise ValueError("client_id and client_secret are both needed")
         self.client_id = client_id
         self._client_secret = client_secret
-        self.base_url = check_base_url(base_url)
+        self.base_url = check_base_url(base_url, allow_http=allow_http)
         self.timeout = timeout
         self.session = session or requests.Session()
         self.max_retries = max_retries

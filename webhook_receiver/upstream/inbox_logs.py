@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from ..inbox.upstream import CREDENTIALS, UPSTREAM_LOGS_KEY, UpstreamLog
-from .client import DEFAULT_BASE_URL, MoltinClient, check_base_url
+from .client import ALLOW_HTTP_SETTING, DEFAULT_BASE_URL, MoltinClient, allows_http, check_base_url
 
 __all__ = ["IntegrationLogs", "show_upstream_logs"]
 
@@ -64,9 +64,14 @@ def show_upstream_logs(app: Any, client: MoltinClient | None = None, *, scan: in
         client_id, client_secret = (_setting(app, names) for names in CREDENTIALS)
         if not client_id or not client_secret:
             return False
-        base_url = check_base_url(_setting(app, ("EPCC_API_BASE_URL", "MOLTIN_API_URL")) or DEFAULT_BASE_URL)
+        allow_http = allows_http(_setting(app, (ALLOW_HTTP_SETTING,)))
+        base_url = check_base_url(
+            _setting(app, ("EPCC_API_BASE_URL", "MOLTIN_API_URL")) or DEFAULT_BASE_URL, allow_http=allow_http
+        )
         # a page waits for it: a short timeout, no retries
-        client = MoltinClient(client_id, client_secret, base_url=base_url, timeout=3.0, max_retries=0)
+        client = MoltinClient(
+            client_id, client_secret, base_url=base_url, timeout=3.0, max_retries=0, allow_http=allow_http
+        )
     app.extensions[UPSTREAM_LOGS_KEY] = IntegrationLogs(client, scan=scan)
     return True
 

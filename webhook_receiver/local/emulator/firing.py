@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from ...redact import hide_passwords
 from ...untrusted import protect
 from ...wire import SECRET_HEADER, TRIGGER_HEADER, make_event
 from .queues import SQS_MAX_BYTES, Sent, cloudevent, send_sqs, send_stomp
@@ -251,6 +252,6 @@ class Firer:
             body["id"],
             integration["id"],
             attempt,
-            "ok" if succeeded else error,
+            "ok" if succeeded else hide_passwords(str(error)),  # the webhook URL's login, if it has one
         )
         return succeeded
