@@ -358,19 +358,25 @@ def test_hiding_a_password_cut_short_by_a_delimiter() -> None:
 @pytest.mark.parametrize(
     ("config", "said"),
     [
-        ({"WEBHOOK_RECEIVER_THREADS": 8}, "WEBHOOK_RECEIVER_THREADS is ignored: inline dispatch runs the handlers"),
-        ({"WEBHOOK_RECEIVER_MAX_BACKLOG": 8}, "WEBHOOK_RECEIVER_MAX_BACKLOG is ignored: inline dispatch"),
+        (
+            {"WEBHOOK_RECEIVER_THREADS": 8},
+            "WEBHOOK_RECEIVER_THREADS is ignored by receiver 'moltin': inline dispatch runs the handlers",
+        ),
+        (
+            {"WEBHOOK_RECEIVER_MAX_BACKLOG": 8},
+            "WEBHOOK_RECEIVER_MAX_BACKLOG is ignored by receiver 'moltin': inline dispatch",
+        ),
         (
             {"WEBHOOK_RECEIVER_REDIS_PREFIX": "x", "WEBHOOK_RECEIVER_STORE": "memory://"},
-            "WEBHOOK_RECEIVER_REDIS_PREFIX is ignored: this store does not read it",
+            "WEBHOOK_RECEIVER_REDIS_PREFIX is ignored by receiver 'moltin': its store does not read it",
         ),
         (
             {"WEBHOOK_RECEIVER_TABLE_PREFIX": "x", "WEBHOOK_RECEIVER_STORE": "sqlite:///own.sqlite3"},
-            "WEBHOOK_RECEIVER_TABLE_PREFIX is ignored: this store does not read it",
+            "WEBHOOK_RECEIVER_TABLE_PREFIX is ignored by receiver 'moltin': its store does not read it",
         ),
         (
             {"WEBHOOK_RECEIVER_REDIS_PREFIX": "x", "WEBHOOK_RECEIVER_STORE": MemoryStore()},
-            "WEBHOOK_RECEIVER_REDIS_PREFIX is ignored: a store instance keeps its own",
+            "WEBHOOK_RECEIVER_REDIS_PREFIX is ignored by receiver 'moltin': a store instance keeps its own",
         ),
         ({"WEBHOOK_RECEIVER_ALLOW_NO_SECRET": True}, "WEBHOOK_RECEIVER_ALLOW_NO_SECRET is ignored: receiver 'moltin'"),
     ],
@@ -394,15 +400,73 @@ def test_a_store_prefix_must_be_a_printable_string(prefix: Any) -> None:
 
 
 def test_a_prefix_the_store_reads_is_not_warned_of(caplog: pytest.LogCaptureFixture, closing: list[Any]) -> None:
-    from webhook_receiver.stores.registry import prefix_key
+    from webhook_receiver.stores.registry import prefix_keys_read
 
-    assert prefix_key("redis://127.0.0.1:6379/0") == "WEBHOOK_RECEIVER_REDIS_PREFIX"
-    assert prefix_key("postgresql+psycopg://postgres@127.0.0.1/test") == "WEBHOOK_RECEIVER_TABLE_PREFIX"
-    assert prefix_key("mysql://root@127.0.0.1/test") == "WEBHOOK_RECEIVER_TABLE_PREFIX"
-    assert prefix_key("sqlite:///own.sqlite3") is None and prefix_key("memory://") is None
+    assert prefix_keys_read("redis://127.0.0.1:6379/0") == {"WEBHOOK_RECEIVER_REDIS_PREFIX"}
+    assert prefix_keys_read("postgresql+psycopg://postgres@127.0.0.1/test") == {"WEBHOOK_RECEIVER_TABLE_PREFIX"}
+    assert prefix_keys_read("mysql://root@127.0.0.1/test") == {"WEBHOOK_RECEIVER_TABLE_PREFIX"}
+    assert prefix_keys_read("sqlite:///own.sqlite3") == set() and prefix_keys_read("memory://") == set()
     with caplog.at_level("WARNING", logger="webhook_receiver"):
         app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_REDIS_PREFIX="shop:")
         app.config["WEBHOOK_RECEIVER_STORE"] = "redis://127.0.0.1:6379/14"
         receiver = WebhookReceiver(app)
         closing.append(receiver.get_config(app))
     assert "is ignored" not in caplog.text, caplog.text
+
+
+def test_hiding_a_password_with_a_quote_or_an_at_sign() -> None:
+    from webhook_receiver.redact import hide_passwords
+
+    assert (
+        hide_passwords("Give http://hook:it'sAsecret@127.0.0.1:9/webhooks")
+        == "Give http://hook:***@127.0.0.1:9/webhooks"
+    )
+    assert (
+        hide_passwords("to http://hook:p@ssw0rd@127.0.0.1:9/x: refused") == "to http://hook:***@127.0.0.1:9/x: refused"
+    )
+    assert hide_passwords("'http://u:pw@h' and 'http://v:pw2@h2/x'") == "'http://u:***@h' and 'http://v:***@h2/x'"
+    assert hide_passwords("a mail x:y@z.com, redis://h:6379/0") == "a mail x:y@z.com, redis://h:6379/0"
+
+
+def test_app_wide_keys_beside_several_receivers_are_not_warned_of(
+    caplog: pytest.LogCaptureFixture, closing: list[Any]
+) -> None:
+    """moltin reads the app-wide THREADS and REDIS_PREFIX; outlet, inline on SQLite, is not the one they are for."""
+    config = {
+        "WEBHOOK_RECEIVER_SECRET_KEY": SECRET,
+        "WEBHOOK_RECEIVER_DISPATCH": "thread",
+        "WEBHOOK_RECEIVER_THREADS": 2,
+        "WEBHOOK_RECEIVER_STORE": "redis://127.0.0.1:6379/14",
+        "WEBHOOK_RECEIVER_REDIS_PREFIX": "shop-wide",
+        "WEBHOOK_RECEIVERS": {"outlet": {"URL": "/hooks/outlet", "STORE": "memory://", "DISPATCH": "inline"}},
+    }
+    with caplog.at_level("WARNING", logger="webhook_receiver"):
+        app = new_app(**config)
+        for name in ("moltin", "outlet"):
+            receiver = WebhookReceiver(name=name)
+            receiver.init_app(app)
+            closing.append(receiver.get_config(app))
+    assert "is ignored" not in caplog.text, caplog.text
+
+
+def test_a_prefix_an_app_s_own_store_factory_reads_is_not_warned_of(
+    caplog: pytest.LogCaptureFixture, closing: list[Any]
+) -> None:
+    seen: list[Any] = []
+
+    def mine(url: str, settings: StoreSettings) -> EventStore:
+        seen.append(settings.config.get("WEBHOOK_RECEIVER_REDIS_PREFIX"))
+        return MemoryStore(lease_seconds=settings.lease_seconds, receiver=settings.receiver)
+
+    register_store("rev-mine", mine)
+    try:
+        with caplog.at_level("WARNING", logger="webhook_receiver"):
+            app = new_app(
+                WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+                WEBHOOK_RECEIVER_STORE="rev-mine://x",
+                WEBHOOK_RECEIVER_REDIS_PREFIX="own",
+            )
+            closing.append(WebhookReceiver(app).get_config(app))
+    finally:
+        registry._factories.pop("rev-mine", None)
+    assert seen == ["own"] and "is ignored" not in caplog.text, caplog.text

@@ -338,3 +338,16 @@ def test_a_queue_message_is_measured_as_the_utf8_sqs_counts() -> None:
     assert json.loads(message)["included"]["notes"][0]["text"] == "é" * 60_000
     elided = json.loads(cloudevent(with_notes(140_000), integration_id="i", store_id="s", max_bytes=SQS_MAX_BYTES))
     assert elided["included"] == {"meta": {"includes_elided": True}}
+
+
+def test_the_emulator_s_delivery_log_masks_a_webhook_url_s_login(caplog: pytest.LogCaptureFixture) -> None:
+    from .processes import free_port
+
+    with Emulator(retry_delays=()) as moltin, caplog.at_level("INFO", logger="webhook_receiver"):
+        client = MoltinClient(moltin.client_id, moltin.client_secret, base_url=moltin.url)
+        url = f"http://hook:it'sHunter2@127.0.0.1:{free_port()}/webhooks/moltin"  # nothing listens
+        client.create_integration(name="r", url=url, secret_key="s" * 32, observes=["order.paid"])
+        moltin.fire("order.paid")
+        assert moltin.wait_idle(10)
+    assert "could not deliver to http://hook:***@127.0.0.1" in caplog.text, caplog.text
+    assert "Hunter2" not in caplog.text

@@ -16,7 +16,7 @@ from .errors import WeakSecretWarning
 from .redact import hide_passwords
 from .settings import RECEIVERS, ReceiverSettings, check_keys, flag, number
 from .stores.base import EventStore
-from .stores.registry import StoreSettings, open_store, prefix_key
+from .stores.registry import StoreSettings, open_store, prefix_keys_read
 from .untrusted import UNSAFE, logger, printable
 from .verify import SecretVerifier, derive_secrets
 
@@ -188,7 +188,9 @@ def _verifier(
         fallbacks = list(app.config.get("SECRET_KEY_FALLBACKS") or ())
         secrets = derive_secrets([*fallbacks, app.config["SECRET_KEY"]], salt=name)
     if secrets:
-        if flag(settings, "WEBHOOK_RECEIVER_ALLOW_NO_SECRET"):
+        if flag(settings, "WEBHOOK_RECEIVER_ALLOW_NO_SECRET") and not settings.shared(
+            "WEBHOOK_RECEIVER_ALLOW_NO_SECRET"
+        ):
             logger.warning(
                 "%s is ignored: receiver %r has a secret, and checks it",
                 settings.where("WEBHOOK_RECEIVER_ALLOW_NO_SECRET"),
@@ -254,7 +256,7 @@ _PREFIX_KEYS = ("WEBHOOK_RECEIVER_REDIS_PREFIX", "WEBHOOK_RECEIVER_TABLE_PREFIX"
 
 def _check_prefixes(settings: ReceiverSettings, store: Any) -> None:
     """Refuse a prefix that is not a non-empty string; warn of one the store does not read."""
-    reads = prefix_key(store) if isinstance(store, str) else None
+    reads = prefix_keys_read(store) if isinstance(store, str) else frozenset()
     for key in _PREFIX_KEYS:
         if key not in settings:
             continue
@@ -264,11 +266,12 @@ def _check_prefixes(settings: ReceiverSettings, store: Any) -> None:
                 f"{settings.where(key)} must be a non-empty string of printable characters"
                 + ("" if isinstance(prefix, str) else f", not a value of type {type(prefix).__name__}")
             )
-        if key != reads:
+        if reads is not None and key not in reads and not settings.shared(key):  # None: an app's own factory
             logger.warning(
-                "%s is ignored: %s (it is read by %s stores built from a URL)",
+                "%s is ignored by receiver %r: %s (it is read by %s stores built from a URL)",
                 settings.where(key),
-                "a store instance keeps its own" if isinstance(store, EventStore) else "this store does not read it",
+                settings.receiver,
+                "a store instance keeps its own" if isinstance(store, EventStore) else "its store does not read it",
                 "Redis" if key == "WEBHOOK_RECEIVER_REDIS_PREFIX" else "SQLAlchemy",
             )
 
@@ -325,10 +328,10 @@ _BACKGROUND_ONLY_KEYS = ("WEBHOOK_RECEIVER_THREADS", "WEBHOOK_RECEIVER_MAX_BACKL
 
 
 def _ignored(settings: ReceiverSettings, keys: tuple[str, ...], why: str) -> None:
-    """Warn of each of *keys* that is set, though nothing reads it: *why*."""
+    """Warn of each of *keys* set for this receiver (not app-wide beside other receivers) that it does not read."""
     for key in keys:
-        if key in settings:
-            logger.warning("%s is ignored: %s", settings.where(key), why)
+        if key in settings and not settings.shared(key):
+            logger.warning("%s is ignored by receiver %r: %s", settings.where(key), settings.receiver, why)
 
 
 def _dispatcher(app: Flask, settings: ReceiverSettings, store: EventStore, celery: Any) -> Dispatcher:

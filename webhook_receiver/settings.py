@@ -131,6 +131,15 @@ class ReceiverSettings(Mapping[str, Any]):
             return True
         return key in self._config
 
+    def shared(self, key: str) -> bool:
+        """Whether *key* comes from the app-wide config of an app with ``WEBHOOK_RECEIVERS``: other receivers read it.
+
+        A key one receiver ignores is then no mistake of the app's: another
+        may be the one it is set for.
+        """
+        own = key.startswith(PREFIX) and key[len(PREFIX) :] in self._entry
+        return not own and bool(self._config.get(RECEIVERS)) and key in self._config
+
     def where(self, key: str) -> str:
         """Where *key*'s value comes from, for messages: ``WEBHOOK_RECEIVERS['outlet']['URL']`` or the key."""
         if key.startswith(PREFIX) and key[len(PREFIX) :] in self._entry:

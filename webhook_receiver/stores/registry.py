@@ -34,7 +34,7 @@ __all__ = [
     "StoreFactory",
     "StoreSettings",
     "open_store",
-    "prefix_key",
+    "prefix_keys_read",
     "register_store",
     "schemes",
 ]
@@ -142,18 +142,21 @@ def open_store(url: str, settings: StoreSettings, *, key: str = "WEBHOOK_RECEIVE
         raise RuntimeError(hide_passwords(f"{key}: {exc}", url)) from None
 
 
-def prefix_key(url: str) -> str | None:
-    """The prefix key the store *url* would be built with: ``WEBHOOK_RECEIVER_REDIS_PREFIX``, ``..._TABLE_PREFIX``.
+def prefix_keys_read(url: str) -> frozenset[str] | None:
+    """The prefix keys the store *url* names is built with: ``WEBHOOK_RECEIVER_REDIS_PREFIX``, ``..._TABLE_PREFIX``.
 
-    ``None`` for a store that reads neither (memory, the SQLite store, one
-    registered by an app) or a URL no factory knows.
+    Empty for a built-in store that reads neither (memory, the SQLite store)
+    or a URL no factory knows; ``None`` for a factory an app registered, which
+    may read any key of :attr:`StoreSettings.config`.
     """
     scheme, sep, _ = url.partition("://")
     factory = _factory(scheme.lower()) if sep else None
+    if factory is None or factory in (_memory, _sqlite):
+        return frozenset()
     if factory is _redis:
-        return "WEBHOOK_RECEIVER_REDIS_PREFIX"
+        return frozenset({"WEBHOOK_RECEIVER_REDIS_PREFIX"})
     if factory is _sqlalchemy:
-        return "WEBHOOK_RECEIVER_TABLE_PREFIX"
+        return frozenset({"WEBHOOK_RECEIVER_TABLE_PREFIX"})
     return None
 
 
