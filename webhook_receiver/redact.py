@@ -11,9 +11,11 @@ __all__ = ["hide_passwords", "url_passwords"]
 PASSWORD_PARAMETERS = ("password", "passwd", "pass", "pwd")
 
 #: ``scheme://user:password@host``: the password runs to the last ``@`` before the host (a URL parser's
-#: reading: it may hold ``@`` and ``'`` unencoded), and never across white space.
+#: reading: it may hold ``@`` and ``'`` unencoded), never across white space or a ``/`` (which would end
+#: the host part, and bounds the scan: text of many ``x://u:`` took seconds), and at most 1,024 characters.
 _USERINFO = re.compile(
-    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s'\"<>]*):(?P<password>[^\s\"<>]*)@(?=[^@\s\"<>/?#']*(?:[/?#\s'\"<>]|$))"
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s'\"<>]*)"
+    r":(?P<password>[^\s\"<>/]{0,1024})@(?=[^@\s\"<>/?#']*(?:[/?#\s'\"<>]|$))"
 )
 _QUERY = re.compile(
     r"(?P<head>[?&;](?:" + "|".join(PASSWORD_PARAMETERS) + r")=)(?P<password>[^&;#\s'\"<>]*)", re.IGNORECASE
