@@ -149,6 +149,9 @@ def test_providers() -> None:
     assert open_tunnel("loopback", 5001).public_url == "http://127.0.0.1:5001"
     with pytest.raises(TunnelError, match="public URL"):
         open_tunnel("url", 5000)
+    for odd in ("https://h/x?y", "https://h/#x"):  # registered as https://h/x?y/webhooks/moltin
+        with pytest.raises(TunnelError, match="no query or fragment"):
+            open_tunnel("url", 5000, public_url=odd)
     with pytest.raises(TunnelError, match="unknown provider"):
         open_tunnel("carrier-pigeon", 5000)
     import importlib.util

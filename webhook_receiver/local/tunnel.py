@@ -106,6 +106,8 @@ def open_tunnel(provider: str, port: int, *, public_url: str | None = None) -> A
     if provider == "url":
         if not public_url or not public_url.startswith(("http://", "https://")):
             raise TunnelError("give the public URL of your tunnel: --public-url https://...")
+        if "?" in public_url or "#" in public_url:  # the receiver's path goes after it: it would land in the query
+            raise TunnelError("the public URL takes no query or fragment: --public-url https://HOST[/PATH]")
         return _Fixed(public_url)
     if provider == "loopback":
         return _Fixed(f"http://127.0.0.1:{port}")
