@@ -397,7 +397,7 @@ def test_plain_http_is_taken_for_this_machine_and_elsewhere_only_when_allowed() 
         assert check_base_url(elsewhere, allow_http=True) == elsewhere  # an emulator in another container
     assert MoltinClient("id", "secret", base_url="http://emulator:8765", allow_http=True).base_url.endswith(":8765")
     assert [allows_http(v) for v in ("1", "true", "YES", "0", "", "off", None)] == [True] * 3 + [False] * 4
-    with pytest.raises(ValueError, match="EPCC_API_ALLOW_HTTP must be 1 or 0"):
+    with pytest.raises(ValueError, match="EPCC_API_ALLOW_HTTP must be True or False"):
         allows_http("maybe")
 
 
@@ -409,7 +409,7 @@ def test_the_cli_takes_plain_http_elsewhere_when_told_to(
     refused = app.test_cli_runner().invoke(webhooks_cli, ["list"])
     assert refused.exit_code == 1 and "set EPCC_API_ALLOW_HTTP=1" in refused.output
     app.config["EPCC_API_ALLOW_HTTP"] = "maybe"
-    assert "EPCC_API_ALLOW_HTTP must be 1 or 0" in app.test_cli_runner().invoke(webhooks_cli, ["list"]).output
+    assert "EPCC_API_ALLOW_HTTP must be True or False" in app.test_cli_runner().invoke(webhooks_cli, ["list"]).output
     app.config["EPCC_API_ALLOW_HTTP"] = "1"
     tried = app.test_cli_runner().invoke(webhooks_cli, ["list"])
     assert tried.exit_code == 1 and "emulator.invalid" in tried.output and "plain http" not in tried.output

@@ -26,15 +26,16 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from ..errors import MoltinAPIError, MoltinConnectionError
+from ..settings import flag
 from ..untrusted import logger
 
 __all__ = [
+    "ALLOW_HTTP_SETTING",
     "DEFAULT_BASE_URL",
     "DEPRECATED_HOST",
     "MoltinAPIError",
     "MoltinClient",
     "MoltinConnectionError",
-    "ALLOW_HTTP_SETTING",
     "allows_http",
     "check_base_url",
 ]
@@ -51,20 +52,18 @@ ALLOW_HTTP_SETTING = "EPCC_API_ALLOW_HTTP"
 
 
 def allows_http(value: object) -> bool:
-    """Whether *value*, an :data:`ALLOW_HTTP_SETTING` as set, says yes (``1``, ``true``, ``yes``, ``on``).
+    """Whether *value*, an :data:`ALLOW_HTTP_SETTING` as set, says yes: read as every boolean setting is.
+
+    ``None`` or ``""`` (unset) is no.
 
     :raises ValueError: for a value that says neither yes nor no.
     """
-    if value is None or value is False:
+    if value is None or value == "":
         return False
-    if value is True:
-        return True
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("", "0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{ALLOW_HTTP_SETTING} must be 1 or 0 (true or false)")
+    try:
+        return flag({ALLOW_HTTP_SETTING: value}, ALLOW_HTTP_SETTING)
+    except RuntimeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def check_base_url(url: str, *, allow_http: bool = False) -> str:
