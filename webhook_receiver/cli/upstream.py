@@ -131,8 +131,7 @@ def check_url(url: str | None, mount: str, *, force: bool) -> None:
         raise click.UsageError(
             f"the receiver is mounted at {mount}, but --url ends in {parts.path or '/'!r}: upstream would deliver"
             f" where nothing listens. Give {hide_passwords(f'{parts.scheme}://{parts.netloc}{mount}')}, or add --force"
-            " if a proxy"
-            " rewrites the path"
+            " if a proxy rewrites the path"
         )
 
 

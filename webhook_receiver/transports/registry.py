@@ -51,7 +51,7 @@ def open_transport(
         if given:  # an SQS queue's settings: dropped here, they would leave the user believing they count
             raise ValueError(
                 f"{' and '.join(given)} {'are' if len(given) > 1 else 'is'} for an SQS queue, not a STOMP broker:"
-                " leave it out"
+                f" leave {'them' if len(given) > 1 else 'it'} out"
             )
         from .stomp import StompTransport
 
