@@ -453,7 +453,8 @@ class StoreContract:
         assert outlet.raise_watermark("h", "order", "o-1", 100.0)
         assert outlet.prune(time.time() + 1, include_failed=True) == 1
         assert outlet.get("same") is None
-        assert [e.id for e in shop.events()] == ["queued", "same"]
+        # both were received within one millisecond often enough: the order of a tie is not what this checks
+        assert sorted(e.id for e in shop.events()) == ["queued", "same"]
 
     def test_a_request_s_claim_redelivered_to_the_queue_is_taken_over_once_its_lease_runs_out(
         self, make_store: MakeStore
