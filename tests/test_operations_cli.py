@@ -131,15 +131,15 @@ def test_listen_shows_an_event_resolved_while_it_watches(
     app, _ = shop
     store = receiver.get_store(app)
 
-    def operator() -> None:
-        time.sleep(0.3)
+    def operator() -> None:  # a second each way: listen starts, and sees the failure, on a loaded machine too
+        time.sleep(1.0)
         send(make_event("order.paid", event_id="to-resolve"))
-        time.sleep(0.3)
+        time.sleep(1.0)
         assert store.resolve("to-resolve")
 
     thread = threading.Thread(target=operator)
     thread.start()
-    result = app.test_cli_runner().invoke(webhooks_cli, ["listen", "--interval", "0.05", "--seconds", "1.5"])
+    result = app.test_cli_runner().invoke(webhooks_cli, ["listen", "--interval", "0.05", "--seconds", "3.5"])
     thread.join()
     assert result.exit_code == 0, result.output
     assert "500 failed" in result.output and "resolved by an operator" in result.output
@@ -187,9 +187,9 @@ def test_listen_shows_deliveries_as_they_land(shop: tuple[Flask, dict[str, bool]
     app, _ = shop
 
     def upstream() -> None:
-        time.sleep(0.3)
+        time.sleep(1.0)  # listen has started by then, on a loaded machine too
         send(make_event("order.paid", event_id="live-paid", attempt=1))
-        time.sleep(0.3)  # upstream's retry, a while later: the handlers' time is not the time since the first
+        time.sleep(0.5)  # upstream's retry, a while later: the handlers' time is not the time since the first
         send(make_event("order.paid", event_id="live-paid", attempt=2))
         send(make_event("product.deleted", event_id="live-gone"))
 
@@ -197,7 +197,7 @@ def test_listen_shows_deliveries_as_they_land(shop: tuple[Flask, dict[str, bool]
     send(before)  # received before listen started: not shown
     sender = threading.Thread(target=upstream)
     sender.start()
-    args = ["listen", "--interval", "0.05", "--seconds", "2", *(["--json"] if as_json else [])]
+    args = ["listen", "--interval", "0.05", "--seconds", "3.5", *(["--json"] if as_json else [])]
     result = app.test_cli_runner().invoke(webhooks_cli, args)
     sender.join()
     assert result.exit_code == 0, result.output
