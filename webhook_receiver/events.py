@@ -33,8 +33,9 @@ from .untrusted import UNSAFE
 
 __all__ = ["Event", "OBSERVABLE_EVENTS", "REDACTED", "SECRET_FIELDS", "redact"]
 
-#: Keys whose values never leave the parser, matched in any case (``Secret_Key``
-#: too); ``aws_secret_access_key`` is in the configuration of SQS integrations.
+#: Keys whose values never leave the parser, matched in any case by Unicode's case
+#: folding (``Secret_Key``, ``PAẞWORD`` and ``ſecret_key`` too);
+#: ``aws_secret_access_key`` is in the configuration of SQS integrations.
 SECRET_FIELDS: frozenset[str] = frozenset({"secret_key", "client_secret", "password", "aws_secret_access_key"})
 
 #: What a redacted value is replaced with.
@@ -56,7 +57,7 @@ def redact(value: Any) -> tuple[Any, bool]:
         changed = False
         out: dict[str, Any] = {}
         for key, item in value.items():
-            if item is not None and isinstance(key, str) and key.lower() in SECRET_FIELDS:
+            if item is not None and isinstance(key, str) and key.casefold() in SECRET_FIELDS:
                 out[key] = REDACTED
                 changed = True
             else:
@@ -396,8 +397,23 @@ class _Deferred:
         irregular = list(eager)
         fields["resources"] = _resources(dict(instance.raw), irregular, clean=True)
         fields["irregular"] = tuple(irregular)
-        del fields["_eager_irregular"]
+        fields.pop("_eager_irregular", None)  # another thread reading it at once may have done the same
         return fields[self.name]
+
+
+def irregular_so_far(event: Event) -> tuple[str, ...]:
+    """The fields of *event*'s body known to be of an unexpected shape, without decoding a deferred ``resources``.
+
+    With a ``payload`` object beside a ``resources`` string holding no secret,
+    the string is decoded only when :attr:`Event.resources` is read: until
+    then it is not checked (the body keeps it as sent), and every other
+    field is.
+    """
+    fields = event.__dict__
+    known = fields.get("irregular")
+    if known is None:
+        known = fields.get("_eager_irregular", ())
+    return tuple(known)
 
 
 Event.resources = _Deferred("resources", None)
@@ -447,7 +463,7 @@ def _as_sent(raw: Mapping[str, Any], name: str, kind: type, irregular: list[str]
 def _redact_object(obj: dict[str, Any]) -> dict[str, Any]:
     """``object_hook`` of the parser: redact the secret fields of one decoded object."""
     for key, value in obj.items():
-        if value is not None and key.lower() in SECRET_FIELDS:
+        if value is not None and key.casefold() in SECRET_FIELDS:
             obj[key] = REDACTED
     return obj
 
@@ -459,6 +475,11 @@ assert all(any(stem in name for stem in _STEMS) for name in SECRET_FIELDS)
 #: A ``\\u`` escape, with which a key may be spelled (a search for a literal, faster than ``in`` here).
 _ESCAPE_BYTES = re.compile(rb"\\u")
 _ESCAPE_TEXT = re.compile(r"\\u")
+#: The letters outside ASCII whose case folding spells a stem's letters (sharp s and long s fold to ``ss`` and
+#: ``s``), in text and in UTF-8; looked for only in a body that is not all ASCII.
+_FOLDS_TEXT = re.compile("[\u00df\u017f\u1e9e]")
+_FOLDS_BYTES = re.compile(b"\xc3\x9f|\xc5\xbf|\xe1\xba\x9e")
+assert all(fold.casefold().isascii() for fold in "\u00df\u017f\u1e9e")
 
 
 def _stems(text: str | bytes) -> int | None:
@@ -466,14 +487,17 @@ def _stems(text: str | bytes) -> int | None:
 
     They are counted wherever they are: in a key, in a value, or in a JSON
     string inside a value (the keys of the ``resources`` string are in the
-    body, escaped). Escaped text can spell a stem that no search finds.
+    body, escaped). Escaped text can spell a stem that no search finds, and
+    so can a letter whose case folding is ASCII (``ß``, ``ſ``).
     """
     if isinstance(text, bytes):
         if _ESCAPE_BYTES.search(text) or b"\x00" in text:  # a zero byte: UTF-16/32 text
             return None
+        if not text.isascii() and _FOLDS_BYTES.search(text):
+            return None
         lowered = text.lower()
         return lowered.count(_BYTE_STEMS[0]) + lowered.count(_BYTE_STEMS[1])
-    if _ESCAPE_TEXT.search(text):
+    if _ESCAPE_TEXT.search(text) or (not text.isascii() and _FOLDS_TEXT.search(text)):
         return None
     lowered_text = text.lower()
     return lowered_text.count(_STEMS[0]) + lowered_text.count(_STEMS[1])
@@ -567,12 +591,15 @@ def _loads_redacted(text: str | bytes) -> tuple[Any, bool, bytes | None]:
         text = text[1:]
     stems = _stems(text)
     if stems is not None:
-        decoded = fastjson.loads(text)
+        decoded, exact = fastjson.loads_exact(text)
+        # Only what orjson read is kept as sent: what it refused may be bytes no store can decode (a surrogate
+        # spelled in UTF-8), a NaN, or nesting it cannot read back; the store encodes the value instead.
+        as_sent = text if exact and isinstance(text, bytes) else None
         if stems == 0:
-            return decoded, True, text if isinstance(text, bytes) else None
+            return decoded, True, as_sent
         echo_stems, secret = _redact_echo(decoded)
         if echo_stems == stems:
-            as_json = _splice_echo(text, secret) if isinstance(text, bytes) and isinstance(secret, str) else None
+            as_json = _splice_echo(as_sent, secret) if as_sent is not None and isinstance(secret, str) else None
             return decoded, True, as_json
     return json.loads(text, object_hook=_redact_object), False, None
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["dumps", "dumps_bytes", "loads"]
+__all__ = ["dumps", "dumps_bytes", "loads", "loads_exact"]
 
 
 def loads(text: str | bytes) -> Any:
@@ -29,6 +29,18 @@ def loads(text: str | bytes) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+
+
+def loads_exact(text: str | bytes) -> tuple[Any, bool]:
+    """Decode JSON *text*, as :func:`loads`; and whether orjson read it (so that it reads back as it was).
+
+    :raises ValueError: if it is not JSON (as :func:`loads`).
+    :raises RecursionError: if it is nested too deeply for :mod:`json` too.
+    """
+    try:
+        return orjson.loads(text), True
+    except orjson.JSONDecodeError:
+        return json.loads(text), False
 
 
 def dumps_bytes(value: Any) -> bytes:

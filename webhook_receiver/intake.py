@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from . import signals
 from .dispatch.base import Dispatcher, Outcome
 from .dispatch.run import log_delivery
-from .events import Event
+from .events import Event, irregular_so_far
 from .handlers import Handler, HandlerSource
 from .stores.base import DeliveryAttempt
 from .untrusted import logger
@@ -38,7 +38,7 @@ def hand_over(event: Event, receiver: HandlerSource, app: Any, dispatcher: Dispa
         :class:`~webhook_receiver.errors.BrokerUnavailable`,
         :class:`~webhook_receiver.errors.BacklogFull` from background dispatch).
     """
-    irregular = event.__dict__.get("irregular")  # None: the resources string is read later, and noted then
+    irregular = irregular_so_far(event)  # a resources string decoded only when read is not checked here
     if irregular:
         _warn_irregular(event, irregular)
     if signals.event_received.receivers:
@@ -106,7 +106,7 @@ def hand_over_many(
     positions: list[int] = []
     received = signals.event_received.receivers
     for position, event in enumerate(events):
-        irregular = event.__dict__.get("irregular")
+        irregular = irregular_so_far(event)
         if irregular:
             _warn_irregular(event, irregular)
         if received:
