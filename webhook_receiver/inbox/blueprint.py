@@ -45,16 +45,36 @@ def mount_inbox(app: Flask, receiver: InboxReceiver) -> str | None:
     blueprint.before_request(views.before)
     blueprint.after_request(views.after)
     blueprint.register_error_handler(StoreUnavailable, views.store_unavailable)
-    _route(blueprint, settings, "/", "index", views.index, ["GET"])
-    _route(blueprint, settings, "/event", "event", views.event, ["GET"])
-    _route(blueprint, settings, "/chart.svg", "chart", views.chart, ["GET"])
-    _route(blueprint, settings, "/bulk", "bulk_preview", views.bulk_preview, ["GET"])
-    _route(blueprint, settings, "/actions/replay", "replay", views.replay, ["POST"])
-    _route(blueprint, settings, "/actions/replay-bulk", "replay_bulk", views.replay_bulk, ["POST"])
-    _route(blueprint, settings, "/actions/resolve", "resolve", views.resolve, ["POST"])
+    pages: list[tuple[str, str, View, list[str]]] = [
+        ("/", "index", views.index, ["GET"]),
+        ("/event", "event", views.event, ["GET"]),
+        ("/chart.svg", "chart", views.chart, ["GET"]),
+        ("/bulk", "bulk_preview", views.bulk_preview, ["GET"]),
+        ("/actions/replay", "replay", views.replay, ["POST"]),
+        ("/actions/replay-bulk", "replay_bulk", views.replay_bulk, ["POST"]),
+        ("/actions/resolve", "resolve", views.resolve, ["POST"]),
+    ]
+    _check_free(app, url, [page for page, *_ in pages])
+    for page, endpoint, view, methods in pages:
+        _route(blueprint, settings, page, endpoint, view, methods)
     app.register_blueprint(blueprint, url_prefix=url if url != "/" else None)
     mounted[receiver.name] = url
     return url
+
+
+def _check_free(app: Flask, url: str, pages: list[str]) -> None:
+    """Refuse an inbox URL one of whose *pages* the app routes already (the health or metrics path, say).
+
+    :raises RuntimeError: naming the page and the endpoint that has it.
+    """
+    base = url.rstrip("/")
+    paths = {f"{base}{page}" for page in pages}
+    for rule in app.url_map.iter_rules():
+        if rule.rule in paths:
+            raise RuntimeError(
+                f"WEBHOOK_RECEIVER_INBOX_URL is {url!r}: its page {rule.rule!r} is a path the app routes"
+                f" already (to {rule.endpoint!r}); give the inbox a URL of its own"
+            )
 
 
 def _route(

@@ -63,12 +63,14 @@ class ObservabilityState:
     paths: dict[str, str] = field(default_factory=dict)
 
 
-def _seconds(config: Any, key: str, default: float) -> float:
+def _seconds(config: Any, key: str, default: float, *, at_most: float = math.inf) -> float:
     value = config.get(key)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise RuntimeError(f"{key} is a positive, finite number of seconds, not {value!r}")
+    if value > at_most:
+        raise RuntimeError(f"{key} is at most {at_most:g} seconds, not {value:g}")
     return float(value)
 
 
@@ -125,7 +127,8 @@ def _first(app: Any) -> ObservabilityState:
     config = app.config
     state = ObservabilityState(
         max_age=_seconds(config, "WEBHOOK_RECEIVER_HEALTH_MAX_AGE", DEFAULT_MAX_AGE),
-        cache_seconds=_seconds(config, "WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS", 5.0),
+        # an hour at most: the gauges of a longer cache would not follow a backlog an alert is watching
+        cache_seconds=_seconds(config, "WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS", 5.0, at_most=3600.0),
     )
     metrics = config.get("WEBHOOK_RECEIVER_METRICS")
     health_url = _path(config, "WEBHOOK_RECEIVER_HEALTH_URL")

@@ -332,6 +332,29 @@ return redis.call('GET', KEYS[1])
 _BATCH = 500
 
 
+def check_url(url: str) -> None:
+    """Refuse a Redis URL whose password would be read as another part of it (the message quotes none of it).
+
+    A ``#`` starts the URL's fragment, which redis-py drops with the host,
+    port and database after it: a password holding one would connect to
+    the local server's database 0, without a word. Two ``@`` before the path
+    make the first part of the password the host.
+
+    :raises ValueError: saying how to write the URL instead.
+    """
+    if "#" in url:
+        raise ValueError(
+            "the Redis URL holds a '#', which ends it there (the host, port and database after it would be"
+            " dropped): write a '#' inside the password as %23"
+        )
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() != "unix" and rest.partition("/")[0].count("@") > 1:
+        raise ValueError(
+            "the Redis URL has an '@' after the one that ends the user name and password: write an '@'"
+            " inside the password as %40 (urllib.parse.quote does it)"
+        )
+
+
 def hide_password(url: str) -> str:
     """*url* with its password hidden, in every form a Redis URL may carry one.
 
@@ -575,6 +598,7 @@ class RedisStore(EventStore):
         receiver: str = DEFAULT_RECEIVER,
     ) -> None:
         super().__init__(lease_seconds=lease_seconds)
+        check_url(url)
         redis = _import_redis()
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError,)
         #: The URL with any password hidden (``redis://:***@host``, ``?password=***``).

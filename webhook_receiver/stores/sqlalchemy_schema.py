@@ -40,6 +40,12 @@ DEFAULT_PREFIX = "webhook_receiver_"
 #: What psycopg and PyMySQL take as a password in a URL's query.
 PASSWORD_KEYS = ("password", "passwd")
 
+#: Why a database URL with two ``@`` before its path is refused (the message quotes no part of it).
+_TWO_ATS = (
+    "the database URL has an '@' after the one that ends the user name and password: write an '@'"
+    " inside the password (or user name) as %40 (urllib.parse.quote does it)"
+)
+
 
 class _Utf8Bytes(sa.types.TypeDecorator[str]):
     """Text kept as its UTF-8 bytes (MariaDB / MySQL keys): compared byte for byte, case, accents, spaces and all."""
@@ -182,19 +188,18 @@ def database_url(url: str | sa.URL) -> sa.URL:
         scheme, sep, rest = url.partition("://")
         if sep and scheme.lower().partition("+")[0] == "postgres":  # Heroku's DATABASE_URL
             url = f"postgresql{scheme[len('postgres') :]}://{rest}"
+        if rest.partition("/")[0].count("@") > 1:  # found before parsing: a parse error would quote the password
+            raise ValueError(_TWO_ATS)
         try:
             parsed = sa.make_url(url)
-        except sa_exc.ArgumentError:
+        except (sa_exc.ArgumentError, ValueError):  # ValueError: a port that is not a number, quoted in its message
             raise ValueError("the database URL does not parse (dialect+driver://user@host/database)") from None
     else:
         parsed = url
     backend, _, driver = parsed.drivername.partition("+")
     if backend != "sqlite" and ("@" in (parsed.host or "") or "@" in (parsed.database or "")):
         # SQLAlchemy ends the password at its first '@': the rest would be the host, shown in every message
-        raise ValueError(
-            "the database URL has an '@' after the one that ends the user name and password: write an '@'"
-            " inside the password (or user name) as %40 (urllib.parse.quote does it)"
-        )
+        raise ValueError(_TWO_ATS)
     if backend == "postgresql" and not driver:
         driver = next((d for d, module in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")) if _installed(module)), "")
         if not driver:
