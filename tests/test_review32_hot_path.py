@@ -151,3 +151,11 @@ def test_two_threads_reading_a_deferred_resources_at_once_both_get_it() -> None:
         results, errors = _read_at_once(event)
         assert not errors, errors
         assert len(results) == 2 and results[0] == results[1]
+
+
+def test_a_nan_body_is_kept_as_sent_so_that_a_retry_reads_the_same() -> None:
+    body = b'{"id":"nan-1","triggered_by":"order.paid","ratio":NaN,"big":123456789012345678901234567890}'
+    event = Event.from_json(body)
+    assert event.raw_json == body, "json reads it back as the handler saw it"
+    again = Event.from_stored(json.loads(event.raw_json))
+    assert again.raw["ratio"] != again.raw["ratio"] and again.raw["big"] == 123456789012345678901234567890

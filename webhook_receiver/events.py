@@ -592,9 +592,9 @@ def _loads_redacted(text: str | bytes) -> tuple[Any, bool, bytes | None]:
     stems = _stems(text)
     if stems is not None:
         decoded, exact = fastjson.loads_exact(text)
-        # Only what orjson read is kept as sent: what it refused may be bytes no store can decode (a surrogate
-        # spelled in UTF-8), a NaN, or nesting it cannot read back; the store encodes the value instead.
-        as_sent = text if exact and isinstance(text, bytes) else None
+        # What orjson refused and json read (a NaN, a number past 64 bits) is kept as sent, as json reads it
+        # back, unless it is not UTF-8 (a surrogate spelled in it), which no store decodes: then it is encoded.
+        as_sent = text if isinstance(text, bytes) and (exact or _is_utf8(text)) else None
         if stems == 0:
             return decoded, True, as_sent
         echo_stems, secret = _redact_echo(decoded)
@@ -602,6 +602,14 @@ def _loads_redacted(text: str | bytes) -> tuple[Any, bool, bytes | None]:
             as_json = _splice_echo(as_sent, secret) if as_sent is not None and isinstance(secret, str) else None
             return decoded, True, as_json
     return json.loads(text, object_hook=_redact_object), False, None
+
+
+def _is_utf8(text: bytes) -> bool:
+    try:
+        text.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _checked_id(raw: Mapping[str, Any]) -> str:
