@@ -159,3 +159,14 @@ def test_a_nan_body_is_kept_as_sent_so_that_a_retry_reads_the_same() -> None:
     assert event.raw_json == body, "json reads it back as the handler saw it"
     again = Event.from_stored(json.loads(event.raw_json))
     assert again.raw["ratio"] != again.raw["ratio"] and again.raw["big"] == 123456789012345678901234567890
+
+
+def test_threads_reading_a_deferred_resources_never_see_none() -> None:
+    body = make_event("order.paid", event_id="race-2", form="both")
+    body["attempt"] = "first"
+    text = json.dumps(body).encode()
+    for _ in range(300):
+        event = Event.from_json(text)
+        results, errors = _read_at_once(event)
+        assert not errors and all(found[0] is not None for found in results), (results, errors)
+        assert all("attempt" in found[1] for found in results), results

@@ -116,3 +116,55 @@ def test_a_metrics_cache_over_an_hour_is_refused(seconds: float) -> None:
     )
     with pytest.raises(RuntimeError, match="^WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS is at most 3600 seconds"):
         WebhookReceiver(app)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:6379/Pr1vate@10.255.255.1:6390/5",  # a '/' in the password: its tail read as the database
+        "redis://:/Pr1vate@10.255.255.1:6390/5",
+        "redis://:6379?Pr1vate@10.255.255.1:6390/5",  # a '?': its tail read as the query
+    ],
+)
+def test_a_redis_password_with_a_slash_or_question_mark_is_refused(url: str) -> None:
+    pytest.importorskip("redis")
+    with pytest.raises(RuntimeError) as caught:
+        WebhookReceiver(new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=url))
+    message = str(caught.value)
+    assert "%2F" in message and "Pr1vate" not in message, message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://default@127.0.0.1:6379?password=&client_name=a@b",
+        "redis://user@127.0.0.1:6379?password=p@ss",
+        "redis://[::1]:6379/0",
+        "rediss://:pw@127.0.0.1:6380/1",
+        "unix:///tmp/redis.sock?password=a@b",
+    ],
+)
+def test_a_redis_url_with_an_at_in_its_query_is_taken(url: str) -> None:
+    pytest.importorskip("redis")
+    from webhook_receiver.stores.redis import RedisStore
+
+    RedisStore(url)  # builds its client lazily: nothing connects
+
+
+def test_a_database_url_s_query_takes_an_at_written_as_percent_40() -> None:
+    pytest.importorskip("sqlalchemy")
+    from webhook_receiver.stores.sqlalchemy_schema import database_url
+
+    parsed = database_url("postgresql+psycopg://postgres@127.0.0.1:5432/test?application_name=ops%40host")
+    assert parsed.host == "127.0.0.1" and parsed.query["application_name"] == "ops@host"
+    # SQLAlchemy ends the user info at the query's '@' and would connect to the host "host": refused
+    for url in (
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test?application_name=ops@host",
+        "postgresql+psycopg://postgres@127.0.0.1:5432?application_name=ops@host",
+    ):
+        with pytest.raises(ValueError, match="as %40"):
+            database_url(url)
+    assert database_url("sqlite:///tmp/a@b/c@d.db").database == "tmp/a@b/c@d.db"
+    assert database_url("postgresql+psycopg://user%40srv@h/db").username == "user@srv", "an encoded '@' is taken"
+    beside_a_password = database_url("mysql+pymysql://u:p@h/db?unix_socket=/x@y")  # parsed right: taken
+    assert beside_a_password.host == "h" and beside_a_password.query["unix_socket"] == "/x@y"

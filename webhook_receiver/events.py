@@ -392,8 +392,8 @@ class _Deferred:
             return self.default
         fields = instance.__dict__
         eager = fields.get("_eager_irregular")
-        if eager is None:  # built by __init__ without the field: its default
-            return self.default
+        if eager is None:  # built by __init__ without the field, or decoded meanwhile by another thread
+            return fields.get(self.name, self.default)
         irregular = list(eager)
         fields["resources"] = _resources(dict(instance.raw), irregular, clean=True)
         fields["irregular"] = tuple(irregular)
@@ -410,10 +410,10 @@ def irregular_so_far(event: Event) -> tuple[str, ...]:
     field is.
     """
     fields = event.__dict__
-    known = fields.get("irregular")
-    if known is None:
-        known = fields.get("_eager_irregular", ())
-    return tuple(known)
+    eager = fields.get("_eager_irregular")  # first: a decode sets irregular before it drops this
+    if eager is not None:
+        return tuple(eager)
+    return tuple(fields.get("irregular", ()))
 
 
 Event.resources = _Deferred("resources", None)

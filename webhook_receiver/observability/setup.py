@@ -70,7 +70,7 @@ def _seconds(config: Any, key: str, default: float, *, at_most: float = math.inf
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise RuntimeError(f"{key} is a positive, finite number of seconds, not {value!r}")
     if value > at_most:
-        raise RuntimeError(f"{key} is at most {at_most:g} seconds, not {value:g}")
+        raise RuntimeError(f"{key} is at most {at_most:g} seconds, not {value!r}")
     return float(value)
 
 

@@ -347,11 +347,19 @@ def check_url(url: str) -> None:
             "the Redis URL holds a '#', which ends it there (the host, port and database after it would be"
             " dropped): write a '#' inside the password as %23"
         )
-    scheme, sep, rest = url.partition("://")
-    if sep and scheme.lower() != "unix" and rest.partition("/")[0].count("@") > 1:
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() == "unix":
+        return
+    parts = urlsplit(url)
+    query_at, query_equals = parts.query.find("@"), parts.query.find("=")
+    if (
+        parts.netloc.count("@") > 1
+        or "@" in parts.path  # a '/' in the password: its tail would be the database
+        or (query_at >= 0 and (query_equals < 0 or query_at < query_equals))  # a '?' in the password
+    ):
         raise ValueError(
-            "the Redis URL has an '@' after the one that ends the user name and password: write an '@'"
-            " inside the password as %40 (urllib.parse.quote does it)"
+            "the Redis URL has an '@' where the password would be read as another part of it: write an '@',"
+            " '/' or '?' inside the password as %40, %2F or %3F (urllib.parse.quote(password, safe='') does it)"
         )
 
 

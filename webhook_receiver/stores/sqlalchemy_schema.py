@@ -8,6 +8,7 @@ made (refused with the SQL that upgrades them), and the URLs people type
 from __future__ import annotations
 
 import importlib.util
+import re
 from typing import TYPE_CHECKING, Any
 
 from .base import DEFAULT_RECEIVER
@@ -43,7 +44,7 @@ PASSWORD_KEYS = ("password", "passwd")
 #: Why a database URL with two ``@`` before its path is refused (the message quotes no part of it).
 _TWO_ATS = (
     "the database URL has an '@' after the one that ends the user name and password: write an '@'"
-    " inside the password (or user name) as %40 (urllib.parse.quote does it)"
+    " inside the password, the user name or the query as %40 (urllib.parse.quote does it)"
 )
 
 
@@ -170,6 +171,21 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _misread_at(rest: str) -> bool:
+    """Whether SQLAlchemy would misread an ``@`` of *rest* (a URL past its ``://``), found before it parses.
+
+    A second ``@`` before the path makes the password's tail the port,
+    quoted in the parser's error; an ``@`` in the path or query of a URL
+    with no password in it ends the user info there (the port's ``:``
+    starts a password that runs on to it), and the host moves.
+    """
+    authority = re.split(r"[/?]", rest, maxsplit=1)[0]
+    if authority.count("@") > 1:
+        return True
+    later = "@" in rest[len(authority) :]
+    return later and ":" not in authority.rpartition("@")[0]
+
+
 def database_url(url: str | sa.URL) -> sa.URL:
     """*url* as the store opens it: the installed driver chosen, a password in the query moved into the URL.
 
@@ -188,7 +204,7 @@ def database_url(url: str | sa.URL) -> sa.URL:
         scheme, sep, rest = url.partition("://")
         if sep and scheme.lower().partition("+")[0] == "postgres":  # Heroku's DATABASE_URL
             url = f"postgresql{scheme[len('postgres') :]}://{rest}"
-        if rest.partition("/")[0].count("@") > 1:  # found before parsing: a parse error would quote the password
+        if scheme.lower().partition("+")[0] != "sqlite" and _misread_at(rest):
             raise ValueError(_TWO_ATS)
         try:
             parsed = sa.make_url(url)
