@@ -59,7 +59,10 @@ def read_output(path: str | None = None) -> list[dict[str, Any]]:
     if not os.path.exists(path):
         return []
     with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        text = fh.read()
+    # the last piece is empty, or a line another process is still writing: a reader may see part of an append
+    # (a handler that read one failed on it, and its retry started it twice)
+    return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
 
 
 def effects(folder: Any, phase: str, event_id: str) -> list[dict[str, Any]]:
