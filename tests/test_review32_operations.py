@@ -166,5 +166,7 @@ def test_a_database_url_s_query_takes_an_at_written_as_percent_40() -> None:
             database_url(url)
     assert database_url("sqlite:///tmp/a@b/c@d.db").database == "tmp/a@b/c@d.db"
     assert database_url("postgresql+psycopg://user%40srv@h/db").username == "user@srv", "an encoded '@' is taken"
+    slash = database_url("postgresql+psycopg://u:pa/ss@h:5432/db")  # a '/' in the password: SQLAlchemy reads it
+    assert (slash.password, slash.host, slash.database) == ("pa/ss", "h", "db")
     beside_a_password = database_url("mysql+pymysql://u:p@h/db?unix_socket=/x@y")  # parsed right: taken
     assert beside_a_password.host == "h" and beside_a_password.query["unix_socket"] == "/x@y"

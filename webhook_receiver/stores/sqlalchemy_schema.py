@@ -176,14 +176,16 @@ def _misread_at(rest: str) -> bool:
 
     A second ``@`` before the path makes the password's tail the port,
     quoted in the parser's error; an ``@`` in the path or query of a URL
-    with no password in it ends the user info there (the port's ``:``
-    starts a password that runs on to it), and the host moves.
+    whose user has no password ends the user info there (the port's ``:``
+    starts a password that runs on to it), and the host moves. A URL with
+    no ``@`` before its path is left to the parser: its later ``@`` may end
+    a password holding a ``/``, which SQLAlchemy reads right.
     """
     authority = re.split(r"[/?]", rest, maxsplit=1)[0]
     if authority.count("@") > 1:
         return True
-    later = "@" in rest[len(authority) :]
-    return later and ":" not in authority.rpartition("@")[0]
+    user_info, at, _ = authority.rpartition("@")
+    return bool(at) and ":" not in user_info and "@" in rest[len(authority) :]
 
 
 def database_url(url: str | sa.URL) -> sa.URL:
