@@ -477,9 +477,10 @@ _ESCAPE_BYTES = re.compile(rb"\\u")
 _ESCAPE_TEXT = re.compile(r"\\u")
 #: The letters outside ASCII whose case folding spells a stem's letters (sharp s and long s fold to ``ss`` and
 #: ``s``), in text and in UTF-8; looked for only in a body that is not all ASCII.
-_FOLDS_TEXT = re.compile("[\u00df\u017f\u1e9e]")
-_FOLDS_BYTES = re.compile(b"\xc3\x9f|\xc5\xbf|\xe1\xba\x9e")
-assert all(fold.casefold().isascii() for fold in "\u00df\u017f\u1e9e")
+_FOLDS = "\u00df\u017f\u1e9e"
+_FOLDS_TEXT = re.compile(f"[{_FOLDS}]")
+_FOLDS_BYTES = re.compile(b"|".join(fold.encode() for fold in _FOLDS))
+assert all(fold.casefold().isascii() for fold in _FOLDS)
 
 
 def _stems(text: str | bytes) -> int | None:

@@ -347,10 +347,9 @@ def check_url(url: str) -> None:
             "the Redis URL holds a '#', which ends it there (the host, port and database after it would be"
             " dropped): write a '#' inside the password as %23"
         )
-    scheme, sep, _ = url.partition("://")
-    if not sep or scheme.lower() == "unix":
-        return
     parts = urlsplit(url)
+    if "://" not in url or parts.scheme.lower() == "unix":  # no host to misread; a socket's path may hold '@'
+        return
     query_at, query_equals = parts.query.find("@"), parts.query.find("=")
     if (
         parts.netloc.count("@") > 1

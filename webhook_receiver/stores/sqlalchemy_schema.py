@@ -204,9 +204,10 @@ def database_url(url: str | sa.URL) -> sa.URL:
     """
     if isinstance(url, str):
         scheme, sep, rest = url.partition("://")
-        if sep and scheme.lower().partition("+")[0] == "postgres":  # Heroku's DATABASE_URL
+        dialect = scheme.lower().partition("+")[0]
+        if sep and dialect == "postgres":  # Heroku's DATABASE_URL
             url = f"postgresql{scheme[len('postgres') :]}://{rest}"
-        if scheme.lower().partition("+")[0] != "sqlite" and _misread_at(rest):
+        if dialect != "sqlite" and _misread_at(rest):
             raise ValueError(_TWO_ATS)
         try:
             parsed = sa.make_url(url)
