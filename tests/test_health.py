@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -18,7 +20,7 @@ from webhook_receiver.cli import webhooks_cli
 from webhook_receiver.testing import deliver, make_event
 
 from .conftest import SECRET, new_app, require_redis
-from .processes import free_port, wait_for
+from .processes import Processes, free_port, in_child, wait_for
 
 HEALTH_URL = "/webhooks/health"
 
@@ -160,6 +162,9 @@ def test_a_wrong_health_setting_stops_init_app(receiver: WebhookReceiver) -> Non
     "config, message",
     [
         ({"WEBHOOK_RECEIVER_HEALTH_MAX_AGE": float("inf")}, "positive, finite number of seconds"),
+        ({"WEBHOOK_RECEIVER_HEALTH_TIMEOUT": 0}, "positive, finite number of seconds"),
+        ({"WEBHOOK_RECEIVER_HEALTH_TIMEOUT": "3"}, "positive, finite number of seconds"),
+        ({"WEBHOOK_RECEIVER_HEALTH_TIMEOUT": 61}, "at most 60 seconds"),  # no probe waits that long
         ({"WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS": float("inf")}, "positive, finite number of seconds"),
         ({"WEBHOOK_RECEIVER_HEALTH_URL": "/h/<x>"}, "no '<...>' part"),  # every probe got an HTML 500
         # the probe would read the metrics (200), and never see a 503
@@ -235,6 +240,74 @@ def test_a_check_that_could_not_be_made_exits_3_never_a_state_of_the_store(tmp_p
         "status": "not_checked",
         "error": "the app did not load: RuntimeError: cannot reach postgresql://app:***@db.internal:5432/shop",
     }
+
+
+def _health_threads() -> int:
+    return sum(thread.name == "webhook-receiver-health" and thread.is_alive() for thread in threading.enumerate())
+
+
+def test_a_store_that_hangs_is_down_at_the_timeout_and_one_thread_waits_on_it(
+    receiver: WebhookReceiver, processes: Processes, tmp_path: Path
+) -> None:
+    """A frozen Redis (SIGSTOP): each check answers down at its timeout, not after the store's own 5 s
+    socket timeouts one after the other, and probes that come meanwhile start no second thread."""
+    require_redis()
+    port = free_port()
+    server = processes.redis_server(port, tmp_path / "redis.log")
+    receiver.on("order.paid")(lambda event: None)
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVER_STORE=f"redis://127.0.0.1:{port}/0",
+        WEBHOOK_RECEIVER_HEALTH_URL=HEALTH_URL,
+        WEBHOOK_RECEIVER_HEALTH_TIMEOUT=0.5,
+    )
+    receiver.init_app(app)
+    client = app.test_client()
+    assert client.get(HEALTH_URL).status_code == 200
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        answers = [client.get(HEALTH_URL) for _ in range(4)]
+        for answer in answers:
+            assert answer.status_code == 503, answer.json
+            assert "redis store has not answered in" in answer.json["receivers"]["moltin"]["store"]["detail"]
+        assert _health_threads() == 1, "each probe started a thread of its own against the hung store"
+        result = health_cli(app, "--timeout", "0.3")
+        assert result.exit_code == 2 and "redis store has not answered in" in result.output, result.output
+        assert _health_threads() == 1
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    wait_for(lambda: client.get(HEALTH_URL).status_code == 200, 30, "health once Redis runs again")
+    assert health_cli(app).exit_code == 0
+
+
+def test_a_forked_child_asks_the_store_itself_rather_than_wait_on_its_parents_thread(
+    receiver: WebhookReceiver, processes: Processes, tmp_path: Path
+) -> None:
+    """The parent's check still waits on a frozen Redis when it forks: the child's check is its own."""
+    require_redis()
+    port = free_port()
+    server = processes.redis_server(port, tmp_path / "redis.log")
+    receiver.on("order.paid")(lambda event: None)
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVER_STORE=f"redis://127.0.0.1:{port}/0",
+        WEBHOOK_RECEIVER_HEALTH_URL=HEALTH_URL,
+        WEBHOOK_RECEIVER_HEALTH_TIMEOUT=0.3,
+    )
+    receiver.init_app(app)
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        assert app.test_client().get(HEALTH_URL).status_code == 503  # its thread still waits on the store
+
+        def child() -> bool:
+            from webhook_receiver.observability import health_of
+
+            os.kill(server.pid, signal.SIGCONT)
+            return health_of(app, timeout=10).status == "healthy"  # the parent's thread is not in this process
+
+        assert in_child(child, hung_after=30) == 0
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
 
 
 def test_an_unknown_receiver_or_option_exits_3(receiver: WebhookReceiver) -> None:

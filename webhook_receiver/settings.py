@@ -64,6 +64,7 @@ KEYS: Mapping[str, str] = {
     "TRACING": "OpenTelemetry spans: None (on when opentelemetry-api is installed), False, or a TracerProvider",
     "HEALTH_URL": "where the readiness endpoint is mounted (off when unset)",
     "HEALTH_MAX_AGE": "the age in seconds of the oldest due event past which health is degraded",
+    "HEALTH_TIMEOUT": "seconds the health checks wait for the store before they say it is down",
     "INBOX_URL": "where the inbox page is mounted (off when unset)",
     "INBOX_AUTH": "the inbox page's access check: a callable, a view decorator, or 'none' in DEBUG/TESTING",
 }
@@ -72,7 +73,16 @@ KEYS: Mapping[str, str] = {
 #: The keys read app-wide only (one metrics endpoint, one health probe, one inbox per app): in a
 #: ``WEBHOOK_RECEIVERS`` entry they would do nothing, and :func:`check_keys` says so.
 APP_WIDE_ONLY: frozenset[str] = frozenset(
-    {"METRICS", "METRICS_CACHE_SECONDS", "TRACING", "HEALTH_URL", "HEALTH_MAX_AGE", "INBOX_URL", "INBOX_AUTH"}
+    {
+        "METRICS",
+        "METRICS_CACHE_SECONDS",
+        "TRACING",
+        "HEALTH_URL",
+        "HEALTH_MAX_AGE",
+        "HEALTH_TIMEOUT",
+        "INBOX_URL",
+        "INBOX_AUTH",
+    }
 )
 
 

@@ -38,13 +38,21 @@ class _HealthCommand(click.Command):
 @webhooks_cli.command("health", cls=_HealthCommand, with_appcontext=False)
 @json_option
 @receiver_option
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True, max=60),
+    default=None,
+    help="Seconds to wait for the stores before one that has not answered is down"
+    " (WEBHOOK_RECEIVER_HEALTH_TIMEOUT, 3 by default).",
+)
 @click.pass_context
-def health_command(ctx: click.Context, as_json: bool, receiver_name: str | None) -> None:
+def health_command(ctx: click.Context, as_json: bool, receiver_name: str | None, timeout: float | None) -> None:
     """Check the store, the backlog and the oldest due event: exit 0 healthy, 1 degraded, 2 down.
 
     Every receiver of the app is checked unless --receiver names one. The
     workers are not checked: this command runs none (the readiness endpoint,
     WEBHOOK_RECEIVER_HEALTH_URL, checks those of the process that answers).
+    A store that has not answered within --timeout seconds is down.
     Exit 3 when no check could be made: the app did not load, no receiver is
     set up, or --receiver names none of them (with --json, a document whose
     status is not_checked).
@@ -55,7 +63,7 @@ def health_command(ctx: click.Context, as_json: bool, receiver_name: str | None)
         _not_checked(as_json, f"the app did not load: {type(exc).__name__}: {exc}")
     with app.app_context():
         try:
-            _check(as_json, receiver_name)
+            _check(as_json, receiver_name, timeout)
         except click.ClickException as exc:
             _not_checked(as_json, exc.message)
 
@@ -69,9 +77,9 @@ def _not_checked(as_json: bool, reason: str) -> NoReturn:
 
 
 @one_line_errors
-def _check(as_json: bool, receiver_name: str | None) -> None:
+def _check(as_json: bool, receiver_name: str | None, timeout: float | None) -> None:
     names = None if receiver_name is None else [receiver_named(receiver_name).name]
-    report = health_of(current_app, names, workers=False)
+    report = health_of(current_app, names, workers=False, timeout=timeout)
     if not report.checks:
         raise click.ClickException("no receiver is set up on this app")
     if as_json:

@@ -18,17 +18,21 @@ The keys (read here, each checked; a value of the wrong kind stops
     ``None`` (the default: no endpoint) or a path for the readiness endpoint.
 ``WEBHOOK_RECEIVER_HEALTH_MAX_AGE``
     Seconds the oldest due event may wait before the health is degraded (300).
+``WEBHOOK_RECEIVER_HEALTH_TIMEOUT``
+    Seconds the checks wait for the store before they say it is down (3; at
+    most 60): keep it below the probe's own timeout.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import instrumentation
 from .backlog import BacklogReader
-from .health import DEFAULT_MAX_AGE, HealthReport, check_health
+from .health import DEFAULT_MAX_AGE, DEFAULT_TIMEOUT, HealthReport, StoreProbe
 
 __all__ = ["KEYS", "ObservabilityState", "observe", "health_of"]
 
@@ -39,6 +43,7 @@ KEYS = (
     "WEBHOOK_RECEIVER_TRACING",
     "WEBHOOK_RECEIVER_HEALTH_URL",
     "WEBHOOK_RECEIVER_HEALTH_MAX_AGE",
+    "WEBHOOK_RECEIVER_HEALTH_TIMEOUT",
 )
 
 #: The key of ``app.extensions`` holding an :class:`ObservabilityState`.
@@ -53,12 +58,16 @@ class ObservabilityState:
     :param metrics: the metrics observer, when metrics are on.
     :param max_age: ``WEBHOOK_RECEIVER_HEALTH_MAX_AGE``.
     :param cache_seconds: ``WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS``.
+    :param timeout: ``WEBHOOK_RECEIVER_HEALTH_TIMEOUT``.
+    :param probes: each receiver's health checks, by name.
     """
 
     receivers: dict[str, tuple[Any, Any, BacklogReader]] = field(default_factory=dict)
     metrics: Any = None
     max_age: float = DEFAULT_MAX_AGE
     cache_seconds: float = 5.0
+    timeout: float = DEFAULT_TIMEOUT
+    probes: dict[str, StoreProbe] = field(default_factory=dict)
     #: The paths the app's keys mount (metrics, health), by key.
     paths: dict[str, str] = field(default_factory=dict)
 
@@ -119,6 +128,7 @@ def observe(app: Any, receiver: str, store: Any, dispatcher: Any, *, url: str | 
             )
     reader = BacklogReader(store, state.cache_seconds)
     state.receivers[receiver] = (store, dispatcher, reader)
+    state.probes[receiver] = StoreProbe(store, dispatcher, reader)
     if state.metrics is not None:
         state.metrics.gauges.add(receiver, reader)
 
@@ -129,6 +139,8 @@ def _first(app: Any) -> ObservabilityState:
         max_age=_seconds(config, "WEBHOOK_RECEIVER_HEALTH_MAX_AGE", DEFAULT_MAX_AGE),
         # an hour at most: the gauges of a longer cache would not follow a backlog an alert is watching
         cache_seconds=_seconds(config, "WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS", 5.0, at_most=3600.0),
+        # a minute at most: a probe waits for the answer, and no probe waits that long
+        timeout=_seconds(config, "WEBHOOK_RECEIVER_HEALTH_TIMEOUT", DEFAULT_TIMEOUT, at_most=60.0),
     )
     metrics = config.get("WEBHOOK_RECEIVER_METRICS")
     health_url = _path(config, "WEBHOOK_RECEIVER_HEALTH_URL")
@@ -160,21 +172,30 @@ def _first(app: Any) -> ObservabilityState:
     return state
 
 
-def health_of(app: Any, receivers: list[str] | None = None, *, workers: bool = True) -> HealthReport:
-    """The health of *app*'s receivers (all of them by default).
+def health_of(
+    app: Any, receivers: list[str] | None = None, *, workers: bool = True, timeout: float | None = None
+) -> HealthReport:
+    """The health of *app*'s receivers (all of them by default), in *timeout* seconds at most.
+
+    Every receiver's store is asked at once, each in a thread of its own; a
+    store that has not answered when the time is up is said to be down.
 
     :param receivers: the names of the receivers to check.
     :param workers: check the workers of this process.
+    :param timeout: seconds to wait for the stores (``WEBHOOK_RECEIVER_HEALTH_TIMEOUT`` by default).
     """
     state: ObservabilityState | None = app.extensions.get(STATE_KEY)
     report = HealthReport()
     if state is None:
         return report
-    for name, (store, dispatcher, reader) in sorted(state.receivers.items()):
-        if receivers is None or name in receivers:
-            report.checks[name] = check_health(
-                store, dispatcher, max_age=state.max_age, workers=workers, backlog=reader
-            )
+    deadline = time.monotonic() + (state.timeout if timeout is None else timeout)
+    asked = {
+        name: (probe, probe.start(state.max_age))
+        for name, probe in sorted(state.probes.items())
+        if receivers is None or name in receivers
+    }
+    for name, (probe, asking) in asked.items():
+        report.checks[name] = probe.check(deadline=deadline, workers=workers, asking=asking)
     return report
 
 
