@@ -173,23 +173,31 @@ class StoreProbe:
         self._lock = threading.Lock()
         self._asking: _Asking | None = None
 
-    def start(self, max_age: float = DEFAULT_MAX_AGE) -> _Asking:
+    def start(self, max_age: float = DEFAULT_MAX_AGE, app: Any = None) -> _Asking:
         """Ask the store in a thread, unless a run of this process still waits on it: then that run.
 
         :param max_age: seconds the oldest due event may wait before the receiver is degraded.
+        :param app: the Flask app whose context the thread runs in (a store may read it, as it
+            would in the request that asks).
         """
         with self._lock:
             asking = self._asking
             if asking is not None and asking.pid == os.getpid() and not asking.done.is_set():
                 return asking  # the store has not answered the last one yet: a second thread would wait too
             asking = self._asking = _Asking()
-        thread = threading.Thread(target=self._ask, args=(asking, max_age), name="webhook-receiver-health", daemon=True)
+        thread = threading.Thread(
+            target=self._ask, args=(asking, max_age, app), name="webhook-receiver-health", daemon=True
+        )
         thread.start()
         return asking
 
-    def _ask(self, asking: _Asking, max_age: float) -> None:
+    def _ask(self, asking: _Asking, max_age: float, app: Any) -> None:
         try:
-            asking.checks = _store_checks(self.store, self.dispatcher, max_age, self.backlog)
+            if app is None:
+                asking.checks = _store_checks(self.store, self.dispatcher, max_age, self.backlog)
+            else:
+                with app.app_context():
+                    asking.checks = _store_checks(self.store, self.dispatcher, max_age, self.backlog)
         except Exception as exc:  # noqa: BLE001 - never an empty, healthy-looking report
             detail = f"the {self.store.name} store was not checked ({type(exc).__name__})"
             asking.checks = [Check("store", DOWN, detail)]

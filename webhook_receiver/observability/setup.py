@@ -189,8 +189,9 @@ def health_of(
     if state is None:
         return report
     deadline = time.monotonic() + (state.timeout if timeout is None else timeout)
+    app = getattr(app, "_get_current_object", lambda: app)()  # current_app is bound to this thread only
     asked = {
-        name: (probe, probe.start(state.max_age))
+        name: (probe, probe.start(state.max_age, app))
         for name, probe in sorted(state.probes.items())
         if receivers is None or name in receivers
     }
