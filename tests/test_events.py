@@ -302,3 +302,27 @@ def test_a_body_that_starts_with_a_byte_order_mark_is_kept_without_it(
     assert claim is not None
     again = Event.from_stored(claim.raw)  # type: ignore[arg-type]
     assert (again.id, again.trigger, again.data) == ("bom-1", "order.paid", ORDER)
+
+
+def test_a_payload_sent_as_a_json_string_is_redacted_inside_it_too() -> None:
+    """Upstream sends ``payload`` as an object; one sent as a JSON string, as ``resources`` is, is odd but kept,
+    and a secret field inside it never reaches the store, a log or a handler in clear."""
+    inner = {"data": {"type": "integration", "configuration": {"url": "u", "secret_key": "s3cr3t-in-payload"}}}
+    body = {"id": "e", "triggered_by": "integration.updated", "payload": json.dumps(inner)}
+    for event in (Event.from_json(json.dumps(body).encode()), Event.from_dict(body)):
+        assert "s3cr3t-in-payload" not in json.dumps(event.raw) and "s3cr3t-in-payload" not in event.raw_json.decode()
+        assert "s3cr3t-in-payload" not in str(event.payload) and "s3cr3t-in-payload" not in repr(event)
+        assert json.loads(event.raw["payload"])["data"]["configuration"] == {"url": "u", "secret_key": REDACTED}
+        assert event.irregular == ("payload",) and event.payload == event.raw["payload"]
+
+
+def test_a_payload_string_that_may_hold_a_secret_and_is_not_json_is_redacted_whole() -> None:
+    body = {"id": "e", "triggered_by": "order.paid", "payload": '{"password": "hunter2-x", oops'}
+    event = Event.from_json(json.dumps(body).encode())
+    assert event.raw["payload"] == REDACTED and "hunter2-x" not in event.raw_json.decode()
+
+
+def test_a_payload_string_without_a_secret_name_is_kept_as_sent() -> None:
+    body = {"id": "e", "triggered_by": "order.paid", "payload": '{"data": {"id": "o-1"}}', "password": "x"}
+    event = Event.from_json(json.dumps(body).encode())  # the thorough path (a secret field elsewhere)
+    assert event.raw["payload"] == '{"data": {"id": "o-1"}}' and event.raw["password"] == REDACTED

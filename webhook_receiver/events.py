@@ -340,6 +340,8 @@ class Event:
         # only when read (the body kept in raw is as sent either way).
         deferred = resources_clean and isinstance(raw.get("resources"), str) and isinstance(raw.get("payload"), dict)
         resources = None if deferred else _resources(raw, irregular, clean=resources_clean)
+        if not resources_clean and isinstance(raw.get("payload"), str):  # odd, and it may be JSON with a secret
+            _json_inside(raw, "payload", raw["payload"])
         payload = _as_sent(raw, "payload", dict, irregular)
         integration = _as_sent(raw, "integration", dict, irregular)
         if isinstance(payload, dict):
@@ -436,19 +438,35 @@ def _resources(raw: dict[str, Any], irregular: list[str], *, clean: bool = False
     if not isinstance(value, str):
         irregular.append("resources")
         return value
+    decoded = _json_inside(raw, "resources", value, clean=clean)
+    if decoded is _UNREADABLE:
+        irregular.append("resources")
+        return raw["resources"]
+    if not isinstance(decoded, dict):
+        irregular.append("resources")
+    return decoded
+
+
+#: What :func:`_json_inside` returns for a string that is not JSON.
+_UNREADABLE: Any = object()
+
+
+def _json_inside(raw: dict[str, Any], name: str, value: str, *, clean: bool = False) -> Any:
+    """Decode the JSON inside the string *value* of ``raw[name]``, redacting it there when it may hold a secret.
+
+    The redacted text replaces the string in *raw*; a string that may hold a
+    secret and does not decode becomes :data:`REDACTED` (it cannot be redacted
+    inside). :returns: the decoded value, or :data:`_UNREADABLE`.
+    """
     secretive = not clean and _stems(value) != 0
     try:
         decoded = json.loads(value, object_hook=_redact_object) if secretive else fastjson.loads(value)
     except (ValueError, RecursionError):
-        irregular.append("resources")
         if secretive:
-            raw["resources"] = REDACTED
-            return REDACTED
-        return value
+            raw[name] = REDACTED
+        return _UNREADABLE
     if secretive:
-        raw["resources"] = fastjson.dumps(decoded)
-    if not isinstance(decoded, dict):
-        irregular.append("resources")
+        raw[name] = fastjson.dumps(decoded)
     return decoded
 
 
