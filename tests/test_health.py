@@ -242,6 +242,24 @@ def test_a_check_that_could_not_be_made_exits_3_never_a_state_of_the_store(tmp_p
     }
 
 
+def _on_a_redis_of_its_own(
+    receiver: WebhookReceiver, processes: Processes, tmp_path: Path, *, timeout: float
+) -> tuple[Flask, subprocess.Popen[bytes]]:
+    """An app whose receiver keeps its events on a redis-server of the test's own (to freeze), and that server."""
+    require_redis()
+    port = free_port()
+    server = processes.redis_server(port, tmp_path / "redis.log")
+    receiver.on("order.paid")(lambda event: None)
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVER_STORE=f"redis://127.0.0.1:{port}/0",
+        WEBHOOK_RECEIVER_HEALTH_URL=HEALTH_URL,
+        WEBHOOK_RECEIVER_HEALTH_TIMEOUT=timeout,
+    )
+    receiver.init_app(app)
+    return app, server
+
+
 def _health_threads() -> int:
     return sum(thread.name == "webhook-receiver-health" and thread.is_alive() for thread in threading.enumerate())
 
@@ -251,17 +269,8 @@ def test_a_store_that_hangs_is_down_at_the_timeout_and_one_thread_waits_on_it(
 ) -> None:
     """A frozen Redis (SIGSTOP): each check answers down at its timeout, not after the store's own 5 s
     socket timeouts one after the other, and probes that come meanwhile start no second thread."""
-    require_redis()
-    port = free_port()
-    server = processes.redis_server(port, tmp_path / "redis.log")
-    receiver.on("order.paid")(lambda event: None)
-    app = new_app(
-        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
-        WEBHOOK_RECEIVER_STORE=f"redis://127.0.0.1:{port}/0",
-        WEBHOOK_RECEIVER_HEALTH_URL=HEALTH_URL,
-        WEBHOOK_RECEIVER_HEALTH_TIMEOUT=0.5,
-    )
-    receiver.init_app(app)
+    app, server = _on_a_redis_of_its_own(receiver, processes, tmp_path, timeout=0.5)
+    before = _health_threads()
     client = app.test_client()
     assert client.get(HEALTH_URL).status_code == 200
     os.kill(server.pid, signal.SIGSTOP)
@@ -270,10 +279,10 @@ def test_a_store_that_hangs_is_down_at_the_timeout_and_one_thread_waits_on_it(
         for answer in answers:
             assert answer.status_code == 503, answer.json
             assert "redis store has not answered in" in answer.json["receivers"]["moltin"]["store"]["detail"]
-        assert _health_threads() == 1, "each probe started a thread of its own against the hung store"
+        assert _health_threads() == before + 1, "each probe started a thread of its own against the hung store"
         result = health_cli(app, "--timeout", "0.3")
         assert result.exit_code == 2 and "redis store has not answered in" in result.output, result.output
-        assert _health_threads() == 1
+        assert _health_threads() == before + 1
     finally:
         os.kill(server.pid, signal.SIGCONT)
     wait_for(lambda: client.get(HEALTH_URL).status_code == 200, 30, "health once Redis runs again")
@@ -284,17 +293,7 @@ def test_a_forked_child_asks_the_store_itself_rather_than_wait_on_its_parents_th
     receiver: WebhookReceiver, processes: Processes, tmp_path: Path
 ) -> None:
     """The parent's check still waits on a frozen Redis when it forks: the child's check is its own."""
-    require_redis()
-    port = free_port()
-    server = processes.redis_server(port, tmp_path / "redis.log")
-    receiver.on("order.paid")(lambda event: None)
-    app = new_app(
-        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
-        WEBHOOK_RECEIVER_STORE=f"redis://127.0.0.1:{port}/0",
-        WEBHOOK_RECEIVER_HEALTH_URL=HEALTH_URL,
-        WEBHOOK_RECEIVER_HEALTH_TIMEOUT=0.3,
-    )
-    receiver.init_app(app)
+    app, server = _on_a_redis_of_its_own(receiver, processes, tmp_path, timeout=0.3)
     os.kill(server.pid, signal.SIGSTOP)
     try:
         assert app.test_client().get(HEALTH_URL).status_code == 503  # its thread still waits on the store
