@@ -153,3 +153,22 @@ def test_a_bytes_like_body_is_read_as_its_bytes() -> None:
         assert (event.id, event.trigger, event.data) == ("bl-1", "order.paid", {"id": "o"})
     with pytest.raises(InvalidEvent, match="must be a JSON object, not an array"):
         Event.from_cloudevent(bytearray(b"[1, 2]"))
+
+
+def test_data_sent_as_a_json_string_is_redacted_inside_and_listed_as_irregular() -> None:
+    """Upstream's data is the resource, an object; one sent as a JSON string, as a webhook's resources is,
+    kept a secret field in it in clear (review 33a)."""
+    message = {
+        "specversion": "1.0",
+        "id": "c1",
+        "type": "integration.updated",
+        "source": "https://api.moltin.com",
+        "datacontenttype": "application/json",
+        "data": json.dumps({"configuration": {"url": "u", "secret_key": "LEAKED-VALUE-9f3e"}}),
+    }
+    for event in (Event.from_cloudevent(json.dumps(message).encode(), transport="sqs"), Event.from_cloudevent(message)):
+        assert "LEAKED-VALUE-9f3e" not in event.raw_json.decode() and "LEAKED-VALUE-9f3e" not in repr(event)
+        assert json.loads(event.data) == {"configuration": {"url": "u", "secret_key": REDACTED}}
+        assert "data" in event.irregular
+    plain = {**message, "data": '{"id": "o-1"}'}  # no secret-like name: kept as sent
+    assert Event.from_cloudevent(json.dumps(plain).encode()).data == '{"id": "o-1"}'

@@ -96,8 +96,9 @@ def read_fields(raw: Mapping[str, Any], transport: str) -> CloudEventFields:
 
     Liberal on shape: only ``type`` must be an event name; an unexpected
     ``specversion``, ``source``, ``datacontenttype``, ``storeid``,
-    ``integrationid`` or a ``data_base64`` (binary data, which upstream does not
-    send) is kept as sent and listed in :attr:`CloudEventFields.irregular`.
+    ``integrationid``, a ``data_base64`` (binary data, which upstream does not
+    send) or a ``data`` that is a string (upstream sends the resource, an
+    object) is kept as sent and listed in :attr:`CloudEventFields.irregular`.
 
     :param raw: the body.
     :param transport: the transport it came through, for the integration's type.
@@ -124,8 +125,11 @@ def read_fields(raw: Mapping[str, Any], transport: str) -> CloudEventFields:
         irregular.append("datacontenttype")
     if "data_base64" in raw:
         irregular.append("data_base64")
+    data = get("data")
+    if isinstance(data, str):
+        irregular.append("data")
     integration: dict[str, Any] = {} if integration_id is None else {"id": integration_id}
     integration_type = INTEGRATION_TYPES.get(transport)
     if integration_type is not None:
         integration["integration_type"] = integration_type
-    return CloudEventFields(trigger, get("data"), get("included"), store_id, integration, source, tuple(irregular))
+    return CloudEventFields(trigger, data, get("included"), store_id, integration, source, tuple(irregular))

@@ -272,9 +272,10 @@ class Event:
                 decoded: Any = redact(dict(body))[0]
             except RecursionError:
                 raise InvalidEvent("the message is nested too deeply") from None
+            clean = False
         else:
             try:
-                decoded, _, raw_json = _loads_redacted(body)
+                decoded, clean, raw_json = _loads_redacted(body)
             except UnicodeDecodeError:
                 raise InvalidEvent("the message is not UTF-8 text") from None
             except ValueError as exc:
@@ -285,6 +286,8 @@ class Event:
             raise InvalidEvent(f"the message must be a JSON object, not {_json_type(decoded)}")
         if "triggered_by" in decoded:  # from_stored would read it back as a webhook's body, with other handlers
             raise InvalidEvent("the message has a triggered_by member, which only a webhook's body has")
+        if not clean and isinstance(decoded.get("data"), str):  # odd (upstream sends the resource), maybe JSON
+            _json_inside(decoded, "data", decoded["data"])  # with a secret in it: redacted inside, as resources
         if transport is not None and decoded.get(cloudevents.TRANSPORT_ATTRIBUTE) != transport:
             raw_json = _with_transport(raw_json, decoded, transport)
             decoded[cloudevents.TRANSPORT_ATTRIBUTE] = transport
