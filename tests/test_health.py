@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -17,6 +18,8 @@ from flask import Flask
 
 from webhook_receiver import Event, WebhookReceiver
 from webhook_receiver.cli import webhooks_cli
+from webhook_receiver.observability import health_of
+from webhook_receiver.stores.memory import MemoryStore
 from webhook_receiver.testing import deliver, make_event
 
 from .conftest import SECRET, new_app, require_redis
@@ -322,3 +325,89 @@ def test_an_unknown_receiver_or_option_exits_3(receiver: WebhookReceiver) -> Non
 def test_an_app_without_a_receiver_exits_3() -> None:
     result = health_cli(new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET))
     assert result.exit_code == 3 and "no receiver is set up" in result.output
+
+
+class _Interrupted(BaseException):
+    """Not an Exception, as a gevent Timeout, an asyncio CancelledError, SystemExit and GeneratorExit are not."""
+
+
+class _StoreThatRaises(MemoryStore):
+    """A store of the user's whose reads raise something that is not an Exception."""
+
+    exc: type[BaseException] = _Interrupted
+
+    def count_due(self) -> int:
+        raise self.exc("interrupted at postgresql://u:store-pw-5c1@h/db")
+
+
+@pytest.mark.parametrize("exc", [_Interrupted, SystemExit, GeneratorExit])
+def test_a_store_raising_a_base_exception_is_down_never_an_empty_healthy_report(
+    exc: type[BaseException], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Found by review 33a: the probe's thread died with no check made, and the report read healthy (200, exit 0)."""
+    _StoreThatRaises.exc = exc
+    receiver = WebhookReceiver()
+    receiver.on("order.paid")(lambda event: None)
+    app = new_app(
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVER_STORE=_StoreThatRaises(),
+        WEBHOOK_RECEIVER_HEALTH_URL=HEALTH_URL,
+    )
+    receiver.init_app(app)
+    answer = app.test_client().get(HEALTH_URL)
+    assert answer.status_code == 503 and answer.json["receivers"]["moltin"]["store"] == {
+        "status": "down",
+        "detail": f"the memory store was not checked ({exc.__name__})",
+    }
+    result = health_cli(app)
+    assert result.exit_code == 2, result.output
+    assert "store-pw-5c1" not in capfd.readouterr().err + result.output  # no traceback quoting the exception
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "-nan", "0", "-1", "61", "inf", "soon"])
+def test_a_timeout_that_is_not_a_number_of_seconds_up_to_60_exits_3(receiver: WebhookReceiver, value: str) -> None:
+    """NaN passed click's range (every comparison with it is false) and made a healthy store down (review 33a)."""
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
+    receiver.init_app(app)
+    result = health_cli(app, "--timeout", value)
+    assert result.exit_code == 3, f"--timeout {value}: exit {result.exit_code}\n{result.output}"
+    assert health_cli(app, "--timeout", "5").exit_code == 0
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan, 0, -1, 61, True, "3"])
+def test_health_of_refuses_a_timeout_that_is_not_a_number_of_seconds_up_to_60(
+    receiver: WebhookReceiver, value: Any
+) -> None:
+    """inf made the wait raise OverflowError; NaN and negatives said a healthy store was down (review 33a)."""
+    app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET)
+    receiver.init_app(app)
+    with pytest.raises(ValueError, match="at most 60"):
+        health_of(app, timeout=value)
+    assert health_of(app, timeout=60).status == "healthy"
+
+
+class _CountingAdoptions(MemoryStore):
+    adopted = 0
+
+    def adopt_earlier_data(self) -> None:
+        type(self).adopted += 1
+
+
+def test_the_command_loads_the_app_without_asking_its_store_to_adopt_earlier_data() -> None:
+    """Loading the app for ``health`` asks no store: against a frozen Redis, init_app's adoption of an
+    earlier version's data waited out the 5 s socket timeout before --timeout even began (review 33a)."""
+    from flask.cli import ScriptInfo
+
+    def create_app() -> Flask:
+        receiver = WebhookReceiver()
+        receiver.on("order.paid")(lambda event: None)
+        app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=_CountingAdoptions())
+        receiver.init_app(app)
+        return app
+
+    _CountingAdoptions.adopted = 0
+    create_app()
+    assert _CountingAdoptions.adopted == 1  # init_app adopts, as a web process's must
+    result = create_app().test_cli_runner().invoke(webhooks_cli, ["health"], obj=ScriptInfo(create_app=create_app))
+    assert result.exit_code == 0, result.output
+    assert _CountingAdoptions.adopted == 2, "the health command's own load of the app asked the store to adopt"

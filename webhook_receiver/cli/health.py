@@ -9,7 +9,8 @@ import click
 from flask import current_app
 from flask.cli import ScriptInfo
 
-from ..observability.setup import health_of
+from ..observability.setup import MAX_HEALTH_TIMEOUT, health_of
+from ..receiver import ADOPT_EARLIER_DATA
 from ..redact import hide_passwords
 from ..untrusted import printable
 from .group import json_option, one_line_errors, receiver_named, receiver_option, say, webhooks_cli
@@ -40,8 +41,9 @@ class _HealthCommand(click.Command):
 @receiver_option
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True, max=60),
+    type=click.FloatRange(min=0, min_open=True, max=MAX_HEALTH_TIMEOUT),
     default=None,
+    callback=lambda ctx, param, value: _a_number(value),
     help="Seconds to wait for the stores before one that has not answered is down"
     " (WEBHOOK_RECEIVER_HEALTH_TIMEOUT, 3 by default).",
 )
@@ -57,15 +59,25 @@ def health_command(ctx: click.Context, as_json: bool, receiver_name: str | None,
     set up, or --receiver names none of them (with --json, a document whose
     status is not_checked).
     """
+    loading = ADOPT_EARLIER_DATA.set(False)  # init_app asks no store: a hung one would hold the command up
     try:
         app = ctx.ensure_object(ScriptInfo).load_app()
     except (Exception, SystemExit) as exc:  # whatever the app's factory raised or exited with: nothing was checked
         _not_checked(as_json, f"the app did not load: {type(exc).__name__}: {exc}")
+    finally:
+        ADOPT_EARLIER_DATA.reset(loading)
     with app.app_context():
         try:
             _check(as_json, receiver_name, timeout)
         except click.ClickException as exc:
             _not_checked(as_json, exc.message)
+
+
+def _a_number(value: float | None) -> float | None:
+    """*value*, unless it is NaN (which click's range lets through: every comparison with it is false)."""
+    if value is not None and value != value:
+        raise click.BadParameter("nan is not a number of seconds")
+    return value
 
 
 def _not_checked(as_json: bool, reason: str) -> NoReturn:

@@ -198,7 +198,8 @@ class StoreProbe:
             else:
                 with app.app_context():
                     asking.checks = _store_checks(self.store, self.dispatcher, max_age, self.backlog)
-        except Exception as exc:  # noqa: BLE001 - never an empty, healthy-looking report
+        except BaseException as exc:  # noqa: BLE001 - never an empty, healthy-looking report, nor a traceback
+            # (a BaseException too: a SystemExit, a gevent Timeout, a CancelledError ended the thread with none)
             detail = f"the {self.store.name} store was not checked ({type(exc).__name__})"
             asking.checks = [Check("store", DOWN, detail)]
         finally:

@@ -34,7 +34,7 @@ from .. import instrumentation
 from .backlog import BacklogReader
 from .health import DEFAULT_MAX_AGE, DEFAULT_TIMEOUT, HealthReport, StoreProbe
 
-__all__ = ["KEYS", "ObservabilityState", "observe", "health_of"]
+__all__ = ["KEYS", "MAX_HEALTH_TIMEOUT", "ObservabilityState", "observe", "health_of"]
 
 #: The configuration keys this package reads.
 KEYS = (
@@ -45,6 +45,9 @@ KEYS = (
     "WEBHOOK_RECEIVER_HEALTH_MAX_AGE",
     "WEBHOOK_RECEIVER_HEALTH_TIMEOUT",
 )
+
+#: The longest ``WEBHOOK_RECEIVER_HEALTH_TIMEOUT`` (and ``health --timeout``), in seconds.
+MAX_HEALTH_TIMEOUT = 60.0
 
 #: The key of ``app.extensions`` holding an :class:`ObservabilityState`.
 STATE_KEY = "webhook_receiver.observability"
@@ -140,7 +143,7 @@ def _first(app: Any) -> ObservabilityState:
         # an hour at most: the gauges of a longer cache would not follow a backlog an alert is watching
         cache_seconds=_seconds(config, "WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS", 5.0, at_most=3600.0),
         # a minute at most: a probe waits for the answer, and no probe waits that long
-        timeout=_seconds(config, "WEBHOOK_RECEIVER_HEALTH_TIMEOUT", DEFAULT_TIMEOUT, at_most=60.0),
+        timeout=_seconds(config, "WEBHOOK_RECEIVER_HEALTH_TIMEOUT", DEFAULT_TIMEOUT, at_most=MAX_HEALTH_TIMEOUT),
     )
     metrics = config.get("WEBHOOK_RECEIVER_METRICS")
     health_url = _path(config, "WEBHOOK_RECEIVER_HEALTH_URL")
@@ -183,7 +186,12 @@ def health_of(
     :param receivers: the names of the receivers to check.
     :param workers: check the workers of this process.
     :param timeout: seconds to wait for the stores (``WEBHOOK_RECEIVER_HEALTH_TIMEOUT`` by default).
+    :raises ValueError: if *timeout* is not a number of seconds above 0 and at most 60.
     """
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_HEALTH_TIMEOUT
+    ):
+        raise ValueError(f"timeout is a number of seconds above 0 and at most {MAX_HEALTH_TIMEOUT:g}, not {timeout!r}")
     state: ObservabilityState | None = app.extensions.get(STATE_KEY)
     report = HealthReport()
     if state is None:
