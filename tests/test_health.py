@@ -384,30 +384,3 @@ def test_health_of_refuses_a_timeout_that_is_not_a_number_of_seconds_up_to_60(
     with pytest.raises(ValueError, match="at most 60"):
         health_of(app, timeout=value)
     assert health_of(app, timeout=60).status == "healthy"
-
-
-class _CountingAdoptions(MemoryStore):
-    adopted = 0
-
-    def adopt_earlier_data(self) -> None:
-        type(self).adopted += 1
-
-
-def test_the_command_loads_the_app_without_asking_its_store_to_adopt_earlier_data() -> None:
-    """Loading the app for ``health`` asks no store: against a frozen Redis, init_app's adoption of an
-    earlier version's data waited out the 5 s socket timeout before --timeout even began (review 33a)."""
-    from flask.cli import ScriptInfo
-
-    def create_app() -> Flask:
-        receiver = WebhookReceiver()
-        receiver.on("order.paid")(lambda event: None)
-        app = new_app(WEBHOOK_RECEIVER_SECRET_KEY=SECRET, WEBHOOK_RECEIVER_STORE=_CountingAdoptions())
-        receiver.init_app(app)
-        return app
-
-    _CountingAdoptions.adopted = 0
-    create_app()
-    assert _CountingAdoptions.adopted == 1  # init_app adopts, as a web process's must
-    result = create_app().test_cli_runner().invoke(webhooks_cli, ["health"], obj=ScriptInfo(create_app=create_app))
-    assert result.exit_code == 0, result.output
-    assert _CountingAdoptions.adopted == 2, "the health command's own load of the app asked the store to adopt"

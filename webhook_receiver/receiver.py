@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import weakref
-from contextvars import ContextVar
 from typing import Any, Callable, Sequence, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app
@@ -32,13 +31,6 @@ RECEIVERS_KEY = "webhook_receiver.receivers"
 MOUNTS_KEY = "webhook_receiver.mounts"
 
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
-
-#: ``False`` while a command that only reads its stores loads the app (``flask webhooks health``):
-#: ``init_app`` then leaves the first receiver's adoption of an earlier version's data
-#: (:meth:`~webhook_receiver.stores.EventStore.adopt_earlier_data`) to the first write, as it does when
-#: the store does not answer, rather than wait on a store that may hang for its socket timeout.
-ADOPT_EARLIER_DATA: ContextVar[bool] = ContextVar("webhook_receiver_adopt_earlier_data", default=True)
 
 
 class WebhookReceiver:
@@ -225,7 +217,7 @@ class WebhookReceiver:
         _check_transactional([h.name for h in self._handlers if h.transactional], config.store)
         self._stores.add(config.store)
         config.store.bind(app)
-        if not configs and ADOPT_EARLIER_DATA.get():  # the app's first receiver: an earlier version's data is its own
+        if not configs:  # the app's first receiver: what an earlier version left unnamed is its own
             config.store.adopt_earlier_data()
         config.dispatcher.bind(app, self, config.store)
         configs[self.name] = config

@@ -10,7 +10,6 @@ from flask import current_app
 from flask.cli import ScriptInfo
 
 from ..observability.setup import MAX_HEALTH_TIMEOUT, health_of
-from ..receiver import ADOPT_EARLIER_DATA
 from ..redact import hide_passwords
 from ..untrusted import printable
 from .group import json_option, one_line_errors, receiver_named, receiver_option, say, webhooks_cli
@@ -59,13 +58,10 @@ def health_command(ctx: click.Context, as_json: bool, receiver_name: str | None,
     set up, or --receiver names none of them (with --json, a document whose
     status is not_checked).
     """
-    loading = ADOPT_EARLIER_DATA.set(False)  # init_app asks no store: a hung one would hold the command up
     try:
         app = ctx.ensure_object(ScriptInfo).load_app()
     except (Exception, SystemExit) as exc:  # whatever the app's factory raised or exited with: nothing was checked
         _not_checked(as_json, f"the app did not load: {type(exc).__name__}: {exc}")
-    finally:
-        ADOPT_EARLIER_DATA.reset(loading)
     with app.app_context():
         try:
             _check(as_json, receiver_name, timeout)
