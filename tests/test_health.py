@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -384,3 +385,45 @@ def test_health_of_refuses_a_timeout_that_is_not_a_number_of_seconds_up_to_60(
     with pytest.raises(ValueError, match="at most 60"):
         health_of(app, timeout=value)
     assert health_of(app, timeout=60).status == "healthy"
+
+
+def test_an_interrupted_check_exits_3_not_a_state_of_the_store(
+    receiver: WebhookReceiver, processes: Processes, tmp_path: Path
+) -> None:
+    """Ctrl-C while the command waits on a frozen Redis exited 1 (click's "Aborted!"), which here means degraded."""
+    require_redis()
+    port = free_port()
+    server = processes.redis_server(port, tmp_path / "redis.log")
+    (tmp_path / "frozenapp.py").write_text(
+        "from flask import Flask\n"
+        "from webhook_receiver import WebhookReceiver\n"
+        "receiver = WebhookReceiver()\n"
+        "receiver.on('order.paid')(lambda event: None)\n"
+        "app = Flask(__name__)\n"
+        f"app.config.update(WEBHOOK_RECEIVER_SECRET_KEY={SECRET!r},"
+        f" WEBHOOK_RECEIVER_STORE='redis://127.0.0.1:{port}/0')\n"
+        "receiver.init_app(app)\n"
+        "print('loaded', flush=True)\n"
+    )
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        command = [sys.executable, "-m", "flask", "--app", "frozenapp", "webhooks", "health", "--timeout", "60"]
+        check = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            # a shell's background job inherits SIGINT ignored, and Python then keeps it so
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        assert check.stdout is not None
+        assert check.stdout.readline() == "loaded\n"  # the app is loaded: the check waits on the frozen store
+        time.sleep(0.5)
+        check.send_signal(signal.SIGINT)
+        out, err = check.communicate(timeout=60)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    assert check.returncode == 3, out + err
+    assert "interrupted before the check was made" in err

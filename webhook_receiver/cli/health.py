@@ -56,17 +56,20 @@ def health_command(ctx: click.Context, as_json: bool, receiver_name: str | None,
     A store that has not answered within --timeout seconds is down.
     Exit 3 when no check could be made: the app did not load, no receiver is
     set up, or --receiver names none of them (with --json, a document whose
-    status is not_checked).
+    status is not_checked), and when interrupted (Ctrl-C) before it answers.
     """
     try:
-        app = ctx.ensure_object(ScriptInfo).load_app()
-    except (Exception, SystemExit) as exc:  # whatever the app's factory raised or exited with: nothing was checked
-        _not_checked(as_json, f"the app did not load: {type(exc).__name__}: {exc}")
-    with app.app_context():
         try:
-            _check(as_json, receiver_name, timeout)
-        except click.ClickException as exc:
-            _not_checked(as_json, exc.message)
+            app = ctx.ensure_object(ScriptInfo).load_app()
+        except (Exception, SystemExit) as exc:  # whatever the factory raised or exited with: nothing was checked
+            _not_checked(as_json, f"the app did not load: {type(exc).__name__}: {exc}")
+        with app.app_context():
+            try:
+                _check(as_json, receiver_name, timeout)
+            except click.ClickException as exc:
+                _not_checked(as_json, exc.message)
+    except KeyboardInterrupt:  # click would say "Aborted!" and exit 1, which here means degraded
+        _not_checked(as_json, "interrupted before the check was made")
 
 
 def _a_number(value: float | None) -> float | None:
