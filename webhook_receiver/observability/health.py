@@ -173,7 +173,7 @@ class StoreProbe:
         self._lock = threading.Lock()
         self._asking: _Asking | None = None
 
-    def start(self, max_age: float = DEFAULT_MAX_AGE, app: Any = None) -> _Asking:
+    def start(self, max_age: float, app: Any) -> _Asking:
         """Ask the store in a thread, unless a run of this process still waits on it: then that run.
 
         :param max_age: seconds the oldest due event may wait before the receiver is degraded.
@@ -193,11 +193,8 @@ class StoreProbe:
 
     def _ask(self, asking: _Asking, max_age: float, app: Any) -> None:
         try:
-            if app is None:
+            with app.app_context():
                 asking.checks = _store_checks(self.store, self.dispatcher, max_age, self.backlog)
-            else:
-                with app.app_context():
-                    asking.checks = _store_checks(self.store, self.dispatcher, max_age, self.backlog)
         except BaseException as exc:  # noqa: BLE001 - never an empty, healthy-looking report, nor a traceback
             # (a BaseException too: a SystemExit, a gevent Timeout, a CancelledError ended the thread with none)
             detail = f"the {self.store.name} store was not checked ({type(exc).__name__})"
@@ -205,14 +202,13 @@ class StoreProbe:
         finally:
             asking.done.set()
 
-    def check(self, *, deadline: float, workers: bool = True, asking: _Asking | None = None) -> list[Check]:
+    def check(self, asking: _Asking, *, deadline: float, workers: bool = True) -> list[Check]:
         """The checks, the store's waited for until *deadline* (``time.monotonic()``) at most.
 
+        :param asking: the run :meth:`start` began.
         :param deadline: when a store that has not answered is said to be down.
         :param workers: check the workers of this process.
-        :param asking: the run :meth:`start` began (one begun now by default).
         """
-        asking = asking if asking is not None else self.start()
         if asking.done.wait(max(0.0, deadline - time.monotonic())):
             checks = list(asking.checks)
         else:

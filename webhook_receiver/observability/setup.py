@@ -57,15 +57,13 @@ STATE_KEY = "webhook_receiver.observability"
 class ObservabilityState:
     """What this package set up on one app.
 
-    :param receivers: each receiver's store, dispatcher and backlog reader, by name.
     :param metrics: the metrics observer, when metrics are on.
     :param max_age: ``WEBHOOK_RECEIVER_HEALTH_MAX_AGE``.
     :param cache_seconds: ``WEBHOOK_RECEIVER_METRICS_CACHE_SECONDS``.
     :param timeout: ``WEBHOOK_RECEIVER_HEALTH_TIMEOUT``.
-    :param probes: each receiver's health checks, by name.
+    :param probes: each receiver's health checks (its store, dispatcher and backlog reader), by name.
     """
 
-    receivers: dict[str, tuple[Any, Any, BacklogReader]] = field(default_factory=dict)
     metrics: Any = None
     max_age: float = DEFAULT_MAX_AGE
     cache_seconds: float = 5.0
@@ -75,11 +73,16 @@ class ObservabilityState:
     paths: dict[str, str] = field(default_factory=dict)
 
 
+def _is_seconds(value: Any) -> bool:
+    """Whether *value* is a positive, finite number of seconds (not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value < math.inf
+
+
 def _seconds(config: Any, key: str, default: float, *, at_most: float = math.inf) -> float:
     value = config.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+    if not _is_seconds(value):
         raise RuntimeError(f"{key} is a positive, finite number of seconds, not {value!r}")
     if value > at_most:
         raise RuntimeError(f"{key} is at most {at_most:g} seconds, not {value!r}")
@@ -130,7 +133,6 @@ def observe(app: Any, receiver: str, store: Any, dispatcher: Any, *, url: str | 
                 f"{key} is {path!r}, the URL of webhook receiver {receiver!r}: give it a path of its own"
             )
     reader = BacklogReader(store, state.cache_seconds)
-    state.receivers[receiver] = (store, dispatcher, reader)
     state.probes[receiver] = StoreProbe(store, dispatcher, reader)
     if state.metrics is not None:
         state.metrics.gauges.add(receiver, reader)
@@ -188,9 +190,7 @@ def health_of(
     :param timeout: seconds to wait for the stores (``WEBHOOK_RECEIVER_HEALTH_TIMEOUT`` by default).
     :raises ValueError: if *timeout* is not a number of seconds above 0 and at most 60.
     """
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_HEALTH_TIMEOUT
-    ):
+    if timeout is not None and not (_is_seconds(timeout) and timeout <= MAX_HEALTH_TIMEOUT):
         raise ValueError(f"timeout is a number of seconds above 0 and at most {MAX_HEALTH_TIMEOUT:g}, not {timeout!r}")
     state: ObservabilityState | None = app.extensions.get(STATE_KEY)
     report = HealthReport()
@@ -204,7 +204,7 @@ def health_of(
         if receivers is None or name in receivers
     }
     for name, (probe, asking) in asked.items():
-        report.checks[name] = probe.check(deadline=deadline, workers=workers, asking=asking)
+        report.checks[name] = probe.check(asking, deadline=deadline, workers=workers)
     return report
 
 
