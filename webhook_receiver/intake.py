@@ -53,9 +53,9 @@ def hand_over(event: Event, receiver: HandlerSource, app: Any, dispatcher: Dispa
 
 
 def _warn_irregular(event: Event, irregular: Sequence[str]) -> None:
-    """Log the parts of an event's body that are not of the expected shape (kept as sent)."""
+    """Log the parts of an event's body that are not of the expected shape (kept, secret fields redacted)."""
     logger.warning(
-        "event %s (%s): unexpected shape of %s; kept as sent in event.raw",
+        "event %s (%s): unexpected shape of %s; kept in event.raw as sent, secret fields redacted",
         event.id,
         event.trigger,
         ", ".join(irregular),

@@ -219,6 +219,8 @@ class WebhookReceiver:
         config.store.bind(app)
         if not configs:  # the app's first receiver: what an earlier version left unnamed is its own
             config.store.adopt_earlier_data()
+        else:
+            config.store.leave_earlier_data_to(next(iter(configs)))
         config.dispatcher.bind(app, self, config.store)
         configs[self.name] = config
         app.extensions.setdefault(RECEIVERS_KEY, {})[self.name] = self

@@ -806,7 +806,17 @@ class EventStore(ABC):
         any other receiver of the app can write: an earlier version kept one
         receiver's data where no receiver was named, and that receiver was
         the app's first. Never raises: a store that cannot answer leaves it
-        to the first write.
+        to the first write (and :meth:`leave_earlier_data_to` tells the
+        app's other receivers whose it is).
+        """
+
+    def leave_earlier_data_to(self, receiver: str) -> None:
+        """Leave what an earlier version left to no receiver to *receiver*, the app's first, without any I/O.
+
+        ``init_app`` calls it for every other receiver set up on an app, so
+        that a store whose first receiver could not adopt that data at its
+        start (the store did not answer) never gives it to this one, whichever
+        of them writes or reads first.
         """
 
     def begin_handler(self, claim: Claim) -> HandlerTransaction:

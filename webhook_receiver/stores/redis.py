@@ -23,8 +23,11 @@ only inside a claim's transaction: the new event's body, renamed to its
 ``event`` hash by the claim script (see :meth:`_Link.claim`); it expires by
 itself if the script did not run.
 
-Receivers sharing a prefix keep their keys apart: the first receiver to write
-under a prefix owns it (``<prefix>:owner`` holds its name, set once) and its root
+Receivers sharing a prefix keep their keys apart: one receiver owns the
+prefix (``<prefix>:owner`` holds its name, set once), the app's first:
+``init_app`` makes it the owner as it starts or, when the server does not
+answer then, the first write of any of the app's receivers does (a store used
+without ``init_app``: the first receiver to write). The owner's root
 is the prefix itself, as before receivers were told apart, so that the keys
 of a single-receiver deployment stay its own after an upgrade; any other
 receiver's root is ``<prefix>:receiver:<name>`` (receiver names have no
@@ -614,6 +617,8 @@ class RedisStore(EventStore):
         self.receiver = receiver
         self._link = _Link(lambda: redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout))
         self._root: str | None = None  # this receiver's root of keys, found on first use
+        #: The receiver that owns the prefix when none does yet, once ``init_app`` said (the app's first).
+        self._heir: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -654,9 +659,10 @@ class RedisStore(EventStore):
         they look at the keys right under it, an earlier version's, so that a
         tool that only looks does not take them from the receiver they belong to.
         """
-        owner = self._call(self._link.owner, keys=[f"{self.prefix}:owner"], args=[self.receiver, "1" if take else "0"])
-        if owner is None:
-            return self.prefix
+        heir = self._heir or self.receiver
+        owner = self._call(self._link.owner, keys=[f"{self.prefix}:owner"], args=[heir, "1" if take else "0"])
+        if owner is None:  # a read, with no receiver owning the prefix yet: its keys are the heir's
+            return self.prefix if heir == self.receiver else f"{self.prefix}:receiver:{self.receiver}"
         self._root = root = (
             self.prefix if owner.decode() == self.receiver else f"{self.prefix}:receiver:{self.receiver}"
         )
@@ -669,9 +675,20 @@ class RedisStore(EventStore):
         prefix, and a delivery to a second receiver arriving first gave it
         the first's history and its queued events.
         """
+        self._heir = self.receiver
         if self._root is None:
             with contextlib.suppress(StoreUnavailable):
                 self._find_root(take=True)
+
+    def leave_earlier_data_to(self, receiver: str) -> None:
+        """Take the prefix, when this view is the first to write under it, for *receiver* rather than for itself.
+
+        The app's first receiver adopts the keys right under the prefix at
+        ``init_app``; when the server did not answer then, the first write
+        of any receiver makes *receiver* the owner, and reads before it look
+        at this receiver's own root, not at *receiver*'s keys.
+        """
+        self._heir = receiver
 
     def _read_root(self) -> str:
         return self._root or self._find_root(take=False)
