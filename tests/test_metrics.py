@@ -126,6 +126,10 @@ MultiProcessCollector(registry)
 app = app_with(registry)
 assert deliver(app.test_client(), make_event("order.paid"), secret="s" * 32).status_code == 200
 labels = {"receiver": "moltin", "trigger": "order.paid", "status": "processed", "transport": "webhook"}
+import time
+waited = time.monotonic()
+while registry.get_sample_value("webhook_receiver_deliveries_total", labels) is None and time.monotonic() < waited + 30:
+    time.sleep(0.05)  # the counts reach the files within FLUSH_SECONDS, from the flushing thread
 print("counted:", registry.get_sample_value("webhook_receiver_deliveries_total", labels))
 """
 

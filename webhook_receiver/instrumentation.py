@@ -1,9 +1,10 @@
 """Where metrics and traces look in: the few points of delivery and dispatch that an observer hears of.
 
-The core calls these functions at three points: when a delivery is answered
+The core calls these functions at four points: when a delivery is answered
 (:func:`answered`), around the run of an event's handlers (:func:`running`)
-and around each handler (through :func:`observed_handlers`), and before a
-background dispatcher makes an event durable (:func:`before_accept`). Each
+and around each handler (through :func:`observed_handlers`), after each
+handler's run (:func:`handler_ran`, for observers that only count), and
+before a background dispatcher makes an event durable (:func:`before_accept`). Each
 app has its own observers (:func:`add_observer`; the
 :mod:`webhook_receiver.observability` package adds them at ``init_app``);
 with none, each point costs one dictionary look-up.
@@ -27,8 +28,11 @@ __all__ = [
     "add_observer",
     "answered",
     "before_accept",
+    "flush",
+    "handler_ran",
     "observed_handlers",
     "observers",
+    "run_counters",
     "run_watchers",
     "running",
     "watches_runs",
@@ -36,6 +40,9 @@ __all__ = [
 
 #: The key of ``app.extensions`` holding the app's observers.
 OBSERVERS_KEY = "webhook_receiver.observers"
+
+#: The key of ``app.extensions`` holding the observers that count runs (:func:`run_counters`).
+_COUNTERS_KEY = "webhook_receiver.run_counters"
 
 #: The key of ``app.extensions`` holding the handlers as observed, by the id of the handler.
 _WRAPPED_KEY = "webhook_receiver.observed_handlers"
@@ -75,6 +82,18 @@ class Observer(Protocol):
         """The event a background dispatcher stores: *event*, or a copy carrying what the observer needs later."""
 
 
+class RunCounter(Protocol):
+    """An observer that hears of each handler run once it is over: a ``handler_ran`` method besides the others.
+
+    Cheaper than :meth:`Observer.handler`, which wraps each call in a
+    context manager: an observer that only counts and times runs (metrics)
+    implements this, and says with ``watching()`` that it watches no run.
+    """
+
+    def handler_ran(self, receiver: str, event: Event, handler: str, ok: bool, seconds: float) -> None:
+        """The handler named *handler* ran on *event* for *seconds*, and raised unless *ok*."""
+
+
 def watches_runs(observer: Observer) -> bool:
     """Whether *observer*'s :meth:`~Observer.running` and :meth:`~Observer.handler` would do anything now.
 
@@ -100,13 +119,55 @@ def run_watchers(app: Any) -> Sequence[Observer]:
     return tuple(observer for observer in found if watches_runs(observer))
 
 
+def run_counters(app: Any) -> Sequence[RunCounter]:
+    """The observers of *app* with a ``handler_ran`` method (:class:`RunCounter`): ``()`` most often, at one look-up.
+
+    Found as :func:`add_observer` adds them, not at each run: ``hasattr`` on an
+    observer without the method raises and catches an ``AttributeError``.
+    """
+    extensions = getattr(app, "extensions", None)
+    if not extensions:
+        return ()
+    found: Sequence[RunCounter] = extensions.get(_COUNTERS_KEY, ())
+    return found
+
+
+def handler_ran(
+    counters: Sequence[RunCounter], receiver: str, event: Event, handler: str, ok: bool, seconds: float
+) -> None:
+    """Tell *counters* (:func:`run_counters`) that a handler ran; one that fails is logged, the run goes on."""
+    for counter in counters:
+        try:
+            counter.handler_ran(receiver, event, handler, ok, seconds)
+        except Exception:
+            logger.exception("an observer of deliveries failed; the delivery goes on")
+
+
+def flush(app: Any) -> None:
+    """Have *app*'s observers with a ``flush()`` method write what they keep (never raises).
+
+    Called at the end of each Celery task: a prefork pool's child may end with
+    ``os._exit``, which runs no exit handler.
+    """
+    for observer in observers(app):
+        write = getattr(observer, "flush", None)
+        if write is None:
+            continue
+        try:
+            write()
+        except Exception:
+            logger.exception("an observer of deliveries failed; the delivery goes on")
+
+
 def add_observer(app: Any, observer: Observer) -> None:
     """Let *observer* hear of *app*'s deliveries and handler runs.
 
     :param app: the Flask app.
     :param observer: the observer.
     """
-    app.extensions.setdefault(OBSERVERS_KEY, []).append(observer)
+    found = app.extensions.setdefault(OBSERVERS_KEY, [])
+    found.append(observer)
+    app.extensions[_COUNTERS_KEY] = tuple(each for each in found if hasattr(each, "handler_ran"))
 
 
 def observers(app: Any) -> Sequence[Observer]:

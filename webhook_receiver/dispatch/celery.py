@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import instrumentation
 from ..errors import BrokerUnavailable
 from ..untrusted import logger
 from .queue import QueueDispatcher
@@ -54,16 +55,19 @@ class CeleryDispatcher(QueueDispatcher):
         """Run due events in this process until none is due (what the task does)."""
         app, receiver, store = self._bound()
         ran = 0
-        with app.app_context():
-            while not self._stopping.is_set():
-                claim = store.claim_due()
-                if claim is None:
-                    return ran
-                ran += 1
-                _, delay = run_claimed(app, receiver, store, claim, self.policy, stopping=self._stopping)
-                if delay is not None:
-                    self._send(countdown=delay)
-        return ran
+        try:
+            with app.app_context():
+                while not self._stopping.is_set():
+                    claim = store.claim_due()
+                    if claim is None:
+                        return ran
+                    ran += 1
+                    _, delay = run_claimed(app, receiver, store, claim, self.policy, stopping=self._stopping)
+                    if delay is not None:
+                        self._send(countdown=delay)
+            return ran
+        finally:
+            instrumentation.flush(app)  # a prefork child may end with os._exit, which writes nothing at exit
 
     def wake(self, event_id: str | None) -> None:
         try:

@@ -26,7 +26,7 @@ from ..untrusted import logger
 from .lease import HEARTBEAT
 
 if TYPE_CHECKING:
-    from ..instrumentation import Observer
+    from ..instrumentation import Observer, RunCounter
     from .base import RetryPolicy
 
 __all__ = [
@@ -136,6 +136,7 @@ def run_handlers(
     if watchers is None:
         watchers = instrumentation.run_watchers(sender)
     pending = instrumentation.observed_handlers(sender, receiver.name, pending, watchers=watchers)
+    counters = instrumentation.run_counters(sender)
     keeping = _NOT_KEPT if kept else HEARTBEAT.keep(store, claim)
     with keeping, instrumentation.running(sender, receiver.name, event, claim, watchers=watchers):
         for position, handler in enumerate(pending, 1):
@@ -157,6 +158,8 @@ def run_handlers(
                 outcome = _run_in_transaction(sender, event, handler, store, claim, started, last, receiver)
                 if outcome is None:
                     return _lost(event, claim, failed)
+                if counters:
+                    _counted(counters, receiver, event, outcome)
                 if not outcome.ok:
                     failed.append(handler.name)
                     previous = outcome  # recorded in a transaction of its own, as any failure
@@ -170,9 +173,17 @@ def run_handlers(
                 previous = _failed(sender, event, handler, exc, started, receiver)
             else:
                 previous = Run(handler.name, True, None, started, time.time())
+            if counters:
+                _counted(counters, receiver, event, previous)
     if claim.lost:
         return _lost(event, claim, failed)
     return HandlersRun(failed, previous)
+
+
+def _counted(counters: Sequence[RunCounter], receiver: HandlerSource, event: Event, run: Run) -> None:
+    """Tell the counters of the app of *run* (its own clock's times: a step back counts as 0 s)."""
+    seconds = max(0.0, run.finished_at - run.started_at)
+    instrumentation.handler_ran(counters, receiver.name, event, run.name, run.ok, seconds)
 
 
 def _failed(
