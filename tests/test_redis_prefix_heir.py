@@ -103,3 +103,36 @@ def test_a_second_receiver_first_after_a_start_with_redis_down_does_not_take_the
         client.close()
     finally:
         processes.stop_all()
+
+
+def test_a_first_receiver_on_another_store_takes_nothing_of_a_second_receiver_s_prefix(
+    tmp_path: Path, redis_prefix: str
+) -> None:
+    """Review 34: the heir was named whatever the first receiver's store, so a second receiver alone on its
+    Redis prefix (the first on SQLite) read past its own earlier keys and wrote the first's name as owner."""
+    from .conftest import REDIS_URL
+
+    before = RedisStore(REDIS_URL, prefix=redis_prefix, receiver="outlet")  # outlet alone, before receivers
+    assert before.finish(before.claim(contract_event("done-before")), ok=True)
+    client = redis.Redis.from_url(REDIS_URL)
+    client.delete(f"{redis_prefix}:owner")
+    before.close()
+
+    app = Flask(__name__)
+    app.config.update(
+        TESTING=True,
+        WEBHOOK_RECEIVER_SECRET_KEY=SECRET,
+        WEBHOOK_RECEIVER_STORE=f"sqlite:///{tmp_path}/shop.sqlite3",  # the app's first receiver is not on Redis
+        WEBHOOK_RECEIVERS={"outlet": {"URL": "/webhooks/outlet", "STORE": REDIS_URL, "REDIS_PREFIX": redis_prefix}},
+    )
+    WebhookReceiver(app, name="shop")
+    outlet = WebhookReceiver(app, name="outlet")
+    outlet.on("order.paid")(lambda event: None)
+    store = app.extensions["webhook_receiver"]["outlet"].store
+    assert store.get("done-before") is not None, "a read sees outlet's earlier keys"
+    with app.test_client() as http:
+        body = make_event("order.paid", event_id="outlet-own")
+        assert deliver(http, body, secret=SECRET, path="/webhooks/outlet").status_code == 200
+    assert client.get(f"{redis_prefix}:owner") == b"outlet"
+    assert store.get("done-before") is not None, "outlet's earlier history is still its own"
+    client.close()

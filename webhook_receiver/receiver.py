@@ -220,7 +220,7 @@ class WebhookReceiver:
         if not configs:  # the app's first receiver: what an earlier version left unnamed is its own
             config.store.adopt_earlier_data()
         else:
-            config.store.leave_earlier_data_to(next(iter(configs)))
+            config.store.leave_earlier_data_to(next(iter(configs.values())).store)
         config.dispatcher.bind(app, self, config.store)
         configs[self.name] = config
         app.extensions.setdefault(RECEIVERS_KEY, {})[self.name] = self

@@ -810,13 +810,14 @@ class EventStore(ABC):
         app's other receivers whose it is).
         """
 
-    def leave_earlier_data_to(self, receiver: str) -> None:
-        """Leave what an earlier version left to no receiver to *receiver*, the app's first, without any I/O.
+    def leave_earlier_data_to(self, first: EventStore) -> None:
+        """Leave what an earlier version left to no receiver to *first*'s receiver, the app's first, with no I/O.
 
-        ``init_app`` calls it for every other receiver set up on an app, so
-        that a store whose first receiver could not adopt that data at its
-        start (the store did not answer) never gives it to this one, whichever
-        of them writes or reads first.
+        ``init_app`` calls it for every other receiver set up on an app, with
+        the first receiver's store, so that where both keep their events in
+        the same place and the first could not adopt that data at its start
+        (the store did not answer), it never goes to this one, whichever of
+        them writes or reads first. A store elsewhere than *first* is left alone.
         """
 
     def begin_handler(self, claim: Claim) -> HandlerTransaction:

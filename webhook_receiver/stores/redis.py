@@ -680,15 +680,18 @@ class RedisStore(EventStore):
             with contextlib.suppress(StoreUnavailable):
                 self._find_root(take=True)
 
-    def leave_earlier_data_to(self, receiver: str) -> None:
-        """Take the prefix, when this view is the first to write under it, for *receiver* rather than for itself.
+    def leave_earlier_data_to(self, first: EventStore) -> None:
+        """Take the prefix, when this view is the first to write under it, for *first*'s receiver, if it shares it.
 
         The app's first receiver adopts the keys right under the prefix at
         ``init_app``; when the server did not answer then, the first write
-        of any receiver makes *receiver* the owner, and reads before it look
-        at this receiver's own root, not at *receiver*'s keys.
+        of any receiver of the same server, database and prefix makes that
+        receiver the owner, and reads before it look at this receiver's own
+        root, not at its keys. A first receiver on another store or prefix
+        owns nothing here: this one's earlier keys stay its own.
         """
-        self._heir = receiver
+        if isinstance(first, RedisStore) and (first.url, first.prefix) == (self.url, self.prefix):
+            self._heir = first.receiver
 
     def _read_root(self) -> str:
         return self._root or self._find_root(take=False)
